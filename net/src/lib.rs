@@ -1,1 +1,9 @@
-pub fn _x(){}
+//! enjambre-net: tokio drivers that run the sans-IO `enjambre-core` state machines.
+//!
+//! What differs between the real world and the simulator is behind small traits: [`transport::Transport`]
+//! (TCP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
+//! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
+
+pub mod clock;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,242 @@
+//! The disk seam: positional file IO, syncs and atomic small-file replacement, real (`std::fs`) or simulated
+//! (turmoil's filesystem, plugged in by the sim), plus [`Blocking`], which says where blocking work runs.
+//!
+//! Methods are synchronous: a driver runs them through a [`Blocking`] runner, which is a dedicated thread pool
+//! in real runs (so disk and hashing never stall the reactor) and the calling task under the simulator (so
+//! runs stay deterministic).
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One open file supporting positional IO.
+pub trait StorageFile: Send + Sync + 'static {
+    /// Read exactly `buf.len()` bytes at `offset`; bytes past the end of the file read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `data` at `offset`.
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Make written data durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Grow or shrink the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Current length.
+    fn len(&self) -> io::Result<u64>;
+}
+
+/// A filesystem.
+pub trait Storage: Send + Sync + 'static {
+    /// Open `path` for reading and writing, creating it (and its parent folders) when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Create a folder and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Read a whole (small) file; `Ok(None)` when it does not exist.
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// Replace a small file atomically and durably: write a temp file, sync it, rename it over `path`, sync the folder.
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
+    /// Length of a file, `Ok(None)` when it does not exist.
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>>;
+    /// Entries of a folder (full paths), sorted; empty when the folder does not exist.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Whether `path` is a folder.
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Remove a file; missing files are not an error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+}
+
+/// Where blocking work (disk IO, hashing) runs.
+pub trait Blocking: Clone + Send + Sync + 'static {
+    /// Run `f` to completion and return its result.
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static;
+}
+
+/// Runs blocking work on tokio's blocking thread pool (real runs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadPool;
+
+impl Blocking for ThreadPool {
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        async move {
+            match tokio::task::spawn_blocking(f).await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+}
+
+/// Runs blocking work inline in the calling task (simulated runs, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+impl Blocking for Inline {
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        std::future::ready(f())
+    }
+}
+
+/// The real filesystem through `std::fs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdStorage;
+
+struct StdFile(std::fs::File);
+
+impl StorageFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.0.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.write_all_at(data, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The temp-file name used while replacing `path`.
+pub fn temp_path_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+impl Storage for StdStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        if create {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        not_found_to_none(std::fs::read(path))
+    }
+
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let tmp = temp_path_for(path);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(contents)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            let dir = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        Ok(not_found_to_none(std::fs::metadata(path))?.map(|m| m.len()))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let Some(entries) = not_found_to_none(std::fs::read_dir(path))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            out.push(e?.path());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("enjambre-storage-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn positional_io_and_zero_fill_past_end() {
+        let dir = scratch("pos");
+        let f = StdStorage.open(&dir.join("a/b.bin"), true).unwrap();
+        f.write_at(b"hello", 10).unwrap();
+        let mut buf = [7u8; 20];
+        f.read_at(&mut buf, 5).unwrap();
+        assert_eq!(&buf[..5], &[0; 5]);
+        assert_eq!(&buf[5..10], b"hello");
+        assert_eq!(&buf[10..], &[0; 10]);
+        assert_eq!(f.len().unwrap(), 15);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replace_is_whole_and_leaves_no_temp() {
+        let dir = scratch("replace");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("state.json");
+        StdStorage.replace_file(&p, b"one").unwrap();
+        StdStorage.replace_file(&p, b"two").unwrap();
+        assert_eq!(StdStorage.read_file(&p).unwrap().unwrap(), b"two");
+        assert_eq!(StdStorage.list_dir(&dir).unwrap(), vec![p.clone()]);
+        assert_eq!(StdStorage.read_file(&dir.join("none")).unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
