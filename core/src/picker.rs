@@ -8,7 +8,7 @@ use crate::bitfield::Bitfield;
 use crate::time::Instant;
 use crate::BLOCK_LENGTH;
 use rand_core::RngCore;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Opaque identity of a connection, chosen by the caller.
@@ -352,7 +352,7 @@ impl Picker {
     }
 
     fn block_state_mut(&mut self, b: BlockRef) -> Option<&mut BlockState> {
-        if b.begin % BLOCK_LENGTH != 0 {
+        if !b.begin.is_multiple_of(BLOCK_LENGTH) {
             return None;
         }
         self.partial
@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn random_first_phase_spreads_choices_by_seed() {
-        let mut chosen = BTreeSet::new();
+        let mut chosen = std::collections::BTreeSet::new();
         for seed in 0..20 {
             let mut p = Picker::new(
                 PickerConfig::default(),
