@@ -7,3 +7,5 @@
 pub mod clock;
 pub mod storage;
 pub mod transport;
+pub mod state_dir;
+pub mod torrent_store;
