@@ -24,7 +24,11 @@ pub struct Bitfield {
 impl Bitfield {
     /// An empty set over `len` pieces.
     pub fn new(len: u32) -> Self {
-        Bitfield { bytes: vec![0; (len as usize).div_ceil(8)], len, ones: 0 }
+        Bitfield {
+            bytes: vec![0; (len as usize).div_ceil(8)],
+            len,
+            ones: 0,
+        }
     }
 
     /// A full set over `len` pieces.
@@ -40,7 +44,10 @@ impl Bitfield {
     pub fn from_wire(bytes: &[u8], len: u32) -> Result<Self, BitfieldError> {
         let expected = (len as usize).div_ceil(8);
         if bytes.len() != expected {
-            return Err(BitfieldError::WrongLength { got: bytes.len(), expected });
+            return Err(BitfieldError::WrongLength {
+                got: bytes.len(),
+                expected,
+            });
         }
         let spare = expected * 8 - len as usize;
         if spare > 0 {
@@ -50,7 +57,11 @@ impl Bitfield {
             }
         }
         let ones = bytes.iter().map(|b| b.count_ones()).sum();
-        Ok(Bitfield { bytes: bytes.to_vec(), len, ones })
+        Ok(Bitfield {
+            bytes: bytes.to_vec(),
+            len,
+            ones,
+        })
     }
 
     /// The wire representation.
@@ -126,7 +137,11 @@ impl Bitfield {
                 while i + 1 < self.len && self.get(i + 1) {
                     i += 1;
                 }
-                out.push(if start == i { format!("{start}") } else { format!("{start}-{i}") });
+                out.push(if start == i {
+                    format!("{start}")
+                } else {
+                    format!("{start}-{i}")
+                });
             }
             i += 1;
         }
@@ -166,8 +181,14 @@ mod tests {
         b.set(9);
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         assert_eq!(Bitfield::from_wire(b.as_bytes(), 10).unwrap(), b);
-        assert_eq!(Bitfield::from_wire(&[0x80, 0x20], 10), Err(BitfieldError::SpareBitsSet { len: 10 }));
-        assert!(matches!(Bitfield::from_wire(&[0x80], 10), Err(BitfieldError::WrongLength { .. })));
+        assert_eq!(
+            Bitfield::from_wire(&[0x80, 0x20], 10),
+            Err(BitfieldError::SpareBitsSet { len: 10 })
+        );
+        assert!(matches!(
+            Bitfield::from_wire(&[0x80], 10),
+            Err(BitfieldError::WrongLength { .. })
+        ));
     }
 
     #[test]

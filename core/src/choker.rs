@@ -1,1 +1,159 @@
-//! (stub) choker
+//! Choking: which interested peers we upload to.
+//!
+//! A fixed number of slots: all but one go to the peers with the best rate (download rate from them while we
+//! leech — tit-for-tat — or upload rate to them once we seed), the last is an optimistic unchoke that rotates
+//! round-robin through the other interested peers so every newcomer gets a chance. Snubbed peers (sent us
+//! nothing for a long time while unchoked) lose their regular slot.
+
+use crate::picker::ConnKey;
+use std::collections::BTreeSet;
+
+/// What the choker needs to know about one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChokeCandidate {
+    /// The connection.
+    pub conn: ConnKey,
+    /// Whether the peer wants our data.
+    pub interested: bool,
+    /// Bytes per second that rank this peer (download rate from it, or upload rate to it when seeding).
+    pub rate: u64,
+    /// The peer has sent us nothing for too long although we asked.
+    pub snubbed: bool,
+}
+
+/// The choking policy of one torrent.
+#[derive(Debug, Clone)]
+pub struct Choker {
+    slots: usize,
+    optimistic: Option<ConnKey>,
+}
+
+impl Choker {
+    /// A choker with `slots` upload slots (at least one).
+    pub fn new(slots: usize) -> Choker {
+        Choker {
+            slots: slots.max(1),
+            optimistic: None,
+        }
+    }
+
+    /// The peer currently holding the optimistic slot.
+    pub fn optimistic(&self) -> Option<ConnKey> {
+        self.optimistic
+    }
+
+    /// Decide the unchoked set. With `rotate`, the optimistic slot moves to the next interested peer (in
+    /// connection order, wrapping) that is not already unchoked on merit.
+    pub fn rechoke(&mut self, candidates: &[ChokeCandidate], rotate: bool) -> BTreeSet<ConnKey> {
+        let mut ranked: Vec<&ChokeCandidate> = candidates
+            .iter()
+            .filter(|c| c.interested && !c.snubbed)
+            .collect();
+        ranked.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.conn.cmp(&b.conn)));
+        let regular = self.slots - 1;
+        let mut unchoked: BTreeSet<ConnKey> = ranked.iter().take(regular).map(|c| c.conn).collect();
+
+        let mut others: Vec<ConnKey> = candidates
+            .iter()
+            .filter(|c| c.interested && !unchoked.contains(&c.conn))
+            .map(|c| c.conn)
+            .collect();
+        others.sort_unstable();
+        let still_valid = self.optimistic.filter(|o| others.contains(o));
+        self.optimistic = match (rotate, still_valid) {
+            (false, Some(o)) => Some(o),
+            _ => next_after(&others, self.optimistic),
+        };
+        if let Some(o) = self.optimistic {
+            unchoked.insert(o);
+        }
+        // Fill slots left free (few interested peers) with the remaining ones in rank order.
+        for c in ranked {
+            if unchoked.len() >= self.slots {
+                break;
+            }
+            unchoked.insert(c.conn);
+        }
+        unchoked
+    }
+}
+
+/// The first key after `current` in sorted `keys`, wrapping round; the first key when there is no current.
+fn next_after(keys: &[ConnKey], current: Option<ConnKey>) -> Option<ConnKey> {
+    match current {
+        Some(cur) => keys
+            .iter()
+            .copied()
+            .find(|&k| k > cur)
+            .or_else(|| keys.first().copied()),
+        None => keys.first().copied(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn cand(conn: ConnKey, rate: u64) -> ChokeCandidate {
+        ChokeCandidate {
+            conn,
+            interested: true,
+            rate,
+            snubbed: false,
+        }
+    }
+
+    #[test]
+    fn best_rates_win_regular_slots() {
+        let mut ch = Choker::new(3);
+        let cs = vec![cand(1, 10), cand(2, 500), cand(3, 300), cand(4, 1)];
+        let un = ch.rechoke(&cs, true);
+        assert!(un.contains(&2) && un.contains(&3));
+        assert_eq!(un.len(), 3);
+    }
+
+    #[test]
+    fn uninterested_and_snubbed_peers_get_no_regular_slot() {
+        let mut ch = Choker::new(2);
+        let mut cs = vec![cand(1, 1000), cand(2, 5)];
+        cs[0].snubbed = true;
+        cs.push(ChokeCandidate {
+            conn: 3,
+            interested: false,
+            rate: 9999,
+            snubbed: false,
+        });
+        let un = ch.rechoke(&cs, false);
+        assert!(!un.contains(&3));
+        assert!(un.contains(&2));
+    }
+
+    #[test]
+    fn optimistic_unchoke_rotates_fairly_among_twenty() {
+        let mut ch = Choker::new(4);
+        // Three fast peers hold the regular slots; seventeen others share the optimistic one.
+        let cs: Vec<ChokeCandidate> = (0..20)
+            .map(|i| cand(i, if i < 3 { 1000 } else { 0 }))
+            .collect();
+        let mut turns: BTreeMap<ConnKey, u32> = BTreeMap::new();
+        for _ in 0..17 * 3 {
+            ch.rechoke(&cs, true);
+            *turns.entry(ch.optimistic().unwrap()).or_default() += 1;
+        }
+        assert_eq!(turns.len(), 17, "every slow peer had a turn");
+        assert!(turns.values().all(|&n| n == 3), "{turns:?}");
+    }
+
+    #[test]
+    fn optimistic_slot_is_kept_between_rotations() {
+        let mut ch = Choker::new(2);
+        let cs: Vec<ChokeCandidate> = (0..5).map(|i| cand(i, 0)).collect();
+        ch.rechoke(&cs, true);
+        let first = ch.optimistic();
+        ch.rechoke(&cs, false);
+        assert_eq!(ch.optimistic(), first);
+        ch.rechoke(&cs, true);
+        assert_ne!(ch.optimistic(), first);
+    }
+}

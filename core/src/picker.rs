@@ -1,1 +1,706 @@
-//! (stub) picker
+//! Piece and block selection: random first pieces, then rarest-first over connected peers' availability,
+//! strict priority to finishing partial pieces, per-peer request bookkeeping, timeouts and endgame.
+//!
+//! The picker knows nothing about sockets or data: it hands out [`BlockRef`]s to request, records which
+//! connection delivered each block, and turns a complete piece over to the verifier.
+
+use crate::bitfield::Bitfield;
+use crate::time::Instant;
+use crate::BLOCK_LENGTH;
+use rand_core::RngCore;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Opaque identity of a connection, chosen by the caller.
+pub type ConnKey = u64;
+
+/// One block of one piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRef {
+    /// Piece index.
+    pub piece: u32,
+    /// Byte offset inside the piece.
+    pub begin: u32,
+    /// Length in bytes.
+    pub length: u32,
+}
+
+/// What became of a block that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// New data for a piece we are assembling. `cancel` lists other connections that were asked for the same
+    /// block (endgame) and should be sent a cancel; `piece_complete` says every block of the piece is in.
+    Accepted {
+        piece_complete: bool,
+        cancel: Vec<ConnKey>,
+    },
+    /// Data we already have, or for a piece we are not assembling: wasted bytes.
+    Unwanted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BlockState {
+    Free,
+    Requested(Vec<ConnKey>),
+    Received(ConnKey),
+}
+
+#[derive(Debug, Clone)]
+struct PartialPiece {
+    blocks: Vec<BlockState>,
+    received: u32,
+}
+
+/// Tunables of the picker.
+#[derive(Debug, Clone)]
+pub struct PickerConfig {
+    /// How many first pieces are picked at random rather than rarest-first.
+    pub random_first: u32,
+    /// Whether to duplicate outstanding requests once nothing else is left.
+    pub endgame: bool,
+}
+
+impl Default for PickerConfig {
+    fn default() -> Self {
+        PickerConfig {
+            random_first: 4,
+            endgame: true,
+        }
+    }
+}
+
+/// The piece picker of one torrent.
+#[derive(Debug, Clone)]
+pub struct Picker {
+    config: PickerConfig,
+    piece_length: u32,
+    total_length: u64,
+    have: Bitfield,
+    hashing: BTreeMap<u32, Vec<ConnKey>>,
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, PartialPiece>,
+    requested_at: BTreeMap<(ConnKey, BlockRef), Instant>,
+}
+
+impl Picker {
+    /// A picker for a torrent of `total_length` bytes in pieces of `piece_length`, already holding `have`.
+    pub fn new(
+        config: PickerConfig,
+        piece_length: u32,
+        total_length: u64,
+        have: Bitfield,
+    ) -> Picker {
+        let count = have.len() as usize;
+        Picker {
+            config,
+            piece_length,
+            total_length,
+            have,
+            hashing: BTreeMap::new(),
+            availability: vec![0; count],
+            partial: BTreeMap::new(),
+            requested_at: BTreeMap::new(),
+        }
+    }
+
+    /// Verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Number of pieces in the torrent.
+    pub fn piece_count(&self) -> u32 {
+        self.have.len()
+    }
+
+    /// Length of piece `index` (the last one may be short); 0 when out of range.
+    pub fn piece_len(&self, index: u32) -> u32 {
+        if index >= self.piece_count() {
+            return 0;
+        }
+        let start = u64::from(index) * u64::from(self.piece_length);
+        (self.total_length - start).min(u64::from(self.piece_length)) as u32
+    }
+
+    /// How many connected peers hold `index`.
+    pub fn availability(&self, index: u32) -> u32 {
+        self.availability.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Count a newly connected peer's pieces.
+    pub fn add_peer_pieces(&mut self, pieces: &Bitfield) {
+        for i in pieces.iter_ones() {
+            self.add_peer_piece(i);
+        }
+    }
+
+    /// Count one piece a peer announced (HAVE).
+    pub fn add_peer_piece(&mut self, index: u32) {
+        if let Some(a) = self.availability.get_mut(index as usize) {
+            *a += 1;
+        }
+    }
+
+    /// Forget a departed peer: its pieces no longer count and its outstanding requests return to the pool.
+    pub fn remove_peer(&mut self, peer: ConnKey, pieces: &Bitfield) {
+        for i in pieces.iter_ones() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+        self.release_all(peer);
+    }
+
+    /// Return every request outstanding with `peer` to the pool (it choked us, or left).
+    pub fn release_all(&mut self, peer: ConnKey) -> Vec<BlockRef> {
+        let blocks: Vec<BlockRef> = self
+            .requested_at
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .map(|(_, b)| *b)
+            .collect();
+        for b in &blocks {
+            self.release(peer, *b);
+        }
+        blocks
+    }
+
+    /// Return one request to the pool (the peer rejected it, or it timed out).
+    pub fn release(&mut self, peer: ConnKey, block: BlockRef) {
+        self.requested_at.remove(&(peer, block));
+        let Some(state) = self.block_state_mut(block) else {
+            return;
+        };
+        if let BlockState::Requested(peers) = state {
+            peers.retain(|p| *p != peer);
+            if peers.is_empty() {
+                *state = BlockState::Free;
+            }
+        }
+    }
+
+    /// Requests outstanding with `peer`.
+    pub fn outstanding(&self, peer: ConnKey) -> usize {
+        self.requested_at
+            .range((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
+            .count()
+    }
+
+    /// Whether `peer_has` holds a piece we lack.
+    pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
+        !self.have.is_full() && peer_has.iter_ones().any(|i| !self.have.get(i))
+    }
+
+    /// True once every missing piece is being assembled or checked and no block is free: endgame.
+    pub fn in_endgame(&self) -> bool {
+        let missing = self.piece_count() - self.have.count();
+        let active = self.partial.len() + self.hashing.len();
+        missing > 0
+            && missing as usize == active
+            && self
+                .partial
+                .values()
+                .all(|p| p.blocks.iter().all(|b| *b != BlockState::Free))
+    }
+
+    /// Choose up to `max` blocks to request from `peer`, which holds `peer_has`, and mark them requested.
+    pub fn pick(
+        &mut self,
+        peer: ConnKey,
+        peer_has: &Bitfield,
+        max: usize,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        self.take_free_blocks(peer, peer_has, max, &mut out);
+        while out.len() < max {
+            let Some(piece) = self.choose_new_piece(peer_has, rng) else {
+                break;
+            };
+            self.start_piece(piece);
+            self.take_blocks_of(piece, peer, max, &mut out);
+        }
+        if out.len() < max && self.config.endgame && self.in_endgame() {
+            self.take_endgame_blocks(peer, peer_has, max, &mut out);
+        }
+        for b in &out {
+            self.requested_at.insert((peer, *b), now);
+        }
+        out
+    }
+
+    fn take_free_blocks(
+        &mut self,
+        peer: ConnKey,
+        peer_has: &Bitfield,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
+        // Pieces this peer already works on first, then any other partial piece it holds.
+        let mut order: Vec<u32> = self
+            .partial
+            .keys()
+            .copied()
+            .filter(|&i| peer_has.get(i))
+            .collect();
+        order.sort_by_key(|&i| (!self.peer_works_on(i, peer), i));
+        for piece in order {
+            if out.len() >= max {
+                break;
+            }
+            self.take_blocks_of(piece, peer, max, out);
+        }
+    }
+
+    fn peer_works_on(&self, piece: u32, peer: ConnKey) -> bool {
+        self.partial.get(&piece).is_some_and(|p| {
+            p.blocks.iter().any(|b| match b {
+                BlockState::Requested(ps) => ps.contains(&peer),
+                BlockState::Received(p) => *p == peer,
+                BlockState::Free => false,
+            })
+        })
+    }
+
+    fn take_blocks_of(&mut self, piece: u32, peer: ConnKey, max: usize, out: &mut Vec<BlockRef>) {
+        let piece_len = self.piece_len(piece);
+        let Some(p) = self.partial.get_mut(&piece) else {
+            return;
+        };
+        for (i, state) in p.blocks.iter_mut().enumerate() {
+            if out.len() >= max {
+                break;
+            }
+            if *state == BlockState::Free {
+                *state = BlockState::Requested(vec![peer]);
+                out.push(block_at(piece, i as u32, piece_len));
+            }
+        }
+    }
+
+    fn take_endgame_blocks(
+        &mut self,
+        peer: ConnKey,
+        peer_has: &Bitfield,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
+        let mut candidates: Vec<(usize, BlockRef)> = Vec::new();
+        for (&piece, p) in &self.partial {
+            if !peer_has.get(piece) {
+                continue;
+            }
+            let piece_len = self.piece_len(piece);
+            for (i, state) in p.blocks.iter().enumerate() {
+                if let BlockState::Requested(ps) = state {
+                    if !ps.contains(&peer) && ps.len() < 3 {
+                        candidates.push((ps.len(), block_at(piece, i as u32, piece_len)));
+                    }
+                }
+            }
+        }
+        candidates.sort();
+        for (_, b) in candidates.into_iter().take(max - out.len()) {
+            if let Some(BlockState::Requested(ps)) = self.block_state_mut(b) {
+                ps.push(peer);
+                out.push(b);
+            }
+        }
+    }
+
+    fn choose_new_piece(&self, peer_has: &Bitfield, rng: &mut impl RngCore) -> Option<u32> {
+        let eligible = |i: u32| {
+            peer_has.get(i)
+                && !self.have.get(i)
+                && !self.partial.contains_key(&i)
+                && !self.hashing.contains_key(&i)
+        };
+        let random_phase = self.have.count() < self.config.random_first;
+        let mut best: Vec<u32> = Vec::new();
+        let mut best_avail = u32::MAX;
+        for i in (0..self.piece_count()).filter(|&i| eligible(i)) {
+            let avail = if random_phase {
+                0
+            } else {
+                self.availability(i)
+            };
+            if avail < best_avail {
+                best_avail = avail;
+                best.clear();
+            }
+            if avail == best_avail {
+                best.push(i);
+            }
+        }
+        if best.is_empty() {
+            return None;
+        }
+        let pick = (rng.next_u64() % best.len() as u64) as usize;
+        best.get(pick).copied()
+    }
+
+    fn start_piece(&mut self, piece: u32) {
+        let n = self.piece_len(piece).div_ceil(BLOCK_LENGTH) as usize;
+        self.partial.insert(
+            piece,
+            PartialPiece {
+                blocks: vec![BlockState::Free; n],
+                received: 0,
+            },
+        );
+    }
+
+    fn block_state_mut(&mut self, b: BlockRef) -> Option<&mut BlockState> {
+        if !b.begin.is_multiple_of(BLOCK_LENGTH) {
+            return None;
+        }
+        self.partial
+            .get_mut(&b.piece)?
+            .blocks
+            .get_mut((b.begin / BLOCK_LENGTH) as usize)
+    }
+
+    /// Record a block that arrived from `peer`. Only exact blocks of a piece being assembled are accepted.
+    pub fn on_block(&mut self, peer: ConnKey, block: BlockRef) -> BlockOutcome {
+        let expected = block_at(
+            block.piece,
+            block.begin / BLOCK_LENGTH,
+            self.piece_len(block.piece),
+        );
+        if expected != block {
+            return BlockOutcome::Unwanted;
+        }
+        self.requested_at.remove(&(peer, block));
+        let Some(state) = self.block_state_mut(block) else {
+            return BlockOutcome::Unwanted;
+        };
+        let cancel = match state {
+            BlockState::Received(_) => return BlockOutcome::Unwanted,
+            BlockState::Free => Vec::new(),
+            BlockState::Requested(ps) => ps.iter().copied().filter(|p| *p != peer).collect(),
+        };
+        *state = BlockState::Received(peer);
+        for other in &cancel {
+            self.requested_at.remove(&(*other, block));
+        }
+        let Some(p) = self.partial.get_mut(&block.piece) else {
+            return BlockOutcome::Unwanted;
+        };
+        p.received += 1;
+        let piece_complete = p.received as usize == p.blocks.len();
+        if piece_complete {
+            let contributors = self.contributors_partial(block.piece);
+            self.partial.remove(&block.piece);
+            self.hashing.insert(block.piece, contributors);
+        }
+        BlockOutcome::Accepted {
+            piece_complete,
+            cancel,
+        }
+    }
+
+    /// Connections that delivered blocks of a piece being assembled.
+    pub fn contributors_partial(&self, piece: u32) -> Vec<ConnKey> {
+        let mut v: Vec<ConnKey> = self
+            .partial
+            .get(&piece)
+            .map(|p| {
+                p.blocks
+                    .iter()
+                    .filter_map(|b| {
+                        if let BlockState::Received(c) = b {
+                            Some(*c)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The verifier's verdict on a complete piece: kept when `ok`, otherwise back to missing. Returns the
+    /// connections that delivered its blocks.
+    pub fn piece_checked(&mut self, piece: u32, ok: bool) -> Vec<ConnKey> {
+        let contributors = self.hashing.remove(&piece).unwrap_or_default();
+        if ok {
+            self.have.set(piece);
+        }
+        contributors
+    }
+
+    /// Whether `piece` is complete and waiting for the verifier.
+    pub fn is_hashing(&self, piece: u32) -> bool {
+        self.hashing.contains_key(&piece)
+    }
+
+    /// Mark a piece as held without downloading it (a resume check proved it on disk).
+    pub fn mark_have(&mut self, piece: u32) {
+        self.partial.remove(&piece);
+        self.hashing.remove(&piece);
+        self.have.set(piece);
+    }
+
+    /// Requests older than `timeout`, released back to the pool and returned for cancelling.
+    pub fn expire_requests(&mut self, now: Instant, timeout: Duration) -> Vec<(ConnKey, BlockRef)> {
+        let old: Vec<(ConnKey, BlockRef)> = self
+            .requested_at
+            .iter()
+            .filter(|(_, &t)| now.saturating_since(t) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for (peer, b) in &old {
+            self.release(*peer, *b);
+        }
+        old
+    }
+
+    /// The earliest instant at which an outstanding request would time out.
+    pub fn next_request_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.requested_at.values().min().map(|t| *t + timeout)
+    }
+}
+
+impl BlockRef {
+    const MIN: BlockRef = BlockRef {
+        piece: 0,
+        begin: 0,
+        length: 0,
+    };
+    const MAX: BlockRef = BlockRef {
+        piece: u32::MAX,
+        begin: u32::MAX,
+        length: u32::MAX,
+    };
+}
+
+/// The `index`-th block of a piece of length `piece_len`.
+fn block_at(piece: u32, index: u32, piece_len: u32) -> BlockRef {
+    let begin = index.saturating_mul(BLOCK_LENGTH);
+    BlockRef {
+        piece,
+        begin,
+        length: piece_len.saturating_sub(begin).min(BLOCK_LENGTH),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    const PL: u32 = 4 * BLOCK_LENGTH;
+
+    fn picker(pieces: u32) -> Picker {
+        let total = u64::from(pieces) * u64::from(PL) - 100;
+        Picker::new(
+            PickerConfig {
+                random_first: 0,
+                endgame: true,
+            },
+            PL,
+            total,
+            Bitfield::new(pieces),
+        )
+    }
+
+    fn all(n: u32) -> Bitfield {
+        Bitfield::full(n)
+    }
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn rarest_piece_is_picked_first() {
+        let mut p = picker(8);
+        p.add_peer_pieces(&all(8));
+        p.add_peer_pieces(&all(8));
+        let mut rare = Bitfield::new(8);
+        rare.set(5);
+        p.add_peer_pieces(&rare);
+        let mut has = Bitfield::new(8);
+        has.set(5);
+        has.set(2);
+        // Piece 5 is held by three peers, piece 2 by two: 2 is rarer.
+        let got = p.pick(9, &has, 1, Instant::ZERO, &mut rng());
+        assert_eq!(got[0].piece, 2);
+    }
+
+    #[test]
+    fn partial_pieces_finish_before_new_ones_start() {
+        let mut p = picker(8);
+        p.add_peer_pieces(&all(8));
+        let first = p.pick(1, &all(8), 2, Instant::ZERO, &mut rng());
+        assert!(first.iter().all(|b| b.piece == first[0].piece));
+        p.release_all(1);
+        let second = p.pick(2, &all(8), 4, Instant::ZERO, &mut rng());
+        assert!(
+            second.iter().all(|b| b.piece == first[0].piece),
+            "{second:?}"
+        );
+    }
+
+    #[test]
+    fn last_block_of_short_last_piece_has_exact_length() {
+        let mut p = picker(2);
+        let mut has = Bitfield::new(2);
+        has.set(1);
+        p.add_peer_pieces(&has);
+        let got = p.pick(1, &has, 10, Instant::ZERO, &mut rng());
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3].length, BLOCK_LENGTH - 100);
+        let total: u32 = got.iter().map(|b| b.length).sum();
+        assert_eq!(total, p.piece_len(1));
+    }
+
+    #[test]
+    fn complete_piece_goes_to_hashing_and_failure_reopens_it() {
+        let mut p = picker(1);
+        let got = p.pick(1, &all(1), 10, Instant::ZERO, &mut rng());
+        let mut last = None;
+        for b in &got {
+            last = Some(p.on_block(1, *b));
+        }
+        assert_eq!(
+            last,
+            Some(BlockOutcome::Accepted {
+                piece_complete: true,
+                cancel: vec![]
+            })
+        );
+        assert!(
+            p.pick(2, &all(1), 10, Instant::ZERO, &mut rng()).is_empty(),
+            "piece under check is not re-picked"
+        );
+        assert_eq!(
+            p.piece_checked(0, false),
+            vec![1],
+            "contributors are reported with the verdict"
+        );
+        assert_eq!(p.pick(2, &all(1), 10, Instant::ZERO, &mut rng()).len(), 4);
+    }
+
+    #[test]
+    fn endgame_duplicates_then_cancels() {
+        let mut p = picker(1);
+        let a = p.pick(1, &all(1), 10, Instant::ZERO, &mut rng());
+        assert_eq!(a.len(), 4);
+        assert!(p.in_endgame());
+        let b = p.pick(2, &all(1), 10, Instant::ZERO, &mut rng());
+        assert_eq!(b.len(), 4, "endgame duplicates outstanding blocks");
+        match p.on_block(2, b[0]) {
+            BlockOutcome::Accepted { cancel, .. } => assert_eq!(cancel, vec![1]),
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(
+            p.on_block(1, b[0]),
+            BlockOutcome::Unwanted,
+            "the slow copy is wasted"
+        );
+    }
+
+    #[test]
+    fn departed_peer_releases_requests_for_others() {
+        let mut p = picker(1);
+        p.add_peer_pieces(&all(1));
+        let a = p.pick(1, &all(1), 2, Instant::ZERO, &mut rng());
+        assert_eq!(p.outstanding(1), 2);
+        p.remove_peer(1, &all(1));
+        assert_eq!(p.outstanding(1), 0);
+        assert_eq!(p.availability(0), 0);
+        let b = p.pick(2, &all(1), 4, Instant::ZERO, &mut rng());
+        assert!(a.iter().all(|x| b.contains(x)));
+    }
+
+    #[test]
+    fn requests_time_out_and_return_to_pool() {
+        let mut p = picker(1);
+        let t0 = Instant::from_micros(1_000);
+        p.pick(1, &all(1), 4, t0, &mut rng());
+        assert_eq!(
+            p.next_request_deadline(Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(5))
+        );
+        assert!(p
+            .expire_requests(t0 + Duration::from_secs(4), Duration::from_secs(5))
+            .is_empty());
+        assert_eq!(
+            p.expire_requests(t0 + Duration::from_secs(5), Duration::from_secs(5))
+                .len(),
+            4
+        );
+        assert_eq!(p.outstanding(1), 0);
+        assert_eq!(p.pick(2, &all(1), 4, t0, &mut rng()).len(), 4);
+    }
+
+    #[test]
+    fn misaligned_or_unknown_blocks_are_unwanted() {
+        let mut p = picker(2);
+        p.pick(1, &all(2), 1, Instant::ZERO, &mut rng());
+        assert_eq!(
+            p.on_block(
+                1,
+                BlockRef {
+                    piece: 0,
+                    begin: 1,
+                    length: 10
+                }
+            ),
+            BlockOutcome::Unwanted
+        );
+        assert_eq!(
+            p.on_block(
+                1,
+                BlockRef {
+                    piece: 99,
+                    begin: 0,
+                    length: BLOCK_LENGTH
+                }
+            ),
+            BlockOutcome::Unwanted
+        );
+        assert_eq!(
+            p.on_block(
+                1,
+                BlockRef {
+                    piece: 0,
+                    begin: 0,
+                    length: BLOCK_LENGTH - 1
+                }
+            ),
+            BlockOutcome::Unwanted
+        );
+    }
+
+    #[test]
+    fn random_first_phase_spreads_choices_by_seed() {
+        let mut chosen = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let mut p = Picker::new(
+                PickerConfig::default(),
+                PL,
+                u64::from(PL) * 50,
+                Bitfield::new(50),
+            );
+            let got = p.pick(
+                1,
+                &all(50),
+                1,
+                Instant::ZERO,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            );
+            chosen.insert(got[0].piece);
+        }
+        assert!(
+            chosen.len() > 5,
+            "random first pieces vary with the seed: {chosen:?}"
+        );
+    }
+}

@@ -28,11 +28,6 @@ impl Instant {
         Duration::from_micros(self.0)
     }
 
-    /// `self + d`, saturating at the far future.
-    pub fn add(self, d: Duration) -> Instant {
-        Instant(self.0.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
-    }
-
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
@@ -41,8 +36,12 @@ impl Instant {
 
 impl std::ops::Add<Duration> for Instant {
     type Output = Instant;
+    /// `self + rhs`, saturating at the far future.
     fn add(self, rhs: Duration) -> Instant {
-        Instant::add(self, rhs)
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -55,6 +54,9 @@ mod tests {
         let t = Instant::from_micros(5);
         assert_eq!((t + Duration::from_micros(7)).as_micros(), 12);
         assert_eq!(t.saturating_since(Instant::from_micros(9)), Duration::ZERO);
-        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
+        assert_eq!(
+            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
+            Instant::from_micros(u64::MAX)
+        );
     }
 }

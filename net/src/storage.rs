@@ -135,7 +135,10 @@ fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 
 /// The temp-file name used while replacing `path`.
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -147,7 +150,12 @@ impl Storage for StdStorage {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(StdFile(f)))
     }
 
@@ -169,7 +177,11 @@ impl Storage for StdStorage {
         }
         std::fs::rename(&tmp, path)?;
         if let Some(parent) = path.parent() {
-            let dir = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            let dir = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
@@ -208,7 +220,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("enjambre-storage-{}-{name}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("enjambre-storage-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     }

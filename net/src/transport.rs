@@ -26,7 +26,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Connect to an address.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Resolve `host` and connect to `port` on it.
-    fn connect_host(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn connect_host(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
 /// Real TCP on tokio.
@@ -69,7 +73,11 @@ impl Transport for TokioTransport {
         }
     }
 
-    fn connect_host(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+    fn connect_host(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
         let target = format!("{host}:{port}");
         async move {
             let s = tokio::net::TcpStream::connect(target).await?;
