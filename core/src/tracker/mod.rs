@@ -1,1 +1,41 @@
-//! (stub) tracker
+//! The tracker: a pure registry of swarms and published torrents, and the HTTP tracker protocol.
+//!
+//! - [`registry`]: announce, scrape, peer expiry, the catalog of published metainfos (by file name) and
+//!   the swarm view. No IO and no clock: callers hand in `now` and an RNG.
+//! - [`proto`]: the wire side of BEP 3 / 23 / 48 — parse announce and scrape query strings, encode bencoded
+//!   responses, and, for clients, build an announce query and parse the reply.
+
+pub mod proto;
+pub mod registry;
+
+pub use proto::{
+    announce_query, parse_announce_reply, parse_scrape_reply, AnnounceParams, AnnounceReply,
+    TrackerProtoError,
+};
+pub use registry::{Registry, RegistryConfig};
+
+/// The `event` of an announce (BEP 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Event {
+    /// A regular, periodic announce (no `event` key, or `event=empty`).
+    #[default]
+    None,
+    /// The first announce of a download.
+    Started,
+    /// The download just finished.
+    Completed,
+    /// The peer is leaving the swarm.
+    Stopped,
+}
+
+impl Event {
+    /// The query-string value of this event, `None` for a regular announce.
+    pub fn as_query_value(self) -> Option<&'static str> {
+        match self {
+            Event::None => None,
+            Event::Started => Some("started"),
+            Event::Completed => Some("completed"),
+            Event::Stopped => Some("stopped"),
+        }
+    }
+}

@@ -1,0 +1,1165 @@
+//! The tracker's state: swarms of peers per torrent, the catalog of published torrents, and views of both.
+//!
+//! Pure and deterministic: every collection is a `BTreeMap`, time is handed in as [`Instant`], and the only
+//! randomness (which peers to hand out) comes from the RNG the caller passes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
+use crate::time::Instant;
+
+use super::proto::{AnnounceRequest, AnnounceResponse, PeerInfo, ID_LEN};
+use super::Event;
+
+/// Tunables of a [`Registry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Announce interval told to clients.
+    pub interval: Duration,
+    /// Minimum announce interval told to clients.
+    pub min_interval: Duration,
+    /// A peer not heard from for longer than this is dropped (about 2.5 intervals).
+    pub peer_timeout: Duration,
+    /// Peers handed out when the client does not send `numwant`.
+    pub default_numwant: u32,
+    /// Upper bound on peers handed out per announce.
+    pub max_numwant: u32,
+    /// Most torrents tracked at once (announces for new torrents beyond this are refused).
+    pub max_torrents: usize,
+    /// Most peers per torrent (new peers beyond this are refused).
+    pub max_peers_per_torrent: usize,
+    /// Most published torrents in the catalog.
+    pub max_catalog: usize,
+    /// Largest metainfo accepted for publication, in bytes.
+    pub max_metainfo_bytes: usize,
+}
+
+impl RegistryConfig {
+    /// The defaults with another announce interval; the peer timeout follows at 2.5 intervals.
+    pub fn with_interval(interval: Duration) -> Self {
+        RegistryConfig {
+            interval,
+            peer_timeout: interval * 5 / 2,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    /// LAN-friendly defaults: 5 s interval, 1 s min interval, 12.5 s peer timeout, numwant 50 (max 200).
+    fn default() -> Self {
+        RegistryConfig {
+            interval: Duration::from_secs(5),
+            min_interval: Duration::from_secs(1),
+            peer_timeout: Duration::from_millis(12_500),
+            default_numwant: 50,
+            max_numwant: 200,
+            max_torrents: 10_000,
+            max_peers_per_torrent: 10_000,
+            max_catalog: 1_000,
+            max_metainfo_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why an announce was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// The tracker already tracks as many torrents as it may.
+    #[error("tracker is full: at most {max} torrents")]
+    TooManyTorrents {
+        /// The limit.
+        max: usize,
+    },
+    /// The torrent's swarm already has as many peers as it may.
+    #[error("swarm is full: at most {max} peers")]
+    SwarmFull {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Why a publication was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The bytes are not a valid metainfo.
+    #[error("invalid metainfo: {0}")]
+    Metainfo(#[from] MetainfoError),
+    /// Another torrent is already published under this name.
+    #[error("name {name:?} is already published with info hash {existing}")]
+    NameConflict {
+        /// The contested name.
+        name: String,
+        /// The info hash already published under it.
+        existing: InfoHash,
+        /// The info hash that was refused.
+        rejected: InfoHash,
+    },
+    /// The catalog holds as many torrents as it may.
+    #[error("catalog is full: at most {max} torrents")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// The metainfo is larger than allowed.
+    #[error("metainfo is {len} bytes, at most {max} allowed")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Scrape numbers of one torrent (BEP 48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScrapeStats {
+    /// Seeders.
+    pub complete: u64,
+    /// Leechers.
+    pub incomplete: u64,
+    /// Completed downloads reported (`event=completed`), all time.
+    pub downloaded: u64,
+}
+
+/// A published torrent as listed by the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    /// The torrent's name (`info.name`), its key in the catalog.
+    pub name: String,
+    /// Info hash, lower-case hex.
+    pub info_hash: String,
+    /// Total size in bytes.
+    pub size: u64,
+    /// Piece length in bytes.
+    pub piece_length: u32,
+    /// Number of pieces.
+    pub pieces: u32,
+    /// Seeders currently in the swarm.
+    pub seeders: u64,
+    /// Leechers currently in the swarm.
+    pub leechers: u64,
+    /// Completed downloads reported.
+    pub completed: u64,
+}
+
+/// A node's role in the swarm view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Downloading nothing.
+    Seeder,
+    /// Downloading at least one torrent.
+    Leecher,
+}
+
+impl Role {
+    /// `"seeder"` or `"leecher"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Seeder => "seeder",
+            Role::Leecher => "leecher",
+        }
+    }
+}
+
+/// One download in progress, in the swarm view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadView {
+    /// Catalog name, or the info hash in hex when the torrent is not published.
+    pub name: String,
+    /// Info hash, lower-case hex.
+    pub info_hash: String,
+    /// Bytes still missing, as last announced.
+    pub left: u64,
+    /// Total size, when known from the catalog.
+    pub size: Option<u64>,
+    /// Progress in percent (0-100), when the size is known.
+    pub percent: Option<f64>,
+}
+
+/// One node (ip:port) in the swarm view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// `ip:port` of the node.
+    pub node: String,
+    /// Seeder if downloading nothing, else leecher.
+    pub role: Role,
+    /// Names of the torrents it has complete (`left == 0`).
+    pub sharing: Vec<String>,
+    /// Its downloads in progress.
+    pub downloading: Vec<DownloadView>,
+}
+
+/// Every node the tracker knows, across all torrents, ordered by address.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SwarmView {
+    /// The nodes.
+    pub nodes: Vec<NodeView>,
+}
+
+impl SwarmView {
+    /// Render as the console monitor table `NODE (IP:PORT) | ROLE | SHARING | DOWNLOADING (%)`.
+    pub fn render_table(&self) -> String {
+        let header = ["NODE (IP:PORT)", "ROLE", "SHARING", "DOWNLOADING (%)"];
+        let rows: Vec<[String; 4]> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let sharing = if n.sharing.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.sharing.join(", ")
+                };
+                let downloading = if n.downloading.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.downloading
+                        .iter()
+                        .map(|d| match d.percent {
+                            Some(p) => format!("{} ({p:.1}%)", d.name),
+                            None => format!("{} (?%)", d.name),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                [
+                    n.node.clone(),
+                    n.role.as_str().to_string(),
+                    sharing,
+                    downloading,
+                ]
+            })
+            .collect();
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: [&str; 4]| {
+            let [a, b, c, d] = cells;
+            let _ = writeln!(
+                out,
+                "{a:<wa$} | {b:<wb$} | {c:<wc$} | {d}",
+                wa = widths[0],
+                wb = widths[1],
+                wc = widths[2]
+            );
+        };
+        line(&mut out, header);
+        let total = widths.iter().sum::<usize>() + 9;
+        out.push_str(&"-".repeat(total));
+        out.push('\n');
+        for row in &rows {
+            line(&mut out, [&row[0], &row[1], &row[2], &row[3]]);
+        }
+        if rows.is_empty() {
+            out.push_str("(no nodes)\n");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    peer_id: [u8; ID_LEN],
+    left: u64,
+    last_seen: Instant,
+    /// This peer's completion has been counted in `Swarm::downloaded`.
+    counted_complete: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Swarm {
+    /// Keyed by (ip, port): several peers may share an IP.
+    peers: BTreeMap<SocketAddr, Peer>,
+    /// Completed downloads reported, all time.
+    downloaded: u64,
+}
+
+impl Swarm {
+    fn stats(&self) -> ScrapeStats {
+        let complete = self.peers.values().filter(|p| p.left == 0).count() as u64;
+        ScrapeStats {
+            complete,
+            incomplete: self.peers.len() as u64 - complete,
+            downloaded: self.downloaded,
+        }
+    }
+
+    fn expire(&mut self, now: Instant, timeout: Duration) -> usize {
+        let before = self.peers.len();
+        self.peers
+            .retain(|_, p| now.saturating_since(p.last_seen) <= timeout);
+        before - self.peers.len()
+    }
+}
+
+/// The tracker registry: swarms, catalog, views. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    config: RegistryConfig,
+    swarms: BTreeMap<InfoHash, Swarm>,
+    /// Published torrents by name.
+    catalog: BTreeMap<String, Metainfo>,
+    /// Name of each published info hash.
+    names: BTreeMap<InfoHash, String>,
+}
+
+/// A uniform integer in `0..n` (`n > 0`), by rejection sampling.
+fn uniform(rng: &mut impl RngCore, n: usize) -> usize {
+    let n64 = n as u64;
+    let limit = u64::MAX - u64::MAX % n64;
+    loop {
+        let x = rng.next_u64();
+        if x < limit {
+            return (x % n64) as usize;
+        }
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: RegistryConfig) -> Self {
+        Registry {
+            config,
+            swarms: BTreeMap::new(),
+            catalog: BTreeMap::new(),
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Handle an announce from `ip` (the connection's source address; the query's `ip` is never trusted).
+    /// The peer is keyed by (ip, `req.port`). Returns the swarm counts and a random sample of up to
+    /// `numwant` (default / capped by the config) other peers — never the requester itself.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        req: &AnnounceRequest,
+        rng: &mut impl RngCore,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        let addr = SocketAddr::new(ip.to_canonical(), req.port);
+        let mut response = AnnounceResponse {
+            interval: secs(self.config.interval).max(1),
+            min_interval: secs(self.config.min_interval),
+            complete: 0,
+            incomplete: 0,
+            peers: Vec::new(),
+        };
+
+        if req.event == Event::Stopped {
+            if let Some(swarm) = self.swarms.get_mut(&req.info_hash) {
+                swarm.peers.remove(&addr);
+                let stats = swarm.stats();
+                (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
+                if swarm.peers.is_empty() && swarm.downloaded == 0 {
+                    self.swarms.remove(&req.info_hash);
+                }
+            }
+            return Ok(response);
+        }
+
+        if !self.swarms.contains_key(&req.info_hash)
+            && self.swarms.len() >= self.config.max_torrents
+        {
+            return Err(AnnounceError::TooManyTorrents {
+                max: self.config.max_torrents,
+            });
+        }
+        let swarm = self.swarms.entry(req.info_hash).or_default();
+        swarm.expire(now, self.config.peer_timeout);
+        if !swarm.peers.contains_key(&addr)
+            && swarm.peers.len() >= self.config.max_peers_per_torrent
+        {
+            return Err(AnnounceError::SwarmFull {
+                max: self.config.max_peers_per_torrent,
+            });
+        }
+        let peer = swarm.peers.entry(addr).or_insert(Peer {
+            peer_id: req.peer_id,
+            left: req.left,
+            last_seen: now,
+            counted_complete: false,
+        });
+        peer.peer_id = req.peer_id;
+        peer.left = req.left;
+        peer.last_seen = now;
+        if req.event == Event::Completed && !peer.counted_complete {
+            peer.counted_complete = true;
+            swarm.downloaded = swarm.downloaded.saturating_add(1);
+        }
+
+        let stats = swarm.stats();
+        (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
+
+        let numwant = req
+            .numwant
+            .unwrap_or(self.config.default_numwant)
+            .min(self.config.max_numwant) as usize;
+        let mut candidates: Vec<PeerInfo> = swarm
+            .peers
+            .iter()
+            .filter(|(a, p)| **a != addr && p.peer_id != req.peer_id)
+            .map(|(a, p)| PeerInfo {
+                addr: *a,
+                peer_id: p.peer_id,
+            })
+            .collect();
+        let k = numwant.min(candidates.len());
+        for i in 0..k {
+            let j = i + uniform(rng, candidates.len() - i);
+            candidates.swap(i, j);
+        }
+        candidates.truncate(k);
+        response.peers = candidates;
+        Ok(response)
+    }
+
+    /// Drop every peer not heard from within the peer timeout, and swarms left empty with nothing to
+    /// remember. Returns how many peers were dropped.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let timeout = self.config.peer_timeout;
+        let dropped = self
+            .swarms
+            .values_mut()
+            .map(|s| s.expire(now, timeout))
+            .sum();
+        self.swarms
+            .retain(|_, s| !s.peers.is_empty() || s.downloaded > 0);
+        dropped
+    }
+
+    /// Scrape numbers for the given torrents (unknown ones report zeros), or for every torrent tracked or
+    /// published when `hashes` is empty.
+    pub fn scrape(&self, hashes: &[InfoHash]) -> BTreeMap<InfoHash, ScrapeStats> {
+        let stats_of = |h: &InfoHash| self.swarms.get(h).map(Swarm::stats).unwrap_or_default();
+        if hashes.is_empty() {
+            self.swarms
+                .keys()
+                .chain(self.names.keys())
+                .map(|h| (*h, stats_of(h)))
+                .collect()
+        } else {
+            hashes.iter().map(|h| (*h, stats_of(h))).collect()
+        }
+    }
+
+    /// Publish a metainfo in the catalog under its `info.name`. Publishing the same torrent again is a
+    /// no-op; another torrent under a taken name is a [`CatalogError::NameConflict`].
+    pub fn publish(&mut self, metainfo: &[u8]) -> Result<FileSummary, CatalogError> {
+        let max = self.config.max_metainfo_bytes;
+        if metainfo.len() > max {
+            return Err(CatalogError::TooLarge {
+                len: metainfo.len(),
+                max,
+            });
+        }
+        let meta = Metainfo::from_bytes(metainfo)?;
+        let name = meta.info.name.clone();
+        if let Some(existing) = self.catalog.get(&name) {
+            if existing.info_hash == meta.info_hash {
+                return Ok(self.summarize(existing));
+            }
+            return Err(CatalogError::NameConflict {
+                name,
+                existing: existing.info_hash,
+                rejected: meta.info_hash,
+            });
+        }
+        if self.catalog.len() >= self.config.max_catalog {
+            return Err(CatalogError::Full {
+                max: self.config.max_catalog,
+            });
+        }
+        let summary = self.summarize(&meta);
+        self.names.insert(meta.info_hash, name.clone());
+        self.catalog.insert(name, meta);
+        Ok(summary)
+    }
+
+    fn summarize(&self, meta: &Metainfo) -> FileSummary {
+        let stats = self
+            .swarms
+            .get(&meta.info_hash)
+            .map(Swarm::stats)
+            .unwrap_or_default();
+        FileSummary {
+            name: meta.info.name.clone(),
+            info_hash: meta.info_hash.to_hex(),
+            size: meta.total_length(),
+            piece_length: meta.piece_length(),
+            pieces: meta.piece_count(),
+            seeders: stats.complete,
+            leechers: stats.incomplete,
+            completed: stats.downloaded,
+        }
+    }
+
+    /// Every published torrent, by name.
+    pub fn list(&self) -> Vec<FileSummary> {
+        self.catalog.values().map(|m| self.summarize(m)).collect()
+    }
+
+    /// The catalog entry of `name`.
+    pub fn file(&self, name: &str) -> Option<FileSummary> {
+        self.catalog.get(name).map(|m| self.summarize(m))
+    }
+
+    /// The published metainfo file bytes of `name`.
+    pub fn metainfo_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.catalog.get(name).map(|m| m.raw.as_slice())
+    }
+
+    /// The parsed published metainfo of `name`.
+    pub fn metainfo(&self, name: &str) -> Option<&Metainfo> {
+        self.catalog.get(name)
+    }
+
+    /// The catalog name of a published info hash.
+    pub fn name_of(&self, info_hash: &InfoHash) -> Option<&str> {
+        self.names.get(info_hash).map(String::as_str)
+    }
+
+    /// Number of torrents with a swarm.
+    pub fn torrent_count(&self) -> usize {
+        self.swarms.len()
+    }
+
+    /// Number of peers across all swarms.
+    pub fn peer_count(&self) -> usize {
+        self.swarms.values().map(|s| s.peers.len()).sum()
+    }
+
+    /// Every node (ip:port) across all swarms with its role, what it shares and what it downloads
+    /// (nodes by address, torrents by name).
+    pub fn swarm_view(&self) -> SwarmView {
+        let mut nodes: BTreeMap<SocketAddr, NodeView> = BTreeMap::new();
+        for (hash, swarm) in &self.swarms {
+            let meta = self.names.get(hash).and_then(|n| self.catalog.get(n));
+            let name = meta
+                .map(|m| m.info.name.clone())
+                .unwrap_or_else(|| hash.to_hex());
+            let size = meta.map(Metainfo::total_length);
+            for (addr, peer) in &swarm.peers {
+                let node = nodes.entry(*addr).or_insert_with(|| NodeView {
+                    node: addr.to_string(),
+                    role: Role::Seeder,
+                    sharing: Vec::new(),
+                    downloading: Vec::new(),
+                });
+                if peer.left == 0 {
+                    node.sharing.push(name.clone());
+                } else {
+                    node.role = Role::Leecher;
+                    let percent = size.map(|s| {
+                        if s == 0 {
+                            100.0
+                        } else {
+                            s.saturating_sub(peer.left) as f64 * 100.0 / s as f64
+                        }
+                    });
+                    node.downloading.push(DownloadView {
+                        name: name.clone(),
+                        info_hash: hash.to_hex(),
+                        left: peer.left,
+                        size,
+                        percent,
+                    });
+                }
+            }
+        }
+        let mut nodes: Vec<NodeView> = nodes.into_values().collect();
+        for n in &mut nodes {
+            n.sharing.sort();
+            n.downloading
+                .sort_by(|a, b| (&a.name, &a.info_hash).cmp(&(&b.name, &b.info_hash)));
+        }
+        SwarmView { nodes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{self, FileEntry};
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeSet;
+
+    const HASH: InfoHash = InfoHash([9; 20]);
+
+    fn t(secs: u64) -> Instant {
+        Instant::from_micros(secs * 1_000_000)
+    }
+
+    fn req(port: u16, id: u8, left: u64, event: Event) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: HASH,
+            peer_id: [id; 20],
+            port,
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            numwant: None,
+            compact: true,
+            no_peer_id: false,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(7)
+    }
+
+    fn torrent(name: &str, size: u64) -> Metainfo {
+        let pieces = size.div_ceil(16 * 1024) as usize;
+        let files = vec![FileEntry {
+            path: vec![name.to_string()],
+            length: size,
+        }];
+        metainfo::build(name, 16 * 1024, files, vec![[1; 20]; pieces], None).expect("build")
+    }
+
+    #[test]
+    fn defaults_suit_a_lan() {
+        let c = RegistryConfig::default();
+        assert_eq!(
+            (c.interval, c.min_interval),
+            (Duration::from_secs(5), Duration::from_secs(1))
+        );
+        assert_eq!((c.default_numwant, c.max_numwant), (50, 200));
+        assert_eq!(
+            RegistryConfig::with_interval(Duration::from_secs(10)).peer_timeout,
+            Duration::from_secs(25)
+        );
+    }
+
+    #[test]
+    fn peers_expire_after_a_missed_interval() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1000, 1, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(10),
+            ip("10.0.0.2"),
+            &req(1000, 2, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(reg.expire(t(12)), 0, "still within 2.5 intervals");
+        assert_eq!(reg.expire(t(13)), 1, "the silent peer is gone");
+        assert_eq!(reg.scrape(&[HASH])[&HASH].incomplete, 1);
+        // A peer that keeps announcing never expires.
+        reg.announce(
+            t(20),
+            ip("10.0.0.2"),
+            &req(1000, 2, 10, Event::None),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(reg.expire(t(30)), 0);
+        assert_eq!(reg.expire(t(40)), 1);
+        assert_eq!(reg.torrent_count(), 0, "empty swarm dropped");
+        assert_eq!(reg.peer_count(), 0);
+    }
+
+    #[test]
+    fn stale_peers_are_not_handed_out_before_expiry_runs() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1000, 1, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        let r = reg.announce(
+            t(20),
+            ip("10.0.0.2"),
+            &req(1000, 2, 10, Event::Started),
+            &mut rng,
+        );
+        assert!(r.expect("ok").peers.is_empty());
+    }
+
+    #[test]
+    fn same_ip_different_ports_are_distinct_peers() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        let a = reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(6881, 1, 10, Event::Started),
+            &mut rng,
+        );
+        assert!(
+            a.expect("ok").peers.is_empty(),
+            "never the requester itself"
+        );
+        let b = reg.announce(
+            t(1),
+            ip("10.0.0.1"),
+            &req(6882, 2, 0, Event::Started),
+            &mut rng,
+        );
+        let b = b.expect("ok");
+        assert_eq!(
+            b.peers.iter().map(|p| p.addr).collect::<Vec<_>>(),
+            vec!["10.0.0.1:6881".parse().expect("a")]
+        );
+        assert_eq!((b.complete, b.incomplete), (1, 1));
+        let a = reg.announce(
+            t(2),
+            ip("10.0.0.1"),
+            &req(6881, 1, 10, Event::None),
+            &mut rng,
+        );
+        let a = a.expect("ok");
+        assert_eq!(
+            a.peers,
+            vec![PeerInfo {
+                addr: "10.0.0.1:6882".parse().expect("a"),
+                peer_id: [2; 20]
+            }]
+        );
+        // Re-announcing updates rather than duplicates.
+        assert_eq!(reg.peer_count(), 2);
+        // An IPv4-mapped IPv6 source is the same node as the IPv4 one.
+        reg.announce(
+            t(3),
+            ip("::ffff:10.0.0.1"),
+            &req(6881, 1, 10, Event::None),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(reg.peer_count(), 2);
+    }
+
+    #[test]
+    fn numwant_default_and_cap_and_random_sample() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        for i in 0..300u16 {
+            let r = req(1000 + i, (i % 250) as u8, 5, Event::Started);
+            let r = AnnounceRequest {
+                peer_id: [(i % 200) as u8 + 1; 20],
+                ..r
+            };
+            reg.announce(t(0), ip("10.0.0.1"), &r, &mut rng)
+                .expect("ok");
+        }
+        let me = AnnounceRequest {
+            peer_id: [0; 20],
+            ..req(999, 0, 5, Event::Started)
+        };
+        let count = |reg: &mut Registry, rng: &mut ChaCha8Rng, numwant: Option<u32>| {
+            let r = AnnounceRequest {
+                numwant,
+                ..me.clone()
+            };
+            let resp = reg.announce(t(1), ip("10.0.0.1"), &r, rng).expect("ok");
+            let set: BTreeSet<SocketAddr> = resp.peers.iter().map(|p| p.addr).collect();
+            assert_eq!(set.len(), resp.peers.len(), "no duplicates");
+            assert!(
+                !set.contains(&"10.0.0.1:999".parse().expect("a")),
+                "never itself"
+            );
+            resp.peers
+        };
+        assert_eq!(count(&mut reg, &mut rng, None).len(), 50);
+        assert_eq!(count(&mut reg, &mut rng, Some(1000)).len(), 200);
+        assert_eq!(count(&mut reg, &mut rng, Some(7)).len(), 7);
+        assert_eq!(count(&mut reg, &mut rng, Some(0)).len(), 0);
+        // Samples differ between draws and cover the swarm; the same seed gives the same sample.
+        let first = count(&mut reg, &mut rng, Some(10));
+        let second = count(&mut reg, &mut rng, Some(10));
+        assert_ne!(first, second);
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            seen.extend(count(&mut reg, &mut rng, Some(10)).iter().map(|p| p.addr));
+        }
+        assert_eq!(seen.len(), 300);
+        let mut a = reg.clone();
+        let mut b = reg.clone();
+        assert_eq!(
+            count(&mut a, &mut self::rng(), Some(10)),
+            count(&mut b, &mut self::rng(), Some(10))
+        );
+    }
+
+    #[test]
+    fn same_peer_id_is_never_returned_to_its_owner() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        // The same client restarted on another port: its stale entry is not handed back to it.
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1000, 1, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        let r = reg.announce(
+            t(1),
+            ip("10.0.0.1"),
+            &req(1001, 1, 10, Event::Started),
+            &mut rng,
+        );
+        assert!(r.expect("ok").peers.is_empty());
+    }
+
+    #[test]
+    fn stopped_removes_and_completed_counts_once() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1, 1, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(0),
+            ip("10.0.0.2"),
+            &req(1, 2, 10, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(0),
+            ip("10.0.0.3"),
+            &req(1, 3, 0, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(
+            reg.scrape(&[HASH])[&HASH],
+            ScrapeStats {
+                complete: 1,
+                incomplete: 2,
+                downloaded: 0
+            }
+        );
+        reg.announce(
+            t(1),
+            ip("10.0.0.1"),
+            &req(1, 1, 0, Event::Completed),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(2),
+            ip("10.0.0.1"),
+            &req(1, 1, 0, Event::Completed),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(
+            reg.scrape(&[HASH])[&HASH],
+            ScrapeStats {
+                complete: 2,
+                incomplete: 1,
+                downloaded: 1
+            }
+        );
+        let s = reg
+            .announce(
+                t(3),
+                ip("10.0.0.2"),
+                &req(1, 2, 10, Event::Stopped),
+                &mut rng,
+            )
+            .expect("ok");
+        assert!(s.peers.is_empty());
+        assert_eq!((s.complete, s.incomplete), (2, 0));
+        assert_eq!(
+            reg.scrape(&[HASH])[&HASH],
+            ScrapeStats {
+                complete: 2,
+                incomplete: 0,
+                downloaded: 1
+            }
+        );
+        let other = reg.announce(
+            t(4),
+            ip("10.0.0.9"),
+            &req(1, 9, 10, Event::Started),
+            &mut rng,
+        );
+        let addrs: Vec<SocketAddr> = other.expect("ok").peers.iter().map(|p| p.addr).collect();
+        assert!(!addrs.contains(&"10.0.0.2:1".parse().expect("a")));
+        assert_eq!(addrs.len(), 2);
+        // Stopping an unknown peer or torrent is harmless.
+        let unknown = AnnounceRequest {
+            info_hash: InfoHash([1; 20]),
+            ..req(1, 1, 0, Event::Stopped)
+        };
+        assert!(reg
+            .announce(t(5), ip("10.0.0.1"), &unknown, &mut rng)
+            .is_ok());
+        assert_eq!(reg.torrent_count(), 1);
+    }
+
+    #[test]
+    fn scrape_unknown_and_all() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1, 1, 0, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        let published = reg.publish(&torrent("a.bin", 1000).raw).expect("publish");
+        let unknown = InfoHash([3; 20]);
+        assert_eq!(reg.scrape(&[unknown])[&unknown], ScrapeStats::default());
+        let all = reg.scrape(&[]);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[&HASH].complete, 1);
+        let hash = InfoHash::from_hex(&published.info_hash).expect("hex");
+        assert_eq!(all[&hash], ScrapeStats::default());
+    }
+
+    #[test]
+    fn limits_on_torrents_and_swarm_size() {
+        let config = RegistryConfig {
+            max_torrents: 1,
+            max_peers_per_torrent: 2,
+            ..RegistryConfig::default()
+        };
+        let mut reg = Registry::new(config);
+        let mut rng = rng();
+        reg.announce(
+            t(0),
+            ip("10.0.0.1"),
+            &req(1, 1, 0, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(0),
+            ip("10.0.0.2"),
+            &req(1, 2, 0, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(
+            reg.announce(
+                t(0),
+                ip("10.0.0.3"),
+                &req(1, 3, 0, Event::Started),
+                &mut rng
+            ),
+            Err(AnnounceError::SwarmFull { max: 2 })
+        );
+        // Known peers can still re-announce.
+        assert!(reg
+            .announce(t(1), ip("10.0.0.2"), &req(1, 2, 0, Event::None), &mut rng)
+            .is_ok());
+        let other = AnnounceRequest {
+            info_hash: InfoHash([4; 20]),
+            ..req(1, 1, 0, Event::Started)
+        };
+        assert_eq!(
+            reg.announce(t(0), ip("10.0.0.1"), &other, &mut rng),
+            Err(AnnounceError::TooManyTorrents { max: 1 })
+        );
+    }
+
+    #[test]
+    fn catalog_publish_is_idempotent_and_names_are_unique() {
+        let mut reg = Registry::new(RegistryConfig {
+            max_catalog: 2,
+            ..RegistryConfig::default()
+        });
+        let a = torrent("a.bin", 100_000);
+        let first = reg.publish(&a.raw).expect("publish");
+        assert_eq!(
+            first,
+            FileSummary {
+                name: "a.bin".into(),
+                info_hash: a.info_hash.to_hex(),
+                size: 100_000,
+                piece_length: 16 * 1024,
+                pieces: 7,
+                seeders: 0,
+                leechers: 0,
+                completed: 0,
+            }
+        );
+        assert_eq!(reg.publish(&a.raw).expect("again"), first);
+        assert_eq!(reg.list().len(), 1);
+        let impostor = torrent("a.bin", 5);
+        match reg.publish(&impostor.raw) {
+            Err(CatalogError::NameConflict {
+                name,
+                existing,
+                rejected,
+            }) => {
+                assert_eq!(
+                    (name.as_str(), existing, rejected),
+                    ("a.bin", a.info_hash, impostor.info_hash)
+                );
+            }
+            other => panic!("expected conflict, got {other:?}"),
+        }
+        assert!(matches!(
+            reg.publish(b"not a torrent"),
+            Err(CatalogError::Metainfo(_))
+        ));
+        reg.publish(&torrent("b.bin", 10).raw).expect("publish b");
+        assert!(matches!(
+            reg.publish(&torrent("c.bin", 10).raw),
+            Err(CatalogError::Full { max: 2 })
+        ));
+        assert_eq!(
+            reg.list()
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a.bin", "b.bin"]
+        );
+        assert_eq!(reg.metainfo_bytes("a.bin"), Some(a.raw.as_slice()));
+        assert_eq!(reg.metainfo_bytes("zzz"), None);
+        assert_eq!(reg.name_of(&a.info_hash), Some("a.bin"));
+        let small = RegistryConfig {
+            max_metainfo_bytes: 10,
+            ..RegistryConfig::default()
+        };
+        assert!(matches!(
+            Registry::new(small).publish(&a.raw),
+            Err(CatalogError::TooLarge { max: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn catalog_listing_reports_swarm_numbers() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        let a = torrent("a.bin", 1000);
+        reg.publish(&a.raw).expect("publish");
+        let r = |port, id, left, event| AnnounceRequest {
+            info_hash: a.info_hash,
+            ..req(port, id, left, event)
+        };
+        reg.announce(t(0), ip("10.0.0.1"), &r(1, 1, 0, Event::Started), &mut rng)
+            .expect("ok");
+        reg.announce(
+            t(0),
+            ip("10.0.0.2"),
+            &r(1, 2, 500, Event::Started),
+            &mut rng,
+        )
+        .expect("ok");
+        reg.announce(
+            t(0),
+            ip("10.0.0.3"),
+            &r(1, 3, 0, Event::Completed),
+            &mut rng,
+        )
+        .expect("ok");
+        let f = reg.file("a.bin").expect("listed");
+        assert_eq!((f.seeders, f.leechers, f.completed), (2, 1, 1));
+    }
+
+    #[test]
+    fn swarm_view_roles_sharing_and_percent() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        let a = torrent("movie.mkv", 1000);
+        reg.publish(&a.raw).expect("publish");
+        let on_a = |port, id, left| AnnounceRequest {
+            info_hash: a.info_hash,
+            ..req(port, id, left, Event::None)
+        };
+        let unknown = InfoHash([0xcd; 20]);
+        // 10.0.0.1:1 seeds movie.mkv and an unpublished torrent.
+        reg.announce(t(0), ip("10.0.0.1"), &on_a(1, 1, 0), &mut rng)
+            .expect("ok");
+        let r = AnnounceRequest {
+            info_hash: unknown,
+            ..req(1, 1, 0, Event::None)
+        };
+        reg.announce(t(0), ip("10.0.0.1"), &r, &mut rng)
+            .expect("ok");
+        // 10.0.0.1:2 (same IP) downloads movie.mkv, 25% done, and the unknown torrent.
+        reg.announce(t(0), ip("10.0.0.1"), &on_a(2, 2, 750), &mut rng)
+            .expect("ok");
+        let r = AnnounceRequest {
+            info_hash: unknown,
+            ..req(2, 2, 123, Event::None)
+        };
+        reg.announce(t(0), ip("10.0.0.1"), &r, &mut rng)
+            .expect("ok");
+        let view = reg.swarm_view();
+        assert_eq!(view.nodes.len(), 2);
+        let seeder = &view.nodes[0];
+        assert_eq!(seeder.node, "10.0.0.1:1");
+        assert_eq!(seeder.role, Role::Seeder);
+        assert_eq!(
+            seeder.sharing,
+            vec![unknown.to_hex(), "movie.mkv".to_string()]
+        );
+        assert!(seeder.downloading.is_empty());
+        let leecher = &view.nodes[1];
+        assert_eq!(leecher.node, "10.0.0.1:2");
+        assert_eq!(leecher.role, Role::Leecher);
+        assert!(leecher.sharing.is_empty());
+        assert_eq!(leecher.downloading.len(), 2);
+        let unknown_dl = &leecher.downloading[0];
+        assert_eq!(
+            (unknown_dl.name.clone(), unknown_dl.size, unknown_dl.percent),
+            (unknown.to_hex(), None, None)
+        );
+        let movie = &leecher.downloading[1];
+        assert_eq!(
+            (movie.name.as_str(), movie.size, movie.percent),
+            ("movie.mkv", Some(1000), Some(25.0))
+        );
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["nodes"][1]["role"], "leecher");
+        assert_eq!(json["nodes"][1]["downloading"][1]["percent"], 25.0);
+        let table = view.render_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NODE (IP:PORT)") && lines[0].contains("| ROLE"));
+        assert!(lines[0].ends_with("| DOWNLOADING (%)"));
+        assert!(
+            lines[2].starts_with("10.0.0.1:1")
+                && lines[2].contains("seeder")
+                && lines[2].contains("movie.mkv")
+        );
+        assert!(lines[3].contains("leecher") && lines[3].ends_with("movie.mkv (25.0%)"));
+        assert!(SwarmView::default().render_table().contains("(no nodes)"));
+    }
+}
