@@ -5,7 +5,8 @@
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod clock;
-pub mod storage;
-pub mod transport;
+pub mod create;
 pub mod state_dir;
+pub mod storage;
 pub mod torrent_store;
+pub mod transport;
