@@ -5,6 +5,11 @@
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod clock;
+pub mod create;
+mod disk;
+pub mod peer;
+pub mod rate;
+pub mod resume;
 pub mod state_dir;
 pub mod storage;
 pub mod torrent_store;
