@@ -233,6 +233,8 @@ impl Node {
 
     fn on_connected(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(&id) else {
+            // We gave up on this connection meanwhile (timeout, shutdown): drop the late socket.
+            self.outputs.push_back(Output::Close { conn: id });
             return;
         };
         c.phase = ConnPhase::Handshaking;
@@ -287,6 +289,8 @@ impl Node {
 
     fn on_received(&mut self, now: Instant, id: ConnId, data: &[u8]) {
         let Some(c) = self.conns.get_mut(&id) else {
+            // We gave up on this connection meanwhile (timeout, shutdown): drop the late socket.
+            self.outputs.push_back(Output::Close { conn: id });
             return;
         };
         c.last_recv = now;

@@ -1,0 +1,477 @@
+//! The peer driver: runs one [`Node`] over any [`Transport`], [`Storage`] and [`Blocking`] runner.
+//!
+//! One task owns the node. Connection tasks (a reader and a writer per socket), the disk worker, announce
+//! tasks and the listener report to it through one channel; it feeds their reports to the node as inputs and
+//! carries out the node's outputs. Disk operations run in emission order on one worker, so a hash reads what
+//! earlier writes wrote and a checkpoint's sync covers every write before it (invariant 2).
+
+use crate::clock::Clock;
+use crate::disk::{DiskWorker, Stores};
+use crate::rate::RateLimit;
+use crate::resume::plan_resume;
+use crate::state_dir::StateDir;
+use crate::storage::{Blocking, Storage};
+use crate::torrent_store::TorrentStore;
+use crate::transport::{Listener, Transport};
+use bytes::{Bytes, BytesMut};
+use enjambre_core::metainfo::{InfoHash, Metainfo};
+use enjambre_core::node::{AddTorrent, ConnId, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats};
+use enjambre_core::time::Instant;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long a connect attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an announce may take.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
+const INBOX: usize = 1024;
+
+/// A callback receiving every node event with its time.
+pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
+
+/// What the driver needs from the world.
+#[derive(Clone)]
+pub struct PeerEnv<T, B, C> {
+    /// The network.
+    pub transport: T,
+    /// Where disk and hash work runs.
+    pub blocking: B,
+    /// The filesystem.
+    pub storage: Arc<dyn Storage>,
+    /// The clock.
+    pub clock: C,
+}
+
+/// Options of one peer.
+#[derive(Clone)]
+pub struct PeerOptions {
+    /// Node tunables (peer id, seed, timeouts...). `listen_port` is overwritten with the bound port.
+    pub node: NodeConfig,
+    /// The download folder.
+    pub dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Announce URL used for every torrent (overrides the metainfo's).
+    pub tracker: Option<String>,
+    /// Upload cap in bytes per second.
+    pub max_upload_rate: Option<u64>,
+    /// Download cap in bytes per second.
+    pub max_download_rate: Option<u64>,
+    /// Receives every node event.
+    pub events: Option<EventSink>,
+}
+
+/// Errors of the peer driver.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    /// Disk trouble preparing a torrent.
+    #[error("cannot prepare {name}: {source}")]
+    Prepare { name: String, source: io::Error },
+    /// The peer task has stopped.
+    #[error("the peer has stopped")]
+    Stopped,
+}
+
+/// How to add a torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddMode {
+    /// Every piece is known good (the metainfo was just made from these files).
+    Seed,
+    /// Download, resuming from whatever checkpoint is in the state folder.
+    Download,
+    /// Download, but hash every piece already on disk first (`--recheck`).
+    Recheck,
+}
+
+enum Command {
+    Add(AddTorrent, Option<String>, oneshot::Sender<()>),
+    AddPeer(InfoHash, SocketAddr),
+    Stats(oneshot::Sender<Vec<TorrentStats>>),
+    Shutdown(oneshot::Sender<()>),
+    Abort,
+}
+
+/// Reports from the peer's tasks to the node task.
+pub(crate) enum Msg<S> {
+    Accepted(S, SocketAddr),
+    Connected(ConnId, S),
+    Input(Input),
+}
+
+/// The two halves of a live connection as seen by the node task.
+pub(crate) struct ConnHandle {
+    writer: mpsc::UnboundedSender<Bytes>,
+    reader: JoinHandle<()>,
+}
+
+/// A running peer.
+#[derive(Clone)]
+pub struct Peer {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+}
+
+impl Peer {
+    /// Bind the listener and start the peer's tasks.
+    pub async fn start<T, B, C>(env: PeerEnv<T, B, C>, mut options: PeerOptions) -> Result<(Peer, JoinHandle<()>), PeerError>
+    where
+        T: Transport,
+        B: Blocking,
+        C: Clock,
+    {
+        let listener = env
+            .transport
+            .bind(options.listen)
+            .await
+            .map_err(|source| PeerError::Listen { addr: options.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| PeerError::Listen { addr: options.listen, source })?;
+        options.node.listen_port = local_addr.port();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::channel(INBOX);
+        let stores: Stores = Arc::default();
+        let state = StateDir::new(env.storage.clone(), &options.dir);
+        let disk = DiskWorker::spawn(env.blocking.clone(), stores.clone(), state, inbox.clone());
+        let limits = Limits {
+            up: options.max_upload_rate.map(|r| RateLimit::new(r, env.clock.clone())),
+            down: options.max_download_rate.map(|r| RateLimit::new(r, env.clock.clone())),
+        };
+        let accept = tokio::spawn(accept_loop(listener, inbox.clone()));
+        let task = NodeTask {
+            node: Node::new(options.node.clone()),
+            env: env.clone(),
+            conns: BTreeMap::new(),
+            disk,
+            stores,
+            inbox,
+            trackers: BTreeMap::new(),
+            events: options.events.clone(),
+            limits,
+            options: options.clone(),
+        };
+        let handle = tokio::spawn(async move {
+            task.run(command_rx, inbox_rx).await;
+            accept.abort();
+        });
+        Ok((Peer { commands, local_addr, storage: env.storage, dir: options.dir }, handle))
+    }
+
+    /// The address the peer listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The download folder.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Add a torrent: prepare its files and resume state (on `blocking`), then hand it to the node.
+    pub async fn add<B: Blocking>(
+        &self,
+        blocking: &B,
+        meta: Metainfo,
+        mode: AddMode,
+        tracker: Option<String>,
+        sources: Vec<SocketAddr>,
+    ) -> Result<InfoHash, PeerError> {
+        let meta = Arc::new(meta);
+        let storage = self.storage.clone();
+        let dir = self.dir.clone();
+        let m = meta.clone();
+        let name = meta.info.name.clone();
+        let resume = blocking
+            .run(move || plan_resume(storage, &dir, &m, mode))
+            .await
+            .map_err(|source| PeerError::Prepare { name, source })?;
+        let hash = meta.info_hash;
+        let tracker = tracker.or_else(|| meta.announce.clone());
+        let add = AddTorrent { meta, resume, announce: tracker.is_some(), sources };
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Add(add, tracker, tx)).map_err(|_| PeerError::Stopped)?;
+        rx.await.map_err(|_| PeerError::Stopped)?;
+        Ok(hash)
+    }
+
+    /// Add a peer address to try for a torrent.
+    pub fn add_peer(&self, info_hash: InfoHash, addr: SocketAddr) {
+        let _ = self.commands.send(Command::AddPeer(info_hash, addr));
+    }
+
+    /// Progress of every torrent.
+    pub async fn stats(&self) -> Result<Vec<TorrentStats>, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stats(tx)).map_err(|_| PeerError::Stopped)?;
+        rx.await.map_err(|_| PeerError::Stopped)
+    }
+
+    /// Stop at once as a crash would: no `stopped` announce, connections dropped, nothing flushed.
+    pub fn abort(&self) {
+        let _ = self.commands.send(Command::Abort);
+    }
+
+    /// Announce `stopped`, close every connection and stop the peer.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Shared upload and download rate limits.
+#[derive(Clone)]
+struct Limits {
+    up: Option<RateLimit>,
+    down: Option<RateLimit>,
+}
+
+async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<Msg<L::Stream>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                if inbox.send(Msg::Accepted(stream, addr)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn spawn_conn<S>(stream: S, id: ConnId, inbox: mpsc::Sender<Msg<S>>, limits: &Limits) -> ConnHandle
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (writer, mut write_rx) = mpsc::unbounded_channel::<Bytes>();
+    let down = limits.down.clone();
+    let up = limits.up.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let n = match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => 0,
+                Ok(n) => n,
+            };
+            if n == 0 {
+                let _ = inbox.send(Msg::Input(Input::Closed { conn: id })).await;
+                return;
+            }
+            if let Some(limit) = &down {
+                limit.take(n as u64).await;
+            }
+            if inbox.send(Msg::Input(Input::Received { conn: id, data: buf.freeze() })).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(data) = write_rx.recv().await {
+            if let Some(limit) = &up {
+                limit.take(data.len() as u64).await;
+            }
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    ConnHandle { writer, reader }
+}
+
+struct NodeTask<T: Transport, B, C> {
+    node: Node,
+    env: PeerEnv<T, B, C>,
+    conns: BTreeMap<ConnId, ConnHandle>,
+    disk: DiskWorker,
+    stores: Stores,
+    inbox: mpsc::Sender<Msg<T::Stream>>,
+    trackers: BTreeMap<InfoHash, String>,
+    events: Option<EventSink>,
+    limits: Limits,
+    options: PeerOptions,
+}
+
+impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut inbox: mpsc::Receiver<Msg<T::Stream>>) {
+        let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            let deadline = self.node.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => self.env.clock.sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        self.node.shutdown(self.env.clock.now());
+                        self.drain();
+                        shutdown_reply = Some(reply);
+                        break;
+                    }
+                    Some(Command::Abort) | None => {
+                        // A crash: no goodbye to anyone; queued disk work is dropped with the worker.
+                        for (_, c) in std::mem::take(&mut self.conns) {
+                            c.reader.abort();
+                        }
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                },
+                msg = inbox.recv() => match msg {
+                    Some(msg) => self.on_msg(msg),
+                    None => break,
+                },
+                () = sleep => {
+                    self.node.handle_timeout(self.env.clock.now());
+                }
+            }
+            self.drain();
+        }
+        // Give the `stopped` announces a moment to leave, then close everything.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (_, c) in std::mem::take(&mut self.conns) {
+            c.reader.abort();
+        }
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.env.clock.now();
+        match cmd {
+            Command::Add(add, tracker, reply) => {
+                let hash = add.meta.info_hash;
+                if let Some(url) = tracker {
+                    self.trackers.insert(hash, url);
+                }
+                match TorrentStore::new(self.env.storage.clone(), self.options.dir.clone(), &add.meta) {
+                    Ok(store) => {
+                        if let Ok(mut s) = self.stores.lock() {
+                            s.insert(hash, Arc::new(store));
+                        }
+                        self.node.add_torrent(now, add);
+                    }
+                    Err(e) => tracing::error!("cannot open files of {}: {e}", add.meta.info.name),
+                }
+                let _ = reply.send(());
+            }
+            Command::AddPeer(hash, addr) => self.node.add_peer(now, &hash, addr),
+            Command::Stats(reply) => {
+                let hashes: Vec<InfoHash> = self.node.torrents().collect();
+                let stats = hashes.iter().filter_map(|h| self.node.stats(h)).collect();
+                let _ = reply.send(stats);
+            }
+            Command::Shutdown(_) | Command::Abort => {}
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg<T::Stream>) {
+        let now = self.env.clock.now();
+        match msg {
+            Msg::Accepted(stream, addr) => {
+                let id = self.node.allocate_conn_id();
+                let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
+                self.conns.insert(id, handle);
+                self.node.handle_input(now, Input::Accepted { conn: id, addr });
+            }
+            Msg::Connected(id, stream) => {
+                let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
+                self.conns.insert(id, handle);
+                self.node.handle_input(now, Input::Connected { conn: id });
+            }
+            Msg::Input(input) => {
+                if let Input::Closed { conn } = &input {
+                    self.conns.remove(conn);
+                }
+                self.node.handle_input(now, input);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            self.carry_out(out);
+        }
+    }
+
+    fn carry_out(&mut self, out: Output) {
+        match out {
+            Output::Connect { conn, addr } => {
+                let transport = self.env.transport.clone();
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    let msg = match tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(addr)).await {
+                        Ok(Ok(stream)) => Msg::Connected(conn, stream),
+                        Ok(Err(e)) => Msg::Input(Input::ConnectFailed { conn, reason: e.to_string() }),
+                        Err(_) => Msg::Input(Input::ConnectFailed { conn, reason: "timed out".into() }),
+                    };
+                    let _ = inbox.send(msg).await;
+                });
+            }
+            Output::Send { conn, data } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let _ = c.writer.send(data);
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.reader.abort();
+                    // Dropping the writer sender lets the writer flush what is queued, then shut down.
+                }
+            }
+            Output::Disk(op) => self.disk.submit(op),
+            Output::Announce { torrent, params } => {
+                let Some(url) = self.trackers.get(&torrent).cloned() else { return };
+                let transport = self.env.transport.clone();
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    let fut = crate::tracker_client::announce(&transport, &url, &params);
+                    let reply = match tokio::time::timeout(ANNOUNCE_TIMEOUT, fut).await {
+                        Ok(Ok(r)) => Ok(r),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("tracker {url} timed out")),
+                    };
+                    let _ = inbox.send(Msg::Input(Input::TrackerReply { torrent, reply })).await;
+                });
+            }
+            Output::Event(e) => {
+                log_event(&e);
+                if let Some(sink) = &self.events {
+                    sink(self.env.clock.now(), &e);
+                }
+            }
+        }
+    }
+}
+
+fn log_event(e: &NodeEvent) {
+    match e {
+        NodeEvent::Wire { .. } => tracing::trace!("{e:?}"),
+        NodeEvent::Banned { .. } | NodeEvent::PieceFailed { .. } | NodeEvent::TorrentError { .. } => {
+            tracing::warn!("{e:?}")
+        }
+        NodeEvent::Disconnected { .. } | NodeEvent::RequestRefused { .. } => tracing::debug!("{e:?}"),
+        _ => tracing::debug!("{e:?}"),
+    }
+}

@@ -1,0 +1,69 @@
+//! Real sockets on 127.0.0.1: a seeder and a leecher driven by the peer driver, with real files.
+
+use enjambre_core::node::NodeConfig;
+use enjambre_net::clock::TokioClock;
+use enjambre_net::create::create_metainfo;
+use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
+use enjambre_net::storage::{StdStorage, ThreadPool};
+use enjambre_net::transport::TokioTransport;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("enjambre-loopback-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn env() -> PeerEnv<TokioTransport, ThreadPool, TokioClock> {
+    PeerEnv { transport: TokioTransport, blocking: ThreadPool, storage: Arc::new(StdStorage), clock: TokioClock::new() }
+}
+
+fn options(dir: PathBuf, n: u8) -> PeerOptions {
+    let mut node = NodeConfig::default();
+    node.peer_id[19] = n;
+    node.seed = u64::from(n);
+    PeerOptions {
+        node,
+        dir,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tracker: None,
+        max_upload_rate: None,
+        max_download_rate: None,
+        events: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
+    let seed_dir = scratch("seed");
+    let leech_dir = scratch("leech");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(seed_dir.join("data.bin"), &data).unwrap();
+    let meta = create_metainfo(&StdStorage, &seed_dir.join("data.bin"), 512 * 1024, None, &mut |_, _| {}).unwrap();
+
+    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 1)).await.unwrap();
+    seeder.add(&ThreadPool, meta.clone(), AddMode::Seed, None, vec![]).await.unwrap();
+    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2)).await.unwrap();
+    leecher.add(&ThreadPool, meta.clone(), AddMode::Download, None, vec![seeder.local_addr()]).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = leecher.stats().await.unwrap();
+        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
+            assert_eq!(stats[0].bytes_wasted, 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "download stalled: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(leech_dir.join("data.bin")).unwrap(), data);
+    let checkpoint = std::fs::read_to_string(leech_dir.join(".enjambre").join(format!("{}.json", meta.info_hash.to_hex()))).unwrap();
+    assert!(checkpoint.contains("\"complete\": true"), "{checkpoint}");
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    let _ = std::fs::remove_dir_all(seed_dir);
+    let _ = std::fs::remove_dir_all(leech_dir);
+}
