@@ -5,5 +5,8 @@
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod clock;
+pub mod http;
 pub mod storage;
+pub mod tracker_client;
+pub mod tracker_server;
 pub mod transport;
