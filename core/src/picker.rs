@@ -80,6 +80,8 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: BTreeMap<u32, PartialPiece>,
     requested_at: BTreeMap<(ConnKey, BlockRef), Instant>,
+    /// Pieces that failed with several contributors: fetched again from one peer only, so blame is exact.
+    exclusive: std::collections::BTreeSet<u32>,
 }
 
 impl Picker {
@@ -100,6 +102,7 @@ impl Picker {
             availability: vec![0; count],
             partial: BTreeMap::new(),
             requested_at: BTreeMap::new(),
+            exclusive: std::collections::BTreeSet::new(),
         }
     }
 
@@ -243,6 +246,9 @@ impl Picker {
             .keys()
             .copied()
             .filter(|&i| peer_has.get(i))
+            .filter(|&i| {
+                !self.exclusive.contains(&i) || self.peer_works_on(i, peer) || self.untouched(i)
+            })
             .collect();
         order.sort_by_key(|&i| (!self.peer_works_on(i, peer), i));
         for piece in order {
@@ -251,6 +257,12 @@ impl Picker {
             }
             self.take_blocks_of(piece, peer, max, out);
         }
+    }
+
+    fn untouched(&self, piece: u32) -> bool {
+        self.partial
+            .get(&piece)
+            .is_some_and(|p| p.blocks.iter().all(|b| *b == BlockState::Free))
     }
 
     fn peer_works_on(&self, piece: u32, peer: ConnKey) -> bool {
@@ -288,7 +300,7 @@ impl Picker {
     ) {
         let mut candidates: Vec<(usize, BlockRef)> = Vec::new();
         for (&piece, p) in &self.partial {
-            if !peer_has.get(piece) {
+            if !peer_has.get(piece) || self.exclusive.contains(&piece) {
                 continue;
             }
             let piece_len = self.piece_len(piece);
@@ -429,6 +441,9 @@ impl Picker {
         let contributors = self.hashing.remove(&piece).unwrap_or_default();
         if ok {
             self.have.set(piece);
+            self.exclusive.remove(&piece);
+        } else if contributors.len() > 1 {
+            self.exclusive.insert(piece);
         }
         contributors
     }
@@ -585,6 +600,26 @@ mod tests {
             "contributors are reported with the verdict"
         );
         assert_eq!(p.pick(2, &all(1), 10, Instant::ZERO, &mut rng()).len(), 4);
+    }
+
+    #[test]
+    fn piece_failed_by_several_peers_is_refetched_from_one() {
+        let mut p = picker(1);
+        let a = p.pick(1, &all(1), 2, Instant::ZERO, &mut rng());
+        let b = p.pick(2, &all(1), 2, Instant::ZERO, &mut rng());
+        for x in &a {
+            p.on_block(1, *x);
+        }
+        for x in &b {
+            p.on_block(2, *x);
+        }
+        assert_eq!(p.piece_checked(0, false), vec![1, 2]);
+        assert_eq!(p.pick(1, &all(1), 1, Instant::ZERO, &mut rng()).len(), 1);
+        assert!(
+            p.pick(2, &all(1), 4, Instant::ZERO, &mut rng()).is_empty(),
+            "one source only"
+        );
+        assert_eq!(p.pick(1, &all(1), 4, Instant::ZERO, &mut rng()).len(), 3);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 pub mod clock;
 pub mod http;
+pub mod state_dir;
 pub mod storage;
+pub mod torrent_store;
 pub mod tracker_client;
 pub mod tracker_server;
 pub mod transport;

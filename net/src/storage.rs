@@ -22,6 +22,10 @@ pub trait StorageFile: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Current length.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// A filesystem.
@@ -57,6 +61,7 @@ pub trait Blocking: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThreadPool;
 
+#[allow(clippy::manual_async_fn)]
 impl Blocking for ThreadPool {
     fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
     where

@@ -41,6 +41,7 @@ pub struct TokioTransport;
 #[derive(Debug)]
 pub struct TokioListener(tokio::net::TcpListener);
 
+#[allow(clippy::manual_async_fn)]
 impl Listener for TokioListener {
     type Stream = tokio::net::TcpStream;
 
@@ -57,6 +58,7 @@ impl Listener for TokioListener {
     }
 }
 
+#[allow(clippy::manual_async_fn)]
 impl Transport for TokioTransport {
     type Stream = tokio::net::TcpStream;
     type Listener = TokioListener;

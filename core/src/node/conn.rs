@@ -1,0 +1,179 @@
+//! One peer connection's protocol state: handshake phase, choke/interest flags, what the peer holds, the
+//! requests we are serving to it, and the rate counters the choker ranks by.
+
+use super::{ConnId, NodeConfig};
+use crate::bitfield::Bitfield;
+use crate::choker::ChokeCandidate;
+use crate::metainfo::InfoHash;
+use crate::picker::BlockRef;
+use crate::time::Instant;
+use crate::wire::Decoder;
+use bytes::BytesMut;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnPhase {
+    /// Outbound, waiting for the driver to connect.
+    Connecting,
+    /// Waiting for the peer's handshake.
+    Handshaking,
+    /// Handshakes exchanged; messages flow.
+    Open,
+}
+
+/// What a connection's timers ask for.
+pub(crate) enum TimerAction {
+    None,
+    Close(&'static str),
+    KeepAlive,
+}
+
+/// A peer that sent no payload for this long while we wanted some is snubbed.
+const SNUB_AFTER: Duration = Duration::from_secs(60);
+
+pub(crate) struct Conn {
+    pub addr: SocketAddr,
+    pub outbound: bool,
+    pub phase: ConnPhase,
+    pub torrent: Option<InfoHash>,
+    pub decoder: Decoder,
+    pub outbox: BytesMut,
+    pub sent_handshake: bool,
+    pub got_message: bool,
+    pub peer_id: Option<[u8; 20]>,
+    pub fast: bool,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    pub peer_has: Bitfield,
+    pub serving: BTreeSet<BlockRef>,
+    pub opened: Instant,
+    pub last_recv: Instant,
+    pub last_sent: Instant,
+    pub last_payload: Instant,
+    pub snubbed_at: Option<Instant>,
+    window_start: Instant,
+    window_down: u64,
+    window_up: u64,
+    rate_down: u64,
+    rate_up: u64,
+}
+
+impl Conn {
+    pub fn new(
+        _id: ConnId,
+        addr: SocketAddr,
+        outbound: bool,
+        torrent: Option<InfoHash>,
+        now: Instant,
+        _config: &NodeConfig,
+    ) -> Conn {
+        Conn {
+            addr,
+            outbound,
+            phase: if outbound {
+                ConnPhase::Connecting
+            } else {
+                ConnPhase::Handshaking
+            },
+            torrent,
+            decoder: Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN),
+            outbox: BytesMut::new(),
+            sent_handshake: false,
+            got_message: false,
+            peer_id: None,
+            fast: false,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            peer_has: Bitfield::new(0),
+            serving: BTreeSet::new(),
+            opened: now,
+            last_recv: now,
+            last_sent: now,
+            last_payload: now,
+            snubbed_at: None,
+            window_start: now,
+            window_down: 0,
+            window_up: 0,
+            rate_down: 0,
+            rate_up: 0,
+        }
+    }
+
+    pub fn on_payload_received(&mut self, now: Instant, bytes: u64) {
+        self.window_down += bytes;
+        self.last_payload = now;
+        self.snubbed_at = None;
+    }
+
+    pub fn on_payload_sent(&mut self, now: Instant, bytes: u64) {
+        self.window_up += bytes;
+        self.last_sent = now;
+    }
+
+    /// Close the current rate window (called at every rechoke).
+    pub fn roll_rate_window(&mut self, now: Instant) {
+        let secs = now
+            .saturating_since(self.window_start)
+            .as_secs_f64()
+            .max(0.001);
+        self.rate_down = (self.window_down as f64 / secs) as u64;
+        self.rate_up = (self.window_up as f64 / secs) as u64;
+        self.window_down = 0;
+        self.window_up = 0;
+        self.window_start = now;
+    }
+
+    pub fn choke_candidate(&self, id: ConnId, now: Instant, seeding: bool) -> ChokeCandidate {
+        let snubbed = self.am_interested
+            && !self.peer_choking
+            && now.saturating_since(self.last_payload) >= SNUB_AFTER;
+        ChokeCandidate {
+            conn: id,
+            interested: self.peer_interested,
+            rate: if seeding {
+                self.rate_up.max(self.window_up)
+            } else {
+                self.rate_down.max(self.window_down)
+            },
+            snubbed: snubbed || self.snubbed_at.is_some(),
+        }
+    }
+
+    pub fn next_deadline(&self, config: &NodeConfig) -> Instant {
+        match self.phase {
+            ConnPhase::Connecting | ConnPhase::Handshaking => {
+                self.opened + config.handshake_timeout
+            }
+            ConnPhase::Open => (self.last_recv + config.idle_timeout)
+                .min(self.last_sent + config.keepalive_interval),
+        }
+    }
+
+    pub fn timer_action(&self, now: Instant, config: &NodeConfig) -> TimerAction {
+        match self.phase {
+            ConnPhase::Connecting | ConnPhase::Handshaking => {
+                if now >= self.opened + config.handshake_timeout {
+                    TimerAction::Close("handshake timed out")
+                } else {
+                    TimerAction::None
+                }
+            }
+            ConnPhase::Open => {
+                if now >= self.last_recv + config.idle_timeout {
+                    TimerAction::Close("peer silent for too long")
+                } else if now >= self.last_sent + config.keepalive_interval {
+                    TimerAction::KeepAlive
+                } else {
+                    TimerAction::None
+                }
+            }
+        }
+    }
+}

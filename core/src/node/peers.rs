@@ -1,0 +1,203 @@
+//! The addresses a torrent knows peers at, keyed by IP *and port* (several peers may share one IP): when to
+//! dial them again, how often they sent bad data, and who is banned.
+
+use super::{ConnId, NodeConfig};
+use crate::time::Instant;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+struct KnownPeer {
+    conn: Option<ConnId>,
+    failures: u32,
+    retry_at: Instant,
+    strikes: u32,
+    banned: bool,
+    seed: bool,
+}
+
+/// Known peer addresses of one torrent.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerBook {
+    peers: BTreeMap<SocketAddr, KnownPeer>,
+    reconnect_base: Duration,
+    reconnect_max: Duration,
+}
+
+impl PeerBook {
+    pub fn new(config: &NodeConfig) -> PeerBook {
+        PeerBook {
+            peers: BTreeMap::new(),
+            reconnect_base: config.reconnect_base,
+            reconnect_max: config.reconnect_max,
+        }
+    }
+
+    /// Learn an address (from a tracker or the user); known addresses keep their state.
+    pub fn add(&mut self, addr: SocketAddr, now: Instant) {
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return;
+        }
+        self.peers.entry(addr).or_insert(KnownPeer {
+            conn: None,
+            failures: 0,
+            retry_at: now,
+            strikes: 0,
+            banned: false,
+            seed: false,
+        });
+    }
+
+    /// Addresses to dial now, at most `budget`, fewest failures first.
+    pub fn ready_to_dial(
+        &self,
+        now: Instant,
+        we_are_complete: bool,
+        budget: usize,
+    ) -> Vec<SocketAddr> {
+        let mut ready: Vec<(u32, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.conn.is_none() && !p.banned && p.retry_at <= now && !(we_are_complete && p.seed)
+            })
+            .map(|(a, p)| (p.failures, *a))
+            .collect();
+        ready.sort();
+        ready.into_iter().take(budget).map(|(_, a)| a).collect()
+    }
+
+    pub fn dialing(&mut self, addr: SocketAddr, conn: ConnId) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.conn = Some(conn);
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.min(16);
+        self.reconnect_base
+            .saturating_mul(factor)
+            .min(self.reconnect_max)
+    }
+
+    pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant) {
+        self.disconnected(addr, now);
+    }
+
+    /// The connection to `addr` ended: dial again after a backoff that grows with each failure.
+    pub fn disconnected(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(failures) = self.peers.get(&addr).map(|p| p.failures) else {
+            return;
+        };
+        let delay = self.backoff(failures);
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.conn = None;
+            p.failures = failures.saturating_add(1);
+            p.retry_at = now + delay;
+        }
+    }
+
+    /// Never dial `addr` again (it was ourselves, or a duplicate of another connection).
+    pub fn forget(&mut self, addr: &SocketAddr) {
+        self.peers.remove(addr);
+    }
+
+    pub fn mark_seed(&mut self, addr: &SocketAddr) {
+        if let Some(p) = self.peers.get_mut(addr) {
+            p.seed = true;
+        }
+    }
+
+    /// Record one corrupt piece from `addr`; returns its strike count.
+    pub fn strike(&mut self, addr: SocketAddr) -> u32 {
+        let p = self.peers.entry(addr).or_insert(KnownPeer {
+            conn: None,
+            failures: 0,
+            retry_at: Instant::ZERO,
+            strikes: 0,
+            banned: false,
+            seed: false,
+        });
+        p.strikes += 1;
+        p.strikes
+    }
+
+    pub fn ban(&mut self, addr: SocketAddr) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.banned = true;
+        }
+    }
+
+    pub fn is_banned(&self, addr: &SocketAddr) -> bool {
+        self.peers.get(addr).is_some_and(|p| p.banned)
+    }
+
+    pub fn banned(&self) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.banned)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Earliest instant at which a known, idle address becomes dialable.
+    pub fn next_retry(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.conn.is_none() && !p.banned && p.retry_at > now)
+            .map(|p| p.retry_at)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn same_ip_different_ports_are_different_peers() {
+        let mut b = PeerBook::new(&NodeConfig::default());
+        b.add(addr(1), Instant::ZERO);
+        b.add(addr(2), Instant::ZERO);
+        b.strike(addr(1));
+        b.ban(addr(1));
+        assert!(b.is_banned(&addr(1)));
+        assert!(!b.is_banned(&addr(2)));
+        assert_eq!(b.ready_to_dial(Instant::ZERO, false, 10), vec![addr(2)]);
+    }
+
+    #[test]
+    fn reconnect_backoff_doubles_and_caps() {
+        let cfg = NodeConfig::default();
+        let mut b = PeerBook::new(&cfg);
+        let t0 = Instant::ZERO;
+        b.add(addr(1), t0);
+        b.dialing(addr(1), 1);
+        assert!(
+            b.ready_to_dial(t0, false, 10).is_empty(),
+            "a peer being dialled is not dialled twice"
+        );
+        b.disconnected(addr(1), t0);
+        assert_eq!(b.next_retry(t0), Some(t0 + cfg.reconnect_base));
+        b.disconnected(addr(1), t0);
+        assert_eq!(b.next_retry(t0), Some(t0 + cfg.reconnect_base * 2));
+        for _ in 0..20 {
+            b.disconnected(addr(1), t0);
+        }
+        assert_eq!(b.next_retry(t0), Some(t0 + cfg.reconnect_max));
+    }
+
+    #[test]
+    fn seeds_are_not_dialled_once_we_are_complete() {
+        let mut b = PeerBook::new(&NodeConfig::default());
+        b.add(addr(1), Instant::ZERO);
+        b.mark_seed(&addr(1));
+        assert!(b.ready_to_dial(Instant::ZERO, true, 10).is_empty());
+        assert_eq!(b.ready_to_dial(Instant::ZERO, false, 10), vec![addr(1)]);
+    }
+}

@@ -1,0 +1,543 @@
+//! In-memory swarms: several nodes wired to each other with no IO at all. The harness's disk keeps written
+//! bytes apart from synced bytes, so every checkpoint is checked against what is durable (invariant 2).
+
+use super::*;
+use crate::checkpoint::Checkpoint;
+use crate::metainfo::{build, FileEntry, Metainfo, PieceHasher};
+use sha1::{Digest, Sha1};
+use std::sync::Arc;
+
+const PL: u32 = 32 * 1024;
+
+struct Disk {
+    volatile: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+struct Peer {
+    node: Node,
+    addr: SocketAddr,
+    meta: Arc<Metainfo>,
+    disk: Disk,
+    /// Pieces this peer corrupts when serving.
+    corrupt: BTreeSet<u32>,
+    checkpoints: Vec<Checkpoint>,
+    events: Vec<NodeEvent>,
+    alive: bool,
+}
+
+struct World {
+    peers: Vec<Peer>,
+    now: Instant,
+    /// (peer index, conn) -> (peer index, conn)
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    queue: VecDeque<(usize, Input)>,
+    source: Vec<u8>,
+}
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + i / 7) % 251) as u8).collect()
+}
+
+fn meta_for(data: &[u8]) -> Arc<Metainfo> {
+    let mut h = PieceHasher::new(PL);
+    h.feed(data);
+    let files = vec![FileEntry {
+        path: vec!["file.bin".into()],
+        length: data.len() as u64,
+    }];
+    Arc::new(build("file.bin", PL, files, h.finish(), None).unwrap())
+}
+
+fn peer_id(i: usize) -> [u8; 20] {
+    let mut id = *b"-EJ0100-test00000000";
+    id[19] = b'a' + i as u8;
+    id
+}
+
+impl World {
+    fn new(len: usize) -> World {
+        World {
+            peers: Vec::new(),
+            now: Instant::ZERO,
+            links: BTreeMap::new(),
+            queue: VecDeque::new(),
+            source: content(len),
+        }
+    }
+
+    fn add_peer(&mut self, resume: Resume, disk: Vec<u8>, sources: Vec<usize>) -> usize {
+        let i = self.peers.len();
+        let meta = meta_for(&self.source);
+        let config = NodeConfig {
+            peer_id: peer_id(i),
+            listen_port: 7000 + i as u16,
+            seed: i as u64,
+            ..NodeConfig::default()
+        };
+        let addr = SocketAddr::from(([10, 0, 0, 1], 7000 + i as u16));
+        let mut node = Node::new(config);
+        let sources = sources
+            .iter()
+            .map(|s| SocketAddr::from(([10, 0, 0, 1], 7000 + *s as u16)))
+            .collect();
+        let disk = Disk {
+            volatile: disk.clone(),
+            durable: disk,
+        };
+        node.add_torrent(
+            self.now,
+            AddTorrent {
+                meta: meta.clone(),
+                resume,
+                announce: false,
+                sources,
+            },
+        );
+        self.peers.push(Peer {
+            node,
+            addr,
+            meta,
+            disk,
+            corrupt: BTreeSet::new(),
+            checkpoints: Vec::new(),
+            events: Vec::new(),
+            alive: true,
+        });
+        self.drain(i);
+        i
+    }
+
+    fn seeder(&mut self) -> usize {
+        let data = self.source.clone();
+        self.add_peer(Resume::Complete, data, vec![])
+    }
+
+    fn leecher(&mut self, sources: Vec<usize>) -> usize {
+        let n = self.source.len();
+        self.add_peer(Resume::Fresh, vec![0; n], sources)
+    }
+
+    fn find(&self, addr: SocketAddr) -> Option<usize> {
+        self.peers.iter().position(|p| p.addr == addr && p.alive)
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(out) = self.peers[i].node.poll_output() {
+            self.carry_out(i, out);
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Connect { conn, addr } => match self.find(addr) {
+                Some(j) => {
+                    let theirs = self.peers[j].node.allocate_conn_id();
+                    self.links.insert((i, conn), (j, theirs));
+                    self.links.insert((j, theirs), (i, conn));
+                    self.queue.push_back((
+                        j,
+                        Input::Accepted {
+                            conn: theirs,
+                            addr: self.peers[i].addr,
+                        },
+                    ));
+                    self.queue.push_back((i, Input::Connected { conn }));
+                }
+                None => self.queue.push_back((
+                    i,
+                    Input::ConnectFailed {
+                        conn,
+                        reason: "refused".into(),
+                    },
+                )),
+            },
+            Output::Send { conn, data } => {
+                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
+                    self.queue
+                        .push_back((j, Input::Received { conn: theirs, data }));
+                }
+            }
+            Output::Close { conn } => {
+                if let Some((j, theirs)) = self.links.remove(&(i, conn)) {
+                    self.links.remove(&(j, theirs));
+                    self.queue.push_back((j, Input::Closed { conn: theirs }));
+                }
+            }
+            Output::Disk(op) => {
+                let done = self.disk_op(i, op);
+                if let Some(d) = done {
+                    self.queue.push_back((i, Input::Disk(d)));
+                }
+            }
+            Output::Announce { .. } => {}
+            Output::Event(e) => self.peers[i].events.push(e),
+        }
+    }
+
+    fn disk_op(&mut self, i: usize, op: DiskOp) -> Option<DiskDone> {
+        let p = &mut self.peers[i];
+        match op {
+            DiskOp::Write { offset, data, .. } => {
+                let at = offset as usize;
+                p.disk.volatile[at..at + data.len()].copy_from_slice(&data);
+                None
+            }
+            DiskOp::Hash { torrent, piece } => {
+                let start = piece as usize * PL as usize;
+                let end = start + p.meta.piece_len(piece) as usize;
+                let hash: [u8; 20] = Sha1::digest(&p.disk.volatile[start..end]).into();
+                Some(DiskDone::Hashed {
+                    torrent,
+                    piece,
+                    hash: Ok(hash),
+                })
+            }
+            DiskOp::Read {
+                torrent,
+                conn,
+                block,
+            } => {
+                let start = block.piece as usize * PL as usize + block.begin as usize;
+                let mut data = p.disk.volatile[start..start + block.length as usize].to_vec();
+                if p.corrupt.contains(&block.piece) {
+                    data[0] ^= 0xff;
+                }
+                Some(DiskDone::Read {
+                    torrent,
+                    conn,
+                    block,
+                    data: Ok(Bytes::from(data)),
+                })
+            }
+            DiskOp::SyncAndCheckpoint {
+                torrent,
+                generation,
+                checkpoint,
+            } => {
+                p.disk.durable = p.disk.volatile.clone();
+                let claimed = checkpoint.validate(&p.meta).unwrap();
+                for piece in claimed.iter_ones() {
+                    let start = piece as usize * PL as usize;
+                    let end = start + p.meta.piece_len(piece) as usize;
+                    let hash: [u8; 20] = Sha1::digest(&p.disk.durable[start..end]).into();
+                    assert_eq!(
+                        Some(hash),
+                        p.meta.piece_hash(piece),
+                        "checkpoint claims non-durable piece {piece}"
+                    );
+                }
+                p.checkpoints.push(checkpoint);
+                Some(DiskDone::CheckpointSaved {
+                    torrent,
+                    generation,
+                    error: None,
+                })
+            }
+        }
+    }
+
+    /// Deliver queued inputs and fire timers until `done` holds or `max_secs` of simulated time pass.
+    fn run_until(&mut self, max_secs: u64, done: impl Fn(&World) -> bool) -> bool {
+        let deadline = self.now + std::time::Duration::from_secs(max_secs);
+        loop {
+            while let Some((i, input)) = self.queue.pop_front() {
+                if !self.peers[i].alive {
+                    continue;
+                }
+                let now = self.now;
+                self.peers[i].node.handle_input(now, input);
+                self.drain(i);
+                if done(self) {
+                    return true;
+                }
+            }
+            let next = self
+                .peers
+                .iter()
+                .filter(|p| p.alive)
+                .filter_map(|p| p.node.poll_timeout())
+                .min();
+            let Some(next) = next else { return done(self) };
+            self.now = self
+                .now
+                .max(next)
+                .max(self.now + std::time::Duration::from_millis(1));
+            if self.now > deadline {
+                return done(self);
+            }
+            for i in 0..self.peers.len() {
+                if self.peers[i].alive {
+                    let now = self.now;
+                    self.peers[i].node.handle_timeout(now);
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    fn complete(&self, i: usize) -> bool {
+        self.stats(i).complete
+    }
+
+    fn stats(&self, i: usize) -> TorrentStats {
+        let p = &self.peers[i];
+        p.node.stats(&p.meta.info_hash).unwrap()
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.peers[i].alive = false;
+        let mine: Vec<(usize, ConnId)> = self
+            .links
+            .keys()
+            .filter(|(p, _)| *p == i)
+            .copied()
+            .collect();
+        for k in mine {
+            if let Some((j, theirs)) = self.links.remove(&k) {
+                self.links.remove(&(j, theirs));
+                self.queue.push_back((j, Input::Closed { conn: theirs }));
+            }
+        }
+    }
+}
+
+#[test]
+fn leecher_downloads_whole_file_from_seeder() {
+    let mut w = World::new(10 * PL as usize + 1234);
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    assert!(w.run_until(60, |w| w.stats(b).pieces_durable == 11));
+    assert_eq!(w.peers[b].disk.volatile, w.source);
+    let s = w.stats(b);
+    assert_eq!(s.pieces_downloaded, 11);
+    assert_eq!(s.bytes_wasted, 0);
+    assert_eq!(s.sources.values().sum::<u64>(), w.source.len() as u64);
+    assert!(w.peers[b]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Complete { .. })));
+    // The final checkpoint claims everything.
+    let last = w.peers[b].checkpoints.last().unwrap();
+    assert!(last.complete);
+}
+
+#[test]
+fn third_peer_gets_pieces_from_seeder_and_leecher() {
+    let mut w = World::new(40 * PL as usize);
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    w.run_until(60, |w| w.stats(b).pieces_have >= 10);
+    let c = w.leecher(vec![a, b]);
+    assert!(w.run_until(120, |w| w.complete(b) && w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    assert!(
+        s.sources.len() == 2,
+        "C received from both A and B: {:?}",
+        s.sources
+    );
+    assert!(w.stats(b).bytes_uploaded > 0, "B re-shared verified pieces");
+}
+
+#[test]
+fn corrupt_source_is_banned_and_download_completes() {
+    let mut w = World::new(60 * PL as usize);
+    let honest = w.seeder();
+    let bad = w.seeder();
+    w.peers[bad].corrupt = (0..60).collect();
+    let c = w.leecher(vec![honest, bad]);
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    assert_eq!(s.banned, vec![w.peers[bad].addr]);
+    assert!(s.hash_failures >= 1);
+    assert!(s.bytes_wasted >= u64::from(PL));
+    assert!(w.peers[c]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Banned { .. })));
+}
+
+#[test]
+fn dead_source_fails_over_to_the_others() {
+    let mut w = World::new(30 * PL as usize);
+    let a = w.seeder();
+    let b = w.seeder();
+    let c = w.leecher(vec![a, b]);
+    w.run_until(60, |w| w.stats(c).pieces_have >= 8);
+    w.kill(a);
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+}
+
+#[test]
+fn resume_trusts_a_good_checkpoint_and_fetches_only_the_rest() {
+    let mut w = World::new(20 * PL as usize);
+    let a = w.seeder();
+    let mut disk = vec![0u8; w.source.len()];
+    let held = 7 * PL as usize;
+    disk[..held].copy_from_slice(&w.source[..held]);
+    let claimed = Bitfield::from_ranges("0-6", 20).unwrap();
+    let b = w.add_peer(
+        Resume::Checkpoint {
+            claimed,
+            sizes_ok: true,
+            hints: vec![],
+        },
+        disk,
+        vec![a],
+    );
+    assert!(w.run_until(60, |w| w.complete(b)));
+    assert_eq!(w.peers[b].disk.volatile, w.source);
+    let s = w.stats(b);
+    assert_eq!(s.pieces_resumed, 7);
+    assert_eq!(
+        s.bytes_downloaded,
+        (w.source.len() - held) as u64,
+        "no verified piece fetched twice"
+    );
+    assert!(w.peers[b].events.iter().any(|e| matches!(
+        e,
+        NodeEvent::Ready {
+            pieces_resumed: 7,
+            first_missing: Some(7),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn resume_distrusts_a_lying_checkpoint() {
+    let mut w = World::new(12 * PL as usize);
+    let a = w.seeder();
+    let mut disk = vec![0u8; w.source.len()];
+    // Only pieces 0..3 are really there; the checkpoint claims 0..9.
+    disk[..3 * PL as usize].copy_from_slice(&w.source[..3 * PL as usize]);
+    let claimed = Bitfield::from_ranges("0-9", 12).unwrap();
+    let b = w.add_peer(
+        Resume::Checkpoint {
+            claimed,
+            sizes_ok: true,
+            hints: vec![],
+        },
+        disk,
+        vec![a],
+    );
+    assert!(w.run_until(60, |w| w.complete(b)));
+    assert_eq!(w.peers[b].disk.volatile, w.source);
+    assert!(w.peers[b]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::CheckpointDistrusted { .. })));
+    assert_eq!(w.stats(b).pieces_resumed, 3);
+}
+
+#[test]
+fn garbage_on_the_wire_closes_only_that_connection() {
+    let mut w = World::new(4 * PL as usize);
+    let a = w.seeder();
+    let conn = w.peers[a].node.allocate_conn_id();
+    let from = SocketAddr::from(([10, 0, 0, 9], 1));
+    w.peers[a]
+        .node
+        .handle_input(Instant::ZERO, Input::Accepted { conn, addr: from });
+    w.peers[a].node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: Bytes::from_static(b"\x13NotTorrent protocol"),
+        },
+    );
+    let mut closed = false;
+    while let Some(o) = w.peers[a].node.poll_output() {
+        closed |= matches!(o, Output::Close { conn: c } if c == conn);
+    }
+    assert!(closed);
+    let b = w.leecher(vec![a]);
+    assert!(
+        w.run_until(60, |w| w.complete(b)),
+        "the seeder still serves others"
+    );
+}
+
+#[test]
+fn oversized_and_out_of_range_requests_are_refused() {
+    let mut w = World::new(4 * PL as usize);
+    let a = w.seeder();
+    let meta = w.peers[a].meta.clone();
+    let conn = w.peers[a].node.allocate_conn_id();
+    let node = &mut w.peers[a].node;
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted {
+            conn,
+            addr: SocketAddr::from(([10, 0, 0, 9], 1)),
+        },
+    );
+    let hs = Handshake {
+        reserved: crate::wire::reserved_bits(true, false),
+        info_hash: meta.info_hash.0,
+        peer_id: [9; 20],
+    };
+    node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: Bytes::copy_from_slice(&hs.encode()),
+        },
+    );
+    let mut msgs = bytes::BytesMut::new();
+    Message::Interested.encode(&mut msgs);
+    Message::Request {
+        index: 0,
+        begin: 0,
+        length: 256 * 1024,
+    }
+    .encode(&mut msgs);
+    Message::Request {
+        index: 99,
+        begin: 0,
+        length: 16384,
+    }
+    .encode(&mut msgs);
+    Message::Request {
+        index: 3,
+        begin: PL - 10,
+        length: 16384,
+    }
+    .encode(&mut msgs);
+    node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: msgs.freeze(),
+        },
+    );
+    let mut refused = 0;
+    let mut reads = 0;
+    while let Some(o) = node.poll_output() {
+        match o {
+            Output::Event(NodeEvent::RequestRefused { .. }) => refused += 1,
+            Output::Disk(DiskOp::Read { .. }) => reads += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((refused, reads), (3, 0));
+}
+
+#[test]
+fn same_seed_same_story() {
+    fn story() -> Vec<String> {
+        let mut w = World::new(16 * PL as usize);
+        let a = w.seeder();
+        let b = w.leecher(vec![a]);
+        let c = w.leecher(vec![a, b]);
+        w.run_until(60, |w| w.complete(b) && w.complete(c));
+        w.peers
+            .iter()
+            .flat_map(|p| p.events.iter().map(|e| format!("{e:?}")))
+            .collect()
+    }
+    assert_eq!(story(), story());
+}

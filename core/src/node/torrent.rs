@@ -1,0 +1,253 @@
+//! One torrent inside the node: its picker and choker, the resume check, the checkpoint group commit, the
+//! announce schedule, its known peers and its counters.
+
+use super::conn::Conn;
+use super::peers::PeerBook;
+use super::{ConnId, NodeConfig, TorrentStats};
+use crate::bitfield::Bitfield;
+use crate::choker::Choker;
+use crate::metainfo::Metainfo;
+use crate::picker::{Picker, PickerConfig};
+use crate::time::Instant;
+use crate::tracker::{AnnounceParams, Event};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A resume check in progress.
+pub(crate) struct Check {
+    /// Pieces the checkpoint claims.
+    pub claimed: Bitfield,
+    /// Whether the claims are trusted once the spot check passes.
+    pub trust_claims: bool,
+    /// Whether a claimed piece failed its hash.
+    pub claim_failed: bool,
+    /// Pieces whose hash is awaited.
+    pub pending: BTreeSet<u32>,
+}
+
+impl Check {
+    pub fn new(claimed: Bitfield, trust_claims: bool, pending: impl Iterator<Item = u32>) -> Check {
+        Check {
+            claimed,
+            trust_claims,
+            claim_failed: false,
+            pending: pending.collect(),
+        }
+    }
+}
+
+/// Checkpoint group commit: one sync-and-checkpoint in flight at a time; pieces verified meanwhile ride on the
+/// next one.
+#[derive(Default)]
+pub(crate) struct CheckpointState {
+    pub generation: u64,
+    pub in_flight: Option<Bitfield>,
+    pub dirty: bool,
+    pub durable: u32,
+    pub retry_at: Option<Instant>,
+}
+
+/// When to talk to the tracker next.
+pub(crate) struct AnnounceState {
+    pub enabled: bool,
+    pub started: bool,
+    pub next_at: Instant,
+    pub last_at: Option<Instant>,
+    pub last_left: Option<u64>,
+    pub interval: Duration,
+    pub failures: u32,
+}
+
+impl AnnounceState {
+    fn new(enabled: bool, config: &NodeConfig, now: Instant) -> AnnounceState {
+        AnnounceState {
+            enabled,
+            started: false,
+            next_at: now,
+            last_at: None,
+            last_left: None,
+            interval: config.announce_interval,
+            failures: 0,
+        }
+    }
+
+    pub fn on_sent(&mut self, now: Instant, _config: &NodeConfig, left: u64, event: Event) {
+        self.last_at = Some(now);
+        self.last_left = Some(left);
+        // Until the reply comes, do not announce again on the regular schedule.
+        self.next_at = now + self.interval;
+        if event == Event::Started {
+            self.started = true;
+        }
+        if event == Event::Stopped {
+            self.enabled = false;
+        }
+    }
+
+    pub fn on_reply(&mut self, now: Instant, config: &NodeConfig, interval: Option<u32>) {
+        self.failures = 0;
+        let secs = interval
+            .map(u64::from)
+            .unwrap_or(config.announce_interval.as_secs())
+            .clamp(1, 3600);
+        self.interval = Duration::from_secs(secs);
+        self.next_at = now + self.interval;
+    }
+
+    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) {
+        self.failures = self.failures.saturating_add(1);
+        let factor = 1u32 << self.failures.min(5);
+        self.next_at = now
+            + config
+                .reconnect_base
+                .saturating_mul(factor)
+                .min(Duration::from_secs(60));
+    }
+
+    pub fn due(&self, now: Instant) -> bool {
+        self.enabled && now >= self.next_at
+    }
+
+    /// Whether progress since the last announce is worth telling the tracker about now.
+    pub fn progress_due(&self, now: Instant, config: &NodeConfig) -> bool {
+        self.enabled
+            && self
+                .last_at
+                .is_some_and(|t| now >= t + config.progress_announce_interval)
+    }
+
+    fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
+        self.last_at.map(|t| t + config.progress_announce_interval)
+    }
+}
+
+/// Running totals of one torrent.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub bytes_received: u64,
+    pub bytes_uploaded: u64,
+    pub bytes_wasted: u64,
+    pub hash_failures: u32,
+    pub per_source: BTreeMap<SocketAddr, u64>,
+    pub pieces_resumed: u32,
+    pub pieces_downloaded: u32,
+    pub checkpoints_written: u32,
+}
+
+pub(crate) struct Torrent {
+    pub meta: Arc<Metainfo>,
+    pub picker: Picker,
+    pub choker: Choker,
+    pub check: Option<Check>,
+    pub error: Option<String>,
+    pub peers: PeerBook,
+    pub conns: BTreeSet<ConnId>,
+    pub announce: AnnounceState,
+    pub ckpt: CheckpointState,
+    pub stats: Counters,
+    pub next_rechoke: Instant,
+    pub next_optimistic: Instant,
+    pub completed_at: Option<Instant>,
+}
+
+impl Torrent {
+    pub fn new(config: &NodeConfig, meta: Arc<Metainfo>, now: Instant, announce: bool) -> Torrent {
+        let have = Bitfield::new(meta.piece_count());
+        let picker = Picker::new(
+            PickerConfig::default(),
+            meta.piece_length(),
+            meta.total_length(),
+            have,
+        );
+        Torrent {
+            picker,
+            choker: Choker::new(config.upload_slots),
+            check: None,
+            error: None,
+            peers: PeerBook::new(config),
+            conns: BTreeSet::new(),
+            announce: AnnounceState::new(announce, config, now),
+            ckpt: CheckpointState::default(),
+            stats: Counters::default(),
+            next_rechoke: now + config.rechoke_interval,
+            next_optimistic: now,
+            completed_at: None,
+            meta,
+        }
+    }
+
+    /// Bytes still missing.
+    pub fn left(&self) -> u64 {
+        let have = self.picker.have();
+        let mut have_bytes = u64::from(have.count()) * u64::from(self.meta.piece_length());
+        let last = self.meta.piece_count().saturating_sub(1);
+        if have.get(last) {
+            have_bytes -= u64::from(self.meta.piece_length() - self.meta.piece_len(last));
+        }
+        self.meta.total_length().saturating_sub(have_bytes)
+    }
+
+    pub fn announce_params(&self, config: &NodeConfig, event: Event) -> AnnounceParams {
+        AnnounceParams {
+            info_hash: self.meta.info_hash,
+            peer_id: config.peer_id,
+            port: config.listen_port,
+            uploaded: self.stats.bytes_uploaded,
+            downloaded: self.stats.bytes_received,
+            left: self.left(),
+            event,
+            numwant: 50,
+        }
+    }
+
+    pub fn next_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
+        let mut best: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                best = Some(best.map_or(t, |b: Instant| b.min(t)));
+            }
+        };
+        if self.check.is_some() {
+            return None;
+        }
+        consider(self.picker.next_request_deadline(config.request_timeout));
+        if self.announce.enabled {
+            consider(Some(self.announce.next_at));
+            if self.announce.last_left != Some(self.left()) {
+                consider(self.announce.next_progress_at(config));
+            }
+        }
+        consider(self.peers.next_retry(now));
+        if !self.conns.is_empty() {
+            consider(Some(self.next_rechoke));
+        }
+        consider(self.ckpt.retry_at.filter(|_| self.ckpt.dirty));
+        best
+    }
+
+    pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>) -> TorrentStats {
+        TorrentStats {
+            name: self.meta.info.name.clone(),
+            info_hash: self.meta.info_hash.to_hex(),
+            size: self.meta.total_length(),
+            pieces_total: self.meta.piece_count(),
+            pieces_have: self.picker.have().count(),
+            pieces_resumed: self.stats.pieces_resumed,
+            pieces_downloaded: self.stats.pieces_downloaded,
+            pieces_durable: self.ckpt.durable,
+            bytes_downloaded: self.stats.bytes_received,
+            bytes_uploaded: self.stats.bytes_uploaded,
+            bytes_wasted: self.stats.bytes_wasted,
+            hash_failures: self.stats.hash_failures,
+            sources: self.stats.per_source.clone(),
+            peers: self.conns.iter().filter(|c| conns.contains_key(c)).count() as u32,
+            checkpoints_written: self.stats.checkpoints_written,
+            complete: self.picker.have().is_full(),
+            checking: self.check.is_some(),
+            error: self.error.clone(),
+            banned: self.peers.banned(),
+        }
+    }
+}

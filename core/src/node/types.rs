@@ -1,0 +1,365 @@
+//! The node's vocabulary: configuration, inputs, outputs, events and statistics.
+
+use crate::bitfield::Bitfield;
+use crate::checkpoint::Checkpoint;
+use crate::metainfo::{InfoHash, Metainfo};
+use crate::picker::BlockRef;
+use crate::tracker::{AnnounceParams, AnnounceReply};
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Identity of one connection, allocated by the node (outbound) or by the driver through
+/// [`super::Node::allocate_conn_id`] (inbound).
+pub type ConnId = u64;
+
+/// Tunables of a node. The defaults suit a LAN.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Our 20-byte peer id.
+    pub peer_id: [u8; 20],
+    /// The port we accept connections on (announced to trackers).
+    pub listen_port: u16,
+    /// Seed of every random choice the node makes.
+    pub seed: u64,
+    /// Blocks kept requested from one peer at a time.
+    pub pipeline: usize,
+    /// A request unanswered this long is given to someone else and the peer counts as snubbed.
+    pub request_timeout: Duration,
+    /// A connection that does not complete its handshake in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is dropped (it may be partitioned away).
+    pub idle_timeout: Duration,
+    /// We send a keep-alive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// Upload slots per torrent (one of them optimistic).
+    pub upload_slots: usize,
+    /// How often the choker re-ranks peers.
+    pub rechoke_interval: Duration,
+    /// How often the optimistic unchoke moves on.
+    pub optimistic_interval: Duration,
+    /// Peers that sent this many pieces failing SHA-1 are banned.
+    pub ban_after_failures: u32,
+    /// Connections per torrent we open or accept.
+    pub max_peers_per_torrent: usize,
+    /// Connections in all.
+    pub max_connections: usize,
+    /// Requests from one peer we queue for serving; more are refused.
+    pub max_served_requests: usize,
+    /// First reconnect delay; doubled per failure up to `reconnect_max`.
+    pub reconnect_base: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Announce interval used until a tracker says otherwise.
+    pub announce_interval: Duration,
+    /// Minimum time between progress announces while downloading.
+    pub progress_announce_interval: Duration,
+    /// Emit a [`NodeEvent::Wire`] for every message (the teaching trace).
+    pub trace: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            peer_id: *b"-EJ0100-000000000000",
+            listen_port: 6881,
+            seed: 0,
+            pipeline: 64,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(45),
+            keepalive_interval: Duration::from_secs(20),
+            upload_slots: 8,
+            rechoke_interval: Duration::from_secs(10),
+            optimistic_interval: Duration::from_secs(30),
+            ban_after_failures: 2,
+            max_peers_per_torrent: 50,
+            max_connections: 200,
+            max_served_requests: 256,
+            reconnect_base: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            announce_interval: Duration::from_secs(5),
+            progress_announce_interval: Duration::from_secs(2),
+            trace: false,
+        }
+    }
+}
+
+/// How a torrent's existing data is treated when it is added.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// Every piece is known good (we just hashed the file to create the torrent).
+    Complete,
+    /// Nothing is held yet.
+    Fresh,
+    /// Hash every piece and keep those that match (`--recheck`).
+    RecheckAll,
+    /// A checkpoint claims `claimed`. With `sizes_ok` the claim is spot-checked and trusted if the spot check
+    /// passes; otherwise every claimed piece is hashed. `hints` are extra pieces that may be on disk (hashed,
+    /// kept if they match).
+    Checkpoint {
+        claimed: Bitfield,
+        sizes_ok: bool,
+        hints: Vec<u32>,
+    },
+}
+
+/// A torrent to add to the node.
+#[derive(Debug, Clone)]
+pub struct AddTorrent {
+    /// Its metainfo.
+    pub meta: Arc<Metainfo>,
+    /// What is already on disk.
+    pub resume: Resume,
+    /// Whether to announce to a tracker (the driver knows where).
+    pub announce: bool,
+    /// Peer addresses to try without a tracker.
+    pub sources: Vec<SocketAddr>,
+}
+
+/// Something that happened outside the node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An outbound connection asked for with [`Output::Connect`] is established.
+    Connected { conn: ConnId },
+    /// An outbound connection could not be established.
+    ConnectFailed { conn: ConnId, reason: String },
+    /// An inbound connection was accepted.
+    Accepted { conn: ConnId, addr: SocketAddr },
+    /// Bytes arrived on a connection.
+    Received { conn: ConnId, data: Bytes },
+    /// The connection was closed by the other end or failed.
+    Closed { conn: ConnId },
+    /// A disk operation finished.
+    Disk(DiskDone),
+    /// A tracker announce finished.
+    TrackerReply {
+        torrent: InfoHash,
+        reply: Result<AnnounceReply, String>,
+    },
+}
+
+/// Disk work for the driver. Operations of one node must be carried out in the order they were emitted: a
+/// hash reads what earlier writes wrote, and a checkpoint's sync covers every earlier write.
+#[derive(Debug, Clone)]
+pub enum DiskOp {
+    /// Write a received block at a torrent-space offset.
+    Write {
+        torrent: InfoHash,
+        offset: u64,
+        data: Bytes,
+    },
+    /// Read a whole piece and SHA-1 it; answer with [`DiskDone::Hashed`].
+    Hash { torrent: InfoHash, piece: u32 },
+    /// Read a block to serve to `conn`; answer with [`DiskDone::Read`].
+    Read {
+        torrent: InfoHash,
+        conn: ConnId,
+        block: BlockRef,
+    },
+    /// Sync the torrent's data files, then replace its checkpoint atomically; answer with
+    /// [`DiskDone::CheckpointSaved`].
+    SyncAndCheckpoint {
+        torrent: InfoHash,
+        generation: u64,
+        checkpoint: Checkpoint,
+    },
+}
+
+/// A finished disk operation.
+#[derive(Debug, Clone)]
+pub enum DiskDone {
+    /// The SHA-1 of a piece, or the read error.
+    Hashed {
+        torrent: InfoHash,
+        piece: u32,
+        hash: Result<[u8; 20], String>,
+    },
+    /// A block read for serving, or the read error.
+    Read {
+        torrent: InfoHash,
+        conn: ConnId,
+        block: BlockRef,
+        data: Result<Bytes, String>,
+    },
+    /// A checkpoint was saved (`error: None`) or could not be.
+    CheckpointSaved {
+        torrent: InfoHash,
+        generation: u64,
+        error: Option<String>,
+    },
+    /// A write failed (disk full, IO error): the download stops with this error.
+    WriteFailed { torrent: InfoHash, error: String },
+}
+
+/// Something for the driver to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Open a connection to `addr`; answer with [`Input::Connected`] or [`Input::ConnectFailed`].
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Send bytes on a connection.
+    Send { conn: ConnId, data: Bytes },
+    /// Close a connection (after sending what was queued). No [`Input::Closed`] is needed.
+    Close { conn: ConnId },
+    /// Disk work.
+    Disk(DiskOp),
+    /// Announce to the torrent's tracker; answer with [`Input::TrackerReply`].
+    Announce {
+        torrent: InfoHash,
+        params: AnnounceParams,
+    },
+    /// Something worth telling the user, a log or a trace.
+    Event(NodeEvent),
+}
+
+/// Observable happenings, for progress displays, logs, traces and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// A connection opened.
+    Connected {
+        conn: ConnId,
+        addr: SocketAddr,
+        outbound: bool,
+    },
+    /// An outbound connection attempt failed.
+    ConnectFailed { addr: SocketAddr, reason: String },
+    /// A connection closed, with the reason.
+    Disconnected {
+        conn: ConnId,
+        addr: SocketAddr,
+        reason: String,
+    },
+    /// Resume data is being checked: `pieces` are being hashed.
+    Checking {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        pieces: u32,
+    },
+    /// A spot check failed: every piece the checkpoint claimed is being rechecked.
+    CheckpointDistrusted {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        rechecking: u32,
+    },
+    /// The torrent is active: `pieces_resumed` were already held.
+    Ready {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        pieces_resumed: u32,
+        first_missing: Option<u32>,
+    },
+    /// A piece passed SHA-1; `from` lists who sent its blocks.
+    PieceVerified {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        piece: u32,
+        from: Vec<SocketAddr>,
+    },
+    /// A piece failed SHA-1 and was discarded.
+    PieceFailed {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        piece: u32,
+        from: Vec<SocketAddr>,
+    },
+    /// A peer was banned for sending corrupt data.
+    Banned {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        addr: SocketAddr,
+        strikes: u32,
+    },
+    /// A checkpoint claiming `verified` pieces is durable.
+    CheckpointWritten {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        verified: u32,
+        first_missing: Option<u32>,
+    },
+    /// Every piece is verified.
+    Complete {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+    },
+    /// The download stopped on an error (disk full, write failure).
+    TorrentError {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        error: String,
+    },
+    /// A tracker answered with `peers` addresses.
+    TrackerReply {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        peers: u32,
+    },
+    /// A tracker announce failed.
+    TrackerError {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        error: String,
+    },
+    /// A peer's request was refused.
+    RequestRefused { conn: ConnId, reason: String },
+    /// Requests to a peer timed out and went to others.
+    RequestTimeout { conn: ConnId, addr: SocketAddr },
+    /// One wire message (only with [`NodeConfig::trace`]).
+    Wire {
+        conn: ConnId,
+        addr: SocketAddr,
+        dir: &'static str,
+        message: &'static str,
+        detail: String,
+    },
+}
+
+fn hex<S: serde::Serializer>(h: &InfoHash, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&h.to_hex())
+}
+
+/// Progress and counters of one torrent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TorrentStats {
+    /// Torrent name.
+    pub name: String,
+    /// Info hash, hex.
+    pub info_hash: String,
+    /// Total bytes.
+    pub size: u64,
+    /// Pieces in the torrent.
+    pub pieces_total: u32,
+    /// Pieces verified.
+    pub pieces_have: u32,
+    /// Pieces already held when the torrent became active (resume).
+    pub pieces_resumed: u32,
+    /// Pieces downloaded and verified in this run.
+    pub pieces_downloaded: u32,
+    /// Pieces claimed by the last durable checkpoint.
+    pub pieces_durable: u32,
+    /// Payload bytes received (all of them, wasted included).
+    pub bytes_downloaded: u64,
+    /// Payload bytes sent.
+    pub bytes_uploaded: u64,
+    /// Payload bytes thrown away: failed hashes, duplicates, unrequested data.
+    pub bytes_wasted: u64,
+    /// Pieces that failed SHA-1.
+    pub hash_failures: u32,
+    /// Accepted payload bytes per source address.
+    pub sources: BTreeMap<SocketAddr, u64>,
+    /// Open connections.
+    pub peers: u32,
+    /// Checkpoints written in this run.
+    pub checkpoints_written: u32,
+    /// Whether every piece is verified.
+    pub complete: bool,
+    /// Still checking resume data.
+    pub checking: bool,
+    /// The error that stopped the download, if any.
+    pub error: Option<String>,
+    /// Banned peer addresses.
+    pub banned: Vec<SocketAddr>,
+}

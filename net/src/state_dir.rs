@@ -1,0 +1,325 @@
+//! The hidden state folder `DIR/.enjambre/` of a download folder: per download, `<infohash>.torrent` (the
+//! metainfo) and `<infohash>.json` (the resume checkpoint), both replaced atomically.
+//!
+//! A damaged state file never stops the peer: it is skipped (or treated as "no checkpoint") with a warning,
+//! and the download is rechecked from the payload instead (invariant 3).
+
+use crate::storage::Storage;
+use enjambre_core::checkpoint::Checkpoint;
+use enjambre_core::metainfo::{InfoHash, Metainfo};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Name of the state folder inside a download folder.
+pub const STATE_DIR_NAME: &str = ".enjambre";
+
+/// Largest metainfo file read back from the state folder.
+const MAX_METAINFO_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The state folder of one download folder.
+pub struct StateDir {
+    storage: Arc<dyn Storage>,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for StateDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDir")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl StateDir {
+    /// The state folder of download folder `dir` (nothing is created until something is saved).
+    pub fn new(storage: Arc<dyn Storage>, dir: &Path) -> StateDir {
+        StateDir {
+            storage,
+            root: dir.join(STATE_DIR_NAME),
+        }
+    }
+
+    /// The state folder itself (`DIR/.enjambre`).
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the metainfo of `info_hash` is kept.
+    pub fn metainfo_path(&self, info_hash: &InfoHash) -> PathBuf {
+        self.root.join(format!("{}.torrent", info_hash.to_hex()))
+    }
+
+    /// Where the checkpoint of `info_hash` is kept.
+    pub fn checkpoint_path(&self, info_hash: &InfoHash) -> PathBuf {
+        self.root.join(format!("{}.json", info_hash.to_hex()))
+    }
+
+    fn save(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.storage
+            .create_dir_all(&self.root)
+            .map_err(|e| ctx(e, "creating", &self.root))?;
+        self.storage
+            .replace_file(path, contents)
+            .map_err(|e| ctx(e, "saving", path))
+    }
+
+    /// Store the metainfo (its original bytes), atomically.
+    pub fn save_metainfo(&self, meta: &Metainfo) -> io::Result<()> {
+        self.save(&self.metainfo_path(&meta.info_hash), &meta.to_bytes())
+    }
+
+    /// Store a checkpoint, atomically and durably (temp file, sync, rename, folder sync). The caller must
+    /// have synced the payload data it claims first (invariant 2).
+    pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> io::Result<()> {
+        let ih = InfoHash::from_hex(&checkpoint.info_hash).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "checkpoint info hash {:?} is not 40 hex digits",
+                    checkpoint.info_hash
+                ),
+            )
+        })?;
+        self.save(&self.checkpoint_path(&ih), &checkpoint.to_json())
+    }
+
+    /// The checkpoint of `info_hash`, if there is a readable one. A corrupt checkpoint, or one that names
+    /// another torrent, is logged as a warning and reported as `Ok(None)`; only IO failures are errors.
+    pub fn load_checkpoint(&self, info_hash: &InfoHash) -> io::Result<Option<Checkpoint>> {
+        let path = self.checkpoint_path(info_hash);
+        let Some(bytes) = self
+            .storage
+            .read_file(&path)
+            .map_err(|e| ctx(e, "reading", &path))?
+        else {
+            return Ok(None);
+        };
+        match Checkpoint::from_json(&bytes) {
+            Ok(cp) if InfoHash::from_hex(&cp.info_hash) == Some(*info_hash) => Ok(Some(cp)),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "ignoring checkpoint that names another torrent");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable checkpoint");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every download with a readable metainfo, sorted by info hash, each with its checkpoint when that is
+    /// readable and matches the metainfo. Unreadable entries are skipped with a warning.
+    pub fn list_downloads(&self) -> Vec<(Metainfo, Option<Checkpoint>)> {
+        let entries = match self.storage.list_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(path = %self.root.display(), error = %e, "cannot list the state folder");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for path in entries {
+            let Some(ih) = torrent_file_hash(&path) else {
+                continue;
+            };
+            let meta = match self.read_metainfo(&path) {
+                Ok(m) if m.info_hash == ih => m,
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "skipping metainfo whose info hash differs from its name");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable metainfo");
+                    continue;
+                }
+            };
+            let checkpoint = match self.load_checkpoint(&ih) {
+                Ok(Some(cp)) => match cp.validate(&meta) {
+                    Ok(_) => Some(cp),
+                    Err(e) => {
+                        tracing::warn!(info_hash = %ih.to_hex(), error = %e, "ignoring checkpoint that does not match its metainfo");
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(info_hash = %ih.to_hex(), error = %e, "ignoring unreadable checkpoint");
+                    None
+                }
+            };
+            out.push((meta, checkpoint));
+        }
+        out
+    }
+
+    fn read_metainfo(&self, path: &Path) -> Result<Metainfo, String> {
+        match self.storage.file_len(path) {
+            Ok(Some(len)) if len > MAX_METAINFO_BYTES => {
+                return Err(format!("{len} bytes is too large"))
+            }
+            Err(e) => return Err(e.to_string()),
+            _ => {}
+        }
+        let bytes = self
+            .storage
+            .read_file(path)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "vanished".to_string())?;
+        Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Forget a download: remove its checkpoint, then its metainfo. Missing files are not an error.
+    pub fn remove(&self, info_hash: &InfoHash) -> io::Result<()> {
+        for path in [
+            self.checkpoint_path(info_hash),
+            self.metainfo_path(info_hash),
+        ] {
+            self.storage
+                .remove_file(&path)
+                .map_err(|e| ctx(e, "removing", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// The info hash named by a `<40 hex>.torrent` state file, if `path` is one.
+fn torrent_file_hash(path: &Path) -> Option<InfoHash> {
+    let name = path.file_name()?.to_str()?;
+    InfoHash::from_hex(name.strip_suffix(".torrent")?)
+}
+
+fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StdStorage;
+    use enjambre_core::bitfield::Bitfield;
+    use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
+
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let d = std::env::temp_dir()
+                .join(format!("enjambre-statedir-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn meta(name: &str, len: usize) -> Metainfo {
+        let data = vec![name.len() as u8; len];
+        let mut h = PieceHasher::new(16 * 1024);
+        h.feed(&data);
+        let files = vec![FileEntry {
+            path: vec![name.into()],
+            length: len as u64,
+        }];
+        build(
+            name,
+            16 * 1024,
+            files,
+            h.finish(),
+            Some("http://tracker.test/announce"),
+        )
+        .unwrap()
+    }
+
+    fn half(m: &Metainfo) -> Bitfield {
+        let mut b = Bitfield::new(m.piece_count());
+        for i in 0..m.piece_count() / 2 {
+            b.set(i);
+        }
+        b
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let s = Scratch::new("basic");
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let (a, b) = (meta("alpha.bin", 100_000), meta("beta.bin", 50_000));
+        assert!(sd.list_downloads().is_empty());
+        assert_eq!(sd.load_checkpoint(&a.info_hash).unwrap(), None);
+        sd.save_metainfo(&a).unwrap();
+        sd.save_metainfo(&b).unwrap();
+        let cp = Checkpoint::new(&a, &half(&a));
+        sd.save_checkpoint(&cp).unwrap();
+        assert_eq!(sd.load_checkpoint(&a.info_hash).unwrap(), Some(cp.clone()));
+        // No temp files are left behind and the layout is the documented one.
+        let names: Vec<String> = std::fs::read_dir(s.0.join(".enjambre"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3);
+        assert!(names.contains(&format!("{}.json", a.info_hash.to_hex())));
+        let mut list = sd.list_downloads();
+        list.sort_by_key(|(m, _)| m.info_hash);
+        let mut want = vec![(a.clone(), Some(cp)), (b.clone(), None)];
+        want.sort_by_key(|(m, _)| m.info_hash);
+        assert_eq!(list, want);
+        sd.remove(&a.info_hash).unwrap();
+        sd.remove(&a.info_hash).unwrap();
+        assert_eq!(sd.list_downloads(), vec![(b, None)]);
+    }
+
+    #[test]
+    fn corrupt_entries_are_skipped_not_fatal() {
+        let s = Scratch::new("corrupt");
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let (a, b, c) = (meta("a", 70_000), meta("b", 70_000), meta("c", 70_000));
+        for m in [&a, &b, &c] {
+            sd.save_metainfo(m).unwrap();
+            sd.save_checkpoint(&Checkpoint::new(m, &half(m))).unwrap();
+        }
+        // a: checkpoint truncated mid-write (as if not replaced atomically).
+        let pa = sd.checkpoint_path(&a.info_hash);
+        let bytes = std::fs::read(&pa).unwrap();
+        std::fs::write(&pa, &bytes[..bytes.len() / 2]).unwrap();
+        // b: checkpoint is well-formed JSON but claims another torrent's geometry.
+        let mut wrong = Checkpoint::new(&b, &half(&b));
+        wrong.total_length += 1;
+        std::fs::write(sd.checkpoint_path(&b.info_hash), wrong.to_json()).unwrap();
+        // c: metainfo itself is garbage; a stray file and a temp file lie around too.
+        std::fs::write(sd.metainfo_path(&c.info_hash), b"d4:junk").unwrap();
+        std::fs::write(s.0.join(".enjambre/notes.txt"), b"hi").unwrap();
+        std::fs::write(s.0.join(".enjambre/zz.torrent.tmp"), b"hi").unwrap();
+
+        assert_eq!(sd.load_checkpoint(&a.info_hash).unwrap(), None);
+        // b's checkpoint parses; it is only rejected against the metainfo.
+        assert_eq!(sd.load_checkpoint(&b.info_hash).unwrap(), Some(wrong));
+        let mut list = sd.list_downloads();
+        list.sort_by_key(|(m, _)| m.info_hash);
+        let mut want = vec![(a, None), (b, None)];
+        want.sort_by_key(|(m, _)| m.info_hash);
+        assert_eq!(list, want);
+    }
+
+    #[test]
+    fn checkpoint_filed_under_the_wrong_hash_is_ignored() {
+        let s = Scratch::new("wronghash");
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let (a, b) = (meta("a", 20_000), meta("b", 20_000));
+        std::fs::create_dir_all(sd.path()).unwrap();
+        std::fs::write(
+            sd.checkpoint_path(&a.info_hash),
+            Checkpoint::new(&b, &half(&b)).to_json(),
+        )
+        .unwrap();
+        assert_eq!(sd.load_checkpoint(&a.info_hash).unwrap(), None);
+        let mut bad = Checkpoint::new(&a, &half(&a));
+        bad.info_hash = "../../etc/passwd".into();
+        assert_eq!(
+            sd.save_checkpoint(&bad).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+}

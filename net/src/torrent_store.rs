@@ -1,0 +1,506 @@
+//! The payload files of one torrent inside a download folder, addressed in torrent space (one contiguous
+//! byte range over all files, as pieces see it).
+//!
+//! Synchronous by design, like [`Storage`]: drivers run these calls through a [`crate::storage::Blocking`]
+//! runner. Files are opened lazily and cached; [`TorrentStore::sync`] makes every write since the previous
+//! sync durable, which the driver must do before persisting a checkpoint that claims those pieces
+//! (invariant 2).
+
+use crate::storage::{Storage, StorageFile};
+use enjambre_core::layout::FileLayout;
+use enjambre_core::metainfo::Metainfo;
+use sha1::{Digest, Sha1};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Largest chunk read at once while hashing a piece.
+const HASH_CHUNK: usize = 1024 * 1024;
+
+/// One cached file handle and whether it was written since the last sync.
+#[derive(Default)]
+struct Slot {
+    file: Option<Arc<dyn StorageFile>>,
+    dirty: bool,
+}
+
+/// The files of one torrent inside a download folder.
+pub struct TorrentStore {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+    layout: FileLayout,
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl std::fmt::Debug for TorrentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorrentStore")
+            .field("dir", &self.dir)
+            .field("files", &self.paths.len())
+            .field("total_length", &self.layout.total_length())
+            .finish()
+    }
+}
+
+/// Join `rel` under `dir`, refusing anything that could leave `dir` lexically: absolute paths, drive
+/// prefixes, `..`, `.` and empty paths (invariant 5; metainfo paths are validated already, this is the
+/// second line of defence at the point of use).
+pub fn join_inside(dir: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut depth = 0usize;
+    for c in rel.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "file path {} would escape the download folder",
+                        rel.display()
+                    ),
+                ))
+            }
+        }
+    }
+    if depth == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty file path in metainfo",
+        ));
+    }
+    let joined = dir.join(rel);
+    if !joined.starts_with(dir) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "file path {} would escape the download folder",
+                rel.display()
+            ),
+        ));
+    }
+    Ok(joined)
+}
+
+/// Wrap `e` with what was being done and to which file.
+fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl TorrentStore {
+    /// The store for `meta`'s files under `dir`. Fails if any file path would escape `dir`.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        meta: &Metainfo,
+    ) -> io::Result<TorrentStore> {
+        let layout = meta.layout();
+        let rel = meta.relative_paths();
+        if rel.len() != layout.file_count() {
+            return Err(invalid(format!(
+                "metainfo lists {} paths for {} files",
+                rel.len(),
+                layout.file_count()
+            )));
+        }
+        let paths = rel
+            .iter()
+            .map(|r| join_inside(&dir, r))
+            .collect::<io::Result<Vec<_>>>()?;
+        let slots = Mutex::new((0..paths.len()).map(|_| Slot::default()).collect());
+        Ok(TorrentStore {
+            storage,
+            dir,
+            paths,
+            layout,
+            slots,
+        })
+    }
+
+    /// The download folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Full path of every payload file, in torrent order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// The file layout in torrent space.
+    pub fn layout(&self) -> &FileLayout {
+        &self.layout
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        // A panic while holding the lock cannot leave the slots inconsistent, so poisoning is ignored.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached handle of file `i`, opening it (creating it when `create`) on first use.
+    fn file(&self, i: usize, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let path = self
+            .paths
+            .get(i)
+            .ok_or_else(|| invalid(format!("file index {i} out of range")))?;
+        let mut slots = self.lock();
+        let slot = slots
+            .get_mut(i)
+            .ok_or_else(|| invalid(format!("file index {i} out of range")))?;
+        if let Some(f) = &slot.file {
+            return Ok(f.clone());
+        }
+        let f = self
+            .storage
+            .open(path, create)
+            .map_err(|e| context(e, "opening", path))?;
+        slot.file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Refuse a torrent-space range that does not lie inside the payload.
+    fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
+        let total = self.layout.total_length();
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= total => Ok(()),
+            _ => Err(invalid(format!(
+                "range {offset}+{len} outside the {total}-byte payload"
+            ))),
+        }
+    }
+
+    /// Write `data` at torrent-space `offset`, split across files (created on demand).
+    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check_range(offset, data.len())?;
+        for seg in self.layout.segments(offset, data.len() as u64) {
+            let chunk = slice(data, seg.buf_offset, seg.len)?;
+            let file = self.file(seg.file_index, true)?;
+            let path = &self.paths[seg.file_index];
+            file.write_at(chunk, seg.file_offset)
+                .map_err(|e| context(e, "writing", path))?;
+            // Mark dirty only after the write, so a concurrent sync that misses it leaves the flag set.
+            if let Some(slot) = self.lock().get_mut(seg.file_index) {
+                slot.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes at torrent-space `offset`, gathered across files.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.check_range(offset, buf.len())?;
+        let len = buf.len() as u64;
+        for seg in self.layout.segments(offset, len) {
+            let chunk = slice_mut(buf, seg.buf_offset, seg.len)?;
+            let file = self.file(seg.file_index, false)?;
+            let path = &self.paths[seg.file_index];
+            file.read_at(chunk, seg.file_offset)
+                .map_err(|e| context(e, "reading", path))?;
+        }
+        Ok(())
+    }
+
+    /// SHA-1 of piece `piece` as it is on disk, read in chunks of at most 1 MiB.
+    pub fn hash_piece(&self, piece: u32) -> io::Result<[u8; 20]> {
+        if piece >= self.layout.piece_count() {
+            return Err(invalid(format!(
+                "piece {piece} out of range (torrent has {})",
+                self.layout.piece_count()
+            )));
+        }
+        let start = self.layout.piece_offset(piece);
+        let len = self.layout.piece_len(piece) as u64;
+        let mut buf = vec![0u8; (len as usize).min(HASH_CHUNK)];
+        let mut hasher = Sha1::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            let chunk = &mut buf[..n];
+            self.read(start + done, chunk)?;
+            hasher.update(&*chunk);
+            done += n as u64;
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    /// Make every write since the last sync durable.
+    pub fn sync(&self) -> io::Result<()> {
+        let dirty: Vec<(usize, Arc<dyn StorageFile>)> = {
+            let mut slots = self.lock();
+            slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| s.dirty)
+                .filter_map(|(i, s)| {
+                    s.dirty = false;
+                    s.file.clone().map(|f| (i, f))
+                })
+                .collect()
+        };
+        let mut result = Ok(());
+        for (i, f) in dirty {
+            if let Err(e) = f.sync_data() {
+                // Keep it dirty so the next sync retries; report the first failure.
+                if let Some(slot) = self.lock().get_mut(i) {
+                    slot.dirty = true;
+                }
+                if result.is_ok() {
+                    result = Err(context(e, "syncing", &self.paths[i]));
+                }
+            }
+        }
+        result
+    }
+
+    /// Create every file (and its folders) at its full length; sparse where the filesystem allows.
+    /// Zero-length files are created too. Existing files of another length are resized.
+    pub fn prepare(&self) -> io::Result<()> {
+        for (i, path) in self.paths.iter().enumerate() {
+            let want = self.layout.file_length(i);
+            // A cached handle may point at a file deleted since: forget it so the file is recreated.
+            let exists = self
+                .storage
+                .file_len(path)
+                .map_err(|e| context(e, "measuring", path))?
+                .is_some();
+            if !exists {
+                if let Some(slot) = self.lock().get_mut(i) {
+                    slot.file = None;
+                }
+            }
+            let file = self.file(i, true)?;
+            let have = file.len().map_err(|e| context(e, "measuring", path))?;
+            if have != want {
+                file.set_len(want)
+                    .map_err(|e| context(e, "resizing", path))?;
+            }
+            if let Some(slot) = self.lock().get_mut(i) {
+                slot.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every file exists with exactly its length from the metainfo.
+    pub fn sizes_match(&self) -> io::Result<bool> {
+        for (i, path) in self.paths.iter().enumerate() {
+            let len = self
+                .storage
+                .file_len(path)
+                .map_err(|e| context(e, "measuring", path))?;
+            if len != Some(self.layout.file_length(i)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn bounds(off: u64, len: u64, have: usize) -> io::Result<std::ops::Range<usize>> {
+    let start = usize::try_from(off).map_err(|_| invalid(format!("offset {off} too large")))?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| start.checked_add(l))
+        .filter(|&e| e <= have)
+        .ok_or_else(|| invalid(format!("segment {off}+{len} outside a {have}-byte buffer")))?;
+    Ok(start..end)
+}
+
+fn slice(data: &[u8], off: u64, len: u64) -> io::Result<&[u8]> {
+    let r = bounds(off, len, data.len())?;
+    Ok(&data[r])
+}
+
+fn slice_mut(data: &mut [u8], off: u64, len: u64) -> io::Result<&mut [u8]> {
+    let r = bounds(off, len, data.len())?;
+    Ok(&mut data[r])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StdStorage;
+    use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
+
+    /// A scratch folder removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let d =
+                std::env::temp_dir().join(format!("enjambre-tstore-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const PIECE: u32 = 16 * 1024;
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// Files of 20000, 0, 30000 and 5 bytes: 50005 bytes, 4 pieces of 16 KiB.
+    fn meta(data: &[u8]) -> Metainfo {
+        let mut h = PieceHasher::new(PIECE);
+        h.feed(data);
+        let files = vec![
+            FileEntry {
+                path: vec!["a.bin".into()],
+                length: 20_000,
+            },
+            FileEntry {
+                path: vec!["empty".into()],
+                length: 0,
+            },
+            FileEntry {
+                path: vec!["d".into(), "b.bin".into()],
+                length: 30_000,
+            },
+            FileEntry {
+                path: vec!["c.txt".into()],
+                length: 5,
+            },
+        ];
+        build("multi", PIECE, files, h.finish(), None).unwrap()
+    }
+
+    fn store(dir: &Path, m: &Metainfo) -> TorrentStore {
+        TorrentStore::new(Arc::new(StdStorage), dir.to_path_buf(), m).unwrap()
+    }
+
+    #[test]
+    fn write_and_read_across_file_boundaries() {
+        let s = Scratch::new("rw");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let st = store(&s.0, &m);
+        st.prepare().unwrap();
+        // Write in odd-sized chunks that straddle every boundary, including the empty file at 20000.
+        let mut off = 0;
+        for chunk in data.chunks(7_777) {
+            st.write(off, chunk).unwrap();
+            off += chunk.len() as u64;
+        }
+        st.sync().unwrap();
+        let mut back = vec![0u8; data.len()];
+        st.read(0, &mut back).unwrap();
+        assert_eq!(back, data);
+        let mut mid = vec![0u8; 10_010];
+        st.read(19_995, &mut mid).unwrap();
+        assert_eq!(mid, &data[19_995..30_005]);
+        // The files on disk hold exactly their slices.
+        assert_eq!(
+            std::fs::read(s.0.join("multi/a.bin")).unwrap(),
+            &data[..20_000]
+        );
+        assert_eq!(std::fs::read(s.0.join("multi/empty")).unwrap(), b"");
+        assert_eq!(
+            std::fs::read(s.0.join("multi/d/b.bin")).unwrap(),
+            &data[20_000..50_000]
+        );
+        assert_eq!(
+            std::fs::read(s.0.join("multi/c.txt")).unwrap(),
+            &data[50_000..]
+        );
+        // Out-of-range accesses are refused, not clipped.
+        assert!(st.write(50_000, &[0; 6]).is_err());
+        assert!(st.read(u64::MAX - 2, &mut [0; 4]).is_err());
+        assert!(st.hash_piece(4).is_err());
+    }
+
+    #[test]
+    fn hash_piece_matches_piece_hasher() {
+        let s = Scratch::new("hash");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let st = store(&s.0, &m);
+        st.write(0, &data).unwrap();
+        for p in 0..m.piece_count() {
+            assert_eq!(
+                st.hash_piece(p).unwrap(),
+                m.piece_hash(p).unwrap(),
+                "piece {p}"
+            );
+        }
+        st.write(40_000, b"X").unwrap();
+        assert_ne!(st.hash_piece(2).unwrap(), m.piece_hash(2).unwrap());
+        assert_eq!(st.hash_piece(3).unwrap(), m.piece_hash(3).unwrap());
+    }
+
+    #[test]
+    fn prepare_creates_everything_and_sizes_match_detects_truncation() {
+        let s = Scratch::new("sizes");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let st = store(&s.0, &m);
+        assert!(!st.sizes_match().unwrap());
+        st.prepare().unwrap();
+        assert!(st.sizes_match().unwrap());
+        assert_eq!(std::fs::metadata(s.0.join("multi/empty")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(s.0.join("multi/d/b.bin")).unwrap().len(),
+            30_000
+        );
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.0.join("multi/d/b.bin"))
+            .unwrap();
+        f.set_len(29_999).unwrap();
+        assert!(!st.sizes_match().unwrap());
+        std::fs::remove_file(s.0.join("multi/empty")).unwrap();
+        st.prepare().unwrap();
+        // A fresh store (cold cache) sees the repaired sizes.
+        assert!(store(&s.0, &m).sizes_match().unwrap());
+    }
+
+    #[test]
+    fn reading_a_missing_file_is_an_error_with_the_path() {
+        let s = Scratch::new("missing");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let err = store(&s.0, &m).read(0, &mut [0; 10]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("a.bin"), "{err}");
+    }
+
+    #[test]
+    fn single_file_torrent_lives_at_dir_name() {
+        let s = Scratch::new("single");
+        let data = payload(40_000);
+        let mut h = PieceHasher::new(PIECE);
+        h.feed(&data);
+        let files = vec![FileEntry {
+            path: vec!["one.iso".into()],
+            length: 40_000,
+        }];
+        let m = build("one.iso", PIECE, files, h.finish(), None).unwrap();
+        let st = store(&s.0, &m);
+        st.write(0, &data).unwrap();
+        st.sync().unwrap();
+        assert_eq!(std::fs::read(s.0.join("one.iso")).unwrap(), data);
+        assert_eq!(st.paths(), &[s.0.join("one.iso")]);
+    }
+
+    #[test]
+    fn paths_escaping_the_folder_are_refused() {
+        let dir = Path::new("/downloads");
+        for bad in ["../x", "a/../../x", "a/..", "/etc/passwd", "", ".", "./"] {
+            assert!(join_inside(dir, Path::new(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(join_inside(dir, Path::new("a/b")).unwrap(), dir.join("a/b"));
+        // A metainfo whose (public) fields were tampered with after parsing is refused at construction.
+        let mut m = meta(&payload(50_005));
+        m.info.files[2].path = vec!["..".into(), "..".into(), "evil".into()];
+        let err = TorrentStore::new(Arc::new(StdStorage), dir.to_path_buf(), &m).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
