@@ -537,3 +537,196 @@ pub async fn post<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| HttpError::Timeout)?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncWriteExt};
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_header_bytes: 256,
+            max_body_bytes: 64,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Feed `input` (then end of stream) to `read_request`.
+    async fn parse(input: &[u8]) -> Result<Request, HttpError> {
+        let (mut client, mut server) = duplex(64 * 1024);
+        client.write_all(input).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        read_request(&mut server, &limits()).await
+    }
+
+    #[tokio::test]
+    async fn reads_requests() {
+        let req =
+            parse(b"POST /files?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloEXTRA")
+                .await
+                .expect("ok");
+        assert_eq!(
+            (req.method.as_str(), req.path(), req.query()),
+            ("POST", "/files", "x=1")
+        );
+        assert_eq!(req.header("host"), Some("a"));
+        assert_eq!(req.body, b"hello");
+        let req = parse(b"GET /scrape HTTP/1.0\n\n").await.expect("bare LF");
+        assert_eq!(
+            (req.path(), req.query(), req.body.len()),
+            ("/scrape", "", 0)
+        );
+        let req = parse(b"GET http://tracker:6969/announce?a=b HTTP/1.1\r\n\r\n")
+            .await
+            .expect("absolute");
+        assert_eq!(req.target, "/announce?a=b");
+        let req = parse(b"GET http://tracker:6969?a=b HTTP/1.1\r\n\r\n")
+            .await
+            .expect("absolute");
+        assert_eq!(req.target, "/?a=b");
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_requests() {
+        assert!(matches!(parse(b"").await, Err(HttpError::Closed)));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost").await,
+            Err(HttpError::Truncated)
+        ));
+        assert!(matches!(
+            parse(b"\x00\x01\x02\r\n\r\n").await,
+            Err(HttpError::Malformed("request line"))
+        ));
+        assert!(matches!(
+            parse(b"get / HTTP/1.1\r\n\r\n").await,
+            Err(HttpError::Malformed("method"))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/2\r\n\r\n").await,
+            Err(HttpError::UnsupportedVersion)
+        ));
+        assert!(matches!(
+            parse(b"GET / FTP/1\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET nope HTTP/1.1\r\n\r\n").await,
+            Err(HttpError::Malformed("request target"))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        let conflict = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert!(matches!(
+            parse(conflict).await,
+            Err(HttpError::Malformed("conflicting Content-Length"))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").await,
+            Err(HttpError::Malformed("Content-Length"))
+        ));
+        let big = b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert!(matches!(
+            parse(big).await,
+            Err(HttpError::BodyTooLarge { max: 64 })
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").await,
+            Err(HttpError::Truncated)
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await,
+            Err(HttpError::UnsupportedTransferEncoding)
+        ));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 1000));
+        assert!(matches!(
+            parse(&huge).await,
+            Err(HttpError::HeadersTooLarge { max: 256 })
+        ));
+        huge.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse(&huge).await,
+            Err(HttpError::HeadersTooLarge { max: 256 })
+        ));
+        assert_eq!(HttpError::HeadersTooLarge { max: 1 }.status(), Some(431));
+    }
+
+    #[tokio::test]
+    async fn read_times_out() {
+        let (_client, mut server) = duplex(1024);
+        let l = HttpLimits {
+            timeout: Duration::from_millis(50),
+            ..limits()
+        };
+        assert!(matches!(
+            read_request(&mut server, &l).await,
+            Err(HttpError::Timeout)
+        ));
+    }
+
+    /// Run a client call against a canned response.
+    async fn client_with(response: &'static [u8]) -> (Result<(u16, Vec<u8>), HttpError>, Vec<u8>) {
+        let (mut client, mut server) = duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            let req = read_request(&mut server, &limits()).await;
+            server.write_all(response).await.expect("write");
+            server.shutdown().await.expect("shutdown");
+            req.map(|r| (r.method, r.target, r.body))
+        });
+        let result = post(
+            &mut client,
+            "h:1",
+            "/files",
+            "application/x-bittorrent",
+            b"meta",
+            &limits(),
+        )
+        .await;
+        let seen = srv.await.expect("join").expect("server parsed request");
+        assert_eq!((seen.0.as_str(), seen.1.as_str()), ("POST", "/files"));
+        (result, seen.2)
+    }
+
+    #[tokio::test]
+    async fn client_reads_responses() {
+        let (r, sent) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK").await;
+        assert_eq!(sent, b"meta");
+        assert_eq!(r.expect("ok"), (200, b"ok".to_vec()));
+        let (r, _) = client_with(b"HTTP/1.0 404 Not Found\r\n\r\nuntil eof").await;
+        assert_eq!(r.expect("ok"), (404, b"until eof".to_vec()));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n";
+        let (r, _) = client_with(chunked).await;
+        assert_eq!(r.expect("ok"), (200, b"abcde".to_vec()));
+        let (r, _) =
+            client_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").await;
+        assert!(matches!(r, Err(HttpError::BodyTooLarge { max: 64 })));
+        let (r, _) = client_with(b"HTTP/1.1 2000 OK\r\n\r\n").await;
+        assert!(matches!(r, Err(HttpError::Malformed("status code"))));
+        let (r, _) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n").await;
+        assert!(matches!(r, Err(HttpError::BodyTooLarge { max: 64 })));
+        let (r, _) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").await;
+        assert!(matches!(r, Err(HttpError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn response_is_framed() {
+        let (mut a, mut b) = duplex(1024);
+        write_response(&mut a, &Response::text(404, "nope"))
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+            .await
+            .expect("read");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+        );
+    }
+}

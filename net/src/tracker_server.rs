@@ -164,15 +164,15 @@ impl<C: Clock> Ctx<C> {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let resp = match read_request(&mut stream, &self.config.http).await {
+        let (resp, unread_input) = match read_request(&mut stream, &self.config.http).await {
             Ok(req) => {
                 tracing::debug!(%peer, method = %req.method, target = %req.target, "tracker request");
-                self.respond(&req, peer.ip())
+                (self.respond(&req, peer.ip()), false)
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "bad HTTP request");
                 match e.status() {
-                    Some(status) => Response::text(status, format!("{e}\n")),
+                    Some(status) => (Response::text(status, format!("{e}\n")), true),
                     None => return,
                 }
             }
@@ -182,6 +182,12 @@ impl<C: Clock> Ctx<C> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "writing response failed"),
             Err(_) => tracing::debug!(%peer, "writing response timed out"),
+        }
+        if unread_input {
+            // Lingering close: closing with unread input makes TCP reset the connection, and the client
+            // may lose the error response. Discard what the client still sends, briefly and boundedly.
+            let linger = self.config.http.timeout.min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(linger, drain(&mut stream, LINGER_DRAIN_BYTES)).await;
         }
     }
 
@@ -193,6 +199,22 @@ impl<C: Clock> Ctx<C> {
             if dropped > 0 {
                 tracing::debug!(dropped, "expired silent peers");
             }
+        }
+    }
+}
+
+/// Most bytes discarded while lingering before closing after an error response.
+const LINGER_DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Read and discard up to `max` bytes, until end of stream or error.
+async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, max: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < max {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
         }
     }
 }
