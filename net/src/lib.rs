@@ -7,10 +7,13 @@
 pub mod clock;
 pub mod create;
 mod disk;
+pub mod http;
 pub mod peer;
 pub mod rate;
 pub mod resume;
 pub mod state_dir;
 pub mod storage;
 pub mod torrent_store;
+pub mod tracker_client;
+pub mod tracker_server;
 pub mod transport;

@@ -1,0 +1,732 @@
+//! A small HTTP/1.1 over any `AsyncRead + AsyncWrite` stream: just enough for a tracker and its clients.
+//!
+//! Server side: [`read_request`] reads one request (request line, headers, `Content-Length` body) within
+//! [`HttpLimits`], and [`write_response`] answers and closes (`Connection: close`). Client side: [`get`] and
+//! [`post`] send one request on a fresh stream and read the response (`Content-Length`, chunked, or
+//! until end of stream), returning `(status, body)`. Every read is bounded in size and time.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Size and time limits of one HTTP exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most bytes in the start line plus headers.
+    pub max_header_bytes: usize,
+    /// Most bytes in a body.
+    pub max_body_bytes: usize,
+    /// Deadline for reading a whole message (and, for clients, for the whole exchange).
+    pub timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    /// 8 KiB of headers, 4 MiB of body, 10 s.
+    fn default() -> Self {
+        HttpLimits {
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an HTTP message could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The deadline passed.
+    #[error("timed out")]
+    Timeout,
+    /// The stream ended before any byte of a message.
+    #[error("connection closed")]
+    Closed,
+    /// The stream ended in the middle of a message.
+    #[error("connection closed mid-message")]
+    Truncated,
+    /// Start line plus headers exceed the limit.
+    #[error("headers exceed {max} bytes")]
+    HeadersTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The body exceeds the limit.
+    #[error("body exceeds {max} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The message is not valid HTTP; says which part.
+    #[error("malformed HTTP: {0}")]
+    Malformed(&'static str),
+    /// Not HTTP/1.0 or HTTP/1.1.
+    #[error("unsupported HTTP version")]
+    UnsupportedVersion,
+    /// A request with a `Transfer-Encoding` (request bodies must use `Content-Length`).
+    #[error("unsupported transfer encoding")]
+    UnsupportedTransferEncoding,
+}
+
+impl HttpError {
+    /// The status a server should answer this error with, or `None` if the connection should just be
+    /// dropped (closed, I/O failure).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Io(_) | HttpError::Closed | HttpError::Truncated => None,
+            HttpError::Timeout => Some(408),
+            HttpError::HeadersTooLarge { .. } => Some(431),
+            HttpError::BodyTooLarge { .. } => Some(413),
+            HttpError::Malformed(_) => Some(400),
+            HttpError::UnsupportedVersion => Some(505),
+            HttpError::UnsupportedTransferEncoding => Some(501),
+        }
+    }
+}
+
+/// One HTTP request as read by a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The request target in origin form (`/path?query`); an absolute-form target is reduced to it.
+    pub target: String,
+    /// Header (name, value) pairs in order; names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body (empty without `Content-Length`).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The target's path, without the query.
+    pub fn path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(self.target.as_str(), |(p, _)| p)
+    }
+
+    /// The target's query (after `?`), empty if none.
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+/// A response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` value.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with the given status, content type and body.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Response::new(
+            status,
+            "text/plain; charset=utf-8",
+            body.into().into_bytes(),
+        )
+    }
+}
+
+/// The standard reason phrase of a status code (`""` for ones this crate does not use).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Buffered reading of HTTP framing from a stream.
+struct Reader<'a, S> {
+    stream: &'a mut S,
+    buf: Vec<u8>,
+}
+
+/// Index just past the blank line ending the head (`\r\n\r\n`, or bare `\n\n`), if present.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        match buf.get(nl + 1..) {
+            Some([b'\n', ..]) => return Some(nl + 2),
+            Some([b'\r', b'\n', ..]) => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
+    fn new(stream: &'a mut S) -> Self {
+        Reader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Read more bytes into the buffer; `false` at end of stream.
+    async fn fill(&mut self) -> Result<bool, HttpError> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buf
+            .extend_from_slice(chunk.get(..n).unwrap_or_default());
+        Ok(n > 0)
+    }
+
+    /// Read the start line and headers, as text lines (without line ends, blank terminator dropped).
+    async fn head(&mut self, max: usize) -> Result<Vec<String>, HttpError> {
+        loop {
+            if let Some(end) = head_end(&self.buf) {
+                if end > max {
+                    return Err(HttpError::HeadersTooLarge { max });
+                }
+                let head: Vec<u8> = self.buf.drain(..end).collect();
+                let text = String::from_utf8_lossy(&head);
+                let mut lines: Vec<String> = text
+                    .split('\n')
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+                    .collect();
+                // Drop the blank line and the empty remainder after the final '\n'.
+                while lines.last().is_some_and(String::is_empty) {
+                    lines.pop();
+                }
+                return Ok(lines);
+            }
+            if self.buf.len() >= max {
+                return Err(HttpError::HeadersTooLarge { max });
+            }
+            if !self.fill().await? {
+                return Err(if self.buf.is_empty() {
+                    HttpError::Closed
+                } else {
+                    HttpError::Truncated
+                });
+            }
+        }
+    }
+
+    /// Read exactly `n` body bytes.
+    async fn exact(&mut self, n: usize) -> Result<Vec<u8>, HttpError> {
+        if self.buf.len() >= n {
+            return Ok(self.buf.drain(..n).collect());
+        }
+        let mut out = std::mem::take(&mut self.buf);
+        let have = out.len();
+        out.resize(n, 0);
+        let rest = out.get_mut(have..).unwrap_or_default();
+        match self.stream.read_exact(rest).await {
+            Ok(_) => Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HttpError::Truncated),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read one CRLF- or LF-terminated line of at most `max` bytes (chunked framing).
+    async fn line(&mut self, max: usize) -> Result<String, HttpError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+            }
+            if self.buf.len() > max {
+                return Err(HttpError::Malformed("chunk line too long"));
+            }
+            if !self.fill().await? {
+                return Err(HttpError::Truncated);
+            }
+        }
+    }
+
+    /// Read until the end of the stream, at most `max` bytes.
+    async fn read_to_limit(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+        loop {
+            if self.buf.len() > max {
+                return Err(HttpError::BodyTooLarge { max });
+            }
+            if !self.fill().await? {
+                return Ok(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+
+    /// Read a chunked body, at most `max` bytes of payload.
+    async fn chunked(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line(1024).await?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size =
+                usize::from_str_radix(size, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
+            if size == 0 {
+                // Trailers, up to the blank line.
+                while !self.line(8 * 1024).await?.is_empty() {}
+                return Ok(body);
+            }
+            if body.len().saturating_add(size) > max {
+                return Err(HttpError::BodyTooLarge { max });
+            }
+            body.extend_from_slice(&self.exact(size).await?);
+            if !self.line(2).await?.is_empty() {
+                return Err(HttpError::Malformed("chunk terminator"));
+            }
+        }
+    }
+}
+
+/// Parse the headers after the start line into (name, value) pairs.
+fn parse_headers(lines: &[String]) -> Result<Vec<(String, String)>, HttpError> {
+    lines
+        .iter()
+        .map(|line| {
+            if line.starts_with([' ', '\t']) {
+                return Err(HttpError::Malformed("folded header line"));
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or(HttpError::Malformed("header line without ':'"))?;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(HttpError::Malformed("header name"));
+            }
+            Ok((name.to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The body length announced by `Content-Length` (0 if absent); conflicting values are malformed.
+fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, HttpError> {
+    let mut found: Option<usize> = None;
+    for (_, v) in headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HttpError::Malformed("Content-Length"));
+        }
+        // Overflowing digits are simply a huge length.
+        let n = v.parse::<usize>().unwrap_or(usize::MAX);
+        if found.is_some_and(|f| f != n) {
+            return Err(HttpError::Malformed("conflicting Content-Length"));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+fn check_version(v: &str) -> Result<(), HttpError> {
+    match v {
+        "HTTP/1.1" | "HTTP/1.0" => Ok(()),
+        v if v.starts_with("HTTP/") => Err(HttpError::UnsupportedVersion),
+        _ => Err(HttpError::Malformed("HTTP version")),
+    }
+}
+
+/// Reduce an absolute-form target (`http://host/path`) to origin form (`/path`).
+fn origin_form(target: &str) -> Result<String, HttpError> {
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let lower = target.get(..7).map(str::to_ascii_lowercase);
+    if lower.as_deref() == Some("http://") {
+        let rest = target.get(7..).unwrap_or_default();
+        return Ok(match rest.find(['/', '?']) {
+            Some(i) if rest.get(i..).is_some_and(|r| r.starts_with('/')) => {
+                rest.get(i..).unwrap_or("/").to_string()
+            }
+            Some(i) => format!("/{}", rest.get(i..).unwrap_or_default()),
+            None => "/".to_string(),
+        });
+    }
+    Err(HttpError::Malformed("request target"))
+}
+
+async fn read_request_inner<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limits: &HttpLimits,
+) -> Result<Request, HttpError> {
+    let mut reader = Reader::new(stream);
+    let lines = reader.head(limits.max_header_bytes).await?;
+    let (start, rest) = lines
+        .split_first()
+        .ok_or(HttpError::Malformed("empty request"))?;
+    let mut parts = start.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::Malformed("request line"));
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(HttpError::Malformed("method"));
+    }
+    check_version(version)?;
+    let target = origin_form(target)?;
+    let headers = parse_headers(rest)?;
+    if header(&headers, "transfer-encoding").is_some() {
+        return Err(HttpError::UnsupportedTransferEncoding);
+    }
+    let len = content_length(&headers)?.unwrap_or(0);
+    if len > limits.max_body_bytes {
+        return Err(HttpError::BodyTooLarge {
+            max: limits.max_body_bytes,
+        });
+    }
+    let body = reader.exact(len).await?;
+    Ok(Request {
+        method: method.to_string(),
+        target,
+        headers,
+        body,
+    })
+}
+
+/// Read one request from `stream` within `limits` (size and deadline).
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limits: &HttpLimits,
+) -> Result<Request, HttpError> {
+    tokio::time::timeout(limits.timeout, read_request_inner(stream, limits))
+        .await
+        .map_err(|_| HttpError::Timeout)?
+}
+
+/// Write `resp` with `Connection: close`, flush and shut the write side down.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    resp: &Response,
+) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        resp.status,
+        reason_phrase(resp.status),
+        resp.content_type,
+        resp.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&resp.body).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    method: &str,
+    host: &str,
+    target: &str,
+    body: Option<(&str, &[u8])>,
+    limits: &HttpLimits,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept-Encoding: identity\r\n");
+    if let Some((content_type, data)) = body {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            data.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if let Some((_, data)) = body {
+        stream.write_all(data).await?;
+    }
+    stream.flush().await?;
+
+    let mut reader = Reader::new(stream);
+    let lines = reader.head(limits.max_header_bytes).await?;
+    let (status_line, rest) = lines
+        .split_first()
+        .ok_or(HttpError::Malformed("empty response"))?;
+    let mut parts = status_line.splitn(3, ' ');
+    check_version(parts.next().unwrap_or_default())?;
+    let status = parts
+        .next()
+        .filter(|s| s.len() == 3)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(HttpError::Malformed("status code"))?;
+    let headers = parse_headers(rest)?;
+    let chunked = header(&headers, "transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        reader.chunked(limits.max_body_bytes).await?
+    } else if let Some(len) = content_length(&headers)? {
+        if len > limits.max_body_bytes {
+            return Err(HttpError::BodyTooLarge {
+                max: limits.max_body_bytes,
+            });
+        }
+        reader.exact(len).await?
+    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else {
+        reader.read_to_limit(limits.max_body_bytes).await?
+    };
+    Ok((status, body))
+}
+
+/// Send `GET target` (with `Host: host`) on a fresh stream and read the response within `limits`.
+pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    target: &str,
+    limits: &HttpLimits,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    tokio::time::timeout(
+        limits.timeout,
+        exchange(stream, "GET", host, target, None, limits),
+    )
+    .await
+    .map_err(|_| HttpError::Timeout)?
+}
+
+/// Send `POST target` with `body` of `content_type` on a fresh stream and read the response within `limits`.
+pub async fn post<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+    limits: &HttpLimits,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    let exchange = exchange(
+        stream,
+        "POST",
+        host,
+        target,
+        Some((content_type, body)),
+        limits,
+    );
+    tokio::time::timeout(limits.timeout, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncWriteExt};
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_header_bytes: 256,
+            max_body_bytes: 64,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Feed `input` (then end of stream) to `read_request`.
+    async fn parse(input: &[u8]) -> Result<Request, HttpError> {
+        let (mut client, mut server) = duplex(64 * 1024);
+        client.write_all(input).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        read_request(&mut server, &limits()).await
+    }
+
+    #[tokio::test]
+    async fn reads_requests() {
+        let req =
+            parse(b"POST /files?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloEXTRA")
+                .await
+                .expect("ok");
+        assert_eq!(
+            (req.method.as_str(), req.path(), req.query()),
+            ("POST", "/files", "x=1")
+        );
+        assert_eq!(req.header("host"), Some("a"));
+        assert_eq!(req.body, b"hello");
+        let req = parse(b"GET /scrape HTTP/1.0\n\n").await.expect("bare LF");
+        assert_eq!(
+            (req.path(), req.query(), req.body.len()),
+            ("/scrape", "", 0)
+        );
+        let req = parse(b"GET http://tracker:6969/announce?a=b HTTP/1.1\r\n\r\n")
+            .await
+            .expect("absolute");
+        assert_eq!(req.target, "/announce?a=b");
+        let req = parse(b"GET http://tracker:6969?a=b HTTP/1.1\r\n\r\n")
+            .await
+            .expect("absolute");
+        assert_eq!(req.target, "/?a=b");
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_requests() {
+        assert!(matches!(parse(b"").await, Err(HttpError::Closed)));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost").await,
+            Err(HttpError::Truncated)
+        ));
+        assert!(matches!(
+            parse(b"\x00\x01\x02\r\n\r\n").await,
+            Err(HttpError::Malformed("request line"))
+        ));
+        assert!(matches!(
+            parse(b"get / HTTP/1.1\r\n\r\n").await,
+            Err(HttpError::Malformed("method"))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/2\r\n\r\n").await,
+            Err(HttpError::UnsupportedVersion)
+        ));
+        assert!(matches!(
+            parse(b"GET / FTP/1\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET nope HTTP/1.1\r\n\r\n").await,
+            Err(HttpError::Malformed("request target"))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n").await,
+            Err(HttpError::Malformed(_))
+        ));
+        let conflict = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert!(matches!(
+            parse(conflict).await,
+            Err(HttpError::Malformed("conflicting Content-Length"))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").await,
+            Err(HttpError::Malformed("Content-Length"))
+        ));
+        let big = b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert!(matches!(
+            parse(big).await,
+            Err(HttpError::BodyTooLarge { max: 64 })
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").await,
+            Err(HttpError::Truncated)
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await,
+            Err(HttpError::UnsupportedTransferEncoding)
+        ));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 1000));
+        assert!(matches!(
+            parse(&huge).await,
+            Err(HttpError::HeadersTooLarge { max: 256 })
+        ));
+        huge.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse(&huge).await,
+            Err(HttpError::HeadersTooLarge { max: 256 })
+        ));
+        assert_eq!(HttpError::HeadersTooLarge { max: 1 }.status(), Some(431));
+    }
+
+    #[tokio::test]
+    async fn read_times_out() {
+        let (_client, mut server) = duplex(1024);
+        let l = HttpLimits {
+            timeout: Duration::from_millis(50),
+            ..limits()
+        };
+        assert!(matches!(
+            read_request(&mut server, &l).await,
+            Err(HttpError::Timeout)
+        ));
+    }
+
+    /// Run a client call against a canned response.
+    async fn client_with(response: &'static [u8]) -> (Result<(u16, Vec<u8>), HttpError>, Vec<u8>) {
+        let (mut client, mut server) = duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            let req = read_request(&mut server, &limits()).await;
+            server.write_all(response).await.expect("write");
+            server.shutdown().await.expect("shutdown");
+            req.map(|r| (r.method, r.target, r.body))
+        });
+        let result = post(
+            &mut client,
+            "h:1",
+            "/files",
+            "application/x-bittorrent",
+            b"meta",
+            &limits(),
+        )
+        .await;
+        let seen = srv.await.expect("join").expect("server parsed request");
+        assert_eq!((seen.0.as_str(), seen.1.as_str()), ("POST", "/files"));
+        (result, seen.2)
+    }
+
+    #[tokio::test]
+    async fn client_reads_responses() {
+        let (r, sent) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK").await;
+        assert_eq!(sent, b"meta");
+        assert_eq!(r.expect("ok"), (200, b"ok".to_vec()));
+        let (r, _) = client_with(b"HTTP/1.0 404 Not Found\r\n\r\nuntil eof").await;
+        assert_eq!(r.expect("ok"), (404, b"until eof".to_vec()));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n";
+        let (r, _) = client_with(chunked).await;
+        assert_eq!(r.expect("ok"), (200, b"abcde".to_vec()));
+        let (r, _) =
+            client_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").await;
+        assert!(matches!(r, Err(HttpError::BodyTooLarge { max: 64 })));
+        let (r, _) = client_with(b"HTTP/1.1 2000 OK\r\n\r\n").await;
+        assert!(matches!(r, Err(HttpError::Malformed("status code"))));
+        let (r, _) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n").await;
+        assert!(matches!(r, Err(HttpError::BodyTooLarge { max: 64 })));
+        let (r, _) = client_with(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").await;
+        assert!(matches!(r, Err(HttpError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn response_is_framed() {
+        let (mut a, mut b) = duplex(1024);
+        write_response(&mut a, &Response::text(404, "nope"))
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+            .await
+            .expect("read");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The tracker server: HTTP announce/scrape plus the catalog and swarm view, over any [`Transport`].
+//!
+//! Routes: `GET /announce`, `GET /scrape` (bencoded, BEP 3/23/48), `POST /files` (body = metainfo; JSON of
+//! the catalog entry), `GET /files` (JSON list), `GET /files/{name}` (the metainfo bytes), `GET /swarm`
+//! (JSON swarm view) and `GET /` (a small web monitor polling `/swarm`). A bad announce gets `200` with a
+//! bencoded `failure reason`, as BitTorrent clients expect. The peer's IP is the connection's source
+//! address. One task per connection, bounded; a periodic task expires silent peers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use enjambre_core::tracker::proto::{
+    encode_announce_response, encode_failure, encode_scrape_response, parse_announce_query,
+    parse_scrape_query, percent_decode,
+};
+use enjambre_core::tracker::registry::CatalogError;
+use enjambre_core::tracker::Registry;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::http::{read_request, write_response, HttpLimits, Request, Response};
+use crate::transport::{Listener, Transport};
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Limits of each HTTP exchange.
+    pub http: HttpLimits,
+    /// Most connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// How often silent peers are expired.
+    pub expiry_period: Duration,
+    /// Seed of the RNG choosing which peers an announce gets.
+    pub rng_seed: u64,
+}
+
+impl Default for ServerConfig {
+    /// Default HTTP limits, 256 connections, expiry every second, seed 0.
+    fn default() -> Self {
+        ServerConfig {
+            http: HttpLimits::default(),
+            max_connections: 256,
+            expiry_period: Duration::from_secs(1),
+            rng_seed: 0,
+        }
+    }
+}
+
+const BENCODE: &str = "text/plain";
+const JSON: &str = "application/json";
+const TORRENT: &str = "application/x-bittorrent";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// Shared state of a running server.
+struct Ctx<C> {
+    registry: Arc<Mutex<Registry>>,
+    rng: Mutex<ChaCha8Rng>,
+    clock: C,
+    config: ServerConfig,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock must not take the tracker down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn json<T: Serialize>(status: u16, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => Response::new(status, JSON, body),
+        Err(e) => json_error(500, &e.to_string()),
+    }
+}
+
+fn json_error(status: u16, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    Response::new(status, JSON, body)
+}
+
+impl<C: Clock> Ctx<C> {
+    fn respond(&self, req: &Request, ip: IpAddr) -> Response {
+        let path = req.path();
+        match (req.method.as_str(), path) {
+            ("GET", "/announce") => self.announce(req.query(), ip),
+            ("GET", "/scrape") => self.scrape(req.query()),
+            ("GET", "/files") => json(200, &lock(&self.registry).list()),
+            ("POST", "/files") => self.publish(&req.body),
+            ("GET", "/swarm") => json(200, &lock(&self.registry).swarm_view()),
+            ("GET", "/") => Response::new(200, HTML, MONITOR_PAGE),
+            ("GET", p) if p.starts_with("/files/") => {
+                self.fetch(p.get("/files/".len()..).unwrap_or_default())
+            }
+            (_, "/announce" | "/scrape" | "/files" | "/swarm" | "/") => {
+                json_error(405, "method not allowed")
+            }
+            (_, p) if p.starts_with("/files/") => json_error(405, "method not allowed"),
+            _ => json_error(404, "no such endpoint"),
+        }
+    }
+
+    fn announce(&self, query: &str, ip: IpAddr) -> Response {
+        let req = match parse_announce_query(query) {
+            Ok(r) => r,
+            Err(e) => {
+                return Response::new(
+                    200,
+                    BENCODE,
+                    encode_failure(&format!("invalid announce: {e}")),
+                )
+            }
+        };
+        let now = self.clock.now();
+        let mut registry = lock(&self.registry);
+        let mut rng = lock(&self.rng);
+        match registry.announce(now, ip, &req, &mut *rng) {
+            Ok(resp) => Response::new(
+                200,
+                BENCODE,
+                encode_announce_response(&resp, req.compact, req.no_peer_id),
+            ),
+            Err(e) => Response::new(200, BENCODE, encode_failure(&e.to_string())),
+        }
+    }
+
+    fn scrape(&self, query: &str) -> Response {
+        match parse_scrape_query(query) {
+            Ok(hashes) => Response::new(
+                200,
+                BENCODE,
+                encode_scrape_response(&lock(&self.registry).scrape(&hashes)),
+            ),
+            Err(e) => Response::new(
+                200,
+                BENCODE,
+                encode_failure(&format!("invalid scrape: {e}")),
+            ),
+        }
+    }
+
+    fn publish(&self, body: &[u8]) -> Response {
+        match lock(&self.registry).publish(body) {
+            Ok(entry) => json(200, &entry),
+            Err(e @ CatalogError::NameConflict { .. }) => json_error(409, &e.to_string()),
+            Err(e @ CatalogError::Full { .. }) => json_error(503, &e.to_string()),
+            Err(e) => json_error(400, &e.to_string()),
+        }
+    }
+
+    fn fetch(&self, raw_name: &str) -> Response {
+        let Some(name) = percent_decode(raw_name).and_then(|b| String::from_utf8(b).ok()) else {
+            return json_error(400, "file name is not valid percent-encoded UTF-8");
+        };
+        match lock(&self.registry).metainfo_bytes(&name) {
+            Some(bytes) => Response::new(200, TORRENT, bytes.to_vec()),
+            None => json_error(404, &format!("no published file named {name:?}")),
+        }
+    }
+
+    async fn connection<S>(&self, mut stream: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (resp, unread_input) = match read_request(&mut stream, &self.config.http).await {
+            Ok(req) => {
+                tracing::debug!(%peer, method = %req.method, target = %req.target, "tracker request");
+                (self.respond(&req, peer.ip()), false)
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "bad HTTP request");
+                match e.status() {
+                    Some(status) => (Response::text(status, format!("{e}\n")), true),
+                    None => return,
+                }
+            }
+        };
+        let write = write_response(&mut stream, &resp);
+        match tokio::time::timeout(self.config.http.timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "writing response failed"),
+            Err(_) => tracing::debug!(%peer, "writing response timed out"),
+        }
+        if unread_input {
+            // Lingering close: closing with unread input makes TCP reset the connection, and the client
+            // may lose the error response. Discard what the client still sends, briefly and boundedly.
+            let linger = self.config.http.timeout.min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(linger, drain(&mut stream, LINGER_DRAIN_BYTES)).await;
+        }
+    }
+
+    async fn expiry_loop(&self) {
+        let period = self.config.expiry_period.max(Duration::from_millis(10));
+        loop {
+            self.clock.sleep_until(self.clock.now() + period).await;
+            let dropped = lock(&self.registry).expire(self.clock.now());
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired silent peers");
+            }
+        }
+    }
+}
+
+/// Most bytes discarded while lingering before closing after an error response.
+const LINGER_DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Read and discard up to `max` bytes, until end of stream or error.
+async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, max: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < max {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// Serve the tracker on `listener` until the returned future is dropped (which also stops every
+/// connection task and the expiry task). Never returns on its own: accept errors are logged and retried.
+pub async fn serve<T: Transport>(
+    mut listener: T::Listener,
+    state: Arc<Mutex<Registry>>,
+    clock: impl Clock,
+    config: ServerConfig,
+) {
+    let max_connections = config.max_connections.max(1);
+    let ctx = Arc::new(Ctx {
+        registry: state,
+        rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.rng_seed)),
+        clock,
+        config,
+    });
+    let mut tasks = JoinSet::new();
+    {
+        let ctx = Arc::clone(&ctx);
+        tasks.spawn(async move { ctx.expiry_loop().await });
+    }
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let ctx = Arc::clone(&ctx);
+                tasks.spawn(async move {
+                    ctx.connection(stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                ctx.clock
+                    .sleep_until(ctx.clock.now() + Duration::from_millis(50))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The web monitor: polls `/swarm` every second and renders the same table as the console.
+const MONITOR_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>enjambre tracker</title>
+<style>body{font-family:monospace}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 8px;text-align:left}</style>
+</head><body><h1>enjambre swarm</h1>
+<table><thead><tr><th>NODE (IP:PORT)</th><th>ROLE</th><th>SHARING</th><th>DOWNLOADING (%)</th></tr></thead>
+<tbody id="nodes"></tbody></table>
+<script>
+function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
+async function refresh() {
+  try {
+    const view = await (await fetch('/swarm')).json();
+    const body = document.getElementById('nodes');
+    body.replaceChildren();
+    for (const n of view.nodes) {
+      const tr = document.createElement('tr');
+      cell(tr, n.node); cell(tr, n.role);
+      cell(tr, n.sharing.length ? n.sharing.join(', ') : '-');
+      cell(tr, n.downloading.length ? n.downloading.map(d =>
+        d.name + ' (' + (d.percent === null ? '?' : d.percent.toFixed(1)) + '%)').join(', ') : '-');
+      body.appendChild(tr);
+    }
+  } catch (e) {}
+}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+"#;
