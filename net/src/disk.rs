@@ -44,7 +44,9 @@ impl DiskWorker {
                 }
                 let stores = stores.clone();
                 let state = state.clone();
-                let results = blocking.run(move || execute_batch(&stores, &state, batch)).await;
+                let results = blocking
+                    .run(move || execute_batch(&stores, &state, batch))
+                    .await;
                 for done in results {
                     if inbox.send(Msg::Input(Input::Disk(done))).await.is_err() {
                         return;
@@ -66,40 +68,81 @@ fn store_of(stores: &Stores, hash: &InfoHash) -> Option<Arc<TorrentStore>> {
 }
 
 fn execute_batch(stores: &Stores, state: &StateDir, batch: Vec<DiskOp>) -> Vec<DiskDone> {
-    batch.into_iter().filter_map(|op| execute(stores, state, op)).collect()
+    batch
+        .into_iter()
+        .filter_map(|op| execute(stores, state, op))
+        .collect()
 }
 
 /// Carry out one operation; `None` when it needs no answer (a successful write).
 fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
     let missing = || "torrent files are not open".to_string();
     match op {
-        DiskOp::Write { torrent, offset, data } => {
-            let result = store_of(stores, &torrent).ok_or_else(missing).and_then(|s| {
-                s.write(offset, &data).map_err(|e| format!("write at offset {offset} failed: {e}"))
-            });
-            result.err().map(|error| DiskDone::WriteFailed { torrent, error })
+        DiskOp::Write {
+            torrent,
+            offset,
+            data,
+        } => {
+            let result = store_of(stores, &torrent)
+                .ok_or_else(missing)
+                .and_then(|s| {
+                    s.write(offset, &data)
+                        .map_err(|e| format!("write at offset {offset} failed: {e}"))
+                });
+            result
+                .err()
+                .map(|error| DiskDone::WriteFailed { torrent, error })
         }
         DiskOp::Hash { torrent, piece } => {
             let hash = store_of(stores, &torrent)
                 .ok_or_else(missing)
                 .and_then(|s| s.hash_piece(piece).map_err(|e| e.to_string()));
-            Some(DiskDone::Hashed { torrent, piece, hash })
+            Some(DiskDone::Hashed {
+                torrent,
+                piece,
+                hash,
+            })
         }
-        DiskOp::Read { torrent, conn, block } => {
-            let data = store_of(stores, &torrent).ok_or_else(missing).and_then(|s| {
-                let offset = s.layout().piece_offset(block.piece) + u64::from(block.begin);
-                let mut buf = vec![0u8; block.length as usize];
-                s.read(offset, &mut buf).map(|()| Bytes::from(buf)).map_err(|e| e.to_string())
-            });
-            Some(DiskDone::Read { torrent, conn, block, data })
+        DiskOp::Read {
+            torrent,
+            conn,
+            block,
+        } => {
+            let data = store_of(stores, &torrent)
+                .ok_or_else(missing)
+                .and_then(|s| {
+                    let offset = s.layout().piece_offset(block.piece) + u64::from(block.begin);
+                    let mut buf = vec![0u8; block.length as usize];
+                    s.read(offset, &mut buf)
+                        .map(|()| Bytes::from(buf))
+                        .map_err(|e| e.to_string())
+                });
+            Some(DiskDone::Read {
+                torrent,
+                conn,
+                block,
+                data,
+            })
         }
-        DiskOp::SyncAndCheckpoint { torrent, generation, checkpoint } => {
+        DiskOp::SyncAndCheckpoint {
+            torrent,
+            generation,
+            checkpoint,
+        } => {
             let error = store_of(stores, &torrent)
                 .ok_or_else(missing)
                 .and_then(|s| s.sync().map_err(|e| format!("sync failed: {e}")))
-                .and_then(|()| state.save_checkpoint(&checkpoint).map_err(|e| format!("checkpoint write failed: {e}")))
+                .and_then(|()| {
+                    state
+                        .save_checkpoint(&checkpoint)
+                        .map_err(|e| format!("checkpoint write failed: {e}"))
+                })
                 .err();
-            Some(DiskDone::CheckpointSaved { torrent, generation, error })
+            Some(DiskDone::CheckpointSaved {
+                torrent,
+                generation,
+                error,
+            })
         }
     }
 }

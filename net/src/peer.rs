@@ -15,7 +15,9 @@ use crate::torrent_store::TorrentStore;
 use crate::transport::{Listener, Transport};
 use bytes::{Bytes, BytesMut};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
-use enjambre_core::node::{AddTorrent, ConnId, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats};
+use enjambre_core::node::{
+    AddTorrent, ConnId, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats,
+};
 use enjambre_core::time::Instant;
 use std::collections::BTreeMap;
 use std::io;
@@ -126,18 +128,27 @@ pub struct Peer {
 
 impl Peer {
     /// Bind the listener and start the peer's tasks.
-    pub async fn start<T, B, C>(env: PeerEnv<T, B, C>, mut options: PeerOptions) -> Result<(Peer, JoinHandle<()>), PeerError>
+    pub async fn start<T, B, C>(
+        env: PeerEnv<T, B, C>,
+        mut options: PeerOptions,
+    ) -> Result<(Peer, JoinHandle<()>), PeerError>
     where
         T: Transport,
         B: Blocking,
         C: Clock,
     {
-        let listener = env
-            .transport
-            .bind(options.listen)
-            .await
-            .map_err(|source| PeerError::Listen { addr: options.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| PeerError::Listen { addr: options.listen, source })?;
+        let listener =
+            env.transport
+                .bind(options.listen)
+                .await
+                .map_err(|source| PeerError::Listen {
+                    addr: options.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| PeerError::Listen {
+            addr: options.listen,
+            source,
+        })?;
         options.node.listen_port = local_addr.port();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
@@ -145,8 +156,12 @@ impl Peer {
         let state = StateDir::new(env.storage.clone(), &options.dir);
         let disk = DiskWorker::spawn(env.blocking.clone(), stores.clone(), state, inbox.clone());
         let limits = Limits {
-            up: options.max_upload_rate.map(|r| RateLimit::new(r, env.clock.clone())),
-            down: options.max_download_rate.map(|r| RateLimit::new(r, env.clock.clone())),
+            up: options
+                .max_upload_rate
+                .map(|r| RateLimit::new(r, env.clock.clone())),
+            down: options
+                .max_download_rate
+                .map(|r| RateLimit::new(r, env.clock.clone())),
         };
         let accept = tokio::spawn(accept_loop(listener, inbox.clone()));
         let task = NodeTask {
@@ -165,7 +180,15 @@ impl Peer {
             task.run(command_rx, inbox_rx).await;
             accept.abort();
         });
-        Ok((Peer { commands, local_addr, storage: env.storage, dir: options.dir }, handle))
+        Ok((
+            Peer {
+                commands,
+                local_addr,
+                storage: env.storage,
+                dir: options.dir,
+            },
+            handle,
+        ))
     }
 
     /// The address the peer listens on.
@@ -198,9 +221,16 @@ impl Peer {
             .map_err(|source| PeerError::Prepare { name, source })?;
         let hash = meta.info_hash;
         let tracker = tracker.or_else(|| meta.announce.clone());
-        let add = AddTorrent { meta, resume, announce: tracker.is_some(), sources };
+        let add = AddTorrent {
+            meta,
+            resume,
+            announce: tracker.is_some(),
+            sources,
+        };
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Add(add, tracker, tx)).map_err(|_| PeerError::Stopped)?;
+        self.commands
+            .send(Command::Add(add, tracker, tx))
+            .map_err(|_| PeerError::Stopped)?;
         rx.await.map_err(|_| PeerError::Stopped)?;
         Ok(hash)
     }
@@ -213,7 +243,9 @@ impl Peer {
     /// Progress of every torrent.
     pub async fn stats(&self) -> Result<Vec<TorrentStats>, PeerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Stats(tx)).map_err(|_| PeerError::Stopped)?;
+        self.commands
+            .send(Command::Stats(tx))
+            .map_err(|_| PeerError::Stopped)?;
         rx.await.map_err(|_| PeerError::Stopped)
     }
 
@@ -276,7 +308,14 @@ where
             if let Some(limit) = &down {
                 limit.take(n as u64).await;
             }
-            if inbox.send(Msg::Input(Input::Received { conn: id, data: buf.freeze() })).await.is_err() {
+            if inbox
+                .send(Msg::Input(Input::Received {
+                    conn: id,
+                    data: buf.freeze(),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -309,7 +348,11 @@ struct NodeTask<T: Transport, B, C> {
 }
 
 impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut inbox: mpsc::Receiver<Msg<T::Stream>>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut inbox: mpsc::Receiver<Msg<T::Stream>>,
+    ) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         loop {
             let deadline = self.node.poll_timeout();
@@ -365,7 +408,11 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                 if let Some(url) = tracker {
                     self.trackers.insert(hash, url);
                 }
-                match TorrentStore::new(self.env.storage.clone(), self.options.dir.clone(), &add.meta) {
+                match TorrentStore::new(
+                    self.env.storage.clone(),
+                    self.options.dir.clone(),
+                    &add.meta,
+                ) {
                     Ok(store) => {
                         if let Ok(mut s) = self.stores.lock() {
                             s.insert(hash, Arc::new(store));
@@ -393,7 +440,8 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                 let id = self.node.allocate_conn_id();
                 let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
                 self.conns.insert(id, handle);
-                self.node.handle_input(now, Input::Accepted { conn: id, addr });
+                self.node
+                    .handle_input(now, Input::Accepted { conn: id, addr });
             }
             Msg::Connected(id, stream) => {
                 let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
@@ -421,10 +469,18 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                 let transport = self.env.transport.clone();
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
-                    let msg = match tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(addr)).await {
+                    let msg = match tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(addr))
+                        .await
+                    {
                         Ok(Ok(stream)) => Msg::Connected(conn, stream),
-                        Ok(Err(e)) => Msg::Input(Input::ConnectFailed { conn, reason: e.to_string() }),
-                        Err(_) => Msg::Input(Input::ConnectFailed { conn, reason: "timed out".into() }),
+                        Ok(Err(e)) => Msg::Input(Input::ConnectFailed {
+                            conn,
+                            reason: e.to_string(),
+                        }),
+                        Err(_) => Msg::Input(Input::ConnectFailed {
+                            conn,
+                            reason: "timed out".into(),
+                        }),
                     };
                     let _ = inbox.send(msg).await;
                 });
@@ -442,7 +498,9 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
             }
             Output::Disk(op) => self.disk.submit(op),
             Output::Announce { torrent, params } => {
-                let Some(url) = self.trackers.get(&torrent).cloned() else { return };
+                let Some(url) = self.trackers.get(&torrent).cloned() else {
+                    return;
+                };
                 let transport = self.env.transport.clone();
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
@@ -452,7 +510,9 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err(format!("tracker {url} timed out")),
                     };
-                    let _ = inbox.send(Msg::Input(Input::TrackerReply { torrent, reply })).await;
+                    let _ = inbox
+                        .send(Msg::Input(Input::TrackerReply { torrent, reply }))
+                        .await;
                 });
             }
             Output::Event(e) => {
@@ -468,10 +528,14 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
 fn log_event(e: &NodeEvent) {
     match e {
         NodeEvent::Wire { .. } => tracing::trace!("{e:?}"),
-        NodeEvent::Banned { .. } | NodeEvent::PieceFailed { .. } | NodeEvent::TorrentError { .. } => {
+        NodeEvent::Banned { .. }
+        | NodeEvent::PieceFailed { .. }
+        | NodeEvent::TorrentError { .. } => {
             tracing::warn!("{e:?}")
         }
-        NodeEvent::Disconnected { .. } | NodeEvent::RequestRefused { .. } => tracing::debug!("{e:?}"),
+        NodeEvent::Disconnected { .. } | NodeEvent::RequestRefused { .. } => {
+            tracing::debug!("{e:?}")
+        }
         _ => tracing::debug!("{e:?}"),
     }
 }

@@ -32,7 +32,12 @@ impl RateLimit {
         let burst = (rate / 4.0).max(64.0 * 1024.0);
         let (c1, c2) = (clock.clone(), clock);
         RateLimit {
-            bucket: Arc::new(Mutex::new(Bucket { rate, burst, tokens: burst, last: c1.now() })),
+            bucket: Arc::new(Mutex::new(Bucket {
+                rate,
+                burst,
+                tokens: burst,
+                last: c1.now(),
+            })),
             now: Arc::new(move || c1.now()),
             sleep: Arc::new(move |t| {
                 let c = c2.clone();
@@ -45,11 +50,17 @@ impl RateLimit {
     pub async fn take(&self, bytes: u64) {
         let now = (self.now)();
         let wait = {
-            let Ok(mut b) = self.bucket.lock() else { return };
+            let Ok(mut b) = self.bucket.lock() else {
+                return;
+            };
             let elapsed = now.saturating_since(b.last).as_secs_f64();
             b.last = now;
             b.tokens = (b.tokens + elapsed * b.rate).min(b.burst) - bytes as f64;
-            if b.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-b.tokens / b.rate) }
+            if b.tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-b.tokens / b.rate)
+            }
         };
         if wait > Duration::ZERO {
             (self.sleep)(now + wait).await;

@@ -15,7 +15,12 @@ use std::sync::Arc;
 
 /// Save the metainfo in the state folder, create missing files at their full (sparse) length, and say how the
 /// node should treat what is there. Blocking: run it on a [`crate::storage::Blocking`] runner.
-pub fn plan_resume(storage: Arc<dyn Storage>, dir: &Path, meta: &Metainfo, mode: AddMode) -> io::Result<Resume> {
+pub fn plan_resume(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    meta: &Metainfo,
+    mode: AddMode,
+) -> io::Result<Resume> {
     let state = StateDir::new(storage.clone(), dir);
     state.save_metainfo(meta)?;
     let store = TorrentStore::new(storage, dir.to_path_buf(), meta)?;
@@ -28,10 +33,21 @@ pub fn plan_resume(storage: Arc<dyn Storage>, dir: &Path, meta: &Metainfo, mode:
         AddMode::Recheck => Resume::RecheckAll,
         AddMode::Download => match state.load_checkpoint(&meta.info_hash)? {
             Some(cp) => match cp.validate(meta) {
-                Ok(claimed) => Resume::Checkpoint { claimed, sizes_ok, hints: Vec::new() },
+                Ok(claimed) => Resume::Checkpoint {
+                    claimed,
+                    sizes_ok,
+                    hints: Vec::new(),
+                },
                 Err(e) => {
-                    tracing::warn!("checkpoint of {} not usable ({e}): rechecking", meta.info.name);
-                    if sizes_ok { Resume::RecheckAll } else { Resume::Fresh }
+                    tracing::warn!(
+                        "checkpoint of {} not usable ({e}): rechecking",
+                        meta.info.name
+                    );
+                    if sizes_ok {
+                        Resume::RecheckAll
+                    } else {
+                        Resume::Fresh
+                    }
                 }
             },
             // Files already there at full size but no checkpoint: find out what they hold.

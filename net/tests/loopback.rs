@@ -18,7 +18,12 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn env() -> PeerEnv<TokioTransport, ThreadPool, TokioClock> {
-    PeerEnv { transport: TokioTransport, blocking: ThreadPool, storage: Arc::new(StdStorage), clock: TokioClock::new() }
+    PeerEnv {
+        transport: TokioTransport,
+        blocking: ThreadPool,
+        storage: Arc::new(StdStorage),
+        clock: TokioClock::new(),
+    }
 }
 
 fn options(dir: PathBuf, n: u8) -> PeerOptions {
@@ -42,12 +47,35 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     let leech_dir = scratch("leech");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(seed_dir.join("data.bin"), &data).unwrap();
-    let meta = create_metainfo(&StdStorage, &seed_dir.join("data.bin"), 512 * 1024, None, &mut |_, _| {}).unwrap();
+    let meta = create_metainfo(
+        &StdStorage,
+        &seed_dir.join("data.bin"),
+        512 * 1024,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
 
-    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 1)).await.unwrap();
-    seeder.add(&ThreadPool, meta.clone(), AddMode::Seed, None, vec![]).await.unwrap();
-    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2)).await.unwrap();
-    leecher.add(&ThreadPool, meta.clone(), AddMode::Download, None, vec![seeder.local_addr()]).await.unwrap();
+    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 1))
+        .await
+        .unwrap();
+    seeder
+        .add(&ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
+        .await
+        .unwrap();
+    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2))
+        .await
+        .unwrap();
+    leecher
+        .add(
+            &ThreadPool,
+            meta.clone(),
+            AddMode::Download,
+            None,
+            vec![seeder.local_addr()],
+        )
+        .await
+        .unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -56,11 +84,19 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
             assert_eq!(stats[0].bytes_wasted, 0);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "download stalled: {stats:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "download stalled: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(std::fs::read(leech_dir.join("data.bin")).unwrap(), data);
-    let checkpoint = std::fs::read_to_string(leech_dir.join(".enjambre").join(format!("{}.json", meta.info_hash.to_hex()))).unwrap();
+    let checkpoint = std::fs::read_to_string(
+        leech_dir
+            .join(".enjambre")
+            .join(format!("{}.json", meta.info_hash.to_hex())),
+    )
+    .unwrap();
     assert!(checkpoint.contains("\"complete\": true"), "{checkpoint}");
     leecher.shutdown().await;
     seeder.shutdown().await;
