@@ -1,1 +1,121 @@
-fn main() {}
+//! `tracker`: the enjambre HTTP tracker with its catalog, swarm view and console monitor.
+//!
+//! Runs the tracker server (see `enjambre_net::tracker_server`) on real TCP. When stdout is a terminal the
+//! swarm table is redrawn every second; with `--monitor` and stdout not a terminal (a pipe, a log file) the
+//! table is printed only when it changes, without ANSI codes.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_net::clock::TokioClock;
+use enjambre_net::tracker_server::{serve, ServerConfig};
+use enjambre_net::transport::{Listener, TokioTransport, Transport};
+
+/// The enjambre BitTorrent tracker.
+#[derive(Debug, Parser)]
+#[command(name = "tracker", version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:6969")]
+    listen: SocketAddr,
+    /// Announce interval told to peers, in seconds (peers expire after 2.5 intervals).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    interval: u64,
+    /// Print the swarm table even when stdout is not a terminal (only when it changes).
+    #[arg(long)]
+    monitor: bool,
+    /// Most peers handed out per announce.
+    #[arg(long, default_value_t = 200)]
+    max_numwant: u32,
+    /// Most concurrent HTTP connections.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Seed for choosing which peers each announce gets (random if not given).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let listener = TokioTransport
+        .bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr().context("listener address")?;
+    println!("tracker listening on http://{local}/announce (catalog: http://{local}/files, monitor: http://{local}/)");
+
+    let config = RegistryConfig {
+        max_numwant: args.max_numwant,
+        ..RegistryConfig::with_interval(Duration::from_secs(args.interval))
+    };
+    let registry = Arc::new(Mutex::new(Registry::new(config)));
+    let seed = args.seed.unwrap_or_else(|| {
+        // Real runs only: which peers get handed out need not be reproducible here.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let server_config = ServerConfig {
+        max_connections: args.max_connections,
+        rng_seed: seed,
+        ..ServerConfig::default()
+    };
+    let server = serve::<TokioTransport>(
+        listener,
+        Arc::clone(&registry),
+        TokioClock::new(),
+        server_config,
+    );
+
+    let live = std::io::stdout().is_terminal();
+    let monitor = monitor(Arc::clone(&registry), local, live, args.monitor);
+
+    tokio::select! {
+        () = server => {}
+        () = monitor => {}
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("waiting for Ctrl-C")?;
+            println!("\ntracker shutting down");
+        }
+    }
+    Ok(())
+}
+
+/// Print the swarm table every second: redrawn in place on a terminal, printed on change with `--monitor`
+/// otherwise, not at all if neither.
+async fn monitor(registry: Arc<Mutex<Registry>>, local: SocketAddr, live: bool, on_change: bool) {
+    if !live && !on_change {
+        return std::future::pending().await;
+    }
+    let mut last = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let table = {
+            let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+            reg.swarm_view().render_table()
+        };
+        let mut out = std::io::stdout().lock();
+        if live {
+            let _ = write!(out, "\x1b[2J\x1b[Htracker on {local}\n\n{table}");
+        } else if table != last {
+            let _ = writeln!(out, "{table}");
+        }
+        let _ = out.flush();
+        last = table;
+    }
+}
