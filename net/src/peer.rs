@@ -69,6 +69,9 @@ pub struct PeerOptions {
     pub max_download_rate: Option<u64>,
     /// Receives every node event.
     pub events: Option<EventSink>,
+    /// Write checkpoints before syncing their data: breaks invariant 2 on purpose so that the simulator's
+    /// crash sweep can demonstrate catching it. Never set this in real use.
+    pub unsafe_checkpoint_before_sync: bool,
 }
 
 /// Errors of the peer driver.
@@ -154,7 +157,13 @@ impl Peer {
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let stores: Stores = Arc::default();
         let state = StateDir::new(env.storage.clone(), &options.dir);
-        let disk = DiskWorker::spawn(env.blocking.clone(), stores.clone(), state, inbox.clone());
+        let disk = DiskWorker::spawn(
+            env.blocking.clone(),
+            stores.clone(),
+            state,
+            inbox.clone(),
+            options.unsafe_checkpoint_before_sync,
+        );
         let limits = Limits {
             up: options
                 .max_upload_rate

@@ -38,6 +38,7 @@ fn options(dir: PathBuf, n: u8) -> PeerOptions {
         max_upload_rate: None,
         max_download_rate: None,
         events: None,
+        unsafe_checkpoint_before_sync: false,
     }
 }
 
