@@ -61,7 +61,7 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
         .await
         .unwrap();
     seeder
-        .add(&ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
+        .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
     let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2))

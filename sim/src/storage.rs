@@ -72,7 +72,9 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
 }
 
 fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 impl Storage for SimStorage {
@@ -81,7 +83,12 @@ impl Storage for SimStorage {
         if create && !existed {
             create_dir_durably(&parent_of(path))?;
         }
-        let file = fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         if create && !existed {
             fs::sync_dir(parent_of(path))?;
         }
@@ -147,7 +154,7 @@ pub struct SimDisk {
 
 impl Blocking for SimDisk {
     #[allow(clippy::manual_async_fn)]
-    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send + use<F, R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -159,5 +166,101 @@ impl Blocking for SimDisk {
             }
             f()
         }
+    }
+}
+
+/// A switch that makes a peer's storage return wrong bytes when its data files are read (a corrupt peer
+/// serving garbage). The peer's own state folder is left alone.
+#[derive(Debug, Clone, Default)]
+pub struct CorruptSwitch(Arc<std::sync::atomic::AtomicBool>);
+
+impl CorruptSwitch {
+    /// Start corrupting reads.
+    pub fn turn_on(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wrap a storage with this switch.
+    pub fn wrap<S: Storage>(&self, inner: S) -> CorruptibleStorage<S> {
+        CorruptibleStorage {
+            inner,
+            switch: self.clone(),
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A storage whose data-file reads are corrupted while its switch is on.
+pub struct CorruptibleStorage<S> {
+    inner: S,
+    switch: CorruptSwitch,
+}
+
+struct CorruptibleFile {
+    inner: Arc<dyn StorageFile>,
+    switch: CorruptSwitch,
+}
+
+impl StorageFile for CorruptibleFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)?;
+        if self.switch.on() {
+            for b in buf.iter_mut().step_by(997) {
+                *b ^= 0x5a;
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl<S: Storage> Storage for CorruptibleStorage<S> {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let inner = self.inner.open(path, create)?;
+        if path
+            .components()
+            .any(|c| c.as_os_str() == enjambre_net::state_dir::STATE_DIR_NAME)
+        {
+            return Ok(inner);
+        }
+        Ok(Arc::new(CorruptibleFile {
+            inner,
+            switch: self.switch.clone(),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.inner.replace_file(path, contents)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.file_len(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
     }
 }

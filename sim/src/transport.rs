@@ -12,6 +12,12 @@ pub struct SimTransport;
 /// A simulated listener.
 pub struct SimListener(turmoil::net::TcpListener);
 
+impl From<turmoil::net::TcpListener> for SimListener {
+    fn from(l: turmoil::net::TcpListener) -> Self {
+        SimListener(l)
+    }
+}
+
 #[allow(clippy::manual_async_fn)]
 impl Listener for SimListener {
     type Stream = turmoil::net::TcpStream;
@@ -38,7 +44,11 @@ impl Transport for SimTransport {
         async move { turmoil::net::TcpStream::connect(addr).await }
     }
 
-    fn connect_host(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+    fn connect_host(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
         let host = host.to_string();
         async move { turmoil::net::TcpStream::connect((host.as_str(), port)).await }
     }

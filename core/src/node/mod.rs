@@ -341,6 +341,10 @@ impl Node {
             let mine_wins = self.config.peer_id < hs.peer_id;
             let keep_new = if outbound { mine_wins } else { !mine_wins };
             let victim = if keep_new { dup } else { id };
+            if victim == id && !outbound {
+                // Answer before hanging up, so the dialer learns who we are and does not redial.
+                self.send_handshake(id, hash);
+            }
             self.close_and_forget(now, victim, "duplicate connection");
             if victim == id {
                 return;
@@ -433,6 +437,14 @@ impl Node {
         }
         self.outputs.push_back(Output::Close { conn: id });
         self.remember(id, c.addr);
+        // A dialled peer we are already connected to the other way: that address is a duplicate, not a peer
+        // to come back to.
+        let still_connected = c.peer_id.is_some_and(|pid| {
+            self.conns
+                .values()
+                .any(|o| o.peer_id == Some(pid) && o.torrent == c.torrent)
+        });
+        let forget = forget || still_connected;
         if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
             t.conns.remove(&id);
             t.picker.remove_peer(id, &c.peer_has);
