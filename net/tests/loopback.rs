@@ -69,7 +69,7 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
         .unwrap();
     leecher
         .add(
-            &ThreadPool,
+            ThreadPool,
             meta.clone(),
             AddMode::Download,
             None,

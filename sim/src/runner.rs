@@ -204,10 +204,9 @@ fn fire_due_events(
         }
         let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
         let due = if pending[i].spec.after_previous {
-            match i.checked_sub(1).and_then(|j| pending[j].fired_at) {
-                Some(prev) => Some(prev + after),
-                None => None,
-            }
+            i.checked_sub(1)
+                .and_then(|j| pending[j].fired_at)
+                .map(|prev| prev + after)
         } else if let Some(at) = pending[i].spec.at {
             Some(at.0 + after)
         } else {

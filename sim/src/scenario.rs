@@ -59,7 +59,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = value * mult;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < 1e15).then_some(bytes.round() as u64)
+    (0.0..1e15).contains(&bytes).then_some(bytes.round() as u64)
 }
 
 #[derive(Deserialize)]
