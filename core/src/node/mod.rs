@@ -1089,11 +1089,17 @@ impl Node {
         if complete {
             t.completed_at = Some(now);
         }
+        // Record what the check established (synced first, like any checkpoint), so that
+        // `pieces_durable` covers resumed pieces too and a resumed complete torrent reports itself durable.
+        if resumed > 0 || complete {
+            t.ckpt.dirty = true;
+        }
         self.event(NodeEvent::Ready {
             torrent: hash,
             pieces_resumed: resumed,
             first_missing,
         });
+        self.maybe_checkpoint(hash);
         self.announce(now, hash, Event::Started);
         self.connect_more(now, hash);
         self.refill_all(now, hash);
