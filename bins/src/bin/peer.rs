@@ -451,26 +451,30 @@ async fn fetch_and_download(
             hashes.push(h);
         }
     }
-    let mut bars = Bars::new(stderr_tty());
+    let bars = std::cell::RefCell::new(Bars::new(stderr_tty()));
     let json = req.json;
     let reports = app
         .wait_all(
             &hashes,
             Duration::from_millis(200),
-            |stats| bars.update(stats),
+            |stats| bars.borrow_mut().update(stats),
             |report| {
-                if json {
+                let line = if json {
                     match serde_json::to_string(report) {
-                        Ok(line) => println!("{line}"),
-                        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+                        Ok(line) => line,
+                        Err(e) => {
+                            eprintln!("error: cannot encode the report: {e}");
+                            return;
+                        }
                     }
                 } else {
-                    println!("{}", human_report(report));
-                }
+                    human_report(report)
+                };
+                bars.borrow().println(&line);
             },
         )
         .await?;
-    bars.finish();
+    bars.borrow_mut().finish();
     Ok(reports)
 }
 
@@ -546,6 +550,14 @@ impl Bars {
             } else {
                 bar.set_message(format!("{} source(s)", s.peers));
             }
+        }
+    }
+
+    /// Print a line on stdout without tearing the bars.
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| println!("{line}")),
+            None => println!("{line}"),
         }
     }
 
