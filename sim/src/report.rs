@@ -116,7 +116,11 @@ pub fn build_report(
                 uploaded: s.bytes_uploaded + p.uploaded_before.get(file).copied().unwrap_or(0),
                 wasted: s.bytes_wasted,
                 banned: s.banned.iter().map(&name_of).collect(),
-                sources: s.sources.iter().map(|(a, b)| (name_of(a), *b)).collect(),
+                sources: s.sources.iter().fold(BTreeMap::new(), |mut m, (a, b)| {
+                    // One host may have sent over an inbound and an outbound connection: add them up.
+                    *m.entry(name_of(a)).or_insert(0) += *b;
+                    m
+                }),
             })
             .collect();
         peers.push(PeerOutcome {
