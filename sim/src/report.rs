@@ -11,6 +11,8 @@ use std::time::Duration;
 /// One expectation and whether it held.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
+    /// Which kind of expectation (the `[expect]` field it comes from).
+    pub kind: &'static str,
     /// What was expected.
     pub expectation: String,
     /// Whether it held.
@@ -30,15 +32,15 @@ pub struct FileOutcome {
     pub complete: bool,
     /// Simulated second it completed.
     pub completed_at: Option<f64>,
-    /// Payload bytes received (last boot).
+    /// Payload bytes received (all boots).
     pub downloaded: u64,
     /// Payload bytes sent (all boots).
     pub uploaded: u64,
-    /// Wasted bytes (last boot).
+    /// Wasted bytes: failed hashes, duplicates, data nobody asked for (all boots).
     pub wasted: u64,
-    /// Peers it banned.
+    /// Peers it banned (all boots).
     pub banned: Vec<String>,
-    /// Bytes received from each source (last boot).
+    /// Accepted payload bytes from each source (all boots).
     pub sources: BTreeMap<String, u64>,
 }
 
@@ -104,23 +106,37 @@ pub fn build_report(
             });
             continue;
         };
+        let before = |m: &BTreeMap<String, u64>, file: &str| m.get(file).copied().unwrap_or(0);
         let files = p
             .stats
             .iter()
-            .map(|(file, s)| FileOutcome {
-                file: file.clone(),
-                pieces: format!("{}/{}", s.pieces_have, s.pieces_total),
-                complete: s.complete,
-                completed_at: p.completed_at.get(file).map(|d| round3(*d)),
-                downloaded: s.bytes_downloaded,
-                uploaded: s.bytes_uploaded + p.uploaded_before.get(file).copied().unwrap_or(0),
-                wasted: s.bytes_wasted,
-                banned: s.banned.iter().map(&name_of).collect(),
-                sources: s.sources.iter().fold(BTreeMap::new(), |mut m, (a, b)| {
-                    // One host may have sent over an inbound and an outbound connection: add them up.
-                    *m.entry(name_of(a)).or_insert(0) += *b;
-                    m
-                }),
+            .map(|(file, s)| {
+                // One host may have sent over an inbound and an outbound connection, and over several boots:
+                // add them all up under its name.
+                let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+                let earlier = p.sources_before.get(file).into_iter().flatten();
+                for (addr, bytes) in s.sources.iter().chain(earlier) {
+                    *sources.entry(name_of(addr)).or_insert(0) += *bytes;
+                }
+                let mut banned: Vec<String> = s
+                    .banned
+                    .iter()
+                    .chain(p.banned_before.get(file).into_iter().flatten())
+                    .map(&name_of)
+                    .collect();
+                banned.sort();
+                banned.dedup();
+                FileOutcome {
+                    file: file.clone(),
+                    pieces: format!("{}/{}", s.pieces_have, s.pieces_total),
+                    complete: s.complete,
+                    completed_at: p.completed_at.get(file).map(|d| round3(*d)),
+                    downloaded: s.bytes_downloaded + before(&p.downloaded_before, file),
+                    uploaded: s.bytes_uploaded + before(&p.uploaded_before, file),
+                    wasted: s.bytes_wasted + before(&p.wasted_before, file),
+                    banned,
+                    sources,
+                }
             })
             .collect();
         peers.push(PeerOutcome {
@@ -184,6 +200,7 @@ fn judge(
             format!(" within {:.1}s", l.0.as_secs_f64())
         });
         out.push(Verdict {
+            kind: "complete",
             expectation: format!("{name} completes all {all} downloads{within}"),
             ok: done == all && in_time,
             seen: format!(
@@ -198,6 +215,7 @@ fn judge(
     for name in &e.incomplete {
         let (done, all) = complete_files(name);
         out.push(Verdict {
+            kind: "incomplete",
             expectation: format!("{name} does not complete"),
             ok: done < all,
             seen: format!("{done}/{all} complete"),
@@ -206,6 +224,7 @@ fn judge(
     for (name, piece) in &e.resume_at {
         let last = outcome(name).and_then(|p| p.resumes.iter().rfind(|r| r.boot > 1));
         out.push(Verdict {
+            kind: "resume_at",
             expectation: format!("{name} resumes at piece {piece}"),
             ok: last.is_some_and(|r| r.first_missing == Some(*piece)),
             seen: last.map_or("no restart".into(), |r| {
@@ -222,6 +241,7 @@ fn judge(
     for (name, n) in &e.resumed_at_least {
         let last = outcome(name).and_then(|p| p.resumes.iter().rfind(|r| r.boot > 1));
         out.push(Verdict {
+            kind: "resumed_at_least",
             expectation: format!("{name} resumes with at least {n} pieces"),
             ok: last.is_some_and(|r| r.pieces_resumed >= *n),
             seen: last.map_or("no restart".into(), |r| {
@@ -242,6 +262,7 @@ fn judge(
             }
         }
         out.push(Verdict {
+            kind: "no_refetch",
             expectation: "no checkpointed piece is fetched again after a restart".into(),
             ok: bad.is_empty(),
             seen: if bad.is_empty() {
@@ -257,6 +278,7 @@ fn judge(
             .unwrap_or_default();
         let ok = expected.iter().all(|x| banned.contains(x));
         out.push(Verdict {
+            kind: "banned",
             expectation: format!("{name} bans {}", expected.join(", ")),
             ok,
             seen: format!("banned: [{}]", banned.join(", ")),
@@ -278,30 +300,61 @@ fn judge(
             up as f64 / size as f64
         };
         out.push(Verdict {
+            kind: "max_upload_copies",
             expectation: format!("{name} uploads at most {max} copies"),
             ok: copies <= *max,
             seen: format!("{copies:.2} copies"),
         });
     }
+    for (name, min) in &e.min_sources {
+        let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+        for f in outcome(name)
+            .map(|p| p.files.as_slice())
+            .unwrap_or_default()
+        {
+            for (from, bytes) in &f.sources {
+                *sources.entry(from.clone()).or_insert(0) += bytes;
+            }
+        }
+        let seen: Vec<String> = sources
+            .iter()
+            .filter(|(_, b)| **b > 0)
+            .map(|(k, b)| format!("{k} {:.1} MB", *b as f64 / 1e6))
+            .collect();
+        out.push(Verdict {
+            kind: "min_sources",
+            expectation: format!("{name} receives payload from at least {min} peers"),
+            ok: seen.len() >= *min as usize,
+            seen: format!("{} sources: {}", seen.len(), seen.join(", ")),
+        });
+    }
     if e.identical {
         let mut checked = 0;
         let mut bad = Vec::new();
-        for (peer, p) in &w.peers {
-            for (file, d) in &p.digests {
-                let Some(spec) = scenario.file(file) else {
+        let mut originals: BTreeMap<&str, [u8; 20]> = BTreeMap::new();
+        for spec in &scenario.peers {
+            let Some(p) = w.peers.get(&spec.name) else {
+                continue;
+            };
+            for file in &spec.get {
+                let (Some(d), Some(fspec)) = (p.digests.get(file), scenario.file(file)) else {
                     continue;
                 };
+                let original = *originals
+                    .entry(file.as_str())
+                    .or_insert_with(|| content::digest(seed, file, fspec.size.0));
                 checked += 1;
-                if *d != content::digest(seed, file, spec.size.0) {
-                    bad.push(format!("{peer}/{file}"));
+                if *d != original {
+                    bad.push(format!("{}/{file}", spec.name));
                 }
             }
         }
         out.push(Verdict {
-            expectation: "every finished file is byte-identical to its source".into(),
+            kind: "identical",
+            expectation: "every downloaded file is byte-identical to its source".into(),
             ok: bad.is_empty(),
             seen: if bad.is_empty() {
-                format!("{checked} files identical")
+                format!("{checked} downloaded copies identical")
             } else {
                 format!("differ: {}", bad.join(", "))
             },

@@ -329,6 +329,9 @@ pub struct Expect {
     /// Most copies of the files a peer may upload (uploaded bytes / size of what it has).
     #[serde(default)]
     pub max_upload_copies: BTreeMap<String, f64>,
+    /// Fewest distinct peers each peer must have received payload from (over all its downloads and boots).
+    #[serde(default)]
+    pub min_sources: BTreeMap<String, u32>,
     /// No checkpointed piece is fetched again after a restart.
     #[serde(default = "yes")]
     pub no_refetch: bool,
@@ -351,8 +354,26 @@ impl Default for Expect {
             resumed_at_least: BTreeMap::new(),
             banned: BTreeMap::new(),
             max_upload_copies: BTreeMap::new(),
+            min_sources: BTreeMap::new(),
             no_refetch: true,
             identical: true,
+        }
+    }
+}
+
+impl Action {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Crash => "crash",
+            Action::Restart => "restart",
+            Action::Start => "start",
+            Action::Partition => "partition",
+            Action::Heal => "heal",
+            Action::TrackerDown => "tracker_down",
+            Action::TrackerUp => "tracker_up",
+            Action::Corrupt => "corrupt",
+            Action::Latency => "latency",
         }
     }
 }
@@ -367,6 +388,18 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Invalid(m));
+        if self.peers.is_empty() {
+            return bad("the scenario has no [[peer]]".into());
+        }
+        if self.duration.0.is_zero() {
+            return bad("`duration` must be more than zero".into());
+        }
+        if self.network.tick.0.is_zero() {
+            return bad("[network] `tick` must be more than zero".into());
+        }
+        if self.tracker.interval.0 < Duration::from_secs(1) {
+            return bad("[tracker] `interval` must be at least 1s".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.peers {
             if p.name == "tracker" || !names.insert(p.name.as_str()) {
@@ -386,12 +419,30 @@ impl Scenario {
                     p.name
                 ));
             }
+            for (what, rate) in [
+                ("upload_rate", p.upload_rate),
+                ("download_rate", p.download_rate),
+            ] {
+                if rate.is_some_and(|r| r.0 == 0) {
+                    return bad(format!("peer {}: `{what}` must be more than zero", p.name));
+                }
+            }
         }
-        let files: std::collections::BTreeSet<&str> =
-            self.files.iter().map(|f| f.name.as_str()).collect();
+        let mut files = std::collections::BTreeSet::new();
         for f in &self.files {
             if !enjambre_core::metainfo::is_safe_component(&f.name) {
                 return bad(format!("file name {:?} is not a plain file name", f.name));
+            }
+            if !files.insert(f.name.as_str()) {
+                return bad(format!("file {:?} is declared twice", f.name));
+            }
+            if let Some(ps) = f.piece_size {
+                if ps.0 < 16 * 1024 || !ps.0.is_power_of_two() || ps.0 > 64 * 1024 * 1024 {
+                    return bad(format!(
+                        "file {:?}: piece_size must be a power of two from 16KiB to 64MiB",
+                        f.name
+                    ));
+                }
             }
         }
         for p in &self.peers {
@@ -400,40 +451,146 @@ impl Scenario {
                     return bad(format!("peer {} names unknown file {f:?}", p.name));
                 }
             }
+            if let Some(f) = p.get.iter().find(|f| p.has.contains(f)) {
+                return bad(format!("peer {} both has and gets {f:?}", p.name));
+            }
             for s in &p.sources {
-                if !names.contains(s.as_str()) {
+                if !names.contains(s.as_str()) || s == &p.name {
                     return bad(format!("peer {} names unknown source {s:?}", p.name));
                 }
             }
         }
+        let peer_known = |p: &str, what: &str| -> Result<(), ScenarioError> {
+            if names.contains(p) {
+                Ok(())
+            } else {
+                Err(ScenarioError::Invalid(format!(
+                    "{what} names unknown peer {p:?}"
+                )))
+            }
+        };
         for (i, e) in self.events.iter().enumerate() {
             let n = i + 1;
+            let what = format!("event {n} ({})", e.action.name());
             if e.at.is_none() && e.when.is_none() && !e.after_previous {
-                return bad(format!("event {n} needs `at`, `when` or `after_previous`"));
+                return bad(format!("{what} needs `at`, `when` or `after_previous`"));
+            }
+            if [e.at.is_some(), e.when.is_some(), e.after_previous]
+                .iter()
+                .filter(|x| **x)
+                .count()
+                > 1
+            {
+                return bad(format!(
+                    "{what}: use only one of `at`, `when` and `after_previous`"
+                ));
+            }
+            if e.after_previous && i == 0 {
+                return bad(format!("{what}: `after_previous` on the first event"));
             }
             let needs_peer = !matches!(e.action, Action::TrackerDown | Action::TrackerUp);
             match &e.peer {
-                Some(p) if !names.contains(p.as_str()) => {
-                    return bad(format!("event {n} names unknown peer {p:?}"))
+                Some(p) => peer_known(p, &what)?,
+                None if needs_peer => return bad(format!("{what} needs `peer`")),
+                None => {}
+            }
+            if !needs_peer && e.peer.is_some() {
+                return bad(format!("{what} takes no `peer`"));
+            }
+            for f in &e.from {
+                peer_known(f, &what)?;
+                if Some(f) == e.peer.as_ref() {
+                    return bad(format!("{what}: `from` names the peer itself"));
                 }
-                None if needs_peer => {
-                    return bad(format!("event {n} ({:?}) needs `peer`", e.action))
-                }
-                _ => {}
+            }
+            if !e.from.is_empty() && !matches!(e.action, Action::Partition | Action::Heal) {
+                return bad(format!("{what}: `from` is only for partition and heal"));
+            }
+            if (e.action == Action::Latency) != e.latency.is_some() {
+                return bad(format!(
+                    "{what}: `latency` goes with (and only with) action latency"
+                ));
             }
             if let Some(c) = &e.when {
-                if !names.contains(c.peer.as_str()) {
-                    return bad(format!("event {n} watches unknown peer {:?}", c.peer));
+                peer_known(&c.peer, &what)?;
+                let spec = self.peer(&c.peer);
+                match &c.file {
+                    Some(f) => {
+                        if !spec.is_some_and(|s| s.get.contains(f) || s.has.contains(f)) {
+                            return bad(format!(
+                                "{what} watches file {f:?}, which peer {} neither has nor gets",
+                                c.peer
+                            ));
+                        }
+                    }
+                    None => {
+                        if spec.is_some_and(|s| s.get.is_empty()) {
+                            return bad(format!(
+                                "{what} watches peer {}, which gets nothing (name a `file`)",
+                                c.peer
+                            ));
+                        }
+                    }
+                }
+                let kinds = [c.pieces.is_some(), c.percent.is_some(), c.complete]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                if kinds != 1 {
+                    return bad(format!(
+                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`"
+                    ));
+                }
+                if c.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                    return bad(format!("{what}: `percent` must be between 0 and 100"));
                 }
             }
-            if e.action == Action::Latency && e.latency.is_none() {
-                return bad(format!("event {n} (latency) needs `latency`"));
+        }
+        for p in self.peers.iter().filter(|p| p.delayed) {
+            let started = self
+                .events
+                .iter()
+                .any(|e| e.action == Action::Start && e.peer.as_deref() == Some(p.name.as_str()));
+            if !started {
+                return bad(format!(
+                    "peer {} is `delayed` but no event has action \"start\" for it",
+                    p.name
+                ));
             }
         }
-        for p in self.expect.complete.iter().chain(&self.expect.incomplete) {
-            if !names.contains(p.as_str()) {
-                return bad(format!("expectation names unknown peer {p:?}"));
+        let e = &self.expect;
+        for p in e.complete.iter().chain(&e.incomplete) {
+            peer_known(p, "an expectation")?;
+            if self.peer(p).is_some_and(|s| s.get.is_empty()) {
+                return bad(format!(
+                    "expectation: peer {p} gets nothing, so it cannot complete"
+                ));
             }
+        }
+        for p in e
+            .resume_at
+            .keys()
+            .chain(e.resumed_at_least.keys())
+            .chain(e.banned.keys())
+            .chain(e.max_upload_copies.keys())
+            .chain(e.min_sources.keys())
+        {
+            peer_known(p, "an expectation")?;
+        }
+        for p in e.banned.values().flatten() {
+            peer_known(p, "expectation `banned`")?;
+        }
+        if let Some((p, _)) = e
+            .max_upload_copies
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return bad(format!(
+                "expectation `max_upload_copies` for {p} must be a number >= 0"
+            ));
+        }
+        if e.within.is_some() && e.complete.is_empty() {
+            return bad("expectation `within` needs `complete`".into());
         }
         Ok(())
     }
