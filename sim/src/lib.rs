@@ -9,9 +9,11 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod storage;
+pub mod sweep;
 pub mod transport;
 pub mod world;
 
 pub use report::Report;
 pub use runner::{run, RunOptions};
 pub use scenario::Scenario;
+pub use sweep::{sweep, SweepOptions, SweepReport};

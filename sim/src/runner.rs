@@ -87,14 +87,19 @@ pub fn run_observed(
         w.trace = options.trace;
         w.watch = options.watch.clone();
     }
-    let mut sim = turmoil::Builder::new()
+    let mut builder = turmoil::Builder::new();
+    builder
         .rng_seed(seed)
         .simulation_duration(scenario.duration.0 + Duration::from_secs(60))
         .tick_duration(scenario.network.tick.0)
         .min_message_latency(scenario.network.latency.0)
         .max_message_latency(scenario.network.latency.0)
-        .tcp_capacity(1024)
-        .build();
+        .tcp_capacity(1024);
+    builder.fs().sync_probability(scenario.disk.writeback);
+    if let Some(block) = scenario.disk.torn_writes {
+        builder.fs().block_size(block.0);
+    }
+    let mut sim = builder.build();
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
     let interval = scenario.tracker.interval.0;

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// Not valid TOML or not the expected shape.
-    #[error("{0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
     /// Valid TOML that makes no sense as a story.
     #[error("scenario is inconsistent: {0}")]
@@ -115,6 +115,9 @@ pub struct Scenario {
     /// Links and simulation granularity.
     #[serde(default)]
     pub network: Network,
+    /// The simulated disks.
+    #[serde(default)]
+    pub disk: DiskSpec,
     /// The tracker.
     #[serde(default)]
     pub tracker: TrackerSpec,
@@ -163,6 +166,19 @@ impl Default for Network {
             tick: default_tick(),
         }
     }
+}
+
+/// How harsh the simulated disks are when a host crashes (every host's disk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Probability (0 to 1) that an unsynced write reaches the disk on its own, as an OS flushing its cache
+    /// would: after a crash, some data nobody synced is there anyway.
+    #[serde(default)]
+    pub writeback: f64,
+    /// Block size of torn writes: on a crash, each unsynced write survives in part, block by block.
+    #[serde(default)]
+    pub torn_writes: Option<Size>,
 }
 
 /// Tracker settings.
@@ -396,6 +412,12 @@ impl Scenario {
         }
         if self.network.tick.0.is_zero() {
             return bad("[network] `tick` must be more than zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.disk.writeback) {
+            return bad("[disk] `writeback` must be between 0 and 1".into());
+        }
+        if self.disk.torn_writes.is_some_and(|b| b.0 == 0) {
+            return bad("[disk] `torn_writes` must be a block size of at least 1 byte".into());
         }
         if self.tracker.interval.0 < Duration::from_secs(1) {
             return bad("[tracker] `interval` must be at least 1s".into());
