@@ -60,8 +60,12 @@ pub struct PeerOutcome {
 /// The judged run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Version of the JSON layout.
+    pub format: u32,
     /// Scenario name.
     pub scenario: String,
+    /// What the scenario shows.
+    pub description: String,
     /// Seed used.
     pub seed: u64,
     /// Whether every expectation held and no invariant broke.
@@ -149,7 +153,9 @@ pub fn build_report(
     let verdicts = judge(scenario, seed, &w, &peers);
     let passed = verdicts.iter().all(|v| v.ok) && w.violations.is_empty();
     Report {
+        format: 1,
         scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
         seed,
         passed,
         simulated_seconds: round3(elapsed),
@@ -363,13 +369,73 @@ fn judge(
     out
 }
 
+/// The deterministic essence of a run, for snapshots: the verdicts, the final swarm state and the story
+/// (nothing that depends on wall time).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Whether every expectation held and no invariant broke.
+    pub passed: bool,
+    /// Simulated seconds the story took.
+    pub simulated_seconds: f64,
+    /// Expectations.
+    pub verdicts: Vec<Verdict>,
+    /// Invariant violations found by the harness.
+    pub violations: Vec<String>,
+    /// The final swarm state.
+    pub swarm: Vec<PeerOutcome>,
+    /// The story, one line per event.
+    pub story: Vec<String>,
+}
+
 impl Report {
+    /// The deterministic essence of the run (see [`Summary`]).
+    pub fn summary(&self) -> Summary {
+        Summary {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            passed: self.passed,
+            simulated_seconds: self.simulated_seconds,
+            verdicts: self.verdicts.clone(),
+            violations: self.violations.clone(),
+            swarm: self.peers.clone(),
+            story: self.story_lines(false),
+        }
+    }
+
+    /// The log as lines of text: the story, or everything with `with_trace`.
+    pub fn story_lines(&self, with_trace: bool) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|r| r.story || with_trace)
+            .map(|r| {
+                let times = if r.count > 1 {
+                    format!(" (x{})", r.count)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[{:>9.3}s] {:<10} {}{times}",
+                    r.t.as_secs_f64(),
+                    r.host,
+                    r.text
+                )
+            })
+            .collect()
+    }
+
     /// The story as text: the log (story lines, or everything with a trace), the final table and verdicts.
     pub fn render(&self, with_trace: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "scenario {} (seed {})", self.scenario, self.seed);
-        for r in self.log.iter().filter(|r| r.story || with_trace) {
-            let _ = writeln!(s, "[{:>9.3}s] {:<10} {}", r.t.as_secs_f64(), r.host, r.text);
+        if !self.description.is_empty() {
+            let _ = writeln!(s, "{}", self.description);
+        }
+        for line in self.story_lines(with_trace) {
+            let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "\n{}", self.table());
         for v in &self.verdicts {

@@ -125,7 +125,7 @@ pub struct Scenario {
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
     /// The peers.
-    #[serde(rename = "peer")]
+    #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSpec>,
     /// Faults and other happenings, by time or by condition.
     #[serde(default, rename = "event")]
@@ -659,5 +659,77 @@ mod tests {
         assert!(err.contains("unknown file \"b.bin\""), "{err}");
         let err = Scenario::from_toml("name = 3").unwrap_err().to_string();
         assert!(err.contains("invalid type"), "{err}");
+    }
+
+    fn invalid(text: &str) -> String {
+        match Scenario::from_toml(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_stories_are_refused_with_the_reason() {
+        let base = "name = \"x\"\n[[file]]\nname = \"f\"\nsize = 10\n[[peer]]\nname = \"a\"\nhas = [\"f\"]\n[[peer]]\nname = \"b\"\nget = [\"f\"]\n";
+        let cases = [
+            ("[[peer]]\nname = \"c\"\ndelayed = true\n", "no event has action \"start\""),
+            ("[[event]]\naction = \"crash\"\npeer = \"a\"\n", "needs `at`, `when` or `after_previous`"),
+            ("[[event]]\nat = 1\nwhen = { peer = \"b\", pieces = 1 }\naction = \"crash\"\npeer = \"a\"\n", "only one of"),
+            ("[[event]]\nat = 1\naction = \"crash\"\npeer = \"z\"\n", "unknown peer \"z\""),
+            ("[[event]]\nat = 1\naction = \"explode\"\npeer = \"a\"\n", "unknown variant `explode`"),
+            ("[[event]]\nwhen = { peer = \"b\" }\naction = \"crash\"\npeer = \"a\"\n", "exactly one of `pieces`"),
+            ("[[event]]\nwhen = { peer = \"b\", percent = 120.0 }\naction = \"crash\"\npeer = \"a\"\n", "between 0 and 100"),
+            ("[[event]]\nwhen = { peer = \"a\", pieces = 3 }\naction = \"crash\"\npeer = \"b\"\n", "gets nothing"),
+            ("[[event]]\nat = 1\naction = \"latency\"\npeer = \"a\"\n", "`latency` goes with"),
+            ("[[event]]\nat = 1\naction = \"tracker_down\"\npeer = \"a\"\n", "takes no `peer`"),
+            ("[[event]]\nat = 1\naction = \"partition\"\npeer = \"a\"\nfrom = [\"a\"]\n", "names the peer itself"),
+            ("[expect]\nbanned = { b = [\"q\"] }\n", "unknown peer \"q\""),
+            ("[expect]\nmin_sources = { q = 1 }\n", "unknown peer \"q\""),
+            ("[expect]\ncomplete = [\"a\"]\n", "gets nothing"),
+            ("[expect]\nwithin = \"3s\"\n", "`within` needs `complete`"),
+            ("[expect]\nmax_upload_copies = { a = -1.0 }\n", "must be a number >= 0"),
+            ("[disk]\nwriteback = 2.0\n", "between 0 and 1"),
+            ("[network]\ntick = 0\n", "`tick` must be more than zero"),
+            ("[[file]]\nname = \"../etc\"\nsize = 1\n", "not a plain file name"),
+            ("[[file]]\nname = \"g\"\nsize = 1\npiece_size = \"3KiB\"\n", "power of two"),
+            ("[[file]]\nname = \"f\"\nsize = 1\n", "declared twice"),
+            ("[[peer]]\nname = \"a\"\n", "used twice"),
+            ("[[peer]]\nname = \"c d\"\n", "letters, digits"),
+            ("[[peer]]\nname = \"c\"\nupload_rate = 0\n", "must be more than zero"),
+            ("[[peer]]\nname = \"c\"\nhas = [\"f\"]\nget = [\"f\"]\n", "both has and gets"),
+            ("bogus = 1\n", "unknown field `bogus`"),
+        ];
+        for (extra, expected) in cases {
+            let err = invalid(&format!("{base}{extra}"));
+            assert!(err.contains(expected), "{extra:?}: {err}");
+        }
+        assert!(invalid("name = \"x\"\n").contains("no [[peer]]"));
+        assert!(invalid(&format!("duration = \"soon\"\n{base}")).contains("bad duration"));
+        assert!(invalid(&format!("duration = 0\n{base}")).contains("more than zero"));
+    }
+
+    #[test]
+    fn the_readme_example_and_every_shipped_scenario_parse() {
+        let readme = include_str!("../../scenarios/README.md");
+        let complete: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.starts_with("name = \"everything\""))
+            .collect();
+        assert_eq!(complete.len(), 1, "one complete example in the README");
+        let s = Scenario::from_toml(complete[0]).unwrap();
+        assert_eq!(s.events.len(), 9);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "{n} scenarios");
     }
 }

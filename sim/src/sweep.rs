@@ -248,11 +248,11 @@ pub fn plan_points(
         match (kind, later) {
             (DiskTrip::Sync, Some((_, DiskTrip::Checkpoint)))
             | (DiskTrip::Checkpoint, Some((_, DiskTrip::Sync))) => checkpoint.push(*t),
-            (DiskTrip::Write, Some(_)) => {
-                // Only if no sync happened in this same step (the writes are still pending after it).
-                if !trips.iter().any(|(u, k)| u == t && *k != DiskTrip::Write) {
-                    write.push(*t);
-                }
+            // Only if no sync happened in this same step (the writes are still pending after it).
+            (DiskTrip::Write, Some(_))
+                if !trips.iter().any(|(u, k)| u == t && *k != DiskTrip::Write) =>
+            {
+                write.push(*t);
             }
             _ => {}
         }
