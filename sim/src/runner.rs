@@ -274,9 +274,9 @@ impl Stage<'_> {
             let due = if pending[i].spec.after_previous {
                 i.checked_sub(1)
                     .and_then(|j| pending[j].fired_at)
-                    .map(|prev| prev + after)
+                    .map(|prev| prev.saturating_add(after))
             } else if let Some(at) = pending[i].spec.at {
-                Some(at.0 + after)
+                Some(at.0.saturating_add(after))
             } else {
                 if pending[i].armed_at.is_none() {
                     if let Some(c) = &pending[i].spec.when {
@@ -285,7 +285,7 @@ impl Stage<'_> {
                         }
                     }
                 }
-                pending[i].armed_at.map(|a| a + after)
+                pending[i].armed_at.map(|a| a.saturating_add(after))
             };
             if due.is_some_and(|d| t >= d) {
                 let spec = pending[i].spec.clone();

@@ -6,6 +6,13 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Longest story a scenario may tell.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Largest file a scenario may declare (every simulated disk lives in memory).
+const MAX_FILE_SIZE: u64 = 1 << 30;
+/// Most peers a scenario may have.
+const MAX_PEERS: usize = 100;
+
 /// Errors reading a scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -38,7 +45,7 @@ pub fn parse_span(text: &str) -> Option<Duration> {
         "m" | "min" => value * 60.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Parse `"50MB"`, `"512KiB"`, `"1GiB"`, `"100"`.
@@ -77,10 +84,9 @@ impl<'de> Deserialize<'de> for Span {
                 de::Error::custom(format!("bad duration {t:?} (use e.g. \"250ms\", \"10s\")"))
             }),
             TextOrNumber::Int(n) => Ok(Span(Duration::from_secs(n))),
-            TextOrNumber::Float(f) if f >= 0.0 && f.is_finite() => {
-                Ok(Span(Duration::from_secs_f64(f)))
-            }
-            TextOrNumber::Float(f) => Err(de::Error::custom(format!("bad duration {f}"))),
+            TextOrNumber::Float(f) => Duration::try_from_secs_f64(f)
+                .map(Span)
+                .map_err(|_| de::Error::custom(format!("bad duration {f}"))),
         }
     }
 }
@@ -407,11 +413,20 @@ impl Scenario {
         if self.peers.is_empty() {
             return bad("the scenario has no [[peer]]".into());
         }
-        if self.duration.0.is_zero() {
-            return bad("`duration` must be more than zero".into());
+        if self.duration.0.is_zero() || self.duration.0 > MAX_DURATION {
+            return bad("`duration` must be more than zero and at most 24h".into());
         }
-        if self.network.tick.0.is_zero() {
-            return bad("[network] `tick` must be more than zero".into());
+        if self.network.tick.0.is_zero() || self.network.tick.0 > Duration::from_millis(100) {
+            return bad("[network] `tick` must be more than zero and at most 100ms".into());
+        }
+        if self.network.latency.0 > Duration::from_secs(10) {
+            return bad("[network] `latency` must be at most 10s".into());
+        }
+        if self.peers.len() > MAX_PEERS {
+            return bad(format!(
+                "{} peers: at most {MAX_PEERS} (the simulation's cost grows with the cube of the hosts)",
+                self.peers.len()
+            ));
         }
         if !(0.0..=1.0).contains(&self.disk.writeback) {
             return bad("[disk] `writeback` must be between 0 and 1".into());
@@ -454,6 +469,12 @@ impl Scenario {
         for f in &self.files {
             if !enjambre_core::metainfo::is_safe_component(&f.name) {
                 return bad(format!("file name {:?} is not a plain file name", f.name));
+            }
+            if f.size.0 > MAX_FILE_SIZE {
+                return bad(format!(
+                    "file {:?} is larger than 1GiB (simulated disks live in memory)",
+                    f.name
+                ));
             }
             if !files.insert(f.name.as_str()) {
                 return bad(format!("file {:?} is declared twice", f.name));
@@ -527,6 +548,9 @@ impl Scenario {
             }
             if !e.from.is_empty() && !matches!(e.action, Action::Partition | Action::Heal) {
                 return bad(format!("{what}: `from` is only for partition and heal"));
+            }
+            if e.latency.is_some_and(|l| l.0 > Duration::from_secs(10)) {
+                return bad(format!("{what}: `latency` must be at most 10s"));
             }
             if (e.action == Action::Latency) != e.latency.is_some() {
                 return bad(format!(
@@ -642,6 +666,8 @@ mod tests {
         assert_eq!(parse_span("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_span("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_span("-1s"), None);
+        assert_eq!(parse_span("1e300s"), None);
+        assert_eq!(parse_span("nan"), None);
     }
 
     #[test]
@@ -689,6 +715,9 @@ mod tests {
             ("[expect]\nwithin = \"3s\"\n", "`within` needs `complete`"),
             ("[expect]\nmax_upload_copies = { a = -1.0 }\n", "must be a number >= 0"),
             ("[disk]\nwriteback = 2.0\n", "between 0 and 1"),
+            ("[[file]]\nname = \"h\"\nsize = \"2GiB\"\n", "larger than 1GiB"),
+            ("[[file]]\nname = \"h\"\nsize = -1\n", "bad size"),
+            ("[[event]]\nat = 1e300\naction = \"crash\"\npeer = \"a\"\n", "bad duration"),
             ("[network]\ntick = 0\n", "`tick` must be more than zero"),
             ("[[file]]\nname = \"../etc\"\nsize = 1\n", "not a plain file name"),
             ("[[file]]\nname = \"g\"\nsize = 1\npiece_size = \"3KiB\"\n", "power of two"),

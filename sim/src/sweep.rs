@@ -87,7 +87,27 @@ impl fmt::Display for Aim {
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// What a restarted peer found on its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resumed {
+    /// Pieces it found verified (summed over its downloads).
+    pub pieces: u32,
+    /// Pieces its last durable checkpoints claimed before the crash.
+    pub checkpointed: u32,
+}
+
+/// Disk trips of the crashed peer during its download in the baseline run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TripCounts {
+    /// Trips writing payload.
+    pub writes: usize,
+    /// Trips syncing payload.
+    pub syncs: usize,
+    /// Trips replacing a checkpoint.
+    pub checkpoints: usize,
 }
 
 /// One crash instant.
@@ -109,8 +129,8 @@ pub struct PointOutcome {
     pub point: CrashPoint,
     /// Whether the crash landed (the peer was running at that instant, as in the baseline).
     pub crashed: bool,
-    /// Pieces the peer found verified when it came back, and pieces its last durable checkpoint claimed.
-    pub resumed: Option<(u32, u32)>,
+    /// What the peer found when it came back.
+    pub resumed: Option<Resumed>,
     /// Whether every judged expectation held and no invariant broke.
     pub passed: bool,
     /// What went wrong.
@@ -128,10 +148,14 @@ pub struct SweepReport {
     pub peer: String,
     /// Seed used.
     pub seed: u64,
-    /// Simulated time span of the peer's download in the baseline run (start, end), in seconds.
-    pub window: (f64, f64),
-    /// Disk trips the baseline saw in that window: writes, syncs, checkpoint replacements.
-    pub trips: (usize, usize, usize),
+    /// Simulated time the peer's download started in the baseline run.
+    #[serde(serialize_with = "secs")]
+    pub window_start: Duration,
+    /// Simulated time the peer's download ended in the baseline run.
+    #[serde(serialize_with = "secs")]
+    pub window_end: Duration,
+    /// Disk trips the baseline saw in that window.
+    pub trips: TripCounts,
     /// What the baseline run (no extra crash) got wrong: a story that fails without a crash fails the sweep.
     pub baseline_failures: Vec<String>,
     /// The crash points and their outcomes, in time order.
@@ -150,8 +174,11 @@ impl SweepReport {
 impl PointOutcome {
     /// One line for the console.
     pub fn line(&self) -> String {
-        let resumed = self.resumed.map_or("-".to_string(), |(got, claimed)| {
-            format!("resumed {got} (checkpoint {claimed})")
+        let resumed = self.resumed.map_or("-".to_string(), |r| {
+            format!(
+                "resumed {} pieces (checkpoint {})",
+                r.pieces, r.checkpointed
+            )
         });
         let mut s = format!(
             "{} #{:<3} crash at {:>8.3}s {:<15} {}",
@@ -321,12 +348,25 @@ fn judge_point(point: CrashPoint, peer: &str, result: Result<Report, RunError>) 
         .iter()
         .any(|r| r.host == peer && r.text.starts_with("sweep: CRASH"));
     let back = point.at + SWEEP_RESTART_DELAY;
-    let resumed = report
+    // Summed over every download of the first boot after the crash.
+    let resumes = report
         .peers
         .iter()
         .find(|p| p.peer == peer)
-        .and_then(|p| p.resumes.iter().find(|r| r.at >= back))
-        .map(|r| (r.pieces_resumed, r.durable_before));
+        .map(|p| p.resumes.as_slice())
+        .unwrap_or_default();
+    let resumed = resumes.iter().find(|r| r.at >= back).map(|first| {
+        resumes.iter().filter(|r| r.boot == first.boot).fold(
+            Resumed {
+                pieces: 0,
+                checkpointed: 0,
+            },
+            |sum, r| Resumed {
+                pieces: sum.pieces + r.pieces_resumed,
+                checkpointed: sum.checkpointed + r.durable_before,
+            },
+        )
+    });
     let mut failures: Vec<String> = report
         .verdicts
         .iter()
@@ -402,11 +442,11 @@ pub fn sweep(
         v.dedup();
         v.len()
     };
-    let trips = (
-        count(DiskTrip::Write),
-        count(DiskTrip::Sync),
-        count(DiskTrip::Checkpoint),
-    );
+    let trips = TripCounts {
+        writes: count(DiskTrip::Write),
+        syncs: count(DiskTrip::Sync),
+        checkpoints: count(DiskTrip::Checkpoint),
+    };
 
     let jobs = if options.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -464,7 +504,8 @@ pub fn sweep(
         scenario: scenario.name.clone(),
         peer,
         seed: baseline.seed,
-        window: (start.as_secs_f64(), end.as_secs_f64()),
+        window_start: start,
+        window_end: end,
         trips,
         baseline_failures,
         points: outcomes,
