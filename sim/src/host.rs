@@ -322,7 +322,9 @@ impl PeerProgram {
                 let mut w = self.world.lock();
                 let p = w.peers.entry(name.clone()).or_default();
                 for s in &stats {
+                    // Downloads only: what a peer seeds from the start is the original itself.
                     if s.complete
+                        && self.spec.get.contains(&s.name)
                         && s.pieces_durable == s.pieces_total
                         && !p.digests.contains_key(&s.name)
                     {
