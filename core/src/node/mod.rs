@@ -88,6 +88,14 @@ impl Node {
         Some(t.snapshot(&self.conns))
     }
 
+    /// Whether a block `conn` asked for is still to be served (not cancelled, not dropped by a choke). Drivers
+    /// that pace uploads ask before spending upload budget on reading it.
+    pub fn is_serving(&self, conn: ConnId, block: &BlockRef) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| !c.am_choking && c.serving.contains(block))
+    }
+
     /// Start sharing or downloading a torrent.
     pub fn add_torrent(&mut self, now: Instant, add: AddTorrent) {
         self.add_torrent_inner(now, add);
