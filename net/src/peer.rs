@@ -38,8 +38,10 @@ use tokio::task::JoinHandle;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an announce may take.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of received blocks allowed to wait for the disk before the peer stops reading its sockets.
+const DISK_BACKLOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
-const INBOX: usize = 1024;
+const INBOX: usize = 128;
 
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
@@ -162,11 +164,12 @@ impl Peer {
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let stores: Stores = Arc::default();
         let state = StateDir::new(env.storage.clone(), &options.dir);
+        let (disk_done, disk_done_rx) = mpsc::unbounded_channel();
         let disk = DiskWorker::spawn(
             env.blocking.clone(),
             stores.clone(),
             state,
-            inbox.clone(),
+            disk_done,
             options.unsafe_checkpoint_before_sync,
         );
         let limits = Limits {
@@ -194,7 +197,7 @@ impl Peer {
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
-            task.run(command_rx, inbox_rx).await;
+            task.run(command_rx, inbox_rx, disk_done_rx).await;
             accept.abort();
         });
         Ok((
@@ -388,6 +391,7 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut inbox: mpsc::Receiver<Msg<T::Stream>>,
+        mut disk_done: mpsc::UnboundedReceiver<enjambre_core::node::DiskDone>,
     ) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         loop {
@@ -405,6 +409,11 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     self.env.clock.sleep_until(at).await;
                 }
             };
+            // Backpressure: while too many received bytes wait for the disk, stop reading sockets (TCP then
+            // slows the senders) until the disk worker catches up. Disk results have their own channel.
+            let pressured = self.disk.backlog() > DISK_BACKLOG_LIMIT;
+            let relief = self.disk.relief();
+            let relieved = relief.notified();
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -423,10 +432,16 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     }
                     Some(cmd) => self.on_command(cmd),
                 },
-                msg = inbox.recv() => match msg {
+                done = disk_done.recv() => {
+                    if let Some(done) = done {
+                        self.node.handle_input(self.env.clock.now(), Input::Disk(done));
+                    }
+                }
+                msg = inbox.recv(), if !pressured => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
+                () = relieved, if pressured => {}
                 () = sleep => {
                     self.node.handle_timeout(self.env.clock.now());
                 }
