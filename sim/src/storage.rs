@@ -3,7 +3,9 @@
 //! a broken invariant. New files and renames are made durable by syncing their folder, as on a real disk.
 
 use crate::world::{DiskTrip, Shared};
-use enjambre_net::storage::{Blocking, Storage, StorageFile};
+use enjambre_net::storage::{
+    not_found_to_none, read_at_zero_filled, Blocking, Storage, StorageFile,
+};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,16 +22,7 @@ struct SimFile(fs::File);
 
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.0.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                buf[done..].fill(0);
-                break;
-            }
-            done += n;
-        }
-        Ok(())
+        read_at_zero_filled(&self.0, buf, offset)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
@@ -46,14 +39,6 @@ impl StorageFile for SimFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
-    }
-}
-
-fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
