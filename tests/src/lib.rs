@@ -7,14 +7,26 @@
 //! - [`files`]: scratch folders removed on success, deterministic file contents, SHA-1 and file comparison.
 //! - [`ports`]: which of our processes owns a loopback port (inbound connections show ephemeral ports).
 //! - [`http`]: a raw HTTP/1.1 exchange over TCP, for poking the tracker.
+//! - [`wire`]: a hand-driven BitTorrent connection, for poking a peer.
 
 pub mod bins;
 pub mod files;
 pub mod http;
 pub mod ports;
 pub mod proc;
+pub mod wire;
 
+use enjambre_core::checkpoint::Checkpoint;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The checkpoint of download `info_hash` (hex) in download folder `dir`, if one is there and readable
+/// (it is replaced atomically, so a read sees a whole one).
+pub fn read_checkpoint(dir: &Path, info_hash: &str) -> Option<Checkpoint> {
+    let path = dir.join(".enjambre").join(format!("{info_hash}.json"));
+    let bytes = std::fs::read(path).ok()?;
+    Checkpoint::from_json(&bytes).ok()
+}
 
 /// Poll `f` every `every` until it returns `Some`, or panic with `what` after `timeout`.
 pub fn wait_for<T>(

@@ -1,0 +1,6 @@
+//! End-to-end tests on loopback with the real `tracker` and `peer` binaries (and the `corrupt_peer` test
+//! binary). Each test is self-contained: its own scratch folder, processes and ports.
+//!
+//! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
+
+mod tracker_input;
