@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 /// How much of a stderr log is shown when a test fails.
 const STDERR_TAIL: usize = 4000;
 
+/// What [`Proc::next_line`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A line of stdout (without its newline).
+    Text(String),
+    /// Stdout is closed.
+    End,
+    /// Nothing arrived in time.
+    Timeout,
+}
+
 /// A running child process.
 pub struct Proc {
     name: String,
@@ -67,12 +78,12 @@ impl Proc {
         self.child.id()
     }
 
-    /// The next stdout line: `Ok(None)` at end of output, `Err(())` when `timeout` passed first.
-    pub fn next_line(&mut self, timeout: Duration) -> Result<Option<String>, ()> {
+    /// The next stdout line, the end of the output, or nothing within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Line {
         match self.lines.recv_timeout(timeout) {
-            Ok(line) => Ok(Some(line)),
-            Err(RecvTimeoutError::Disconnected) => Ok(None),
-            Err(RecvTimeoutError::Timeout) => Err(()),
+            Ok(line) => Line::Text(line),
+            Err(RecvTimeoutError::Disconnected) => Line::End,
+            Err(RecvTimeoutError::Timeout) => Line::Timeout,
         }
     }
 
@@ -89,13 +100,13 @@ impl Proc {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_line(left) {
-                Ok(Some(line)) => {
+                Line::Text(line) => {
                     if let Some(v) = pick(&line) {
                         return v;
                     }
                     seen.push(line);
                 }
-                Ok(None) => {
+                Line::End => {
                     let status = self.wait_exit(Duration::from_secs(5));
                     panic!(
                         "{}: stdout ended ({status:?}) before {what}; stdout was {seen:#?}\n{}",
@@ -103,7 +114,7 @@ impl Proc {
                         self.stderr_tail()
                     );
                 }
-                Err(()) => panic!(
+                Line::Timeout => panic!(
                     "{}: no {what} within {timeout:?}; stdout was {seen:#?}\n{}",
                     self.name,
                     self.stderr_tail()

@@ -87,7 +87,7 @@ impl StorageFile for CorruptFile {
         let end = offset + buf.len() as u64;
         let mut piece = offset / self.piece_length;
         while piece * self.piece_length < end {
-            if piece % self.every == 0 {
+            if piece.checked_rem(self.every) == Some(0) {
                 let at = (piece * self.piece_length).max(offset) - offset;
                 if let Some(b) = buf.get_mut(at as usize) {
                     *b ^= 0xFF;
@@ -182,8 +182,10 @@ async fn run() -> Result<(), String> {
         piece_length: u64::from(meta.piece_length()),
         every: u64::from(args.corrupt_every),
     };
-    let mut node = NodeConfig::default();
-    node.peer_id = *b"-EJ0100-CORRUPT00000";
+    let mut node = NodeConfig {
+        peer_id: *b"-EJ0100-CORRUPT00000",
+        ..NodeConfig::default()
+    };
     let pid = std::process::id().to_string();
     let tail = &mut node.peer_id[20 - pid.len().min(5)..];
     tail.copy_from_slice(&pid.as_bytes()[pid.len() - tail.len()..]);

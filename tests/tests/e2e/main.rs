@@ -3,4 +3,8 @@
 //!
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
+mod failover;
+mod peer_input;
+mod resume;
+mod swarm;
 mod tracker_input;
