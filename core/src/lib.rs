@@ -8,6 +8,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod checkpoint;
 pub mod choker;
+pub mod extension;
 pub mod layout;
 pub mod metainfo;
 pub mod node;

@@ -58,6 +58,8 @@ pub struct PickerConfig {
     pub random_first: u32,
     /// Whether to duplicate outstanding requests once nothing else is left.
     pub endgame: bool,
+    /// Fetch pieces in index order instead of rarest-first (streaming, or the original system's behaviour).
+    pub sequential: bool,
 }
 
 impl Default for PickerConfig {
@@ -65,6 +67,7 @@ impl Default for PickerConfig {
         PickerConfig {
             random_first: 4,
             endgame: true,
+            sequential: false,
         }
     }
 }
@@ -328,6 +331,9 @@ impl Picker {
                 && !self.partial.contains_key(&i)
                 && !self.hashing.contains_key(&i)
         };
+        if self.config.sequential {
+            return (0..self.piece_count()).find(|&i| eligible(i));
+        }
         let random_phase = self.have.count() < self.config.random_first;
         let mut best: Vec<u32> = Vec::new();
         let mut best_avail = u32::MAX;
@@ -517,6 +523,7 @@ mod tests {
             PickerConfig {
                 random_first: 0,
                 endgame: true,
+                sequential: false,
             },
             PL,
             total,
@@ -711,6 +718,27 @@ mod tests {
                 }
             ),
             BlockOutcome::Unwanted
+        );
+    }
+
+    #[test]
+    fn sequential_mode_takes_pieces_in_order() {
+        let mut p = Picker::new(
+            PickerConfig {
+                sequential: true,
+                ..PickerConfig::default()
+            },
+            PL,
+            u64::from(PL) * 6,
+            Bitfield::new(6),
+        );
+        let mut rare = Bitfield::new(6);
+        rare.set(5);
+        p.add_peer_pieces(&rare);
+        let got = p.pick(1, &all(6), 8, Instant::ZERO, &mut rng());
+        assert_eq!(
+            got.iter().map(|b| b.piece).collect::<Vec<_>>(),
+            vec![0, 0, 0, 0, 1, 1, 1, 1]
         );
     }
 

@@ -6,6 +6,7 @@ use crate::state_dir::StateDir;
 use crate::storage::Blocking;
 use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
+use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::{DiskDone, DiskOp, Input};
 use std::collections::BTreeMap;
@@ -24,12 +25,15 @@ pub(crate) struct DiskWorker {
 }
 
 impl DiskWorker {
-    /// Start the worker; its results go to `inbox` as [`Input::Disk`].
+    /// Start the worker; its results go to `inbox` as [`Input::Disk`]. With `checkpoint_first` the worker
+    /// writes a checkpoint *before* syncing the data it claims: a deliberate breach of invariant 2 that exists
+    /// only so the simulator's crash sweep can show it catches one. Never set it otherwise.
     pub fn spawn<B: Blocking, S: Send + 'static>(
         blocking: B,
         stores: Stores,
         state: StateDir,
         inbox: mpsc::Sender<Msg<S>>,
+        checkpoint_first: bool,
     ) -> DiskWorker {
         let (ops, mut rx) = mpsc::unbounded_channel::<DiskOp>();
         let state = Arc::new(state);
@@ -42,11 +46,38 @@ impl DiskWorker {
                         Err(_) => break,
                     }
                 }
-                let stores = stores.clone();
-                let state = state.clone();
-                let results = blocking
-                    .run(move || execute_batch(&stores, &state, batch))
-                    .await;
+                let mut results = Vec::new();
+                let mut plain = Vec::new();
+                for op in batch {
+                    match op {
+                        DiskOp::SyncAndCheckpoint {
+                            torrent,
+                            generation,
+                            checkpoint,
+                        } => {
+                            results.extend(
+                                run_plain(&blocking, &stores, &state, std::mem::take(&mut plain))
+                                    .await,
+                            );
+                            let error = sync_and_checkpoint(
+                                &blocking,
+                                &stores,
+                                &state,
+                                torrent,
+                                checkpoint,
+                                checkpoint_first,
+                            )
+                            .await;
+                            results.push(DiskDone::CheckpointSaved {
+                                torrent,
+                                generation,
+                                error,
+                            });
+                        }
+                        op => plain.push(op),
+                    }
+                }
+                results.extend(run_plain(&blocking, &stores, &state, plain).await);
                 for done in results {
                     if inbox.send(Msg::Input(Input::Disk(done))).await.is_err() {
                         return;
@@ -63,15 +94,62 @@ impl DiskWorker {
     }
 }
 
-fn store_of(stores: &Stores, hash: &InfoHash) -> Option<Arc<TorrentStore>> {
-    stores.lock().ok()?.get(hash).cloned()
+async fn run_plain<B: Blocking>(
+    blocking: &B,
+    stores: &Stores,
+    state: &Arc<StateDir>,
+    ops: Vec<DiskOp>,
+) -> Vec<DiskDone> {
+    if ops.is_empty() {
+        return Vec::new();
+    }
+    let (stores, state) = (stores.clone(), state.clone());
+    blocking
+        .run(move || {
+            ops.into_iter()
+                .filter_map(|op| execute(&stores, &state, op))
+                .collect()
+        })
+        .await
 }
 
-fn execute_batch(stores: &Stores, state: &StateDir, batch: Vec<DiskOp>) -> Vec<DiskDone> {
-    batch
-        .into_iter()
-        .filter_map(|op| execute(stores, state, op))
-        .collect()
+/// Sync the data files, then (a separate trip to the disk) replace the checkpoint.
+async fn sync_and_checkpoint<B: Blocking>(
+    blocking: &B,
+    stores: &Stores,
+    state: &Arc<StateDir>,
+    torrent: InfoHash,
+    checkpoint: Checkpoint,
+    checkpoint_first: bool,
+) -> Option<String> {
+    let store = store_of(stores, &torrent);
+    let sync = move || -> Result<(), String> {
+        store
+            .ok_or("torrent files are not open")?
+            .sync()
+            .map_err(|e| format!("sync failed: {e}"))
+    };
+    let st = state.clone();
+    let save = move || -> Result<(), String> {
+        st.save_checkpoint(&checkpoint)
+            .map_err(|e| format!("checkpoint write failed: {e}"))
+    };
+    let result = if checkpoint_first {
+        match blocking.run(save).await {
+            Ok(()) => blocking.run(sync).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        match blocking.run(sync).await {
+            Ok(()) => blocking.run(save).await,
+            Err(e) => Err(e),
+        }
+    };
+    result.err()
+}
+
+fn store_of(stores: &Stores, hash: &InfoHash) -> Option<Arc<TorrentStore>> {
+    stores.lock().ok()?.get(hash).cloned()
 }
 
 /// Carry out one operation; `None` when it needs no answer (a successful write).

@@ -4,10 +4,13 @@
 //! (TCP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
+pub mod app;
 pub mod clock;
 pub mod create;
+pub mod demo;
 mod disk;
 pub mod http;
+pub mod library;
 pub mod peer;
 pub mod rate;
 pub mod resume;

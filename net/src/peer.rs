@@ -69,6 +69,9 @@ pub struct PeerOptions {
     pub max_download_rate: Option<u64>,
     /// Receives every node event.
     pub events: Option<EventSink>,
+    /// Write checkpoints before syncing their data: breaks invariant 2 on purpose so that the simulator's
+    /// crash sweep can demonstrate catching it. Never set this in real use.
+    pub unsafe_checkpoint_before_sync: bool,
 }
 
 /// Errors of the peer driver.
@@ -154,7 +157,13 @@ impl Peer {
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let stores: Stores = Arc::default();
         let state = StateDir::new(env.storage.clone(), &options.dir);
-        let disk = DiskWorker::spawn(env.blocking.clone(), stores.clone(), state, inbox.clone());
+        let disk = DiskWorker::spawn(
+            env.blocking.clone(),
+            stores.clone(),
+            state,
+            inbox.clone(),
+            options.unsafe_checkpoint_before_sync,
+        );
         let limits = Limits {
             up: options
                 .max_upload_rate
@@ -202,37 +211,40 @@ impl Peer {
     }
 
     /// Add a torrent: prepare its files and resume state (on `blocking`), then hand it to the node.
-    pub async fn add<B: Blocking>(
+    pub fn add<B: Blocking>(
         &self,
-        blocking: &B,
+        blocking: B,
         meta: Metainfo,
         mode: AddMode,
         tracker: Option<String>,
         sources: Vec<SocketAddr>,
-    ) -> Result<InfoHash, PeerError> {
-        let meta = Arc::new(meta);
-        let storage = self.storage.clone();
-        let dir = self.dir.clone();
-        let m = meta.clone();
-        let name = meta.info.name.clone();
-        let resume = blocking
-            .run(move || plan_resume(storage, &dir, &m, mode))
-            .await
-            .map_err(|source| PeerError::Prepare { name, source })?;
-        let hash = meta.info_hash;
-        let tracker = tracker.or_else(|| meta.announce.clone());
-        let add = AddTorrent {
-            meta,
-            resume,
-            announce: tracker.is_some(),
-            sources,
-        };
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Add(add, tracker, tx))
-            .map_err(|_| PeerError::Stopped)?;
-        rx.await.map_err(|_| PeerError::Stopped)?;
-        Ok(hash)
+    ) -> impl std::future::Future<Output = Result<InfoHash, PeerError>> + Send + 'static {
+        let (storage, dir, commands) = (
+            self.storage.clone(),
+            self.dir.clone(),
+            self.commands.clone(),
+        );
+        async move {
+            let meta = Arc::new(meta);
+            let name = meta.info.name.clone();
+            let resume = prepare(blocking, storage, dir, meta.clone(), mode)
+                .await
+                .map_err(|source| PeerError::Prepare { name, source })?;
+            let hash = meta.info_hash;
+            let tracker = tracker.or_else(|| meta.announce.clone());
+            let add = AddTorrent {
+                meta,
+                resume,
+                announce: tracker.is_some(),
+                sources,
+            };
+            let (tx, rx) = oneshot::channel();
+            commands
+                .send(Command::Add(add, tracker, tx))
+                .map_err(|_| PeerError::Stopped)?;
+            rx.await.map_err(|_| PeerError::Stopped)?;
+            Ok(hash)
+        }
     }
 
     /// Add a peer address to try for a torrent.
@@ -261,6 +273,20 @@ impl Peer {
             let _ = rx.await;
         }
     }
+}
+
+/// Plan a torrent's resume on the blocking runner. A free function, so that the closure it runs captures
+/// no borrowed lifetimes (keeps callers' futures `Send` for every lifetime).
+async fn prepare<B: Blocking>(
+    blocking: B,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    meta: Arc<Metainfo>,
+    mode: AddMode,
+) -> io::Result<enjambre_core::node::Resume> {
+    blocking
+        .run(move || plan_resume(storage, &dir, &meta, mode))
+        .await
 }
 
 /// Shared upload and download rate limits.

@@ -51,7 +51,7 @@ pub trait Storage: Send + Sync + 'static {
 /// Where blocking work (disk IO, hashing) runs.
 pub trait Blocking: Clone + Send + Sync + 'static {
     /// Run `f` to completion and return its result.
-    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send + use<Self, F, R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static;
@@ -63,7 +63,7 @@ pub struct ThreadPool;
 
 #[allow(clippy::manual_async_fn)]
 impl Blocking for ThreadPool {
-    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send + use<F, R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -82,7 +82,7 @@ impl Blocking for ThreadPool {
 pub struct Inline;
 
 impl Blocking for Inline {
-    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send + use<F, R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,

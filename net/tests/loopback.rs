@@ -38,6 +38,7 @@ fn options(dir: PathBuf, n: u8) -> PeerOptions {
         max_upload_rate: None,
         max_download_rate: None,
         events: None,
+        unsafe_checkpoint_before_sync: false,
     }
 }
 
@@ -60,7 +61,7 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
         .await
         .unwrap();
     seeder
-        .add(&ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
+        .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
     let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2))
@@ -68,7 +69,7 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
         .unwrap();
     leecher
         .add(
-            &ThreadPool,
+            ThreadPool,
             meta.clone(),
             AddMode::Download,
             None,

@@ -45,6 +45,12 @@ pub(crate) struct Conn {
     pub got_message: bool,
     pub peer_id: Option<[u8; 20]>,
     pub fast: bool,
+    /// The peer speaks the BEP 10 extension protocol.
+    pub extended: bool,
+    /// How many requests the peer queues (its `reqq`), when it said.
+    pub remote_reqq: Option<u32>,
+    /// The peer's listen address, learnt from its extension handshake (inbound connections).
+    pub listen_addr: Option<SocketAddr>,
     pub am_choking: bool,
     pub am_interested: bool,
     pub peer_choking: bool,
@@ -87,6 +93,9 @@ impl Conn {
             got_message: false,
             peer_id: None,
             fast: false,
+            extended: false,
+            remote_reqq: None,
+            listen_addr: None,
             am_choking: true,
             am_interested: false,
             peer_choking: true,

@@ -19,6 +19,7 @@ pub use types::*;
 
 use crate::bitfield::Bitfield;
 use crate::checkpoint::spot_check_pieces;
+use crate::extension::ExtHandshake;
 use crate::metainfo::InfoHash;
 use crate::picker::{BlockOutcome, BlockRef};
 use crate::time::Instant;
@@ -277,7 +278,7 @@ impl Node {
 
     fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
         let hs = Handshake {
-            reserved: crate::wire::reserved_bits(true, false),
+            reserved: crate::wire::reserved_bits(true, true),
             info_hash: hash.0,
             peer_id: self.config.peer_id,
         };
@@ -341,6 +342,10 @@ impl Node {
             let mine_wins = self.config.peer_id < hs.peer_id;
             let keep_new = if outbound { mine_wins } else { !mine_wins };
             let victim = if keep_new { dup } else { id };
+            if victim == id && !outbound {
+                // Answer before hanging up, so the dialer learns who we are and does not redial.
+                self.send_handshake(id, hash);
+            }
             self.close_and_forget(now, victim, "duplicate connection");
             if victim == id {
                 return;
@@ -351,6 +356,7 @@ impl Node {
         };
         c.peer_id = Some(hs.peer_id);
         c.fast = hs.supports_fast();
+        c.extended = hs.supports_extended();
         c.torrent = Some(hash);
         c.phase = ConnPhase::Open;
         c.peer_has = Bitfield::new(piece_count);
@@ -362,6 +368,21 @@ impl Node {
         }
         self.trace(id, "in", "handshake", String::new());
         self.send_have_state(id, hash);
+        if self.conns.get(&id).is_some_and(|c| c.extended) {
+            let ext = ExtHandshake {
+                messages: Default::default(),
+                listen_port: Some(self.config.listen_port),
+                client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
+                reqq: u32::try_from(self.config.max_served_requests).ok(),
+            };
+            self.send(
+                id,
+                Message::Extended {
+                    id: crate::extension::HANDSHAKE_ID,
+                    payload: Bytes::from(ext.encode()),
+                },
+            );
+        }
     }
 
     fn duplicate_of(&self, id: ConnId, hash: InfoHash, peer_id: [u8; 20]) -> Option<ConnId> {
@@ -433,9 +454,20 @@ impl Node {
         }
         self.outputs.push_back(Output::Close { conn: id });
         self.remember(id, c.addr);
+        // A dialled peer we are already connected to the other way: that address is a duplicate, not a peer
+        // to come back to.
+        let still_connected = c.peer_id.is_some_and(|pid| {
+            self.conns
+                .values()
+                .any(|o| o.peer_id == Some(pid) && o.torrent == c.torrent)
+        });
+        let forget = forget || still_connected;
         if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
             t.conns.remove(&id);
             t.picker.remove_peer(id, &c.peer_has);
+            if let (false, Some(listen)) = (c.outbound, c.listen_addr) {
+                t.peers.disconnected(listen, now);
+            }
             if c.outbound {
                 if forget {
                     t.peers.forget(&c.addr);
@@ -500,14 +532,27 @@ impl Node {
             self.close(now, id, "message before handshake");
             return;
         };
+        // The bitfield (or have-all/none) must come first; extension handshakes, keep-alives and port
+        // messages may precede it.
         let first = !c.got_message;
-        c.got_message = true;
+        if !matches!(
+            msg,
+            Message::Extended { .. } | Message::KeepAlive | Message::Port(_)
+        ) {
+            c.got_message = true;
+        }
         if self.config.trace {
             let detail = message_detail(&msg);
             self.trace(id, "in", msg.name(), detail);
         }
         match msg {
             Message::KeepAlive | Message::Port(_) | Message::SuggestPiece { .. } => {}
+            Message::Extended {
+                id: ext_id,
+                payload,
+            } if ext_id == crate::extension::HANDSHAKE_ID => {
+                self.on_extension_handshake(now, id, hash, &payload)
+            }
             Message::AllowedFast { .. } | Message::Extended { .. } | Message::Unknown { .. } => {}
             Message::Choke => self.on_choke(id),
             Message::Unchoke => {
@@ -567,6 +612,24 @@ impl Node {
             }
             Message::Piece { index, begin, data } => {
                 self.on_piece(now, id, hash, index, begin, data)
+            }
+        }
+    }
+
+    fn on_extension_handshake(&mut self, now: Instant, id: ConnId, hash: InfoHash, payload: &[u8]) {
+        // A malformed extension handshake only means we learn nothing from it.
+        let Ok(ext) = ExtHandshake::parse(payload) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.remote_reqq = ext.reqq;
+        if let (false, Some(port)) = (c.outbound, ext.listen_port) {
+            let addr = SocketAddr::new(c.addr.ip(), port);
+            c.listen_addr = Some(addr);
+            if let Some(t) = self.torrents.get_mut(&hash) {
+                t.peers.attach(addr, id, now);
             }
         }
     }
@@ -860,7 +923,10 @@ impl Node {
             return;
         }
         let outstanding = t.picker.outstanding(id);
-        let room = self.config.pipeline.saturating_sub(outstanding);
+        let depth = c.remote_reqq.map_or(self.config.pipeline, |q| {
+            self.config.pipeline.min(q.max(1) as usize)
+        });
+        let room = depth.saturating_sub(outstanding);
         if room == 0 {
             return;
         }
@@ -1023,11 +1089,17 @@ impl Node {
         if complete {
             t.completed_at = Some(now);
         }
+        // Record what the check established (synced first, like any checkpoint), so that
+        // `pieces_durable` covers resumed pieces too and a resumed complete torrent reports itself durable.
+        if resumed > 0 || complete {
+            t.ckpt.dirty = true;
+        }
         self.event(NodeEvent::Ready {
             torrent: hash,
             pieces_resumed: resumed,
             first_missing,
         });
+        self.maybe_checkpoint(hash);
         self.announce(now, hash, Event::Started);
         self.connect_more(now, hash);
         self.refill_all(now, hash);

@@ -68,6 +68,14 @@ impl PeerBook {
         ready.into_iter().take(budget).map(|(_, a)| a).collect()
     }
 
+    /// An inbound connection turned out to come from the peer listening at `addr`: do not dial it meanwhile.
+    pub fn attach(&mut self, addr: SocketAddr, conn: ConnId, now: Instant) {
+        self.add(addr, now);
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.conn.get_or_insert(conn);
+        }
+    }
+
     pub fn dialing(&mut self, addr: SocketAddr, conn: ConnId) {
         if let Some(p) = self.peers.get_mut(&addr) {
             p.conn = Some(conn);

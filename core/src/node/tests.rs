@@ -541,3 +541,72 @@ fn same_seed_same_story() {
     }
     assert_eq!(story(), story());
 }
+
+#[test]
+fn extension_handshake_is_exchanged_and_reqq_caps_our_pipeline() {
+    let mut w = World::new(8 * PL as usize);
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let node = &mut w.peers[l].node;
+    let conn = node.allocate_conn_id();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted {
+            conn,
+            addr: SocketAddr::from(([10, 0, 0, 9], 40000)),
+        },
+    );
+    let hs = Handshake {
+        reserved: crate::wire::reserved_bits(true, true),
+        info_hash: meta.info_hash.0,
+        peer_id: [9; 20],
+    };
+    let mut msgs = bytes::BytesMut::new();
+    msgs.extend_from_slice(&hs.encode());
+    let ext = crate::extension::ExtHandshake {
+        listen_port: Some(7777),
+        reqq: Some(2),
+        ..Default::default()
+    };
+    Message::Extended {
+        id: 0,
+        payload: Bytes::from(ext.encode()),
+    }
+    .encode(&mut msgs);
+    Message::HaveAll.encode(&mut msgs);
+    Message::Unchoke.encode(&mut msgs);
+    node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: msgs.freeze(),
+        },
+    );
+    let mut sent = bytes::BytesMut::new();
+    while let Some(o) = node.poll_output() {
+        if let Output::Send { data, .. } = o {
+            sent.extend_from_slice(&data);
+        }
+    }
+    let mut dec = crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN);
+    dec.feed(&sent);
+    let mut requests = 0;
+    let mut our_port = None;
+    while let Ok(Some(frame)) = dec.next_frame() {
+        match frame {
+            Frame::Message(Message::Request { .. }) => requests += 1,
+            Frame::Message(Message::Extended { id: 0, payload }) => {
+                our_port = crate::extension::ExtHandshake::parse(&payload)
+                    .unwrap()
+                    .listen_port;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(requests, 2, "the peer's reqq of 2 caps our pipeline");
+    assert_eq!(
+        our_port,
+        Some(7000 + l as u16),
+        "we tell peers where we listen"
+    );
+}

@@ -155,8 +155,12 @@ pub(crate) struct Torrent {
 impl Torrent {
     pub fn new(config: &NodeConfig, meta: Arc<Metainfo>, now: Instant, announce: bool) -> Torrent {
         let have = Bitfield::new(meta.piece_count());
+        let picker_config = PickerConfig {
+            sequential: config.sequential,
+            ..PickerConfig::default()
+        };
         let picker = Picker::new(
-            PickerConfig::default(),
+            picker_config,
             meta.piece_length(),
             meta.total_length(),
             have,

@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub progress_announce_interval: Duration,
     /// Emit a [`NodeEvent::Wire`] for every message (the teaching trace).
     pub trace: bool,
+    /// Download pieces in index order instead of rarest-first.
+    pub sequential: bool,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +86,7 @@ impl Default for NodeConfig {
             announce_interval: Duration::from_secs(5),
             progress_announce_interval: Duration::from_secs(2),
             trace: false,
+            sequential: false,
         }
     }
 }

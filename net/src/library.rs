@@ -1,0 +1,397 @@
+//! What a download folder holds: complete top-level files, and downloads (finished or not) recorded in its
+//! state folder `DIR/.enjambre`. Used by `peer serve` (what to seed, what to resume) and `peer ls`.
+//!
+//! Synchronous like [`Storage`]; run [`scan`] through a [`crate::storage::Blocking`] runner in a driver.
+
+use crate::state_dir::StateDir;
+use crate::storage::Storage;
+use enjambre_core::checkpoint::Checkpoint;
+use enjambre_core::metainfo::{InfoHash, Metainfo};
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A download recorded in the state folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    /// Its metainfo.
+    pub meta: Metainfo,
+    /// Its checkpoint, when readable and consistent with the metainfo.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Download {
+    /// Whether the checkpoint says every piece is verified and durable (an empty torrent always is).
+    pub fn is_complete(&self) -> bool {
+        self.meta.piece_count() == 0 || self.checkpoint.as_ref().is_some_and(|c| c.complete)
+    }
+
+    /// Pieces the checkpoint claims.
+    pub fn verified(&self) -> u32 {
+        self.checkpoint.as_ref().map_or(0, |c| c.verified_count)
+    }
+
+    /// Percentage of pieces verified (100 for an empty torrent).
+    pub fn percent(&self) -> f64 {
+        percent(self.verified(), self.meta.piece_count())
+    }
+
+    /// The top-level name it occupies in the download folder (a file, or a folder for multi-file torrents).
+    pub fn top_name(&self) -> &str {
+        &self.meta.info.name
+    }
+}
+
+/// `verified` of `total` pieces as a percentage; an empty torrent is 100% there.
+pub fn percent(verified: u32, total: u32) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        f64::from(verified.min(total)) * 100.0 / f64::from(total)
+    }
+}
+
+/// A regular, visible file directly inside the download folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainFile {
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// Everything found in one download folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Library {
+    /// Downloads recorded in the state folder, by info hash.
+    pub downloads: Vec<Download>,
+    /// Regular visible top-level files, by name (including those that belong to downloads).
+    pub files: Vec<PlainFile>,
+    /// Visible top-level folders, by name.
+    pub folders: Vec<String>,
+}
+
+/// One line of `peer ls`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalEntry {
+    /// File (or folder) name.
+    pub name: String,
+    /// Size in bytes (the torrent's total for downloads).
+    pub size: u64,
+    /// Whether it is complete.
+    pub complete: bool,
+    /// Percentage verified (100 when complete).
+    pub percent: f64,
+    /// Info hash, hex, when the state folder knows the file.
+    pub info_hash: Option<String>,
+}
+
+/// What `peer serve` does with a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServePlan {
+    /// Complete files whose cached metainfo matches (name, single file, size) and whose checkpoint says
+    /// complete, plus complete multi-file downloads still present: add them in download mode, so that the
+    /// node spot-checks instead of rehashing.
+    pub cached: Vec<Metainfo>,
+    /// Complete files without a usable cached metainfo: hash them and seed.
+    pub to_hash: Vec<PlainFile>,
+    /// Unfinished downloads to resume.
+    pub resume: Vec<Download>,
+    /// Complete downloads whose file changed size since: their state can be forgotten.
+    pub stale: Vec<InfoHash>,
+}
+
+/// Read what `dir` holds. Unreadable state entries are skipped (see [`StateDir::list_downloads`]); only a
+/// folder that cannot be listed at all is an error.
+pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
+    if !storage.is_dir(dir) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a folder", dir.display()),
+        ));
+    }
+    let state = StateDir::new(storage.clone(), dir);
+    let downloads = state
+        .list_downloads()
+        .into_iter()
+        .map(|(meta, checkpoint)| Download { meta, checkpoint })
+        .collect();
+    let mut files = Vec::new();
+    let mut folders = Vec::new();
+    for path in storage.list_dir(dir)? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let name = name.to_string();
+        if storage.is_dir(&path) {
+            folders.push(name);
+        } else if let Some(size) = storage.file_len(&path)? {
+            files.push(PlainFile { name, path, size });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    folders.sort();
+    Ok(Library {
+        downloads,
+        files,
+        folders,
+    })
+}
+
+impl Library {
+    /// Unfinished downloads.
+    pub fn unfinished(&self) -> impl Iterator<Item = &Download> {
+        self.downloads.iter().filter(|d| !d.is_complete())
+    }
+
+    /// Whether `name` is occupied by an unfinished download (so it must not be seeded as it is).
+    pub fn is_unfinished(&self, name: &str) -> bool {
+        self.unfinished().any(|d| d.top_name() == name)
+    }
+
+    /// The complete single-file download whose metainfo describes `file` exactly (name and size).
+    pub fn cached_for(&self, file: &PlainFile) -> Option<&Download> {
+        self.downloads.iter().find(|d| {
+            d.is_complete()
+                && !d.meta.info.multi_file
+                && d.meta.info.name == file.name
+                && d.meta.total_length() == file.size
+        })
+    }
+
+    /// Decide what to seed, what to hash and what to resume.
+    pub fn plan_serve(&self) -> ServePlan {
+        let mut plan = ServePlan::default();
+        for file in &self.files {
+            if self.is_unfinished(&file.name) {
+                continue;
+            }
+            match self.cached_for(file) {
+                Some(d) => plan.cached.push(d.meta.clone()),
+                None => plan.to_hash.push(file.clone()),
+            }
+        }
+        for d in &self.downloads {
+            if !d.is_complete() {
+                plan.resume.push(d.clone());
+            } else if d.meta.info.multi_file {
+                if self.folders.iter().any(|f| f == d.top_name())
+                    && !self.is_unfinished(d.top_name())
+                {
+                    plan.cached.push(d.meta.clone());
+                }
+            } else if let Some(f) = self.files.iter().find(|f| f.name == d.meta.info.name) {
+                if f.size != d.meta.total_length() && !self.is_unfinished(&f.name) {
+                    plan.stale.push(d.meta.info_hash);
+                }
+            }
+        }
+        plan
+    }
+
+    /// The `peer ls` listing: unfinished downloads with their percentage, complete files and complete
+    /// multi-file downloads, sorted by name.
+    pub fn entries(&self) -> Vec<LocalEntry> {
+        let mut out: Vec<LocalEntry> = Vec::new();
+        for d in self.unfinished() {
+            out.push(LocalEntry {
+                name: d.top_name().to_string(),
+                size: d.meta.total_length(),
+                complete: false,
+                percent: d.percent(),
+                info_hash: Some(d.meta.info_hash.to_hex()),
+            });
+        }
+        for f in &self.files {
+            if self.is_unfinished(&f.name) {
+                continue;
+            }
+            out.push(LocalEntry {
+                name: f.name.clone(),
+                size: f.size,
+                complete: true,
+                percent: 100.0,
+                info_hash: self.cached_for(f).map(|d| d.meta.info_hash.to_hex()),
+            });
+        }
+        for d in &self.downloads {
+            if d.is_complete()
+                && d.meta.info.multi_file
+                && self.folders.iter().any(|f| f == d.top_name())
+                && !self.is_unfinished(d.top_name())
+                && !out.iter().any(|e| e.name == d.top_name())
+            {
+                out.push(LocalEntry {
+                    name: d.top_name().to_string(),
+                    size: d.meta.total_length(),
+                    complete: true,
+                    percent: 100.0,
+                    info_hash: Some(d.meta.info_hash.to_hex()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.complete.cmp(&b.complete)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StdStorage;
+    use enjambre_core::bitfield::Bitfield;
+    use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
+
+    const PIECE: u32 = 16 * 1024;
+
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let d = std::env::temp_dir()
+                .join(format!("enjambre-library-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn data(len: usize, salt: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(7) ^ salt).collect()
+    }
+
+    fn meta_of(name: &str, bytes: &[u8]) -> Metainfo {
+        let mut h = PieceHasher::new(PIECE);
+        h.feed(bytes);
+        let files = vec![FileEntry {
+            path: vec![name.into()],
+            length: bytes.len() as u64,
+        }];
+        build(name, PIECE, files, h.finish(), None).unwrap()
+    }
+
+    fn bits(total: u32, have: u32) -> Bitfield {
+        let mut b = Bitfield::new(total);
+        for i in 0..have {
+            b.set(i);
+        }
+        b
+    }
+
+    /// A folder with: a plain file, a complete cached file, a half-finished download (10 pieces, 4 verified)
+    /// whose file is on disk at full size, a download with no checkpoint yet, a cached file that changed
+    /// size since, a hidden file and a subfolder.
+    fn populate(dir: &Path) -> (Metainfo, Metainfo, Metainfo, Metainfo) {
+        let sd = StateDir::new(Arc::new(StdStorage), dir);
+        std::fs::write(dir.join("plain.txt"), b"hello").unwrap();
+        std::fs::write(dir.join(".hidden"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+
+        let cached = data(40_000, 1);
+        std::fs::write(dir.join("cached.bin"), &cached).unwrap();
+        let cached_meta = meta_of("cached.bin", &cached);
+        sd.save_metainfo(&cached_meta).unwrap();
+        sd.save_checkpoint(&Checkpoint::new(&cached_meta, &bits(3, 3)))
+            .unwrap();
+
+        let partial = data(10 * PIECE as usize, 2);
+        std::fs::write(dir.join("partial.bin"), vec![0u8; partial.len()]).unwrap();
+        let partial_meta = meta_of("partial.bin", &partial);
+        sd.save_metainfo(&partial_meta).unwrap();
+        sd.save_checkpoint(&Checkpoint::new(&partial_meta, &bits(10, 4)))
+            .unwrap();
+
+        let fresh_meta = meta_of("fresh.bin", &data(50_000, 3));
+        sd.save_metainfo(&fresh_meta).unwrap();
+
+        let old = data(30_000, 4);
+        let old_meta = meta_of("changed.bin", &old);
+        sd.save_metainfo(&old_meta).unwrap();
+        sd.save_checkpoint(&Checkpoint::new(&old_meta, &bits(2, 2)))
+            .unwrap();
+        std::fs::write(dir.join("changed.bin"), data(31_000, 4)).unwrap();
+        (cached_meta, partial_meta, fresh_meta, old_meta)
+    }
+
+    #[test]
+    fn complete_versus_partial_and_percent() {
+        let s = Scratch::new("ls");
+        let (cached, partial, fresh, _) = populate(&s.0);
+        let lib = scan(Arc::new(StdStorage), &s.0).unwrap();
+        let entries = lib.entries();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cached.bin",
+                "changed.bin",
+                "fresh.bin",
+                "partial.bin",
+                "plain.txt"
+            ]
+        );
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
+        let p = get("partial.bin");
+        assert!(!p.complete);
+        assert_eq!(p.percent, 40.0);
+        assert_eq!(p.size, 10 * u64::from(PIECE));
+        assert_eq!(p.info_hash, Some(partial.info_hash.to_hex()));
+        let f = get("fresh.bin");
+        assert!(!f.complete);
+        assert_eq!(f.percent, 0.0);
+        assert_eq!(f.info_hash, Some(fresh.info_hash.to_hex()));
+        let c = get("cached.bin");
+        assert!(c.complete);
+        assert_eq!(c.percent, 100.0);
+        assert_eq!(c.info_hash, Some(cached.info_hash.to_hex()));
+        let plain = get("plain.txt");
+        assert!(plain.complete);
+        assert_eq!((plain.size, plain.info_hash), (5, None));
+        // The file changed size: complete, but its old metainfo no longer describes it.
+        let ch = get("changed.bin");
+        assert!(ch.complete);
+        assert_eq!((ch.size, ch.info_hash), (31_000, None));
+    }
+
+    #[test]
+    fn serve_plan_seeds_complete_files_and_resumes_the_rest() {
+        let s = Scratch::new("plan");
+        let (cached, partial, fresh, old) = populate(&s.0);
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        assert_eq!(plan.cached, vec![cached]);
+        let hashed: Vec<&str> = plan.to_hash.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(hashed, ["changed.bin", "plain.txt"]);
+        let mut resumed: Vec<InfoHash> = plan.resume.iter().map(|d| d.meta.info_hash).collect();
+        resumed.sort();
+        let mut want = vec![partial.info_hash, fresh.info_hash];
+        want.sort();
+        assert_eq!(resumed, want);
+        assert_eq!(plan.stale, vec![old.info_hash]);
+    }
+
+    #[test]
+    fn missing_folder_is_an_error_and_empty_folder_is_empty() {
+        let s = Scratch::new("empty");
+        let lib = scan(Arc::new(StdStorage), &s.0).unwrap();
+        assert!(lib.entries().is_empty());
+        assert_eq!(lib.plan_serve(), ServePlan::default());
+        assert!(scan(Arc::new(StdStorage), &s.0.join("nope")).is_err());
+    }
+
+    #[test]
+    fn percent_edges() {
+        assert_eq!(percent(0, 0), 100.0);
+        assert_eq!(percent(1, 4), 25.0);
+        assert_eq!(percent(9, 4), 100.0);
+    }
+}

@@ -1,0 +1,54 @@
+//! Deterministic file contents: the same scenario seed and file name always give the same bytes.
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha1::{Digest, Sha1};
+
+/// Chunk size used to generate and hash content.
+const CHUNK: usize = 1 << 20;
+
+fn rng_for(seed: u64, name: &str) -> ChaCha8Rng {
+    let digest = Sha1::digest(format!("{seed}/{name}").as_bytes());
+    let mut key = [0u8; 32];
+    key[..20].copy_from_slice(&digest);
+    ChaCha8Rng::from_seed(key)
+}
+
+/// Call `sink` with the content of file `name` (of `size` bytes) in order, one chunk at a time.
+pub fn generate(seed: u64, name: &str, size: u64, mut sink: impl FnMut(&[u8])) {
+    let mut rng = rng_for(seed, name);
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        sink(&buf[..n]);
+        left -= n as u64;
+    }
+}
+
+/// SHA-1 of the whole content of file `name`.
+pub fn digest(seed: u64, name: &str, size: u64) -> [u8; 20] {
+    let mut h = Sha1::new();
+    generate(seed, name, size, |c| h.update(c));
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_depends_on_seed_and_name_only() {
+        let mut a = Vec::new();
+        generate(1, "x", 3_000_000, |c| a.extend_from_slice(c));
+        let mut b = Vec::new();
+        generate(1, "x", 3_000_000, |c| b.extend_from_slice(c));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 3_000_000);
+        assert_ne!(digest(1, "x", 100), digest(2, "x", 100));
+        assert_ne!(digest(1, "x", 100), digest(1, "y", 100));
+        let d: [u8; 20] = Sha1::digest(&a).into();
+        assert_eq!(d, digest(1, "x", 3_000_000));
+    }
+}

@@ -1,0 +1,266 @@
+//! turmoil's simulated filesystem plugged into enjambre-net's [`Storage`] seam. Writes stay pending until
+//! synced and a crash discards what is pending, so a checkpoint written before its data is synced shows up as
+//! a broken invariant. New files and renames are made durable by syncing their folder, as on a real disk.
+
+use enjambre_net::storage::{Blocking, Storage, StorageFile};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use turmoil::fs::shim::std::fs;
+
+/// The simulated filesystem of the current host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimStorage;
+
+struct SimFile(fs::File);
+
+impl StorageFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.0.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create `dir` and its parents, syncing each parent so the new entries survive a crash.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durably(parent)?;
+    }
+    fs::create_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        fs::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl Storage for SimStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let existed = fs::metadata(path).is_ok();
+        if create && !existed {
+            create_dir_durably(&parent_of(path))?;
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        if create && !existed {
+            fs::sync_dir(parent_of(path))?;
+        }
+        Ok(Arc::new(SimFile(file)))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        create_dir_durably(path)
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        not_found_to_none(fs::read(path))
+    }
+
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        let parent = parent_of(path);
+        create_dir_durably(&parent)?;
+        let tmp = enjambre_net::storage::temp_path_for(path);
+        {
+            let f = fs::File::create(&tmp)?;
+            f.write_all_at(contents, 0)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        fs::sync_dir(&parent)
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        Ok(not_found_to_none(fs::metadata(path))?.map(|m| m.len()))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let Some(entries) = not_found_to_none(fs::read_dir(path))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            out.push(e?.path());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        fs::metadata(path).is_ok_and(|m| m.is_dir())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs disk work inline in the host's task (deterministic), after a simulated latency so that disk steps
+/// take simulated time and a crash can land between them.
+#[derive(Debug, Clone, Copy)]
+pub struct SimDisk {
+    /// Simulated time each trip to the disk takes.
+    pub latency: Duration,
+}
+
+impl Blocking for SimDisk {
+    #[allow(clippy::manual_async_fn)]
+    fn run<F, R>(&self, f: F) -> impl Future<Output = R> + Send + use<F, R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let latency = self.latency;
+        async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            f()
+        }
+    }
+}
+
+/// A switch that makes a peer's storage return wrong bytes when its data files are read (a corrupt peer
+/// serving garbage). The peer's own state folder is left alone.
+#[derive(Debug, Clone, Default)]
+pub struct CorruptSwitch(Arc<std::sync::atomic::AtomicBool>);
+
+impl CorruptSwitch {
+    /// Start corrupting reads.
+    pub fn turn_on(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wrap a storage with this switch.
+    pub fn wrap<S: Storage>(&self, inner: S) -> CorruptibleStorage<S> {
+        CorruptibleStorage {
+            inner,
+            switch: self.clone(),
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A storage whose data-file reads are corrupted while its switch is on.
+pub struct CorruptibleStorage<S> {
+    inner: S,
+    switch: CorruptSwitch,
+}
+
+struct CorruptibleFile {
+    inner: Arc<dyn StorageFile>,
+    switch: CorruptSwitch,
+}
+
+impl StorageFile for CorruptibleFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)?;
+        if self.switch.on() {
+            for b in buf.iter_mut().step_by(997) {
+                *b ^= 0x5a;
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl<S: Storage> Storage for CorruptibleStorage<S> {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let inner = self.inner.open(path, create)?;
+        if path
+            .components()
+            .any(|c| c.as_os_str() == enjambre_net::state_dir::STATE_DIR_NAME)
+        {
+            return Ok(inner);
+        }
+        Ok(Arc::new(CorruptibleFile {
+            inner,
+            switch: self.switch.clone(),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.inner.replace_file(path, contents)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.file_len(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+}

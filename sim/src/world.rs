@@ -1,0 +1,307 @@
+//! What the simulated hosts report to the runner: a timestamped log of what happened (story and trace),
+//! each peer's latest progress, and invariant violations found by the harness's own audits.
+
+use enjambre_core::node::{NodeEvent, TorrentStats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Simulated time.
+    #[serde(serialize_with = "secs")]
+    pub t: Duration,
+    /// Host it happened on.
+    pub host: String,
+    /// Whether it belongs to the story (else only to the trace).
+    pub story: bool,
+    /// Human-readable text.
+    pub text: String,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// A resume as the node reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResumeRecord {
+    /// File name.
+    pub file: String,
+    /// Boot number (1 = first start).
+    pub boot: u32,
+    /// Pieces already held.
+    pub pieces_resumed: u32,
+    /// First missing piece.
+    pub first_missing: Option<u32>,
+    /// Pieces the last checkpoint before the crash claimed.
+    pub durable_before: u32,
+}
+
+/// Everything known about one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerLive {
+    /// Times its host started.
+    pub boots: u32,
+    /// Latest statistics per file name (of the current boot).
+    pub stats: BTreeMap<String, TorrentStats>,
+    /// Pieces in the latest durable checkpoint per file name (survives crashes).
+    pub durable: BTreeMap<String, u32>,
+    /// Resumes.
+    pub resumes: Vec<ResumeRecord>,
+    /// Time each file first completed.
+    pub completed_at: BTreeMap<String, Duration>,
+    /// SHA-1 of each finished file as read back from the peer's disk.
+    pub digests: BTreeMap<String, [u8; 20]>,
+    /// Bytes uploaded in earlier boots, per file.
+    pub uploaded_before: BTreeMap<String, u64>,
+    /// Serving wrong bytes.
+    pub corrupt: bool,
+    /// Running (not crashed).
+    pub up: bool,
+}
+
+/// State shared by the runner and every host.
+#[derive(Default)]
+pub struct World {
+    /// The log.
+    pub log: Vec<Record>,
+    /// Peers by name.
+    pub peers: BTreeMap<String, PeerLive>,
+    /// File names by info hash (hex).
+    pub names: BTreeMap<String, String>,
+    /// Host names by IP.
+    pub hosts: BTreeMap<IpAddr, String>,
+    /// Broken invariants found by audits.
+    pub violations: Vec<String>,
+    /// Whether wire-level trace lines are kept.
+    pub trace: bool,
+}
+
+/// A handle to the shared world.
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Mutex<World>>);
+
+impl Shared {
+    /// Lock the world (a poisoned lock is recovered: the data is plain bookkeeping).
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Simulated time now (inside a host), zero outside a simulation.
+pub fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+impl World {
+    /// Append a log line.
+    pub fn note(&mut self, t: Duration, host: &str, story: bool, text: String) {
+        if story || self.trace {
+            self.log.push(Record {
+                t,
+                host: host.to_string(),
+                story,
+                text,
+            });
+        }
+    }
+
+    /// Name of the host at `ip`, or the address.
+    pub fn host_name(&self, addr: std::net::SocketAddr) -> String {
+        self.hosts
+            .get(&addr.ip())
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+
+    fn file_name(&self, hex: &str) -> String {
+        self.names
+            .get(hex)
+            .cloned()
+            .unwrap_or_else(|| hex.chars().take(8).collect())
+    }
+
+    /// Record a node event of `host` at `t`.
+    pub fn on_event(&mut self, t: Duration, host: &str, e: &NodeEvent) {
+        let (story, text) = match e {
+            NodeEvent::Connected {
+                addr,
+                outbound: true,
+                ..
+            } => (true, format!("connected to {}", self.host_name(*addr))),
+            NodeEvent::Connected {
+                addr,
+                outbound: false,
+                ..
+            } => (
+                false,
+                format!("accepted a connection from {}", self.host_name(*addr)),
+            ),
+            NodeEvent::ConnectFailed { addr, reason } => (
+                false,
+                format!("could not connect to {}: {reason}", self.host_name(*addr)),
+            ),
+            NodeEvent::Disconnected { addr, reason, .. } => {
+                let important = !matches!(
+                    reason.as_str(),
+                    "both complete" | "duplicate connection" | "shutting down"
+                );
+                (
+                    important,
+                    format!("lost {}: {reason}", self.host_name(*addr)),
+                )
+            }
+            NodeEvent::Checking { torrent, pieces } => (
+                true,
+                format!(
+                    "{}: checking {pieces} pieces on disk",
+                    self.file_name(&torrent.to_hex())
+                ),
+            ),
+            NodeEvent::CheckpointDistrusted {
+                torrent,
+                rechecking,
+            } => (
+                true,
+                format!(
+                    "{}: checkpoint failed its spot check, rechecking {rechecking} pieces",
+                    self.file_name(&torrent.to_hex())
+                ),
+            ),
+            NodeEvent::Ready {
+                torrent,
+                pieces_resumed,
+                first_missing,
+            } => {
+                let file = self.file_name(&torrent.to_hex());
+                let peer = self.peers.entry(host.to_string()).or_default();
+                let boot = peer.boots;
+                let durable_before = peer.durable.get(&file).copied().unwrap_or(0);
+                peer.resumes.push(ResumeRecord {
+                    file: file.clone(),
+                    boot,
+                    pieces_resumed: *pieces_resumed,
+                    first_missing: *first_missing,
+                    durable_before,
+                });
+                let at = first_missing.map_or("nothing missing".to_string(), |p| {
+                    format!("resuming at piece {p}")
+                });
+                (
+                    true,
+                    format!("{file}: ready with {pieces_resumed} pieces on disk, {at}"),
+                )
+            }
+            NodeEvent::PieceVerified {
+                torrent,
+                piece,
+                from,
+            } => {
+                let from: Vec<String> = from.iter().map(|a| self.host_name(*a)).collect();
+                (
+                    false,
+                    format!(
+                        "{}: piece {piece} verified (from {})",
+                        self.file_name(&torrent.to_hex()),
+                        from.join(", ")
+                    ),
+                )
+            }
+            NodeEvent::PieceFailed {
+                torrent,
+                piece,
+                from,
+            } => {
+                let from: Vec<String> = from.iter().map(|a| self.host_name(*a)).collect();
+                (
+                    true,
+                    format!(
+                        "{}: piece {piece} FAILED its hash check (from {}), discarded",
+                        self.file_name(&torrent.to_hex()),
+                        from.join(", ")
+                    ),
+                )
+            }
+            NodeEvent::Banned { addr, strikes, .. } => (
+                true,
+                format!(
+                    "banned {} after {strikes} corrupt pieces",
+                    self.host_name(*addr)
+                ),
+            ),
+            NodeEvent::CheckpointWritten {
+                torrent,
+                verified,
+                first_missing,
+            } => {
+                let file = self.file_name(&torrent.to_hex());
+                self.peers
+                    .entry(host.to_string())
+                    .or_default()
+                    .durable
+                    .insert(file.clone(), *verified);
+                let fm = first_missing.map_or(String::new(), |p| format!(", first missing {p}"));
+                (
+                    false,
+                    format!("{file}: checkpoint durable with {verified} pieces{fm}"),
+                )
+            }
+            NodeEvent::Complete { torrent } => {
+                let file = self.file_name(&torrent.to_hex());
+                self.peers
+                    .entry(host.to_string())
+                    .or_default()
+                    .completed_at
+                    .entry(file.clone())
+                    .or_insert(t);
+                (true, format!("{file}: COMPLETE"))
+            }
+            NodeEvent::TorrentError { torrent, error } => (
+                true,
+                format!("{}: error: {error}", self.file_name(&torrent.to_hex())),
+            ),
+            NodeEvent::TrackerReply { torrent, peers } => (
+                false,
+                format!(
+                    "{}: tracker gave {peers} peers",
+                    self.file_name(&torrent.to_hex())
+                ),
+            ),
+            NodeEvent::TrackerError { torrent, error } => (
+                false,
+                format!(
+                    "{}: tracker unreachable: {error}",
+                    self.file_name(&torrent.to_hex())
+                ),
+            ),
+            NodeEvent::RequestRefused { reason, .. } => {
+                (false, format!("refused a request: {reason}"))
+            }
+            NodeEvent::RequestTimeout { addr, .. } => (
+                true,
+                format!(
+                    "requests to {} timed out; asking others",
+                    self.host_name(*addr)
+                ),
+            ),
+            NodeEvent::Wire {
+                addr,
+                dir,
+                message,
+                detail,
+                ..
+            } => {
+                let arrow = if *dir == "in" { "<-" } else { "->" };
+                (
+                    false,
+                    format!("{arrow} {} {message} {detail}", self.host_name(*addr)),
+                )
+            }
+        };
+        self.note(t, host, story, text);
+    }
+}
