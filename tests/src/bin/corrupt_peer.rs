@@ -204,11 +204,12 @@ async fn run() -> Result<(), String> {
         max_upload_rate: None,
         max_download_rate: None,
         events: None,
+        unsafe_checkpoint_before_sync: false,
     };
     let (peer, task) = Peer::start(env, options).await.map_err(|e| e.to_string())?;
     println!("listening on {}", peer.local_addr());
     let hash = peer
-        .add(&ThreadPool, meta, AddMode::Seed, args.tracker, vec![])
+        .add(ThreadPool, meta, AddMode::Seed, args.tracker, vec![])
         .await
         .map_err(|e| e.to_string())?;
     println!("seeding {} {}", args.file, hash.to_hex());
