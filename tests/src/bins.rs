@@ -4,6 +4,7 @@
 use crate::files::Scratch;
 use crate::http;
 use crate::proc::Proc;
+use crate::wait_for;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -167,11 +168,33 @@ pub fn serve(label: &str, scratch: &Scratch, args: &PeerArgs, expect: &[&str]) -
         );
         seeding.insert(name, hash);
     }
+    // `seeding` is printed once the file is seeded; publishing it to the catalog may still be under way.
+    if let Some(tracker) = args.tracker.as_deref().and_then(tracker_addr) {
+        wait_for(
+            "the files to be published",
+            STARTUP,
+            Duration::from_millis(20),
+            || {
+                let resp = http::get(tracker, "/files").ok()?;
+                let files: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+                let list = files.as_array()?;
+                expect
+                    .iter()
+                    .all(|n| list.iter().any(|f| f["name"] == *n))
+                    .then_some(())
+            },
+        );
+    }
     Server {
         proc,
         addr,
         seeding,
     }
+}
+
+/// The address in a tracker URL `http://ADDR[/announce]`.
+fn tracker_addr(url: &str) -> Option<SocketAddr> {
+    url.strip_prefix("http://")?.split('/').next()?.parse().ok()
 }
 
 /// One line of `peer get --json`: the report of one finished file.
