@@ -373,6 +373,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
             max_upload_rate: options.max_upload_rate,
             max_download_rate: options.max_download_rate,
             events: options.events,
+            unsafe_checkpoint_before_sync: false,
         };
         let (peer, task) = Peer::start(env.clone(), peer_options).await?;
         Ok(PeerApp {
@@ -632,7 +633,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
         let tracker = self.tracker.as_ref().map(|t| t.announce.clone());
         let now = self.env.clock.now();
         self.peer
-            .add(&self.env.blocking, meta, mode, tracker, sources)
+            .add(self.env.blocking.clone(), meta, mode, tracker, sources)
             .await?;
         if let Ok(mut a) = self.added.lock() {
             a.insert(hash, now);

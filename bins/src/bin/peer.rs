@@ -451,26 +451,30 @@ async fn fetch_and_download(
             hashes.push(h);
         }
     }
-    let mut bars = Bars::new(stderr_tty());
+    let bars = std::cell::RefCell::new(Bars::new(stderr_tty()));
     let json = req.json;
     let reports = app
         .wait_all(
             &hashes,
             Duration::from_millis(200),
-            |stats| bars.update(stats),
+            |stats| bars.borrow_mut().update(stats),
             |report| {
-                if json {
+                let line = if json {
                     match serde_json::to_string(report) {
-                        Ok(line) => println!("{line}"),
-                        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+                        Ok(line) => line,
+                        Err(e) => {
+                            eprintln!("error: cannot encode the report: {e}");
+                            return;
+                        }
                     }
                 } else {
-                    println!("{}", human_report(report));
-                }
+                    human_report(report)
+                };
+                bars.borrow().println(&line);
             },
         )
         .await?;
-    bars.finish();
+    bars.borrow_mut().finish();
     Ok(reports)
 }
 
@@ -546,6 +550,14 @@ impl Bars {
             } else {
                 bar.set_message(format!("{} source(s)", s.peers));
             }
+        }
+    }
+
+    /// Print a line on stdout without tearing the bars.
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| println!("{line}")),
+            None => println!("{line}"),
         }
     }
 
@@ -675,8 +687,265 @@ async fn ls(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shell(_cli: &Cli, _tracker: Option<TrackerUrls>, _dir: &Path) -> anyhow::Result<ExitCode> {
-    bail!("shell is not available yet")
+/// Lines of stdin, read on a plain thread (a blocked read must not hold up shutdown); `None` at EOF.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line.trim().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("warning: cannot read stdin: {e}");
+    }
+    rx
+}
+
+fn prompt(text: &str) {
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+}
+
+/// What the user typed, or why there is nothing to read.
+enum Input {
+    Line(String),
+    Eof,
+    Signal(&'static str),
+}
+
+async fn read_input(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> Input {
+    tokio::select! {
+        line = lines.recv() => line.map_or(Input::Eof, Input::Line),
+        sig = signals.recv() => Input::Signal(sig),
+    }
+}
+
+async fn shell(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    let app = start_app(cli, tracker, dir).await?;
+    println!("listening on {}", app.local_addr());
+    let quiet: app::ServeSink = Arc::new(|event| match event {
+        ServeEvent::Skipped { name, error } => eprintln!("warning: not sharing {name}: {error}"),
+        ServeEvent::PublishFailed { name, error } => {
+            eprintln!("warning: {name} not published to the catalog: {error}")
+        }
+        _ => {}
+    });
+    let served = tokio::select! {
+        r = app.serve_folder(false, quiet) => r,
+        sig = signals.recv() => {
+            eprintln!("{sig}: stopping");
+            app.shutdown().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match served {
+        Ok(served) => println!(
+            "sharing {} file(s) from {} in the background",
+            served.len(),
+            dir.display()
+        ),
+        Err(e) => eprintln!("warning: cannot share {}: {e}", dir.display()),
+    }
+    let mut lines = stdin_lines();
+    loop {
+        println!();
+        println!("1) download a file   2) list local files   3) open a downloaded file   4) exit");
+        prompt("> ");
+        let choice = match read_input(&mut lines, &mut signals).await {
+            Input::Line(l) => l,
+            Input::Eof => {
+                println!();
+                break;
+            }
+            Input::Signal(sig) => {
+                eprintln!("\n{sig}: stopping");
+                break;
+            }
+        };
+        let outcome = match choice.as_str() {
+            "" => Ok(true),
+            "1" => shell_download(&app, dir, &mut lines, &mut signals).await,
+            "2" => local_entries(dir).map(|entries| {
+                print_entries(&entries, false);
+                true
+            }),
+            "3" => shell_open(dir, &mut lines, &mut signals).await,
+            "4" | "q" | "quit" | "exit" => break,
+            other => {
+                println!("unknown choice {other:?}: type 1, 2, 3 or 4");
+                Ok(true)
+            }
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => println!("error: {}", one_line(&e)),
+        }
+    }
+    app.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Menu 1: pick a catalog file and download it (it is then shared like the rest). `Ok(false)` = stop the shell.
+async fn shell_download(
+    app: &App,
+    dir: &Path,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> anyhow::Result<bool> {
+    let files = app.list_catalog().await?;
+    if files.is_empty() {
+        println!("the tracker's catalog is empty");
+        return Ok(true);
+    }
+    for (i, f) in files.iter().enumerate() {
+        println!(
+            "{:>3}) {:<32} {:>10}  {} seeder(s)",
+            i + 1,
+            f.name,
+            human_bytes(f.size),
+            f.seeders
+        );
+    }
+    prompt("file number or name (empty to cancel): ");
+    let answer = match read_input(lines, signals).await {
+        Input::Line(l) => l,
+        Input::Eof | Input::Signal(_) => return Ok(false),
+    };
+    if answer.is_empty() {
+        return Ok(true);
+    }
+    let name = match answer.parse::<usize>() {
+        Ok(n) if (1..=files.len()).contains(&n) => files[n - 1].name.clone(),
+        _ => answer,
+    };
+    let meta = app.fetch_by_name(&name).await?;
+    let hash = app.add_download(meta, false, Vec::new()).await?;
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let hashes = [hash];
+    let wait = app.wait_all(
+        &hashes,
+        Duration::from_millis(250),
+        |stats| {
+            if let Some(s) = stats.first() {
+                let pct = library::percent(s.pieces_have, s.pieces_total);
+                let line = format!(
+                    "downloading {}: {pct:.1}% from {} source(s)",
+                    s.name, s.peers
+                );
+                if tty {
+                    print!("\r{line}   ");
+                    let _ = std::io::stdout().flush();
+                } else if line != last {
+                    println!("{line}");
+                }
+                last = line;
+            }
+        },
+        |_| {},
+    );
+    let reports = tokio::select! {
+        r = wait => r?,
+        sig = signals.recv() => {
+            eprintln!("\n{sig}: stopping (the download resumes next time)");
+            return Ok(false);
+        }
+    };
+    if tty {
+        println!();
+    }
+    for r in &reports {
+        println!("{}", human_report(r));
+        println!("saved as {}", dir.join(&r.name).display());
+    }
+    Ok(true)
+}
+
+/// The system's opener, if there is one on PATH.
+fn opener() -> Option<&'static str> {
+    let path = std::env::var_os("PATH")?;
+    ["xdg-open", "open"].into_iter().find(|name| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(name)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// Menu 3: pick a complete local file and open it (or print its path). `Ok(false)` = stop the shell.
+async fn shell_open(
+    dir: &Path,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> anyhow::Result<bool> {
+    let entries: Vec<LocalEntry> = local_entries(dir)?
+        .into_iter()
+        .filter(|e| e.complete)
+        .collect();
+    if entries.is_empty() {
+        println!("no complete files yet");
+        return Ok(true);
+    }
+    print_entries(&entries, true);
+    prompt("file number (empty to cancel): ");
+    let answer = match read_input(lines, signals).await {
+        Input::Line(l) => l,
+        Input::Eof | Input::Signal(_) => return Ok(false),
+    };
+    if answer.is_empty() {
+        return Ok(true);
+    }
+    let entry = match answer.parse::<usize>() {
+        Ok(n) if (1..=entries.len()).contains(&n) => &entries[n - 1],
+        _ => match entries.iter().find(|e| e.name == answer) {
+            Some(e) => e,
+            None => {
+                println!("no file {answer:?}");
+                return Ok(true);
+            }
+        },
+    };
+    let path =
+        std::fs::canonicalize(dir.join(&entry.name)).unwrap_or_else(|_| dir.join(&entry.name));
+    match opener() {
+        Some(cmd) => {
+            let spawned = std::process::Command::new(cmd)
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(mut child) => {
+                    // Reap it when it exits (xdg-open returns at once; `open` may linger).
+                    std::thread::spawn(move || child.wait());
+                    println!("opened {} with {cmd}", path.display());
+                }
+                Err(e) => println!("cannot run {cmd} ({e}); the file is {}", path.display()),
+            }
+        }
+        None => println!("{}", path.display()),
+    }
+    Ok(true)
 }
 
 async fn demo(dir: Option<PathBuf>, rate: u64, keep: bool) -> anyhow::Result<ExitCode> {
