@@ -140,6 +140,16 @@ impl Picker {
         }
     }
 
+    /// A peer's piece set changed wholesale (a late bitfield): move availability from `old` to `new`.
+    pub fn replace_peer_pieces(&mut self, old: &Bitfield, new: &Bitfield) {
+        for i in old.iter_ones() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+        self.add_peer_pieces(new);
+    }
+
     /// Count one piece a peer announced (HAVE).
     pub fn add_peer_piece(&mut self, index: u32) {
         if let Some(a) = self.availability.get_mut(index as usize) {

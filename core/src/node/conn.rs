@@ -42,7 +42,6 @@ pub(crate) struct Conn {
     pub decoder: Decoder,
     pub outbox: BytesMut,
     pub sent_handshake: bool,
-    pub got_message: bool,
     pub peer_id: Option<[u8; 20]>,
     pub fast: bool,
     /// The peer speaks the BEP 10 extension protocol.
@@ -90,7 +89,6 @@ impl Conn {
             decoder: Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN),
             outbox: BytesMut::new(),
             sent_handshake: false,
-            got_message: false,
             peer_id: None,
             fast: false,
             extended: false,

@@ -532,15 +532,6 @@ impl Node {
             self.close(now, id, "message before handshake");
             return;
         };
-        // The bitfield (or have-all/none) must come first; extension handshakes, keep-alives and port
-        // messages may precede it.
-        let first = !c.got_message;
-        if !matches!(
-            msg,
-            Message::Extended { .. } | Message::KeepAlive | Message::Port(_)
-        ) {
-            c.got_message = true;
-        }
         if self.config.trace {
             let detail = message_detail(&msg);
             self.trace(id, "in", msg.name(), detail);
@@ -564,9 +555,9 @@ impl Node {
             Message::Interested => self.set_peer_interest(now, id, hash, true),
             Message::NotInterested => self.set_peer_interest(now, id, hash, false),
             Message::Have { index } => self.on_have(now, id, hash, index),
-            Message::Bitfield(bytes) => self.on_bitfield(now, id, hash, first, &bytes),
+            Message::Bitfield(bytes) => self.on_bitfield(now, id, hash, &bytes),
             Message::HaveAll | Message::HaveNone => {
-                self.on_have_all_none(now, id, hash, first, msg == Message::HaveAll)
+                self.on_have_all_none(now, id, hash, msg == Message::HaveAll)
             }
             Message::Request {
                 index,
@@ -661,55 +652,49 @@ impl Node {
         self.after_peer_pieces_changed(now, id, hash);
     }
 
-    fn on_bitfield(&mut self, now: Instant, id: ConnId, hash: InfoHash, first: bool, bytes: &[u8]) {
-        if !first {
-            self.close(now, id, "bitfield after the first message");
-            return;
-        }
+    /// A bitfield, or have-all/none, replaces what we knew of the peer's pieces. BEP 3 sends it first, but
+    /// real clients also send one later (aria2 follows have-none with a bitfield), so it is accepted any time.
+    fn replace_peer_pieces(&mut self, now: Instant, id: ConnId, hash: InfoHash, pieces: Bitfield) {
         let Some(t) = self.torrents.get_mut(&hash) else {
             return;
         };
-        let parsed = match Bitfield::from_wire(bytes, t.meta.piece_count()) {
-            Ok(b) => b,
-            Err(e) => {
-                self.close(now, id, &format!("bad bitfield: {e}"));
-                return;
-            }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
         };
-        t.picker.add_peer_pieces(&parsed);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.peer_has = parsed;
-        }
+        let old = std::mem::replace(&mut c.peer_has, pieces);
+        t.picker.replace_peer_pieces(&old, &c.peer_has);
         self.after_peer_pieces_changed(now, id, hash);
     }
 
-    fn on_have_all_none(
-        &mut self,
-        now: Instant,
-        id: ConnId,
-        hash: InfoHash,
-        first: bool,
-        all: bool,
-    ) {
-        let fast = self.conns.get(&id).is_some_and(|c| c.fast);
-        if !first || !fast {
-            self.close(now, id, "unexpected have-all/have-none");
+    fn on_bitfield(&mut self, now: Instant, id: ConnId, hash: InfoHash, bytes: &[u8]) {
+        let Some(t) = self.torrents.get(&hash) else {
+            return;
+        };
+        match Bitfield::from_wire(bytes, t.meta.piece_count()) {
+            Ok(b) => self.replace_peer_pieces(now, id, hash, b),
+            Err(e) => self.close(now, id, &format!("bad bitfield: {e}")),
+        }
+    }
+
+    fn on_have_all_none(&mut self, now: Instant, id: ConnId, hash: InfoHash, all: bool) {
+        if !self.conns.get(&id).is_some_and(|c| c.fast) {
+            self.close(now, id, "have-all/have-none without the fast extension");
             return;
         }
-        let Some(t) = self.torrents.get_mut(&hash) else {
+        let Some(t) = self.torrents.get(&hash) else {
             return;
         };
         let n = t.meta.piece_count();
-        let b = if all {
-            Bitfield::full(n)
-        } else {
-            Bitfield::new(n)
-        };
-        t.picker.add_peer_pieces(&b);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.peer_has = b;
-        }
-        self.after_peer_pieces_changed(now, id, hash);
+        self.replace_peer_pieces(
+            now,
+            id,
+            hash,
+            if all {
+                Bitfield::full(n)
+            } else {
+                Bitfield::new(n)
+            },
+        );
     }
 
     fn after_peer_pieces_changed(&mut self, now: Instant, id: ConnId, hash: InfoHash) {

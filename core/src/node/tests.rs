@@ -610,3 +610,73 @@ fn extension_handshake_is_exchanged_and_reqq_caps_our_pipeline() {
         "we tell peers where we listen"
     );
 }
+
+#[test]
+fn late_bitfield_replaces_what_we_knew_like_aria2_sends_it() {
+    let mut w = World::new(4 * PL as usize);
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let node = &mut w.peers[l].node;
+    let conn = node.allocate_conn_id();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted {
+            conn,
+            addr: SocketAddr::from(([10, 0, 0, 9], 1)),
+        },
+    );
+    let hs = Handshake {
+        reserved: crate::wire::reserved_bits(true, true),
+        info_hash: meta.info_hash.0,
+        peer_id: [9; 20],
+    };
+    let mut msgs = bytes::BytesMut::new();
+    msgs.extend_from_slice(&hs.encode());
+    // aria2's order: have-none, allowed-fast, and later a bitfield once it has pieces.
+    Message::HaveNone.encode(&mut msgs);
+    Message::AllowedFast { index: 1 }.encode(&mut msgs);
+    Message::Unchoke.encode(&mut msgs);
+    Message::Bitfield(Bytes::from_static(&[0b1010_0000])).encode(&mut msgs);
+    node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: msgs.freeze(),
+        },
+    );
+    let mut closed = false;
+    let mut requested = BTreeSet::new();
+    let mut dec = crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN);
+    while let Some(o) = node.poll_output() {
+        match o {
+            Output::Close { conn: c } if c == conn => closed = true,
+            Output::Send { data, .. } => dec.feed(&data),
+            _ => {}
+        }
+    }
+    while let Ok(Some(f)) = dec.next_frame() {
+        if let Frame::Message(Message::Request { index, .. }) = f {
+            requested.insert(index);
+        }
+    }
+    assert!(!closed, "a late bitfield is not a protocol error");
+    assert!(
+        !requested.is_empty() && requested.iter().all(|p| *p == 0 || *p == 2),
+        "requests only what the bitfield offers: {requested:?}"
+    );
+    // A bitfield of the wrong size is still refused.
+    let mut bad = bytes::BytesMut::new();
+    Message::Bitfield(Bytes::from_static(&[0, 0])).encode(&mut bad);
+    node.handle_input(
+        Instant::ZERO,
+        Input::Received {
+            conn,
+            data: bad.freeze(),
+        },
+    );
+    let mut closed = false;
+    while let Some(o) = node.poll_output() {
+        closed |= matches!(o, Output::Close { conn: c } if c == conn);
+    }
+    assert!(closed);
+}
