@@ -6,7 +6,7 @@
 //! descriptors of the processes it watches (Linux only, no libc) every few milliseconds while the test runs,
 //! and remembers every local port it saw each of them use: listening ports and connection ports alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use std::time::Duration;
 struct Shared {
     watched: Vec<(String, u32)>,
     owners: BTreeMap<u16, String>,
+    listening: BTreeSet<u16>,
 }
 
 /// A background sampler of port ownership; stops on drop.
@@ -69,6 +70,11 @@ impl PortWatch {
         lock(&self.shared).owners.get(&addr.port()).cloned()
     }
 
+    /// Whether `port` was seen as a listening socket of a watched process (else it was a connection's).
+    pub fn is_listening(&self, port: u16) -> bool {
+        lock(&self.shared).listening.contains(&port)
+    }
+
     /// Every port seen, with its owner (for failure messages).
     pub fn snapshot(&self) -> BTreeMap<u16, String> {
         lock(&self.shared).owners.clone()
@@ -119,27 +125,31 @@ fn sample(shared: &Mutex<Shared>) {
             continue;
         };
         for line in text.lines().skip(1) {
-            if let Some((port, inode)) = parse_tcp_line(line) {
+            if let Some((port, inode, listen)) = parse_tcp_line(line) {
                 if let Some(label) = inode_owner.get(&inode) {
-                    found.push((port, label.clone()));
+                    found.push((port, label.clone(), listen));
                 }
             }
         }
     }
     let mut s = lock(shared);
-    for (port, label) in found {
+    for (port, label, listen) in found {
         s.owners.insert(port, label);
+        if listen {
+            s.listening.insert(port);
+        }
     }
 }
 
-/// `(local port, inode)` of one `/proc/net/tcp` row:
-/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`.
-fn parse_tcp_line(line: &str) -> Option<(u16, u64)> {
+/// `(local port, inode, listening)` of one `/proc/net/tcp` row:
+/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...` (state `0A` is LISTEN).
+fn parse_tcp_line(line: &str) -> Option<(u16, u64, bool)> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let local = fields.get(1)?;
     let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+    let listening = *fields.get(3)? == "0A";
     let inode = fields.get(9)?.parse::<u64>().ok()?;
-    (inode != 0).then_some((port, inode))
+    (inode != 0).then_some((port, inode, listening))
 }
 
 #[cfg(test)]
@@ -149,7 +159,9 @@ mod tests {
     #[test]
     fn parses_a_proc_net_tcp_row() {
         let row = "   3: 0100007F:1F90 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 20 4 30 10 -1";
-        assert_eq!(parse_tcp_line(row), Some((0x1F90, 123456)));
+        assert_eq!(parse_tcp_line(row), Some((0x1F90, 123456, false)));
+        let row = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(parse_tcp_line(row), Some((0x1F90, 99, true)));
     }
 
     #[test]
@@ -160,6 +172,8 @@ mod tests {
         let watch = PortWatch::start();
         watch.watch("me", std::process::id());
         assert_eq!(watch.owner(&addr).as_deref(), Some("me"));
+        assert!(watch.is_listening(addr.port()));
+        assert!(!watch.is_listening(client.local_addr().unwrap().port()));
         assert_eq!(
             watch.owner(&client.local_addr().unwrap()).as_deref(),
             Some("me")

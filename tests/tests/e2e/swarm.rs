@@ -150,6 +150,12 @@ fn three_peers_share_six_files_by_name() {
                     watch.snapshot()
                 )
             });
+            let kind = if watch.is_listening(addr.port()) {
+                "listening address"
+            } else {
+                "connection's ephemeral address"
+            };
+            println!("  C <- {addr} ({owner}'s {kind}) for {}: {bytes} B", r.name);
             *from.entry(owner).or_default() += bytes;
         }
     }
