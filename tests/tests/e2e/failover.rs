@@ -10,11 +10,39 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+/// How a source fails in [`source_fails_midway`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// SIGKILL: its connections close at once.
+    Killed,
+    /// SIGSTOP: its connections stay open and go silent.
+    Stalled,
+}
+
+/// Stop `pid` with SIGSTOP through the shell's `kill` builtin (no libc here).
+fn sigstop(pid: u32) {
+    let status = Command::new("sh")
+        .args(["-c", "kill -STOP \"$0\"", &pid.to_string()])
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "kill -STOP {pid} failed");
+}
+
 #[test]
 fn download_survives_a_source_killed_midway() {
+    source_fails_midway(Failure::Killed);
+}
+
+#[test]
+fn download_survives_a_source_stalled_midway() {
+    source_fails_midway(Failure::Stalled);
+}
+
+/// Two capped seeders S1, S2 and a leecher L; S1 fails once L has a third of the file; L completes from S2.
+fn source_fails_midway(failure: Failure) {
     const NAME: &str = "failover.bin";
     const SIZE: u64 = 24 * 1024 * 1024 + 3;
-    let scratch = Scratch::new("failover");
+    let scratch = Scratch::new(&format!("failover-{failure:?}"));
     let tracker = Tracker::start(&scratch);
     let watch = PortWatch::start();
     let s1_dir = scratch.dir("s1");
@@ -58,14 +86,17 @@ fn download_survives_a_source_killed_midway() {
         Duration::from_millis(20),
         || read_checkpoint(&l_dir, &hash).filter(|cp| cp.verified_count * 3 >= cp.piece_count),
     );
-    s1.proc.kill();
+    match failure {
+        Failure::Killed => s1.proc.kill(),
+        Failure::Stalled => sigstop(s1.proc.pid()),
+    }
     let at_kill = read_checkpoint(&l_dir, &hash).expect("checkpoint");
     assert!(
         !at_kill.complete,
         "finished before the kill: lower the caps"
     );
     println!(
-        "killed S1 at {}/{} pieces",
+        "{failure:?} S1 at {}/{} pieces",
         at_kill.verified_count, at_kill.piece_count
     );
 
@@ -78,7 +109,19 @@ fn download_survives_a_source_killed_midway() {
             .unwrap_or_else(|| panic!("bytes from unknown {addr}: {r:?} {:?}", watch.snapshot()));
         *from.entry(owner).or_default() += bytes;
     }
-    println!("L's bytes by source: {from:?}, {:.2} s", r.seconds);
+    println!(
+        "{failure:?}: L's bytes by source: {from:?}, {:.2} s",
+        r.seconds
+    );
+    if failure == Failure::Stalled {
+        // The stalled requests must move on after the request timeout (10 s), not wait for the idle
+        // timeout (45 s) to drop the silent connection.
+        assert!(
+            r.seconds < 35.0,
+            "L took {:.1} s: the stall was not detected by the request timeout",
+            r.seconds
+        );
+    }
     assert!(
         from.get("S1").is_some_and(|&n| n > 0),
         "S1 served nothing before it died: {from:?}"
