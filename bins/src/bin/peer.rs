@@ -22,13 +22,47 @@ use enjambre_net::clock::TokioClock;
 use enjambre_net::create::{create_metainfo, parse_size};
 use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
 use enjambre_net::library::{self, LocalEntry};
-use enjambre_net::peer::PeerEnv;
+use enjambre_net::peer::{PeerEnv, PeerError};
 use enjambre_net::storage::{StdStorage, ThreadPool};
 use enjambre_net::transport::TokioTransport;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+// Output that never panics: a closed stdout or stderr (e.g. `peer ls | head -1`) is ignored.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! out_part {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! err_part {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 type App = PeerApp<TokioTransport, ThreadPool, TokioClock>;
+
+/// Where a peer listens unless told otherwise.
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 6881);
+/// The last port tried after the default one is taken.
+const LAST_DEFAULT_PORT: u16 = 6889;
 
 /// An enjambre peer: share and download files over BitTorrent.
 #[derive(Debug, Parser)]
@@ -40,14 +74,10 @@ struct Cli {
     /// Download and share folder (state is kept in DIR/.enjambre) [default: .]
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Address to listen on for peers (`127.0.0.1:0` picks a free port).
-    #[arg(
-        long,
-        global = true,
-        default_value = "0.0.0.0:6881",
-        value_name = "ADDR"
-    )]
-    listen: SocketAddr,
+    /// Address to listen on for peers (`127.0.0.1:0` picks a free port) [default: 0.0.0.0:6881, or the
+    /// next free port up to 6889 when it is taken]
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Upload cap in bytes per second (e.g. 20MB, 512KiB).
     #[arg(long, global = true, value_parser = rate, value_name = "N")]
     max_upload_rate: Option<u64>,
@@ -153,7 +183,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -163,7 +193,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            err!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
@@ -252,11 +282,25 @@ async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyho
         seed,
         ..NodeConfig::default()
     };
-    let mut options = AppOptions::new(dir.to_path_buf(), cli.listen, tracker);
+    let mut options = AppOptions::new(dir.to_path_buf(), DEFAULT_LISTEN, tracker);
     options.node = node;
     options.max_upload_rate = cli.max_upload_rate;
     options.max_download_rate = cli.max_download_rate;
-    Ok(PeerApp::start(env(), options).await?)
+    if let Some(listen) = cli.listen {
+        options.listen = listen;
+        return Ok(PeerApp::start(env(), options).await?);
+    }
+    // The usual port, or the next free one (several peers on one machine).
+    let mut port = DEFAULT_LISTEN.port();
+    loop {
+        options.listen = SocketAddr::new(DEFAULT_LISTEN.ip(), port);
+        match PeerApp::start(env(), options.clone()).await {
+            Err(app::AppError::Peer(PeerError::Listen { .. })) if port < LAST_DEFAULT_PORT => {
+                port += 1;
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, registered up front so that a signal during startup is handled gracefully too.
@@ -294,23 +338,23 @@ fn serve_printer() -> app::ServeSink {
             if tty {
                 let pct = (done * 100).checked_div(total).unwrap_or(100);
                 let end = if done >= total { "\n" } else { "" };
-                eprint!("\rhashing {name}: {pct:>3}%{end}");
+                err_part!("\rhashing {name}: {pct:>3}%{end}");
                 let _ = std::io::stderr().flush();
             } else if done == 0 {
-                eprintln!("hashing {name} ({})", human_bytes(total));
+                err!("hashing {name} ({})", human_bytes(total));
             }
         }
         ServeEvent::Seeding {
             name, info_hash, ..
-        } => println!("seeding {name} {info_hash}"),
+        } => out!("seeding {name} {info_hash}"),
         ServeEvent::Resuming {
             name,
             info_hash,
             percent,
-        } => println!("resuming {name} {info_hash} ({percent:.1}%)"),
-        ServeEvent::Skipped { name, error } => eprintln!("warning: not sharing {name}: {error}"),
+        } => out!("resuming {name} {info_hash} ({percent:.1}%)"),
+        ServeEvent::Skipped { name, error } => err!("warning: not sharing {name}: {error}"),
         ServeEvent::PublishFailed { name, error } => {
-            eprintln!("warning: {name} not published to the catalog: {error}")
+            err!("warning: {name} not published to the catalog: {error}")
         }
     })
 }
@@ -323,20 +367,20 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
     if tracker.is_none() {
-        eprintln!("warning: no --tracker: files are shared with peers that connect directly only");
+        err!("warning: no --tracker: files are shared with peers that connect directly only");
     }
     let app = start_app(cli, tracker, dir).await?;
-    println!("listening on {}", app.local_addr());
+    out!("listening on {}", app.local_addr());
     let added = tokio::select! {
         r = app.serve_folder(recheck, serve_printer()) => r?,
         sig = signals.recv() => {
-            eprintln!("{sig}: stopping");
+            err!("{sig}: stopping");
             app.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
     };
     if added.is_empty() {
-        eprintln!(
+        err!(
             "nothing to share in {} yet: waiting (add files and restart to share them)",
             dir.display()
         );
@@ -348,7 +392,7 @@ async fn serve(
         .collect();
     tokio::select! {
         r = report_progress(&app, resumed) => r?,
-        sig = signals.recv() => eprintln!("{sig}: stopping"),
+        sig = signals.recv() => err!("{sig}: stopping"),
     }
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -364,12 +408,12 @@ async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()
             if app::is_finished(&s) {
                 if let Some(i) = pending.iter().position(|h| *h == s.info_hash) {
                     pending.swap_remove(i);
-                    println!("complete {} {}", s.name, s.info_hash);
+                    out!("complete {} {}", s.name, s.info_hash);
                 }
             }
             let last = errors.entry(s.info_hash.clone()).or_default();
             if s.error.is_some() && s.error != *last {
-                eprintln!("error: {}: {}", s.name, s.error.as_deref().unwrap_or(""));
+                err!("error: {}: {}", s.name, s.error.as_deref().unwrap_or(""));
             }
             *last = s.error.clone();
         }
@@ -414,7 +458,7 @@ async fn get(
     let result = tokio::select! {
         r = fetch_and_download(&app, &req, sources) => r,
         sig = signals.recv() => {
-            eprintln!("{sig}: stopping (progress is kept; run again to resume)");
+            err!("{sig}: stopping (progress is kept; run again to resume)");
             app.shutdown().await;
             return Ok(ExitCode::from(130));
         }
@@ -424,9 +468,9 @@ async fn get(
         return Err(e);
     }
     if req.seed {
-        eprintln!("seeding on {} until stopped", app.local_addr());
+        err!("seeding on {} until stopped", app.local_addr());
         let sig = signals.recv().await;
-        eprintln!("{sig}: stopping");
+        err!("{sig}: stopping");
     }
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -463,7 +507,7 @@ async fn fetch_and_download(
                     match serde_json::to_string(report) {
                         Ok(line) => line,
                         Err(e) => {
-                            eprintln!("error: cannot encode the report: {e}");
+                            err!("error: cannot encode the report: {e}");
                             return;
                         }
                     }
@@ -556,8 +600,8 @@ impl Bars {
     /// Print a line on stdout without tearing the bars.
     fn println(&self, line: &str) {
         match &self.multi {
-            Some(multi) => multi.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(multi) => multi.suspend(|| out!("{line}")),
+            None => out!("{line}"),
         }
     }
 
@@ -609,7 +653,7 @@ async fn create(
                 let pct = (done * 100).checked_div(total).unwrap_or(100);
                 if tty && pct != last {
                     last = pct;
-                    eprint!("\rhashing: {pct:>3}%");
+                    err_part!("\rhashing: {pct:>3}%");
                     let _ = std::io::stderr().flush();
                 }
             },
@@ -618,7 +662,7 @@ async fn create(
     .await
     .context("hashing task failed")?;
     if tty {
-        eprintln!();
+        err!();
     }
     let meta = meta?;
     let out = match output {
@@ -627,7 +671,7 @@ async fn create(
     };
     std::fs::write(&out, meta.to_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!(
+    out!(
         "created {}: {} ({}, {} pieces of {}) info hash {}",
         out.display(),
         meta.info.name,
@@ -647,7 +691,7 @@ fn local_entries(dir: &Path) -> anyhow::Result<Vec<LocalEntry>> {
 
 fn print_entries(entries: &[LocalEntry], numbered: bool) {
     if entries.is_empty() {
-        println!("(no files)");
+        out!("(no files)");
         return;
     }
     let width = entries
@@ -667,7 +711,7 @@ fn print_entries(entries: &[LocalEntry], numbered: bool) {
         } else {
             String::new()
         };
-        println!(
+        out!(
             "{num}{:<width$}  {:>10}  {status}",
             e.name,
             human_bytes(e.size)
@@ -679,7 +723,7 @@ async fn ls(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let entries = local_entries(dir)?;
     if json {
         for e in &entries {
-            println!("{}", serde_json::to_string(e)?);
+            out!("{}", serde_json::to_string(e)?);
         }
     } else {
         print_entries(&entries, false);
@@ -708,13 +752,13 @@ fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("warning: cannot read stdin: {e}");
+        err!("warning: cannot read stdin: {e}");
     }
     rx
 }
 
 fn prompt(text: &str) {
-    print!("{text}");
+    out_part!("{text}");
     let _ = std::io::stdout().flush();
 }
 
@@ -738,43 +782,43 @@ async fn read_input(
 async fn shell(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
     let app = start_app(cli, tracker, dir).await?;
-    println!("listening on {}", app.local_addr());
+    out!("listening on {}", app.local_addr());
     let quiet: app::ServeSink = Arc::new(|event| match event {
-        ServeEvent::Skipped { name, error } => eprintln!("warning: not sharing {name}: {error}"),
+        ServeEvent::Skipped { name, error } => err!("warning: not sharing {name}: {error}"),
         ServeEvent::PublishFailed { name, error } => {
-            eprintln!("warning: {name} not published to the catalog: {error}")
+            err!("warning: {name} not published to the catalog: {error}")
         }
         _ => {}
     });
     let served = tokio::select! {
         r = app.serve_folder(false, quiet) => r,
         sig = signals.recv() => {
-            eprintln!("{sig}: stopping");
+            err!("{sig}: stopping");
             app.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
     };
     match served {
-        Ok(served) => println!(
+        Ok(served) => out!(
             "sharing {} file(s) from {} in the background",
             served.len(),
             dir.display()
         ),
-        Err(e) => eprintln!("warning: cannot share {}: {e}", dir.display()),
+        Err(e) => err!("warning: cannot share {}: {e}", dir.display()),
     }
     let mut lines = stdin_lines();
     loop {
-        println!();
-        println!("1) download a file   2) list local files   3) open a downloaded file   4) exit");
+        out!();
+        out!("1) download a file   2) list local files   3) open a downloaded file   4) exit");
         prompt("> ");
         let choice = match read_input(&mut lines, &mut signals).await {
             Input::Line(l) => l,
             Input::Eof => {
-                println!();
+                out!();
                 break;
             }
             Input::Signal(sig) => {
-                eprintln!("\n{sig}: stopping");
+                err!("\n{sig}: stopping");
                 break;
             }
         };
@@ -788,14 +832,14 @@ async fn shell(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::R
             "3" => shell_open(dir, &mut lines, &mut signals).await,
             "4" | "q" | "quit" | "exit" => break,
             other => {
-                println!("unknown choice {other:?}: type 1, 2, 3 or 4");
+                out!("unknown choice {other:?}: type 1, 2, 3 or 4");
                 Ok(true)
             }
         };
         match outcome {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => println!("error: {}", one_line(&e)),
+            Err(e) => out!("error: {}", one_line(&e)),
         }
     }
     app.shutdown().await;
@@ -811,11 +855,11 @@ async fn shell_download(
 ) -> anyhow::Result<bool> {
     let files = app.list_catalog().await?;
     if files.is_empty() {
-        println!("the tracker's catalog is empty");
+        out!("the tracker's catalog is empty");
         return Ok(true);
     }
     for (i, f) in files.iter().enumerate() {
-        println!(
+        out!(
             "{:>3}) {:<32} {:>10}  {} seeder(s)",
             i + 1,
             f.name,
@@ -851,10 +895,10 @@ async fn shell_download(
                     s.name, s.peers
                 );
                 if tty {
-                    print!("\r{line}   ");
+                    out_part!("\r{line}   ");
                     let _ = std::io::stdout().flush();
                 } else if line != last {
-                    println!("{line}");
+                    out!("{line}");
                 }
                 last = line;
             }
@@ -864,16 +908,16 @@ async fn shell_download(
     let reports = tokio::select! {
         r = wait => r?,
         sig = signals.recv() => {
-            eprintln!("\n{sig}: stopping (the download resumes next time)");
+            err!("\n{sig}: stopping (the download resumes next time)");
             return Ok(false);
         }
     };
     if tty {
-        println!();
+        out!();
     }
     for r in &reports {
-        println!("{}", human_report(r));
-        println!("saved as {}", dir.join(&r.name).display());
+        out!("{}", human_report(r));
+        out!("saved as {}", dir.join(&r.name).display());
     }
     Ok(true)
 }
@@ -902,7 +946,7 @@ async fn shell_open(
         .filter(|e| e.complete)
         .collect();
     if entries.is_empty() {
-        println!("no complete files yet");
+        out!("no complete files yet");
         return Ok(true);
     }
     print_entries(&entries, true);
@@ -919,7 +963,7 @@ async fn shell_open(
         _ => match entries.iter().find(|e| e.name == answer) {
             Some(e) => e,
             None => {
-                println!("no file {answer:?}");
+                out!("no file {answer:?}");
                 return Ok(true);
             }
         },
@@ -938,12 +982,12 @@ async fn shell_open(
                 Ok(mut child) => {
                     // Reap it when it exits (xdg-open returns at once; `open` may linger).
                     std::thread::spawn(move || child.wait());
-                    println!("opened {} with {cmd}", path.display());
+                    out!("opened {} with {cmd}", path.display());
                 }
-                Err(e) => println!("cannot run {cmd} ({e}); the file is {}", path.display()),
+                Err(e) => out!("cannot run {cmd} ({e}); the file is {}", path.display()),
             }
         }
-        None => println!("{}", path.display()),
+        None => out!("{}", path.display()),
     }
     Ok(true)
 }
@@ -956,15 +1000,15 @@ async fn demo(dir: Option<PathBuf>, rate: u64, keep: bool) -> anyhow::Result<Exi
         keep,
         ..DemoConfig::standard()
     };
-    let out: DemoOut = Arc::new(|text| println!("{text}"));
+    let out: DemoOut = Arc::new(|text| out!("{text}"));
     tokio::select! {
         r = run_demo(config, out) => {
             r?;
-            println!("demo passed");
+            out!("demo passed");
             Ok(ExitCode::SUCCESS)
         }
         sig = signals.recv() => {
-            eprintln!("{sig}: demo interrupted");
+            err!("{sig}: demo interrupted");
             Ok(ExitCode::from(130))
         }
     }
