@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! corrupt_peer --dir DIR --file NAME [--listen 127.0.0.1:0] [--tracker URL] [--corrupt-every N]
+//!              [--connect HOST:PORT]...
 //! ```
+//! `--connect` dials a peer itself (which then sees it only as an inbound connection).
 //! Pieces whose index is a multiple of N (default 1: every piece) are corrupted. Prints
 //! `listening on ADDR`, then `seeding NAME INFOHASH`, and serves until killed.
 
@@ -28,6 +30,7 @@ struct Args {
     listen: SocketAddr,
     tracker: Option<String>,
     corrupt_every: u32,
+    connect: Vec<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
     let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut tracker = None;
     let mut corrupt_every = 1u32;
+    let mut connect = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -51,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--corrupt-every needs a positive number")?
             }
+            "--connect" => connect.push(value()?.parse().map_err(|e| format!("--connect: {e}"))?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -60,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         listen,
         tracker,
         corrupt_every,
+        connect,
     })
 }
 
@@ -212,6 +218,9 @@ async fn run() -> Result<(), String> {
         .add(ThreadPool, meta, AddMode::Seed, args.tracker, vec![])
         .await
         .map_err(|e| e.to_string())?;
+    for addr in &args.connect {
+        peer.add_peer(hash, *addr);
+    }
     println!("seeding {} {}", args.file, hash.to_hex());
     let _ = io::stdout().flush();
     task.await.map_err(|e| e.to_string())
