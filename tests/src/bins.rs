@@ -59,8 +59,14 @@ pub struct Tracker {
 impl Tracker {
     /// Start a tracker on a free loopback port with a 1-second announce interval.
     pub fn start(scratch: &Scratch) -> Tracker {
+        Tracker::start_with_interval(scratch, 1)
+    }
+
+    /// Start a tracker on a free loopback port with an announce interval of `secs` seconds (peers expire
+    /// after 2.5 intervals).
+    pub fn start_with_interval(scratch: &Scratch, secs: u32) -> Tracker {
         let mut cmd = Command::new(bin_path("tracker"));
-        cmd.args(["--listen", "127.0.0.1:0", "--interval", "1"]);
+        cmd.args(["--listen", "127.0.0.1:0", "--interval", &secs.to_string()]);
         let mut proc = Proc::spawn("tracker", cmd, scratch.path());
         let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
         Tracker { proc, addr }

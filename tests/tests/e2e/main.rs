@@ -4,6 +4,7 @@
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
 mod failover;
+mod lifecycle;
 mod peer_input;
 mod resume;
 mod swarm;
