@@ -4,6 +4,7 @@
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
 mod failover;
+mod hostile_metainfo;
 mod lifecycle;
 mod peer_input;
 mod resume;
