@@ -5,6 +5,7 @@
 
 mod failover;
 mod hostile_metainfo;
+mod leecher_input;
 mod lifecycle;
 mod peer_input;
 mod resume;
