@@ -224,14 +224,19 @@ pub struct GetReport {
     pub sources: BTreeMap<SocketAddr, u64>,
     /// Banned addresses.
     pub banned: Vec<SocketAddr>,
-    /// Time the download took.
+    /// Time the download took, as the peer reports it.
     pub seconds: f64,
+    /// Wall-clock seconds from starting the `peer get` process to reading this line (measured by the test;
+    /// includes process start-up and the catalog and tracker round trips).
+    #[serde(skip)]
+    pub wall_seconds: f64,
 }
 
 /// A running `peer ... get NAMES --json`.
 pub struct Getter {
     /// The process.
     pub proc: Proc,
+    started: std::time::Instant,
 }
 
 /// Start `peer ... get NAMES... --json EXTRA...`.
@@ -248,6 +253,7 @@ pub fn get(
     sub.extend_from_slice(extra);
     Getter {
         proc: Proc::spawn(label, args.command(&sub), scratch.path()),
+        started: std::time::Instant::now(),
     }
 }
 
@@ -259,12 +265,13 @@ impl Getter {
         while out.len() < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let label = self.proc.name().to_string();
-            let report = self.proc.wait_line("a JSON report", left, |line| {
+            let mut report = self.proc.wait_line("a JSON report", left, |line| {
                 let r = serde_json::from_str::<GetReport>(line);
                 Some(r.unwrap_or_else(|e| {
                     panic!("{label}: stdout line is not a JSON report ({e}): {line}")
                 }))
             });
+            report.wall_seconds = self.started.elapsed().as_secs_f64();
             out.push(report);
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
