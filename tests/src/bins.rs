@@ -261,6 +261,21 @@ impl Getter {
     /// Read `n` JSON reports from stdout, then wait for exit status 0; `timeout` covers it all.
     pub fn reports(&mut self, n: usize, timeout: Duration) -> Vec<GetReport> {
         let deadline = std::time::Instant::now() + timeout;
+        let out = self.read_reports(n, timeout);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let status = self.proc.wait_exit(left.max(Duration::from_secs(5)));
+        assert!(
+            status.success(),
+            "{} exited with {status} after its reports\n{}",
+            self.proc.name(),
+            self.proc.stderr_tail()
+        );
+        out
+    }
+
+    /// Read `n` JSON reports from stdout within `timeout`, leaving the process running (`--seed`).
+    pub fn read_reports(&mut self, n: usize, timeout: Duration) -> Vec<GetReport> {
+        let deadline = std::time::Instant::now() + timeout;
         let mut out = Vec::new();
         while out.len() < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -274,14 +289,6 @@ impl Getter {
             report.wall_seconds = self.started.elapsed().as_secs_f64();
             out.push(report);
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let status = self.proc.wait_exit(left.max(Duration::from_secs(5)));
-        assert!(
-            status.success(),
-            "{} exited with {status} after its reports\n{}",
-            self.proc.name(),
-            self.proc.stderr_tail()
-        );
         out
     }
 }

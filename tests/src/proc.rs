@@ -169,6 +169,13 @@ impl Proc {
         }
     }
 
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read(&self.stderr_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
     /// The last few KiB of the process's stderr, labelled, for failure messages.
     pub fn stderr_tail(&self) -> String {
         let mut text = String::new();

@@ -277,3 +277,98 @@ fn corrupt_source(meeting: Meeting, by_listen_address: bool) {
         || read_checkpoint(&l_dir, &h.seeding[NAME]).filter(|cp| cp.complete),
     );
 }
+
+/// Invariant 1 across peers: L, fed half-corrupt data by X (which only L knows), passes on to M only pieces
+/// it verified. M takes bytes from L and never sees a piece fail, nor bans anyone.
+#[test]
+fn corrupt_data_is_not_passed_on() {
+    const NAME: &str = "relay.bin";
+    const SIZE: u64 = 8 * 1024 * 1024 + 1000;
+    const PIECE: u64 = 512 * 1024;
+    let scratch = Scratch::new("relay");
+    let tracker = Tracker::start(&scratch);
+    let watch = PortWatch::start();
+    let h_dir = scratch.dir("honest");
+    let x_dir = scratch.dir("corrupt");
+    write_pattern_file(&h_dir.join(NAME), SIZE, 71);
+    write_pattern_file(&x_dir.join(NAME), SIZE, 71);
+    let h = serve(
+        "H",
+        &scratch,
+        &PeerArgs::new(Some(&tracker), &h_dir).upload_rate("3MB"),
+        &[NAME],
+    );
+    watch.watch("H", h.proc.pid());
+    let hash = h.seeding[NAME].clone();
+
+    let l_dir = scratch.dir("l");
+    let mut l_args = PeerArgs::new(Some(&tracker), &l_dir);
+    l_args.listen = format!("127.0.0.1:{}", free_port());
+    let mut l = get("L", &scratch, &l_args, &[NAME], &["--seed"]);
+    watch.watch("L", l.proc.pid());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrupt_peer"));
+    cmd.arg("--dir").arg(&x_dir).args([
+        "--file",
+        NAME,
+        "--corrupt-every",
+        "2",
+        "--connect",
+        &l_args.listen,
+    ]);
+    let x = Proc::spawn("X", cmd, scratch.path());
+    watch.watch("X", x.pid());
+
+    // M joins once L holds a few verified pieces.
+    wait_for(
+        "L to verify 4 pieces",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || read_checkpoint(&l_dir, &hash).filter(|cp| cp.verified_count >= 4),
+    );
+    let m_dir = scratch.dir("m");
+    let mut m = get(
+        "M",
+        &scratch,
+        &PeerArgs::new(Some(&tracker), &m_dir),
+        &[NAME],
+        &[],
+    );
+    watch.watch("M", m.proc.pid());
+    let rm = m.reports(1, Duration::from_secs(90)).remove(0);
+    let rl = l.read_reports(1, Duration::from_secs(90)).remove(0);
+    println!("L: {rl:?}\nM: {rm:?}");
+    assert_same_file(&h_dir.join(NAME), &l_dir.join(NAME));
+    assert_same_file(&h_dir.join(NAME), &m_dir.join(NAME));
+    assert!(
+        rl.bytes_wasted >= PIECE,
+        "X's corrupt pieces never reached L: {rl:?}"
+    );
+    let mut from: BTreeMap<String, u64> = BTreeMap::new();
+    for (addr, bytes) in &rm.sources {
+        let owner = watch
+            .owner(addr)
+            .unwrap_or_else(|| panic!("bytes from unknown {addr}: {:?}", watch.snapshot()));
+        *from.entry(owner).or_default() += bytes;
+    }
+    println!("M's bytes by source: {from:?}");
+    assert!(!from.contains_key("X"), "M met X: {from:?}");
+    assert!(
+        from.get("L").is_some_and(|&n| n > 0),
+        "M took nothing from L: {from:?}"
+    );
+    assert!(rm.banned.is_empty(), "M banned someone: {rm:?}");
+    // A failed piece is logged (at warn level, the default) as a `PieceFailed` event: L's log shows X's
+    // corrupt pieces, M's must show none. (`bytes_wasted` cannot tell: it also counts endgame duplicates.)
+    let failed = |p: &Proc| p.stderr_text().matches("PieceFailed").count();
+    assert!(
+        failed(&l.proc) > 0,
+        "L logged no failed piece\n{}",
+        l.proc.stderr_tail()
+    );
+    assert_eq!(
+        failed(&m.proc),
+        0,
+        "a piece failed at M: L passed on unverified data?\n{}",
+        m.proc.stderr_tail()
+    );
+}
