@@ -3,7 +3,7 @@
 //! A peer reports the sources of a download, and the peers it banned, by the address of the connection. When
 //! the other side dialled in, that address carries its *ephemeral* port, not its listening port, so a test
 //! cannot tell who it was from the address alone. [`PortWatch`] samples `/proc/net/tcp{,6}` and the socket
-//! descriptors of the processes it watches (Linux only, no libc) every few milliseconds while the test runs,
+//! descriptors of the processes it watches (Linux only, no libc) every 5 milliseconds while the test runs,
 //! and remembers every local port it saw each of them use: listening ports and connection ports alike.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How often ports are sampled: often enough to see a connection that lives a few milliseconds.
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct Shared {
@@ -38,7 +41,7 @@ impl PortWatch {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         sample(&shared);
-                        std::thread::sleep(Duration::from_millis(25));
+                        std::thread::sleep(SAMPLE_EVERY);
                     }
                 })
                 .expect("spawn port watcher")

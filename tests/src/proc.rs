@@ -87,6 +87,11 @@ impl Proc {
         }
     }
 
+    /// Every stdout line already received, without waiting.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Read stdout lines until `pick` returns `Some`; panic (with the stderr tail) on end of output or after
     /// `timeout`. Lines not picked are dropped (and shown if it panics).
     pub fn wait_line<T>(

@@ -8,7 +8,8 @@
 //! corrupt_peer --dir DIR --file NAME [--listen 127.0.0.1:0] [--tracker URL] [--corrupt-every N]
 //!              [--connect HOST:PORT]...
 //! ```
-//! `--connect` dials a peer itself (which then sees it only as an inbound connection).
+//! `--connect` dials a peer itself (which then sees it only as an inbound connection). Every connection it
+//! opens is printed as `connected LOCAL REMOTE`, so a test can tell its ephemeral ports from others'.
 //! Pieces whose index is a multiple of N (default 1: every piece) are corrupted. Prints
 //! `listening on ADDR`, then `seeding NAME INFOHASH`, and serves until killed.
 
@@ -17,7 +18,8 @@ use enjambre_net::clock::TokioClock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
-use enjambre_net::transport::TokioTransport;
+use enjambre_net::transport::{TokioTransport, Transport};
+use std::future::Future;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,6 +166,37 @@ impl Storage for CorruptStorage {
     }
 }
 
+/// Real TCP, printing the local and remote address of every outbound connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct LoggingTransport;
+
+impl Transport for LoggingTransport {
+    type Stream = <TokioTransport as Transport>::Stream;
+    type Listener = <TokioTransport as Transport>::Listener;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
+        TokioTransport.bind(addr)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        async move {
+            let s = TokioTransport.connect(addr).await?;
+            if let Ok(local) = s.local_addr() {
+                println!("connected {local} {addr}");
+            }
+            Ok(s)
+        }
+    }
+
+    fn connect_host(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        TokioTransport.connect_host(host, port)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -197,7 +230,7 @@ async fn run() -> Result<(), String> {
     tail.copy_from_slice(&pid.as_bytes()[pid.len() - tail.len()..]);
     node.seed = u64::from(std::process::id());
     let env = PeerEnv {
-        transport: TokioTransport,
+        transport: LoggingTransport,
         blocking: ThreadPool,
         storage: Arc::new(storage) as Arc<dyn Storage>,
         clock: TokioClock::new(),
@@ -218,10 +251,10 @@ async fn run() -> Result<(), String> {
         .add(ThreadPool, meta, AddMode::Seed, args.tracker, vec![])
         .await
         .map_err(|e| e.to_string())?;
+    println!("seeding {} {}", args.file, hash.to_hex());
+    let _ = io::stdout().flush();
     for addr in &args.connect {
         peer.add_peer(hash, *addr);
     }
-    println!("seeding {} {}", args.file, hash.to_hex());
-    let _ = io::stdout().flush();
     task.await.map_err(|e| e.to_string())
 }

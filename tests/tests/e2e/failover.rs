@@ -214,6 +214,7 @@ fn corrupt_source(meeting: Meeting, by_listen_address: bool) {
     // Through the tracker, X must be seeding before L asks; dialling in, L must be listening before X dials.
     let early_l = (meeting == Meeting::DialsIn).then(start_l);
     let mut x = Proc::spawn("X", cmd, scratch.path());
+    watch.watch("X", x.pid());
     let x_addr = x.wait_line("`listening on`", Duration::from_secs(20), parse_listening);
     let x_hash = x.wait_line("`seeding`", Duration::from_secs(20), |l| {
         l.strip_prefix("seeding ")
@@ -224,7 +225,6 @@ fn corrupt_source(meeting: Meeting, by_listen_address: bool) {
         x_hash, h.seeding[NAME],
         "the corrupt peer seeds the same torrent"
     );
-    watch.watch("X", x.pid());
     watch.claim("X", x_addr.port());
     let mut l = early_l.unwrap_or_else(start_l);
     let r = l.reports(1, Duration::from_secs(90)).remove(0);
@@ -238,6 +238,17 @@ fn corrupt_source(meeting: Meeting, by_listen_address: bool) {
         !r.banned.is_empty(),
         "the corrupt peer was not banned: {r:?}"
     );
+    // X prints the local address of each connection it opens: those ports are X's for sure, however short
+    // the connection was.
+    for line in x.drain_lines() {
+        let local = line
+            .strip_prefix("connected ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        if let Some(local) = local {
+            watch.claim("X", local.port());
+        }
+    }
     for addr in &r.banned {
         let owner = watch.owner(addr);
         let listening = watch.is_listening(addr.port());
