@@ -170,6 +170,8 @@ impl Storage for CorruptStorage {
 #[derive(Debug, Clone, Copy, Default)]
 struct LoggingTransport;
 
+// `async fn` in the impl would not promise `Send` futures, which the trait requires.
+#[allow(clippy::manual_async_fn)]
 impl Transport for LoggingTransport {
     type Stream = <TokioTransport as Transport>::Stream;
     type Listener = <TokioTransport as Transport>::Listener;
