@@ -118,8 +118,9 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Panic unless `copy` holds exactly the bytes of `original`, naming the first differing offset.
-pub fn assert_same_file(original: &Path, copy: &Path) {
+/// How two files differ: `None` when byte-identical, else a description (sizes, or the first differing
+/// byte offset).
+pub fn difference(original: &Path, copy: &Path) -> Option<String> {
     let open = |p: &Path| {
         std::fs::File::open(p).unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display()))
     };
@@ -128,13 +129,9 @@ pub fn assert_same_file(original: &Path, copy: &Path) {
         a.metadata().expect("metadata").len(),
         b.metadata().expect("metadata").len(),
     );
-    assert_eq!(
-        la,
-        lb,
-        "{} has {lb} bytes, the original {} has {la}",
-        copy.display(),
-        original.display()
-    );
+    if la != lb {
+        return Some(format!("{lb} bytes instead of {la}"));
+    }
     let mut ba = vec![0u8; 1 << 20];
     let mut bb = vec![0u8; 1 << 20];
     let mut offset = 0u64;
@@ -143,14 +140,21 @@ pub fn assert_same_file(original: &Path, copy: &Path) {
         a.read_exact(&mut ba[..n]).expect("read original");
         b.read_exact(&mut bb[..n]).expect("read copy");
         if let Some(i) = (0..n).find(|&i| ba[i] != bb[i]) {
-            panic!(
-                "{} differs from {} at byte {}",
-                copy.display(),
-                original.display(),
-                offset + i as u64
-            );
+            return Some(format!("differs at byte {}", offset + i as u64));
         }
         offset += n as u64;
+    }
+    None
+}
+
+/// Panic unless `copy` holds exactly the bytes of `original`, saying where they differ.
+pub fn assert_same_file(original: &Path, copy: &Path) {
+    if let Some(diff) = difference(original, copy) {
+        panic!(
+            "{} is not a copy of {}: {diff}",
+            copy.display(),
+            original.display()
+        );
     }
 }
 
@@ -172,12 +176,13 @@ mod tests {
     #[test]
     fn comparison_names_the_first_difference() {
         let s = Scratch::new("compare-unit");
-        let (a, b) = (s.path().join("a"), s.path().join("b"));
+        let (a, b, c) = (s.path().join("a"), s.path().join("b"), s.path().join("c"));
         std::fs::write(&a, b"hello").unwrap();
         std::fs::write(&b, b"hellO").unwrap();
-        let err = std::panic::catch_unwind(|| assert_same_file(&a, &b)).unwrap_err();
-        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
-        assert!(msg.ends_with("at byte 4"), "{msg}");
+        std::fs::write(&c, b"hell").unwrap();
+        assert_eq!(difference(&a, &b).as_deref(), Some("differs at byte 4"));
+        assert_eq!(difference(&a, &c).as_deref(), Some("4 bytes instead of 5"));
+        assert_eq!(difference(&a, &a), None);
         assert_same_file(&a, &a);
     }
 }
