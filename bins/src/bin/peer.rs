@@ -500,7 +500,8 @@ async fn fetch_and_download(
     let reports = app
         .wait_all(
             &hashes,
-            Duration::from_millis(200),
+            // Fine-grained, so the reported `seconds` is accurate to a few tens of milliseconds.
+            Duration::from_millis(20),
             |stats| bars.borrow_mut().update(stats),
             |report| {
                 let line = if json {

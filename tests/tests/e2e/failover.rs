@@ -155,8 +155,6 @@ fn corrupt_source_dialling_in_is_banned() {
 /// A peer is identified by its address *and port*; for a peer that dialled in, that is the listening
 /// address it sent in its extension handshake, not the ephemeral port of its connection.
 #[test]
-#[ignore = "known bug: a peer that dialled in is reported in `sources`/`banned` (and struck and banned) \
-            under its connection's ephemeral port, not the listening address from its BEP 10 handshake"]
 fn corrupt_source_dialling_in_is_banned_under_its_listening_address() {
     corrupt_source(Meeting::DialsIn, true);
 }
