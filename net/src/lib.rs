@@ -7,6 +7,7 @@
 pub mod app;
 pub mod clock;
 pub mod create;
+pub mod demo;
 mod disk;
 pub mod http;
 pub mod library;

@@ -20,6 +20,7 @@ use enjambre_net::app::{
 };
 use enjambre_net::clock::TokioClock;
 use enjambre_net::create::{create_metainfo, parse_size};
+use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
 use enjambre_net::library::{self, LocalEntry};
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::{StdStorage, ThreadPool};
@@ -678,6 +679,24 @@ async fn shell(_cli: &Cli, _tracker: Option<TrackerUrls>, _dir: &Path) -> anyhow
     bail!("shell is not available yet")
 }
 
-async fn demo(_dir: Option<PathBuf>, _rate: u64, _keep: bool) -> anyhow::Result<ExitCode> {
-    bail!("demo is not available yet")
+async fn demo(dir: Option<PathBuf>, rate: u64, keep: bool) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    let config = DemoConfig {
+        dir,
+        upload_rate: Some(rate),
+        keep,
+        ..DemoConfig::standard()
+    };
+    let out: DemoOut = Arc::new(|text| println!("{text}"));
+    tokio::select! {
+        r = run_demo(config, out) => {
+            r?;
+            println!("demo passed");
+            Ok(ExitCode::SUCCESS)
+        }
+        sig = signals.recv() => {
+            eprintln!("{sig}: demo interrupted");
+            Ok(ExitCode::from(130))
+        }
+    }
 }

@@ -1,0 +1,218 @@
+//! `corrupt_peer`: a deliberately dishonest seeder for the end-to-end tests.
+//!
+//! It seeds one file through the real peer driver (`enjambre_net::peer`), hashed honestly, but over a storage
+//! wrapper that flips a byte in every read touching a chosen set of pieces, so the blocks it serves for those
+//! pieces fail SHA-1 at the receiver.
+//!
+//! ```text
+//! corrupt_peer --dir DIR --file NAME [--listen 127.0.0.1:0] [--tracker URL] [--corrupt-every N]
+//! ```
+//! Pieces whose index is a multiple of N (default 1: every piece) are corrupted. Prints
+//! `listening on ADDR`, then `seeding NAME INFOHASH`, and serves until killed.
+
+use enjambre_core::node::NodeConfig;
+use enjambre_net::clock::TokioClock;
+use enjambre_net::create::create_metainfo;
+use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
+use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
+use enjambre_net::transport::TokioTransport;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Command-line options.
+struct Args {
+    dir: PathBuf,
+    file: String,
+    listen: SocketAddr,
+    tracker: Option<String>,
+    corrupt_every: u32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut dir = None;
+    let mut file = None;
+    let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut tracker = None;
+    let mut corrupt_every = 1u32;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => dir = Some(PathBuf::from(value()?)),
+            "--file" => file = Some(value()?),
+            "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--tracker" => tracker = Some(value()?),
+            "--corrupt-every" => {
+                corrupt_every = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--corrupt-every needs a positive number")?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        dir: dir.ok_or("--dir is required")?,
+        file: file.ok_or("--file is required")?,
+        listen,
+        tracker,
+        corrupt_every,
+    })
+}
+
+/// Real storage, except that reads of `target` are corrupted in the chosen pieces.
+struct CorruptStorage {
+    target: PathBuf,
+    piece_length: u64,
+    every: u64,
+}
+
+/// The payload file, opened through [`CorruptStorage`].
+struct CorruptFile {
+    inner: Arc<dyn StorageFile>,
+    piece_length: u64,
+    every: u64,
+}
+
+impl StorageFile for CorruptFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // A single-file torrent: file offsets are torrent offsets.
+        let end = offset + buf.len() as u64;
+        let mut piece = offset / self.piece_length;
+        while piece * self.piece_length < end {
+            if piece.checked_rem(self.every) == Some(0) {
+                let at = (piece * self.piece_length).max(offset) - offset;
+                if let Some(b) = buf.get_mut(at as usize) {
+                    *b ^= 0xFF;
+                }
+            }
+            piece += 1;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl Storage for CorruptStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let inner = StdStorage.open(path, create)?;
+        if path == self.target {
+            Ok(Arc::new(CorruptFile {
+                inner,
+                piece_length: self.piece_length,
+                every: self.every,
+            }))
+        } else {
+            Ok(inner)
+        }
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdStorage.create_dir_all(path)
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        StdStorage.read_file(path)
+    }
+
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        StdStorage.replace_file(path, contents)
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        StdStorage.file_len(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        StdStorage.list_dir(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        StdStorage.is_dir(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdStorage.remove_file(path)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("corrupt_peer: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let target = args.dir.join(&args.file);
+    let meta = create_metainfo(
+        &StdStorage,
+        &target,
+        enjambre_core::DEFAULT_PIECE_LENGTH,
+        args.tracker.as_deref(),
+        &mut |_, _| {},
+    )
+    .map_err(|e| format!("cannot hash {}: {e}", target.display()))?;
+    let storage = CorruptStorage {
+        target: target.clone(),
+        piece_length: u64::from(meta.piece_length()),
+        every: u64::from(args.corrupt_every),
+    };
+    let mut node = NodeConfig {
+        peer_id: *b"-EJ0100-CORRUPT00000",
+        ..NodeConfig::default()
+    };
+    let pid = std::process::id().to_string();
+    let tail = &mut node.peer_id[20 - pid.len().min(5)..];
+    tail.copy_from_slice(&pid.as_bytes()[pid.len() - tail.len()..]);
+    node.seed = u64::from(std::process::id());
+    let env = PeerEnv {
+        transport: TokioTransport,
+        blocking: ThreadPool,
+        storage: Arc::new(storage) as Arc<dyn Storage>,
+        clock: TokioClock::new(),
+    };
+    let options = PeerOptions {
+        node,
+        dir: args.dir.clone(),
+        listen: args.listen,
+        tracker: args.tracker.clone(),
+        max_upload_rate: None,
+        max_download_rate: None,
+        events: None,
+        unsafe_checkpoint_before_sync: false,
+    };
+    let (peer, task) = Peer::start(env, options).await.map_err(|e| e.to_string())?;
+    println!("listening on {}", peer.local_addr());
+    let hash = peer
+        .add(ThreadPool, meta, AddMode::Seed, args.tracker, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("seeding {} {}", args.file, hash.to_hex());
+    let _ = io::stdout().flush();
+    task.await.map_err(|e| e.to_string())
+}

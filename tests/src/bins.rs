@@ -1,0 +1,269 @@
+//! The real binaries: where they are, and front ends for `tracker`, `peer serve` and `peer get --json` as
+//! the CLI contract (notes/CLI.md) describes them.
+
+use crate::files::Scratch;
+use crate::http;
+use crate::proc::Proc;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long a binary may take to print its `listening on` line.
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// The path of workspace binary `name` (`tracker`, `peer`): next to the test executable's folder, i.e.
+/// `target/<profile>/NAME` for a test running from `target/<profile>/deps/`. Panics with instructions when
+/// it has not been built.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable is in a folder")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the `{name}` binary is not at {}: build the binaries of this profile first, e.g. \
+         `cargo test --release --workspace` (which builds them) or \
+         `cargo build --release -p enjambre --bins` before `cargo test --release -p enjambre-tests`",
+        path.display()
+    );
+    path
+}
+
+/// Parse the address in a `... listening on ADDR ...` line (`ADDR` may be a URL such as
+/// `http://127.0.0.1:6969/announce`).
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let token = rest.split_whitespace().next()?;
+    let token = token.strip_prefix("http://").unwrap_or(token);
+    let token = token.split('/').next()?;
+    token.parse().ok()
+}
+
+/// A running `tracker --listen 127.0.0.1:0`.
+pub struct Tracker {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Tracker {
+    /// Start a tracker on a free loopback port with a 1-second announce interval.
+    pub fn start(scratch: &Scratch) -> Tracker {
+        let mut cmd = Command::new(bin_path("tracker"));
+        cmd.args(["--listen", "127.0.0.1:0", "--interval", "1"]);
+        let mut proc = Proc::spawn("tracker", cmd, scratch.path());
+        let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
+        Tracker { proc, addr }
+    }
+
+    /// The announce URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/announce", self.addr)
+    }
+
+    /// `GET path` as JSON (panics on anything else).
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = http::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(resp.status, 200, "GET {path}: {}", resp.text());
+        serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {}", resp.text()))
+    }
+}
+
+/// Global options of a `peer` invocation.
+#[derive(Debug, Clone)]
+pub struct PeerArgs {
+    /// `--tracker`.
+    pub tracker: Option<String>,
+    /// `--dir`.
+    pub dir: PathBuf,
+    /// `--listen`.
+    pub listen: String,
+    /// `--max-upload-rate`.
+    pub max_upload_rate: Option<String>,
+    /// `--max-download-rate`.
+    pub max_download_rate: Option<String>,
+}
+
+impl PeerArgs {
+    /// A peer of `tracker` (if any) keeping its files in `dir`, listening on a free loopback port.
+    pub fn new(tracker: Option<&Tracker>, dir: &Path) -> PeerArgs {
+        PeerArgs {
+            tracker: tracker.map(Tracker::url),
+            dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            max_upload_rate: None,
+            max_download_rate: None,
+        }
+    }
+
+    /// With an upload cap (`20MB`, `512KiB`...).
+    pub fn upload_rate(mut self, rate: &str) -> PeerArgs {
+        self.max_upload_rate = Some(rate.into());
+        self
+    }
+
+    /// With a download cap.
+    pub fn download_rate(mut self, rate: &str) -> PeerArgs {
+        self.max_download_rate = Some(rate.into());
+        self
+    }
+
+    /// The `peer` command with these global options followed by `sub`.
+    pub fn command(&self, sub: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_path("peer"));
+        if let Some(t) = &self.tracker {
+            cmd.args(["--tracker", t]);
+        }
+        cmd.arg("--dir").arg(&self.dir);
+        cmd.args(["--listen", &self.listen]);
+        if let Some(r) = &self.max_upload_rate {
+            cmd.args(["--max-upload-rate", r]);
+        }
+        if let Some(r) = &self.max_download_rate {
+            cmd.args(["--max-download-rate", r]);
+        }
+        cmd.args(sub);
+        cmd
+    }
+}
+
+/// A running `peer serve`.
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it announced it seeds: name -> info hash (hex).
+    pub seeding: BTreeMap<String, String>,
+}
+
+/// Start `peer ... serve` and wait until it listens and has announced `seeding NAME HASH` for each of
+/// `expect` files (hashing and publishing done).
+pub fn serve(label: &str, scratch: &Scratch, args: &PeerArgs, expect: &[&str]) -> Server {
+    let mut proc = Proc::spawn(label, args.command(&["serve"]), scratch.path());
+    let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
+    let mut seeding = BTreeMap::new();
+    while seeding.len() < expect.len() {
+        let (name, hash) = proc.wait_line("`seeding NAME HASH` lines", STARTUP, |l| {
+            let mut words = l.split_whitespace();
+            if words.next() != Some("seeding") {
+                return None;
+            }
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        });
+        assert!(
+            expect.contains(&name.as_str()),
+            "{label} seeds unexpected file {name} (expected {expect:?})"
+        );
+        seeding.insert(name, hash);
+    }
+    Server {
+        proc,
+        addr,
+        seeding,
+    }
+}
+
+/// One line of `peer get --json`: the report of one finished file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GetReport {
+    /// File name.
+    pub name: String,
+    /// Info hash, hex.
+    pub info_hash: String,
+    /// Bytes.
+    pub size: u64,
+    /// Pieces in the torrent.
+    pub pieces_total: u32,
+    /// Pieces found already verified on disk at start.
+    pub pieces_resumed: u32,
+    /// Payload bytes received in this run.
+    pub bytes_downloaded: u64,
+    /// Payload bytes thrown away (hash failures, duplicates).
+    pub bytes_wasted: u64,
+    /// Payload bytes per source address.
+    pub sources: BTreeMap<SocketAddr, u64>,
+    /// Banned addresses.
+    pub banned: Vec<SocketAddr>,
+    /// Time the download took.
+    pub seconds: f64,
+}
+
+/// A running `peer ... get NAMES --json`.
+pub struct Getter {
+    /// The process.
+    pub proc: Proc,
+}
+
+/// Start `peer ... get NAMES... --json EXTRA...`.
+pub fn get(
+    label: &str,
+    scratch: &Scratch,
+    args: &PeerArgs,
+    names: &[&str],
+    extra: &[&str],
+) -> Getter {
+    let mut sub = vec!["get"];
+    sub.extend_from_slice(names);
+    sub.push("--json");
+    sub.extend_from_slice(extra);
+    Getter {
+        proc: Proc::spawn(label, args.command(&sub), scratch.path()),
+    }
+}
+
+impl Getter {
+    /// Read `n` JSON reports from stdout, then wait for exit status 0; `timeout` covers it all.
+    pub fn reports(&mut self, n: usize, timeout: Duration) -> Vec<GetReport> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let label = self.proc.name().to_string();
+            let report = self.proc.wait_line("a JSON report", left, |line| {
+                let r = serde_json::from_str::<GetReport>(line);
+                Some(r.unwrap_or_else(|e| {
+                    panic!("{label}: stdout line is not a JSON report ({e}): {line}")
+                }))
+            });
+            out.push(report);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let status = self.proc.wait_exit(left.max(Duration::from_secs(5)));
+        assert!(
+            status.success(),
+            "{} exited with {status} after its reports\n{}",
+            self.proc.name(),
+            self.proc.stderr_tail()
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines() {
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:6881"),
+            Some("127.0.0.1:6881".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening("tracker listening on http://127.0.0.1:7/announce (catalog: ...)"),
+            Some("127.0.0.1:7".parse().unwrap())
+        );
+        assert_eq!(parse_listening("seeding a 00"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests on loopback with the real `tracker` and `peer` binaries (and the `corrupt_peer` test
+//! binary). Each test is self-contained: its own scratch folder, processes and ports.
+//!
+//! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
+
+mod failover;
+mod peer_input;
+mod resume;
+mod swarm;
+mod tracker_input;
