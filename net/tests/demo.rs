@@ -19,10 +19,7 @@ async fn demo_story_runs_at_small_sizes() {
     assert!(summary.killed_at >= summary.big_pieces / 2, "{summary:?}");
     assert!(summary.killed_at < summary.big_pieces, "{summary:?}");
     assert!(summary.resumed >= summary.durable_at_kill, "{summary:?}");
-    assert!(
-        summary.resumed > 0,
-        "C resumed nothing: {summary:?}\n{text}"
-    );
+    assert!(text.contains("C resumes movie.mp4"), "{text}");
     assert!(summary.c_sources.contains_key("A"), "{summary:?}");
     assert!(
         text.contains("NODE (IP:PORT)"),

@@ -22,13 +22,47 @@ use enjambre_net::clock::TokioClock;
 use enjambre_net::create::{create_metainfo, parse_size};
 use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
 use enjambre_net::library::{self, LocalEntry};
-use enjambre_net::peer::PeerEnv;
+use enjambre_net::peer::{PeerEnv, PeerError};
 use enjambre_net::storage::{StdStorage, ThreadPool};
 use enjambre_net::transport::TokioTransport;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+// Output that never panics: a closed stdout or stderr (e.g. `peer ls | head -1`) is ignored.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! out_part {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! err_part {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 type App = PeerApp<TokioTransport, ThreadPool, TokioClock>;
+
+/// Where a peer listens unless told otherwise.
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 6881);
+/// The last port tried after the default one is taken.
+const LAST_DEFAULT_PORT: u16 = 6889;
 
 /// An enjambre peer: share and download files over BitTorrent.
 #[derive(Debug, Parser)]
@@ -40,14 +74,10 @@ struct Cli {
     /// Download and share folder (state is kept in DIR/.enjambre) [default: .]
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Address to listen on for peers (`127.0.0.1:0` picks a free port).
-    #[arg(
-        long,
-        global = true,
-        default_value = "0.0.0.0:6881",
-        value_name = "ADDR"
-    )]
-    listen: SocketAddr,
+    /// Address to listen on for peers (`127.0.0.1:0` picks a free port) [default: 0.0.0.0:6881, or the
+    /// next free port up to 6889 when it is taken]
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Upload cap in bytes per second (e.g. 20MB, 512KiB).
     #[arg(long, global = true, value_parser = rate, value_name = "N")]
     max_upload_rate: Option<u64>,
@@ -153,7 +183,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -163,7 +193,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            err!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
@@ -252,11 +282,25 @@ async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyho
         seed,
         ..NodeConfig::default()
     };
-    let mut options = AppOptions::new(dir.to_path_buf(), cli.listen, tracker);
+    let mut options = AppOptions::new(dir.to_path_buf(), DEFAULT_LISTEN, tracker);
     options.node = node;
     options.max_upload_rate = cli.max_upload_rate;
     options.max_download_rate = cli.max_download_rate;
-    Ok(PeerApp::start(env(), options).await?)
+    if let Some(listen) = cli.listen {
+        options.listen = listen;
+        return Ok(PeerApp::start(env(), options).await?);
+    }
+    // The usual port, or the next free one (several peers on one machine).
+    let mut port = DEFAULT_LISTEN.port();
+    loop {
+        options.listen = SocketAddr::new(DEFAULT_LISTEN.ip(), port);
+        match PeerApp::start(env(), options.clone()).await {
+            Err(app::AppError::Peer(PeerError::Listen { .. })) if port < LAST_DEFAULT_PORT => {
+                port += 1;
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, registered up front so that a signal during startup is handled gracefully too.
@@ -294,23 +338,23 @@ fn serve_printer() -> app::ServeSink {
             if tty {
                 let pct = (done * 100).checked_div(total).unwrap_or(100);
                 let end = if done >= total { "\n" } else { "" };
-                eprint!("\rhashing {name}: {pct:>3}%{end}");
+                err_part!("\rhashing {name}: {pct:>3}%{end}");
                 let _ = std::io::stderr().flush();
             } else if done == 0 {
-                eprintln!("hashing {name} ({})", human_bytes(total));
+                err!("hashing {name} ({})", human_bytes(total));
             }
         }
         ServeEvent::Seeding {
             name, info_hash, ..
-        } => println!("seeding {name} {info_hash}"),
+        } => out!("seeding {name} {info_hash}"),
         ServeEvent::Resuming {
             name,
             info_hash,
             percent,
-        } => println!("resuming {name} {info_hash} ({percent:.1}%)"),
-        ServeEvent::Skipped { name, error } => eprintln!("warning: not sharing {name}: {error}"),
+        } => out!("resuming {name} {info_hash} ({percent:.1}%)"),
+        ServeEvent::Skipped { name, error } => err!("warning: not sharing {name}: {error}"),
         ServeEvent::PublishFailed { name, error } => {
-            eprintln!("warning: {name} not published to the catalog: {error}")
+            err!("warning: {name} not published to the catalog: {error}")
         }
     })
 }
@@ -323,20 +367,20 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
     if tracker.is_none() {
-        eprintln!("warning: no --tracker: files are shared with peers that connect directly only");
+        err!("warning: no --tracker: files are shared with peers that connect directly only");
     }
     let app = start_app(cli, tracker, dir).await?;
-    println!("listening on {}", app.local_addr());
+    out!("listening on {}", app.local_addr());
     let added = tokio::select! {
         r = app.serve_folder(recheck, serve_printer()) => r?,
         sig = signals.recv() => {
-            eprintln!("{sig}: stopping");
+            err!("{sig}: stopping");
             app.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
     };
     if added.is_empty() {
-        eprintln!(
+        err!(
             "nothing to share in {} yet: waiting (add files and restart to share them)",
             dir.display()
         );
@@ -348,7 +392,7 @@ async fn serve(
         .collect();
     tokio::select! {
         r = report_progress(&app, resumed) => r?,
-        sig = signals.recv() => eprintln!("{sig}: stopping"),
+        sig = signals.recv() => err!("{sig}: stopping"),
     }
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -364,12 +408,12 @@ async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()
             if app::is_finished(&s) {
                 if let Some(i) = pending.iter().position(|h| *h == s.info_hash) {
                     pending.swap_remove(i);
-                    println!("complete {} {}", s.name, s.info_hash);
+                    out!("complete {} {}", s.name, s.info_hash);
                 }
             }
             let last = errors.entry(s.info_hash.clone()).or_default();
             if s.error.is_some() && s.error != *last {
-                eprintln!("error: {}: {}", s.name, s.error.as_deref().unwrap_or(""));
+                err!("error: {}: {}", s.name, s.error.as_deref().unwrap_or(""));
             }
             *last = s.error.clone();
         }
@@ -414,7 +458,7 @@ async fn get(
     let result = tokio::select! {
         r = fetch_and_download(&app, &req, sources) => r,
         sig = signals.recv() => {
-            eprintln!("{sig}: stopping (progress is kept; run again to resume)");
+            err!("{sig}: stopping (progress is kept; run again to resume)");
             app.shutdown().await;
             return Ok(ExitCode::from(130));
         }
@@ -424,9 +468,9 @@ async fn get(
         return Err(e);
     }
     if req.seed {
-        eprintln!("seeding on {} until stopped", app.local_addr());
+        err!("seeding on {} until stopped", app.local_addr());
         let sig = signals.recv().await;
-        eprintln!("{sig}: stopping");
+        err!("{sig}: stopping");
     }
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -451,26 +495,30 @@ async fn fetch_and_download(
             hashes.push(h);
         }
     }
-    let mut bars = Bars::new(stderr_tty());
+    let bars = std::cell::RefCell::new(Bars::new(stderr_tty()));
     let json = req.json;
     let reports = app
         .wait_all(
             &hashes,
             Duration::from_millis(200),
-            |stats| bars.update(stats),
+            |stats| bars.borrow_mut().update(stats),
             |report| {
-                if json {
+                let line = if json {
                     match serde_json::to_string(report) {
-                        Ok(line) => println!("{line}"),
-                        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+                        Ok(line) => line,
+                        Err(e) => {
+                            err!("error: cannot encode the report: {e}");
+                            return;
+                        }
                     }
                 } else {
-                    println!("{}", human_report(report));
-                }
+                    human_report(report)
+                };
+                bars.borrow().println(&line);
             },
         )
         .await?;
-    bars.finish();
+    bars.borrow_mut().finish();
     Ok(reports)
 }
 
@@ -549,6 +597,14 @@ impl Bars {
         }
     }
 
+    /// Print a line on stdout without tearing the bars.
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| out!("{line}")),
+            None => out!("{line}"),
+        }
+    }
+
     fn finish(&mut self) {
         for bar in self.bars.values() {
             if !bar.is_finished() {
@@ -597,7 +653,7 @@ async fn create(
                 let pct = (done * 100).checked_div(total).unwrap_or(100);
                 if tty && pct != last {
                     last = pct;
-                    eprint!("\rhashing: {pct:>3}%");
+                    err_part!("\rhashing: {pct:>3}%");
                     let _ = std::io::stderr().flush();
                 }
             },
@@ -606,7 +662,7 @@ async fn create(
     .await
     .context("hashing task failed")?;
     if tty {
-        eprintln!();
+        err!();
     }
     let meta = meta?;
     let out = match output {
@@ -615,7 +671,7 @@ async fn create(
     };
     std::fs::write(&out, meta.to_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!(
+    out!(
         "created {}: {} ({}, {} pieces of {}) info hash {}",
         out.display(),
         meta.info.name,
@@ -635,7 +691,7 @@ fn local_entries(dir: &Path) -> anyhow::Result<Vec<LocalEntry>> {
 
 fn print_entries(entries: &[LocalEntry], numbered: bool) {
     if entries.is_empty() {
-        println!("(no files)");
+        out!("(no files)");
         return;
     }
     let width = entries
@@ -655,7 +711,7 @@ fn print_entries(entries: &[LocalEntry], numbered: bool) {
         } else {
             String::new()
         };
-        println!(
+        out!(
             "{num}{:<width$}  {:>10}  {status}",
             e.name,
             human_bytes(e.size)
@@ -667,7 +723,7 @@ async fn ls(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let entries = local_entries(dir)?;
     if json {
         for e in &entries {
-            println!("{}", serde_json::to_string(e)?);
+            out!("{}", serde_json::to_string(e)?);
         }
     } else {
         print_entries(&entries, false);
@@ -675,8 +731,265 @@ async fn ls(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shell(_cli: &Cli, _tracker: Option<TrackerUrls>, _dir: &Path) -> anyhow::Result<ExitCode> {
-    bail!("shell is not available yet")
+/// Lines of stdin, read on a plain thread (a blocked read must not hold up shutdown); `None` at EOF.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line.trim().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        err!("warning: cannot read stdin: {e}");
+    }
+    rx
+}
+
+fn prompt(text: &str) {
+    out_part!("{text}");
+    let _ = std::io::stdout().flush();
+}
+
+/// What the user typed, or why there is nothing to read.
+enum Input {
+    Line(String),
+    Eof,
+    Signal(&'static str),
+}
+
+async fn read_input(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> Input {
+    tokio::select! {
+        line = lines.recv() => line.map_or(Input::Eof, Input::Line),
+        sig = signals.recv() => Input::Signal(sig),
+    }
+}
+
+async fn shell(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    let app = start_app(cli, tracker, dir).await?;
+    out!("listening on {}", app.local_addr());
+    let quiet: app::ServeSink = Arc::new(|event| match event {
+        ServeEvent::Skipped { name, error } => err!("warning: not sharing {name}: {error}"),
+        ServeEvent::PublishFailed { name, error } => {
+            err!("warning: {name} not published to the catalog: {error}")
+        }
+        _ => {}
+    });
+    let served = tokio::select! {
+        r = app.serve_folder(false, quiet) => r,
+        sig = signals.recv() => {
+            err!("{sig}: stopping");
+            app.shutdown().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match served {
+        Ok(served) => out!(
+            "sharing {} file(s) from {} in the background",
+            served.len(),
+            dir.display()
+        ),
+        Err(e) => err!("warning: cannot share {}: {e}", dir.display()),
+    }
+    let mut lines = stdin_lines();
+    loop {
+        out!();
+        out!("1) download a file   2) list local files   3) open a downloaded file   4) exit");
+        prompt("> ");
+        let choice = match read_input(&mut lines, &mut signals).await {
+            Input::Line(l) => l,
+            Input::Eof => {
+                out!();
+                break;
+            }
+            Input::Signal(sig) => {
+                err!("\n{sig}: stopping");
+                break;
+            }
+        };
+        let outcome = match choice.as_str() {
+            "" => Ok(true),
+            "1" => shell_download(&app, dir, &mut lines, &mut signals).await,
+            "2" => local_entries(dir).map(|entries| {
+                print_entries(&entries, false);
+                true
+            }),
+            "3" => shell_open(dir, &mut lines, &mut signals).await,
+            "4" | "q" | "quit" | "exit" => break,
+            other => {
+                out!("unknown choice {other:?}: type 1, 2, 3 or 4");
+                Ok(true)
+            }
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => out!("error: {}", one_line(&e)),
+        }
+    }
+    app.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Menu 1: pick a catalog file and download it (it is then shared like the rest). `Ok(false)` = stop the shell.
+async fn shell_download(
+    app: &App,
+    dir: &Path,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> anyhow::Result<bool> {
+    let files = app.list_catalog().await?;
+    if files.is_empty() {
+        out!("the tracker's catalog is empty");
+        return Ok(true);
+    }
+    for (i, f) in files.iter().enumerate() {
+        out!(
+            "{:>3}) {:<32} {:>10}  {} seeder(s)",
+            i + 1,
+            f.name,
+            human_bytes(f.size),
+            f.seeders
+        );
+    }
+    prompt("file number or name (empty to cancel): ");
+    let answer = match read_input(lines, signals).await {
+        Input::Line(l) => l,
+        Input::Eof | Input::Signal(_) => return Ok(false),
+    };
+    if answer.is_empty() {
+        return Ok(true);
+    }
+    let name = match answer.parse::<usize>() {
+        Ok(n) if (1..=files.len()).contains(&n) => files[n - 1].name.clone(),
+        _ => answer,
+    };
+    let meta = app.fetch_by_name(&name).await?;
+    let hash = app.add_download(meta, false, Vec::new()).await?;
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let hashes = [hash];
+    let wait = app.wait_all(
+        &hashes,
+        Duration::from_millis(250),
+        |stats| {
+            if let Some(s) = stats.first() {
+                let pct = library::percent(s.pieces_have, s.pieces_total);
+                let line = format!(
+                    "downloading {}: {pct:.1}% from {} source(s)",
+                    s.name, s.peers
+                );
+                if tty {
+                    out_part!("\r{line}   ");
+                    let _ = std::io::stdout().flush();
+                } else if line != last {
+                    out!("{line}");
+                }
+                last = line;
+            }
+        },
+        |_| {},
+    );
+    let reports = tokio::select! {
+        r = wait => r?,
+        sig = signals.recv() => {
+            err!("\n{sig}: stopping (the download resumes next time)");
+            return Ok(false);
+        }
+    };
+    if tty {
+        out!();
+    }
+    for r in &reports {
+        out!("{}", human_report(r));
+        out!("saved as {}", dir.join(&r.name).display());
+    }
+    Ok(true)
+}
+
+/// The system's opener, if there is one on PATH.
+fn opener() -> Option<&'static str> {
+    let path = std::env::var_os("PATH")?;
+    ["xdg-open", "open"].into_iter().find(|name| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(name)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// Menu 3: pick a complete local file and open it (or print its path). `Ok(false)` = stop the shell.
+async fn shell_open(
+    dir: &Path,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    signals: &mut Signals,
+) -> anyhow::Result<bool> {
+    let entries: Vec<LocalEntry> = local_entries(dir)?
+        .into_iter()
+        .filter(|e| e.complete)
+        .collect();
+    if entries.is_empty() {
+        out!("no complete files yet");
+        return Ok(true);
+    }
+    print_entries(&entries, true);
+    prompt("file number (empty to cancel): ");
+    let answer = match read_input(lines, signals).await {
+        Input::Line(l) => l,
+        Input::Eof | Input::Signal(_) => return Ok(false),
+    };
+    if answer.is_empty() {
+        return Ok(true);
+    }
+    let entry = match answer.parse::<usize>() {
+        Ok(n) if (1..=entries.len()).contains(&n) => &entries[n - 1],
+        _ => match entries.iter().find(|e| e.name == answer) {
+            Some(e) => e,
+            None => {
+                out!("no file {answer:?}");
+                return Ok(true);
+            }
+        },
+    };
+    let path =
+        std::fs::canonicalize(dir.join(&entry.name)).unwrap_or_else(|_| dir.join(&entry.name));
+    match opener() {
+        Some(cmd) => {
+            let spawned = std::process::Command::new(cmd)
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(mut child) => {
+                    // Reap it when it exits (xdg-open returns at once; `open` may linger).
+                    std::thread::spawn(move || child.wait());
+                    out!("opened {} with {cmd}", path.display());
+                }
+                Err(e) => out!("cannot run {cmd} ({e}); the file is {}", path.display()),
+            }
+        }
+        None => out!("{}", path.display()),
+    }
+    Ok(true)
 }
 
 async fn demo(dir: Option<PathBuf>, rate: u64, keep: bool) -> anyhow::Result<ExitCode> {
@@ -687,15 +1000,15 @@ async fn demo(dir: Option<PathBuf>, rate: u64, keep: bool) -> anyhow::Result<Exi
         keep,
         ..DemoConfig::standard()
     };
-    let out: DemoOut = Arc::new(|text| println!("{text}"));
+    let out: DemoOut = Arc::new(|text| out!("{text}"));
     tokio::select! {
         r = run_demo(config, out) => {
             r?;
-            println!("demo passed");
+            out!("demo passed");
             Ok(ExitCode::SUCCESS)
         }
         sig = signals.recv() => {
-            eprintln!("{sig}: demo interrupted");
+            err!("{sig}: demo interrupted");
             Ok(ExitCode::from(130))
         }
     }

@@ -113,6 +113,11 @@ impl Conn {
         }
     }
 
+    /// The peer's listen address when known, else the connection's remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.listen_addr.unwrap_or(self.addr)
+    }
+
     pub fn on_payload_received(&mut self, now: Instant, bytes: u64) {
         self.window_down += bytes;
         self.last_payload = now;

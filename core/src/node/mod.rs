@@ -453,7 +453,7 @@ impl Node {
             self.outputs.push_back(Output::Send { conn: id, data });
         }
         self.outputs.push_back(Output::Close { conn: id });
-        self.remember(id, c.addr);
+        self.remember(id, c.peer_addr());
         // A dialled peer we are already connected to the other way: that address is a duplicate, not a peer
         // to come back to.
         let still_connected = c.peer_id.is_some_and(|pid| {
@@ -493,10 +493,12 @@ impl Node {
         }
     }
 
+    /// The address a peer is known by: its listen address when it told us (BEP 10), else the connection's.
+    /// Inbound connections come from ephemeral ports, so this is what ban lists and source counts use.
     fn addr_of(&self, id: ConnId) -> SocketAddr {
         self.conns
             .get(&id)
-            .map(|c| c.addr)
+            .map(Conn::peer_addr)
             .or_else(|| self.history.get(&id).copied())
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
@@ -620,6 +622,10 @@ impl Node {
             let addr = SocketAddr::new(c.addr.ip(), port);
             c.listen_addr = Some(addr);
             if let Some(t) = self.torrents.get_mut(&hash) {
+                if t.peers.is_banned(&addr) {
+                    self.close(now, id, "banned address");
+                    return;
+                }
                 t.peers.attach(addr, id, now);
             }
         }
@@ -848,7 +854,7 @@ impl Node {
             self.close(now, id, "piece out of bounds");
             return;
         }
-        let addr = self.conns.get(&id).map(|c| c.addr);
+        let addr = self.conns.get(&id).map(Conn::peer_addr);
         if let Some(c) = self.conns.get_mut(&id) {
             c.on_payload_received(now, len);
         }

@@ -135,11 +135,14 @@ impl World {
                     let theirs = self.peers[j].node.allocate_conn_id();
                     self.links.insert((i, conn), (j, theirs));
                     self.links.insert((j, theirs), (i, conn));
+                    // Inbound connections come from an ephemeral port, as on a real network.
+                    let from =
+                        SocketAddr::new(self.peers[i].addr.ip(), 40000 + (theirs % 20000) as u16);
                     self.queue.push_back((
                         j,
                         Input::Accepted {
                             conn: theirs,
-                            addr: self.peers[i].addr,
+                            addr: from,
                         },
                     ));
                     self.queue.push_back((i, Input::Connected { conn }));
@@ -679,4 +682,31 @@ fn late_bitfield_replaces_what_we_knew_like_aria2_sends_it() {
         closed |= matches!(o, Output::Close { conn: c } if c == conn);
     }
     assert!(closed);
+}
+
+#[test]
+fn corrupt_peer_dialling_in_is_banned_under_its_listen_address() {
+    let mut w = World::new(40 * PL as usize);
+    let honest = w.seeder();
+    let c = w.leecher(vec![honest]);
+    let data = w.source.clone();
+    let bad = w.add_peer(Resume::Complete, data, vec![c]);
+    w.peers[bad].corrupt = (0..40).collect();
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    assert!(
+        s.hash_failures >= 2,
+        "the corrupt peer did deliver bad pieces"
+    );
+    assert_eq!(
+        s.banned,
+        vec![w.peers[bad].addr],
+        "banned by listen address, not an ephemeral port"
+    );
+    assert!(
+        s.sources.keys().all(|a| a.port() < 40000),
+        "sources are listen addresses: {:?}",
+        s.sources
+    );
 }
