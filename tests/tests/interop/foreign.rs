@@ -183,8 +183,10 @@ pub struct LtFile {
     pub size: u64,
 }
 
-/// A peer a libtorrent torrent was connected to.
+/// A peer a libtorrent torrent was connected to (byte counts exact, from libtorrent's block alerts; its
+/// per-torrent payload counters lag by up to a second and are not used).
 #[derive(Debug, Clone, Deserialize)]
+#[allow(dead_code)] // `peer_id` and `addrs` are for failure messages
 pub struct LtPeerSeen {
     /// `enjambre`, `aria2`, `libtorrent` or `other`, from the peer id.
     pub kind: String,
@@ -230,12 +232,6 @@ pub struct LtTorrent {
     /// Complete and verified.
     #[serde(default)]
     pub is_seeding: bool,
-    /// Payload bytes received (exact, libtorrent's counter).
-    #[serde(default)]
-    pub downloaded: u64,
-    /// Payload bytes sent (exact).
-    #[serde(default)]
-    pub uploaded: u64,
     /// Peers it was connected to.
     #[serde(default)]
     pub peers: Vec<LtPeerSeen>,
@@ -252,6 +248,11 @@ impl LtTorrent {
             .filter(|p| p.kind == kind)
             .map(|p| p.downloaded)
             .sum()
+    }
+
+    /// Bytes sent to all peers.
+    pub fn uploaded_to_all(&self) -> u64 {
+        self.peers.iter().map(|p| p.uploaded).sum()
     }
 
     /// Bytes sent to peers of `kind`.
@@ -275,9 +276,9 @@ impl LtTorrent {
     /// Whether libtorrent dialled a peer of `kind` or listed it as coming from a tracker. The tests give
     /// libtorrent no peer address, so either way it had the address from enjambre's tracker.
     pub fn found_through_tracker(&self, kind: &str) -> bool {
-        self.peers.iter().any(|p| {
-            p.kind == kind && p.sources.iter().any(|s| s == "outgoing" || s == "tracker")
-        })
+        self.peers
+            .iter()
+            .any(|p| p.kind == kind && p.sources.iter().any(|s| s == "outgoing" || s == "tracker"))
     }
 }
 
@@ -288,8 +289,6 @@ pub struct LtFinal {
     pub ok: bool,
     /// Why it stopped: `complete`, `checked`, `SIGTERM`, `timeout`, ...
     pub reason: String,
-    /// Run time.
-    pub seconds: f64,
     /// Each torrent.
     pub torrents: Vec<LtTorrent>,
 }
@@ -364,6 +363,9 @@ pub struct LtOptions {
     pub check_only: bool,
     /// Give up after this long (the script's own bound).
     pub timeout_secs: u64,
+    /// TCP only: libtorrent otherwise dials peers over uTP first, which enjambre and aria2c do not speak,
+    /// and waits about 3 s for that to fail before trying TCP.
+    pub no_utp: bool,
 }
 
 /// A running `lt_peer.py run`: one libtorrent session.
@@ -379,7 +381,11 @@ impl LtPeer {
     /// Start a session keeping its data in `dir`, wait for its `listening on` line.
     pub fn start(label: &str, scratch: &Scratch, dir: &Path, opts: &LtOptions) -> LtPeer {
         let mut cmd = Command::new(PYTHON);
-        cmd.arg("-u").arg(lt_script()).arg("run").arg("--dir").arg(dir);
+        cmd.arg("-u")
+            .arg(lt_script())
+            .arg("run")
+            .arg("--dir")
+            .arg(dir);
         for t in &opts.seeds {
             cmd.arg("--seed").arg(t);
         }
@@ -394,6 +400,9 @@ impl LtPeer {
         }
         if opts.check_only {
             cmd.arg("--check-only");
+        }
+        if opts.no_utp {
+            cmd.arg("--no-utp");
         }
         let timeout = if opts.timeout_secs == 0 {
             60
@@ -507,6 +516,13 @@ impl LtPeer {
             fin.reason,
             self.proc.stderr_tail()
         );
+        for t in &fin.torrents {
+            assert!(
+                t.error.is_empty(),
+                "{}: torrent error: {t:#?}",
+                self.proc.name()
+            );
+        }
         fin
     }
 

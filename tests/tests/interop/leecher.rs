@@ -12,7 +12,12 @@ use std::time::Duration;
 const SIZE: u64 = 9 * 1024 * 1024 + 7;
 
 /// `peer get --torrent T --json` against the tracker only; returns its one report after checking the copy.
-fn enjambre_get(scratch: &Scratch, tracker: &Tracker, torrent: &Path, original: &Path) -> GetReport {
+fn enjambre_get(
+    scratch: &Scratch,
+    tracker: &Tracker,
+    torrent: &Path,
+    original: &Path,
+) -> GetReport {
     let dir = scratch.dir("enjambre");
     let mut e = get(
         "E",
@@ -58,13 +63,18 @@ fn enjambre_downloads_from_a_libtorrent_seeder() {
     let torrent = scratch.path().join("from-libtorrent.torrent");
     let hash = peer_create(&original, &torrent, "256KiB", &tracker.url());
 
+    // Capped, as a seeder on a real link is: libtorrent then chokes enjambre before it is interested and
+    // unchokes it after, and enjambre's first requests cross the choke. Under BEP 6 they are still pending;
+    // enjambre used to ask for them again and got 1 MiB twice (`bytes_wasted` below).
     let mut lt = LtPeer::start(
         "lt-seeder",
         &scratch,
         &seed_dir,
         &LtOptions {
             seeds: vec![torrent.clone()],
+            upload_rate: Some(6 * 1024 * 1024),
             timeout_secs: 60,
+            no_utp: true,
             ..LtOptions::default()
         },
     );
@@ -75,16 +85,28 @@ fn enjambre_downloads_from_a_libtorrent_seeder() {
     swarm.wait_sharing(lt.addr.port(), &hash, Duration::from_secs(10));
 
     let r = enjambre_get(&scratch, &tracker, &torrent, &original);
-    assert_eq!((r.info_hash.as_str(), r.size), (hash.as_str(), SIZE), "{r:?}");
-    assert!(r.banned.is_empty() && r.bytes_wasted == 0, "{r:?}");
+    assert_eq!(
+        (r.info_hash.as_str(), r.size),
+        (hash.as_str(), SIZE),
+        "{r:?}"
+    );
+    assert!(r.banned.is_empty(), "{r:?}");
+    assert_eq!(
+        r.bytes_wasted, 0,
+        "nothing fetched twice from a single source: {r:?}"
+    );
     let from = by_owner(&watch, &r);
     assert_eq!(from.keys().collect::<Vec<_>>(), ["libtorrent"], "{r:?}");
     assert!(from["libtorrent"] >= SIZE, "{r:?}");
 
     let fin = lt.stop();
     let t = fin.torrent(&hash);
-    assert!(t.uploaded >= SIZE, "libtorrent uploaded less than the file: {t:#?}");
-    assert!(t.uploaded_to("enjambre") > 0, "{t:#?}");
+    assert_eq!(
+        t.uploaded_to_all(),
+        SIZE,
+        "libtorrent uploaded the file exactly once, to enjambre: {t:#?}"
+    );
+    assert_eq!(t.uploaded_to("enjambre"), SIZE, "{t:#?}");
     println!("enjambre <- libtorrent: {SIZE} B in {:.2} s", r.seconds);
 }
 
@@ -112,7 +134,11 @@ fn enjambre_downloads_from_an_aria2_seeder() {
     swarm.wait_sharing(a.port, &hash, Duration::from_secs(20));
 
     let r = enjambre_get(&scratch, &tracker, &torrent, &original);
-    assert_eq!((r.info_hash.as_str(), r.size), (hash.as_str(), SIZE), "{r:?}");
+    assert_eq!(
+        (r.info_hash.as_str(), r.size),
+        (hash.as_str(), SIZE),
+        "{r:?}"
+    );
     assert!(r.banned.is_empty() && r.bytes_wasted == 0, "{r:?}");
     let from = by_owner(&watch, &r);
     assert_eq!(from.keys().collect::<Vec<_>>(), ["aria2"], "{r:?}");

@@ -7,6 +7,11 @@
 //!
 //! The foreign clients run isolated (no DHT, local discovery, peer exchange, UPnP/NAT-PMP), so every peer
 //! they meet came from enjambre's tracker (or dialled in after getting their address from it).
+//!
+//! libtorrent runs with its default settings in `seeder.rs` (it dials over uTP first, which enjambre does not
+//! speak, and falls back to TCP after about 3 s). Elsewhere it runs TCP-only (`--no-utp`): a libtorrent
+//! peer that has a uTP dial pending to an enjambre peer turns away that peer's own TCP connection as a
+//! "duplicate peer-id" until the uTP attempt times out, which only costs time.
 
 mod foreign;
 mod leecher;

@@ -23,7 +23,12 @@ fn enjambre_seeder_serves_libtorrent_and_aria2() {
     let swarm = SwarmWatch::start(&tracker);
     let e_dir = scratch.dir("enjambre");
     write_pattern_file(&e_dir.join(NAME), SIZE, 401);
-    let e = serve("E", &scratch, &PeerArgs::new(Some(&tracker), &e_dir), &[NAME]);
+    let e = serve(
+        "E",
+        &scratch,
+        &PeerArgs::new(Some(&tracker), &e_dir),
+        &[NAME],
+    );
     let hash = e.seeding[NAME].clone();
     let torrent = scratch.path().join("from-enjambre.torrent");
     save_catalog_torrent(&tracker, NAME, &torrent);
@@ -43,7 +48,10 @@ fn enjambre_seeder_serves_libtorrent_and_aria2() {
     );
     let fin = lt.wait_final(Duration::from_secs(45));
     let t = fin.torrent(&hash);
-    assert!(t.is_seeding && t.downloaded >= SIZE, "{t:#?}");
+    assert!(
+        t.is_seeding && t.downloaded_from("enjambre") >= SIZE,
+        "{t:#?}"
+    );
     assert_eq!(
         t.served_by(),
         ["enjambre".to_string()].into(),
@@ -52,6 +60,13 @@ fn enjambre_seeder_serves_libtorrent_and_aria2() {
     assert!(
         t.found_through_tracker("enjambre"),
         "libtorrent did not get the enjambre seeder from the tracker: {t:#?}"
+    );
+    // libtorrent read enjambre's BEP 10 extension handshake (its `v` client name).
+    assert!(
+        t.peers
+            .iter()
+            .any(|p| p.kind == "enjambre" && p.client.starts_with("enjambre ")),
+        "{t:#?}"
     );
     assert_same_file(&e_dir.join(NAME), &lt_dir.join(NAME));
     println!(

@@ -24,10 +24,17 @@ fn foreign_clients_meet_through_the_tracker() {
     let tracker = Tracker::start(&scratch);
     let swarm = SwarmWatch::start(&tracker);
     let watch = PortWatch::start();
-    let (as_dir, lt_dir, al_dir) = (scratch.dir("aria2-s"), scratch.dir("lt"), scratch.dir("aria2-l"));
+    let (as_dir, lt_dir, al_dir) = (
+        scratch.dir("aria2-s"),
+        scratch.dir("lt"),
+        scratch.dir("aria2-l"),
+    );
     write_pattern_file(&as_dir.join(X), SIZE, 404);
     write_pattern_file(&lt_dir.join(Y), SIZE, 405);
-    let (x_torrent, y_torrent) = (scratch.path().join("x.torrent"), scratch.path().join("y.torrent"));
+    let (x_torrent, y_torrent) = (
+        scratch.path().join("x.torrent"),
+        scratch.path().join("y.torrent"),
+    );
     let x_hash = peer_create(&as_dir.join(X), &x_torrent, "512KiB", &tracker.url());
     let y_hash = peer_create(&lt_dir.join(Y), &y_torrent, "512KiB", &tracker.url());
 
@@ -43,6 +50,7 @@ fn foreign_clients_meet_through_the_tracker() {
             leeches: vec![x_torrent.clone()],
             linger: true,
             timeout_secs: 60,
+            no_utp: true,
             ..LtOptions::default()
         },
     );
@@ -103,7 +111,7 @@ fn foreign_clients_meet_through_the_tracker() {
     assert_eq!(x.served_by(), ["aria2".to_string()].into(), "{x:#?}");
     assert!(x.found_through_tracker("aria2"), "{x:#?}");
     // aria2c fetched Y from libtorrent: it was the only one to have it.
-    assert!(y.uploaded_to("aria2") > 0 && y.uploaded >= SIZE, "{y:#?}");
+    assert!(y.uploaded_to("aria2") >= SIZE, "{y:#?}");
     // And enjambre came by for Y.
     assert!(y.peers.iter().any(|p| p.kind == "enjambre"), "{y:#?}");
 
