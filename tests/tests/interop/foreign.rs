@@ -95,7 +95,9 @@ pub fn have(test: &str, clients: &[Client]) -> bool {
         "{test}: {} not installed, and CI is set (`.ci/run` installs python3-libtorrent aria2 mktorrent)",
         missing.join(", ")
     );
-    eprintln!("SKIP: {test}: {} not installed", missing.join(", "));
+    // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests.
+    let line = format!("SKIP: {test}: {} not installed\n", missing.join(", "));
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     false
 }
 
@@ -109,7 +111,7 @@ pub fn free_port() -> u16 {
 
 /// Send SIGTERM to a child (the shell's `kill`, to need no libc).
 pub fn sigterm(proc: &Proc) {
-    let status = Command::new("sh")
+    let status = Command::new("/bin/sh")
         .args(["-c", &format!("kill -TERM {}", proc.pid())])
         .status()
         .expect("run sh -c kill");
@@ -186,13 +188,14 @@ pub struct LtFile {
 /// A peer a libtorrent torrent was connected to (byte counts exact, from libtorrent's block alerts; its
 /// per-torrent payload counters lag by up to a second and are not used).
 #[derive(Debug, Clone, Deserialize)]
-#[allow(dead_code)] // `peer_id` and `addrs` are for failure messages
+#[allow(dead_code)] // `peer_id`, `client` and `addrs` are for failure messages
 pub struct LtPeerSeen {
     /// `enjambre`, `aria2`, `libtorrent` or `other`, from the peer id.
     pub kind: String,
     /// The peer id (latin-1).
     pub peer_id: String,
-    /// Client name (extension handshake `v`, else from the peer id).
+    /// Client name (extension handshake `v`, else from the peer id), when a sample of the peer list caught
+    /// the connection (every 100 ms); may be empty for a short one.
     pub client: String,
     /// Remote addresses seen for it.
     pub addrs: Vec<String>,

@@ -61,13 +61,6 @@ fn enjambre_seeder_serves_libtorrent_and_aria2() {
         t.found_through_tracker("enjambre"),
         "libtorrent did not get the enjambre seeder from the tracker: {t:#?}"
     );
-    // libtorrent read enjambre's BEP 10 extension handshake (its `v` client name).
-    assert!(
-        t.peers
-            .iter()
-            .any(|p| p.kind == "enjambre" && p.client.starts_with("enjambre ")),
-        "{t:#?}"
-    );
     assert_same_file(&e_dir.join(NAME), &lt_dir.join(NAME));
     println!(
         "libtorrent leecher: {SIZE} B from enjambre in {:.2} s",

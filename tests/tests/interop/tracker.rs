@@ -107,13 +107,13 @@ fn foreign_clients_meet_through_the_tracker() {
     let fin = lt.stop();
     let x = fin.torrent(&x_hash);
     let y = fin.torrent(&y_hash);
-    // libtorrent fetched X from aria2c, which it got from the tracker (it dialled it).
+    // libtorrent fetched X from aria2c (whichever of the two dialled, it had the address from the tracker).
     assert_eq!(x.served_by(), ["aria2".to_string()].into(), "{x:#?}");
-    assert!(x.found_through_tracker("aria2"), "{x:#?}");
+    assert!(x.downloaded_from("aria2") >= SIZE, "{x:#?}");
     // aria2c fetched Y from libtorrent: it was the only one to have it.
     assert!(y.uploaded_to("aria2") >= SIZE, "{y:#?}");
-    // And enjambre came by for Y.
-    assert!(y.peers.iter().any(|p| p.kind == "enjambre"), "{y:#?}");
+    // And sent it to enjambre, which could get it nowhere else by then.
+    assert!(y.uploaded_to("enjambre") >= SIZE, "{y:#?}");
 
     // The tracker listed all of them, in their roles.
     swarm.assert_leeched("libtorrent", lt.addr.port(), &x_hash);
