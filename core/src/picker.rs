@@ -228,14 +228,20 @@ impl Picker {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Vec<BlockRef> {
+        // Pieces stay single-sourced whenever possible, so that a piece failing its hash has one sender to
+        // blame: finish our own and abandoned partial pieces first, then start new ones, and only then help
+        // with pieces other peers are fetching.
         let mut out = Vec::new();
-        self.take_free_blocks(peer, peer_has, max, &mut out);
+        self.take_free_blocks(peer, peer_has, max, &mut out, false);
         while out.len() < max {
             let Some(piece) = self.choose_new_piece(peer_has, rng) else {
                 break;
             };
             self.start_piece(piece);
             self.take_blocks_of(piece, peer, max, &mut out);
+        }
+        if out.len() < max {
+            self.take_free_blocks(peer, peer_has, max, &mut out, true);
         }
         if out.len() < max && self.config.endgame && self.in_endgame() {
             self.take_endgame_blocks(peer, peer_has, max, &mut out);
@@ -252,8 +258,10 @@ impl Picker {
         peer_has: &Bitfield,
         max: usize,
         out: &mut Vec<BlockRef>,
+        share: bool,
     ) {
-        // Pieces this peer already works on first, then any other partial piece it holds.
+        // Pieces this peer already works on first, then partial pieces nobody else is fetching (abandoned by
+        // a peer that left or choked us); with `share`, also pieces other peers are fetching.
         let mut order: Vec<u32> = self
             .partial
             .keys()
@@ -262,6 +270,7 @@ impl Picker {
             .filter(|&i| {
                 !self.exclusive.contains(&i) || self.peer_works_on(i, peer) || self.untouched(i)
             })
+            .filter(|&i| share || self.peer_works_on(i, peer) || !self.others_fetching(i, peer))
             .collect();
         order.sort_by_key(|&i| (!self.peer_works_on(i, peer), i));
         for piece in order {
@@ -270,6 +279,14 @@ impl Picker {
             }
             self.take_blocks_of(piece, peer, max, out);
         }
+    }
+
+    fn others_fetching(&self, piece: u32, peer: ConnKey) -> bool {
+        self.partial.get(&piece).is_some_and(|p| {
+            p.blocks
+                .iter()
+                .any(|b| matches!(b, BlockState::Requested(ps) if ps.iter().any(|x| *x != peer)))
+        })
     }
 
     fn untouched(&self, piece: u32) -> bool {
@@ -637,6 +654,25 @@ mod tests {
             "one source only"
         );
         assert_eq!(p.pick(1, &all(1), 4, Instant::ZERO, &mut rng()).len(), 3);
+    }
+
+    #[test]
+    fn peers_start_their_own_pieces_before_sharing_one() {
+        let mut p = picker(4);
+        p.add_peer_pieces(&all(4));
+        let a = p.pick(1, &all(4), 2, Instant::ZERO, &mut rng());
+        let b = p.pick(2, &all(4), 2, Instant::ZERO, &mut rng());
+        assert!(
+            a.iter().all(|x| b.iter().all(|y| x.piece != y.piece)),
+            "{a:?} {b:?}"
+        );
+        // Once nothing new is left, a peer helps with pieces others are fetching rather than idling.
+        let c = p.pick(3, &all(4), 12, Instant::ZERO, &mut rng());
+        assert_eq!(c.len(), 12);
+        assert!(
+            c.iter().all(|x| !a.contains(x) && !b.contains(x)),
+            "free blocks first, no duplicates yet"
+        );
     }
 
     #[test]

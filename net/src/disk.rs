@@ -1,17 +1,17 @@
 //! The disk worker: carries out a node's disk operations strictly in the order they were emitted, in
 //! batches, through a [`Blocking`] runner (a thread in real runs, inline in the simulator).
 
-use crate::peer::Msg;
 use crate::state_dir::StateDir;
 use crate::storage::Blocking;
 use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::node::{DiskDone, DiskOp, Input};
+use enjambre_core::node::{DiskDone, DiskOp};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Most operations carried out in one trip to the blocking runner.
 const BATCH: usize = 64;
@@ -22,21 +22,29 @@ pub(crate) type Stores = Arc<Mutex<BTreeMap<InfoHash, Arc<TorrentStore>>>>;
 /// Handle to a running disk worker.
 pub(crate) struct DiskWorker {
     ops: mpsc::UnboundedSender<DiskOp>,
+    /// Bytes of block writes queued and not yet written.
+    queued: Arc<AtomicU64>,
+    /// Signalled whenever the worker finishes a batch (the backlog shrank).
+    relief: Arc<Notify>,
 }
 
 impl DiskWorker {
-    /// Start the worker; its results go to `inbox` as [`Input::Disk`]. With `checkpoint_first` the worker
+    /// Start the worker; its results go to `done` (unbounded, so the worker never waits on the node task
+    /// while the node task may be waiting on the worker's backlog). With `checkpoint_first` the worker
     /// writes a checkpoint *before* syncing the data it claims: a deliberate breach of invariant 2 that exists
     /// only so the simulator's crash sweep can show it catches one. Never set it otherwise.
-    pub fn spawn<B: Blocking, S: Send + 'static>(
+    pub fn spawn<B: Blocking>(
         blocking: B,
         stores: Stores,
         state: StateDir,
-        inbox: mpsc::Sender<Msg<S>>,
+        done: mpsc::UnboundedSender<DiskDone>,
         checkpoint_first: bool,
     ) -> DiskWorker {
         let (ops, mut rx) = mpsc::unbounded_channel::<DiskOp>();
         let state = Arc::new(state);
+        let queued = Arc::new(AtomicU64::new(0));
+        let relief = Arc::new(Notify::new());
+        let (q, r) = (queued.clone(), relief.clone());
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -46,6 +54,16 @@ impl DiskWorker {
                         Err(_) => break,
                     }
                 }
+                let written: u64 = batch
+                    .iter()
+                    .map(|op| {
+                        if let DiskOp::Write { data, .. } = op {
+                            data.len() as u64
+                        } else {
+                            0
+                        }
+                    })
+                    .sum();
                 let mut results = Vec::new();
                 let mut plain = Vec::new();
                 for op in batch {
@@ -78,19 +96,38 @@ impl DiskWorker {
                     }
                 }
                 results.extend(run_plain(&blocking, &stores, &state, plain).await);
-                for done in results {
-                    if inbox.send(Msg::Input(Input::Disk(done))).await.is_err() {
+                q.fetch_sub(written, Ordering::Relaxed);
+                r.notify_one();
+                for result in results {
+                    if done.send(result).is_err() {
                         return;
                     }
                 }
             }
         });
-        DiskWorker { ops }
+        DiskWorker {
+            ops,
+            queued,
+            relief,
+        }
     }
 
     /// Queue an operation.
     pub fn submit(&self, op: DiskOp) {
+        if let DiskOp::Write { data, .. } = &op {
+            self.queued.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         let _ = self.ops.send(op);
+    }
+
+    /// Bytes of block writes waiting for the disk.
+    pub fn backlog(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// What to wait on for the backlog to shrink.
+    pub fn relief(&self) -> Arc<Notify> {
+        self.relief.clone()
     }
 }
 

@@ -4,6 +4,10 @@
 //! tasks and the listener report to it through one channel; it feeds their reports to the node as inputs and
 //! carries out the node's outputs. Disk operations run in emission order on one worker, so a hash reads what
 //! earlier writes wrote and a checkpoint's sync covers every write before it (invariant 2).
+//!
+//! The upload limit paces the *reads* of blocks to serve, round-robin over connections, before the node sends
+//! them: a block the peer cancelled or that a choke dropped meanwhile is never read, sent or counted, and no
+//! socket holds more than a block or two of payload queued behind the limit.
 
 use crate::clock::Clock;
 use crate::disk::{DiskWorker, Stores};
@@ -16,10 +20,11 @@ use crate::transport::{Listener, Transport};
 use bytes::{Bytes, BytesMut};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
-    AddTorrent, ConnId, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats,
+    AddTorrent, ConnId, DiskOp, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats,
 };
+use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,8 +38,10 @@ use tokio::task::JoinHandle;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an announce may take.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of received blocks allowed to wait for the disk before the peer stops reading its sockets.
+const DISK_BACKLOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
-const INBOX: usize = 1024;
+const INBOX: usize = 128;
 
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
@@ -157,11 +164,12 @@ impl Peer {
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let stores: Stores = Arc::default();
         let state = StateDir::new(env.storage.clone(), &options.dir);
+        let (disk_done, disk_done_rx) = mpsc::unbounded_channel();
         let disk = DiskWorker::spawn(
             env.blocking.clone(),
             stores.clone(),
             state,
-            inbox.clone(),
+            disk_done,
             options.unsafe_checkpoint_before_sync,
         );
         let limits = Limits {
@@ -183,10 +191,13 @@ impl Peer {
             trackers: BTreeMap::new(),
             events: options.events.clone(),
             limits,
+            paced: BTreeMap::new(),
+            pace_after: 0,
+            pace_at: None,
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
-            task.run(command_rx, inbox_rx).await;
+            task.run(command_rx, inbox_rx, disk_done_rx).await;
             accept.abort();
         });
         Ok((
@@ -319,7 +330,6 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (writer, mut write_rx) = mpsc::unbounded_channel::<Bytes>();
     let down = limits.down.clone();
-    let up = limits.up.clone();
     let reader = tokio::spawn(async move {
         loop {
             let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -348,9 +358,6 @@ where
     });
     tokio::spawn(async move {
         while let Some(data) = write_rx.recv().await {
-            if let Some(limit) = &up {
-                limit.take(data.len() as u64).await;
-            }
             if wr.write_all(&data).await.is_err() {
                 break;
             }
@@ -370,6 +377,12 @@ struct NodeTask<T: Transport, B, C> {
     trackers: BTreeMap<InfoHash, String>,
     events: Option<EventSink>,
     limits: Limits,
+    /// Reads of blocks to serve waiting for upload budget, per connection (only with an upload limit).
+    paced: BTreeMap<ConnId, VecDeque<(InfoHash, BlockRef)>>,
+    /// The connection served last by the pacer (round-robin cursor).
+    pace_after: ConnId,
+    /// When the pacer may spend again (`None`: now).
+    pace_at: Option<Instant>,
     options: PeerOptions,
 }
 
@@ -378,6 +391,7 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut inbox: mpsc::Receiver<Msg<T::Stream>>,
+        mut disk_done: mpsc::UnboundedReceiver<enjambre_core::node::DiskDone>,
     ) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         loop {
@@ -388,6 +402,18 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     None => std::future::pending().await,
                 }
             };
+            let pacing = !self.paced.is_empty();
+            let pace_at = self.pace_at;
+            let pace = async {
+                if let Some(at) = pace_at {
+                    self.env.clock.sleep_until(at).await;
+                }
+            };
+            // Backpressure: while too many received bytes wait for the disk, stop reading sockets (TCP then
+            // slows the senders) until the disk worker catches up. Disk results have their own channel.
+            let pressured = self.disk.backlog() > DISK_BACKLOG_LIMIT;
+            let relief = self.disk.relief();
+            let relieved = relief.notified();
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -406,13 +432,20 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     }
                     Some(cmd) => self.on_command(cmd),
                 },
-                msg = inbox.recv() => match msg {
+                done = disk_done.recv() => {
+                    if let Some(done) = done {
+                        self.node.handle_input(self.env.clock.now(), Input::Disk(done));
+                    }
+                }
+                msg = inbox.recv(), if !pressured => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
+                () = relieved, if pressured => {}
                 () = sleep => {
                     self.node.handle_timeout(self.env.clock.now());
                 }
+                () = pace, if pacing => self.pace(),
             }
             self.drain();
         }
@@ -483,6 +516,50 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
         }
     }
 
+    /// Release paced reads, one connection at a time in turn, while the upload budget allows. Blocks the node no
+    /// longer means to serve (cancelled, choked, connection gone) are dropped without spending budget.
+    fn pace(&mut self) {
+        let Some(limit) = self.limits.up.clone() else {
+            self.paced.clear();
+            return;
+        };
+        self.pace_at = None;
+        while let Some(conn) = self
+            .paced
+            .range(self.pace_after + 1..)
+            .next()
+            .or_else(|| self.paced.iter().next())
+            .map(|(c, _)| *c)
+        {
+            let queue = self.paced.get_mut(&conn);
+            let next = queue.as_ref().and_then(|q| q.front().copied());
+            let Some((torrent, block)) = next else {
+                self.paced.remove(&conn);
+                continue;
+            };
+            if let Some(q) = queue {
+                q.pop_front();
+                if q.is_empty() {
+                    self.paced.remove(&conn);
+                }
+            }
+            if !self.node.is_serving(conn, &block) {
+                continue;
+            }
+            self.pace_after = conn;
+            self.disk.submit(DiskOp::Read {
+                torrent,
+                conn,
+                block,
+            });
+            let wait = limit.reserve(u64::from(block.length));
+            if !wait.is_zero() {
+                self.pace_at = Some(self.env.clock.now() + wait);
+                return;
+            }
+        }
+    }
+
     fn drain(&mut self) {
         while let Some(out) = self.node.poll_output() {
             self.carry_out(out);
@@ -521,6 +598,16 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     c.reader.abort();
                     // Dropping the writer sender lets the writer flush what is queued, then shut down.
                 }
+            }
+            Output::Disk(DiskOp::Read {
+                torrent,
+                conn,
+                block,
+            }) if self.limits.up.is_some() => {
+                self.paced
+                    .entry(conn)
+                    .or_default()
+                    .push_back((torrent, block));
             }
             Output::Disk(op) => self.disk.submit(op),
             Output::Announce { torrent, params } => {

@@ -49,21 +49,26 @@ impl RateLimit {
     /// Spend `bytes`, waiting as long as the limit requires (debt is allowed and paid by waiting).
     pub async fn take(&self, bytes: u64) {
         let now = (self.now)();
-        let wait = {
-            let Ok(mut b) = self.bucket.lock() else {
-                return;
-            };
-            let elapsed = now.saturating_since(b.last).as_secs_f64();
-            b.last = now;
-            b.tokens = (b.tokens + elapsed * b.rate).min(b.burst) - bytes as f64;
-            if b.tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-b.tokens / b.rate)
-            }
-        };
+        let wait = self.reserve(bytes);
         if wait > Duration::ZERO {
             (self.sleep)(now + wait).await;
+        }
+    }
+
+    /// Spend `bytes` now without waiting; returns how long the caller must wait before spending more (the
+    /// debt this spending ran into, zero when the bucket covered it).
+    pub fn reserve(&self, bytes: u64) -> Duration {
+        let now = (self.now)();
+        let Ok(mut b) = self.bucket.lock() else {
+            return Duration::ZERO;
+        };
+        let elapsed = now.saturating_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * b.rate).min(b.burst) - bytes as f64;
+        if b.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-b.tokens / b.rate)
         }
     }
 }

@@ -99,17 +99,7 @@ struct StdFile(std::fs::File);
 
 impl StorageFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.0.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                buf[done..].fill(0);
-                break;
-            }
-            done += n;
-        }
-        Ok(())
+        read_at_zero_filled(&self.0, buf, offset)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
@@ -130,7 +120,26 @@ impl StorageFile for StdFile {
     }
 }
 
-fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+/// Fill `buf` from `offset` of any positional file (real or simulated); bytes past the end read as zeros.
+pub fn read_at_zero_filled<F: std::os::unix::fs::FileExt + ?Sized>(
+    file: &F,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// `Ok(None)` for a file that does not exist, the value or the other errors otherwise.
+pub fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -3,6 +3,8 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha1::{Digest, Sha1};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Chunk size used to generate and hash content.
 const CHUNK: usize = 1 << 20;
@@ -27,11 +29,23 @@ pub fn generate(seed: u64, name: &str, size: u64, mut sink: impl FnMut(&[u8])) {
     }
 }
 
-/// SHA-1 of the whole content of file `name`.
+/// SHA-1 of the whole content of file `name` (remembered for the life of the process: crash sweeps ask for
+/// the same digests run after run).
 pub fn digest(seed: u64, name: &str, size: u64) -> [u8; 20] {
+    type Cache = Mutex<BTreeMap<(u64, String, u64), [u8; 20]>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let key = (seed, name.to_string(), size);
+    if let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return d;
+    }
     let mut h = Sha1::new();
     generate(seed, name, size, |c| h.update(c));
-    h.finalize().into()
+    let d: [u8; 20] = h.finalize().into();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, d);
+    }
+    d
 }
 
 #[cfg(test)]

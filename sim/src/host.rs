@@ -3,7 +3,7 @@
 
 use crate::content;
 use crate::scenario::{PeerSpec, Scenario};
-use crate::storage::{CorruptSwitch, SimDisk, SimStorage};
+use crate::storage::{CorruptSwitch, ProbeStorage, SimDisk, SimStorage};
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
 use enjambre_core::metainfo::Metainfo;
@@ -108,8 +108,16 @@ impl PeerProgram {
             let p = w.peers.entry(name.clone()).or_default();
             p.boots += 1;
             p.up = true;
+            p.up_since = Some(sim_now());
             for (file, s) in std::mem::take(&mut p.stats) {
-                *p.uploaded_before.entry(file).or_default() += s.bytes_uploaded;
+                *p.uploaded_before.entry(file.clone()).or_default() += s.bytes_uploaded;
+                *p.downloaded_before.entry(file.clone()).or_default() += s.bytes_downloaded;
+                *p.wasted_before.entry(file.clone()).or_default() += s.bytes_wasted;
+                let sources = p.sources_before.entry(file.clone()).or_default();
+                for (addr, bytes) in s.sources {
+                    *sources.entry(addr).or_default() += bytes;
+                }
+                p.banned_before.entry(file).or_default().extend(s.banned);
             }
             let boot = p.boots;
             w.note(
@@ -124,7 +132,12 @@ impl PeerProgram {
             );
             boot
         };
-        let storage: Arc<dyn Storage> = Arc::new(self.corrupt.wrap(SimStorage));
+        let probe = ProbeStorage {
+            inner: SimStorage,
+            world: self.world.clone(),
+            host: name.clone(),
+        };
+        let storage: Arc<dyn Storage> = Arc::new(self.corrupt.wrap(probe));
         let dir = PathBuf::from(DATA_DIR);
         audit_checkpoints(&self.world, &name, storage.clone(), &dir);
         self.generate_own_files(&dir)?;
@@ -309,7 +322,9 @@ impl PeerProgram {
                 let mut w = self.world.lock();
                 let p = w.peers.entry(name.clone()).or_default();
                 for s in &stats {
+                    // Downloads only: what a peer seeds from the start is the original itself.
                     if s.complete
+                        && self.spec.get.contains(&s.name)
                         && s.pieces_durable == s.pieces_total
                         && !p.digests.contains_key(&s.name)
                     {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! enjambre-sim: the deterministic simulator. The real `enjambre-net` drivers run on turmoil hosts, over
 //! turmoil's network and filesystem, while a runner scripts faults (crashes, partitions, a corrupt peer, the
 //! tracker going down) from a TOML scenario and judges expectations at the end. The same scenario and seed
@@ -9,9 +10,11 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod storage;
+pub mod sweep;
 pub mod transport;
 pub mod world;
 
 pub use report::Report;
 pub use runner::{run, RunOptions};
 pub use scenario::Scenario;
+pub use sweep::{sweep, SweepOptions, SweepReport};

@@ -11,6 +11,8 @@ use std::time::Duration;
 /// One expectation and whether it held.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
+    /// Which kind of expectation (the `[expect]` field it comes from).
+    pub kind: &'static str,
     /// What was expected.
     pub expectation: String,
     /// Whether it held.
@@ -30,15 +32,15 @@ pub struct FileOutcome {
     pub complete: bool,
     /// Simulated second it completed.
     pub completed_at: Option<f64>,
-    /// Payload bytes received (last boot).
+    /// Payload bytes received (all boots).
     pub downloaded: u64,
     /// Payload bytes sent (all boots).
     pub uploaded: u64,
-    /// Wasted bytes (last boot).
+    /// Wasted bytes: failed hashes, duplicates, data nobody asked for (all boots).
     pub wasted: u64,
-    /// Peers it banned.
+    /// Peers it banned (all boots).
     pub banned: Vec<String>,
-    /// Bytes received from each source (last boot).
+    /// Accepted payload bytes from each source (all boots).
     pub sources: BTreeMap<String, u64>,
 }
 
@@ -58,8 +60,12 @@ pub struct PeerOutcome {
 /// The judged run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Version of the JSON layout.
+    pub format: u32,
     /// Scenario name.
     pub scenario: String,
+    /// What the scenario shows.
+    pub description: String,
     /// Seed used.
     pub seed: u64,
     /// Whether every expectation held and no invariant broke.
@@ -104,19 +110,37 @@ pub fn build_report(
             });
             continue;
         };
+        let before = |m: &BTreeMap<String, u64>, file: &str| m.get(file).copied().unwrap_or(0);
         let files = p
             .stats
             .iter()
-            .map(|(file, s)| FileOutcome {
-                file: file.clone(),
-                pieces: format!("{}/{}", s.pieces_have, s.pieces_total),
-                complete: s.complete,
-                completed_at: p.completed_at.get(file).map(|d| round3(*d)),
-                downloaded: s.bytes_downloaded,
-                uploaded: s.bytes_uploaded + p.uploaded_before.get(file).copied().unwrap_or(0),
-                wasted: s.bytes_wasted,
-                banned: s.banned.iter().map(&name_of).collect(),
-                sources: s.sources.iter().map(|(a, b)| (name_of(a), *b)).collect(),
+            .map(|(file, s)| {
+                // One host may have sent over an inbound and an outbound connection, and over several boots:
+                // add them all up under its name.
+                let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+                let earlier = p.sources_before.get(file).into_iter().flatten();
+                for (addr, bytes) in s.sources.iter().chain(earlier) {
+                    *sources.entry(name_of(addr)).or_insert(0) += *bytes;
+                }
+                let mut banned: Vec<String> = s
+                    .banned
+                    .iter()
+                    .chain(p.banned_before.get(file).into_iter().flatten())
+                    .map(&name_of)
+                    .collect();
+                banned.sort();
+                banned.dedup();
+                FileOutcome {
+                    file: file.clone(),
+                    pieces: format!("{}/{}", s.pieces_have, s.pieces_total),
+                    complete: s.complete,
+                    completed_at: p.completed_at.get(file).map(|d| round3(*d)),
+                    downloaded: s.bytes_downloaded + before(&p.downloaded_before, file),
+                    uploaded: s.bytes_uploaded + before(&p.uploaded_before, file),
+                    wasted: s.bytes_wasted + before(&p.wasted_before, file),
+                    banned,
+                    sources,
+                }
             })
             .collect();
         peers.push(PeerOutcome {
@@ -129,7 +153,9 @@ pub fn build_report(
     let verdicts = judge(scenario, seed, &w, &peers);
     let passed = verdicts.iter().all(|v| v.ok) && w.violations.is_empty();
     Report {
+        format: 1,
         scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
         seed,
         passed,
         simulated_seconds: round3(elapsed),
@@ -180,6 +206,7 @@ fn judge(
             format!(" within {:.1}s", l.0.as_secs_f64())
         });
         out.push(Verdict {
+            kind: "complete",
             expectation: format!("{name} completes all {all} downloads{within}"),
             ok: done == all && in_time,
             seen: format!(
@@ -194,6 +221,7 @@ fn judge(
     for name in &e.incomplete {
         let (done, all) = complete_files(name);
         out.push(Verdict {
+            kind: "incomplete",
             expectation: format!("{name} does not complete"),
             ok: done < all,
             seen: format!("{done}/{all} complete"),
@@ -202,6 +230,7 @@ fn judge(
     for (name, piece) in &e.resume_at {
         let last = outcome(name).and_then(|p| p.resumes.iter().rfind(|r| r.boot > 1));
         out.push(Verdict {
+            kind: "resume_at",
             expectation: format!("{name} resumes at piece {piece}"),
             ok: last.is_some_and(|r| r.first_missing == Some(*piece)),
             seen: last.map_or("no restart".into(), |r| {
@@ -218,6 +247,7 @@ fn judge(
     for (name, n) in &e.resumed_at_least {
         let last = outcome(name).and_then(|p| p.resumes.iter().rfind(|r| r.boot > 1));
         out.push(Verdict {
+            kind: "resumed_at_least",
             expectation: format!("{name} resumes with at least {n} pieces"),
             ok: last.is_some_and(|r| r.pieces_resumed >= *n),
             seen: last.map_or("no restart".into(), |r| {
@@ -238,6 +268,7 @@ fn judge(
             }
         }
         out.push(Verdict {
+            kind: "no_refetch",
             expectation: "no checkpointed piece is fetched again after a restart".into(),
             ok: bad.is_empty(),
             seen: if bad.is_empty() {
@@ -253,6 +284,7 @@ fn judge(
             .unwrap_or_default();
         let ok = expected.iter().all(|x| banned.contains(x));
         out.push(Verdict {
+            kind: "banned",
             expectation: format!("{name} bans {}", expected.join(", ")),
             ok,
             seen: format!("banned: [{}]", banned.join(", ")),
@@ -274,30 +306,61 @@ fn judge(
             up as f64 / size as f64
         };
         out.push(Verdict {
+            kind: "max_upload_copies",
             expectation: format!("{name} uploads at most {max} copies"),
             ok: copies <= *max,
             seen: format!("{copies:.2} copies"),
         });
     }
+    for (name, min) in &e.min_sources {
+        let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+        for f in outcome(name)
+            .map(|p| p.files.as_slice())
+            .unwrap_or_default()
+        {
+            for (from, bytes) in &f.sources {
+                *sources.entry(from.clone()).or_insert(0) += bytes;
+            }
+        }
+        let seen: Vec<String> = sources
+            .iter()
+            .filter(|(_, b)| **b > 0)
+            .map(|(k, b)| format!("{k} {:.1} MB", *b as f64 / 1e6))
+            .collect();
+        out.push(Verdict {
+            kind: "min_sources",
+            expectation: format!("{name} receives payload from at least {min} peers"),
+            ok: seen.len() >= *min as usize,
+            seen: format!("{} sources: {}", seen.len(), seen.join(", ")),
+        });
+    }
     if e.identical {
         let mut checked = 0;
         let mut bad = Vec::new();
-        for (peer, p) in &w.peers {
-            for (file, d) in &p.digests {
-                let Some(spec) = scenario.file(file) else {
+        let mut originals: BTreeMap<&str, [u8; 20]> = BTreeMap::new();
+        for spec in &scenario.peers {
+            let Some(p) = w.peers.get(&spec.name) else {
+                continue;
+            };
+            for file in &spec.get {
+                let (Some(d), Some(fspec)) = (p.digests.get(file), scenario.file(file)) else {
                     continue;
                 };
+                let original = *originals
+                    .entry(file.as_str())
+                    .or_insert_with(|| content::digest(seed, file, fspec.size.0));
                 checked += 1;
-                if *d != content::digest(seed, file, spec.size.0) {
-                    bad.push(format!("{peer}/{file}"));
+                if *d != original {
+                    bad.push(format!("{}/{file}", spec.name));
                 }
             }
         }
         out.push(Verdict {
-            expectation: "every finished file is byte-identical to its source".into(),
+            kind: "identical",
+            expectation: "every downloaded file is byte-identical to its source".into(),
             ok: bad.is_empty(),
             seen: if bad.is_empty() {
-                format!("{checked} files identical")
+                format!("{checked} downloaded copies identical")
             } else {
                 format!("differ: {}", bad.join(", "))
             },
@@ -306,13 +369,73 @@ fn judge(
     out
 }
 
+/// The deterministic essence of a run, for snapshots: the verdicts, the final swarm state and the story
+/// (nothing that depends on wall time).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Whether every expectation held and no invariant broke.
+    pub passed: bool,
+    /// Simulated seconds the story took.
+    pub simulated_seconds: f64,
+    /// Expectations.
+    pub verdicts: Vec<Verdict>,
+    /// Invariant violations found by the harness.
+    pub violations: Vec<String>,
+    /// The final swarm state.
+    pub swarm: Vec<PeerOutcome>,
+    /// The story, one line per event.
+    pub story: Vec<String>,
+}
+
 impl Report {
+    /// The deterministic essence of the run (see [`Summary`]).
+    pub fn summary(&self) -> Summary {
+        Summary {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            passed: self.passed,
+            simulated_seconds: self.simulated_seconds,
+            verdicts: self.verdicts.clone(),
+            violations: self.violations.clone(),
+            swarm: self.peers.clone(),
+            story: self.story_lines(false),
+        }
+    }
+
+    /// The log as lines of text: the story, or everything with `with_trace`.
+    pub fn story_lines(&self, with_trace: bool) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|r| r.story || with_trace)
+            .map(|r| {
+                let times = if r.count > 1 {
+                    format!(" (x{})", r.count)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[{:>9.3}s] {:<10} {}{times}",
+                    r.t.as_secs_f64(),
+                    r.host,
+                    r.text
+                )
+            })
+            .collect()
+    }
+
     /// The story as text: the log (story lines, or everything with a trace), the final table and verdicts.
     pub fn render(&self, with_trace: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "scenario {} (seed {})", self.scenario, self.seed);
-        for r in self.log.iter().filter(|r| r.story || with_trace) {
-            let _ = writeln!(s, "[{:>9.3}s] {:<10} {}", r.t.as_secs_f64(), r.host, r.text);
+        if !self.description.is_empty() {
+            let _ = writeln!(s, "{}", self.description);
+        }
+        for line in self.story_lines(with_trace) {
+            let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "\n{}", self.table());
         for v in &self.verdicts {

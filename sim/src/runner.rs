@@ -1,14 +1,13 @@
 //! Runs a scenario: builds the turmoil world, starts the hosts, steps the simulation, fires the story's
 //! events when their time or condition comes, and stops once every expectation can be judged.
 
-use crate::host::{tracker_program, PeerProgram, PEER_PORT};
+use crate::host::{tracker_program, PeerProgram};
 use crate::report::{build_report, Report};
 use crate::scenario::{Action, Condition, EventSpec, Scenario};
 use crate::storage::CorruptSwitch;
-use crate::world::Shared;
+use crate::world::{DiskTrip, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +18,22 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Keep every protocol message in the log (the teaching trace).
     pub trace: bool,
-    /// Additionally crash `peer` at this simulated time and restart it a second later (crash sweeps).
+    /// Additionally crash `peer` right after the simulation step that reaches this simulated time, and restart
+    /// it a second later (crash sweeps). Nothing happens if the peer is not running then.
     pub crash: Option<(String, Duration)>,
     /// Write checkpoints before syncing their data (the crash sweep's self-test of a broken ordering).
     pub unsafe_checkpoint_before_sync: bool,
+    /// Record the disk trips of this peer (crash sweeps aim between them).
+    pub watch: Option<String>,
+}
+
+/// What a run saw besides its report: material for crash sweeps.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Disk trips of the watched peer, stamped with the simulated time of the step they happened in.
+    pub trips: Vec<(Duration, DiskTrip)>,
+    /// Intervals during which the watched peer ran (the last one ends when the run ended).
+    pub up: Vec<(Duration, Duration)>,
 }
 
 /// Errors that stop a run before it can be judged.
@@ -36,6 +47,9 @@ pub enum RunError {
 /// Simulated time a story keeps going after everything expected has happened, so late events show.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// How long after a sweep crash the peer is started again.
+pub const SWEEP_RESTART_DELAY: Duration = Duration::from_secs(1);
+
 struct Pending {
     spec: EventSpec,
     armed_at: Option<Duration>,
@@ -44,19 +58,48 @@ struct Pending {
 
 /// Run `scenario` to its end and judge it.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, RunError> {
+    run_observed(scenario, options).map(|(report, _)| report)
+}
+
+/// The simulation and everything the runner knows about its hosts.
+struct Stage<'a> {
+    sim: turmoil::Sim<'a>,
+    scenario: Arc<Scenario>,
+    world: Shared,
+    programs: BTreeMap<String, PeerProgram>,
+    switches: BTreeMap<String, CorruptSwitch>,
+    /// Peers whose host exists in the simulation (started at least once).
+    started: BTreeSet<String>,
+}
+
+/// Run `scenario` to its end, judge it, and return what was observed of the watched peer too.
+pub fn run_observed(
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<(Report, Observation), RunError> {
+    // Wall time is measured for the report's last line only; nothing in the story depends on it.
     let wall = std::time::Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
     let scenario = Arc::new(scenario.clone());
     let world = Shared::default();
-    world.lock().trace = options.trace;
-    let mut sim = turmoil::Builder::new()
+    {
+        let mut w = world.lock();
+        w.trace = options.trace;
+        w.watch = options.watch.clone();
+    }
+    let mut builder = turmoil::Builder::new();
+    builder
         .rng_seed(seed)
         .simulation_duration(scenario.duration.0 + Duration::from_secs(60))
         .tick_duration(scenario.network.tick.0)
         .min_message_latency(scenario.network.latency.0)
         .max_message_latency(scenario.network.latency.0)
-        .tcp_capacity(1024)
-        .build();
+        .tcp_capacity(1024);
+    builder.fs().sync_probability(scenario.disk.writeback);
+    if let Some(block) = scenario.disk.torn_writes {
+        builder.fs().block_size(block.0);
+    }
+    let mut sim = builder.build();
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
     let interval = scenario.tracker.interval.0;
@@ -84,15 +127,24 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, RunError
             },
         );
     }
+    let mut stage = Stage {
+        sim,
+        scenario: scenario.clone(),
+        world: world.clone(),
+        programs,
+        switches,
+        started: BTreeSet::new(),
+    };
     for spec in scenario.peers.iter().filter(|p| !p.delayed) {
-        start_peer(&mut sim, &programs[&spec.name]);
+        stage.start_peer(&spec.name);
     }
     {
         let mut w = world.lock();
-        w.hosts.insert(sim.lookup("tracker"), "tracker".into());
+        w.hosts
+            .insert(stage.sim.lookup("tracker"), "tracker".into());
         for spec in &scenario.peers {
             w.hosts
-                .insert(sim.lookup(spec.name.as_str()), spec.name.clone());
+                .insert(stage.sim.lookup(spec.name.as_str()), spec.name.clone());
         }
     }
 
@@ -109,21 +161,33 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, RunError
     let mut extra_restart: Option<(String, Duration)> = None;
     let mut done_at: Option<Duration> = None;
     loop {
-        sim.step().map_err(|e| RunError::Host(e.to_string()))?;
-        let t = sim.elapsed();
-        fire_due_events(&mut sim, &world, &programs, &switches, &mut pending, t);
+        stage
+            .sim
+            .step()
+            .map_err(|e| RunError::Host(e.to_string()))?;
+        let t = stage.sim.elapsed();
+        world.lock().stamp_trips(t);
+        stage.fire_due_events(&mut pending, t);
         if let Some((peer, at)) = extra_crash.clone() {
             if t >= at {
-                crash_peer(&mut sim, &world, &peer, t, "sweep: crash");
-                extra_restart = Some((peer, t + Duration::from_secs(1)));
                 extra_crash = None;
+                if stage.is_up(&peer) {
+                    stage.crash_peer(&peer, t, "sweep: CRASH");
+                    extra_restart = Some((peer, t + SWEEP_RESTART_DELAY));
+                } else {
+                    world.lock().note(
+                        t,
+                        &peer,
+                        true,
+                        "sweep: not running at this instant, no crash".into(),
+                    );
+                }
             }
         }
         if let Some((peer, at)) = extra_restart.clone() {
             if t >= at {
-                world.lock().note(t, &peer, true, "sweep: restart".into());
-                sim.bounce(peer.as_str());
                 extra_restart = None;
+                stage.restart_peer(&peer, t, "sweep: restarting on the same disk");
             }
         }
         let settled = pending.iter().all(|p| p.fired_at.is_some())
@@ -140,30 +204,200 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, RunError
             break;
         }
     }
-    let elapsed = sim.elapsed();
-    Ok(build_report(
-        &scenario,
-        seed,
-        &world,
-        elapsed,
-        wall.elapsed(),
-    ))
+    let elapsed = stage.sim.elapsed();
+    let report = build_report(&scenario, seed, &world, elapsed, wall.elapsed());
+    let observation = {
+        let w = world.lock();
+        let watched = options.watch.as_ref().and_then(|p| w.peers.get(p));
+        let mut up = watched.map(|p| p.up_intervals.clone()).unwrap_or_default();
+        if let Some(since) = watched.and_then(|p| p.up_since) {
+            up.push((since, elapsed));
+        }
+        Observation {
+            trips: w.trips.clone(),
+            up,
+        }
+    };
+    Ok((report, observation))
 }
 
-fn start_peer(sim: &mut turmoil::Sim<'_>, program: &PeerProgram) {
-    let program = program.clone();
-    sim.host(program.spec.name.clone().as_str(), move || {
-        program.clone().run()
-    });
-}
-
-fn crash_peer(sim: &mut turmoil::Sim<'_>, world: &Shared, peer: &str, t: Duration, why: &str) {
-    sim.crash(peer);
-    let mut w = world.lock();
-    if let Some(p) = w.peers.get_mut(peer) {
-        p.up = false;
+impl Stage<'_> {
+    fn note(&self, t: Duration, host: &str, text: String) {
+        self.world.lock().note(t, host, true, text);
     }
-    w.note(t, peer, true, format!("{why} (unsynced writes are lost)"));
+
+    fn is_up(&self, peer: &str) -> bool {
+        self.world.lock().peers.get(peer).is_some_and(|p| p.up)
+    }
+
+    fn start_peer(&mut self, name: &str) {
+        let Some(program) = self.programs.get(name).cloned() else {
+            return;
+        };
+        self.started.insert(name.to_string());
+        self.sim.host(name, move || program.clone().run());
+    }
+
+    /// Mark a peer down in the world (its host was crashed, or is about to be bounced).
+    fn mark_down(&self, peer: &str, t: Duration) {
+        let mut w = self.world.lock();
+        if let Some(p) = w.peers.get_mut(peer) {
+            p.up = false;
+            if let Some(since) = p.up_since.take() {
+                p.up_intervals.push((since, t));
+            }
+        }
+    }
+
+    fn crash_peer(&mut self, peer: &str, t: Duration, why: &str) {
+        self.sim.crash(peer);
+        self.mark_down(peer, t);
+        self.note(t, peer, format!("{why} (unsynced writes are lost)"));
+    }
+
+    fn restart_peer(&mut self, peer: &str, t: Duration, why: &str) {
+        if self.is_up(peer) {
+            // Restarting a running host crashes it first.
+            self.mark_down(peer, t);
+            self.note(t, peer, "still running: crashed first".into());
+        }
+        self.note(t, peer, why.to_string());
+        self.sim.bounce(peer);
+    }
+
+    fn fire_due_events(&mut self, pending: &mut [Pending], t: Duration) {
+        for i in 0..pending.len() {
+            if pending[i].fired_at.is_some() {
+                continue;
+            }
+            let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
+            let due = if pending[i].spec.after_previous {
+                i.checked_sub(1)
+                    .and_then(|j| pending[j].fired_at)
+                    .map(|prev| prev.saturating_add(after))
+            } else if let Some(at) = pending[i].spec.at {
+                Some(at.0.saturating_add(after))
+            } else {
+                if pending[i].armed_at.is_none() {
+                    if let Some(c) = &pending[i].spec.when {
+                        if condition_holds(c, &self.scenario, &self.world) {
+                            pending[i].armed_at = Some(t);
+                        }
+                    }
+                }
+                pending[i].armed_at.map(|a| a.saturating_add(after))
+            };
+            if due.is_some_and(|d| t >= d) {
+                let spec = pending[i].spec.clone();
+                self.apply(&spec, t);
+                pending[i].fired_at = Some(t);
+            }
+        }
+    }
+
+    /// Hosts running in the simulation other than `me`: `from` if given, else the tracker and every started
+    /// peer. Links only exist between started hosts.
+    fn others(&self, me: &str, from: &[String]) -> Vec<String> {
+        let all: Vec<String> = std::iter::once("tracker".to_string())
+            .chain(self.started.iter().cloned())
+            .filter(|h| h != me)
+            .collect();
+        if from.is_empty() {
+            all
+        } else {
+            from.iter().filter(|h| all.contains(h)).cloned().collect()
+        }
+    }
+
+    fn apply(&mut self, e: &EventSpec, t: Duration) {
+        let peer = e.peer.clone().unwrap_or_default();
+        let needs_host = matches!(
+            e.action,
+            Action::Crash
+                | Action::Restart
+                | Action::Partition
+                | Action::Heal
+                | Action::Latency
+                | Action::Corrupt
+        );
+        if needs_host && !self.started.contains(&peer) {
+            self.note(
+                t,
+                &peer,
+                format!("{}: has not started yet, nothing happens", e.action.name()),
+            );
+            return;
+        }
+        match e.action {
+            Action::Crash => {
+                if self.is_up(&peer) {
+                    self.crash_peer(&peer, t, "CRASH");
+                } else {
+                    self.note(t, &peer, "crash: already down, nothing happens".into());
+                }
+            }
+            Action::Restart => self.restart_peer(&peer, t, "restarting on the same disk"),
+            Action::Start => {
+                if self.started.contains(&peer) {
+                    self.note(t, &peer, "start: already started, nothing happens".into());
+                } else {
+                    self.note(t, &peer, "joining the swarm".into());
+                    self.start_peer(&peer);
+                }
+            }
+            Action::Partition => {
+                let others = self.others(&peer, &e.from);
+                self.note(t, &peer, format!("PARTITIONED from {}", others.join(", ")));
+                for o in others {
+                    self.sim.partition(peer.as_str(), o.as_str());
+                }
+            }
+            Action::Heal => {
+                let others = self.others(&peer, &e.from);
+                self.note(
+                    t,
+                    &peer,
+                    format!("partition healed ({})", others.join(", ")),
+                );
+                for o in others {
+                    self.sim.repair(peer.as_str(), o.as_str());
+                }
+            }
+            Action::TrackerDown => {
+                self.note(t, "tracker", "TRACKER DOWN".into());
+                self.sim.crash("tracker");
+            }
+            Action::TrackerUp => {
+                self.note(
+                    t,
+                    "tracker",
+                    "tracker back up (swarm forgotten, catalog kept)".into(),
+                );
+                self.sim.bounce("tracker");
+            }
+            Action::Corrupt => {
+                if let Some(s) = self.switches.get(&peer) {
+                    s.turn_on();
+                }
+                if let Some(p) = self.world.lock().peers.get_mut(&peer) {
+                    p.corrupt = true;
+                }
+                self.note(
+                    t,
+                    &peer,
+                    "turns CORRUPT: serves wrong bytes from now on".into(),
+                );
+            }
+            Action::Latency => {
+                let d = e.latency.map_or(Duration::ZERO, |s| s.0);
+                let others = self.others(&peer, &[]);
+                self.note(t, &peer, format!("link latency now {} ms", d.as_millis()));
+                for o in others {
+                    self.sim.set_link_latency(peer.as_str(), o.as_str(), d);
+                }
+            }
+        }
+    }
 }
 
 fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
@@ -190,126 +424,6 @@ fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
     false
 }
 
-fn fire_due_events(
-    sim: &mut turmoil::Sim<'_>,
-    world: &Shared,
-    programs: &BTreeMap<String, PeerProgram>,
-    switches: &BTreeMap<String, CorruptSwitch>,
-    pending: &mut [Pending],
-    t: Duration,
-) {
-    for i in 0..pending.len() {
-        if pending[i].fired_at.is_some() {
-            continue;
-        }
-        let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
-        let due = if pending[i].spec.after_previous {
-            i.checked_sub(1)
-                .and_then(|j| pending[j].fired_at)
-                .map(|prev| prev + after)
-        } else if let Some(at) = pending[i].spec.at {
-            Some(at.0 + after)
-        } else {
-            let Some(scenario) = programs.values().next().map(|p| p.scenario.clone()) else {
-                return;
-            };
-            if pending[i].armed_at.is_none() {
-                if let Some(c) = &pending[i].spec.when {
-                    if condition_holds(c, &scenario, world) {
-                        pending[i].armed_at = Some(t);
-                    }
-                }
-            }
-            pending[i].armed_at.map(|a| a + after)
-        };
-        if due.is_some_and(|d| t >= d) {
-            apply(sim, world, programs, switches, &pending[i].spec, t);
-            pending[i].fired_at = Some(t);
-        }
-    }
-}
-
-fn other_hosts(programs: &BTreeMap<String, PeerProgram>, me: &str, from: &[String]) -> Vec<String> {
-    if !from.is_empty() {
-        return from.to_vec();
-    }
-    std::iter::once("tracker".to_string())
-        .chain(programs.keys().cloned())
-        .filter(|h| h != me)
-        .collect()
-}
-
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    world: &Shared,
-    programs: &BTreeMap<String, PeerProgram>,
-    switches: &BTreeMap<String, CorruptSwitch>,
-    e: &EventSpec,
-    t: Duration,
-) {
-    let peer = e.peer.clone().unwrap_or_default();
-    let note = |text: String| {
-        world.lock().note(
-            t,
-            if peer.is_empty() { "tracker" } else { &peer },
-            true,
-            text,
-        )
-    };
-    match e.action {
-        Action::Crash => crash_peer(sim, world, &peer, t, "CRASH"),
-        Action::Restart => {
-            note("restarting on the same disk".into());
-            sim.bounce(peer.as_str());
-        }
-        Action::Start => {
-            if let Some(p) = programs.get(&peer) {
-                note("joining the swarm".into());
-                start_peer(sim, p);
-            }
-        }
-        Action::Partition => {
-            let others = other_hosts(programs, &peer, &e.from);
-            note(format!("PARTITIONED from {}", others.join(", ")));
-            for o in others {
-                sim.partition(peer.as_str(), o.as_str());
-            }
-        }
-        Action::Heal => {
-            let others = other_hosts(programs, &peer, &e.from);
-            note(format!("partition healed ({})", others.join(", ")));
-            for o in others {
-                sim.repair(peer.as_str(), o.as_str());
-            }
-        }
-        Action::TrackerDown => {
-            note("TRACKER DOWN".into());
-            sim.crash("tracker");
-        }
-        Action::TrackerUp => {
-            note("tracker back up (swarm forgotten, catalog kept)".into());
-            sim.bounce("tracker");
-        }
-        Action::Corrupt => {
-            if let Some(s) = switches.get(&peer) {
-                s.turn_on();
-            }
-            if let Some(p) = world.lock().peers.get_mut(&peer) {
-                p.corrupt = true;
-            }
-            note("turns CORRUPT: serves wrong bytes from now on".into());
-        }
-        Action::Latency => {
-            let d = e.latency.map_or(Duration::ZERO, |s| s.0);
-            let others = other_hosts(programs, &peer, &[]);
-            note(format!("link latency now {} ms", d.as_millis()));
-            for o in others {
-                sim.set_link_latency(peer.as_str(), o.as_str(), d);
-            }
-        }
-    }
-}
-
 /// True once every `complete` expectation is met (digests read back) so the run can stop early.
 fn expectations_decided(scenario: &Scenario, world: &Shared) -> bool {
     let w = world.lock();
@@ -332,9 +446,4 @@ fn expectations_decided(scenario: &Scenario, world: &Shared) -> bool {
         };
         p.up && spec.get.iter().all(|f| p.digests.contains_key(f))
     })
-}
-
-/// Address of a simulated peer (for matching ban lists).
-pub fn peer_addr(sim_ip: std::net::IpAddr) -> SocketAddr {
-    SocketAddr::new(sim_ip, PEER_PORT)
 }

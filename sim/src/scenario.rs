@@ -6,11 +6,18 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Longest story a scenario may tell.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Largest file a scenario may declare (every simulated disk lives in memory).
+const MAX_FILE_SIZE: u64 = 1 << 30;
+/// Most peers a scenario may have.
+const MAX_PEERS: usize = 100;
+
 /// Errors reading a scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// Not valid TOML or not the expected shape.
-    #[error("{0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
     /// Valid TOML that makes no sense as a story.
     #[error("scenario is inconsistent: {0}")]
@@ -38,7 +45,7 @@ pub fn parse_span(text: &str) -> Option<Duration> {
         "m" | "min" => value * 60.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Parse `"50MB"`, `"512KiB"`, `"1GiB"`, `"100"`.
@@ -77,10 +84,9 @@ impl<'de> Deserialize<'de> for Span {
                 de::Error::custom(format!("bad duration {t:?} (use e.g. \"250ms\", \"10s\")"))
             }),
             TextOrNumber::Int(n) => Ok(Span(Duration::from_secs(n))),
-            TextOrNumber::Float(f) if f >= 0.0 && f.is_finite() => {
-                Ok(Span(Duration::from_secs_f64(f)))
-            }
-            TextOrNumber::Float(f) => Err(de::Error::custom(format!("bad duration {f}"))),
+            TextOrNumber::Float(f) => Duration::try_from_secs_f64(f)
+                .map(Span)
+                .map_err(|_| de::Error::custom(format!("bad duration {f}"))),
         }
     }
 }
@@ -115,6 +121,9 @@ pub struct Scenario {
     /// Links and simulation granularity.
     #[serde(default)]
     pub network: Network,
+    /// The simulated disks.
+    #[serde(default)]
+    pub disk: DiskSpec,
     /// The tracker.
     #[serde(default)]
     pub tracker: TrackerSpec,
@@ -122,7 +131,7 @@ pub struct Scenario {
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
     /// The peers.
-    #[serde(rename = "peer")]
+    #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSpec>,
     /// Faults and other happenings, by time or by condition.
     #[serde(default, rename = "event")]
@@ -163,6 +172,19 @@ impl Default for Network {
             tick: default_tick(),
         }
     }
+}
+
+/// How harsh the simulated disks are when a host crashes (every host's disk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Probability (0 to 1) that an unsynced write reaches the disk on its own, as an OS flushing its cache
+    /// would: after a crash, some data nobody synced is there anyway.
+    #[serde(default)]
+    pub writeback: f64,
+    /// Block size of torn writes: on a crash, each unsynced write survives in part, block by block.
+    #[serde(default)]
+    pub torn_writes: Option<Size>,
 }
 
 /// Tracker settings.
@@ -329,6 +351,9 @@ pub struct Expect {
     /// Most copies of the files a peer may upload (uploaded bytes / size of what it has).
     #[serde(default)]
     pub max_upload_copies: BTreeMap<String, f64>,
+    /// Fewest distinct peers each peer must have received payload from (over all its downloads and boots).
+    #[serde(default)]
+    pub min_sources: BTreeMap<String, u32>,
     /// No checkpointed piece is fetched again after a restart.
     #[serde(default = "yes")]
     pub no_refetch: bool,
@@ -351,8 +376,26 @@ impl Default for Expect {
             resumed_at_least: BTreeMap::new(),
             banned: BTreeMap::new(),
             max_upload_copies: BTreeMap::new(),
+            min_sources: BTreeMap::new(),
             no_refetch: true,
             identical: true,
+        }
+    }
+}
+
+impl Action {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Crash => "crash",
+            Action::Restart => "restart",
+            Action::Start => "start",
+            Action::Partition => "partition",
+            Action::Heal => "heal",
+            Action::TrackerDown => "tracker_down",
+            Action::TrackerUp => "tracker_up",
+            Action::Corrupt => "corrupt",
+            Action::Latency => "latency",
         }
     }
 }
@@ -367,6 +410,33 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Invalid(m));
+        if self.peers.is_empty() {
+            return bad("the scenario has no [[peer]]".into());
+        }
+        if self.duration.0.is_zero() || self.duration.0 > MAX_DURATION {
+            return bad("`duration` must be more than zero and at most 24h".into());
+        }
+        if self.network.tick.0.is_zero() || self.network.tick.0 > Duration::from_millis(100) {
+            return bad("[network] `tick` must be more than zero and at most 100ms".into());
+        }
+        if self.network.latency.0 > Duration::from_secs(10) {
+            return bad("[network] `latency` must be at most 10s".into());
+        }
+        if self.peers.len() > MAX_PEERS {
+            return bad(format!(
+                "{} peers: at most {MAX_PEERS} (the simulation's cost grows with the cube of the hosts)",
+                self.peers.len()
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.disk.writeback) {
+            return bad("[disk] `writeback` must be between 0 and 1".into());
+        }
+        if self.disk.torn_writes.is_some_and(|b| b.0 == 0) {
+            return bad("[disk] `torn_writes` must be a block size of at least 1 byte".into());
+        }
+        if self.tracker.interval.0 < Duration::from_secs(1) {
+            return bad("[tracker] `interval` must be at least 1s".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.peers {
             if p.name == "tracker" || !names.insert(p.name.as_str()) {
@@ -386,12 +456,36 @@ impl Scenario {
                     p.name
                 ));
             }
+            for (what, rate) in [
+                ("upload_rate", p.upload_rate),
+                ("download_rate", p.download_rate),
+            ] {
+                if rate.is_some_and(|r| r.0 == 0) {
+                    return bad(format!("peer {}: `{what}` must be more than zero", p.name));
+                }
+            }
         }
-        let files: std::collections::BTreeSet<&str> =
-            self.files.iter().map(|f| f.name.as_str()).collect();
+        let mut files = std::collections::BTreeSet::new();
         for f in &self.files {
             if !enjambre_core::metainfo::is_safe_component(&f.name) {
                 return bad(format!("file name {:?} is not a plain file name", f.name));
+            }
+            if f.size.0 > MAX_FILE_SIZE {
+                return bad(format!(
+                    "file {:?} is larger than 1GiB (simulated disks live in memory)",
+                    f.name
+                ));
+            }
+            if !files.insert(f.name.as_str()) {
+                return bad(format!("file {:?} is declared twice", f.name));
+            }
+            if let Some(ps) = f.piece_size {
+                if ps.0 < 16 * 1024 || !ps.0.is_power_of_two() || ps.0 > 64 * 1024 * 1024 {
+                    return bad(format!(
+                        "file {:?}: piece_size must be a power of two from 16KiB to 64MiB",
+                        f.name
+                    ));
+                }
             }
         }
         for p in &self.peers {
@@ -400,40 +494,149 @@ impl Scenario {
                     return bad(format!("peer {} names unknown file {f:?}", p.name));
                 }
             }
+            if let Some(f) = p.get.iter().find(|f| p.has.contains(f)) {
+                return bad(format!("peer {} both has and gets {f:?}", p.name));
+            }
             for s in &p.sources {
-                if !names.contains(s.as_str()) {
+                if !names.contains(s.as_str()) || s == &p.name {
                     return bad(format!("peer {} names unknown source {s:?}", p.name));
                 }
             }
         }
+        let peer_known = |p: &str, what: &str| -> Result<(), ScenarioError> {
+            if names.contains(p) {
+                Ok(())
+            } else {
+                Err(ScenarioError::Invalid(format!(
+                    "{what} names unknown peer {p:?}"
+                )))
+            }
+        };
         for (i, e) in self.events.iter().enumerate() {
             let n = i + 1;
+            let what = format!("event {n} ({})", e.action.name());
             if e.at.is_none() && e.when.is_none() && !e.after_previous {
-                return bad(format!("event {n} needs `at`, `when` or `after_previous`"));
+                return bad(format!("{what} needs `at`, `when` or `after_previous`"));
+            }
+            if [e.at.is_some(), e.when.is_some(), e.after_previous]
+                .iter()
+                .filter(|x| **x)
+                .count()
+                > 1
+            {
+                return bad(format!(
+                    "{what}: use only one of `at`, `when` and `after_previous`"
+                ));
+            }
+            if e.after_previous && i == 0 {
+                return bad(format!("{what}: `after_previous` on the first event"));
             }
             let needs_peer = !matches!(e.action, Action::TrackerDown | Action::TrackerUp);
             match &e.peer {
-                Some(p) if !names.contains(p.as_str()) => {
-                    return bad(format!("event {n} names unknown peer {p:?}"))
+                Some(p) => peer_known(p, &what)?,
+                None if needs_peer => return bad(format!("{what} needs `peer`")),
+                None => {}
+            }
+            if !needs_peer && e.peer.is_some() {
+                return bad(format!("{what} takes no `peer`"));
+            }
+            for f in &e.from {
+                peer_known(f, &what)?;
+                if Some(f) == e.peer.as_ref() {
+                    return bad(format!("{what}: `from` names the peer itself"));
                 }
-                None if needs_peer => {
-                    return bad(format!("event {n} ({:?}) needs `peer`", e.action))
-                }
-                _ => {}
+            }
+            if !e.from.is_empty() && !matches!(e.action, Action::Partition | Action::Heal) {
+                return bad(format!("{what}: `from` is only for partition and heal"));
+            }
+            if e.latency.is_some_and(|l| l.0 > Duration::from_secs(10)) {
+                return bad(format!("{what}: `latency` must be at most 10s"));
+            }
+            if (e.action == Action::Latency) != e.latency.is_some() {
+                return bad(format!(
+                    "{what}: `latency` goes with (and only with) action latency"
+                ));
             }
             if let Some(c) = &e.when {
-                if !names.contains(c.peer.as_str()) {
-                    return bad(format!("event {n} watches unknown peer {:?}", c.peer));
+                peer_known(&c.peer, &what)?;
+                let spec = self.peer(&c.peer);
+                match &c.file {
+                    Some(f) => {
+                        if !spec.is_some_and(|s| s.get.contains(f) || s.has.contains(f)) {
+                            return bad(format!(
+                                "{what} watches file {f:?}, which peer {} neither has nor gets",
+                                c.peer
+                            ));
+                        }
+                    }
+                    None => {
+                        if spec.is_some_and(|s| s.get.is_empty()) {
+                            return bad(format!(
+                                "{what} watches peer {}, which gets nothing (name a `file`)",
+                                c.peer
+                            ));
+                        }
+                    }
+                }
+                let kinds = [c.pieces.is_some(), c.percent.is_some(), c.complete]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                if kinds != 1 {
+                    return bad(format!(
+                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`"
+                    ));
+                }
+                if c.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                    return bad(format!("{what}: `percent` must be between 0 and 100"));
                 }
             }
-            if e.action == Action::Latency && e.latency.is_none() {
-                return bad(format!("event {n} (latency) needs `latency`"));
+        }
+        for p in self.peers.iter().filter(|p| p.delayed) {
+            let started = self
+                .events
+                .iter()
+                .any(|e| e.action == Action::Start && e.peer.as_deref() == Some(p.name.as_str()));
+            if !started {
+                return bad(format!(
+                    "peer {} is `delayed` but no event has action \"start\" for it",
+                    p.name
+                ));
             }
         }
-        for p in self.expect.complete.iter().chain(&self.expect.incomplete) {
-            if !names.contains(p.as_str()) {
-                return bad(format!("expectation names unknown peer {p:?}"));
+        let e = &self.expect;
+        for p in e.complete.iter().chain(&e.incomplete) {
+            peer_known(p, "an expectation")?;
+            if self.peer(p).is_some_and(|s| s.get.is_empty()) {
+                return bad(format!(
+                    "expectation: peer {p} gets nothing, so it cannot complete"
+                ));
             }
+        }
+        for p in e
+            .resume_at
+            .keys()
+            .chain(e.resumed_at_least.keys())
+            .chain(e.banned.keys())
+            .chain(e.max_upload_copies.keys())
+            .chain(e.min_sources.keys())
+        {
+            peer_known(p, "an expectation")?;
+        }
+        for p in e.banned.values().flatten() {
+            peer_known(p, "expectation `banned`")?;
+        }
+        if let Some((p, _)) = e
+            .max_upload_copies
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return bad(format!(
+                "expectation `max_upload_copies` for {p} must be a number >= 0"
+            ));
+        }
+        if e.within.is_some() && e.complete.is_empty() {
+            return bad("expectation `within` needs `complete`".into());
         }
         Ok(())
     }
@@ -463,6 +666,8 @@ mod tests {
         assert_eq!(parse_span("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_span("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_span("-1s"), None);
+        assert_eq!(parse_span("1e300s"), None);
+        assert_eq!(parse_span("nan"), None);
     }
 
     #[test]
@@ -480,5 +685,80 @@ mod tests {
         assert!(err.contains("unknown file \"b.bin\""), "{err}");
         let err = Scenario::from_toml("name = 3").unwrap_err().to_string();
         assert!(err.contains("invalid type"), "{err}");
+    }
+
+    fn invalid(text: &str) -> String {
+        match Scenario::from_toml(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_stories_are_refused_with_the_reason() {
+        let base = "name = \"x\"\n[[file]]\nname = \"f\"\nsize = 10\n[[peer]]\nname = \"a\"\nhas = [\"f\"]\n[[peer]]\nname = \"b\"\nget = [\"f\"]\n";
+        let cases = [
+            ("[[peer]]\nname = \"c\"\ndelayed = true\n", "no event has action \"start\""),
+            ("[[event]]\naction = \"crash\"\npeer = \"a\"\n", "needs `at`, `when` or `after_previous`"),
+            ("[[event]]\nat = 1\nwhen = { peer = \"b\", pieces = 1 }\naction = \"crash\"\npeer = \"a\"\n", "only one of"),
+            ("[[event]]\nat = 1\naction = \"crash\"\npeer = \"z\"\n", "unknown peer \"z\""),
+            ("[[event]]\nat = 1\naction = \"explode\"\npeer = \"a\"\n", "unknown variant `explode`"),
+            ("[[event]]\nwhen = { peer = \"b\" }\naction = \"crash\"\npeer = \"a\"\n", "exactly one of `pieces`"),
+            ("[[event]]\nwhen = { peer = \"b\", percent = 120.0 }\naction = \"crash\"\npeer = \"a\"\n", "between 0 and 100"),
+            ("[[event]]\nwhen = { peer = \"a\", pieces = 3 }\naction = \"crash\"\npeer = \"b\"\n", "gets nothing"),
+            ("[[event]]\nat = 1\naction = \"latency\"\npeer = \"a\"\n", "`latency` goes with"),
+            ("[[event]]\nat = 1\naction = \"tracker_down\"\npeer = \"a\"\n", "takes no `peer`"),
+            ("[[event]]\nat = 1\naction = \"partition\"\npeer = \"a\"\nfrom = [\"a\"]\n", "names the peer itself"),
+            ("[expect]\nbanned = { b = [\"q\"] }\n", "unknown peer \"q\""),
+            ("[expect]\nmin_sources = { q = 1 }\n", "unknown peer \"q\""),
+            ("[expect]\ncomplete = [\"a\"]\n", "gets nothing"),
+            ("[expect]\nwithin = \"3s\"\n", "`within` needs `complete`"),
+            ("[expect]\nmax_upload_copies = { a = -1.0 }\n", "must be a number >= 0"),
+            ("[disk]\nwriteback = 2.0\n", "between 0 and 1"),
+            ("[[file]]\nname = \"h\"\nsize = \"2GiB\"\n", "larger than 1GiB"),
+            ("[[file]]\nname = \"h\"\nsize = -1\n", "bad size"),
+            ("[[event]]\nat = 1e300\naction = \"crash\"\npeer = \"a\"\n", "bad duration"),
+            ("[network]\ntick = 0\n", "`tick` must be more than zero"),
+            ("[[file]]\nname = \"../etc\"\nsize = 1\n", "not a plain file name"),
+            ("[[file]]\nname = \"g\"\nsize = 1\npiece_size = \"3KiB\"\n", "power of two"),
+            ("[[file]]\nname = \"f\"\nsize = 1\n", "declared twice"),
+            ("[[peer]]\nname = \"a\"\n", "used twice"),
+            ("[[peer]]\nname = \"c d\"\n", "letters, digits"),
+            ("[[peer]]\nname = \"c\"\nupload_rate = 0\n", "must be more than zero"),
+            ("[[peer]]\nname = \"c\"\nhas = [\"f\"]\nget = [\"f\"]\n", "both has and gets"),
+            ("bogus = 1\n", "unknown field `bogus`"),
+        ];
+        for (extra, expected) in cases {
+            let err = invalid(&format!("{base}{extra}"));
+            assert!(err.contains(expected), "{extra:?}: {err}");
+        }
+        assert!(invalid("name = \"x\"\n").contains("no [[peer]]"));
+        assert!(invalid(&format!("duration = \"soon\"\n{base}")).contains("bad duration"));
+        assert!(invalid(&format!("duration = 0\n{base}")).contains("more than zero"));
+    }
+
+    #[test]
+    fn the_readme_example_and_every_shipped_scenario_parse() {
+        let readme = include_str!("../../scenarios/README.md");
+        let complete: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.starts_with("name = \"everything\""))
+            .collect();
+        assert_eq!(complete.len(), 1, "one complete example in the README");
+        let s = Scenario::from_toml(complete[0]).unwrap();
+        assert_eq!(s.events.len(), 9);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "{n} scenarios");
     }
 }

@@ -2,7 +2,10 @@
 //! synced and a crash discards what is pending, so a checkpoint written before its data is synced shows up as
 //! a broken invariant. New files and renames are made durable by syncing their folder, as on a real disk.
 
-use enjambre_net::storage::{Blocking, Storage, StorageFile};
+use crate::world::{DiskTrip, Shared};
+use enjambre_net::storage::{
+    not_found_to_none, read_at_zero_filled, Blocking, Storage, StorageFile,
+};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -19,16 +22,7 @@ struct SimFile(fs::File);
 
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.0.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                buf[done..].fill(0);
-                break;
-            }
-            done += n;
-        }
-        Ok(())
+        read_at_zero_filled(&self.0, buf, offset)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
@@ -45,14 +39,6 @@ impl StorageFile for SimFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
-    }
-}
-
-fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -231,10 +217,7 @@ impl StorageFile for CorruptibleFile {
 impl<S: Storage> Storage for CorruptibleStorage<S> {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         let inner = self.inner.open(path, create)?;
-        if path
-            .components()
-            .any(|c| c.as_os_str() == enjambre_net::state_dir::STATE_DIR_NAME)
-        {
+        if in_state_dir(path) {
             return Ok(inner);
         }
         Ok(Arc::new(CorruptibleFile {
@@ -250,6 +233,92 @@ impl<S: Storage> Storage for CorruptibleStorage<S> {
     }
     fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
         self.inner.replace_file(path, contents)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.file_len(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+}
+
+/// A storage that tells the world about the trips to the disk the watched peer makes: payload writes, payload
+/// syncs and checkpoint replacements. Crash sweeps aim their crashes between these trips.
+pub struct ProbeStorage<S> {
+    /// The storage doing the work.
+    pub inner: S,
+    /// Where trips are recorded.
+    pub world: Shared,
+    /// The host this storage belongs to.
+    pub host: String,
+}
+
+fn in_state_dir(path: &Path) -> bool {
+    path.components()
+        .any(|c| c.as_os_str() == enjambre_net::state_dir::STATE_DIR_NAME)
+}
+
+struct ProbeFile {
+    inner: Arc<dyn StorageFile>,
+    probe: Option<(Shared, String)>,
+}
+
+impl ProbeFile {
+    fn record(&self, trip: DiskTrip) {
+        if let Some((world, host)) = &self.probe {
+            world.lock().disk_trip(host, trip);
+        }
+    }
+}
+
+impl StorageFile for ProbeFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)?;
+        self.record(DiskTrip::Write);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()?;
+        self.record(DiskTrip::Sync);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl<S: Storage> Storage for ProbeStorage<S> {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let inner = self.inner.open(path, create)?;
+        let probe = (!in_state_dir(path)).then(|| (self.world.clone(), self.host.clone()));
+        Ok(Arc::new(ProbeFile { inner, probe }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.inner.replace_file(path, contents)?;
+        if path.extension().is_some_and(|e| e == "json") {
+            self.world
+                .lock()
+                .disk_trip(&self.host, DiskTrip::Checkpoint);
+        }
+        Ok(())
     }
     fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
         self.inner.file_len(path)

@@ -3,8 +3,8 @@
 
 use enjambre_core::node::{NodeEvent, TorrentStats};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +20,25 @@ pub struct Record {
     pub story: bool,
     /// Human-readable text.
     pub text: String,
+    /// How many times in a row this same line happened at this instant (1 = once).
+    #[serde(skip_serializing_if = "is_one")]
+    pub count: u32,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// A trip to the disk of the watched peer (see [`World::watch`]), as the storage saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskTrip {
+    /// Payload data written (not yet durable).
+    Write,
+    /// Payload data synced (durable).
+    Sync,
+    /// A checkpoint file replaced (temp file, sync, rename, folder sync).
+    Checkpoint,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -37,6 +56,9 @@ pub struct ResumeRecord {
     pub pieces_resumed: u32,
     /// First missing piece.
     pub first_missing: Option<u32>,
+    /// Simulated second at which it was ready.
+    #[serde(serialize_with = "secs")]
+    pub at: Duration,
     /// Pieces the last checkpoint before the crash claimed.
     pub durable_before: u32,
 }
@@ -58,6 +80,18 @@ pub struct PeerLive {
     pub digests: BTreeMap<String, [u8; 20]>,
     /// Bytes uploaded in earlier boots, per file.
     pub uploaded_before: BTreeMap<String, u64>,
+    /// Bytes received in earlier boots, per file.
+    pub downloaded_before: BTreeMap<String, u64>,
+    /// Bytes wasted in earlier boots, per file.
+    pub wasted_before: BTreeMap<String, u64>,
+    /// Accepted bytes per source address in earlier boots, per file.
+    pub sources_before: BTreeMap<String, BTreeMap<SocketAddr, u64>>,
+    /// Peers banned in earlier boots, per file.
+    pub banned_before: BTreeMap<String, BTreeSet<SocketAddr>>,
+    /// When the current boot started (while up).
+    pub up_since: Option<Duration>,
+    /// Closed intervals during which the host ran (start, crash).
+    pub up_intervals: Vec<(Duration, Duration)>,
     /// Serving wrong bytes.
     pub corrupt: bool,
     /// Running (not crashed).
@@ -79,6 +113,14 @@ pub struct World {
     pub violations: Vec<String>,
     /// Whether wire-level trace lines are kept.
     pub trace: bool,
+    /// The peer whose disk trips are recorded (crash sweeps aim at them).
+    pub watch: Option<String>,
+    /// Disk trips of the watched peer not yet stamped by the runner.
+    pub trips_pending: Vec<DiskTrip>,
+    /// Disk trips of the watched peer, stamped with the simulated time of the step they happened in.
+    pub trips: Vec<(Duration, DiskTrip)>,
+    /// Connections whose request timeouts were already told in the story (host, connection).
+    timed_out: BTreeSet<(String, u64)>,
 }
 
 /// A handle to the shared world.
@@ -98,15 +140,37 @@ pub fn sim_now() -> Duration {
 }
 
 impl World {
-    /// Append a log line.
+    /// Append a log line (a line repeating the previous one at the same instant only bumps its count).
     pub fn note(&mut self, t: Duration, host: &str, story: bool, text: String) {
-        if story || self.trace {
-            self.log.push(Record {
-                t,
-                host: host.to_string(),
-                story,
-                text,
-            });
+        if !(story || self.trace) {
+            return;
+        }
+        if let Some(last) = self.log.last_mut() {
+            if last.t == t && last.host == host && last.story == story && last.text == text {
+                last.count += 1;
+                return;
+            }
+        }
+        self.log.push(Record {
+            t,
+            host: host.to_string(),
+            story,
+            text,
+            count: 1,
+        });
+    }
+
+    /// Record a disk trip of `host` if it is the watched peer.
+    pub fn disk_trip(&mut self, host: &str, trip: DiskTrip) {
+        if self.watch.as_deref() == Some(host) {
+            self.trips_pending.push(trip);
+        }
+    }
+
+    /// Stamp the pending disk trips with the time of the step that just ran.
+    pub fn stamp_trips(&mut self, t: Duration) {
+        for trip in std::mem::take(&mut self.trips_pending) {
+            self.trips.push((t, trip));
         }
     }
 
@@ -145,7 +209,8 @@ impl World {
                 false,
                 format!("could not connect to {}: {reason}", self.host_name(*addr)),
             ),
-            NodeEvent::Disconnected { addr, reason, .. } => {
+            NodeEvent::Disconnected { addr, reason, conn } => {
+                self.timed_out.remove(&(host.to_string(), *conn));
                 let important = !matches!(
                     reason.as_str(),
                     "both complete" | "duplicate connection" | "shutting down"
@@ -180,12 +245,14 @@ impl World {
                 let file = self.file_name(&torrent.to_hex());
                 let peer = self.peers.entry(host.to_string()).or_default();
                 let boot = peer.boots;
+                let at = t;
                 let durable_before = peer.durable.get(&file).copied().unwrap_or(0);
                 peer.resumes.push(ResumeRecord {
                     file: file.clone(),
                     boot,
                     pieces_resumed: *pieces_resumed,
                     first_missing: *first_missing,
+                    at,
                     durable_before,
                 });
                 let at = first_missing.map_or("nothing missing".to_string(), |p| {
@@ -281,13 +348,17 @@ impl World {
             NodeEvent::RequestRefused { reason, .. } => {
                 (false, format!("refused a request: {reason}"))
             }
-            NodeEvent::RequestTimeout { addr, .. } => (
-                true,
-                format!(
-                    "requests to {} timed out; asking others",
-                    self.host_name(*addr)
-                ),
-            ),
+            NodeEvent::RequestTimeout { addr, conn } => {
+                // Told once per connection in the story (a stalled stream times out request after request).
+                let first = self.timed_out.insert((host.to_string(), *conn));
+                (
+                    first,
+                    format!(
+                        "requests to {} timed out; asking others",
+                        self.host_name(*addr)
+                    ),
+                )
+            }
             NodeEvent::Wire {
                 addr,
                 dir,

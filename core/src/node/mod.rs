@@ -88,6 +88,14 @@ impl Node {
         Some(t.snapshot(&self.conns))
     }
 
+    /// Whether a block `conn` asked for is still to be served (not cancelled, not dropped by a choke). Drivers
+    /// that pace uploads ask before spending upload budget on reading it.
+    pub fn is_serving(&self, conn: ConnId, block: &BlockRef) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| !c.am_choking && c.serving.contains(block))
+    }
+
     /// Start sharing or downloading a torrent.
     pub fn add_torrent(&mut self, now: Instant, add: AddTorrent) {
         self.add_torrent_inner(now, add);
@@ -943,6 +951,8 @@ impl Node {
         let depth = c.remote_reqq.map_or(self.config.pipeline, |q| {
             self.config.pipeline.min(q.max(1) as usize)
         });
+        // A snubbed peer (its requests timed out) gets one request at a time until it delivers again.
+        let depth = if c.snubbed_at.is_some() { 1 } else { depth };
         let room = depth.saturating_sub(outstanding);
         if room == 0 {
             return;
@@ -1395,19 +1405,24 @@ impl Node {
             return;
         };
         let expired = t.picker.expire_requests(now, self.config.request_timeout);
-        let mut snubbed = BTreeSet::new();
-        for (id, b) in &expired {
-            snubbed.insert(*id);
-            let _ = b;
-        }
+        let snubbed: BTreeSet<ConnId> = expired.iter().map(|(id, _)| *id).collect();
         for id in &snubbed {
-            if let Some(c) = self.conns.get_mut(id) {
-                c.snubbed_at = Some(now);
+            let addr = self.addr_of(*id);
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
+            c.snubbed_at = Some(now);
+            let silent = now.saturating_since(c.last_recv);
+            self.event(NodeEvent::RequestTimeout { conn: *id, addr });
+            if silent >= self.config.request_timeout {
+                // Not even a keep-alive while requests waited: the stream is dead (a partition, a vanished
+                // host). Drop it now and redial, rather than wait for the idle timeout.
+                self.close(
+                    now,
+                    *id,
+                    &format!("no data for {} s with requests pending", silent.as_secs()),
+                );
             }
-            self.event(NodeEvent::RequestTimeout {
-                conn: *id,
-                addr: self.addr_of(*id),
-            });
         }
         if !expired.is_empty() {
             self.refill_all(now, hash);
