@@ -4,6 +4,7 @@
 use crate::files::Scratch;
 use crate::http;
 use crate::proc::Proc;
+use crate::wait_for;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,8 +59,14 @@ pub struct Tracker {
 impl Tracker {
     /// Start a tracker on a free loopback port with a 1-second announce interval.
     pub fn start(scratch: &Scratch) -> Tracker {
+        Tracker::start_with_interval(scratch, 1)
+    }
+
+    /// Start a tracker on a free loopback port with an announce interval of `secs` seconds (peers expire
+    /// after 2.5 intervals).
+    pub fn start_with_interval(scratch: &Scratch, secs: u32) -> Tracker {
         let mut cmd = Command::new(bin_path("tracker"));
-        cmd.args(["--listen", "127.0.0.1:0", "--interval", "1"]);
+        cmd.args(["--listen", "127.0.0.1:0", "--interval", &secs.to_string()]);
         let mut proc = Proc::spawn("tracker", cmd, scratch.path());
         let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
         Tracker { proc, addr }
@@ -167,11 +174,33 @@ pub fn serve(label: &str, scratch: &Scratch, args: &PeerArgs, expect: &[&str]) -
         );
         seeding.insert(name, hash);
     }
+    // `seeding` is printed once the file is seeded; publishing it to the catalog may still be under way.
+    if let Some(tracker) = args.tracker.as_deref().and_then(tracker_addr) {
+        wait_for(
+            "the files to be published",
+            STARTUP,
+            Duration::from_millis(20),
+            || {
+                let resp = http::get(tracker, "/files").ok()?;
+                let files: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+                let list = files.as_array()?;
+                expect
+                    .iter()
+                    .all(|n| list.iter().any(|f| f["name"] == *n))
+                    .then_some(())
+            },
+        );
+    }
     Server {
         proc,
         addr,
         seeding,
     }
+}
+
+/// The address in a tracker URL `http://ADDR[/announce]`.
+fn tracker_addr(url: &str) -> Option<SocketAddr> {
+    url.strip_prefix("http://")?.split('/').next()?.parse().ok()
 }
 
 /// One line of `peer get --json`: the report of one finished file.
@@ -195,14 +224,19 @@ pub struct GetReport {
     pub sources: BTreeMap<SocketAddr, u64>,
     /// Banned addresses.
     pub banned: Vec<SocketAddr>,
-    /// Time the download took.
+    /// Time the download took, as the peer reports it.
     pub seconds: f64,
+    /// Wall-clock seconds from starting the `peer get` process to reading this line (measured by the test;
+    /// includes process start-up and the catalog and tracker round trips).
+    #[serde(skip)]
+    pub wall_seconds: f64,
 }
 
 /// A running `peer ... get NAMES --json`.
 pub struct Getter {
     /// The process.
     pub proc: Proc,
+    started: std::time::Instant,
 }
 
 /// Start `peer ... get NAMES... --json EXTRA...`.
@@ -219,6 +253,7 @@ pub fn get(
     sub.extend_from_slice(extra);
     Getter {
         proc: Proc::spawn(label, args.command(&sub), scratch.path()),
+        started: std::time::Instant::now(),
     }
 }
 
@@ -226,18 +261,7 @@ impl Getter {
     /// Read `n` JSON reports from stdout, then wait for exit status 0; `timeout` covers it all.
     pub fn reports(&mut self, n: usize, timeout: Duration) -> Vec<GetReport> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < n {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let label = self.proc.name().to_string();
-            let report = self.proc.wait_line("a JSON report", left, |line| {
-                let r = serde_json::from_str::<GetReport>(line);
-                Some(r.unwrap_or_else(|e| {
-                    panic!("{label}: stdout line is not a JSON report ({e}): {line}")
-                }))
-            });
-            out.push(report);
-        }
+        let out = self.read_reports(n, timeout);
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let status = self.proc.wait_exit(left.max(Duration::from_secs(5)));
         assert!(
@@ -246,6 +270,25 @@ impl Getter {
             self.proc.name(),
             self.proc.stderr_tail()
         );
+        out
+    }
+
+    /// Read `n` JSON reports from stdout within `timeout`, leaving the process running (`--seed`).
+    pub fn read_reports(&mut self, n: usize, timeout: Duration) -> Vec<GetReport> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let label = self.proc.name().to_string();
+            let mut report = self.proc.wait_line("a JSON report", left, |line| {
+                let r = serde_json::from_str::<GetReport>(line);
+                Some(r.unwrap_or_else(|e| {
+                    panic!("{label}: stdout line is not a JSON report ({e}): {line}")
+                }))
+            });
+            report.wall_seconds = self.started.elapsed().as_secs_f64();
+            out.push(report);
+        }
         out
     }
 }

@@ -3,6 +3,7 @@
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A folder under the system temp folder for one test: emptied at creation, removed on drop when the test
 /// succeeded, kept (and its path printed) when it failed.
@@ -11,9 +12,13 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// `TMP/enjambre-e2e-<pid>-<name>`, fresh and empty.
+    /// `TMP/enjambre-e2e-<pid>-<n>-<name>`, fresh and empty (`n` counts scratch folders in this process, so
+    /// two tests can never share one).
     pub fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("enjambre-e2e-{}-{name}", std::process::id()));
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("enjambre-e2e-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));

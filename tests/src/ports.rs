@@ -3,19 +3,23 @@
 //! A peer reports the sources of a download, and the peers it banned, by the address of the connection. When
 //! the other side dialled in, that address carries its *ephemeral* port, not its listening port, so a test
 //! cannot tell who it was from the address alone. [`PortWatch`] samples `/proc/net/tcp{,6}` and the socket
-//! descriptors of the processes it watches (Linux only, no libc) every few milliseconds while the test runs,
+//! descriptors of the processes it watches (Linux only, no libc) every 5 milliseconds while the test runs,
 //! and remembers every local port it saw each of them use: listening ports and connection ports alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How often ports are sampled: often enough to see a connection that lives a few milliseconds.
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
 #[derive(Default)]
 struct Shared {
     watched: Vec<(String, u32)>,
     owners: BTreeMap<u16, String>,
+    listening: BTreeSet<u16>,
 }
 
 /// A background sampler of port ownership; stops on drop.
@@ -37,7 +41,7 @@ impl PortWatch {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         sample(&shared);
-                        std::thread::sleep(Duration::from_millis(25));
+                        std::thread::sleep(SAMPLE_EVERY);
                     }
                 })
                 .expect("spawn port watcher")
@@ -67,6 +71,11 @@ impl PortWatch {
         }
         sample(&self.shared);
         lock(&self.shared).owners.get(&addr.port()).cloned()
+    }
+
+    /// Whether `port` was seen as a listening socket of a watched process (else it was a connection's).
+    pub fn is_listening(&self, port: u16) -> bool {
+        lock(&self.shared).listening.contains(&port)
     }
 
     /// Every port seen, with its owner (for failure messages).
@@ -119,27 +128,31 @@ fn sample(shared: &Mutex<Shared>) {
             continue;
         };
         for line in text.lines().skip(1) {
-            if let Some((port, inode)) = parse_tcp_line(line) {
+            if let Some((port, inode, listen)) = parse_tcp_line(line) {
                 if let Some(label) = inode_owner.get(&inode) {
-                    found.push((port, label.clone()));
+                    found.push((port, label.clone(), listen));
                 }
             }
         }
     }
     let mut s = lock(shared);
-    for (port, label) in found {
+    for (port, label, listen) in found {
         s.owners.insert(port, label);
+        if listen {
+            s.listening.insert(port);
+        }
     }
 }
 
-/// `(local port, inode)` of one `/proc/net/tcp` row:
-/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`.
-fn parse_tcp_line(line: &str) -> Option<(u16, u64)> {
+/// `(local port, inode, listening)` of one `/proc/net/tcp` row:
+/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...` (state `0A` is LISTEN).
+fn parse_tcp_line(line: &str) -> Option<(u16, u64, bool)> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let local = fields.get(1)?;
     let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+    let listening = *fields.get(3)? == "0A";
     let inode = fields.get(9)?.parse::<u64>().ok()?;
-    (inode != 0).then_some((port, inode))
+    (inode != 0).then_some((port, inode, listening))
 }
 
 #[cfg(test)]
@@ -149,7 +162,9 @@ mod tests {
     #[test]
     fn parses_a_proc_net_tcp_row() {
         let row = "   3: 0100007F:1F90 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 20 4 30 10 -1";
-        assert_eq!(parse_tcp_line(row), Some((0x1F90, 123456)));
+        assert_eq!(parse_tcp_line(row), Some((0x1F90, 123456, false)));
+        let row = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(parse_tcp_line(row), Some((0x1F90, 99, true)));
     }
 
     #[test]
@@ -160,6 +175,8 @@ mod tests {
         let watch = PortWatch::start();
         watch.watch("me", std::process::id());
         assert_eq!(watch.owner(&addr).as_deref(), Some("me"));
+        assert!(watch.is_listening(addr.port()));
+        assert!(!watch.is_listening(client.local_addr().unwrap().port()));
         assert_eq!(
             watch.owner(&client.local_addr().unwrap()).as_deref(),
             Some("me")

@@ -87,6 +87,11 @@ impl Proc {
         }
     }
 
+    /// Every stdout line already received, without waiting.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Read stdout lines until `pick` returns `Some`; panic (with the stderr tail) on end of output or after
     /// `timeout`. Lines not picked are dropped (and shown if it panics).
     pub fn wait_line<T>(
@@ -167,6 +172,13 @@ impl Proc {
                 self.exited = Some(status);
             }
         }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read(&self.stderr_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last few KiB of the process's stderr, labelled, for failure messages.

@@ -40,6 +40,16 @@ impl WireConn {
         }
     }
 
+    /// Wrap an accepted connection (we are the side being dialled; its handshake comes first).
+    pub fn accepted(stream: TcpStream) -> WireConn {
+        stream.set_nodelay(true).expect("nodelay");
+        WireConn {
+            stream,
+            decoder: Decoder::new(true, DEFAULT_MAX_MESSAGE_LEN),
+            received: 0,
+        }
+    }
+
     /// Send raw bytes (errors are ignored: the peer may already have hung up, which the reads then show).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);

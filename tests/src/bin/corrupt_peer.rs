@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! corrupt_peer --dir DIR --file NAME [--listen 127.0.0.1:0] [--tracker URL] [--corrupt-every N]
+//!              [--connect HOST:PORT]...
 //! ```
+//! `--connect` dials a peer itself (which then sees it only as an inbound connection). Every connection it
+//! opens is printed as `connected LOCAL REMOTE`, so a test can tell its ephemeral ports from others'.
 //! Pieces whose index is a multiple of N (default 1: every piece) are corrupted. Prints
 //! `listening on ADDR`, then `seeding NAME INFOHASH`, and serves until killed.
 
@@ -15,7 +18,8 @@ use enjambre_net::clock::TokioClock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
-use enjambre_net::transport::TokioTransport;
+use enjambre_net::transport::{TokioTransport, Transport};
+use std::future::Future;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,7 @@ struct Args {
     listen: SocketAddr,
     tracker: Option<String>,
     corrupt_every: u32,
+    connect: Vec<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
     let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut tracker = None;
     let mut corrupt_every = 1u32;
+    let mut connect = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--corrupt-every needs a positive number")?
             }
+            "--connect" => connect.push(value()?.parse().map_err(|e| format!("--connect: {e}"))?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -60,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         listen,
         tracker,
         corrupt_every,
+        connect,
     })
 }
 
@@ -158,6 +166,39 @@ impl Storage for CorruptStorage {
     }
 }
 
+/// Real TCP, printing the local and remote address of every outbound connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct LoggingTransport;
+
+// `async fn` in the impl would not promise `Send` futures, which the trait requires.
+#[allow(clippy::manual_async_fn)]
+impl Transport for LoggingTransport {
+    type Stream = <TokioTransport as Transport>::Stream;
+    type Listener = <TokioTransport as Transport>::Listener;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
+        TokioTransport.bind(addr)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        async move {
+            let s = TokioTransport.connect(addr).await?;
+            if let Ok(local) = s.local_addr() {
+                println!("connected {local} {addr}");
+            }
+            Ok(s)
+        }
+    }
+
+    fn connect_host(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        TokioTransport.connect_host(host, port)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -191,7 +232,7 @@ async fn run() -> Result<(), String> {
     tail.copy_from_slice(&pid.as_bytes()[pid.len() - tail.len()..]);
     node.seed = u64::from(std::process::id());
     let env = PeerEnv {
-        transport: TokioTransport,
+        transport: LoggingTransport,
         blocking: ThreadPool,
         storage: Arc::new(storage) as Arc<dyn Storage>,
         clock: TokioClock::new(),
@@ -214,5 +255,8 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("seeding {} {}", args.file, hash.to_hex());
     let _ = io::stdout().flush();
+    for addr in &args.connect {
+        peer.add_peer(hash, *addr);
+    }
     task.await.map_err(|e| e.to_string())
 }

@@ -4,6 +4,9 @@
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
 mod failover;
+mod hostile_metainfo;
+mod leecher_input;
+mod lifecycle;
 mod peer_input;
 mod resume;
 mod swarm;
