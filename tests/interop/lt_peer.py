@@ -290,7 +290,10 @@ def cmd_run(a):
     for role, paths in (("seed", a.seed), ("leech", a.leech)):
         for path in paths:
             ti = lt.torrent_info(path)
-            params = {"ti": ti, "save_path": a.dir}
+            # No peer exchange (the session has no DHT or local discovery either): peers come from the
+            # tracker, a --peer or by dialling in.
+            flags = lt.torrent_flags.default_flags | lt.torrent_flags.disable_pex
+            params = {"ti": ti, "save_path": a.dir, "flags": flags}
             h = ses.add_torrent(params)
             if a.tracker:
                 h.replace_trackers([lt.announce_entry(a.tracker)])
