@@ -269,7 +269,8 @@ pub enum ServeEvent {
         /// Bytes in all.
         total: u64,
     },
-    /// A complete file is being seeded.
+    /// A complete file is being seeded, and was published to the catalog (a failure to publish was reported
+    /// as [`ServeEvent::PublishFailed`] first).
     Seeding {
         /// File name.
         name: String,
@@ -441,6 +442,8 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
             let name = meta.info.name.clone();
             match self.add(meta.clone(), cached_mode, Vec::new()).await {
                 Ok(info_hash) => {
+                    // Published before it is reported, so that whoever reads `seeding NAME` can fetch NAME.
+                    self.publish_reporting(&meta, &report).await;
                     report(ServeEvent::Seeding {
                         name: name.clone(),
                         info_hash,
@@ -451,7 +454,6 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
                         info_hash,
                         resumed: false,
                     });
-                    self.publish_reporting(&meta, &report).await;
                 }
                 Err(e) => report(ServeEvent::Skipped {
                     name,
@@ -462,12 +464,17 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
         for file in plan.to_hash {
             match self.hash_and_seed(&file, &report).await {
                 Ok(meta) => {
+                    self.publish_reporting(&meta, &report).await;
+                    report(ServeEvent::Seeding {
+                        name: file.name.clone(),
+                        info_hash: meta.info_hash,
+                        cached: false,
+                    });
                     added.push(Served {
                         name: meta.info.name.clone(),
                         info_hash: meta.info_hash,
                         resumed: false,
                     });
-                    self.publish_reporting(&meta, &report).await;
                 }
                 Err(e) => report(ServeEvent::Skipped {
                     name: file.name.clone(),
@@ -535,12 +542,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
                 )
             })
             .await?;
-        let info_hash = self.add(meta.clone(), AddMode::Seed, Vec::new()).await?;
-        report(ServeEvent::Seeding {
-            name: file.name.clone(),
-            info_hash,
-            cached: false,
-        });
+        self.add(meta.clone(), AddMode::Seed, Vec::new()).await?;
         Ok(meta)
     }
 

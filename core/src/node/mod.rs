@@ -587,12 +587,18 @@ impl Node {
                 begin,
                 length,
             } => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.serving.remove(&BlockRef {
-                        piece: index,
-                        begin,
-                        length,
-                    });
+                let block = BlockRef {
+                    piece: index,
+                    begin,
+                    length,
+                };
+                let answer = self
+                    .conns
+                    .get_mut(&id)
+                    .is_some_and(|c| c.serving.remove(&block) && c.fast);
+                // BEP 6: a cancelled request is still answered once; the read in flight is dropped.
+                if answer {
+                    self.send_reject(id, block);
                 }
             }
             Message::Reject {
@@ -644,6 +650,13 @@ impl Node {
             return;
         };
         c.peer_choking = true;
+        // BEP 6: with the fast extension a choke no longer discards our pending requests; each still gets
+        // exactly one answer, its piece or a reject (which releases it). Requesting them again after the
+        // unchoke would fetch them twice (libtorrent chokes a peer that is not interested yet, and our first
+        // requests cross that choke on the wire). Without the extension the choke drops them all (BEP 3).
+        if c.fast {
+            return;
+        }
         if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
             t.picker.release_all(id);
         }
@@ -777,15 +790,35 @@ impl Node {
             return;
         }
         c.am_choking = choke;
-        if choke {
-            c.serving.clear();
-        }
+        let fast = c.fast;
+        let dropped = if choke {
+            std::mem::take(&mut c.serving)
+        } else {
+            BTreeSet::new()
+        };
         self.send(
             id,
             if choke {
                 Message::Choke
             } else {
                 Message::Unchoke
+            },
+        );
+        // BEP 6: a choke does not cancel what the peer asked for; every request we drop is rejected.
+        if fast {
+            for block in dropped {
+                self.send_reject(id, block);
+            }
+        }
+    }
+
+    fn send_reject(&mut self, id: ConnId, block: BlockRef) {
+        self.send(
+            id,
+            Message::Reject {
+                index: block.piece,
+                begin: block.begin,
+                length: block.length,
             },
         );
     }
@@ -816,14 +849,7 @@ impl Node {
                 reason: reason.to_string(),
             });
             if fast {
-                self.send(
-                    id,
-                    Message::Reject {
-                        index: block.piece,
-                        begin: block.begin,
-                        length: block.length,
-                    },
-                );
+                self.send_reject(id, block);
             }
             return;
         }

@@ -710,3 +710,226 @@ fn corrupt_peer_dialling_in_is_banned_under_its_listen_address() {
         s.sources
     );
 }
+
+/// A peer driven by hand on `node`'s connection `conn`.
+struct HandPeer {
+    conn: ConnId,
+    dec: crate::wire::Decoder,
+}
+
+impl HandPeer {
+    /// Dial in to `node` with a handshake advertising the fast extension or not.
+    fn open(node: &mut Node, meta: &Metainfo, fast: bool) -> HandPeer {
+        let conn = node.allocate_conn_id();
+        node.handle_input(
+            Instant::ZERO,
+            Input::Accepted {
+                conn,
+                addr: SocketAddr::from(([10, 0, 0, 9], 40000)),
+            },
+        );
+        let hs = Handshake {
+            reserved: crate::wire::reserved_bits(fast, false),
+            info_hash: meta.info_hash.0,
+            peer_id: [9; 20],
+        };
+        let mut peer = HandPeer {
+            conn,
+            dec: crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN),
+        };
+        peer.feed(node, Bytes::copy_from_slice(&hs.encode()));
+        peer
+    }
+
+    fn feed(&mut self, node: &mut Node, data: Bytes) {
+        node.handle_input(
+            Instant::ZERO,
+            Input::Received {
+                conn: self.conn,
+                data,
+            },
+        );
+    }
+
+    /// Send `msgs`; return what the node sent back (messages only) and the blocks it asked the disk for.
+    fn say(&mut self, node: &mut Node, msgs: &[Message]) -> (Vec<Message>, Vec<BlockRef>) {
+        let mut buf = bytes::BytesMut::new();
+        for m in msgs {
+            m.encode(&mut buf);
+        }
+        self.feed(node, buf.freeze());
+        self.drain(node)
+    }
+
+    fn drain(&mut self, node: &mut Node) -> (Vec<Message>, Vec<BlockRef>) {
+        let mut reads = Vec::new();
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Send { conn, data } if conn == self.conn => self.dec.feed(&data),
+                Output::Close { conn } if conn == self.conn => panic!("node closed the hand peer"),
+                Output::Disk(DiskOp::Read { block, .. }) => reads.push(block),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = self.dec.next_frame() {
+            if let Frame::Message(m) = f {
+                out.push(m);
+            }
+        }
+        (out, reads)
+    }
+}
+
+fn requests(msgs: &[Message]) -> BTreeSet<(u32, u32, u32)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Request {
+                index,
+                begin,
+                length,
+            } => Some((*index, *begin, *length)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejects(msgs: &[Message]) -> BTreeSet<(u32, u32, u32)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Reject {
+                index,
+                begin,
+                length,
+            } => Some((*index, *begin, *length)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fast_peers_choke_keeps_our_requests_pending_until_answered() {
+    // libtorrent chokes a peer that is not interested yet and unchokes it once it is; our first requests
+    // cross that choke on the wire. Under BEP 6 they are still pending: asking again fetched them twice.
+    let mut w = World::new(4 * PL as usize);
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let node = &mut w.peers[l].node;
+    let mut p = HandPeer::open(node, &meta, true);
+    let (sent, _) = p.say(node, &[Message::HaveAll, Message::Unchoke]);
+    let first = requests(&sent);
+    assert_eq!(first.len(), 8, "every block of the 4 pieces is asked for");
+    let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
+    assert_eq!(
+        requests(&sent),
+        BTreeSet::new(),
+        "the requests are still pending: asking again fetches them twice"
+    );
+    // A reject is the answer that frees a block: it is asked for again (once) when possible.
+    let (i, b, len) = *first.iter().next().unwrap();
+    let reject = Message::Reject {
+        index: i,
+        begin: b,
+        length: len,
+    };
+    let (sent, _) = p.say(node, &[Message::Choke, reject, Message::Unchoke]);
+    assert_eq!(requests(&sent), [(i, b, len)].into());
+}
+
+#[test]
+fn a_plain_peers_choke_drops_our_requests() {
+    // BEP 3 without the fast extension: a choke discards the pending requests; they are asked again.
+    let mut w = World::new(4 * PL as usize);
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let node = &mut w.peers[l].node;
+    let mut p = HandPeer::open(node, &meta, false);
+    let (sent, _) = p.say(
+        node,
+        &[
+            Message::Bitfield(Bytes::from_static(&[0b1111_0000])),
+            Message::Unchoke,
+        ],
+    );
+    let first = requests(&sent);
+    assert_eq!(first.len(), 8);
+    let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
+    assert_eq!(requests(&sent), first);
+}
+
+#[test]
+fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
+    // BEP 6: every request gets exactly one answer, its piece or a reject, even across a choke or cancel.
+    let mut w = World::new(4 * PL as usize);
+    let s = w.seeder();
+    let meta = w.peers[s].meta.clone();
+    let hash = meta.info_hash;
+    let node = &mut w.peers[s].node;
+    let mut p = HandPeer::open(node, &meta, true);
+    let (sent, _) = p.say(node, &[Message::Interested]);
+    assert!(sent.contains(&Message::Unchoke), "{sent:?}");
+    let asked: Vec<Message> = (0..3)
+        .map(|i| Message::Request {
+            index: i,
+            begin: 0,
+            length: 16384,
+        })
+        .collect();
+    let (_, reads) = p.say(node, &asked);
+    assert_eq!(reads.len(), 3, "the requests go to the disk");
+    // What the periodic rechoke does when it takes the peer's slot away.
+    node.set_choking(p.conn, true);
+    node.flush(Instant::ZERO);
+    let (sent, _) = p.drain(node);
+    assert_eq!(sent.first(), Some(&Message::Choke), "{sent:?}");
+    assert_eq!(
+        rejects(&sent),
+        requests(&asked),
+        "each pending request is rejected"
+    );
+    // The reads in flight come back: nothing more is sent for them.
+    for block in reads {
+        node.handle_input(
+            Instant::ZERO,
+            Input::Disk(DiskDone::Read {
+                torrent: hash,
+                conn: p.conn,
+                block,
+                data: Ok(Bytes::from(vec![0u8; block.length as usize])),
+            }),
+        );
+    }
+    let (sent, _) = p.drain(node);
+    assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
+
+    // A cancelled request is answered with a reject, and its read is dropped.
+    node.set_choking(p.conn, false);
+    node.flush(Instant::ZERO);
+    let one = Message::Request {
+        index: 1,
+        begin: 16384,
+        length: 16384,
+    };
+    let (_, reads) = p.say(node, std::slice::from_ref(&one));
+    assert_eq!(reads.len(), 1);
+    let (sent, _) = p.say(
+        node,
+        &[Message::Cancel {
+            index: 1,
+            begin: 16384,
+            length: 16384,
+        }],
+    );
+    assert_eq!(rejects(&sent), requests(&[one]));
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::Read {
+            torrent: hash,
+            conn: p.conn,
+            block: reads[0],
+            data: Ok(Bytes::from(vec![0u8; 16384])),
+        }),
+    );
+    let (sent, _) = p.drain(node);
+    assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
+}
