@@ -96,15 +96,17 @@ fn mixed_swarm_completes_for_everyone() {
         from.keys().all(|o| o == "libtorrent" || o == "aria2"),
         "{from:?}"
     );
-    // Both ends count the same bytes: what libtorrent sent enjambre is what enjambre got from it (more only
-    // if enjambre threw some away, e.g. endgame duplicates).
+    // Both ends count the same bytes, up to what was in flight at the end: libtorrent counts a block when it
+    // sends it, enjambre when it reads it, and enjambre closes the connection once complete, so blocks still
+    // in the socket then (at most one request pipeline, e.g. endgame duplicates) are sent but never read.
     let from_lt = from.get("libtorrent").copied().unwrap_or(0);
     assert!(from_lt > 0, "{from:?}");
-    if r.bytes_wasted == 0 {
-        assert_eq!(t.uploaded_to("enjambre"), from_lt, "{r:?} {t:#?}");
-    } else {
-        assert!(t.uploaded_to("enjambre") >= from_lt, "{r:?} {t:#?}");
-    }
+    let sent = t.uploaded_to("enjambre");
+    let pipeline = 64 * 16 * 1024;
+    assert!(
+        sent >= from_lt && sent - from_lt <= pipeline,
+        "libtorrent sent {sent}, enjambre got {from_lt}: {r:?} {t:#?}"
+    );
     // Two copies left the swarm's only seeder's hands in less than two copies' worth of upload: the
     // leechers fed each other (enjambre <-> aria2c).
     assert!(
