@@ -24,6 +24,9 @@ use enjambre_core::node::{
 };
 use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
+use enjambre_core::tracker::TrackerTiers;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
@@ -242,11 +245,11 @@ impl Peer {
                 .await
                 .map_err(|source| PeerError::Prepare { name, source })?;
             let hash = meta.info_hash;
-            let tracker = tracker.or_else(|| meta.announce.clone());
+            // Whether to announce is decided with the tracker tiers, in the node task.
             let add = AddTorrent {
                 meta,
                 resume,
-                announce: tracker.is_some(),
+                announce: false,
                 sources,
             };
             let (tx, rx) = oneshot::channel();
@@ -298,6 +301,31 @@ async fn prepare<B: Blocking>(
     blocking
         .run(move || plan_resume(storage, &dir, &meta, mode))
         .await
+}
+
+/// Announce to the first tracker of the tiers that answers (BEP 12), promoting it in its tier; the error of
+/// the last one tried when none does.
+async fn announce_to_tiers<T: Transport>(
+    transport: &T,
+    tiers: &std::sync::Mutex<TrackerTiers>,
+    params: &enjambre_core::tracker::AnnounceParams,
+) -> Result<enjambre_core::tracker::AnnounceReply, String> {
+    let candidates = tiers.lock().map(|t| t.candidates()).unwrap_or_default();
+    let mut last_error = "no usable tracker".to_string();
+    for url in candidates {
+        let fut = crate::tracker_client::announce(transport, &url, params);
+        match tokio::time::timeout(ANNOUNCE_TIMEOUT, fut).await {
+            Ok(Ok(reply)) => {
+                if let Ok(mut t) = tiers.lock() {
+                    t.promote(&url);
+                }
+                return Ok(reply);
+            }
+            Ok(Err(e)) => last_error = format!("{url}: {e}"),
+            Err(_) => last_error = format!("tracker {url} timed out"),
+        }
+    }
+    Err(last_error)
 }
 
 /// Shared upload and download rate limits.
@@ -374,7 +402,7 @@ struct NodeTask<T: Transport, B, C> {
     disk: DiskWorker,
     stores: Stores,
     inbox: mpsc::Sender<Msg<T::Stream>>,
-    trackers: BTreeMap<InfoHash, String>,
+    trackers: BTreeMap<InfoHash, Arc<std::sync::Mutex<TrackerTiers>>>,
     events: Option<EventSink>,
     limits: Limits,
     /// Reads of blocks to serve waiting for upload budget, per connection (only with an upload limit).
@@ -462,10 +490,28 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
     fn on_command(&mut self, cmd: Command) {
         let now = self.env.clock.now();
         match cmd {
-            Command::Add(add, tracker, reply) => {
+            Command::Add(mut add, tracker, reply) => {
                 let hash = add.meta.info_hash;
-                if let Some(url) = tracker {
-                    self.trackers.insert(hash, url);
+                let tiers = match tracker.or_else(|| self.options.tracker.clone()) {
+                    Some(url) => TrackerTiers::single(&url),
+                    None => {
+                        // BEP 12 shuffles each tier; seeded, so simulated runs stay reproducible.
+                        let mut seed = [0u8; 8];
+                        seed.copy_from_slice(&hash.0[..8]);
+                        let mut rng = ChaCha8Rng::seed_from_u64(
+                            self.options.node.seed ^ u64::from_be_bytes(seed),
+                        );
+                        TrackerTiers::new(
+                            add.meta.announce.as_deref(),
+                            &add.meta.announce_list,
+                            &mut rng,
+                        )
+                    }
+                };
+                add.announce = !tiers.is_empty();
+                if add.announce {
+                    self.trackers
+                        .insert(hash, Arc::new(std::sync::Mutex::new(tiers)));
                 }
                 match TorrentStore::new(
                     self.env.storage.clone(),
@@ -611,18 +657,13 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
             }
             Output::Disk(op) => self.disk.submit(op),
             Output::Announce { torrent, params } => {
-                let Some(url) = self.trackers.get(&torrent).cloned() else {
+                let Some(tiers) = self.trackers.get(&torrent).cloned() else {
                     return;
                 };
                 let transport = self.env.transport.clone();
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
-                    let fut = crate::tracker_client::announce(&transport, &url, &params);
-                    let reply = match tokio::time::timeout(ANNOUNCE_TIMEOUT, fut).await {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("tracker {url} timed out")),
-                    };
+                    let reply = announce_to_tiers(&transport, &tiers, &params).await;
                     let _ = inbox
                         .send(Msg::Input(Input::TrackerReply { torrent, reply }))
                         .await;

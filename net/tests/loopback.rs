@@ -104,3 +104,97 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     let _ = std::fs::remove_dir_all(seed_dir);
     let _ = std::fs::remove_dir_all(leech_dir);
 }
+
+/// BEP 12: the announce-list is walked in order, skipping UDP trackers and trackers that do not answer, so
+/// peers still meet through the one tracker that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
+    use enjambre_core::bencode::{self, Value};
+    use enjambre_core::metainfo::Metainfo;
+    use enjambre_core::tracker::{Registry, RegistryConfig};
+    use enjambre_net::transport::{Listener, Transport};
+    use std::sync::Mutex;
+
+    let listener = TokioTransport
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let tracker_addr = listener.local_addr().unwrap();
+    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
+    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
+        listener,
+        registry,
+        TokioClock::new(),
+        Default::default(),
+    ));
+
+    let seed_dir = scratch("tiers-seed");
+    let leech_dir = scratch("tiers-leech");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(seed_dir.join("t.bin"), &data).unwrap();
+    let made = create_metainfo(
+        &StdStorage,
+        &seed_dir.join("t.bin"),
+        256 * 1024,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // Rewrite the torrent with a UDP tracker and a dead HTTP tracker in the first tier, the live one second.
+    let mut root = bencode::decode(&made.raw).unwrap();
+    let Value::Dict(dict) = &mut root else {
+        panic!("torrent is a dict")
+    };
+    let url = |u: &str| Value::Bytes(u.as_bytes().to_vec());
+    dict.insert(b"announce".to_vec(), url("udp://127.0.0.1:9/announce"));
+    dict.insert(
+        b"announce-list".to_vec(),
+        Value::List(vec![
+            Value::List(vec![
+                url("udp://127.0.0.1:9/announce"),
+                url("http://127.0.0.1:1/announce"),
+            ]),
+            Value::List(vec![url(&format!("http://{tracker_addr}/announce"))]),
+        ]),
+    );
+    let meta = Metainfo::from_bytes(&bencode::encode(&root)).unwrap();
+    assert_eq!(meta.info_hash, made.info_hash, "the info dict is untouched");
+
+    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 11))
+        .await
+        .unwrap();
+    seeder
+        .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
+        .await
+        .unwrap();
+    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 12))
+        .await
+        .unwrap();
+    leecher
+        .add(ThreadPool, meta.clone(), AddMode::Download, None, vec![])
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = leecher.stats().await.unwrap();
+        if stats[0].complete {
+            assert_eq!(
+                stats[0].sources.keys().copied().collect::<Vec<_>>(),
+                vec![seeder.local_addr()]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never met through the tracker: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(leech_dir.join("t.bin")).unwrap(), data);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    server.abort();
+    let _ = std::fs::remove_dir_all(seed_dir);
+    let _ = std::fs::remove_dir_all(leech_dir);
+}

@@ -4,15 +4,18 @@
 //!   the swarm view. No IO and no clock: callers hand in `now` and an RNG.
 //! - [`proto`]: the wire side of BEP 3 / 23 / 48 — parse announce and scrape query strings, encode bencoded
 //!   responses, and, for clients, build an announce query and parse the reply.
+//! - [`tiers`]: which tracker to announce to (BEP 12 tiers).
 
 pub mod proto;
 pub mod registry;
+pub mod tiers;
 
 pub use proto::{
     announce_query, parse_announce_reply, parse_scrape_reply, AnnounceParams, AnnounceReply,
     TrackerProtoError,
 };
 pub use registry::{Registry, RegistryConfig};
+pub use tiers::TrackerTiers;
 
 /// The `event` of an announce (BEP 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
