@@ -551,62 +551,36 @@ fn extension_handshake_is_exchanged_and_reqq_caps_our_pipeline() {
     let l = w.leecher(vec![]);
     let meta = w.peers[l].meta.clone();
     let node = &mut w.peers[l].node;
-    let conn = node.allocate_conn_id();
-    node.handle_input(
-        Instant::ZERO,
-        Input::Accepted {
-            conn,
-            addr: SocketAddr::from(([10, 0, 0, 9], 40000)),
-        },
-    );
-    let hs = Handshake {
-        reserved: crate::wire::reserved_bits(true, true),
-        info_hash: meta.info_hash.0,
-        peer_id: [9; 20],
-    };
-    let mut msgs = bytes::BytesMut::new();
-    msgs.extend_from_slice(&hs.encode());
+    let mut peer = HandPeer::open_with(node, &meta, crate::wire::reserved_bits(true, true));
     let ext = crate::extension::ExtHandshake {
         listen_port: Some(7777),
         reqq: Some(2),
         ..Default::default()
     };
-    Message::Extended {
-        id: 0,
-        payload: Bytes::from(ext.encode()),
-    }
-    .encode(&mut msgs);
-    Message::HaveAll.encode(&mut msgs);
-    Message::Unchoke.encode(&mut msgs);
-    node.handle_input(
-        Instant::ZERO,
-        Input::Received {
-            conn,
-            data: msgs.freeze(),
-        },
+    let (out, _) = peer.say(
+        node,
+        &[
+            Message::Extended {
+                id: 0,
+                payload: Bytes::from(ext.encode()),
+            },
+            Message::HaveAll,
+            Message::Unchoke,
+        ],
     );
-    let mut sent = bytes::BytesMut::new();
-    while let Some(o) = node.poll_output() {
-        if let Output::Send { data, .. } = o {
-            sent.extend_from_slice(&data);
+    let our_port = out.iter().find_map(|m| match m {
+        Message::Extended { id: 0, payload } => {
+            crate::extension::ExtHandshake::parse(payload)
+                .unwrap()
+                .listen_port
         }
-    }
-    let mut dec = crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN);
-    dec.feed(&sent);
-    let mut requests = 0;
-    let mut our_port = None;
-    while let Ok(Some(frame)) = dec.next_frame() {
-        match frame {
-            Frame::Message(Message::Request { .. }) => requests += 1,
-            Frame::Message(Message::Extended { id: 0, payload }) => {
-                our_port = crate::extension::ExtHandshake::parse(&payload)
-                    .unwrap()
-                    .listen_port;
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(requests, 2, "the peer's reqq of 2 caps our pipeline");
+        _ => None,
+    });
+    assert_eq!(
+        requests(&out).len(),
+        2,
+        "the peer's reqq of 2 caps our pipeline"
+    );
     assert_eq!(
         our_port,
         Some(7000 + l as u16),
@@ -620,68 +594,26 @@ fn late_bitfield_replaces_what_we_knew_like_aria2_sends_it() {
     let l = w.leecher(vec![]);
     let meta = w.peers[l].meta.clone();
     let node = &mut w.peers[l].node;
-    let conn = node.allocate_conn_id();
-    node.handle_input(
-        Instant::ZERO,
-        Input::Accepted {
-            conn,
-            addr: SocketAddr::from(([10, 0, 0, 9], 1)),
-        },
+    let mut peer = HandPeer::open_with(node, &meta, crate::wire::reserved_bits(true, true));
+    // aria2's order: have-none, allowed-fast, and later a bitfield once it has pieces. `say` fails on a close:
+    // a late bitfield is not a protocol error.
+    let (out, _) = peer.say(
+        node,
+        &[
+            Message::HaveNone,
+            Message::AllowedFast { index: 1 },
+            Message::Unchoke,
+            Message::Bitfield(Bytes::from_static(&[0b1010_0000])),
+        ],
     );
-    let hs = Handshake {
-        reserved: crate::wire::reserved_bits(true, true),
-        info_hash: meta.info_hash.0,
-        peer_id: [9; 20],
-    };
-    let mut msgs = bytes::BytesMut::new();
-    msgs.extend_from_slice(&hs.encode());
-    // aria2's order: have-none, allowed-fast, and later a bitfield once it has pieces.
-    Message::HaveNone.encode(&mut msgs);
-    Message::AllowedFast { index: 1 }.encode(&mut msgs);
-    Message::Unchoke.encode(&mut msgs);
-    Message::Bitfield(Bytes::from_static(&[0b1010_0000])).encode(&mut msgs);
-    node.handle_input(
-        Instant::ZERO,
-        Input::Received {
-            conn,
-            data: msgs.freeze(),
-        },
-    );
-    let mut closed = false;
-    let mut requested = BTreeSet::new();
-    let mut dec = crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN);
-    while let Some(o) = node.poll_output() {
-        match o {
-            Output::Close { conn: c } if c == conn => closed = true,
-            Output::Send { data, .. } => dec.feed(&data),
-            _ => {}
-        }
-    }
-    while let Ok(Some(f)) = dec.next_frame() {
-        if let Frame::Message(Message::Request { index, .. }) = f {
-            requested.insert(index);
-        }
-    }
-    assert!(!closed, "a late bitfield is not a protocol error");
+    let asked: BTreeSet<u32> = requests(&out).iter().map(|r| r.0).collect();
     assert!(
-        !requested.is_empty() && requested.iter().all(|p| *p == 0 || *p == 2),
-        "requests only what the bitfield offers: {requested:?}"
+        !asked.is_empty() && asked.iter().all(|p| *p == 0 || *p == 2),
+        "requests only what the bitfield offers: {asked:?}"
     );
     // A bitfield of the wrong size is still refused.
-    let mut bad = bytes::BytesMut::new();
-    Message::Bitfield(Bytes::from_static(&[0, 0])).encode(&mut bad);
-    node.handle_input(
-        Instant::ZERO,
-        Input::Received {
-            conn,
-            data: bad.freeze(),
-        },
-    );
-    let mut closed = false;
-    while let Some(o) = node.poll_output() {
-        closed |= matches!(o, Output::Close { conn: c } if c == conn);
-    }
-    assert!(closed);
+    peer.say_raw(node, &[Message::Bitfield(Bytes::from_static(&[0, 0]))]);
+    assert!(peer.closed);
 }
 
 #[test]
@@ -715,11 +647,18 @@ fn corrupt_peer_dialling_in_is_banned_under_its_listen_address() {
 struct HandPeer {
     conn: ConnId,
     dec: crate::wire::Decoder,
+    /// The node closed this connection.
+    closed: bool,
 }
 
 impl HandPeer {
     /// Dial in to `node` with a handshake advertising the fast extension or not.
     fn open(node: &mut Node, meta: &Metainfo, fast: bool) -> HandPeer {
+        HandPeer::open_with(node, meta, crate::wire::reserved_bits(fast, false))
+    }
+
+    /// Dial in to `node` with a handshake carrying `reserved`.
+    fn open_with(node: &mut Node, meta: &Metainfo, reserved: [u8; 8]) -> HandPeer {
         let conn = node.allocate_conn_id();
         node.handle_input(
             Instant::ZERO,
@@ -729,13 +668,14 @@ impl HandPeer {
             },
         );
         let hs = Handshake {
-            reserved: crate::wire::reserved_bits(fast, false),
+            reserved,
             info_hash: meta.info_hash.0,
             peer_id: [9; 20],
         };
         let mut peer = HandPeer {
             conn,
             dec: crate::wire::Decoder::new(true, crate::wire::DEFAULT_MAX_MESSAGE_LEN),
+            closed: false,
         };
         peer.feed(node, Bytes::copy_from_slice(&hs.encode()));
         peer
@@ -752,7 +692,15 @@ impl HandPeer {
     }
 
     /// Send `msgs`; return what the node sent back (messages only) and the blocks it asked the disk for.
+    /// Panics if the node closes the connection.
     fn say(&mut self, node: &mut Node, msgs: &[Message]) -> (Vec<Message>, Vec<BlockRef>) {
+        let out = self.say_raw(node, msgs);
+        assert!(!self.closed, "node closed the hand peer");
+        out
+    }
+
+    /// Like [`HandPeer::say`], but a close is only recorded in `closed`.
+    fn say_raw(&mut self, node: &mut Node, msgs: &[Message]) -> (Vec<Message>, Vec<BlockRef>) {
         let mut buf = bytes::BytesMut::new();
         for m in msgs {
             m.encode(&mut buf);
@@ -766,7 +714,7 @@ impl HandPeer {
         while let Some(o) = node.poll_output() {
             match o {
                 Output::Send { conn, data } if conn == self.conn => self.dec.feed(&data),
-                Output::Close { conn } if conn == self.conn => panic!("node closed the hand peer"),
+                Output::Close { conn } if conn == self.conn => self.closed = true,
                 Output::Disk(DiskOp::Read { block, .. }) => reads.push(block),
                 _ => {}
             }
