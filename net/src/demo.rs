@@ -10,7 +10,7 @@
 use crate::app::{AppError, AppOptions, FileReport, PeerApp, TrackerUrls};
 use crate::clock::TokioClock;
 use crate::peer::{EventSink, Peer, PeerEnv};
-use crate::storage::{StdStorage, ThreadPool};
+use crate::storage::ThreadPool;
 use crate::tracker_server::{serve, ServerConfig};
 use crate::transport::{Listener, TokioTransport, Transport};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
@@ -267,15 +267,6 @@ impl CWatch {
     }
 }
 
-fn env() -> PeerEnv<TokioTransport, ThreadPool, TokioClock> {
-    PeerEnv {
-        transport: TokioTransport,
-        blocking: ThreadPool,
-        storage: Arc::new(StdStorage),
-        clock: TokioClock::new(),
-    }
-}
-
 /// Removes a temporary demo folder on drop unless told to keep it.
 struct Cleanup {
     dir: PathBuf,
@@ -443,7 +434,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     let _stop_monitor = AbortOnDrop(monitor);
 
     // A shares everything.
-    let a = PeerApp::start(env(), options(&dirs[0], 3, 'A', any_port))
+    let a = PeerApp::start(PeerEnv::real(), options(&dirs[0], 3, 'A', any_port))
         .await
         .map_err(peer_err("A"))?;
     let a_sink: crate::app::ServeSink = Arc::new(|_| {});
@@ -470,7 +461,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     say(&format!("catalog: {}", names.join(", ")));
 
     // B fetches all six by name.
-    let b = PeerApp::start(env(), options(&dirs[1], 2, 'B', any_port))
+    let b = PeerApp::start(PeerEnv::real(), options(&dirs[1], 2, 'B', any_port))
         .await
         .map_err(peer_err("B"))?;
     let transfer_start = Instant::now();
@@ -515,7 +506,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     };
     let mut c_options = options(&dirs[2], 1, 'C', any_port);
     c_options.events = Some(sink(true));
-    let c = PeerApp::start(env(), c_options)
+    let c = PeerApp::start(PeerEnv::real(), c_options)
         .await
         .map_err(peer_err("C"))?;
     let _ = watch.peer.set(c.peer().clone());
@@ -786,7 +777,7 @@ async fn start_on(
         };
         let mut o = options(dir, 1, 'C', listen);
         o.events = Some(events.clone());
-        match PeerApp::start(env(), o).await {
+        match PeerApp::start(PeerEnv::real(), o).await {
             Ok(app) => return Ok(app),
             Err(AppError::Peer(crate::peer::PeerError::Listen { .. })) if attempt < 19 => {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -62,6 +62,22 @@ pub struct PeerEnv<T, B, C> {
     pub clock: C,
 }
 
+/// The real world: tokio TCP, the blocking thread pool, `std::fs` and tokio's clock.
+pub type RealEnv =
+    PeerEnv<crate::transport::TokioTransport, crate::storage::ThreadPool, crate::clock::TokioClock>;
+
+impl RealEnv {
+    /// The environment of the real binaries.
+    pub fn real() -> RealEnv {
+        PeerEnv {
+            transport: crate::transport::TokioTransport,
+            blocking: crate::storage::ThreadPool,
+            storage: Arc::new(crate::storage::StdStorage),
+            clock: crate::clock::TokioClock::new(),
+        }
+    }
+}
+
 /// Options of one peer.
 #[derive(Clone)]
 pub struct PeerOptions {

@@ -17,15 +17,6 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn env() -> PeerEnv<TokioTransport, ThreadPool, TokioClock> {
-    PeerEnv {
-        transport: TokioTransport,
-        blocking: ThreadPool,
-        storage: Arc::new(StdStorage),
-        clock: TokioClock::new(),
-    }
-}
-
 fn options(dir: PathBuf, n: u8) -> PeerOptions {
     let mut node = NodeConfig::default();
     node.peer_id[19] = n;
@@ -57,14 +48,14 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     )
     .unwrap();
 
-    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 1))
+    let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 1))
         .await
         .unwrap();
     seeder
         .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
-    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 2))
+    let (leecher, _) = Peer::start(PeerEnv::real(), options(leech_dir.clone(), 2))
         .await
         .unwrap();
     leecher
@@ -160,14 +151,14 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     let meta = Metainfo::from_bytes(&bencode::encode(&root)).unwrap();
     assert_eq!(meta.info_hash, made.info_hash, "the info dict is untouched");
 
-    let (seeder, _) = Peer::start(env(), options(seed_dir.clone(), 11))
+    let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 11))
         .await
         .unwrap();
     seeder
         .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
-    let (leecher, _) = Peer::start(env(), options(leech_dir.clone(), 12))
+    let (leecher, _) = Peer::start(PeerEnv::real(), options(leech_dir.clone(), 12))
         .await
         .unwrap();
     leecher

@@ -256,15 +256,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn env() -> PeerEnv<TokioTransport, ThreadPool, TokioClock> {
-    PeerEnv {
-        transport: TokioTransport,
-        blocking: ThreadPool,
-        storage: Arc::new(StdStorage),
-        clock: TokioClock::new(),
-    }
-}
-
 /// A seed that differs between runs and processes (real runs only; the simulator seeds explicitly).
 fn run_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -288,13 +279,13 @@ async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyho
     options.max_download_rate = cli.max_download_rate;
     if let Some(listen) = cli.listen {
         options.listen = listen;
-        return Ok(PeerApp::start(env(), options).await?);
+        return Ok(PeerApp::start(PeerEnv::real(), options).await?);
     }
     // The usual port, or the next free one (several peers on one machine).
     let mut port = DEFAULT_LISTEN.port();
     loop {
         options.listen = SocketAddr::new(DEFAULT_LISTEN.ip(), port);
-        match PeerApp::start(env(), options.clone()).await {
+        match PeerApp::start(PeerEnv::real(), options.clone()).await {
             Err(app::AppError::Peer(PeerError::Listen { .. })) if port < LAST_DEFAULT_PORT => {
                 port += 1;
             }
