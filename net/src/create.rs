@@ -262,21 +262,7 @@ mod tests {
     use crate::storage::StdStorage;
     use sha1::{Digest, Sha1};
 
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let d =
-                std::env::temp_dir().join(format!("enjambre-create-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Scratch(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::Scratch;
 
     const PL: u32 = 16 * 1024;
 
@@ -298,7 +284,7 @@ mod tests {
 
     #[test]
     fn single_file_not_a_multiple_of_the_piece_size() {
-        let s = Scratch::new("single");
+        let s = Scratch::new("create", "single");
         let data = payload(3 * PL as usize + 1234, 1);
         let p = s.0.join("movie.mkv");
         write(&p, &data);
@@ -325,7 +311,7 @@ mod tests {
 
     #[test]
     fn folder_walked_sorted_with_empty_files_and_state_folder_skipped() {
-        let s = Scratch::new("folder");
+        let s = Scratch::new("create", "folder");
         let root = s.0.join("album");
         let (a, b, c) = (
             payload(40_000, 2),
@@ -353,7 +339,7 @@ mod tests {
 
     #[test]
     fn zero_byte_single_file_and_folders_of_zero_byte_files() {
-        let s = Scratch::new("zero");
+        let s = Scratch::new("create", "zero");
         let p = s.0.join("nothing.dat");
         write(&p, b"");
         let m = create_metainfo(&StdStorage, &p, PL, None, &mut |_, _| {}).unwrap();
@@ -369,7 +355,7 @@ mod tests {
 
     #[test]
     fn multi_mebibyte_file_streams_in_chunks() {
-        let s = Scratch::new("big");
+        let s = Scratch::new("create", "big");
         let data = payload(3 * 1024 * 1024 + 5, 9);
         let p = s.0.join("big.bin");
         write(&p, &data);
@@ -381,7 +367,7 @@ mod tests {
 
     #[test]
     fn refusals_are_typed() {
-        let s = Scratch::new("errors");
+        let s = Scratch::new("create", "errors");
         let p = s.0.join("f");
         write(&p, b"abc");
         let nop = &mut |_: u64, _: u64| {};

@@ -250,21 +250,7 @@ mod tests {
 
     const PIECE: u32 = 16 * 1024;
 
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let d = std::env::temp_dir()
-                .join(format!("enjambre-library-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Scratch(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::Scratch;
 
     fn data(len: usize, salt: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(7) ^ salt).collect()
@@ -325,7 +311,7 @@ mod tests {
 
     #[test]
     fn complete_versus_partial_and_percent() {
-        let s = Scratch::new("ls");
+        let s = Scratch::new("library", "ls");
         let (cached, partial, fresh, _) = populate(&s.0);
         let lib = scan(Arc::new(StdStorage), &s.0).unwrap();
         let entries = lib.entries();
@@ -365,7 +351,7 @@ mod tests {
 
     #[test]
     fn serve_plan_seeds_complete_files_and_resumes_the_rest() {
-        let s = Scratch::new("plan");
+        let s = Scratch::new("library", "plan");
         let (cached, partial, fresh, old) = populate(&s.0);
         let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
         assert_eq!(plan.cached, vec![cached]);
@@ -381,7 +367,7 @@ mod tests {
 
     #[test]
     fn missing_folder_is_an_error_and_empty_folder_is_empty() {
-        let s = Scratch::new("empty");
+        let s = Scratch::new("library", "empty");
         let lib = scan(Arc::new(StdStorage), &s.0).unwrap();
         assert!(lib.entries().is_empty());
         assert_eq!(lib.plan_serve(), ServePlan::default());

@@ -200,21 +200,7 @@ mod tests {
     use enjambre_core::bitfield::Bitfield;
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let d = std::env::temp_dir()
-                .join(format!("enjambre-statedir-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Scratch(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::Scratch;
 
     fn meta(name: &str, len: usize) -> Metainfo {
         let data = vec![name.len() as u8; len];
@@ -244,7 +230,7 @@ mod tests {
 
     #[test]
     fn save_load_list_remove() {
-        let s = Scratch::new("basic");
+        let s = Scratch::new("statedir", "basic");
         let sd = StateDir::new(Arc::new(StdStorage), &s.0);
         let (a, b) = (meta("alpha.bin", 100_000), meta("beta.bin", 50_000));
         assert!(sd.list_downloads().is_empty());
@@ -273,7 +259,7 @@ mod tests {
 
     #[test]
     fn corrupt_entries_are_skipped_not_fatal() {
-        let s = Scratch::new("corrupt");
+        let s = Scratch::new("statedir", "corrupt");
         let sd = StateDir::new(Arc::new(StdStorage), &s.0);
         let (a, b, c) = (meta("a", 70_000), meta("b", 70_000), meta("c", 70_000));
         for m in [&a, &b, &c] {
@@ -305,7 +291,7 @@ mod tests {
 
     #[test]
     fn checkpoint_filed_under_the_wrong_hash_is_ignored() {
-        let s = Scratch::new("wronghash");
+        let s = Scratch::new("statedir", "wronghash");
         let sd = StateDir::new(Arc::new(StdStorage), &s.0);
         let (a, b) = (meta("a", 20_000), meta("b", 20_000));
         std::fs::create_dir_all(sd.path()).unwrap();

@@ -326,21 +326,7 @@ mod tests {
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
     /// A scratch folder removed on drop.
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let d =
-                std::env::temp_dir().join(format!("enjambre-tstore-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Scratch(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::Scratch;
 
     const PIECE: u32 = 16 * 1024;
 
@@ -379,7 +365,7 @@ mod tests {
 
     #[test]
     fn write_and_read_across_file_boundaries() {
-        let s = Scratch::new("rw");
+        let s = Scratch::new("tstore", "rw");
         let data = payload(50_005);
         let m = meta(&data);
         let st = store(&s.0, &m);
@@ -419,7 +405,7 @@ mod tests {
 
     #[test]
     fn hash_piece_matches_piece_hasher() {
-        let s = Scratch::new("hash");
+        let s = Scratch::new("tstore", "hash");
         let data = payload(50_005);
         let m = meta(&data);
         let st = store(&s.0, &m);
@@ -438,7 +424,7 @@ mod tests {
 
     #[test]
     fn prepare_creates_everything_and_sizes_match_detects_truncation() {
-        let s = Scratch::new("sizes");
+        let s = Scratch::new("tstore", "sizes");
         let data = payload(50_005);
         let m = meta(&data);
         let st = store(&s.0, &m);
@@ -464,7 +450,7 @@ mod tests {
 
     #[test]
     fn reading_a_missing_file_is_an_error_with_the_path() {
-        let s = Scratch::new("missing");
+        let s = Scratch::new("tstore", "missing");
         let data = payload(50_005);
         let m = meta(&data);
         let err = store(&s.0, &m).read(0, &mut [0; 10]).unwrap_err();
@@ -474,7 +460,7 @@ mod tests {
 
     #[test]
     fn single_file_torrent_lives_at_dir_name() {
-        let s = Scratch::new("single");
+        let s = Scratch::new("tstore", "single");
         let data = payload(40_000);
         let mut h = PieceHasher::new(PIECE);
         h.feed(&data);
@@ -545,7 +531,7 @@ mod tests {
 
     #[test]
     fn sync_covers_exactly_the_files_written_since_the_last_sync() {
-        let s = Scratch::new("sync");
+        let s = Scratch::new("tstore", "sync");
         let synced = Arc::new(Mutex::new(Vec::new()));
         let data = payload(50_005);
         let m = meta(&data);
