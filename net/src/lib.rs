@@ -1,7 +1,7 @@
 //! enjambre-net: tokio drivers that run the sans-IO `enjambre-core` state machines.
 //!
 //! What differs between the real world and the simulator is behind small traits: [`transport::Transport`]
-//! (TCP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
+//! (TCP and UDP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod app;
@@ -22,3 +22,5 @@ pub mod torrent_store;
 pub mod tracker_client;
 pub mod tracker_server;
 pub mod transport;
+pub mod udp_tracker_client;
+pub mod udp_tracker_server;

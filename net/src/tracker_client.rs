@@ -47,6 +47,12 @@ pub enum TrackerClientError {
     /// The announce or scrape response is unusable, or a `failure reason`.
     #[error(transparent)]
     Proto(#[from] TrackerProtoError),
+    /// A UDP tracker's answer is malformed (BEP 15).
+    #[error("bad UDP tracker answer: {0}")]
+    Udp(#[from] enjambre_core::tracker::udp::UdpPacketError),
+    /// A UDP tracker answered with the wrong kind of packet (named) for the request.
+    #[error("UDP tracker answered with an unexpected {0} packet")]
+    UdpUnexpected(&'static str),
     /// A catalog response is not the expected JSON.
     #[error("bad JSON from tracker: {0}")]
     Json(#[from] serde_json::Error),
@@ -81,49 +87,87 @@ pub struct HttpUrl {
     pub query: Option<String>,
 }
 
-impl HttpUrl {
-    /// Parse an `http://` URL. `https` and other schemes are refused; a `#fragment` is dropped.
-    pub fn parse(url: &str) -> Result<HttpUrl, TrackerClientError> {
-        let bad = |reason| TrackerClientError::BadUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(bad("only http:// is supported"));
+/// Split `scheme://host[:port]rest` into host (IPv6 without brackets), port if given, and the rest (path,
+/// query; a `#fragment` dropped). Refuses other schemes (with `wrong_scheme`), credentials, empty hosts and
+/// port 0.
+fn split_url<'a>(
+    url: &'a str,
+    scheme: &str,
+    wrong_scheme: &'static str,
+) -> Result<(&'a str, Option<u16>, &'a str), TrackerClientError> {
+    let bad = |reason| TrackerClientError::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let (given, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    if !given.eq_ignore_ascii_case(scheme) {
+        return Err(bad(wrong_scheme));
+    }
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err(bad("credentials in URL are not supported"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad("bad IPv6 address"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return Err(bad("junk after IPv6 address")),
         }
-        let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(bad("credentials in URL are not supported"));
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            host.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| bad("bad IPv6 address"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None if after.is_empty() => (host, None),
-                None => return Err(bad("junk after IPv6 address")),
-            }
-        } else {
-            match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
                 .ok()
                 .filter(|&p| p != 0)
                 .ok_or_else(|| bad("bad port"))?,
-        };
+        ),
+    };
+    Ok((host, port, tail))
+}
+
+/// A parsed `udp://host:port[/path]` tracker URL (BEP 15; the port is required, the path ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpUrl {
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl UdpUrl {
+    /// Parse a `udp://` URL.
+    pub fn parse(url: &str) -> Result<UdpUrl, TrackerClientError> {
+        let (host, port, _) = split_url(url, "udp", "not a udp:// URL")?;
+        let port = port.ok_or_else(|| TrackerClientError::BadUrl {
+            url: url.to_string(),
+            reason: "a udp:// tracker URL needs a port",
+        })?;
+        Ok(UdpUrl {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl HttpUrl {
+    /// Parse an `http://` URL. `https` and other schemes are refused; a `#fragment` is dropped.
+    pub fn parse(url: &str) -> Result<HttpUrl, TrackerClientError> {
+        let (host, port, tail) = split_url(url, "http", "only http:// is supported")?;
+        let port = port.unwrap_or(80);
         let (path, query) = match tail.split_once('?') {
             Some((p, q)) => (p, Some(q.to_string())),
             None => (tail, None),
@@ -209,7 +253,8 @@ fn status_error(status: u16, body: &[u8]) -> TrackerClientError {
     TrackerClientError::Status { status, message }
 }
 
-/// Announce to `announce_url` (`http://host:port/path`, the query appended with `?` or `&`).
+/// Announce to `announce_url`: `http://host:port/path` (the query appended with `?` or `&`) or
+/// `udp://host:port` (BEP 15, see [`crate::udp_tracker_client`]).
 pub async fn announce<T: Transport>(
     transport: &T,
     announce_url: &str,
@@ -225,6 +270,17 @@ pub async fn announce_with<T: Transport>(
     params: &AnnounceParams,
     opts: &ClientOptions,
 ) -> Result<AnnounceReply, TrackerClientError> {
+    if announce_url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("udp://"))
+    {
+        let url = UdpUrl::parse(announce_url)?;
+        let udp = crate::udp_tracker_client::UdpOptions {
+            deadline: opts.limits.timeout,
+            ..Default::default()
+        };
+        return crate::udp_tracker_client::announce(transport, &url, params, &udp).await;
+    }
     let url = HttpUrl::parse(announce_url)?;
     let target = url.target_with_query(&announce_query(params));
     let (status, body) = call(transport, &url, &target, None, opts).await?;

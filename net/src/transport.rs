@@ -1,4 +1,5 @@
-//! The network seam: TCP listeners and streams, real (tokio) or simulated (turmoil, plugged in by the sim).
+//! The network seam: TCP listeners and streams and UDP sockets, real (tokio) or simulated (turmoil, plugged
+//! in by the sim).
 
 use std::future::Future;
 use std::io;
@@ -15,12 +16,34 @@ pub trait Listener: Send + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
-/// A TCP-like network: bind, connect by address, connect by host name.
+/// A bound UDP socket (used by the UDP tracker, BEP 15).
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// Send one datagram to `target`.
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Wait for the next datagram; returns its length (cut to `buf`) and sender.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// The address this socket is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Talk to `peer` only: datagrams from elsewhere are dropped, and an ICMP "port unreachable" for what
+    /// was sent surfaces as `ConnectionRefused` on the next receive.
+    fn connect(&self, peer: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A network: TCP (bind, connect by address or host name), UDP sockets and name resolution.
 pub trait Transport: Clone + Send + Sync + 'static {
     /// A connected byte stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// A listener yielding [`Self::Stream`]s.
     type Listener: Listener<Stream = Self::Stream>;
+    /// A UDP socket.
+    type Datagram: DatagramSocket;
     /// Bind a listener.
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// Connect to an address.
@@ -31,6 +54,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Bind a UDP socket (port 0: any free port).
+    fn bind_udp(&self, addr: SocketAddr)
+        -> impl Future<Output = io::Result<Self::Datagram>> + Send;
+    /// Resolve `host` (a name or an IP literal) to the first address for `port`.
+    fn resolve(&self, host: &str, port: u16)
+        -> impl Future<Output = io::Result<SocketAddr>> + Send;
 }
 
 /// Real TCP on tokio.
@@ -58,10 +87,41 @@ impl Listener for TokioListener {
     }
 }
 
+/// A tokio UDP socket.
+#[derive(Debug)]
+pub struct TokioDatagram(tokio::net::UdpSocket);
+
+#[allow(clippy::manual_async_fn)]
+impl DatagramSocket for TokioDatagram {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.0.send_to(buf, target)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        self.0.recv_from(buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn connect(&self, peer: SocketAddr) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.connect(peer)
+    }
+}
+
 #[allow(clippy::manual_async_fn)]
 impl Transport for TokioTransport {
     type Stream = tokio::net::TcpStream;
     type Listener = TokioListener;
+    type Datagram = TokioDatagram;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
         async move { Ok(TokioListener(tokio::net::TcpListener::bind(addr).await?)) }
@@ -85,6 +145,33 @@ impl Transport for TokioTransport {
             let s = tokio::net::TcpStream::connect(target).await?;
             let _ = s.set_nodelay(true);
             Ok(s)
+        }
+    }
+
+    fn bind_udp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Datagram>> + Send {
+        async move { Ok(TokioDatagram(tokio::net::UdpSocket::bind(addr).await?)) }
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<SocketAddr>> + Send {
+        let target = format!("{host}:{port}");
+        let host = host.to_string();
+        async move {
+            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                return Ok(SocketAddr::new(ip, port));
+            }
+            tokio::net::lookup_host(target)
+                .await?
+                .next()
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address found"))
+                })
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `turmoil::net` plugged into enjambre-net's [`Transport`] seam.
 
-use enjambre_net::transport::{Listener, Transport};
+use enjambre_net::transport::{DatagramSocket, Listener, Transport};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -31,10 +31,40 @@ impl Listener for SimListener {
     }
 }
 
+/// A simulated UDP socket.
+pub struct SimDatagram(turmoil::net::UdpSocket);
+
+#[allow(clippy::manual_async_fn)]
+impl DatagramSocket for SimDatagram {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.0.send_to(buf, target)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        self.0.recv_from(buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn connect(&self, peer: SocketAddr) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.connect(peer)
+    }
+}
+
 #[allow(clippy::manual_async_fn)]
 impl Transport for SimTransport {
     type Stream = turmoil::net::TcpStream;
     type Listener = SimListener;
+    type Datagram = SimDatagram;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
         async move { Ok(SimListener(turmoil::net::TcpListener::bind(addr).await?)) }
@@ -51,5 +81,25 @@ impl Transport for SimTransport {
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
         let host = host.to_string();
         async move { turmoil::net::TcpStream::connect((host.as_str(), port)).await }
+    }
+
+    fn bind_udp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Datagram>> + Send {
+        async move { Ok(SimDatagram(turmoil::net::UdpSocket::bind(addr).await?)) }
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<SocketAddr>> + Send {
+        // turmoil's own name table: an IP literal as is, a host name to its simulated address.
+        let addr = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => SocketAddr::new(turmoil::lookup(host), port),
+        };
+        std::future::ready(Ok(addr))
     }
 }

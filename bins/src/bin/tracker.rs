@@ -1,6 +1,7 @@
-//! `tracker`: the enjambre HTTP tracker with its catalog, swarm view and console monitor.
+//! `tracker`: the enjambre HTTP and UDP tracker with its catalog, swarm view and console monitor.
 //!
-//! Runs the tracker server (see `enjambre_net::tracker_server`) on real TCP. When stdout is a terminal the
+//! Runs the tracker server (see `enjambre_net::tracker_server`) on real TCP and the UDP tracker (BEP 15,
+//! `enjambre_net::udp_tracker_server`) on the same port number over UDP, both on one registry. When stdout is a terminal the
 //! swarm table is redrawn every second; with `--monitor` and stdout not a terminal (a pipe, a log file) the
 //! table is printed only when it changes, without ANSI codes.
 
@@ -14,7 +15,8 @@ use clap::Parser;
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::clock::TokioClock;
 use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
+use enjambre_net::udp_tracker_server::{serve_udp, UdpCounters};
 
 /// The enjambre BitTorrent tracker.
 #[derive(Debug, Parser)]
@@ -35,9 +37,16 @@ struct Args {
     /// Most concurrent HTTP connections.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
-    /// Seed for choosing which peers each announce gets (random if not given).
+    /// Seed for choosing which peers each announce gets and for the UDP connection-id secret (random if
+    /// not given; give one only for reproducible tests).
     #[arg(long)]
     seed: Option<u64>,
+    /// Address of the UDP tracker (BEP 15) [default: the HTTP listener's address and port, over UDP].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_udp")]
+    udp: Option<SocketAddr>,
+    /// Do not run the UDP tracker.
+    #[arg(long)]
+    no_udp: bool,
 }
 
 #[tokio::main]
@@ -56,19 +65,25 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr().context("listener address")?;
     println!("tracker listening on http://{local}/announce (catalog: http://{local}/files, monitor: http://{local}/)");
+    let udp_socket = if args.no_udp {
+        None
+    } else {
+        let addr = args.udp.unwrap_or(local);
+        let socket = TokioTransport.bind_udp(addr).await.with_context(|| {
+            format!("cannot bind the UDP tracker on {addr} (choose another with --udp ADDR, or --no-udp)")
+        })?;
+        let udp_local = socket.local_addr().context("UDP socket address")?;
+        println!("UDP tracker on udp://{udp_local}/announce");
+        Some(socket)
+    };
 
     let config = RegistryConfig {
         max_numwant: args.max_numwant,
         ..RegistryConfig::with_interval(Duration::from_secs(args.interval))
     };
     let registry = Arc::new(Mutex::new(Registry::new(config)));
-    let seed = args.seed.unwrap_or_else(|| {
-        // Real runs only: which peers get handed out need not be reproducible here.
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
+    // Real runs: unpredictable (the UDP connection ids are keyed with it).
+    let seed = args.seed.unwrap_or_else(rand::random);
     let server_config = ServerConfig {
         max_connections: args.max_connections,
         rng_seed: seed,
@@ -81,11 +96,30 @@ async fn main() -> anyhow::Result<()> {
         server_config,
     );
 
+    let udp = async {
+        match udp_socket {
+            Some(socket) => {
+                let udp_seed = seed ^ 0x5544_5020_7472_6163;
+                let counters = Arc::new(UdpCounters::default());
+                serve_udp(
+                    socket,
+                    Arc::clone(&registry),
+                    TokioClock::new(),
+                    udp_seed,
+                    counters,
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+
     let live = std::io::stdout().is_terminal();
     let monitor = monitor(Arc::clone(&registry), local, live, args.monitor);
 
     tokio::select! {
         () = server => {}
+        () = udp => {}
         () = monitor => {}
         signal = tokio::signal::ctrl_c() => {
             signal.context("waiting for Ctrl-C")?;

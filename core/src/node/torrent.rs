@@ -203,6 +203,11 @@ impl Torrent {
             left: self.left(),
             event,
             numwant: 50,
+            key: crate::tracker::udp::announce_key(
+                config.seed,
+                &config.peer_id,
+                &self.meta.info_hash,
+            ),
         }
     }
 

@@ -5,10 +5,12 @@
 //! - [`proto`]: the wire side of BEP 3 / 23 / 48 — parse announce and scrape query strings, encode bencoded
 //!   responses, and, for clients, build an announce query and parse the reply.
 //! - [`tiers`]: which tracker to announce to (BEP 12 tiers).
+//! - [`udp`]: the UDP tracker protocol (BEP 15), server and client packets and the connection-id scheme.
 
 pub mod proto;
 pub mod registry;
 pub mod tiers;
+pub mod udp;
 
 pub use proto::{
     announce_query, parse_announce_reply, parse_scrape_reply, AnnounceParams, AnnounceReply,

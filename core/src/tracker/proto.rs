@@ -472,20 +472,24 @@ pub struct AnnounceParams {
     pub event: Event,
     /// How many peers we want.
     pub numwant: u32,
+    /// A random number identifying this client across IP changes (`key`; BEP 15's key field).
+    pub key: u32,
 }
 
 /// The query string (without `?`) of an announce:
-/// `info_hash=..&peer_id=..&port=..&uploaded=..&downloaded=..&left=..&compact=1&numwant=..[&event=..]`.
+/// `info_hash=..&peer_id=..&port=..&uploaded=..&downloaded=..&left=..&compact=1&numwant=..&key=..[&event=..]`
+/// (`key` as 8 hex digits).
 pub fn announce_query(p: &AnnounceParams) -> String {
     let mut q = format!(
-        "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}",
+        "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}&key={:08x}",
         percent_encode(&p.info_hash.0),
         percent_encode(&p.peer_id),
         p.port,
         p.uploaded,
         p.downloaded,
         p.left,
-        p.numwant
+        p.numwant,
+        p.key
     );
     if let Some(ev) = p.event.as_query_value() {
         q.push_str("&event=");
@@ -702,6 +706,7 @@ mod tests {
             left: 3,
             event: Event::Started,
             numwant: 25,
+            key: 0x0a0b_0c0d,
         }
     }
 
@@ -736,7 +741,7 @@ mod tests {
         let p = params([0xab; 20], *b"-EJ0001-abcdefghijkl");
         let q = announce_query(&p);
         assert!(q.starts_with("info_hash=%AB%AB"));
-        assert!(q.ends_with("&compact=1&numwant=25&event=started"));
+        assert!(q.ends_with("&compact=1&numwant=25&key=0a0b0c0d&event=started"));
         let req = parse_announce_query(&q).expect("parses");
         assert_eq!(
             req,

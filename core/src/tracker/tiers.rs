@@ -1,6 +1,6 @@
 //! Which tracker to announce to (BEP 12): the `announce-list` tiers, each shuffled once, tried in order; a
-//! tracker that answers moves to the front of its tier. Only `http://` trackers are used (UDP trackers,
-//! BEP 15, are not supported yet and are skipped rather than failing the announce).
+//! tracker that answers moves to the front of its tier. `http://` and `udp://` (BEP 15) trackers are used;
+//! other schemes (`https://`, `wss://`) are skipped rather than failing the announce.
 
 use rand_core::RngCore;
 
@@ -11,8 +11,11 @@ pub struct TrackerTiers {
 }
 
 fn usable(url: &str) -> bool {
-    url.get(..7)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    let has = |scheme: &str| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    has("http://") || has("udp://")
 }
 
 impl TrackerTiers {
@@ -85,10 +88,10 @@ mod tests {
     }
 
     #[test]
-    fn tiers_are_tried_in_order_and_udp_is_skipped() {
+    fn tiers_are_tried_in_order_and_unsupported_schemes_are_skipped() {
         let l = list(&[
-            &["udp://a:1/announce", "http://b/announce"],
-            &["http://c/announce"],
+            &["https://a:1/announce", "http://b/announce"],
+            &["wss://w/announce", "udp://c:80/announce"],
         ]);
         let t = TrackerTiers::new(
             Some("http://ignored/announce"),
@@ -97,20 +100,22 @@ mod tests {
         );
         assert_eq!(
             t.candidates(),
-            vec!["http://b/announce", "http://c/announce"]
+            vec!["http://b/announce", "udp://c:80/announce"]
         );
     }
 
     #[test]
-    fn single_announce_is_used_without_a_list_and_udp_only_means_none() {
+    fn single_announce_is_used_without_a_list_and_https_only_means_none() {
         let t = TrackerTiers::new(
             Some("http://x/announce"),
             &[],
             &mut ChaCha8Rng::seed_from_u64(1),
         );
         assert_eq!(t.candidates(), vec!["http://x/announce"]);
-        let t = TrackerTiers::new(Some("udp://x:80"), &[], &mut ChaCha8Rng::seed_from_u64(1));
+        let t = TrackerTiers::new(Some("https://x/a"), &[], &mut ChaCha8Rng::seed_from_u64(1));
         assert!(t.is_empty());
+        let t = TrackerTiers::new(Some("UDP://x:80"), &[], &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(t.candidates(), vec!["UDP://x:80"]);
     }
 
     #[test]

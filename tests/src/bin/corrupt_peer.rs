@@ -175,6 +175,7 @@ struct LoggingTransport;
 impl Transport for LoggingTransport {
     type Stream = <TokioTransport as Transport>::Stream;
     type Listener = <TokioTransport as Transport>::Listener;
+    type Datagram = <TokioTransport as Transport>::Datagram;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
         TokioTransport.bind(addr)
@@ -196,6 +197,21 @@ impl Transport for LoggingTransport {
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
         TokioTransport.connect_host(host, port)
+    }
+
+    fn bind_udp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Datagram>> + Send {
+        TokioTransport.bind_udp(addr)
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<SocketAddr>> + Send {
+        TokioTransport.resolve(host, port)
     }
 }
 

@@ -39,6 +39,7 @@ fn announce(tracker: SocketAddr, peer: u8, port: u16, left: u64, event: Event) -
         left,
         event,
         numwant: 50,
+        key: u32::from(peer),
     });
     http::get(tracker, &format!("/announce?{q}")).expect("announce exchange")
 }
