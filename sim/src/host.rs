@@ -2,7 +2,7 @@
 //! on turmoil's network and filesystem. A restarted host runs its program again on the disk that survived.
 
 use crate::content;
-use crate::scenario::{PeerSpec, Scenario};
+use crate::scenario::{PeerSpec, Scenario, TrackerProtocol};
 use crate::storage::{CorruptSwitch, ProbeStorage, SimDisk, SimStorage};
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
@@ -18,6 +18,8 @@ use enjambre_net::storage::Storage;
 use enjambre_net::torrent_store::TorrentStore;
 use enjambre_net::tracker_client;
 use enjambre_net::tracker_server::{serve, ServerConfig};
+use enjambre_net::transport::Transport;
+use enjambre_net::udp_tracker_server::{serve_udp, UdpCounters};
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -32,11 +34,15 @@ pub const TRACKER_PORT: u16 = 6969;
 /// Download folder on every simulated host.
 pub const DATA_DIR: &str = "/data";
 
-fn tracker_url() -> String {
-    format!("http://tracker:{TRACKER_PORT}/announce")
+/// The announce URL of the simulated tracker in `protocol`.
+fn tracker_url(protocol: TrackerProtocol) -> String {
+    match protocol {
+        TrackerProtocol::Http => format!("http://tracker:{TRACKER_PORT}/announce"),
+        TrackerProtocol::Udp => format!("udp://tracker:{TRACKER_PORT}/announce"),
+    }
 }
 
-/// Run the tracker. Its swarm is forgotten on a crash; its catalog is kept in `registry` across restarts.
+/// Run the tracker: HTTP and UDP (BEP 15) on the same port number, one registry. Its swarm is forgotten on a crash; its catalog is kept in `registry` across restarts.
 pub async fn tracker_program(
     registry: Arc<Mutex<Registry>>,
     interval: Duration,
@@ -53,17 +59,26 @@ pub async fn tracker_program(
         *reg = fresh;
     }
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", TRACKER_PORT)).await?;
+    let any = SocketAddr::from(([0, 0, 0, 0], TRACKER_PORT));
+    let socket = SimTransport.bind_udp(any).await?;
     let config = ServerConfig {
         rng_seed: seed,
         ..ServerConfig::default()
     };
-    serve::<SimTransport>(
+    let http = serve::<SimTransport>(
         crate::transport::SimListener::from(listener),
-        registry,
+        Arc::clone(&registry),
         TokioClock::new(),
         config,
-    )
-    .await;
+    );
+    let udp = serve_udp(
+        socket,
+        registry,
+        TokioClock::new(),
+        seed ^ 0x5544_5000,
+        Arc::new(UdpCounters::default()),
+    );
+    tokio::join!(http, udp);
     Ok(())
 }
 
@@ -157,7 +172,7 @@ impl PeerProgram {
             node,
             dir: dir.clone(),
             listen: SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
-            tracker: Some(tracker_url()),
+            tracker: Some(tracker_url(self.scenario.tracker.protocol)),
             max_upload_rate: self.spec.upload_rate.map(|s| s.0),
             max_download_rate: self.spec.download_rate.map(|s| s.0),
             events: Some(sink),
@@ -194,7 +209,7 @@ impl PeerProgram {
                 storage.as_ref(),
                 &path,
                 piece,
-                Some(&tracker_url()),
+                Some(&tracker_url(self.scenario.tracker.protocol)),
                 &mut |_, _| {},
             )
             .map_err(|e| e.to_string())?;

@@ -194,6 +194,21 @@ pub struct TrackerSpec {
     /// Announce interval it hands out.
     #[serde(default = "default_interval")]
     pub interval: Span,
+    /// How peers announce: `http` (default) or `udp` (BEP 15). The tracker serves both; the catalog
+    /// (files by name) is HTTP either way.
+    #[serde(default)]
+    pub protocol: TrackerProtocol,
+}
+
+/// The announce protocol of a scenario's peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackerProtocol {
+    /// `http://tracker:6969/announce`.
+    #[default]
+    Http,
+    /// `udp://tracker:6969/announce` (BEP 15).
+    Udp,
 }
 
 fn default_interval() -> Span {
@@ -204,6 +219,7 @@ impl Default for TrackerSpec {
     fn default() -> Self {
         TrackerSpec {
             interval: default_interval(),
+            protocol: TrackerProtocol::default(),
         }
     }
 }

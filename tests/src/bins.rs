@@ -54,6 +54,8 @@ pub struct Tracker {
     pub proc: Proc,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its UDP tracker (BEP 15) listens.
+    pub udp_addr: SocketAddr,
 }
 
 impl Tracker {
@@ -69,7 +71,20 @@ impl Tracker {
         cmd.args(["--listen", "127.0.0.1:0", "--interval", &secs.to_string()]);
         let mut proc = Proc::spawn("tracker", cmd, scratch.path());
         let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
-        Tracker { proc, addr }
+        let udp_addr = proc.wait_line("`UDP tracker on` line", STARTUP, |line| {
+            let rest = line.strip_prefix("UDP tracker on udp://")?;
+            rest.split('/').next()?.parse().ok()
+        });
+        Tracker {
+            proc,
+            addr,
+            udp_addr,
+        }
+    }
+
+    /// The UDP announce URL (BEP 15).
+    pub fn udp_url(&self) -> String {
+        format!("udp://{}/announce", self.udp_addr)
     }
 
     /// The announce URL.

@@ -40,7 +40,7 @@ fn check(name: &str) {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 8] = [
+const SHIPPED: [&str; 9] = [
     "corrupt-peer",
     "flash-crowd",
     "multi-source",
@@ -49,6 +49,7 @@ const SHIPPED: [&str; 8] = [
     "seeder-loss",
     "six-files",
     "tracker-restart",
+    "udp-tracker",
 ];
 
 #[test]
@@ -108,6 +109,11 @@ fn six_files() {
 #[test]
 fn tracker_restart() {
     check("tracker-restart");
+}
+
+#[test]
+fn udp_tracker() {
+    check("udp-tracker");
 }
 
 /// Invariant 6: the same scenario and seed give the same trace (every protocol message, with simulated times)

@@ -549,11 +549,36 @@ pub struct Aria2 {
 /// Start aria2c on `torrent` with its data folder `dir`, isolated like the other clients. A leecher stops
 /// when complete (`--seed-time=0`, exit 0); a seeder checks the data it has and seeds until killed.
 pub fn aria2(label: &str, scratch: &Scratch, dir: &Path, torrent: &Path, seed: bool) -> Aria2 {
+    aria2_with(label, scratch, dir, torrent, seed, false)
+}
+
+/// [`aria2`], with its UDP tracker support on when `udp_trackers`. aria2c speaks to UDP trackers only with
+/// its DHT enabled (they share one UDP port); the DHT then runs on a free port with its state in the
+/// scratch folder, and has no one to talk to on this machine.
+pub fn aria2_with(
+    label: &str,
+    scratch: &Scratch,
+    dir: &Path,
+    torrent: &Path,
+    seed: bool,
+    udp_trackers: bool,
+) -> Aria2 {
     let port = free_port();
     let mut cmd = Command::new("aria2c");
+    if udp_trackers {
+        cmd.args([
+            "--enable-dht=true".to_string(),
+            format!("--dht-listen-port={}", free_port()),
+            format!(
+                "--dht-file-path={}",
+                scratch.path().join(format!("{label}-dht.dat")).display()
+            ),
+        ]);
+    } else {
+        cmd.arg("--enable-dht=false");
+    }
     cmd.arg(format!("--dir={}", dir.display()))
         .args([
-            "--enable-dht=false",
             "--enable-dht6=false",
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",

@@ -1,6 +1,8 @@
 //! libtorrent and aria2c announce to enjambre's tracker and find each other, and enjambre peers, through it.
 
-use crate::foreign::{aria2, have, peer_create, scrape, Client, LtOptions, LtPeer, SwarmWatch};
+use crate::foreign::{
+    aria2, aria2_with, have, peer_create, scrape, Client, LtOptions, LtPeer, SwarmWatch,
+};
 use enjambre_tests::bins::{get, PeerArgs, Tracker};
 use enjambre_tests::files::{assert_same_file, write_pattern_file, Scratch};
 use enjambre_tests::ports::PortWatch;
@@ -132,5 +134,99 @@ fn foreign_clients_meet_through_the_tracker() {
     assert!(
         s.complete >= 1 && s.downloaded >= 1,
         "X: aria2c seeds it, libtorrent completed it: {s:?}"
+    );
+}
+
+/// The same through enjambre's UDP tracker (BEP 15): the torrent names only `udp://` so every announce is
+/// over UDP. A libtorrent seeder is found by an aria2c leecher and an enjambre leecher (which has no
+/// `--tracker` and so uses the torrent's), and the tracker lists all three.
+#[test]
+fn foreign_clients_and_enjambre_meet_through_the_udp_tracker() {
+    const TEST: &str = "foreign_clients_and_enjambre_meet_through_the_udp_tracker";
+    if !have(TEST, &[Client::Libtorrent, Client::Aria2]) {
+        return;
+    }
+    const Z: &str = "z-over-udp.bin";
+    const SIZE: u64 = 3 * 1024 * 1024 + 17;
+    let scratch = Scratch::new("interop-udp-tracker");
+    let tracker = Tracker::start(&scratch);
+    let swarm = SwarmWatch::start(&tracker);
+    let watch = PortWatch::start();
+    let (lt_dir, a_dir, e_dir) = (
+        scratch.dir("lt"),
+        scratch.dir("aria2"),
+        scratch.dir("enjambre"),
+    );
+    write_pattern_file(&lt_dir.join(Z), SIZE, 406);
+    let torrent = scratch.path().join("z.torrent");
+    let z_hash = peer_create(&lt_dir.join(Z), &torrent, "256KiB", &tracker.udp_url());
+
+    let mut lt = LtPeer::start(
+        "lt",
+        &scratch,
+        &lt_dir,
+        &LtOptions {
+            seeds: vec![torrent.clone()],
+            linger: true,
+            timeout_secs: 60,
+            no_utp: true,
+            ..LtOptions::default()
+        },
+    );
+    watch.watch("libtorrent", lt.proc.pid());
+    swarm.wait_sharing(lt.addr.port(), &z_hash, Duration::from_secs(20));
+
+    let mut a = aria2_with("aria2-leecher", &scratch, &a_dir, &torrent, false, true);
+    watch.watch("aria2", a.proc.pid());
+    let mut e = get(
+        "E",
+        &scratch,
+        &PeerArgs::new(None, &e_dir),
+        &[],
+        &["--torrent", torrent.to_str().expect("utf-8")],
+    );
+    watch.watch("E", e.proc.pid());
+    let reports = e.reports(1, Duration::from_secs(40));
+    assert_same_file(&lt_dir.join(Z), &e_dir.join(Z));
+    for a in reports[0].sources.keys() {
+        let owner = watch.owner(a);
+        assert!(
+            matches!(owner.as_deref(), Some("libtorrent" | "aria2")),
+            "E got bytes from {a} ({owner:?}): {:?}",
+            reports[0]
+        );
+    }
+    a.wait_done(Duration::from_secs(40));
+    assert_same_file(&lt_dir.join(Z), &a_dir.join(Z));
+
+    swarm.assert_leeched("aria2c", a.port, &z_hash);
+    // The third node seen downloading Z is enjambre (its port is its own business).
+    let others: Vec<String> = swarm
+        .all()
+        .into_iter()
+        .filter(|(node, seen)| {
+            seen.leeching.contains(&z_hash)
+                && *node != format!("127.0.0.1:{}", a.port)
+                && *node != format!("127.0.0.1:{}", lt.addr.port())
+        })
+        .map(|(node, _)| node)
+        .collect();
+    assert_eq!(
+        others.len(),
+        1,
+        "enjambre listed leeching: {:#?}",
+        swarm.all()
+    );
+    let fin = lt.stop();
+    let z = fin.torrent(&z_hash);
+    assert!(
+        z.uploaded_to("aria2") + z.uploaded_to("enjambre") >= SIZE,
+        "{z:#?}"
+    );
+    let s = scrape(&tracker, &z_hash);
+    // enjambre announces `completed`; aria2c, stopping at once (`--seed-time=0`), may send only `stopped`.
+    assert!(
+        s.downloaded >= 1,
+        "enjambre completed over UDP announces: {s:?}"
     );
 }
