@@ -542,10 +542,12 @@ fn human_report(r: &FileReport) -> String {
     line
 }
 
-/// A progress bar per file on stderr, when it is a terminal.
+/// A progress bar per file on stderr, when it is a terminal; otherwise tracker trouble is reported as a line
+/// on stderr each time it changes.
 struct Bars {
     multi: Option<MultiProgress>,
     bars: BTreeMap<String, ProgressBar>,
+    tracker_errors: BTreeMap<String, Option<String>>,
 }
 
 impl Bars {
@@ -553,10 +555,20 @@ impl Bars {
         Bars {
             multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             bars: BTreeMap::new(),
+            tracker_errors: BTreeMap::new(),
         }
     }
 
     fn update(&mut self, stats: &[TorrentStats]) {
+        for s in stats {
+            let last = self.tracker_errors.entry(s.info_hash.clone()).or_default();
+            if *last != s.tracker_error {
+                if let (None, Some(e)) = (&self.multi, &s.tracker_error) {
+                    eprintln!("{}: tracker unreachable, retrying: {e}", s.name);
+                }
+                last.clone_from(&s.tracker_error);
+            }
+        }
         let Some(multi) = &self.multi else { return };
         for s in stats {
             let bar = self.bars.entry(s.info_hash.clone()).or_insert_with(|| {
@@ -583,6 +595,8 @@ impl Bars {
                 bar.finish_with_message("done");
             } else if s.checking {
                 bar.set_message("checking");
+            } else if let (0, Some(e)) = (s.peers, &s.tracker_error) {
+                bar.set_message(format!("tracker: {e}"));
             } else {
                 bar.set_message(format!("{} source(s)", s.peers));
             }

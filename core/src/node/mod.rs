@@ -1362,7 +1362,7 @@ impl Node {
                 self.connect_more(now, hash);
             }
             Err(e) => {
-                t.announce.on_failure(now, &self.config);
+                t.announce.on_failure(now, &self.config, &e);
                 self.event(NodeEvent::TrackerError {
                     torrent: hash,
                     error: e,

@@ -881,3 +881,28 @@ fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     let (sent, _) = p.drain(node);
     assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
 }
+
+#[test]
+fn a_failed_announce_is_in_the_stats_until_one_succeeds() {
+    let mut w = World::new(3 * PL as usize);
+    let a = w.seeder();
+    let hash = w.peers[a].meta.info_hash;
+    let now = w.now;
+    let reply = |r| Input::TrackerReply {
+        torrent: hash,
+        reply: r,
+    };
+    w.peers[a]
+        .node
+        .handle_input(now, reply(Err("udp://t:1/announce: refused".into())));
+    w.drain(a);
+    assert_eq!(
+        w.stats(a).tracker_error.as_deref(),
+        Some("udp://t:1/announce: refused")
+    );
+    w.peers[a]
+        .node
+        .handle_input(now, reply(Ok(crate::tracker::AnnounceReply::default())));
+    w.drain(a);
+    assert_eq!(w.stats(a).tracker_error, None);
+}

@@ -58,6 +58,8 @@ pub(crate) struct AnnounceState {
     pub last_left: Option<u64>,
     pub interval: Duration,
     pub failures: u32,
+    /// Why the last announce failed, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 impl AnnounceState {
@@ -70,6 +72,7 @@ impl AnnounceState {
             last_left: None,
             interval: config.announce_interval,
             failures: 0,
+            last_error: None,
         }
     }
 
@@ -88,6 +91,7 @@ impl AnnounceState {
 
     pub fn on_reply(&mut self, now: Instant, config: &NodeConfig, interval: Option<u32>) {
         self.failures = 0;
+        self.last_error = None;
         let secs = interval
             .map(u64::from)
             .unwrap_or(config.announce_interval.as_secs())
@@ -96,8 +100,9 @@ impl AnnounceState {
         self.next_at = now + self.interval;
     }
 
-    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) {
+    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig, error: &str) {
         self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(error.to_string());
         let factor = 1u32 << self.failures.min(5);
         self.next_at = now
             + config
@@ -257,6 +262,7 @@ impl Torrent {
             checking: self.check.is_some(),
             error: self.error.clone(),
             banned: self.peers.banned(),
+            tracker_error: self.announce.last_error.clone(),
         }
     }
 }

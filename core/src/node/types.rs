@@ -365,4 +365,6 @@ pub struct TorrentStats {
     pub error: Option<String>,
     /// Banned peer addresses.
     pub banned: Vec<SocketAddr>,
+    /// Why the last announce failed (every tracker tried), until an announce succeeds.
+    pub tracker_error: Option<String>,
 }

@@ -11,3 +11,4 @@ mod peer_input;
 mod resume;
 mod swarm;
 mod tracker_input;
+mod tracker_trouble;
