@@ -3,7 +3,8 @@
 //! One task owns the node. Connection tasks (a reader and a writer per socket), the disk worker, announce
 //! tasks and the listener report to it through one channel; it feeds their reports to the node as inputs and
 //! carries out the node's outputs. Disk operations run in emission order on one worker, so a hash reads what
-//! earlier writes wrote and a checkpoint's sync covers every write before it (invariant 2).
+//! earlier writes wrote and a checkpoint's sync covers every write before it (invariant 2); on a thread pool
+//! later operations need not wait for that sync to end (see `disk.rs`).
 //!
 //! The upload limit paces the *reads* of blocks to serve, round-robin over connections, before the node sends
 //! them: a block the peer cancelled or that a choke dropped meanwhile is never read, sent or counted, and no

@@ -26,6 +26,12 @@ pub trait StorageFile: Send + Sync + 'static {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Whether every byte of `offset..offset + len` was written at some point (is data, not a hole of a sparse
+    /// file); `Ok(None)` when this storage cannot tell. Only a hint of what may be worth hashing: it says
+    /// nothing about the bytes being right or durable.
+    fn is_written(&self, _offset: u64, _len: u64) -> io::Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// A filesystem.
@@ -55,6 +61,13 @@ pub trait Blocking: Clone + Send + Sync + 'static {
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static;
+
+    /// Whether a sync-and-checkpoint may run alongside the disk operations emitted after it (it still starts
+    /// after every earlier one finished). True for a thread pool, where a sync would otherwise stall every
+    /// write and hash behind it; false (the default) where work runs inline and order is the schedule.
+    fn overlap_syncs(&self) -> bool {
+        false
+    }
 }
 
 /// Runs blocking work on tokio's blocking thread pool (real runs).
@@ -74,6 +87,10 @@ impl Blocking for ThreadPool {
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
+    }
+
+    fn overlap_syncs(&self) -> bool {
+        true
     }
 }
 
@@ -109,6 +126,39 @@ impl StorageFile for StdFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    /// Through `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` (the file position is unused: all IO is positional).
+    /// A filesystem without hole tracking reports everything as data.
+    fn is_written(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
+        use std::os::fd::AsRawFd;
+        let (Ok(start), Ok(end)) = (
+            libc::off_t::try_from(offset),
+            libc::off_t::try_from(offset.saturating_add(len)),
+        ) else {
+            return Ok(None);
+        };
+        let fd = self.0.as_raw_fd();
+        // SAFETY: lseek on a descriptor this `File` owns; it only moves the (unused) file position.
+        let data = unsafe { libc::lseek(fd, start, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            // ENXIO: no data at or after `offset`.
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(Some(false)),
+                Some(libc::EINVAL) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        if data != start {
+            return Ok(Some(false));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(hole >= end))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
