@@ -1,7 +1,7 @@
 //! One peer connection's protocol state: handshake phase, choke/interest flags, what the peer holds, the
 //! requests we are serving to it, and the rate counters the choker ranks by.
 
-use super::{ConnId, NodeConfig};
+use super::{ConnId, ConnStats, NodeConfig};
 use crate::bitfield::Bitfield;
 use crate::choker::ChokeCandidate;
 use crate::metainfo::InfoHash;
@@ -110,6 +110,22 @@ impl Conn {
             window_up: 0,
             rate_down: 0,
             rate_up: 0,
+        }
+    }
+
+    /// What a status display shows of this connection.
+    pub fn stats(&self) -> ConnStats {
+        ConnStats {
+            addr: self.peer_addr(),
+            outbound: self.outbound,
+            open: self.phase == ConnPhase::Open,
+            am_choking: self.am_choking,
+            am_interested: self.am_interested,
+            peer_choking: self.peer_choking,
+            peer_interested: self.peer_interested,
+            peer_pieces: self.peer_has.count(),
+            down_rate: self.rate_down.max(self.window_down),
+            up_rate: self.rate_up.max(self.window_up),
         }
     }
 

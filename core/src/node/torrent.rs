@@ -9,7 +9,8 @@ use crate::choker::Choker;
 use crate::metainfo::Metainfo;
 use crate::picker::{Picker, PickerConfig};
 use crate::time::Instant;
-use crate::tracker::{AnnounceParams, Event};
+use crate::tracker::proto::MAX_ANNOUNCED_BITFIELD;
+use crate::tracker::{AnnounceExtensions, AnnounceParams, Event};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,15 +195,23 @@ impl Torrent {
     }
 
     pub fn announce_params(&self, config: &NodeConfig, event: Event) -> AnnounceParams {
+        let left = self.left();
+        // Verified pieces only (invariant 1): the picker's `have` holds pieces whose SHA-1 matched.
+        let have = self.picker.have().as_bytes();
+        let pieces = (left > 0 && have.len() <= MAX_ANNOUNCED_BITFIELD).then(|| have.to_vec());
         AnnounceParams {
             info_hash: self.meta.info_hash,
             peer_id: config.peer_id,
             port: config.listen_port,
             uploaded: self.stats.bytes_uploaded,
             downloaded: self.stats.bytes_received,
-            left: self.left(),
+            left,
             event,
             numwant: 50,
+            ext: AnnounceExtensions {
+                pieces,
+                status_port: config.status_port,
+            },
         }
     }
 
@@ -247,6 +256,12 @@ impl Torrent {
             hash_failures: self.stats.hash_failures,
             sources: self.stats.per_source.clone(),
             peers: self.conns.iter().filter(|c| conns.contains_key(c)).count() as u32,
+            connections: self
+                .conns
+                .iter()
+                .filter_map(|c| conns.get(c))
+                .map(Conn::stats)
+                .collect(),
             checkpoints_written: self.stats.checkpoints_written,
             complete: self.picker.have().is_full(),
             checking: self.check.is_some(),

@@ -11,8 +11,8 @@ pub mod registry;
 pub mod tiers;
 
 pub use proto::{
-    announce_query, parse_announce_reply, parse_scrape_reply, AnnounceParams, AnnounceReply,
-    TrackerProtoError,
+    announce_query, parse_announce_extensions, parse_announce_reply, parse_scrape_reply,
+    AnnounceExtensions, AnnounceParams, AnnounceReply, TrackerProtoError,
 };
 pub use registry::{Registry, RegistryConfig};
 pub use tiers::TrackerTiers;
