@@ -55,6 +55,7 @@ fn params(info_hash: InfoHash, id: u8, port: u16, left: u64, event: Event) -> An
         left,
         event,
         numwant: 50,
+        ext: Default::default(),
     }
 }
 

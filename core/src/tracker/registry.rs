@@ -241,6 +241,23 @@ pub struct FileView {
     pub bytes_moved: u64,
 }
 
+/// What [`Registry::counts`] reports. Peers are counted once per torrent they are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegistryCounts {
+    /// Torrents with a swarm.
+    pub torrents: u64,
+    /// Torrents in the catalog.
+    pub published: u64,
+    /// Peers with `left == 0`, over all swarms.
+    pub seeders: u64,
+    /// Other peers, over all swarms.
+    pub leechers: u64,
+    /// Completed downloads reported (`event=completed`), all torrents.
+    pub completed: u64,
+    /// Payload bytes peers reported downloading, all torrents.
+    pub bytes_moved: u64,
+}
+
 /// Totals of the swarm view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SwarmTotals {
@@ -694,6 +711,23 @@ impl Registry {
     /// Number of peers across all swarms.
     pub fn peer_count(&self) -> usize {
         self.swarms.values().map(|s| s.peers.len()).sum()
+    }
+
+    /// The registry's numbers at a glance (for metrics), without building a view.
+    pub fn counts(&self) -> RegistryCounts {
+        let mut c = RegistryCounts {
+            torrents: self.swarms.len() as u64,
+            published: self.catalog.len() as u64,
+            ..RegistryCounts::default()
+        };
+        for swarm in self.swarms.values() {
+            let stats = swarm.stats();
+            c.seeders += stats.complete;
+            c.leechers += stats.incomplete;
+            c.completed = c.completed.saturating_add(stats.downloaded);
+            c.bytes_moved = c.bytes_moved.saturating_add(swarm.bytes_moved);
+        }
+        c
     }
 
     /// Every node (ip:port) across all swarms with its role, what it shares and what it downloads
@@ -1492,6 +1526,17 @@ mod tests {
             .expect("ok");
         let view = reg.swarm_view();
         assert_eq!((view.totals.nodes, view.totals.bytes_moved), (3, 6300));
+        let counts = reg.counts();
+        assert_eq!(
+            (
+                counts.seeders,
+                counts.leechers,
+                counts.torrents,
+                counts.published
+            ),
+            (1, 2, 1, 2)
+        );
+        assert_eq!(counts.bytes_moved, 6300);
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["files"][0]["availability"][0], 1);
         assert_eq!(json["totals"]["leechers"], 2);

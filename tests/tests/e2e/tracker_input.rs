@@ -39,6 +39,7 @@ fn announce(tracker: SocketAddr, peer: u8, port: u16, left: u64, event: Event) -
         left,
         event,
         numwant: 50,
+        ext: Default::default(),
     });
     http::get(tracker, &format!("/announce?{q}")).expect("announce exchange")
 }
