@@ -278,16 +278,27 @@ fn run_seed() -> u64 {
 async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::Result<App> {
     let mut endpoints = Vec::new();
     let mut status_port = None;
+    let mut bound: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     for (addr, what) in [(cli.status, "status"), (cli.metrics, "metrics")] {
         let Some(addr) = addr else { continue };
-        if what == "metrics" && cli.status == Some(addr) {
-            continue;
-        }
-        let listener = TokioTransport
-            .bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for --{what}"))?;
-        let local = listener.local_addr().context("status listener address")?;
+        // One server answers both paths: `--status A --metrics A` binds A once (port 0 means two servers).
+        let shared = bound
+            .iter()
+            .find(|(asked, _)| *asked == addr && addr.port() != 0)
+            .map(|(_, local)| *local);
+        let local = match shared {
+            Some(local) => local,
+            None => {
+                let listener = TokioTransport
+                    .bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for --{what}"))?;
+                let local = listener.local_addr().context("status listener address")?;
+                endpoints.push(listener);
+                bound.push((addr, local));
+                local
+            }
+        };
         if what == "status" {
             status_port = Some(local.port());
         }
@@ -297,7 +308,6 @@ async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyho
         } else {
             err!("{line}");
         }
-        endpoints.push(listener);
     }
     let app = start_peer(cli, tracker, dir, status_port).await?;
     for listener in endpoints {

@@ -113,8 +113,18 @@ impl Conn {
         }
     }
 
-    /// What a status display shows of this connection.
-    pub fn stats(&self) -> ConnStats {
+    /// What a status display shows of this connection at `now` (the last input's time).
+    pub fn stats(&self, now: Instant) -> ConnStats {
+        // The current rate window once it is long enough to mean something, else the last closed one.
+        let secs = now.saturating_since(self.window_start).as_secs_f64();
+        let (down_rate, up_rate) = if secs >= 2.0 {
+            (
+                (self.window_down as f64 / secs) as u64,
+                (self.window_up as f64 / secs) as u64,
+            )
+        } else {
+            (self.rate_down, self.rate_up)
+        };
         ConnStats {
             addr: self.peer_addr(),
             outbound: self.outbound,
@@ -124,8 +134,8 @@ impl Conn {
             peer_choking: self.peer_choking,
             peer_interested: self.peer_interested,
             peer_pieces: self.peer_has.count(),
-            down_rate: self.rate_down.max(self.window_down),
-            up_rate: self.rate_up.max(self.window_up),
+            down_rate,
+            up_rate,
         }
     }
 

@@ -240,7 +240,7 @@ impl Torrent {
         best
     }
 
-    pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>) -> TorrentStats {
+    pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>, now: Instant) -> TorrentStats {
         TorrentStats {
             name: self.meta.info.name.clone(),
             info_hash: self.meta.info_hash.to_hex(),
@@ -260,7 +260,7 @@ impl Torrent {
                 .conns
                 .iter()
                 .filter_map(|c| conns.get(c))
-                .map(Conn::stats)
+                .map(|c| c.stats(now))
                 .collect(),
             checkpoints_written: self.stats.checkpoints_written,
             complete: self.picker.have().is_full(),

@@ -346,7 +346,8 @@ pub struct ConnStats {
     pub peer_interested: bool,
     /// Pieces it says it has.
     pub peer_pieces: u32,
-    /// Payload bytes per second received from it (over the last choker window, or this one if larger).
+    /// Payload bytes per second received from it, over the current choker window (or the last one while
+    /// the current one is under 2 s old).
     pub down_rate: u64,
     /// Payload bytes per second sent to it (likewise).
     pub up_rate: u64,
