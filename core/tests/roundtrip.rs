@@ -177,6 +177,8 @@ proptest! {
             left,
             event,
             numwant,
+            key: 0,
+            ext: Default::default(),
         };
         let req = parse_announce_query(&announce_query(&p)).expect("own query parses");
         prop_assert_eq!(req.info_hash, p.info_hash);

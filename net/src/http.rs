@@ -127,6 +127,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// Headers besides `Content-Type`, `Content-Length` and `Connection` (e.g. CORS).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -136,7 +138,14 @@ impl Response {
             status,
             content_type,
             body: body.into(),
+            extra_headers: Vec::new(),
         }
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name, value.into()));
+        self
     }
 
     /// A `text/plain` response.
@@ -436,13 +445,22 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
 ) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         resp.status,
         reason_phrase(resp.status),
         resp.content_type,
         resp.body.len()
     );
+    for (name, value) in &resp.extra_headers {
+        // A header value never carries a line break: that would split the head.
+        let value: String = value
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n'))
+            .collect();
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     let mut out = Vec::with_capacity(head.len() + resp.body.len());
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(&resp.body);
@@ -732,5 +750,13 @@ mod tests {
             out,
             b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
         );
+        let (mut a, mut b) = duplex(1024);
+        let resp = Response::text(200, "").with_header("Access-Control-Allow-Origin", "*\r\nX: y");
+        write_response(&mut a, &resp).await.expect("write");
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+            .await
+            .expect("read");
+        assert!(out.ends_with(b"Connection: close\r\nAccess-Control-Allow-Origin: *X: y\r\n\r\n"));
     }
 }

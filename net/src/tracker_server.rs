@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use enjambre_core::tracker::proto::{
-    encode_announce_response, encode_failure, encode_scrape_response, parse_announce_query,
-    parse_scrape_query, percent_decode,
+    encode_announce_response, encode_failure, encode_scrape_response, parse_announce_extensions,
+    parse_announce_query, parse_scrape_query, percent_decode,
 };
 use enjambre_core::tracker::registry::CatalogError;
 use enjambre_core::tracker::Registry;
@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::http::{read_request, write_response, HttpLimits, Request, Response};
+use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::{Listener, Transport};
 
 /// Settings of [`serve`].
@@ -37,16 +38,19 @@ pub struct ServerConfig {
     pub expiry_period: Duration,
     /// Seed of the RNG choosing which peers an announce gets.
     pub rng_seed: u64,
+    /// Request counters and latencies, shown at `/metrics`; share it with other servers of the same tracker.
+    pub metrics: Arc<TrackerMetrics>,
 }
 
 impl Default for ServerConfig {
-    /// Default HTTP limits, 256 connections, expiry every second, seed 0.
+    /// Default HTTP limits, 256 connections, expiry every second, seed 0, fresh metrics.
     fn default() -> Self {
         ServerConfig {
             http: HttpLimits::default(),
             max_connections: 256,
             expiry_period: Duration::from_secs(1),
             rng_seed: 0,
+            metrics: Arc::default(),
         }
     }
 }
@@ -91,10 +95,15 @@ impl<C: Clock> Ctx<C> {
             ("POST", "/files") => self.publish(&req.body),
             ("GET", "/swarm") => json(200, &lock(&self.registry).swarm_view()),
             ("GET", "/") => Response::new(200, HTML, MONITOR_PAGE),
+            ("GET", "/metrics") => Response::new(
+                200,
+                crate::prometheus::CONTENT_TYPE,
+                self.config.metrics.render(&lock(&self.registry)),
+            ),
             ("GET", p) if p.starts_with("/files/") => {
                 self.fetch(p.get("/files/".len()..).unwrap_or_default())
             }
-            (_, "/announce" | "/scrape" | "/files" | "/swarm" | "/") => {
+            (_, "/announce" | "/scrape" | "/files" | "/swarm" | "/metrics" | "/") => {
                 json_error(405, "method not allowed")
             }
             (_, p) if p.starts_with("/files/") => json_error(405, "method not allowed"),
@@ -103,41 +112,59 @@ impl<C: Clock> Ctx<C> {
     }
 
     fn announce(&self, query: &str, ip: IpAddr) -> Response {
+        let metrics = &self.config.metrics;
         let req = match parse_announce_query(query) {
             Ok(r) => r,
             Err(e) => {
+                metrics.announce(AnnounceResult::Invalid);
                 return Response::new(
                     200,
                     BENCODE,
                     encode_failure(&format!("invalid announce: {e}")),
-                )
+                );
             }
         };
+        let ext = parse_announce_extensions(query).unwrap_or_else(|e| {
+            tracing::debug!(%ip, error = %e, "ignoring malformed announce extensions");
+            Default::default()
+        });
         let now = self.clock.now();
         let mut registry = lock(&self.registry);
         let mut rng = lock(&self.rng);
-        match registry.announce(now, ip, &req, &mut *rng) {
-            Ok(resp) => Response::new(
-                200,
-                BENCODE,
-                encode_announce_response(&resp, req.compact, req.no_peer_id),
-            ),
-            Err(e) => Response::new(200, BENCODE, encode_failure(&e.to_string())),
+        match registry.announce_ext(now, ip, &req, &ext, &mut *rng) {
+            Ok(resp) => {
+                metrics.announce(AnnounceResult::Ok);
+                Response::new(
+                    200,
+                    BENCODE,
+                    encode_announce_response(&resp, req.compact, req.no_peer_id),
+                )
+            }
+            Err(e) => {
+                metrics.announce(AnnounceResult::Refused);
+                Response::new(200, BENCODE, encode_failure(&e.to_string()))
+            }
         }
     }
 
     fn scrape(&self, query: &str) -> Response {
         match parse_scrape_query(query) {
-            Ok(hashes) => Response::new(
-                200,
-                BENCODE,
-                encode_scrape_response(&lock(&self.registry).scrape(&hashes)),
-            ),
-            Err(e) => Response::new(
-                200,
-                BENCODE,
-                encode_failure(&format!("invalid scrape: {e}")),
-            ),
+            Ok(hashes) => {
+                self.config.metrics.scrape(ScrapeResult::Ok);
+                Response::new(
+                    200,
+                    BENCODE,
+                    encode_scrape_response(&lock(&self.registry).scrape(&hashes)),
+                )
+            }
+            Err(e) => {
+                self.config.metrics.scrape(ScrapeResult::Invalid);
+                Response::new(
+                    200,
+                    BENCODE,
+                    encode_failure(&format!("invalid scrape: {e}")),
+                )
+            }
         }
     }
 
@@ -164,15 +191,21 @@ impl<C: Clock> Ctx<C> {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let (resp, unread_input) = match read_request(&mut stream, &self.config.http).await {
+        let request = read_request(&mut stream, &self.config.http).await;
+        let started = self.clock.now();
+        let (resp, unread_input, route) = match request {
             Ok(req) => {
                 tracing::debug!(%peer, method = %req.method, target = %req.target, "tracker request");
-                (self.respond(&req, peer.ip()), false)
+                (
+                    self.respond(&req, peer.ip()),
+                    false,
+                    Route::of_path(req.path()),
+                )
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "bad HTTP request");
                 match e.status() {
-                    Some(status) => (Response::text(status, format!("{e}\n")), true),
+                    Some(status) => (Response::text(status, format!("{e}\n")), true, Route::Other),
                     None => return,
                 }
             }
@@ -183,6 +216,8 @@ impl<C: Clock> Ctx<C> {
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "writing response failed"),
             Err(_) => tracing::debug!(%peer, "writing response timed out"),
         }
+        let took = self.clock.now().saturating_since(started);
+        self.config.metrics.observe(route, took);
         if unread_input {
             // Lingering close: closing with unread input makes TCP reset the connection, and the client
             // may lose the error response. Discard what the client still sends, briefly and boundedly.
@@ -263,30 +298,5 @@ pub async fn serve<T: Transport>(
     }
 }
 
-/// The web monitor: polls `/swarm` every second and renders the same table as the console.
-const MONITOR_PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>enjambre tracker</title>
-<style>body{font-family:monospace}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 8px;text-align:left}</style>
-</head><body><h1>enjambre swarm</h1>
-<table><thead><tr><th>NODE (IP:PORT)</th><th>ROLE</th><th>SHARING</th><th>DOWNLOADING (%)</th></tr></thead>
-<tbody id="nodes"></tbody></table>
-<script>
-function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
-async function refresh() {
-  try {
-    const view = await (await fetch('/swarm')).json();
-    const body = document.getElementById('nodes');
-    body.replaceChildren();
-    for (const n of view.nodes) {
-      const tr = document.createElement('tr');
-      cell(tr, n.node); cell(tr, n.role);
-      cell(tr, n.sharing.length ? n.sharing.join(', ') : '-');
-      cell(tr, n.downloading.length ? n.downloading.map(d =>
-        d.name + ' (' + (d.percent === null ? '?' : d.percent.toFixed(1)) + '%)').join(', ') : '-');
-      body.appendChild(tr);
-    }
-  } catch (e) {}
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
-"#;
+/// The web monitor (HTML, CSS and JavaScript in one file, no build step): polls `/swarm` every second.
+const MONITOR_PAGE: &str = include_str!("monitor_page.html");

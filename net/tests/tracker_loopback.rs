@@ -56,6 +56,7 @@ fn params(info_hash: InfoHash, id: u8, port: u16, left: u64, event: Event) -> An
         event,
         numwant: 50,
         key: u32::from(id),
+        ext: Default::default(),
     }
 }
 

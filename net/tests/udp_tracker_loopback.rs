@@ -32,6 +32,7 @@ fn params(id: u8, port: u16, left: u64) -> AnnounceParams {
         event: Event::Started,
         numwant: 50,
         key: u32::from(id),
+        ext: Default::default(),
     }
 }
 

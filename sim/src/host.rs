@@ -347,6 +347,11 @@ impl PeerProgram {
                     }
                     p.stats.insert(s.name.clone(), s.clone());
                 }
+                if !stats.iter().any(|s| s.checking) {
+                    let have = stats.iter().map(|s| s.pieces_have).sum();
+                    let total = stats.iter().map(|s| s.pieces_total).sum();
+                    w.progress(sim_now(), name, have, total);
+                }
             }
             for file in to_digest {
                 if let Ok(d) = digest_file(storage.as_ref(), &dir.join(&file)) {

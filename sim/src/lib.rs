@@ -11,6 +11,7 @@ pub mod runner;
 pub mod scenario;
 pub mod storage;
 pub mod sweep;
+pub mod timeline;
 pub mod transport;
 pub mod world;
 

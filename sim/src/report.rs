@@ -2,7 +2,7 @@
 
 use crate::content;
 use crate::scenario::Scenario;
-use crate::world::{Record, ResumeRecord, Shared};
+use crate::world::{Mark, Record, ResumeRecord, Shared};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -83,6 +83,35 @@ pub struct Report {
     pub peers: Vec<PeerOutcome>,
     /// The story (and, with tracing, every protocol event).
     pub log: Vec<Record>,
+    /// What the timeline pictures draw (see [`crate::timeline`]); not part of the JSON report.
+    #[serde(skip)]
+    pub timeline: Timeline,
+}
+
+/// One peer's lane in a timeline.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Lane {
+    /// Host name.
+    pub peer: String,
+    /// Whether it downloads something (else it only seeds).
+    pub downloads: bool,
+    /// (time, pieces verified, pieces in all), summed over its torrents, when it changed.
+    pub progress: Vec<(Duration, u32, u32)>,
+    /// Intervals during which its host ran.
+    pub up: Vec<(Duration, Duration)>,
+    /// When each downloaded file completed.
+    pub completed: Vec<(String, Duration)>,
+}
+
+/// The material of a timeline: a lane per peer (in scenario order) and the faults and turning points.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Timeline {
+    /// Simulated time the story took.
+    pub duration: Duration,
+    /// One lane per peer.
+    pub lanes: Vec<Lane>,
+    /// Marks, in time order.
+    pub marks: Vec<Mark>,
 }
 
 fn round3(d: Duration) -> f64 {
@@ -150,6 +179,39 @@ pub fn build_report(
             files,
         });
     }
+    let lanes = scenario
+        .peers
+        .iter()
+        .map(|spec| {
+            let p = w.peers.get(&spec.name);
+            let mut up = p.map(|p| p.up_intervals.clone()).unwrap_or_default();
+            if let Some(since) = p.and_then(|p| p.up_since) {
+                up.push((since, elapsed));
+            }
+            Lane {
+                peer: spec.name.clone(),
+                downloads: !spec.get.is_empty(),
+                progress: p.map(|p| p.progress.clone()).unwrap_or_default(),
+                up,
+                completed: p
+                    .map(|p| {
+                        p.completed_at
+                            .iter()
+                            .filter(|(f, _)| spec.get.contains(f))
+                            .map(|(f, t)| (f.clone(), *t))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let mut marks = w.marks.clone();
+    marks.sort_by_key(|m| m.t);
+    let timeline = Timeline {
+        duration: elapsed,
+        lanes,
+        marks,
+    };
     let verdicts = judge(scenario, seed, &w, &peers);
     let passed = verdicts.iter().all(|v| v.ok) && w.violations.is_empty();
     Report {
@@ -164,6 +226,7 @@ pub fn build_report(
         violations: w.violations.clone(),
         peers,
         log: w.log.clone(),
+        timeline,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::host::{tracker_program, PeerProgram};
 use crate::report::{build_report, Report};
 use crate::scenario::{Action, Condition, EventSpec, Scenario};
 use crate::storage::CorruptSwitch;
-use crate::world::{DiskTrip, Shared};
+use crate::world::{DiskTrip, MarkKind, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -249,9 +249,14 @@ impl Stage<'_> {
         }
     }
 
+    fn mark(&self, t: Duration, host: &str, kind: MarkKind) {
+        self.world.lock().mark(t, host, kind);
+    }
+
     fn crash_peer(&mut self, peer: &str, t: Duration, why: &str) {
         self.sim.crash(peer);
         self.mark_down(peer, t);
+        self.mark(t, peer, MarkKind::Crash);
         self.note(t, peer, format!("{why} (unsynced writes are lost)"));
     }
 
@@ -262,6 +267,7 @@ impl Stage<'_> {
             self.note(t, peer, "still running: crashed first".into());
         }
         self.note(t, peer, why.to_string());
+        self.mark(t, peer, MarkKind::Restart);
         self.sim.bounce(peer);
     }
 
@@ -342,12 +348,14 @@ impl Stage<'_> {
                     self.note(t, &peer, "start: already started, nothing happens".into());
                 } else {
                     self.note(t, &peer, "joining the swarm".into());
+                    self.mark(t, &peer, MarkKind::Start);
                     self.start_peer(&peer);
                 }
             }
             Action::Partition => {
                 let others = self.others(&peer, &e.from);
                 self.note(t, &peer, format!("PARTITIONED from {}", others.join(", ")));
+                self.mark(t, &peer, MarkKind::Partition);
                 for o in others {
                     self.sim.partition(peer.as_str(), o.as_str());
                 }
@@ -359,12 +367,14 @@ impl Stage<'_> {
                     &peer,
                     format!("partition healed ({})", others.join(", ")),
                 );
+                self.mark(t, &peer, MarkKind::Heal);
                 for o in others {
                     self.sim.repair(peer.as_str(), o.as_str());
                 }
             }
             Action::TrackerDown => {
                 self.note(t, "tracker", "TRACKER DOWN".into());
+                self.mark(t, "tracker", MarkKind::TrackerDown);
                 self.sim.crash("tracker");
             }
             Action::TrackerUp => {
@@ -373,6 +383,7 @@ impl Stage<'_> {
                     "tracker",
                     "tracker back up (swarm forgotten, catalog kept)".into(),
                 );
+                self.mark(t, "tracker", MarkKind::TrackerUp);
                 self.sim.bounce("tracker");
             }
             Action::Corrupt => {
@@ -387,6 +398,7 @@ impl Stage<'_> {
                     &peer,
                     "turns CORRUPT: serves wrong bytes from now on".into(),
                 );
+                self.mark(t, &peer, MarkKind::Corrupt);
             }
             Action::Latency => {
                 let d = e.latency.map_or(Duration::ZERO, |s| s.0);

@@ -63,6 +63,55 @@ pub struct ResumeRecord {
     pub durable_before: u32,
 }
 
+/// Something a timeline marks where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MarkKind {
+    /// A delayed peer joined.
+    Start,
+    /// The host was killed (unsynced writes lost).
+    Crash,
+    /// The host was started again on the same disk.
+    Restart,
+    /// Links to other hosts were cut.
+    Partition,
+    /// Links were repaired.
+    Heal,
+    /// The tracker was killed.
+    TrackerDown,
+    /// The tracker came back.
+    TrackerUp,
+    /// The peer started serving wrong bytes.
+    Corrupt,
+    /// The peer banned another for corrupt data.
+    Banned {
+        /// Host name of the banned peer.
+        whom: String,
+    },
+    /// After a restart, a download was ready again with pieces from its checkpoint.
+    Resumed {
+        /// File name.
+        file: String,
+        /// Pieces kept.
+        pieces: u32,
+        /// The first piece still missing.
+        first_missing: Option<u32>,
+    },
+}
+
+/// A timeline mark: what happened to which host, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// Simulated time.
+    #[serde(serialize_with = "secs")]
+    pub t: Duration,
+    /// Host name (`tracker` or a peer).
+    pub host: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: MarkKind,
+}
+
 /// Everything known about one peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerLive {
@@ -92,6 +141,9 @@ pub struct PeerLive {
     pub up_since: Option<Duration>,
     /// Closed intervals during which the host ran (start, crash).
     pub up_intervals: Vec<(Duration, Duration)>,
+    /// Completion over time for the timeline: (time, pieces verified, pieces in all), summed over its
+    /// torrents, recorded when it changes (not while resume data is being checked).
+    pub progress: Vec<(Duration, u32, u32)>,
     /// Serving wrong bytes.
     pub corrupt: bool,
     /// Running (not crashed).
@@ -111,6 +163,8 @@ pub struct World {
     pub hosts: BTreeMap<IpAddr, String>,
     /// Broken invariants found by audits.
     pub violations: Vec<String>,
+    /// Faults and turning points, for the timeline.
+    pub marks: Vec<Mark>,
     /// Whether wire-level trace lines are kept.
     pub trace: bool,
     /// The peer whose disk trips are recorded (crash sweeps aim at them).
@@ -158,6 +212,23 @@ impl World {
             text,
             count: 1,
         });
+    }
+
+    /// Record a timeline mark.
+    pub fn mark(&mut self, t: Duration, host: &str, kind: MarkKind) {
+        self.marks.push(Mark {
+            t,
+            host: host.to_string(),
+            kind,
+        });
+    }
+
+    /// Record a peer's completion at `t` if it changed.
+    pub fn progress(&mut self, t: Duration, host: &str, have: u32, total: u32) {
+        let p = self.peers.entry(host.to_string()).or_default();
+        if p.progress.last().map(|&(_, h, n)| (h, n)) != Some((have, total)) {
+            p.progress.push((t, have, total));
+        }
     }
 
     /// Record a disk trip of `host` if it is the watched peer.
@@ -247,6 +318,11 @@ impl World {
                 let boot = peer.boots;
                 let at = t;
                 let durable_before = peer.durable.get(&file).copied().unwrap_or(0);
+                let resumed = (boot > 1).then(|| MarkKind::Resumed {
+                    file: file.clone(),
+                    pieces: *pieces_resumed,
+                    first_missing: *first_missing,
+                });
                 peer.resumes.push(ResumeRecord {
                     file: file.clone(),
                     boot,
@@ -255,6 +331,9 @@ impl World {
                     at,
                     durable_before,
                 });
+                if let Some(kind) = resumed {
+                    self.mark(t, host, kind);
+                }
                 let at = first_missing.map_or("nothing missing".to_string(), |p| {
                     format!("resuming at piece {p}")
                 });
@@ -293,13 +372,14 @@ impl World {
                     ),
                 )
             }
-            NodeEvent::Banned { addr, strikes, .. } => (
-                true,
-                format!(
-                    "banned {} after {strikes} corrupt pieces",
-                    self.host_name(*addr)
-                ),
-            ),
+            NodeEvent::Banned { addr, strikes, .. } => {
+                let whom = self.host_name(*addr);
+                self.mark(t, host, MarkKind::Banned { whom: whom.clone() });
+                (
+                    true,
+                    format!("banned {whom} after {strikes} corrupt pieces"),
+                )
+            }
             NodeEvent::CheckpointWritten {
                 torrent,
                 verified,

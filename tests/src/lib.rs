@@ -7,6 +7,7 @@
 //! - [`files`]: scratch folders removed on success, deterministic file contents, SHA-1 and file comparison.
 //! - [`ports`]: which of our processes owns a loopback port (inbound connections show ephemeral ports).
 //! - [`http`]: a raw HTTP/1.1 exchange over TCP, for poking the tracker.
+//! - [`prometheus`]: a strict parser of `/metrics` pages.
 //! - [`wire`]: a hand-driven BitTorrent connection, for poking a peer.
 
 pub mod bins;
@@ -14,6 +15,7 @@ pub mod files;
 pub mod http;
 pub mod ports;
 pub mod proc;
+pub mod prometheus;
 pub mod wire;
 
 use enjambre_core::checkpoint::Checkpoint;

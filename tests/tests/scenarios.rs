@@ -1,7 +1,12 @@
 //! Every shipped scenario passes in the simulator, and its verdicts, final swarm state and story are pinned by
 //! an insta snapshot (YAML, sorted maps): a change in behaviour shows up as a changed snapshot. Also the
 //! determinism check: the same scenario and seed give the same trace, byte for byte.
+//!
+//! Each run also draws its timeline (`sim run --svg`): the SVG must be well-formed XML with a lane per peer,
+//! is written to `target/test-output/timelines/NAME.svg`, and for `resume` and `flash-crowd` is pinned by
+//! an insta snapshot of its bytes.
 
+use enjambre_sim::timeline::render_svg;
 use enjambre_sim::{run, Report, RunOptions, Scenario};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +42,189 @@ fn check(name: &str) {
     insta::with_settings!({ sort_maps => true, prepend_module_to_snapshot => false }, {
         insta::assert_yaml_snapshot!(name, report.summary());
     });
+    let svg = check_timeline(name, &report);
+    if TIMELINE_SNAPSHOTS.contains(&name) {
+        insta::with_settings!({ prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(format!("{name}-timeline"), svg);
+        });
+    }
+}
+
+/// Scenarios whose timeline SVG is pinned byte for byte.
+const TIMELINE_SNAPSHOTS: [&str; 2] = ["resume", "flash-crowd"];
+
+/// Draw the run's timeline, check it is well-formed XML with one lane per peer plus the tracker and the marks
+/// the story calls for, write it to `target/test-output/timelines/NAME.svg`, and return it.
+fn check_timeline(name: &str, report: &Report) -> String {
+    let svg = render_svg(report);
+    if let Err(e) = check_xml(&svg) {
+        panic!("{name}: the timeline SVG is not well-formed: {e}");
+    }
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    let lanes = svg.matches("<g class=\"lane\"").count();
+    assert_eq!(
+        lanes,
+        report.peers.len() + 1,
+        "{name}: one lane per peer and the tracker"
+    );
+    for p in &report.peers {
+        assert!(
+            svg.contains(&format!("<g class=\"lane\" data-peer=\"{}\">", p.peer)),
+            "{name}: no lane for {}",
+            p.peer
+        );
+    }
+    let story = report.story_lines(false).join("\n");
+    for (said, drawn) in [
+        ("CRASH", "class=\"crash\""),
+        ("restarting on the same disk", "class=\"restart\""),
+        ("PARTITIONED", "class=\"partition\""),
+        ("TRACKER DOWN", "class=\"tracker-down\""),
+        ("turns CORRUPT", ">turns corrupt<"),
+        ("banned ", "class=\"ban\""),
+    ] {
+        assert_eq!(
+            story.contains(said),
+            svg.contains(drawn),
+            "{name}: the story says {said:?} iff the picture draws {drawn:?}"
+        );
+    }
+    assert_eq!(svg, render_svg(report), "{name}: drawing twice differs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output/timelines");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let path = dir.join(format!("{name}.svg"));
+    std::fs::write(&path, &svg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    svg
+}
+
+/// A small strict well-formedness check: tags nest and close, attribute values are quoted, and `&` starts
+/// an entity. Enough for SVG written by our own code (no DTD, no CDATA).
+fn check_xml(text: &str) -> Result<(), String> {
+    let mut stack: Vec<&str> = Vec::new();
+    let mut rest = text;
+    let mut roots = 0;
+    while let Some(lt) = rest.find('<') {
+        check_text(&rest[..lt])?;
+        let after = &rest[lt + 1..];
+        if let Some(body) = after.strip_prefix("!--") {
+            let end = body.find("-->").ok_or("unterminated comment")?;
+            rest = &body[end + 3..];
+            continue;
+        }
+        // Find the closing '>' outside quotes.
+        let mut quote = None;
+        let mut end = None;
+        for (i, c) in after.char_indices() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '>') => {
+                    end = Some(i);
+                    break;
+                }
+                (None, '<') => return Err(format!("'<' inside a tag near {:?}", &after[..i])),
+                _ => {}
+            }
+        }
+        let end = end.ok_or("unterminated tag")?;
+        let tag = &after[..end];
+        rest = &after[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().ok_or(format!("</{name}> closes nothing"))?;
+            if open != name.trim() {
+                return Err(format!("<{open}> closed by </{name}>"));
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let inner = tag.trim_end_matches('/');
+        let name = inner.split_whitespace().next().ok_or("empty tag")?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':')
+        {
+            return Err(format!("bad tag name {name:?}"));
+        }
+        check_attributes(&inner[name.len()..])?;
+        if stack.is_empty() {
+            roots += 1;
+        }
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    check_text(rest)?;
+    match (stack.last(), roots) {
+        (Some(open), _) => Err(format!("<{open}> is never closed")),
+        (None, 1) => Ok(()),
+        (None, n) => Err(format!("{n} root elements")),
+    }
+}
+
+fn check_attributes(mut attrs: &str) -> Result<(), String> {
+    loop {
+        attrs = attrs.trim_start();
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        let eq = attrs
+            .find('=')
+            .ok_or(format!("attribute without value: {attrs:?}"))?;
+        let name = &attrs[..eq];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':')
+        {
+            return Err(format!("bad attribute name {name:?}"));
+        }
+        let value = &attrs[eq + 1..];
+        let q = value
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+            .ok_or(format!("unquoted value of {name}"))?;
+        let close = value[1..]
+            .find(q)
+            .ok_or(format!("unterminated value of {name}"))?;
+        check_text(&value[1..1 + close])?;
+        attrs = &value[close + 2..];
+    }
+}
+
+fn check_text(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        let after = &rest[amp + 1..];
+        let semi = after.find(';').ok_or("'&' without ';'")?;
+        let entity = &after[..semi];
+        let known = matches!(entity, "amp" | "lt" | "gt" | "quot" | "apos")
+            || entity
+                .strip_prefix('#')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !known {
+            return Err(format!("unknown entity &{entity};"));
+        }
+        rest = &after[semi + 1..];
+    }
+    Ok(())
+}
+
+#[test]
+fn the_xml_check_catches_broken_documents() {
+    assert!(check_xml("<a x=\"1\"><b/>t &amp; u</a>").is_ok());
+    for bad in [
+        "<a><b></a>",
+        "<a>",
+        "<a x=1/>",
+        "<a/><b/>",
+        "<a>&nope;</a>",
+        "<a>& b</a>",
+        "<a x=\"1></a>",
+    ] {
+        assert!(check_xml(bad).is_err(), "{bad}");
+    }
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
@@ -131,10 +319,11 @@ fn same_seed_same_trace_other_seed_other_trace() {
         );
         let trace = report.story_lines(true).join("\n");
         let json = serde_json::to_string(&report).unwrap();
-        (trace, json)
+        (trace, json, render_svg(&report))
     };
-    let (trace_a, json_a) = traced(None);
-    let (trace_b, json_b) = traced(None);
+    let (trace_a, json_a, svg_a) = traced(None);
+    let (trace_b, json_b, svg_b) = traced(None);
+    assert!(svg_a == svg_b, "two timelines with the same seed differ");
     assert!(
         trace_a.lines().count() > 1000,
         "the trace holds every protocol message"
@@ -145,6 +334,6 @@ fn same_seed_same_trace_other_seed_other_trace() {
         json_a == json_b,
         "two JSON reports with the same seed differ"
     );
-    let (trace_c, _) = traced(Some(load("corrupt-peer").seed + 1));
+    let (trace_c, _, _) = traced(Some(load("corrupt-peer").seed + 1));
     assert!(trace_a != trace_c, "another seed gave the same trace");
 }

@@ -23,8 +23,9 @@ use enjambre_net::create::{create_metainfo, parse_size};
 use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
 use enjambre_net::library::{self, LocalEntry};
 use enjambre_net::peer::{PeerEnv, PeerError};
+use enjambre_net::peer_status::serve_status;
 use enjambre_net::storage::{StdStorage, ThreadPool};
-use enjambre_net::transport::TokioTransport;
+use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -84,6 +85,13 @@ struct Cli {
     /// Download cap in bytes per second (e.g. 20MB, 512KiB).
     #[arg(long, global = true, value_parser = rate, value_name = "N")]
     max_download_rate: Option<u64>,
+    /// Serve this peer's status (`GET /status`, JSON of its torrents, connections and rates) and metrics
+    /// over HTTP on ADDR; its port is told to the tracker so that the web monitor can show it.
+    #[arg(long, global = true, value_name = "ADDR")]
+    status: Option<SocketAddr>,
+    /// Serve this peer's Prometheus metrics (`GET /metrics`) over HTTP on ADDR.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// More logging on stderr (-v, -vv, -vvv).
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
@@ -265,12 +273,66 @@ fn run_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
+/// Start the peer, and its `--status` / `--metrics` endpoints (bound first: the status port is announced).
+/// Where they listen is printed on stdout by `serve` (`status on http://ADDR/status`), on stderr otherwise.
 async fn start_app(cli: &Cli, tracker: Option<TrackerUrls>, dir: &Path) -> anyhow::Result<App> {
+    let mut endpoints = Vec::new();
+    let mut status_port = None;
+    let mut bound: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+    for (addr, what) in [(cli.status, "status"), (cli.metrics, "metrics")] {
+        let Some(addr) = addr else { continue };
+        // One server answers both paths: `--status A --metrics A` binds A once (port 0 means two servers).
+        let shared = bound
+            .iter()
+            .find(|(asked, _)| *asked == addr && addr.port() != 0)
+            .map(|(_, local)| *local);
+        let local = match shared {
+            Some(local) => local,
+            None => {
+                let listener = TokioTransport
+                    .bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for --{what}"))?;
+                let local = listener.local_addr().context("status listener address")?;
+                endpoints.push(listener);
+                bound.push((addr, local));
+                local
+            }
+        };
+        if what == "status" {
+            status_port = Some(local.port());
+        }
+        let line = format!("{what} on http://{local}/{what}");
+        if matches!(cli.command, Command::Serve { .. }) {
+            out!("{line}");
+        } else {
+            err!("{line}");
+        }
+    }
+    let app = start_peer(cli, tracker, dir, status_port).await?;
+    for listener in endpoints {
+        let peer = app.peer().clone();
+        tokio::spawn(serve_status::<TokioTransport>(
+            listener,
+            peer,
+            TokioClock::new(),
+        ));
+    }
+    Ok(app)
+}
+
+async fn start_peer(
+    cli: &Cli,
+    tracker: Option<TrackerUrls>,
+    dir: &Path,
+    status_port: Option<u16>,
+) -> anyhow::Result<App> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let seed = run_seed();
     let node = NodeConfig {
         peer_id: app::peer_id_from_seed(seed),
         seed,
+        status_port,
         ..NodeConfig::default()
     };
     let mut options = AppOptions::new(dir.to_path_buf(), DEFAULT_LISTEN, tracker);

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use enjambre_sim::{run, sweep, RunOptions, Scenario, SweepOptions};
+use enjambre_sim::{run, sweep, timeline, RunOptions, Scenario, SweepOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,6 +31,13 @@ enum Command {
         /// Print a machine-readable JSON report instead of the story.
         #[arg(long)]
         json: bool,
+        /// Also draw the story's timeline as an SVG picture into OUT.svg.
+        #[arg(long, value_name = "OUT.svg")]
+        svg: Option<PathBuf>,
+        /// Also write a self-contained HTML page: the timeline beside the searchable log (with `--trace`,
+        /// every protocol message).
+        #[arg(long, value_name = "OUT.html")]
+        html: Option<PathBuf>,
     },
     /// Run every scenario (*.toml) in a folder, one line each (exit 1 if any fails).
     Check {
@@ -107,6 +114,8 @@ fn main_inner() -> Result<()> {
             seed,
             trace,
             json,
+            svg,
+            html,
         } => {
             let scenario = load(&file)?;
             let report = run(
@@ -121,6 +130,14 @@ fn main_inner() -> Result<()> {
                 out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
             } else {
                 out(&report.render(trace));
+            }
+            if let Some(path) = svg {
+                std::fs::write(&path, timeline::render_svg(&report))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, timeline::render_html(&report, trace))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             if !report.passed {
                 bail!("scenario {} failed its expectations", scenario.name);

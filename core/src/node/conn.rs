@@ -1,7 +1,7 @@
 //! One peer connection's protocol state: handshake phase, choke/interest flags, what the peer holds, the
 //! requests we are serving to it, and the rate counters the choker ranks by.
 
-use super::{ConnId, NodeConfig};
+use super::{ConnId, ConnStats, NodeConfig};
 use crate::bitfield::Bitfield;
 use crate::choker::ChokeCandidate;
 use crate::metainfo::InfoHash;
@@ -110,6 +110,32 @@ impl Conn {
             window_up: 0,
             rate_down: 0,
             rate_up: 0,
+        }
+    }
+
+    /// What a status display shows of this connection at `now` (the last input's time).
+    pub fn stats(&self, now: Instant) -> ConnStats {
+        // The current rate window once it is long enough to mean something, else the last closed one.
+        let secs = now.saturating_since(self.window_start).as_secs_f64();
+        let (down_rate, up_rate) = if secs >= 2.0 {
+            (
+                (self.window_down as f64 / secs) as u64,
+                (self.window_up as f64 / secs) as u64,
+            )
+        } else {
+            (self.rate_down, self.rate_up)
+        };
+        ConnStats {
+            addr: self.peer_addr(),
+            outbound: self.outbound,
+            open: self.phase == ConnPhase::Open,
+            am_choking: self.am_choking,
+            am_interested: self.am_interested,
+            peer_choking: self.peer_choking,
+            peer_interested: self.peer_interested,
+            peer_pieces: self.peer_has.count(),
+            down_rate,
+            up_rate,
         }
     }
 

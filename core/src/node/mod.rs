@@ -85,7 +85,7 @@ impl Node {
     /// A snapshot of one torrent's progress and counters.
     pub fn stats(&self, info_hash: &InfoHash) -> Option<TorrentStats> {
         let t = self.torrents.get(info_hash)?;
-        Some(t.snapshot(&self.conns))
+        Some(t.snapshot(&self.conns, self.now))
     }
 
     /// Whether a block `conn` asked for is still to be served (not cancelled, not dropped by a choke). Drivers

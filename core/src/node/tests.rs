@@ -906,3 +906,37 @@ fn a_failed_announce_is_in_the_stats_until_one_succeeds() {
     w.drain(a);
     assert_eq!(w.stats(a).tracker_error, None);
 }
+
+/// Announces carry the verified pieces (enjambre's `pieces` key) while downloading, none once complete, and
+/// the status port when the driver has one.
+#[test]
+fn announces_report_verified_pieces_and_status_port() {
+    let data = content(3 * PL as usize + 100);
+    let meta = meta_for(&data);
+    let announce_of = |resume: Resume| {
+        let mut node = Node::new(NodeConfig {
+            status_port: Some(9100),
+            ..NodeConfig::default()
+        });
+        node.add_torrent(
+            Instant::ZERO,
+            AddTorrent {
+                meta: meta.clone(),
+                resume,
+                announce: true,
+                sources: vec![],
+            },
+        );
+        std::iter::from_fn(|| node.poll_output())
+            .find_map(|o| match o {
+                Output::Announce { params, .. } => Some(params),
+                _ => None,
+            })
+            .expect("an announce")
+    };
+    let leecher = announce_of(Resume::Fresh);
+    assert_eq!(leecher.ext.pieces, Some(vec![0]), "4 pieces, none verified");
+    assert_eq!(leecher.ext.status_port, Some(9100));
+    let seeder = announce_of(Resume::Complete);
+    assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
+}

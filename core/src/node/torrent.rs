@@ -9,7 +9,8 @@ use crate::choker::Choker;
 use crate::metainfo::Metainfo;
 use crate::picker::{Picker, PickerConfig};
 use crate::time::Instant;
-use crate::tracker::{AnnounceParams, Event};
+use crate::tracker::proto::MAX_ANNOUNCED_BITFIELD;
+use crate::tracker::{AnnounceExtensions, AnnounceParams, Event};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -199,13 +200,17 @@ impl Torrent {
     }
 
     pub fn announce_params(&self, config: &NodeConfig, event: Event) -> AnnounceParams {
+        let left = self.left();
+        // Verified pieces only (invariant 1): the picker's `have` holds pieces whose SHA-1 matched.
+        let have = self.picker.have().as_bytes();
+        let pieces = (left > 0 && have.len() <= MAX_ANNOUNCED_BITFIELD).then(|| have.to_vec());
         AnnounceParams {
             info_hash: self.meta.info_hash,
             peer_id: config.peer_id,
             port: config.listen_port,
             uploaded: self.stats.bytes_uploaded,
             downloaded: self.stats.bytes_received,
-            left: self.left(),
+            left,
             event,
             numwant: 50,
             key: crate::tracker::udp::announce_key(
@@ -213,6 +218,10 @@ impl Torrent {
                 &config.peer_id,
                 &self.meta.info_hash,
             ),
+            ext: AnnounceExtensions {
+                pieces,
+                status_port: config.status_port,
+            },
         }
     }
 
@@ -241,7 +250,7 @@ impl Torrent {
         best
     }
 
-    pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>) -> TorrentStats {
+    pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>, now: Instant) -> TorrentStats {
         TorrentStats {
             name: self.meta.info.name.clone(),
             info_hash: self.meta.info_hash.to_hex(),
@@ -257,6 +266,12 @@ impl Torrent {
             hash_failures: self.stats.hash_failures,
             sources: self.stats.per_source.clone(),
             peers: self.conns.iter().filter(|c| conns.contains_key(c)).count() as u32,
+            connections: self
+                .conns
+                .iter()
+                .filter_map(|c| conns.get(c))
+                .map(|c| c.stats(now))
+                .collect(),
             checkpoints_written: self.stats.checkpoints_written,
             complete: self.picker.have().is_full(),
             checking: self.check.is_some(),

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub trace: bool,
     /// Download pieces in index order instead of rarest-first.
     pub sequential: bool,
+    /// Port of the driver's HTTP status endpoint, told to trackers (`status_port` announce key).
+    pub status_port: Option<u16>,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +89,7 @@ impl Default for NodeConfig {
             progress_announce_interval: Duration::from_secs(2),
             trace: false,
             sequential: false,
+            status_port: None,
         }
     }
 }
@@ -324,6 +327,32 @@ fn hex<S: serde::Serializer>(h: &InfoHash, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&h.to_hex())
 }
 
+/// One connection as a status display shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnStats {
+    /// The peer's listen address when known, else the connection's remote address.
+    pub addr: SocketAddr,
+    /// We dialled it.
+    pub outbound: bool,
+    /// Handshakes done (else still connecting or handshaking).
+    pub open: bool,
+    /// We choke it.
+    pub am_choking: bool,
+    /// We want its pieces.
+    pub am_interested: bool,
+    /// It chokes us.
+    pub peer_choking: bool,
+    /// It wants our pieces.
+    pub peer_interested: bool,
+    /// Pieces it says it has.
+    pub peer_pieces: u32,
+    /// Payload bytes per second received from it, over the current choker window (or the last one while
+    /// the current one is under 2 s old).
+    pub down_rate: u64,
+    /// Payload bytes per second sent to it (likewise).
+    pub up_rate: u64,
+}
+
 /// Progress and counters of one torrent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TorrentStats {
@@ -355,6 +384,8 @@ pub struct TorrentStats {
     pub sources: BTreeMap<SocketAddr, u64>,
     /// Open connections.
     pub peers: u32,
+    /// Every connection of this torrent, in connection order.
+    pub connections: Vec<ConnStats>,
     /// Checkpoints written in this run.
     pub checkpoints_written: u32,
     /// Whether every piece is verified.

@@ -13,10 +13,10 @@ pub mod tiers;
 pub mod udp;
 
 pub use proto::{
-    announce_query, parse_announce_reply, parse_scrape_reply, AnnounceParams, AnnounceReply,
-    TrackerProtoError,
+    announce_query, parse_announce_extensions, parse_announce_reply, parse_scrape_reply,
+    AnnounceExtensions, AnnounceParams, AnnounceReply, TrackerProtoError,
 };
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{Registry, RegistryConfig, RegistryCounts};
 pub use tiers::TrackerTiers;
 
 /// The `event` of an announce (BEP 3).

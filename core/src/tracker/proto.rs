@@ -333,6 +333,85 @@ pub fn parse_scrape_query(query: &str) -> Result<Vec<InfoHash>, QueryError> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// enjambre's announce extensions
+// ---------------------------------------------------------------------------------------------------------
+
+/// Most bitfield bytes a client puts in an announce's `pieces` key: 16384 pieces (8 GiB of 512 KiB pieces),
+/// 4 KiB of hex, well inside a tracker's header limit. Larger torrents leave the key out.
+pub const MAX_ANNOUNCED_BITFIELD: usize = 2048;
+
+/// Extra announce keys that enjambre peers send and the enjambre tracker reads for its monitor; every other
+/// tracker ignores unknown keys, and clients that omit them are simply shown with less detail.
+///
+/// - `pieces=HEX`: the peer's verified pieces as a BEP 3 bitfield (high bit of byte 0 is piece 0), in
+///   lower-case hex; sent while downloading (a seeder's `left=0` says it all), at most
+///   [`MAX_ANNOUNCED_BITFIELD`] bytes. The tracker counts, per piece, how many peers hold it.
+/// - `status_port=N`: the port of the peer's HTTP status endpoint (`peer serve --status`) on the same IP, so
+///   that the web monitor can show the peer's own view when it is clicked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnnounceExtensions {
+    /// Bitfield bytes of the verified pieces.
+    pub pieces: Option<Vec<u8>>,
+    /// Port of the status endpoint.
+    pub status_port: Option<u16>,
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((hex_val(pair[0])? << 4) | hex_val(pair[1])?))
+        .collect()
+}
+
+/// Read the [`AnnounceExtensions`] keys of an announce query (the standard keys are left to
+/// [`parse_announce_query`]). A key given twice, a `pieces` value that is not hex or longer than
+/// [`MAX_ANNOUNCED_BITFIELD`] bytes, or a `status_port` that is not a port number is an error; a tracker
+/// should then ignore the extensions, not refuse the announce.
+pub fn parse_announce_extensions(query: &str) -> Result<AnnounceExtensions, QueryError> {
+    let mut ext = AnnounceExtensions::default();
+    for (key, raw) in pairs(query) {
+        match key {
+            "pieces" => {
+                let text = decode_text("pieces", raw)?;
+                let bytes = hex_decode(&text)
+                    .filter(|b| b.len() <= MAX_ANNOUNCED_BITFIELD)
+                    .ok_or(QueryError::Invalid {
+                        field: "pieces",
+                        expected: "hex bitfield of at most 2048 bytes",
+                    })?;
+                set_once(&mut ext.pieces, "pieces", bytes)?;
+            }
+            "status_port" => {
+                let port = u16::try_from(decode_u64("status_port", raw)?)
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or(QueryError::Invalid {
+                        field: "status_port",
+                        expected: "port number (1-65535)",
+                    })?;
+                set_once(&mut ext.status_port, "status_port", port)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(ext)
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Server side: response encoding
 // ---------------------------------------------------------------------------------------------------------
 
@@ -474,11 +553,14 @@ pub struct AnnounceParams {
     pub numwant: u32,
     /// A random number identifying this client across IP changes (`key`; BEP 15's key field).
     pub key: u32,
+    /// enjambre's own announce keys (verified pieces, status port); other trackers ignore them.
+    pub ext: AnnounceExtensions,
 }
 
 /// The query string (without `?`) of an announce:
 /// `info_hash=..&peer_id=..&port=..&uploaded=..&downloaded=..&left=..&compact=1&numwant=..&key=..[&event=..]`
-/// (`key` as 8 hex digits).
+/// (`key` as 8 hex digits), then the extension keys that are set (`&pieces=HEX&status_port=N`, see
+/// [`AnnounceExtensions`]).
 pub fn announce_query(p: &AnnounceParams) -> String {
     let mut q = format!(
         "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}&key={:08x}",
@@ -494,6 +576,15 @@ pub fn announce_query(p: &AnnounceParams) -> String {
     if let Some(ev) = p.event.as_query_value() {
         q.push_str("&event=");
         q.push_str(ev);
+    }
+    if let Some(pieces) = p.ext.pieces.as_deref() {
+        if pieces.len() <= MAX_ANNOUNCED_BITFIELD {
+            q.push_str("&pieces=");
+            q.push_str(&hex_encode(pieces));
+        }
+    }
+    if let Some(port) = p.ext.status_port {
+        q.push_str(&format!("&status_port={port}"));
     }
     q
 }
@@ -707,6 +798,7 @@ mod tests {
             event: Event::Started,
             numwant: 25,
             key: 0x0a0b_0c0d,
+            ext: AnnounceExtensions::default(),
         }
     }
 
@@ -1075,5 +1167,51 @@ mod tests {
         );
         assert_eq!(body, expected.into_bytes());
         assert_eq!(parse_scrape_reply(&body).expect("parses"), stats);
+    }
+
+    #[test]
+    fn extension_keys_round_trip_and_are_checked() {
+        let mut p = params([1; 20], [2; 20]);
+        assert_eq!(
+            parse_announce_extensions(&announce_query(&p)).expect("parses"),
+            AnnounceExtensions::default(),
+            "no keys, no extensions"
+        );
+        p.ext = AnnounceExtensions {
+            pieces: Some(vec![0xf0, 0x0a, 0x80]),
+            status_port: Some(7070),
+        };
+        let q = announce_query(&p);
+        assert!(q.ends_with("&pieces=f00a80&status_port=7070"), "{q}");
+        assert_eq!(parse_announce_extensions(&q).expect("parses"), p.ext);
+        // The standard parser ignores the keys, so other trackers see a plain announce.
+        assert_eq!(parse_announce_query(&q).expect("parses").left, 3);
+        // Too long a bitfield is left out by the client.
+        p.ext.pieces = Some(vec![0xff; MAX_ANNOUNCED_BITFIELD + 1]);
+        assert!(!announce_query(&p).contains("pieces="));
+        for bad in [
+            "pieces=abc",
+            "pieces=zz",
+            "status_port=0",
+            "status_port=70000",
+            "status_port=x",
+            "pieces=00&pieces=00",
+        ] {
+            assert!(parse_announce_extensions(bad).is_err(), "{bad}");
+        }
+        let long = format!("pieces={}", "ab".repeat(MAX_ANNOUNCED_BITFIELD + 1));
+        assert!(matches!(
+            parse_announce_extensions(&long),
+            Err(QueryError::Invalid {
+                field: "pieces",
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_announce_extensions("pieces=ABff")
+                .expect("either case")
+                .pieces,
+            Some(vec![0xab, 0xff])
+        );
     }
 }

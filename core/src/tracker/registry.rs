@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
 use crate::time::Instant;
 
-use super::proto::{AnnounceRequest, AnnounceResponse, PeerInfo, ID_LEN};
+use super::proto::{AnnounceExtensions, AnnounceRequest, AnnounceResponse, PeerInfo, ID_LEN};
 use super::Event;
+use crate::bitfield::Bitfield;
 
 /// Tunables of a [`Registry`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +183,12 @@ pub struct DownloadView {
     pub size: Option<u64>,
     /// Progress in percent (0-100), when the size is known.
     pub percent: Option<f64>,
+    /// Verified pieces, when the peer reported them (`pieces` announce key) or is complete.
+    #[serde(default)]
+    pub pieces_have: Option<u32>,
+    /// Download rate in bytes per second between its last two announces.
+    #[serde(default)]
+    pub down_rate: u64,
 }
 
 /// One node (ip:port) in the swarm view.
@@ -195,6 +202,79 @@ pub struct NodeView {
     pub sharing: Vec<String>,
     /// Its downloads in progress.
     pub downloading: Vec<DownloadView>,
+    /// Payload bytes it reported uploaded, summed over its torrents (this session of each).
+    #[serde(default)]
+    pub uploaded: u64,
+    /// Payload bytes it reported downloaded, summed over its torrents.
+    #[serde(default)]
+    pub downloaded: u64,
+    /// Download rate in bytes per second, summed over its torrents.
+    #[serde(default)]
+    pub down_rate: u64,
+    /// Upload rate in bytes per second, summed over its torrents.
+    #[serde(default)]
+    pub up_rate: u64,
+    /// Port of its HTTP status endpoint on the same IP, if it announced one (`status_port`).
+    #[serde(default)]
+    pub status_port: Option<u16>,
+}
+
+/// One torrent in the swarm view: who holds what, piece by piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    /// Catalog name, or the info hash in hex when the torrent is not published.
+    pub name: String,
+    /// Info hash, lower-case hex.
+    pub info_hash: String,
+    /// Pieces in the torrent, when known from the catalog.
+    pub pieces: Option<u32>,
+    /// Seeders (`left == 0`).
+    pub seeders: u64,
+    /// Leechers.
+    pub leechers: u64,
+    /// Leechers that did not report their pieces (other clients): not counted in `availability`.
+    pub unreported: u64,
+    /// For each piece, how many peers hold it (seeders plus reporting leechers); empty when the piece count
+    /// is unknown.
+    pub availability: Vec<u32>,
+    /// Payload bytes its peers reported downloading, all time (while the tracker ran).
+    pub bytes_moved: u64,
+}
+
+/// What [`Registry::counts`] reports. Peers are counted once per torrent they are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegistryCounts {
+    /// Torrents with a swarm.
+    pub torrents: u64,
+    /// Torrents in the catalog.
+    pub published: u64,
+    /// Peers with `left == 0`, over all swarms.
+    pub seeders: u64,
+    /// Other peers, over all swarms.
+    pub leechers: u64,
+    /// Completed downloads reported (`event=completed`), all torrents.
+    pub completed: u64,
+    /// Payload bytes peers reported downloading, all torrents.
+    pub bytes_moved: u64,
+}
+
+/// Totals of the swarm view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SwarmTotals {
+    /// Distinct nodes (ip:port).
+    pub nodes: u64,
+    /// Nodes downloading nothing.
+    pub seeders: u64,
+    /// Nodes downloading something.
+    pub leechers: u64,
+    /// Torrents with a swarm.
+    pub torrents: u64,
+    /// Torrents published in the catalog.
+    pub published: u64,
+    /// Payload bytes peers reported downloading, all torrents, all time.
+    pub bytes_moved: u64,
+    /// Sum of the nodes' download rates, bytes per second.
+    pub down_rate: u64,
 }
 
 /// Every node the tracker knows, across all torrents, ordered by address.
@@ -202,6 +282,12 @@ pub struct NodeView {
 pub struct SwarmView {
     /// The nodes.
     pub nodes: Vec<NodeView>,
+    /// Every torrent with a swarm or in the catalog, by name then info hash.
+    #[serde(default)]
+    pub files: Vec<FileView>,
+    /// Totals.
+    #[serde(default)]
+    pub totals: SwarmTotals,
 }
 
 impl SwarmView {
@@ -275,6 +361,46 @@ struct Peer {
     last_seen: Instant,
     /// This peer's completion has been counted in `Swarm::downloaded`.
     counted_complete: bool,
+    /// Verified pieces it reported (`pieces` key), checked against the catalog's piece count.
+    pieces: Option<Bitfield>,
+    /// Its status endpoint port (`status_port` key).
+    status_port: Option<u16>,
+    /// `uploaded` and `downloaded` as last announced.
+    uploaded: u64,
+    downloaded: u64,
+    /// The sample rates are measured from: (time, uploaded, downloaded); moved on at most once a second.
+    rate_base: (Instant, u64, u64),
+    /// Bytes per second between the last two samples.
+    up_rate: u64,
+    down_rate: u64,
+}
+
+/// Rates are measured over at least this long, so that a burst of announces does not make them jitter.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Peer {
+    /// Take in the counters of an announce: bytes moved since the last one (a restarted client counts from
+    /// zero again), and the rates when a rate window has passed.
+    fn update_counters(&mut self, now: Instant, uploaded: u64, downloaded: u64) -> u64 {
+        let moved = downloaded
+            .checked_sub(self.downloaded)
+            .unwrap_or(downloaded);
+        let (at, up0, down0) = self.rate_base;
+        let dt = now.saturating_since(at);
+        if uploaded < up0 || downloaded < down0 {
+            self.rate_base = (now, uploaded, downloaded);
+            self.up_rate = 0;
+            self.down_rate = 0;
+        } else if dt >= RATE_WINDOW {
+            let secs = dt.as_secs_f64();
+            self.up_rate = ((uploaded - up0) as f64 / secs) as u64;
+            self.down_rate = ((downloaded - down0) as f64 / secs) as u64;
+            self.rate_base = (now, uploaded, downloaded);
+        }
+        self.uploaded = uploaded;
+        self.downloaded = downloaded;
+        moved
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -283,6 +409,8 @@ struct Swarm {
     peers: BTreeMap<SocketAddr, Peer>,
     /// Completed downloads reported, all time.
     downloaded: u64,
+    /// Payload bytes reported downloaded, all time.
+    bytes_moved: u64,
 }
 
 impl Swarm {
@@ -356,6 +484,20 @@ impl Registry {
         req: &AnnounceRequest,
         rng: &mut impl RngCore,
     ) -> Result<AnnounceResponse, AnnounceError> {
+        self.announce_ext(now, ip, req, &AnnounceExtensions::default(), rng)
+    }
+
+    /// [`Registry::announce`] with enjambre's extension keys: the reported pieces are kept (when they fit
+    /// the catalog's piece count; else dropped) for the availability of [`Registry::swarm_view`], and the
+    /// status port is shown there. An announce without them forgets what an earlier one said.
+    pub fn announce_ext(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        req: &AnnounceRequest,
+        ext: &AnnounceExtensions,
+        rng: &mut impl RngCore,
+    ) -> Result<AnnounceResponse, AnnounceError> {
         let addr = SocketAddr::new(ip.to_canonical(), req.port);
         let mut response = AnnounceResponse {
             interval: secs(self.config.interval).max(1),
@@ -367,7 +509,10 @@ impl Registry {
 
         if req.event == Event::Stopped {
             if let Some(swarm) = self.swarms.get_mut(&req.info_hash) {
-                swarm.peers.remove(&addr);
+                if let Some(mut peer) = swarm.peers.remove(&addr) {
+                    let moved = peer.update_counters(now, req.uploaded, req.downloaded);
+                    swarm.bytes_moved = swarm.bytes_moved.saturating_add(moved);
+                }
                 let stats = swarm.stats();
                 (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
                 if swarm.peers.is_empty() && swarm.downloaded == 0 {
@@ -384,6 +529,15 @@ impl Registry {
                 max: self.config.max_torrents,
             });
         }
+        let piece_count = self
+            .names
+            .get(&req.info_hash)
+            .and_then(|n| self.catalog.get(n))
+            .map(Metainfo::piece_count);
+        let pieces = match (&ext.pieces, piece_count) {
+            (Some(bytes), Some(count)) if req.left > 0 => Bitfield::from_wire(bytes, count).ok(),
+            _ => None,
+        };
         let swarm = self.swarms.entry(req.info_hash).or_default();
         swarm.expire(now, self.config.peer_timeout);
         if !swarm.peers.contains_key(&addr)
@@ -398,10 +552,21 @@ impl Registry {
             left: req.left,
             last_seen: now,
             counted_complete: false,
+            pieces: None,
+            status_port: None,
+            uploaded: req.uploaded,
+            downloaded: 0,
+            rate_base: (now, req.uploaded, req.downloaded),
+            up_rate: 0,
+            down_rate: 0,
         });
         peer.peer_id = req.peer_id;
         peer.left = req.left;
         peer.last_seen = now;
+        peer.pieces = pieces;
+        peer.status_port = ext.status_port;
+        let moved = peer.update_counters(now, req.uploaded, req.downloaded);
+        swarm.bytes_moved = swarm.bytes_moved.saturating_add(moved);
         if req.event == Event::Completed && !peer.counted_complete {
             peer.counted_complete = true;
             swarm.downloaded = swarm.downloaded.saturating_add(1);
@@ -548,23 +713,57 @@ impl Registry {
         self.swarms.values().map(|s| s.peers.len()).sum()
     }
 
+    /// The registry's numbers at a glance (for metrics), without building a view.
+    pub fn counts(&self) -> RegistryCounts {
+        let mut c = RegistryCounts {
+            torrents: self.swarms.len() as u64,
+            published: self.catalog.len() as u64,
+            ..RegistryCounts::default()
+        };
+        for swarm in self.swarms.values() {
+            let stats = swarm.stats();
+            c.seeders += stats.complete;
+            c.leechers += stats.incomplete;
+            c.completed = c.completed.saturating_add(stats.downloaded);
+            c.bytes_moved = c.bytes_moved.saturating_add(swarm.bytes_moved);
+        }
+        c
+    }
+
     /// Every node (ip:port) across all swarms with its role, what it shares and what it downloads
-    /// (nodes by address, torrents by name).
+    /// (nodes by address, torrents by name), every torrent's piece availability, and totals.
     pub fn swarm_view(&self) -> SwarmView {
         let mut nodes: BTreeMap<SocketAddr, NodeView> = BTreeMap::new();
+        let mut files = Vec::new();
+        let mut totals = SwarmTotals {
+            torrents: self.swarms.len() as u64,
+            published: self.catalog.len() as u64,
+            ..SwarmTotals::default()
+        };
         for (hash, swarm) in &self.swarms {
             let meta = self.names.get(hash).and_then(|n| self.catalog.get(n));
             let name = meta
                 .map(|m| m.info.name.clone())
                 .unwrap_or_else(|| hash.to_hex());
             let size = meta.map(Metainfo::total_length);
+            let piece_count = meta.map(Metainfo::piece_count);
             for (addr, peer) in &swarm.peers {
                 let node = nodes.entry(*addr).or_insert_with(|| NodeView {
                     node: addr.to_string(),
                     role: Role::Seeder,
                     sharing: Vec::new(),
                     downloading: Vec::new(),
+                    uploaded: 0,
+                    downloaded: 0,
+                    down_rate: 0,
+                    up_rate: 0,
+                    status_port: None,
                 });
+                node.uploaded = node.uploaded.saturating_add(peer.uploaded);
+                node.downloaded = node.downloaded.saturating_add(peer.downloaded);
+                node.down_rate = node.down_rate.saturating_add(peer.down_rate);
+                node.up_rate = node.up_rate.saturating_add(peer.up_rate);
+                node.status_port = node.status_port.or(peer.status_port);
                 if peer.left == 0 {
                     node.sharing.push(name.clone());
                 } else {
@@ -582,17 +781,77 @@ impl Registry {
                         left: peer.left,
                         size,
                         percent,
+                        pieces_have: peer.pieces.as_ref().map(Bitfield::count),
+                        down_rate: peer.down_rate,
                     });
                 }
             }
+            totals.bytes_moved = totals.bytes_moved.saturating_add(swarm.bytes_moved);
+            files.push(file_view(name, hash, piece_count, Some(swarm)));
         }
+        for (name, meta) in &self.catalog {
+            if !self.swarms.contains_key(&meta.info_hash) {
+                files.push(file_view(
+                    name.clone(),
+                    &meta.info_hash,
+                    Some(meta.piece_count()),
+                    None,
+                ));
+            }
+        }
+        files.sort_by(|a, b| (&a.name, &a.info_hash).cmp(&(&b.name, &b.info_hash)));
         let mut nodes: Vec<NodeView> = nodes.into_values().collect();
         for n in &mut nodes {
             n.sharing.sort();
             n.downloading
                 .sort_by(|a, b| (&a.name, &a.info_hash).cmp(&(&b.name, &b.info_hash)));
+            totals.nodes += 1;
+            match n.role {
+                Role::Seeder => totals.seeders += 1,
+                Role::Leecher => totals.leechers += 1,
+            }
+            totals.down_rate = totals.down_rate.saturating_add(n.down_rate);
         }
-        SwarmView { nodes }
+        SwarmView {
+            nodes,
+            files,
+            totals,
+        }
+    }
+}
+
+/// The availability of one torrent: seeders hold every piece, reporting leechers the pieces they said.
+fn file_view(
+    name: String,
+    hash: &InfoHash,
+    piece_count: Option<u32>,
+    swarm: Option<&Swarm>,
+) -> FileView {
+    let stats = swarm.map(Swarm::stats).unwrap_or_default();
+    let mut availability = vec![0u32; piece_count.unwrap_or(0) as usize];
+    let mut unreported = 0;
+    for peer in swarm.iter().flat_map(|s| s.peers.values()) {
+        if peer.left == 0 {
+            availability.iter_mut().for_each(|a| *a += 1);
+        } else if let Some(pieces) = &peer.pieces {
+            for i in pieces.iter_ones() {
+                if let Some(a) = availability.get_mut(i as usize) {
+                    *a += 1;
+                }
+            }
+        } else {
+            unreported += 1;
+        }
+    }
+    FileView {
+        name,
+        info_hash: hash.to_hex(),
+        pieces: piece_count,
+        seeders: stats.complete,
+        leechers: stats.incomplete,
+        unreported,
+        availability,
+        bytes_moved: swarm.map_or(0, |s| s.bytes_moved),
     }
 }
 
@@ -1161,5 +1420,128 @@ mod tests {
         );
         assert!(lines[3].contains("leecher") && lines[3].ends_with("movie.mkv (25.0%)"));
         assert!(SwarmView::default().render_table().contains("(no nodes)"));
+    }
+
+    #[test]
+    fn swarm_view_availability_rates_and_totals() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        // 10 pieces of 16 KiB (the last one short).
+        let a = torrent("film.bin", 9 * 16 * 1024 + 100);
+        reg.publish(&a.raw).expect("publish");
+        reg.publish(&torrent("idle.bin", 10).raw).expect("publish");
+        let on_a = |port, id, left, uploaded, downloaded| AnnounceRequest {
+            info_hash: a.info_hash,
+            uploaded,
+            downloaded,
+            ..req(port, id, left, Event::None)
+        };
+        let pieces = |bytes: &[u8]| AnnounceExtensions {
+            pieces: Some(bytes.to_vec()),
+            status_port: Some(9000),
+        };
+        let none = AnnounceExtensions::default();
+        // A seeder, a leecher holding pieces 0, 1 and 9, one holding piece 1, and a foreign leecher.
+        let seed = on_a(1, 1, 0, 0, 0);
+        reg.announce_ext(t(0), ip("10.0.0.1"), &seed, &none, &mut rng)
+            .expect("ok");
+        let l2 = on_a(2, 2, 1000, 0, 0);
+        reg.announce_ext(t(0), ip("10.0.0.2"), &l2, &pieces(&[0xc0, 0x40]), &mut rng)
+            .expect("ok");
+        let l3 = on_a(3, 3, 1000, 0, 0);
+        reg.announce_ext(t(0), ip("10.0.0.3"), &l3, &pieces(&[0x40, 0x00]), &mut rng)
+            .expect("ok");
+        let l4 = on_a(4, 4, 1000, 0, 0);
+        reg.announce(t(0), ip("10.0.0.4"), &l4, &mut rng)
+            .expect("ok");
+        let view = reg.swarm_view();
+        let film = view
+            .files
+            .iter()
+            .find(|f| f.name == "film.bin")
+            .expect("film");
+        assert_eq!(film.pieces, Some(10));
+        assert_eq!(film.availability, vec![2, 3, 1, 1, 1, 1, 1, 1, 1, 2]);
+        assert_eq!((film.seeders, film.leechers, film.unreported), (1, 3, 1));
+        let idle = view
+            .files
+            .iter()
+            .find(|f| f.name == "idle.bin")
+            .expect("idle");
+        assert_eq!((idle.pieces, idle.availability.clone()), (Some(1), vec![0]));
+        assert_eq!(view.nodes[1].downloading[0].pieces_have, Some(3));
+        assert_eq!(view.nodes[1].status_port, Some(9000));
+        assert_eq!(view.nodes[3].downloading[0].pieces_have, None);
+
+        // A bitfield of the wrong length or with spare bits set is dropped, not trusted.
+        for bad in [&[0xff][..], &[0xff, 0xff][..], &[0, 0, 0][..]] {
+            reg.announce_ext(t(0), ip("10.0.0.3"), &l3, &pieces(bad), &mut rng)
+                .expect("still a good announce");
+            let view = reg.swarm_view();
+            assert_eq!(view.nodes[2].downloading[0].pieces_have, None, "{bad:?}");
+        }
+
+        // Rates: bytes between announces at least a second apart; bytes moved add up, across a restart.
+        reg.announce(t(2), ip("10.0.0.2"), &on_a(2, 2, 900, 10, 4000), &mut rng)
+            .expect("ok");
+        reg.announce(t(2), ip("10.0.0.1"), &on_a(1, 1, 0, 4000, 0), &mut rng)
+            .expect("ok");
+        let view = reg.swarm_view();
+        assert_eq!((view.nodes[1].down_rate, view.nodes[1].up_rate), (2000, 5));
+        assert_eq!(view.nodes[1].downloading[0].down_rate, 2000);
+        assert_eq!(view.nodes[0].up_rate, 2000);
+        // Half a second later: counters move, the rate waits for a full window.
+        reg.announce(
+            t(2) + Duration::from_millis(500),
+            ip("10.0.0.2"),
+            &on_a(2, 2, 800, 10, 5000),
+            &mut rng,
+        )
+        .expect("ok");
+        assert_eq!(reg.swarm_view().nodes[1].down_rate, 2000);
+        // The client restarted: counters from zero again.
+        reg.announce(t(4), ip("10.0.0.2"), &on_a(2, 2, 700, 0, 300), &mut rng)
+            .expect("ok");
+        let view = reg.swarm_view();
+        assert_eq!(view.nodes[1].down_rate, 0);
+        assert_eq!(view.totals.bytes_moved, 5300);
+        assert_eq!(
+            view.totals,
+            SwarmTotals {
+                nodes: 4,
+                seeders: 1,
+                leechers: 3,
+                torrents: 1,
+                published: 2,
+                bytes_moved: 5300,
+                down_rate: 0,
+            }
+        );
+        // A stopped announce counts its last bytes and leaves.
+        let stop = AnnounceRequest {
+            event: Event::Stopped,
+            ..on_a(2, 2, 700, 0, 1300)
+        };
+        reg.announce(t(5), ip("10.0.0.2"), &stop, &mut rng)
+            .expect("ok");
+        let view = reg.swarm_view();
+        assert_eq!((view.totals.nodes, view.totals.bytes_moved), (3, 6300));
+        let counts = reg.counts();
+        assert_eq!(
+            (
+                counts.seeders,
+                counts.leechers,
+                counts.torrents,
+                counts.published
+            ),
+            (1, 2, 1, 2)
+        );
+        assert_eq!(counts.bytes_moved, 6300);
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["files"][0]["availability"][0], 1);
+        assert_eq!(json["totals"]["leechers"], 2);
+        // Older views without the new fields still read.
+        let old: SwarmView = serde_json::from_str(r#"{"nodes":[]}"#).expect("old view");
+        assert!(old.files.is_empty());
     }
 }

@@ -7,6 +7,7 @@ mod failover;
 mod hostile_metainfo;
 mod leecher_input;
 mod lifecycle;
+mod monitor;
 mod peer_input;
 mod resume;
 mod swarm;

@@ -40,6 +40,7 @@ fn announce(tracker: SocketAddr, peer: u8, port: u16, left: u64, event: Event) -
         event,
         numwant: 50,
         key: u32::from(peer),
+        ext: Default::default(),
     });
     http::get(tracker, &format!("/announce?{q}")).expect("announce exchange")
 }

@@ -24,6 +24,7 @@ fn params(id: u8, port: u16, left: u64, event: Event) -> AnnounceParams {
         event,
         numwant: 50,
         key: 0xdead_beef,
+        ext: Default::default(),
     }
 }
 
