@@ -28,3 +28,42 @@ fn peer_help() {
     let text = help(env!("CARGO_BIN_EXE_peer"));
     assert!(text.contains("--tracker"), "{text}");
 }
+
+/// `sim run --svg --html` writes the timeline and the page; the same run twice gives the same bytes.
+#[test]
+fn sim_run_draws_the_story() {
+    let dir = std::env::temp_dir().join(format!("enjambre-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp folder");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/resume.toml");
+    let draw = |n: u32| {
+        let (svg, html) = (dir.join(format!("{n}.svg")), dir.join(format!("{n}.html")));
+        let out = Command::new(env!("CARGO_BIN_EXE_sim"))
+            .arg("run")
+            .arg(scenario)
+            .arg("--svg")
+            .arg(&svg)
+            .arg("--html")
+            .arg(&html)
+            .output()
+            .expect("run sim");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            std::fs::read_to_string(svg).expect("svg written"),
+            std::fs::read_to_string(html).expect("html written"),
+        )
+    };
+    let (svg, html) = draw(1);
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.contains(">resumes at piece 37 (37 kept)<"), "{svg}");
+    assert!(html.starts_with("<!doctype html>") && html.contains(&svg));
+    assert!(
+        html.contains("CRASH (unsynced writes are lost)"),
+        "the story is beside it"
+    );
+    assert_eq!(draw(2), (svg, html), "same scenario and seed, same bytes");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -331,44 +331,56 @@ fn the_web_monitor_shows_the_swarm_in_a_browser() {
     eprintln!("monitor screenshot: {}", shot.display());
 }
 
-/// A stand-in tracker that serves the real monitor page, answers `/swarm` once, then fails: the page must
-/// put up its banner.
+/// A stand-in tracker on loopback: serves `page` at `/`, and at `/swarm` what `swarm(n)` gives for the n-th
+/// request (0-based), or `503` for `None`. Returns its address and the count of `/swarm` requests.
+fn fake_tracker(
+    page: Vec<u8>,
+    swarm: impl Fn(usize) -> Option<Vec<u8>> + Send + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let requests = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /swarm") {
+                match swarm(requests.fetch_add(1, Ordering::SeqCst)) {
+                    Some(body) => ("200 OK", body),
+                    None => ("503 Service Unavailable", b"down".to_vec()),
+                }
+            } else {
+                ("200 OK", page.clone())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    (addr, count)
+}
+
+/// The real monitor page, as the tracker serves it.
+fn monitor_page(scratch: &Scratch) -> (Tracker, Vec<u8>) {
+    let tracker = Tracker::start(scratch);
+    let page = http::get(tracker.addr, "/").expect("monitor page").body;
+    (tracker, page)
+}
+
+/// A tracker that answers `/swarm` once and then fails: the page must put up its banner.
 #[test]
 fn the_web_monitor_shows_a_banner_when_the_tracker_stops_answering() {
     let Some(chromium) = chromium() else { return };
     let scratch = Scratch::new("monitor-banner");
-    let tracker = Tracker::start(&scratch);
-    let page = http::get(tracker.addr, "/").expect("monitor page").body;
+    let (tracker, page) = monitor_page(&scratch);
     let view = http::get(tracker.addr, "/swarm").expect("swarm").body;
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let swarm_requests = Arc::new(AtomicUsize::new(0));
-    {
-        let swarm_requests = swarm_requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { return };
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body): (&str, &[u8]) = if head.starts_with("GET /swarm") {
-                    if swarm_requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                        ("200 OK", &view)
-                    } else {
-                        ("503 Service Unavailable", b"down")
-                    }
-                } else {
-                    ("200 OK", &page)
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(body);
-            }
-        });
-    }
+    let (addr, requests) = fake_tracker(page, move |n| (n == 0).then(|| view.clone()));
     let dom = run_chromium(
         &chromium,
         &scratch,
@@ -377,7 +389,7 @@ fn the_web_monitor_shows_a_banner_when_the_tracker_stops_answering() {
         "--dump-dom",
     );
     assert!(
-        swarm_requests.load(Ordering::SeqCst) >= 2,
+        requests.load(Ordering::SeqCst) >= 2,
         "the page kept polling"
     );
     assert!(
@@ -388,6 +400,82 @@ fn the_web_monitor_shows_a_banner_when_the_tracker_stops_answering() {
         dom.contains("The tracker is not answering (HTTP 503"),
         "the banner says so"
     );
+}
+
+/// Hundreds of nodes, refreshed several times: one row per node and one bar per download (rows are updated
+/// in place, never appended), all from one consistent view.
+#[test]
+fn the_web_monitor_keeps_hundreds_of_nodes_in_bounds() {
+    let Some(chromium) = chromium() else { return };
+    let scratch = Scratch::new("monitor-many");
+    let (_tracker, page) = monitor_page(&scratch);
+    const NODES: usize = 400;
+    let view = |n: usize| {
+        let nodes: Vec<Value> = (0..NODES)
+            .map(|i| {
+                let node = format!("10.0.{}.{}:6881", i / 200, i % 200);
+                if i % 2 == 0 {
+                    serde_json::json!({"node": node, "role": "seeder", "sharing": ["big.iso"], "downloading": []})
+                } else {
+                    let percent = ((i + n) % 100) as f64;
+                    serde_json::json!({"node": node, "role": "leecher", "sharing": [], "downloading": [
+                        {"name": "big.iso", "info_hash": "00", "left": 1, "size": 100, "percent": percent,
+                         "pieces_have": null, "down_rate": 1000 * i}]})
+                }
+            })
+            .collect();
+        let availability: Vec<u32> = (0..4000).map(|p| (p % 7) as u32).collect();
+        let view = serde_json::json!({
+            "nodes": nodes,
+            "files": [{"name": "big.iso", "info_hash": "00", "pieces": 4000, "seeders": NODES / 2,
+                       "leechers": NODES / 2, "unreported": 0, "availability": availability, "bytes_moved": 1}],
+            "totals": {"nodes": NODES, "seeders": NODES / 2, "leechers": NODES / 2, "torrents": 1,
+                       "published": 1, "bytes_moved": 1, "down_rate": 5},
+        });
+        Some(serde_json::to_vec(&view).expect("json"))
+    };
+    let (addr, requests) = fake_tracker(page, view);
+    let dom = run_chromium(
+        &chromium,
+        &scratch,
+        &format!("http://{addr}/"),
+        5000,
+        "--dump-dom",
+    );
+    assert!(
+        requests.load(Ordering::SeqCst) >= 3,
+        "refreshed several times"
+    );
+    let table = rows(&dom);
+    assert_eq!(table.len(), NODES, "one row per node");
+    assert_eq!(dom.matches("<tr data-node=").count(), NODES, "no row twice");
+    assert_eq!(
+        dom.matches("<div class=\"dl\"").count(),
+        NODES / 2,
+        "one bar per download"
+    );
+    assert_eq!(dom.matches("class=\"file\" data-hash=").count(), 1);
+    // Every leecher shows the same refresh: percent = (i + n) % 100 for one n.
+    let shown: Vec<(usize, u32)> = table
+        .iter()
+        .filter(|(_, (role, _))| role == "leecher")
+        .map(|(node, (_, dl))| {
+            let ip = node.trim_end_matches(":6881");
+            let mut parts = ip.rsplit('.');
+            let last: usize = parts.next().expect("octet").parse().expect("octet");
+            let third: usize = parts.next().expect("octet").parse().expect("octet");
+            let pct: f64 = dl[0].1.parse().expect("percent");
+            (third * 200 + last, pct as u32)
+        })
+        .collect();
+    let n = (shown[0].1 as usize + 100 - shown[0].0 % 100) % 100;
+    for (i, pct) in shown {
+        assert_eq!(
+            pct as usize,
+            (i + n) % 100,
+            "node {i} shows another refresh"
+        );
+    }
 }
 
 fn announce(tracker: SocketAddr, id: u8, left: u64) {
