@@ -461,10 +461,8 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let mut out = Vec::with_capacity(head.len() + resp.body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(&resp.body);
-    stream.write_all(&out).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&resp.body).await?;
     stream.flush().await?;
     stream.shutdown().await
 }

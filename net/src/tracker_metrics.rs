@@ -1,9 +1,10 @@
-//! The tracker's metrics: request counters and latencies fed by the servers (HTTP here; a UDP tracker can
-//! feed the same [`TrackerMetrics`]), and the registry's numbers read when `GET /metrics` is served.
+//! The tracker's metrics: request counters and latencies fed by its servers (HTTP and UDP share one
+//! [`TrackerMetrics`]), and the registry's numbers read when `GET /metrics` is served.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use enjambre_core::tracker::udp::UdpOutcome;
 use enjambre_core::tracker::Registry;
 
 use crate::prometheus::{Exposition, Histogram, Kind};
@@ -90,6 +91,7 @@ impl Route {
 pub struct TrackerMetrics {
     announces: [AtomicU64; 3],
     scrapes: [AtomicU64; 2],
+    udp: [AtomicU64; 7],
     latency: [Histogram; 7],
 }
 
@@ -99,6 +101,24 @@ fn announce_index(r: AnnounceResult) -> usize {
         AnnounceResult::Invalid => 1,
         AnnounceResult::Refused => 2,
     }
+}
+
+/// UDP datagram outcomes with their metric labels, in counter order.
+const UDP_OUTCOMES: [(UdpOutcome, &str); 7] = [
+    (UdpOutcome::Connected, "connected"),
+    (UdpOutcome::Announced, "announced"),
+    (UdpOutcome::AnnounceRefused, "refused"),
+    (UdpOutcome::Scraped, "scraped"),
+    (UdpOutcome::BadConnectionId, "bad_connection_id"),
+    (UdpOutcome::Malformed, "malformed"),
+    (UdpOutcome::Dropped, "dropped"),
+];
+
+fn udp_index(o: UdpOutcome) -> usize {
+    UDP_OUTCOMES
+        .iter()
+        .position(|(x, _)| *x == o)
+        .unwrap_or(UDP_OUTCOMES.len() - 1)
 }
 
 fn route_index(r: Route) -> usize {
@@ -120,6 +140,16 @@ impl TrackerMetrics {
     /// Record how long a request took, from the request read to the response written.
     pub fn observe(&self, route: Route, took: Duration) {
         self.latency[route_index(route)].observe(took);
+    }
+
+    /// Count a datagram handled by the UDP tracker.
+    pub fn udp_datagram(&self, outcome: UdpOutcome) {
+        self.udp[udp_index(outcome)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// UDP datagrams counted with `outcome`.
+    pub fn udp_datagrams(&self, outcome: UdpOutcome) -> u64 {
+        self.udp[udp_index(outcome)].load(Ordering::Relaxed)
     }
 
     /// Announces counted with `result`.
@@ -158,6 +188,18 @@ impl TrackerMetrics {
                 "enjambre_tracker_scrapes_total",
                 &[("result", label)],
                 n as f64,
+            );
+        }
+        p.family(
+            "enjambre_tracker_udp_datagrams_total",
+            Kind::Counter,
+            "Datagrams handled by the UDP tracker (BEP 15), by outcome.",
+        );
+        for (outcome, label) in UDP_OUTCOMES {
+            p.sample(
+                "enjambre_tracker_udp_datagrams_total",
+                &[("outcome", label)],
+                self.udp_datagrams(outcome) as f64,
             );
         }
         let c = registry.counts();
@@ -238,6 +280,10 @@ mod tests {
         assert!(page.contains("enjambre_tracker_announces_total{result=\"refused\"} 0\n"));
         assert!(page.contains("enjambre_tracker_scrapes_total{result=\"invalid\"} 1\n"));
         assert!(page.contains("enjambre_tracker_peers 0\n"));
+        m.udp_datagram(UdpOutcome::BadConnectionId);
+        let page = m.render(&Registry::new(RegistryConfig::default()));
+        assert!(page
+            .contains("enjambre_tracker_udp_datagrams_total{outcome=\"bad_connection_id\"} 1\n"));
         assert!(page.contains(
             "enjambre_tracker_request_duration_seconds_bucket{route=\"announce\",le=\"0.0005\"} 1\n"
         ));

@@ -3,7 +3,6 @@
 //! announce over UDP and over HTTP see each other. Expiry of silent peers is left to the HTTP server's
 //! periodic task (the tracker always runs both).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,45 +12,18 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::Clock;
+use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::DatagramSocket;
-
-/// How many datagrams of each kind the server has handled (for metrics and tests).
-#[derive(Debug, Default)]
-pub struct UdpCounters {
-    counts: [AtomicU64; 7],
-}
-
-fn slot(outcome: UdpOutcome) -> usize {
-    match outcome {
-        UdpOutcome::Connected => 0,
-        UdpOutcome::Announced => 1,
-        UdpOutcome::AnnounceRefused => 2,
-        UdpOutcome::Scraped => 3,
-        UdpOutcome::BadConnectionId => 4,
-        UdpOutcome::Malformed => 5,
-        UdpOutcome::Dropped => 6,
-    }
-}
-
-impl UdpCounters {
-    /// Datagrams handled with this outcome so far.
-    pub fn get(&self, outcome: UdpOutcome) -> u64 {
-        self.counts[slot(outcome)].load(Ordering::Relaxed)
-    }
-
-    fn add(&self, outcome: UdpOutcome) {
-        self.counts[slot(outcome)].fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Serve the UDP tracker on `socket` until the returned future is dropped. `rng_seed` seeds both the
 /// connection-id secret and the choice of peers handed out: real runs must pass an unpredictable seed.
+/// Every datagram is counted in `metrics` (by outcome, and announces and scrapes with the HTTP ones).
 pub async fn serve_udp<S: DatagramSocket>(
     socket: S,
     registry: Arc<Mutex<Registry>>,
     clock: impl Clock,
     rng_seed: u64,
-    counters: Arc<UdpCounters>,
+    metrics: Arc<TrackerMetrics>,
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
     let service = UdpTrackerService::new(&mut rng);
@@ -71,16 +43,30 @@ pub async fn serve_udp<S: DatagramSocket>(
         let Some(packet) = buf.get(..n) else {
             continue;
         };
+        let started = clock.now();
         let (reply, outcome) = {
             let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-            service.handle(&mut reg, clock.now(), from, packet, &mut rng)
+            service.handle(&mut reg, started, from, packet, &mut rng)
         };
-        counters.add(outcome);
+        count(&metrics, outcome);
         tracing::debug!(%from, ?outcome, "UDP tracker datagram");
         if let Some(reply) = reply {
             if let Err(e) = socket.send_to(&reply, from).await {
                 tracing::debug!(%from, error = %e, "UDP tracker send failed");
             }
         }
+        if matches!(outcome, UdpOutcome::Announced | UdpOutcome::AnnounceRefused) {
+            metrics.observe(Route::Announce, clock.now().saturating_since(started));
+        }
+    }
+}
+
+fn count(metrics: &TrackerMetrics, outcome: UdpOutcome) {
+    metrics.udp_datagram(outcome);
+    match outcome {
+        UdpOutcome::Announced => metrics.announce(AnnounceResult::Ok),
+        UdpOutcome::AnnounceRefused => metrics.announce(AnnounceResult::Refused),
+        UdpOutcome::Scraped => metrics.scrape(ScrapeResult::Ok),
+        _ => {}
     }
 }

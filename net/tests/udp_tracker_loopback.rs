@@ -12,10 +12,11 @@ use enjambre_core::tracker::udp::{parse_request, UdpOutcome, UdpRequest, UdpTrac
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig, TrackerProtoError};
 use enjambre_net::clock::TokioClock;
 use enjambre_net::tracker_client::{self, TrackerClientError, UdpUrl};
+use enjambre_net::tracker_metrics::{AnnounceResult, TrackerMetrics};
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
 use enjambre_net::udp_tracker_client::{self, UdpOptions};
-use enjambre_net::udp_tracker_server::{serve_udp, UdpCounters};
+use enjambre_net::udp_tracker_server::serve_udp;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -40,7 +41,7 @@ struct Tracker {
     http: SocketAddr,
     udp: SocketAddr,
     registry: Arc<Mutex<Registry>>,
-    counters: Arc<UdpCounters>,
+    metrics: Arc<TrackerMetrics>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -59,27 +60,28 @@ async fn start(config: RegistryConfig) -> Tracker {
     let socket = TokioTransport.bind_udp(localhost).await.expect("bind udp");
     let udp = socket.local_addr().expect("udp addr");
     let registry = Arc::new(Mutex::new(Registry::new(config)));
-    let counters = Arc::new(UdpCounters::default());
+    let config = ServerConfig::default();
+    let metrics = Arc::clone(&config.metrics);
     let tasks = vec![
         tokio::spawn(serve::<TokioTransport>(
             listener,
             Arc::clone(&registry),
             TokioClock::new(),
-            ServerConfig::default(),
+            config,
         )),
         tokio::spawn(serve_udp(
             socket,
             Arc::clone(&registry),
             TokioClock::new(),
             7,
-            Arc::clone(&counters),
+            Arc::clone(&metrics),
         )),
     ];
     Tracker {
         http,
         udp,
         registry,
-        counters,
+        metrics,
         tasks,
     }
 }
@@ -123,8 +125,10 @@ async fn udp_and_http_peers_find_each_other_on_one_registry() {
         Some(RegistryConfig::default().interval.as_secs() as u32)
     );
     assert_eq!(tracker.registry.lock().expect("lock").peer_count(), 3);
-    assert_eq!(tracker.counters.get(UdpOutcome::Connected), 2);
-    assert_eq!(tracker.counters.get(UdpOutcome::Announced), 2);
+    assert_eq!(tracker.metrics.udp_datagrams(UdpOutcome::Connected), 2);
+    assert_eq!(tracker.metrics.udp_datagrams(UdpOutcome::Announced), 2);
+    // UDP announces count with the HTTP ones on the tracker's /metrics page.
+    assert_eq!(tracker.metrics.announces(AnnounceResult::Ok), 3);
 
     // Leaving over UDP takes the peer out of the swarm.
     let stop = AnnounceParams {
@@ -154,7 +158,10 @@ async fn a_refusal_comes_back_as_the_trackers_failure_message() {
         }
         other => panic!("expected a failure, got {other:?}"),
     }
-    assert_eq!(tracker.counters.get(UdpOutcome::AnnounceRefused), 1);
+    assert_eq!(
+        tracker.metrics.udp_datagrams(UdpOutcome::AnnounceRefused),
+        1
+    );
 }
 
 #[tokio::test]

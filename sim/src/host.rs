@@ -19,7 +19,7 @@ use enjambre_net::torrent_store::TorrentStore;
 use enjambre_net::tracker_client;
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::Transport;
-use enjambre_net::udp_tracker_server::{serve_udp, UdpCounters};
+use enjambre_net::udp_tracker_server::serve_udp;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -65,6 +65,7 @@ pub async fn tracker_program(
         rng_seed: seed,
         ..ServerConfig::default()
     };
+    let metrics = Arc::clone(&config.metrics);
     let http = serve::<SimTransport>(
         crate::transport::SimListener::from(listener),
         Arc::clone(&registry),
@@ -76,7 +77,7 @@ pub async fn tracker_program(
         registry,
         TokioClock::new(),
         seed ^ 0x5544_5000,
-        Arc::new(UdpCounters::default()),
+        metrics,
     );
     tokio::join!(http, udp);
     Ok(())

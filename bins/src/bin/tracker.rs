@@ -16,7 +16,7 @@ use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::clock::TokioClock;
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
-use enjambre_net::udp_tracker_server::{serve_udp, UdpCounters};
+use enjambre_net::udp_tracker_server::serve_udp;
 
 /// The enjambre BitTorrent tracker.
 #[derive(Debug, Parser)]
@@ -89,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         rng_seed: seed,
         ..ServerConfig::default()
     };
+    // One set of counters for both servers: UDP announces show in /metrics with the HTTP ones.
+    let metrics = Arc::clone(&server_config.metrics);
     let server = serve::<TokioTransport>(
         listener,
         Arc::clone(&registry),
@@ -100,13 +102,12 @@ async fn main() -> anyhow::Result<()> {
         match udp_socket {
             Some(socket) => {
                 let udp_seed = seed ^ 0x5544_5020_7472_6163;
-                let counters = Arc::new(UdpCounters::default());
                 serve_udp(
                     socket,
                     Arc::clone(&registry),
                     TokioClock::new(),
                     udp_seed,
-                    counters,
+                    metrics,
                 )
                 .await
             }
