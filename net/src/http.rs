@@ -429,9 +429,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         .map_err(|_| HttpError::Timeout)?
 }
 
-/// Write `resp` with `Connection: close`, flush and shut the write side down. Head and body go out in one
-/// write: written apart, the body of a small response waited for the client's delayed ACK of the head (Nagle),
-/// up to 40 ms per announce on Linux (`bench/RESULTS.md`).
+/// Write `resp` with `Connection: close`, flush and shut the write side down.
 pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
@@ -443,10 +441,8 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
         resp.content_type,
         resp.body.len()
     );
-    let mut out = Vec::with_capacity(head.len() + resp.body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(&resp.body);
-    stream.write_all(&out).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&resp.body).await?;
     stream.flush().await?;
     stream.shutdown().await
 }
