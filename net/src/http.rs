@@ -438,9 +438,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         .map_err(|_| HttpError::Timeout)?
 }
 
-/// Write `resp` with `Connection: close`, flush and shut the write side down. Head and body go out in one
-/// write: written apart, the body of a small response waited for the client's delayed ACK of the head (Nagle),
-/// up to 40 ms per announce on Linux (`bench/RESULTS.md`).
+/// Write `resp` with `Connection: close`, flush and shut the write side down.
 pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
