@@ -881,3 +881,4 @@ fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     let (sent, _) = p.drain(node);
     assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
 }
+mod limits;
