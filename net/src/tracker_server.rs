@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::catalog_store::{publish_durably, CatalogStore, PublishError};
 use crate::clock::Clock;
 use crate::http::{read_request, write_response, HttpLimits, Request, Response};
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
@@ -40,10 +41,12 @@ pub struct ServerConfig {
     pub rng_seed: u64,
     /// Request counters and latencies, shown at `/metrics`; share it with other servers of the same tracker.
     pub metrics: Arc<TrackerMetrics>,
+    /// Where published metainfos are kept across restarts (`None`: the catalog lives in memory only).
+    pub catalog_store: Option<Arc<CatalogStore>>,
 }
 
 impl Default for ServerConfig {
-    /// Default HTTP limits, 256 connections, expiry every second, seed 0, fresh metrics.
+    /// Default HTTP limits, 256 connections, expiry every second, seed 0, fresh metrics, catalog in memory.
     fn default() -> Self {
         ServerConfig {
             http: HttpLimits::default(),
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             expiry_period: Duration::from_secs(1),
             rng_seed: 0,
             metrics: Arc::default(),
+            catalog_store: None,
         }
     }
 }
@@ -168,12 +172,23 @@ impl<C: Clock> Ctx<C> {
         }
     }
 
+    /// Publish; with a catalog store the (small, rare) durable write happens before the answer, under
+    /// the registry lock so that a concurrent publish of the same torrent cannot be answered before it.
     fn publish(&self, body: &[u8]) -> Response {
-        match lock(&self.registry).publish(body) {
+        let store = self.config.catalog_store.as_deref();
+        match publish_durably(&mut lock(&self.registry), store, body) {
             Ok(entry) => json(200, &entry),
-            Err(e @ CatalogError::NameConflict { .. }) => json_error(409, &e.to_string()),
-            Err(e @ CatalogError::Full { .. }) => json_error(503, &e.to_string()),
-            Err(e) => json_error(400, &e.to_string()),
+            Err(PublishError::Catalog(e @ CatalogError::NameConflict { .. })) => {
+                json_error(409, &e.to_string())
+            }
+            Err(PublishError::Catalog(e @ CatalogError::Full { .. })) => {
+                json_error(503, &e.to_string())
+            }
+            Err(PublishError::Catalog(e)) => json_error(400, &e.to_string()),
+            Err(e @ PublishError::Store(_)) => {
+                tracing::error!(error = %e, "publish not stored");
+                json_error(500, &e.to_string())
+            }
         }
     }
 

@@ -67,8 +67,14 @@ impl Tracker {
     /// Start a tracker on a free loopback port with an announce interval of `secs` seconds (peers expire
     /// after 2.5 intervals).
     pub fn start_with_interval(scratch: &Scratch, secs: u32) -> Tracker {
+        Tracker::start_with_args(scratch, "127.0.0.1:0", &["--interval", &secs.to_string()])
+    }
+
+    /// Start `tracker --listen LISTEN EXTRA...` and wait until it listens.
+    pub fn start_with_args(scratch: &Scratch, listen: &str, extra: &[&str]) -> Tracker {
         let mut cmd = Command::new(bin_path("tracker"));
-        cmd.args(["--listen", "127.0.0.1:0", "--interval", &secs.to_string()]);
+        cmd.args(["--listen", listen]);
+        cmd.args(extra);
         let mut proc = Proc::spawn("tracker", cmd, scratch.path());
         let addr = proc.wait_line("`listening on` line", STARTUP, parse_listening);
         let udp_addr = proc.wait_line("`UDP tracker on` line", STARTUP, |line| {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_net::catalog_store::CatalogStore;
 use enjambre_net::clock::TokioClock;
+use enjambre_net::storage::StdStorage;
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
 use enjambre_net::udp_tracker_server::serve_udp;
@@ -47,6 +49,9 @@ struct Args {
     /// Do not run the UDP tracker.
     #[arg(long)]
     no_udp: bool,
+    /// Keep the catalog (published metainfos) in this folder across restarts.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -81,12 +86,18 @@ async fn main() -> anyhow::Result<()> {
         max_numwant: args.max_numwant,
         ..RegistryConfig::with_interval(Duration::from_secs(args.interval))
     };
-    let registry = Arc::new(Mutex::new(Registry::new(config)));
+    let mut registry = Registry::new(config);
+    let catalog_store = match &args.state_dir {
+        Some(dir) => Some(Arc::new(load_catalog(dir, &mut registry)?)),
+        None => None,
+    };
+    let registry = Arc::new(Mutex::new(registry));
     // Real runs: unpredictable (the UDP connection ids are keyed with it).
     let seed = args.seed.unwrap_or_else(rand::random);
     let server_config = ServerConfig {
         max_connections: args.max_connections,
         rng_seed: seed,
+        catalog_store,
         ..ServerConfig::default()
     };
     // One set of counters for both servers: UDP announces show in /metrics with the HTTP ones.
@@ -128,6 +139,29 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Open the catalog kept in `dir` and publish what it holds; skipped files are warnings, not errors.
+fn load_catalog(dir: &std::path::Path, registry: &mut Registry) -> anyhow::Result<CatalogStore> {
+    let store = CatalogStore::open(Arc::new(StdStorage), dir)
+        .with_context(|| format!("cannot use state folder {}", dir.display()))?;
+    let report = store
+        .load_into(registry)
+        .with_context(|| format!("cannot list state folder {}", dir.display()))?;
+    for skipped in &report.skipped {
+        eprintln!(
+            "warning: catalog file {} skipped: {}",
+            skipped.path.display(),
+            skipped.reason
+        );
+    }
+    println!(
+        "catalog: {} file(s) loaded from {} ({} skipped)",
+        report.loaded.len(),
+        dir.display(),
+        report.skipped.len()
+    );
+    Ok(store)
 }
 
 /// Print the swarm table every second: redrawn in place on a terminal, printed on change with `--monitor`

@@ -344,6 +344,11 @@ impl Node {
             self.close(now, id, "banned address");
             return;
         }
+        // Outbound connections are budgeted when dialled; inbound ones are capped here, per torrent.
+        if !outbound && t.conns.len() >= self.config.max_peers_per_torrent {
+            self.close(now, id, "too many peers for this torrent");
+            return;
+        }
         let piece_count = t.meta.piece_count();
         if let Some(dup) = self.duplicate_of(id, hash, hs.peer_id) {
             // Keep the connection opened by the peer with the lower id, so both ends agree.

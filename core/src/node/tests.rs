@@ -940,3 +940,4 @@ fn announces_report_verified_pieces_and_status_port() {
     let seeder = announce_of(Resume::Complete);
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
+mod limits;

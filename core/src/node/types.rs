@@ -43,7 +43,7 @@ pub struct NodeConfig {
     pub optimistic_interval: Duration,
     /// Peers that sent this many pieces failing SHA-1 are banned.
     pub ban_after_failures: u32,
-    /// Connections per torrent we open or accept.
+    /// Connections per torrent we open or accept (a handshake over the cap is answered by closing).
     pub max_peers_per_torrent: usize,
     /// Connections in all.
     pub max_connections: usize,

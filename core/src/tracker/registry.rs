@@ -660,6 +660,14 @@ impl Registry {
         Ok(summary)
     }
 
+    /// Take a published torrent out of the catalog (its swarm, if any, stays); returns it if it was there.
+    /// The tracker uses this to roll back a publish it could not make durable.
+    pub fn unpublish(&mut self, name: &str) -> Option<Metainfo> {
+        let meta = self.catalog.remove(name)?;
+        self.names.remove(&meta.info_hash);
+        Some(meta)
+    }
+
     fn summarize(&self, meta: &Metainfo) -> FileSummary {
         let stats = self
             .swarms
@@ -701,6 +709,11 @@ impl Registry {
     /// The catalog name of a published info hash.
     pub fn name_of(&self, info_hash: &InfoHash) -> Option<&str> {
         self.names.get(info_hash).map(String::as_str)
+    }
+
+    /// Number of published torrents in the catalog.
+    pub fn catalog_len(&self) -> usize {
+        self.catalog.len()
     }
 
     /// Number of torrents with a swarm.
@@ -1312,6 +1325,15 @@ mod tests {
         assert_eq!(reg.metainfo_bytes("a.bin"), Some(a.raw.as_slice()));
         assert_eq!(reg.metainfo_bytes("zzz"), None);
         assert_eq!(reg.name_of(&a.info_hash), Some("a.bin"));
+        // Unpublishing frees the name and a catalog slot.
+        assert_eq!(
+            reg.unpublish("b.bin").map(|m| m.info.name),
+            Some("b.bin".into())
+        );
+        assert_eq!(reg.unpublish("b.bin"), None);
+        assert_eq!(reg.file("b.bin"), None);
+        reg.publish(&torrent("c.bin", 10).raw).expect("room again");
+        assert_eq!((reg.list().len(), reg.catalog_len()), (2, 2));
         let small = RegistryConfig {
             max_metainfo_bytes: 10,
             ..RegistryConfig::default()

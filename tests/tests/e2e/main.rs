@@ -3,6 +3,7 @@
 //!
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
+mod catalog_restart;
 mod failover;
 mod hostile_metainfo;
 mod leecher_input;

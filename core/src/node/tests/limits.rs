@@ -1,0 +1,218 @@
+//! Resource limits of a node, each exercised at its boundary: the global and per-torrent connection caps,
+//! the handshake timeout, the idle timeout, and the bound on requests queued for serving per peer.
+
+use super::*;
+use std::time::Duration;
+
+/// A seeding node with `config` (peer id and seed fixed) for a 4-piece file.
+fn seeding_node(config: NodeConfig) -> (Node, Arc<Metainfo>) {
+    let meta = meta_for(&content(4 * PL as usize));
+    let mut node = Node::new(NodeConfig {
+        peer_id: peer_id(0),
+        ..config
+    });
+    node.add_torrent(
+        Instant::ZERO,
+        AddTorrent {
+            meta: meta.clone(),
+            resume: Resume::Complete,
+            announce: false,
+            sources: vec![],
+        },
+    );
+    while node.poll_output().is_some() {}
+    (node, meta)
+}
+
+/// Connections the node asked to close among what it output since the last call.
+fn closed(node: &mut Node) -> BTreeSet<ConnId> {
+    let mut out = BTreeSet::new();
+    while let Some(o) = node.poll_output() {
+        if let Output::Close { conn } = o {
+            out.insert(conn);
+        }
+    }
+    out
+}
+
+/// Accept a connection from 10.0.0.`n` at `now`.
+fn accept(node: &mut Node, n: u8, now: Instant) -> ConnId {
+    let conn = node.allocate_conn_id();
+    node.handle_input(
+        now,
+        Input::Accepted {
+            conn,
+            addr: SocketAddr::from(([10, 0, 0, n], 40000)),
+        },
+    );
+    conn
+}
+
+/// Accept a connection from peer `n` (its own address and peer id) and send its handshake.
+fn dial_in(node: &mut Node, meta: &Metainfo, n: u8, now: Instant) -> ConnId {
+    let conn = accept(node, n, now);
+    let hs = Handshake {
+        reserved: crate::wire::reserved_bits(true, false),
+        info_hash: meta.info_hash.0,
+        peer_id: [n; 20],
+    };
+    node.handle_input(
+        now,
+        Input::Received {
+            conn,
+            data: Bytes::copy_from_slice(&hs.encode()),
+        },
+    );
+    conn
+}
+
+fn at(secs_millis: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(secs_millis)
+}
+
+#[test]
+fn connections_over_the_global_cap_are_closed_at_once() {
+    let (mut node, _) = seeding_node(NodeConfig {
+        max_connections: 3,
+        ..NodeConfig::default()
+    });
+    let conns: Vec<ConnId> = (1..=5)
+        .map(|n| accept(&mut node, n, Instant::ZERO))
+        .collect();
+    assert_eq!(closed(&mut node), conns[3..].iter().copied().collect());
+    // A slot frees when a connection goes away.
+    node.handle_input(Instant::ZERO, Input::Closed { conn: conns[0] });
+    let sixth = accept(&mut node, 6, Instant::ZERO);
+    assert!(!closed(&mut node).contains(&sixth));
+    let seventh = accept(&mut node, 7, Instant::ZERO);
+    assert_eq!(closed(&mut node), BTreeSet::from([seventh]));
+}
+
+#[test]
+fn handshakes_over_the_per_torrent_cap_are_closed() {
+    let (mut node, meta) = seeding_node(NodeConfig {
+        max_connections: 10,
+        max_peers_per_torrent: 2,
+        ..NodeConfig::default()
+    });
+    let a = dial_in(&mut node, &meta, 1, Instant::ZERO);
+    let b = dial_in(&mut node, &meta, 2, Instant::ZERO);
+    assert_eq!(closed(&mut node), BTreeSet::new());
+    let c = dial_in(&mut node, &meta, 3, Instant::ZERO);
+    assert_eq!(closed(&mut node), BTreeSet::from([c]));
+    node.handle_input(Instant::ZERO, Input::Closed { conn: a });
+    let d = dial_in(&mut node, &meta, 4, Instant::ZERO);
+    assert!(!closed(&mut node).contains(&d), "d refused after a left");
+    assert_eq!(
+        node.stats(&meta.info_hash).map(|s| s.peers),
+        Some(2),
+        "b and d are the torrent's peers ({b}, {d})"
+    );
+}
+
+#[test]
+fn a_connection_that_never_completes_its_handshake_is_dropped_at_the_timeout() {
+    let config = NodeConfig::default();
+    let limit = config.handshake_timeout.as_millis() as u64;
+    let (mut node, _) = seeding_node(config);
+    let silent = accept(&mut node, 1, Instant::ZERO);
+    // Half a handshake, then nothing (a slow-loris peer).
+    node.handle_input(
+        at(1),
+        Input::Received {
+            conn: silent,
+            data: Bytes::from_static(b"\x13BitTorrent"),
+        },
+    );
+    node.handle_timeout(at(limit - 1));
+    assert_eq!(closed(&mut node), BTreeSet::new());
+    node.handle_timeout(at(limit));
+    assert_eq!(closed(&mut node), BTreeSet::from([silent]));
+}
+
+#[test]
+fn a_peer_silent_after_its_handshake_is_dropped_at_the_idle_timeout() {
+    let config = NodeConfig::default();
+    let idle = config.idle_timeout.as_millis() as u64;
+    let (mut node, meta) = seeding_node(config);
+    let quiet = dial_in(&mut node, &meta, 1, Instant::ZERO);
+    let chatty = dial_in(&mut node, &meta, 2, Instant::ZERO);
+    assert_eq!(closed(&mut node), BTreeSet::new());
+    // The chatty peer sends a keep-alive every 10 s; the quiet one sends nothing.
+    let mut t = 0;
+    while t + 10_000 < idle {
+        t += 10_000;
+        node.handle_input(
+            at(t),
+            Input::Received {
+                conn: chatty,
+                data: Bytes::from_static(&[0, 0, 0, 0]),
+            },
+        );
+        node.handle_timeout(at(t));
+        assert_eq!(closed(&mut node), BTreeSet::new(), "closed early at {t} ms");
+    }
+    node.handle_timeout(at(idle - 1));
+    assert_eq!(closed(&mut node), BTreeSet::new());
+    node.handle_timeout(at(idle));
+    assert_eq!(closed(&mut node), BTreeSet::from([quiet]));
+}
+
+#[test]
+fn requests_queued_for_serving_are_bounded_per_peer() {
+    let (mut node, meta) = seeding_node(NodeConfig {
+        max_served_requests: 4,
+        ..NodeConfig::default()
+    });
+    let mut peer = HandPeer::open(&mut node, &meta, true);
+    let (out, _) = peer.say(&mut node, &[Message::Interested]);
+    assert!(out.contains(&Message::Unchoke), "not unchoked: {out:?}");
+    // Ten valid requests at once, none answered yet by the disk.
+    let blocks: Vec<(u32, u32, u32)> = (0..10u32)
+        .map(|i| (i / 2, (i % 2) * BLOCK, BLOCK))
+        .collect();
+    let msgs: Vec<Message> = blocks
+        .iter()
+        .map(|&(index, begin, length)| Message::Request {
+            index,
+            begin,
+            length,
+        })
+        .collect();
+    let (out, reads) = peer.say(&mut node, &msgs);
+    assert_eq!(reads.len(), 4, "reads queued");
+    assert_eq!(
+        rejects(&out),
+        blocks[4..].iter().copied().collect(),
+        "requests over the bound are rejected"
+    );
+    // Serving one frees one place.
+    let first = reads[0];
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::Read {
+            torrent: meta.info_hash,
+            conn: peer.conn,
+            block: first,
+            data: Ok(Bytes::from(vec![0; first.length as usize])),
+        }),
+    );
+    let (out, reads) = peer.say(
+        &mut node,
+        &[Message::Request {
+            index: 3,
+            begin: 0,
+            length: BLOCK,
+        }],
+    );
+    assert!(
+        out.iter()
+            .any(|m| matches!(m, Message::Piece { index, begin, .. }
+            if (*index, *begin) == (first.piece, first.begin))),
+        "the served block was not sent: {out:?}"
+    );
+    assert_eq!(reads.len(), 1);
+    assert_eq!(rejects(&out), BTreeSet::new());
+}
+
+const BLOCK: u32 = crate::BLOCK_LENGTH;
