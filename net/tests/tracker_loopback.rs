@@ -314,8 +314,16 @@ async fn client_errors_are_typed() {
         matches!(err, Err(TrackerClientError::Connect(_))),
         "{err:?}"
     );
-    let err = tracker_client::announce(&t, "udp://tracker:80/announce", &p).await;
-    assert!(matches!(err, Err(TrackerClientError::BadUrl { .. })));
+    let err = tracker_client::announce(&t, "https://tracker/announce", &p).await;
+    assert!(
+        matches!(err, Err(TrackerClientError::BadUrl { .. })),
+        "{err:?}"
+    );
+    let err = tracker_client::announce(&t, "udp://tracker/announce", &p).await;
+    assert!(
+        matches!(err, Err(TrackerClientError::BadUrl { .. })),
+        "a UDP URL needs a port: {err:?}"
+    );
     // A server that accepts and never answers: the call times out (default deadline is 10 s, so use a
     // short one through announce_with).
     let mut silent = TokioTransport
