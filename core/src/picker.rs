@@ -195,6 +195,11 @@ impl Picker {
         }
     }
 
+    /// Requests outstanding with every peer.
+    pub fn total_outstanding(&self) -> usize {
+        self.requested_at.len()
+    }
+
     /// Requests outstanding with `peer`.
     pub fn outstanding(&self, peer: ConnKey) -> usize {
         self.requested_at
@@ -484,6 +489,22 @@ impl Picker {
     /// Whether `piece` is complete and waiting for the verifier.
     pub fn is_hashing(&self, piece: u32) -> bool {
         self.hashing.contains_key(&piece)
+    }
+
+    /// Forget every piece being assembled and every outstanding request (the disk failed: blocks of those
+    /// pieces may never have reached it). They are picked again from scratch later. Pieces already complete
+    /// and waiting for the verifier are kept: the verifier reads them back from disk. Returns the number of
+    /// received blocks thrown away.
+    pub fn abandon_partial(&mut self) -> u32 {
+        let dropped = self.partial.values().map(|p| p.received).sum();
+        self.partial.clear();
+        self.requested_at.clear();
+        dropped
+    }
+
+    /// Pieces complete and waiting for the verifier, in index order.
+    pub fn hashing_pieces(&self) -> Vec<u32> {
+        self.hashing.keys().copied().collect()
     }
 
     /// Mark a piece as held without downloading it (a resume check proved it on disk).

@@ -92,14 +92,6 @@ pub enum AppError {
     /// A torrent could not be made.
     #[error(transparent)]
     Create(#[from] CreateError),
-    /// A download stopped on an error (disk full, write failure).
-    #[error("{name}: {error}")]
-    Torrent {
-        /// Torrent name.
-        name: String,
-        /// The error.
-        error: String,
-    },
     /// A download was asked for that the peer does not have.
     #[error("torrent {0} is not active in this peer")]
     NotActive(InfoHash),
@@ -658,7 +650,8 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
 
     /// Wait until every torrent in `hashes` is finished ([`is_finished`]), polling every `poll`.
     /// `on_tick` sees the current stats of those torrents after each poll; `on_done` gets each report as
-    /// its torrent finishes. A torrent stopped on an error fails the wait.
+    /// its torrent finishes. A torrent stopped on a disk error does not end the wait: the node tries it
+    /// again by itself (`TorrentStats::error` and `error_retry_in_ms` say so, for `on_tick` to show).
     pub async fn wait_all(
         &self,
         hashes: &[InfoHash],
@@ -680,12 +673,6 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
                 current.push(s.clone());
                 if !pending.contains(h) {
                     continue;
-                }
-                if let Some(error) = &s.error {
-                    return Err(AppError::Torrent {
-                        name: s.name.clone(),
-                        error: error.clone(),
-                    });
                 }
                 if is_finished(s) {
                     pending.remove(h);

@@ -701,7 +701,8 @@ fn log_event(e: &NodeEvent) {
         NodeEvent::Wire { .. } => tracing::trace!("{e:?}"),
         NodeEvent::Banned { .. }
         | NodeEvent::PieceFailed { .. }
-        | NodeEvent::TorrentError { .. } => {
+        | NodeEvent::TorrentError { .. }
+        | NodeEvent::DiskStalled { .. } => {
             tracing::warn!("{e:?}")
         }
         NodeEvent::Disconnected { .. } | NodeEvent::RequestRefused { .. } => {

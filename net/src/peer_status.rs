@@ -46,6 +46,10 @@ pub struct TorrentStatus {
     pub checking: bool,
     /// The error that stopped it, if any.
     pub error: Option<String>,
+    /// While stopped on a disk error: milliseconds until it is tried again.
+    pub error_retry_in_ms: Option<u64>,
+    /// Disk errors in this run.
+    pub disk_errors: u32,
     /// Payload bytes received in this run.
     pub bytes_downloaded: u64,
     /// Payload bytes sent in this run.
@@ -170,6 +174,8 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
                 complete: s.complete,
                 checking: s.checking,
                 error: s.error.clone(),
+                error_retry_in_ms: s.error_retry_in_ms,
+                disk_errors: s.disk_errors,
                 bytes_downloaded: s.bytes_downloaded,
                 bytes_uploaded: s.bytes_uploaded,
                 bytes_wasted: s.bytes_wasted,
@@ -208,7 +214,7 @@ pub fn peer_metrics(stats: &[TorrentStats]) -> String {
         stats.len() as f64,
     );
     type Field = fn(&TorrentStats) -> f64;
-    let families: [(&str, Kind, &str, Field); 10] = [
+    let families: [(&str, Kind, &str, Field); 12] = [
         (
             "enjambre_peer_downloaded_bytes_total",
             Kind::Counter,
@@ -244,6 +250,18 @@ pub fn peer_metrics(stats: &[TorrentStats]) -> String {
             Kind::Counter,
             "Checkpoints made durable in this run.",
             |s| f64::from(s.checkpoints_written),
+        ),
+        (
+            "enjambre_peer_disk_errors_total",
+            Kind::Counter,
+            "Disk errors that stopped the download (failed writes, failed read-backs), in this run.",
+            |s| f64::from(s.disk_errors),
+        ),
+        (
+            "enjambre_peer_download_stopped",
+            Kind::Gauge,
+            "1 while the download is stopped on a disk error (it is tried again later), else 0.",
+            |s| f64::from(u8::from(s.error.is_some())),
         ),
         (
             "enjambre_peer_pieces",
@@ -385,7 +403,9 @@ mod tests {
             checkpoints_written: 5,
             complete: false,
             checking: false,
-            error: None,
+            error: Some("No space left on device".into()),
+            error_retry_in_ms: Some(4000),
+            disk_errors: 3,
             banned: vec!["10.0.0.9:1".parse().unwrap()],
             tracker_error: None,
         }
@@ -427,6 +447,9 @@ mod tests {
             "enjambre_peer_checkpoint_writes_total{labels} 5\n"
         )));
         assert!(page.contains(&format!("enjambre_peer_banned_peers{labels} 1\n")));
+        assert!(page.contains(&format!("enjambre_peer_disk_errors_total{labels} 3\n")));
+        assert!(page.contains(&format!("enjambre_peer_download_stopped{labels} 1\n")));
+        assert_eq!(json["torrents"][0]["error_retry_in_ms"], 4000);
         assert!(page.contains("enjambre_peer_torrents 1\n"));
     }
 }

@@ -234,12 +234,15 @@ impl Storage for StdStorage {
     fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
         use std::io::Write;
         let tmp = temp_path_for(path);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
             f.write_all(contents)?;
-            f.sync_all()?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            // A full disk: the old file stands, and the partial temp file must not hold on to space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, path)?;
         if let Some(parent) = path.parent() {
             let dir = if parent.as_os_str().is_empty() {
                 Path::new(".")

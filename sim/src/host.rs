@@ -2,8 +2,9 @@
 //! on turmoil's network and filesystem. A restarted host runs its program again on the disk that survived.
 
 use crate::content;
+use crate::disk_space::DiskSpace;
 use crate::scenario::{PeerSpec, Scenario, TrackerProtocol};
-use crate::storage::{CorruptSwitch, ProbeStorage, SimDisk, SimStorage};
+use crate::storage::{CorruptSwitch, FreeDiskSwitch, ProbeStorage, SimDisk, SimStorage};
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
 use enjambre_core::metainfo::Metainfo;
@@ -100,6 +101,25 @@ pub struct PeerProgram {
     pub unsafe_order: bool,
     /// Switch that makes this peer serve wrong bytes.
     pub corrupt: CorruptSwitch,
+    /// Switch that deletes the other program's data filling this peer's disk.
+    pub free_disk: FreeDiskSwitch,
+    /// How full this host's disk is (kept across restarts, like the disk).
+    pub space: DiskSpace,
+}
+
+/// Tries of a harness disk operation when the scenario injects I/O errors.
+const HARNESS_TRIES: u32 = 20;
+
+/// Run a disk operation of the harness itself (not of the peer under test), trying again on injected I/O
+/// errors so that they hit only the software under test.
+fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let mut tries = 1;
+    loop {
+        match op() {
+            Err(_) if tries < HARNESS_TRIES => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 fn node_seed(seed: u64, name: &str, boot: u32) -> u64 {
@@ -148,8 +168,34 @@ impl PeerProgram {
             );
             boot
         };
+        let sim_storage = SimStorage::new(self.space.clone());
+        sim_storage.after_boot();
+        if boot == 1 {
+            if let (Some(free), Some(capacity)) = (self.spec.disk_free, self.scenario.disk.capacity)
+            {
+                harness_io(|| sim_storage.fill(free.0, capacity.0))
+                    .map_err(|e| format!("cannot fill the disk: {e}"))?;
+                self.world.lock().note(
+                    sim_now(),
+                    &name,
+                    true,
+                    format!(
+                        "another program's data fills the disk: {:.1} MiB free",
+                        free.0 as f64 / 1048576.0
+                    ),
+                );
+            }
+        }
+        if self.spec.disk_free.is_some() {
+            tokio::spawn(free_disk_when_asked(
+                sim_storage.clone(),
+                self.free_disk.clone(),
+                self.world.clone(),
+                name.clone(),
+            ));
+        }
         let probe = ProbeStorage {
-            inner: SimStorage,
+            inner: sim_storage,
             world: self.world.clone(),
             host: name.clone(),
         };
@@ -206,13 +252,15 @@ impl PeerProgram {
                 .file(file)
                 .and_then(|f| f.piece_size)
                 .map_or(DEFAULT_PIECE_LENGTH, |s| s.0 as u32);
-            let meta = create_metainfo(
-                storage.as_ref(),
-                &path,
-                piece,
-                Some(&tracker_url(self.scenario.tracker.protocol)),
-                &mut |_, _| {},
-            )
+            let meta = harness_io(|| {
+                create_metainfo(
+                    storage.as_ref(),
+                    &path,
+                    piece,
+                    Some(&tracker_url(self.scenario.tracker.protocol)),
+                    &mut |_, _| {},
+                )
+            })
             .map_err(|e| e.to_string())?;
             self.learn(&meta);
             peer.add(disk, meta.clone(), AddMode::Seed, None, sources.clone())
@@ -252,21 +300,26 @@ impl PeerProgram {
                 continue;
             };
             let path = dir.join(file);
-            let storage = SimStorage;
-            if storage.file_len(&path).map_err(|e| e.to_string())? == Some(spec.size.0) {
+            let storage = SimStorage::new(self.space.clone());
+            if harness_io(|| storage.file_len(&path)).map_err(|e| e.to_string())?
+                == Some(spec.size.0)
+            {
                 continue;
             }
-            let f = storage.open(&path, true).map_err(|e| e.to_string())?;
+            let f = harness_io(|| storage.open(&path, true)).map_err(|e| e.to_string())?;
             let mut offset = 0u64;
             let mut result = Ok(());
             content::generate(self.seed, file, spec.size.0, |chunk| {
                 if result.is_ok() {
-                    result = f.write_at(chunk, offset);
+                    // Synced chunk by chunk: turmoil 0.7.2 counts each pending write from the file's synced
+                    // end, so a file written unsynced in one go would look many times its size to a capacity.
+                    result = harness_io(|| f.write_at(chunk, offset))
+                        .and_then(|()| harness_io(|| f.sync_data()));
                     offset += chunk.len() as u64;
                 }
             });
             result
-                .and_then(|()| f.sync_data())
+                .and_then(|()| harness_io(|| f.sync_data()))
                 .map_err(|e| format!("cannot write {file}: {e}"))?;
         }
         Ok(())
@@ -369,6 +422,24 @@ impl PeerProgram {
     }
 }
 
+/// Wait for the story to free this host's disk, then delete the other program's data.
+async fn free_disk_when_asked(
+    storage: SimStorage,
+    switch: FreeDiskSwitch,
+    world: Shared,
+    host: String,
+) {
+    while !switch.is_on() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = match harness_io(|| storage.free()) {
+        Ok(0) => return,
+        Ok(n) => format!("{:.1} MiB freed on the disk", n as f64 / 1048576.0),
+        Err(e) => format!("cannot free the disk: {e}"),
+    };
+    world.lock().note(sim_now(), &host, true, text);
+}
+
 /// The catalog lookup as a boxed `Send` future (works around rustc's higher-ranked `Send` inference).
 fn fetch_metainfo(
     base: String,
@@ -424,7 +495,11 @@ fn audit_checkpoints(world: &Shared, host: &str, storage: Arc<dyn Storage>, dir:
         };
         let bad: Vec<u32> = claimed
             .iter_ones()
-            .filter(|&p| store.hash_piece(p).ok() != meta.piece_hash(p))
+            .filter(|&p| {
+                harness_io(|| store.hash_piece(p))
+                    .ok()
+                    .is_some_and(|h| Some(h) != meta.piece_hash(p))
+            })
             .collect();
         if !bad.is_empty() {
             let mut w = world.lock();

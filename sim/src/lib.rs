@@ -5,6 +5,7 @@
 //! replay the same story byte for byte.
 
 pub mod content;
+pub mod disk_space;
 pub mod host;
 pub mod report;
 pub mod runner;

@@ -345,12 +345,34 @@ fn judge(
         let banned: Vec<String> = outcome(name)
             .map(|p| p.files.iter().flat_map(|f| f.banned.clone()).collect())
             .unwrap_or_default();
-        let ok = expected.iter().all(|x| banned.contains(x));
+        // An empty list means: bans nobody.
+        let ok = if expected.is_empty() {
+            banned.is_empty()
+        } else {
+            expected.iter().all(|x| banned.contains(x))
+        };
+        let whom = if expected.is_empty() {
+            "nobody".to_string()
+        } else {
+            expected.join(", ")
+        };
         out.push(Verdict {
             kind: "banned",
-            expectation: format!("{name} bans {}", expected.join(", ")),
+            expectation: format!("{name} bans {whom}"),
             ok,
             seen: format!("banned: [{}]", banned.join(", ")),
+        });
+    }
+    for name in &e.disk_stalled {
+        let stalls: u32 = w
+            .peers
+            .get(name)
+            .map_or(0, |p| p.disk_stalls.values().sum());
+        out.push(Verdict {
+            kind: "disk_stalled",
+            expectation: format!("{name}'s download stops on a disk error"),
+            ok: stalls > 0,
+            seen: format!("stopped {stalls} times"),
         });
     }
     for (name, max) in &e.max_upload_copies {

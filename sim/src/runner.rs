@@ -1,10 +1,11 @@
 //! Runs a scenario: builds the turmoil world, starts the hosts, steps the simulation, fires the story's
 //! events when their time or condition comes, and stops once every expectation can be judged.
 
+use crate::disk_space::DiskSpace;
 use crate::host::{tracker_program, PeerProgram};
 use crate::report::{build_report, Report};
 use crate::scenario::{Action, Condition, EventSpec, Scenario};
-use crate::storage::CorruptSwitch;
+use crate::storage::{CorruptSwitch, FreeDiskSwitch};
 use crate::world::{DiskTrip, MarkKind, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +69,7 @@ struct Stage<'a> {
     world: Shared,
     programs: BTreeMap<String, PeerProgram>,
     switches: BTreeMap<String, CorruptSwitch>,
+    free_disk: BTreeMap<String, FreeDiskSwitch>,
     /// Peers whose host exists in the simulation (started at least once).
     started: BTreeSet<String>,
 }
@@ -99,6 +101,9 @@ pub fn run_observed(
     if let Some(block) = scenario.disk.torn_writes {
         builder.fs().block_size(block.0);
     }
+    if scenario.disk.io_errors > 0.0 {
+        builder.fs().io_error_probability(scenario.disk.io_errors);
+    }
     let mut sim = builder.build();
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
@@ -111,9 +116,12 @@ pub fn run_observed(
     }
     let mut switches: BTreeMap<String, CorruptSwitch> = BTreeMap::new();
     let mut programs: BTreeMap<String, PeerProgram> = BTreeMap::new();
+    let mut free_disk: BTreeMap<String, FreeDiskSwitch> = BTreeMap::new();
     for spec in &scenario.peers {
         let corrupt = CorruptSwitch::default();
         switches.insert(spec.name.clone(), corrupt.clone());
+        let free = FreeDiskSwitch::default();
+        free_disk.insert(spec.name.clone(), free.clone());
         programs.insert(
             spec.name.clone(),
             PeerProgram {
@@ -124,6 +132,8 @@ pub fn run_observed(
                 trace: options.trace,
                 unsafe_order: options.unsafe_checkpoint_before_sync,
                 corrupt,
+                free_disk: free,
+                space: DiskSpace::new(scenario.disk.capacity.map(|c| c.0)),
             },
         );
     }
@@ -133,6 +143,7 @@ pub fn run_observed(
         world: world.clone(),
         programs,
         switches,
+        free_disk,
         started: BTreeSet::new(),
     };
     for spec in scenario.peers.iter().filter(|p| !p.delayed) {
@@ -400,6 +411,17 @@ impl Stage<'_> {
                 );
                 self.mark(t, &peer, MarkKind::Corrupt);
             }
+            Action::FreeDisk => {
+                if let Some(s) = self.free_disk.get(&peer) {
+                    s.turn_on();
+                }
+                self.note(
+                    t,
+                    &peer,
+                    "another program's data is deleted: SPACE RETURNS".into(),
+                );
+                self.mark(t, &peer, MarkKind::DiskFreed);
+            }
             Action::Latency => {
                 let d = e.latency.map_or(Duration::ZERO, |s| s.0);
                 let others = self.others(&peer, &[]);
@@ -426,6 +448,9 @@ fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
     let total = p.stats.get(&file).map_or(0, |s| s.pieces_total);
     if c.complete {
         return p.completed_at.contains_key(&file);
+    }
+    if c.disk_stalled {
+        return p.disk_stalls.get(&file).is_some_and(|n| *n > 0);
     }
     if let Some(n) = c.pieces {
         return durable >= n;

@@ -185,6 +185,16 @@ pub struct DiskSpec {
     /// Block size of torn writes: on a crash, each unsynced write survives in part, block by block.
     #[serde(default)]
     pub torn_writes: Option<Size>,
+    /// Size of every host's disk: a write that does not fit fails with "No space left on device". Enforced by
+    /// the harness's sparse-file model ([`crate::disk_space`]), not by turmoil's `FsConfig::capacity`, whose
+    /// accounting of unsynced writes would fill a downloading peer's disk many times too early. Unlimited
+    /// when absent.
+    #[serde(default)]
+    pub capacity: Option<Size>,
+    /// Probability (0 to 1) that a read or write fails with an I/O error, on every host (turmoil's
+    /// `FsConfig::io_error_probability`).
+    #[serde(default)]
+    pub io_errors: f64,
 }
 
 /// Tracker settings.
@@ -267,6 +277,10 @@ pub struct PeerSpec {
     /// Simulated time of one trip to the disk.
     #[serde(default)]
     pub disk_latency: Option<Span>,
+    /// Free space on this peer's disk when it first starts (needs `[disk] capacity`): another program's data
+    /// takes the rest, until a `free_disk` event deletes it.
+    #[serde(default)]
+    pub disk_free: Option<Size>,
 }
 
 /// When an event fires: at a time, or when a condition first holds (plus an optional delay).
@@ -316,6 +330,9 @@ pub struct Condition {
     /// Holds once the download is complete.
     #[serde(default)]
     pub complete: bool,
+    /// Holds once the download has stopped on a disk error (disk full, failed write).
+    #[serde(default)]
+    pub disk_stalled: bool,
 }
 
 /// What an event does.
@@ -340,6 +357,8 @@ pub enum Action {
     Corrupt,
     /// Change the peer's link latency to everyone.
     Latency,
+    /// Delete the other program's data that fills the peer's disk (see `disk_free`): space returns.
+    FreeDisk,
 }
 
 /// Expectations checked at the end of the story.
@@ -361,7 +380,7 @@ pub struct Expect {
     /// Pieces a restarted peer already held when it resumed (at least).
     #[serde(default)]
     pub resumed_at_least: BTreeMap<String, u32>,
-    /// Peers each peer must have banned (by peer name).
+    /// Peers each peer must have banned (by peer name); an empty list means it must ban nobody.
     #[serde(default)]
     pub banned: BTreeMap<String, Vec<String>>,
     /// Most copies of the files a peer may upload (uploaded bytes / size of what it has).
@@ -376,6 +395,9 @@ pub struct Expect {
     /// Every finished file is byte-identical to its source.
     #[serde(default = "yes")]
     pub identical: bool,
+    /// Peers whose download must have stopped on a disk error at least once.
+    #[serde(default)]
+    pub disk_stalled: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -395,6 +417,7 @@ impl Default for Expect {
             min_sources: BTreeMap::new(),
             no_refetch: true,
             identical: true,
+            disk_stalled: Vec::new(),
         }
     }
 }
@@ -412,6 +435,7 @@ impl Action {
             Action::TrackerUp => "tracker_up",
             Action::Corrupt => "corrupt",
             Action::Latency => "latency",
+            Action::FreeDisk => "free_disk",
         }
     }
 }
@@ -447,6 +471,16 @@ impl Scenario {
         if !(0.0..=1.0).contains(&self.disk.writeback) {
             return bad("[disk] `writeback` must be between 0 and 1".into());
         }
+        if !(0.0..=1.0).contains(&self.disk.io_errors) {
+            return bad("[disk] `io_errors` must be between 0 and 1".into());
+        }
+        if self
+            .disk
+            .capacity
+            .is_some_and(|c| c.0 == 0 || c.0 > 4 * MAX_FILE_SIZE)
+        {
+            return bad("[disk] `capacity` must be more than zero and at most 4GiB".into());
+        }
         if self.disk.torn_writes.is_some_and(|b| b.0 == 0) {
             return bad("[disk] `torn_writes` must be a block size of at least 1 byte".into());
         }
@@ -471,6 +505,23 @@ impl Scenario {
                     "peer name {:?}: use letters, digits and '-'",
                     p.name
                 ));
+            }
+            if let Some(free) = p.disk_free {
+                match self.disk.capacity {
+                    None => {
+                        return bad(format!(
+                            "peer {}: `disk_free` needs a [disk] `capacity`",
+                            p.name
+                        ))
+                    }
+                    Some(c) if free.0 > c.0 => {
+                        return bad(format!(
+                            "peer {}: `disk_free` is more than the disk's capacity",
+                            p.name
+                        ))
+                    }
+                    _ => {}
+                }
             }
             for (what, rate) in [
                 ("upload_rate", p.upload_rate),
@@ -568,6 +619,17 @@ impl Scenario {
             if e.latency.is_some_and(|l| l.0 > Duration::from_secs(10)) {
                 return bad(format!("{what}: `latency` must be at most 10s"));
             }
+            if e.action == Action::FreeDisk
+                && e.peer
+                    .as_deref()
+                    .and_then(|p| self.peer(p))
+                    .is_some_and(|p| p.disk_free.is_none())
+            {
+                return bad(format!(
+                    "{what}: peer {} has no `disk_free`, so there is nothing to free",
+                    e.peer.as_deref().unwrap_or("")
+                ));
+            }
             if (e.action == Action::Latency) != e.latency.is_some() {
                 return bad(format!(
                     "{what}: `latency` goes with (and only with) action latency"
@@ -594,13 +656,18 @@ impl Scenario {
                         }
                     }
                 }
-                let kinds = [c.pieces.is_some(), c.percent.is_some(), c.complete]
-                    .iter()
-                    .filter(|x| **x)
-                    .count();
+                let kinds = [
+                    c.pieces.is_some(),
+                    c.percent.is_some(),
+                    c.complete,
+                    c.disk_stalled,
+                ]
+                .iter()
+                .filter(|x| **x)
+                .count();
                 if kinds != 1 {
                     return bad(format!(
-                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`"
+                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`, `disk_stalled = true`"
                     ));
                 }
                 if c.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
@@ -628,6 +695,9 @@ impl Scenario {
                     "expectation: peer {p} gets nothing, so it cannot complete"
                 ));
             }
+        }
+        for p in &e.disk_stalled {
+            peer_known(p, "expectation `disk_stalled`")?;
         }
         for p in e
             .resume_at
@@ -743,6 +813,12 @@ mod tests {
             ("[[peer]]\nname = \"c\"\nupload_rate = 0\n", "must be more than zero"),
             ("[[peer]]\nname = \"c\"\nhas = [\"f\"]\nget = [\"f\"]\n", "both has and gets"),
             ("bogus = 1\n", "unknown field `bogus`"),
+            ("[disk]\nio_errors = 1.5\n", "`io_errors` must be between 0 and 1"),
+            ("[disk]\ncapacity = 0\n", "`capacity` must be more than zero"),
+            ("[[peer]]\nname = \"c\"\ndisk_free = \"1MiB\"\n", "needs a [disk] `capacity`"),
+            ("[disk]\ncapacity = \"1MiB\"\n[[peer]]\nname = \"c\"\ndisk_free = \"2MiB\"\n", "more than the disk's capacity"),
+            ("[[event]]\nat = 1\naction = \"free_disk\"\npeer = \"a\"\n", "nothing to free"),
+            ("[expect]\ndisk_stalled = [\"q\"]\n", "unknown peer \"q\""),
         ];
         for (extra, expected) in cases {
             let err = invalid(&format!("{base}{extra}"));

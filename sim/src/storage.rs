@@ -2,6 +2,7 @@
 //! synced and a crash discards what is pending, so a checkpoint written before its data is synced shows up as
 //! a broken invariant. New files and renames are made durable by syncing their folder, as on a real disk.
 
+use crate::disk_space::DiskSpace;
 use crate::world::{DiskTrip, Shared};
 use enjambre_net::storage::{
     not_found_to_none, read_at_zero_filled, Blocking, Storage, StorageFile,
@@ -14,31 +15,89 @@ use std::sync::Arc;
 use std::time::Duration;
 use turmoil::fs::shim::std::fs;
 
-/// The simulated filesystem of the current host.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SimStorage;
+/// The simulated filesystem of the current host, with sparse files and a capacity (see [`DiskSpace`]).
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    space: DiskSpace,
+}
 
-struct SimFile(fs::File);
+impl SimStorage {
+    /// The simulated filesystem, accounting for space in `space` (one per host, kept across restarts).
+    pub fn new(space: DiskSpace) -> SimStorage {
+        SimStorage { space }
+    }
+
+    /// Forget files a crash removed, so that their space is free again.
+    pub fn after_boot(&self) {
+        self.space.forget_missing(|p| fs::metadata(p).is_ok());
+    }
+
+    /// Fill the disk until `free` bytes are left, with another program's data written and synced at
+    /// [`BALLAST`].
+    pub fn fill(&self, free: u64, capacity: u64) -> io::Result<()> {
+        let size = capacity
+            .saturating_sub(self.space.used())
+            .saturating_sub(free);
+        let path = Path::new(BALLAST);
+        let f = self.open(path, true)?;
+        let chunk = vec![0x42u8; 1 << 20];
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(chunk.len() as u64) as usize;
+            f.write_at(&chunk[..n], at)?;
+            f.sync_data()?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Delete the other program's data; returns the bytes freed.
+    pub fn free(&self) -> io::Result<u64> {
+        let path = Path::new(BALLAST);
+        let Some(len) = self.file_len(path)? else {
+            return Ok(0);
+        };
+        self.remove_file(path)?;
+        fs::sync_dir(parent_of(path))?;
+        Ok(len)
+    }
+}
+
+/// Where another program's data sits on a simulated disk (outside every peer's folders).
+pub const BALLAST: &str = "/var/other-program.dat";
+
+struct SimFile {
+    file: fs::File,
+    path: PathBuf,
+    space: DiskSpace,
+}
 
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        read_at_zero_filled(&self.0, buf, offset)
+        read_at_zero_filled(&self.file, buf, offset)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
+        self.space.write(&self.path, offset, data.len() as u64)?;
+        self.file.write_all_at(data, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        // Growing makes a hole: turmoil's file is only shrunk, never grown (reads past its end are zeros).
+        if len < self.file.metadata()?.len() {
+            self.file.set_len(len)?;
+        }
+        self.space.set_len(&self.path, len);
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        let written = self.file.metadata()?.len();
+        Ok(written.max(self.space.len(&self.path).unwrap_or(0)))
     }
 }
 
@@ -68,6 +127,7 @@ impl Storage for SimStorage {
         let existed = fs::metadata(path).is_ok();
         if create && !existed {
             create_dir_durably(&parent_of(path))?;
+            self.space.remove(path);
         }
         let file = fs::OpenOptions::new()
             .read(true)
@@ -78,7 +138,11 @@ impl Storage for SimStorage {
         if create && !existed {
             fs::sync_dir(parent_of(path))?;
         }
-        Ok(Arc::new(SimFile(file)))
+        Ok(Arc::new(SimFile {
+            file,
+            path: path.to_path_buf(),
+            space: self.space.clone(),
+        }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -93,17 +157,27 @@ impl Storage for SimStorage {
         let parent = parent_of(path);
         create_dir_durably(&parent)?;
         let tmp = enjambre_net::storage::temp_path_for(path);
-        {
-            let f = fs::File::create(&tmp)?;
-            f.write_all_at(contents, 0)?;
-            f.sync_all()?;
+        let written = self
+            .space
+            .write(&tmp, 0, contents.len() as u64)
+            .and_then(|()| fs::File::create(&tmp))
+            .and_then(|f| {
+                f.write_all_at(contents, 0)?;
+                f.sync_all()
+            });
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+            // A full disk: the old file stands, and the partial temp file must not hold on to space.
+            let _ = fs::remove_file(&tmp);
+            self.space.remove(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, path)?;
+        self.space.rename(&tmp, path);
         fs::sync_dir(&parent)
     }
 
     fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        Ok(not_found_to_none(fs::metadata(path))?.map(|m| m.len()))
+        let model = self.space.len(path).unwrap_or(0);
+        Ok(not_found_to_none(fs::metadata(path))?.map(|m| m.len().max(model)))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
@@ -123,6 +197,7 @@ impl Storage for SimStorage {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.space.remove(path);
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -152,6 +227,23 @@ impl Blocking for SimDisk {
             }
             f()
         }
+    }
+}
+
+/// A switch the story turns on to free a peer's disk: the host deletes the other program's data that filled it
+/// (see [`SimStorage::fill`]).
+#[derive(Debug, Clone, Default)]
+pub struct FreeDiskSwitch(Arc<std::sync::atomic::AtomicBool>);
+
+impl FreeDiskSwitch {
+    /// Ask for the space back.
+    pub fn turn_on(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the space was asked back.
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -267,6 +267,8 @@ fn draw_lane(
             MarkKind::Start => label(svg, &mut labels, x, top, "joins", "l"),
             MarkKind::Partition => label(svg, &mut labels, x, top, "partitioned", "l warn"),
             MarkKind::Heal => label(svg, &mut labels, x, top, "healed", "l"),
+            MarkKind::DiskStalled => label(svg, &mut labels, x, top, "disk full: stops", "l warn"),
+            MarkKind::DiskFreed => label(svg, &mut labels, x, top, "space returns", "l good"),
             MarkKind::Corrupt => {
                 let _ = writeln!(
                     svg,

@@ -88,6 +88,10 @@ pub enum MarkKind {
         /// Host name of the banned peer.
         whom: String,
     },
+    /// A download stopped on a disk error (the first time since the peer started).
+    DiskStalled,
+    /// Another program's data was deleted from the peer's disk: space returned.
+    DiskFreed,
     /// After a restart, a download was ready again with pieces from its checkpoint.
     Resumed {
         /// File name.
@@ -146,6 +150,8 @@ pub struct PeerLive {
     pub progress: Vec<(Duration, u32, u32)>,
     /// Serving wrong bytes.
     pub corrupt: bool,
+    /// Times each download stopped on a disk error (all boots).
+    pub disk_stalls: BTreeMap<String, u32>,
     /// Running (not crashed).
     pub up: bool,
 }
@@ -410,6 +416,39 @@ impl World {
             NodeEvent::TorrentError { torrent, error } => (
                 true,
                 format!("{}: error: {error}", self.file_name(&torrent.to_hex())),
+            ),
+            NodeEvent::DiskStalled {
+                torrent,
+                error,
+                retry_in_ms,
+            } => {
+                let file = self.file_name(&torrent.to_hex());
+                let p = self.peers.entry(host.to_string()).or_default();
+                let stalls = p.disk_stalls.entry(file.clone()).or_default();
+                *stalls += 1;
+                let first_this_boot = p.up_since.is_some_and(|since| {
+                    !self
+                        .marks
+                        .iter()
+                        .any(|m| m.host == host && m.kind == MarkKind::DiskStalled && m.t >= since)
+                });
+                if first_this_boot {
+                    self.mark(t, host, MarkKind::DiskStalled);
+                }
+                (
+                    true,
+                    format!(
+                        "{file}: download STOPPED: {error}; trying again in {:.1} s",
+                        *retry_in_ms as f64 / 1000.0
+                    ),
+                )
+            }
+            NodeEvent::DiskRetry { torrent, attempt } => (
+                true,
+                format!(
+                    "{}: trying the disk again (one piece first; {attempt} failures in a row)",
+                    self.file_name(&torrent.to_hex())
+                ),
             ),
             NodeEvent::TrackerReply { torrent, peers } => (
                 false,

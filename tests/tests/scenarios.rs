@@ -228,8 +228,10 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 9] = [
+const SHIPPED: [&str; 11] = [
     "corrupt-peer",
+    "disk-full",
+    "flaky-disk",
     "flash-crowd",
     "multi-source",
     "partition",
@@ -262,6 +264,16 @@ fn every_scenario_file_has_a_snapshot_test() {
 #[test]
 fn corrupt_peer() {
     check("corrupt-peer");
+}
+
+#[test]
+fn disk_full() {
+    check("disk-full");
+}
+
+#[test]
+fn flaky_disk() {
+    check("flaky-disk");
 }
 
 #[test]

@@ -466,7 +466,7 @@ async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()
             }
             let last = errors.entry(s.info_hash.clone()).or_default();
             if s.error.is_some() && s.error != *last {
-                err!("error: {}: {}", s.name, s.error.as_deref().unwrap_or(""));
+                err!("{}", stalled_line(&s));
             }
             *last = s.error.clone();
         }
@@ -610,6 +610,20 @@ struct Bars {
     multi: Option<MultiProgress>,
     bars: BTreeMap<String, ProgressBar>,
     tracker_errors: BTreeMap<String, Option<String>>,
+    disk_errors: BTreeMap<String, u32>,
+}
+
+/// The line telling that a download stopped on a disk error and when it is tried again.
+fn stalled_line(s: &TorrentStats) -> String {
+    let retry = s
+        .error_retry_in_ms
+        .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
+        .unwrap_or_default();
+    format!(
+        "{}: download stopped: {}{retry} (verified pieces are kept; free some space, or stop and run again later to resume)",
+        s.name,
+        s.error.as_deref().unwrap_or("disk error"),
+    )
 }
 
 impl Bars {
@@ -618,6 +632,7 @@ impl Bars {
             multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             bars: BTreeMap::new(),
             tracker_errors: BTreeMap::new(),
+            disk_errors: BTreeMap::new(),
         }
     }
 
@@ -629,6 +644,16 @@ impl Bars {
                     eprintln!("{}: tracker unreachable, retrying: {e}", s.name);
                 }
                 last.clone_from(&s.tracker_error);
+            }
+            // Each new disk error (a retry that failed again counts) is told once, bars or not.
+            let seen = self.disk_errors.entry(s.info_hash.clone()).or_default();
+            if s.error.is_some() && s.disk_errors != *seen {
+                *seen = s.disk_errors;
+                let line = stalled_line(s);
+                match &self.multi {
+                    Some(multi) => multi.suspend(|| eprintln!("{line}")),
+                    None => eprintln!("{line}"),
+                }
             }
         }
         let Some(multi) = &self.multi else { return };
@@ -657,6 +682,12 @@ impl Bars {
                 bar.finish_with_message("done");
             } else if s.checking {
                 bar.set_message("checking");
+            } else if let Some(e) = &s.error {
+                let retry = s
+                    .error_retry_in_ms
+                    .map(|ms| format!(", retry in {} s", ms.div_ceil(1000)))
+                    .unwrap_or_default();
+                bar.set_message(format!("STOPPED: {e}{retry}"));
             } else if let (0, Some(e)) = (s.peers, &s.tracker_error) {
                 bar.set_message(format!("tracker: {e}"));
             } else {

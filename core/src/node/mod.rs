@@ -958,7 +958,11 @@ impl Node {
         });
         // A snubbed peer (its requests timed out) gets one request at a time until it delivers again.
         let depth = if c.snubbed_at.is_some() { 1 } else { depth };
-        let room = depth.saturating_sub(outstanding);
+        let mut room = depth.saturating_sub(outstanding);
+        if t.disk.probing {
+            let piece_blocks = t.meta.piece_length().div_ceil(crate::BLOCK_LENGTH) as usize;
+            room = room.min(piece_blocks.saturating_sub(t.picker.total_outstanding()));
+        }
         if room == 0 {
             return;
         }
@@ -1019,6 +1023,18 @@ impl Node {
         }
         let data = match data {
             Ok(d) if d.len() == block.length as usize => d,
+            Ok(_) | Err(_) if c.fast => {
+                // Our disk failed to read it: a BEP 6 peer is told at once and asks someone else.
+                self.send(
+                    id,
+                    Message::Reject {
+                        index: block.piece,
+                        begin: block.begin,
+                        length: block.length,
+                    },
+                );
+                return;
+            }
             Ok(_) | Err(_) => {
                 self.close(now, id, "could not read a block to serve");
                 return;
@@ -1064,10 +1080,24 @@ impl Node {
                 return;
             }
         }
-        if t.error.is_some() || !t.picker.is_hashing(piece) {
+        if !t.picker.is_hashing(piece) {
+            return;
+        }
+        let suspect = t.disk.suspect.remove(&piece) || t.error.is_some();
+        if let Err(e) = &digest {
+            // Our own disk failed to read the piece back: nobody else is at fault.
+            t.picker.piece_checked(piece, false);
+            let error = format!("reading piece {piece} back failed: {e}");
+            self.fail_torrent(now, hash, error);
             return;
         }
         let contributors = t.picker.piece_checked(piece, ok);
+        if !ok && suspect {
+            // One of its writes may be what failed: fetch it again, blame nobody.
+            t.stats.bytes_wasted += u64::from(t.meta.piece_len(piece));
+            self.refill_all(now, hash);
+            return;
+        }
         let from: Vec<SocketAddr> = contributors.iter().map(|c| self.addr_of(*c)).collect();
         if ok {
             self.piece_verified(now, hash, piece, from);
@@ -1143,6 +1173,10 @@ impl Node {
         };
         t.stats.pieces_downloaded += 1;
         t.ckpt.dirty = true;
+        if t.error.is_none() {
+            t.disk.failures = 0;
+            t.disk.probing = false;
+        }
         let ids: Vec<ConnId> = t.conns.iter().copied().collect();
         let complete = t.picker.have().is_full();
         self.event(NodeEvent::PieceVerified {
@@ -1236,6 +1270,9 @@ impl Node {
         self.refill_all(now, hash);
     }
 
+    /// The disk failed under a download (a write, or reading a piece back): stop downloading it, keep serving
+    /// what is verified, and try again after a wait. Blocks of pieces being assembled may not have reached the
+    /// disk, so those pieces start over; requests out with peers are cancelled.
     fn fail_torrent(&mut self, now: Instant, hash: InfoHash, error: String) {
         let Some(t) = self.torrents.get_mut(&hash) else {
             return;
@@ -1244,25 +1281,68 @@ impl Node {
             return;
         }
         t.error = Some(error.clone());
+        let wait = t.disk.on_failure(now, &self.config);
+        let suspect = t.picker.hashing_pieces();
+        t.disk.suspect.extend(suspect);
         let ids: Vec<ConnId> = t.conns.iter().copied().collect();
         for id in ids {
-            if let Some(t) = self.torrents.get_mut(&hash) {
-                t.picker.release_all(id);
+            let Some(t) = self.torrents.get_mut(&hash) else {
+                return;
+            };
+            for block in t.picker.release_all(id) {
+                self.send(
+                    id,
+                    Message::Cancel {
+                        index: block.piece,
+                        begin: block.begin,
+                        length: block.length,
+                    },
+                );
             }
             self.update_interest(id, hash);
         }
-        self.event(NodeEvent::TorrentError {
+        if let Some(t) = self.torrents.get_mut(&hash) {
+            let dropped = t.picker.abandon_partial();
+            t.stats.bytes_wasted += u64::from(dropped) * u64::from(crate::BLOCK_LENGTH);
+        }
+        self.event(NodeEvent::DiskStalled {
             torrent: hash,
             error,
+            retry_in_ms: wait.as_millis() as u64,
         });
-        let _ = now;
+    }
+
+    /// A download stopped on a disk error is due to be tried again.
+    fn retry_after_disk_error(&mut self, now: Instant, hash: InfoHash) {
+        let Some(t) = self.torrents.get_mut(&hash) else {
+            return;
+        };
+        if t.disk.retry_at.is_none_or(|at| now < at) {
+            return;
+        }
+        t.disk.retry_at = None;
+        if t.error.take().is_none() {
+            return;
+        }
+        t.disk.probing = true;
+        let attempt = t.disk.failures;
+        self.event(NodeEvent::DiskRetry {
+            torrent: hash,
+            attempt,
+        });
+        self.refill_all(now, hash);
     }
 
     fn maybe_checkpoint(&mut self, hash: InfoHash) {
         let Some(t) = self.torrents.get_mut(&hash) else {
             return;
         };
-        if t.ckpt.in_flight.is_some() || !t.ckpt.dirty || t.error.is_some() {
+        // A download stopped on a disk error still saves what it verified (the save may fail too, and is
+        // tried again later).
+        if t.ckpt.in_flight.is_some() || !t.ckpt.dirty {
+            return;
+        }
+        if t.ckpt.retry_at.is_some_and(|at| self.now < at) {
             return;
         }
         t.ckpt.retry_at = None;
@@ -1299,6 +1379,7 @@ impl Node {
         match error {
             None => {
                 t.ckpt.durable = saved.count();
+                t.ckpt.failures = 0;
                 t.stats.checkpoints_written += 1;
                 let first_missing = saved.first_missing();
                 self.event(NodeEvent::CheckpointWritten {
@@ -1309,7 +1390,11 @@ impl Node {
             }
             Some(e) => {
                 t.ckpt.dirty = true;
-                t.ckpt.retry_at = Some(_now + std::time::Duration::from_secs(1));
+                // 1 s, doubling while saves keep failing (a full disk), up to 30 s.
+                t.ckpt.failures = t.ckpt.failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs(1 << (t.ckpt.failures - 1).min(5))
+                    .min(std::time::Duration::from_secs(30));
+                t.ckpt.retry_at = Some(_now + wait);
                 self.event(NodeEvent::TorrentError {
                     torrent: hash,
                     error: format!("checkpoint not saved: {e}"),
@@ -1443,6 +1528,7 @@ impl Node {
         self.connect_more(now, hash);
         self.rechoke_if_due(now, hash);
         self.maybe_checkpoint(hash);
+        self.retry_after_disk_error(now, hash);
     }
 
     fn rechoke_if_due(&mut self, now: Instant, hash: InfoHash) {

@@ -12,6 +12,12 @@ const PL: u32 = 32 * 1024;
 struct Disk {
     volatile: Vec<u8>,
     durable: Vec<u8>,
+    /// A full disk: writes reaching past this offset fail and write nothing.
+    full_from: Option<usize>,
+    /// Checkpoints cannot be saved (no room for even that).
+    checkpoints_fail: bool,
+    /// Pieces whose next read-back for hashing fails.
+    read_errors: BTreeSet<u32>,
 }
 
 struct Peer {
@@ -84,6 +90,9 @@ impl World {
         let disk = Disk {
             volatile: disk.clone(),
             durable: disk,
+            full_from: None,
+            checkpoints_fail: false,
+            read_errors: BTreeSet::new(),
         };
         node.add_torrent(
             self.now,
@@ -181,10 +190,27 @@ impl World {
     fn disk_op(&mut self, i: usize, op: DiskOp) -> Option<DiskDone> {
         let p = &mut self.peers[i];
         match op {
-            DiskOp::Write { offset, data, .. } => {
+            DiskOp::Write {
+                torrent,
+                offset,
+                data,
+            } => {
                 let at = offset as usize;
+                if p.disk.full_from.is_some_and(|full| at + data.len() > full) {
+                    return Some(DiskDone::WriteFailed {
+                        torrent,
+                        error: "No space left on device (os error 28)".into(),
+                    });
+                }
                 p.disk.volatile[at..at + data.len()].copy_from_slice(&data);
                 None
+            }
+            DiskOp::Hash { torrent, piece } if p.disk.read_errors.remove(&piece) => {
+                Some(DiskDone::Hashed {
+                    torrent,
+                    piece,
+                    hash: Err("Input/output error (os error 5)".into()),
+                })
             }
             DiskOp::Hash { torrent, piece } => {
                 let start = piece as usize * PL as usize;
@@ -213,6 +239,18 @@ impl World {
                     data: Ok(Bytes::from(data)),
                 })
             }
+            DiskOp::SyncAndCheckpoint {
+                torrent,
+                generation,
+                checkpoint,
+            } if p.disk.checkpoints_fail => Some(DiskDone::CheckpointSaved {
+                torrent,
+                generation,
+                error: Some(format!(
+                    "checkpoint write failed: No space left on device ({} pieces)",
+                    checkpoint.validate(&p.meta).map_or(0, |b| b.count())
+                )),
+            }),
             DiskOp::SyncAndCheckpoint {
                 torrent,
                 generation,
@@ -941,3 +979,106 @@ fn announces_report_verified_pieces_and_status_port() {
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
 mod limits;
+
+fn stalls(events: &[NodeEvent]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::DiskStalled {
+                error, retry_in_ms, ..
+            } => Some((error.clone(), *retry_in_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_disk_stops_the_download_until_space_returns_and_blames_nobody() {
+    let mut w = World::new(24 * PL as usize);
+    let a = w.seeder();
+    let b = w.seeder();
+    let c = w.leecher(vec![a, b]);
+    // Room for 10 pieces' worth of offsets only.
+    w.peers[c].disk.full_from = Some(10 * PL as usize);
+    assert!(w.run_until(30, |w| !stalls(&w.peers[c].events).is_empty()));
+    let s = w.stats(c);
+    let error = s.error.clone().expect("stopped on the disk error");
+    assert!(error.contains("No space left on device"), "{error}");
+    assert!(s.error_retry_in_ms.is_some());
+    assert!(!s.complete);
+
+    // Stopped: over the next 20 s it only retries, each time waiting longer, and never completes.
+    let before = w.stats(c).pieces_have;
+    w.run_until(20, |_| false);
+    let st = stalls(&w.peers[c].events);
+    assert!(st.len() >= 3, "retried and stopped again: {st:?}");
+    let waits: Vec<u64> = st.iter().map(|(_, ms)| *ms).collect();
+    assert!(waits.windows(2).all(|p| p[1] >= p[0]), "{waits:?}");
+    assert!(waits[waits.len() - 1] > waits[0], "{waits:?}");
+    assert!(w.peers[c]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::DiskRetry { .. })));
+    assert!(w.stats(c).pieces_have <= 10 && w.stats(c).pieces_have >= before);
+    // What was verified before the disk filled is still checkpointed while the download is stopped, and
+    // lies within the room the disk had (the harness checked each claimed piece was durable).
+    let last = w.peers[c]
+        .checkpoints
+        .last()
+        .expect("checkpointed while stopped");
+    let claimed = last.validate(&w.peers[c].meta).unwrap();
+    assert_eq!(claimed.count(), w.stats(c).pieces_have);
+    assert!(claimed.iter_ones().all(|p| p < 10), "{claimed:?}");
+    // Now not even a checkpoint fits: saves fail and are retried, the old checkpoint stands.
+    w.peers[c].disk.checkpoints_fail = true;
+    let saved = w.peers[c].checkpoints.len();
+    w.run_until(10, |_| false);
+    assert_eq!(w.peers[c].checkpoints.len(), saved);
+    let s = w.stats(c);
+    assert!(s.banned.is_empty(), "banned {:?}", s.banned);
+    assert_eq!(
+        s.hash_failures, 0,
+        "a write that failed is not the senders' fault"
+    );
+
+    // Space returns: the next retry resumes and the file completes byte-identical.
+    w.peers[c].disk.full_from = None;
+    w.peers[c].disk.checkpoints_fail = false;
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    assert!(s.error.is_none() && s.error_retry_in_ms.is_none());
+    assert!(s.disk_errors >= 3);
+    assert!(s.banned.is_empty());
+    // Once the disk had room again, the last checkpoint claims every piece (and the harness checked that
+    // each claimed piece was durable when it was saved).
+    w.run_until(5, |_| false);
+    let last = w.peers[c]
+        .checkpoints
+        .last()
+        .expect("a checkpoint was saved");
+    assert_eq!(last.validate(&w.peers[c].meta).unwrap().count(), 24);
+}
+
+#[test]
+fn a_read_error_while_verifying_stops_the_download_and_blames_nobody() {
+    let mut w = World::new(12 * PL as usize);
+    let a = w.seeder();
+    let c = w.leecher(vec![a]);
+    w.peers[c].disk.read_errors = (0..12).step_by(3).collect();
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let st = stalls(&w.peers[c].events);
+    assert!(
+        st.iter()
+            .any(|(e, _)| e.contains("back failed") && e.contains("Input/output error")),
+        "{st:?}"
+    );
+    let s = w.stats(c);
+    assert!(s.banned.is_empty());
+    assert_eq!(s.hash_failures, 0);
+    assert!(!w.peers[c]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::PieceFailed { .. })));
+}

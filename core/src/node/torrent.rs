@@ -48,6 +48,41 @@ pub(crate) struct CheckpointState {
     pub dirty: bool,
     pub durable: u32,
     pub retry_at: Option<Instant>,
+    /// Saves failed in a row.
+    pub failures: u32,
+}
+
+/// Disk trouble of one torrent: while `retry_at` is set the download is stopped on a disk error, and at
+/// `retry_at` it is tried again (a failed write stops it again, with a longer wait).
+#[derive(Default)]
+pub(crate) struct DiskFaults {
+    /// Disk errors in a row (reset by a piece verified after a retry).
+    pub failures: u32,
+    /// Disk errors in this run.
+    pub total: u32,
+    /// When the stopped download is tried again.
+    pub retry_at: Option<Instant>,
+    /// Tried again after a disk error and no piece verified since: requests are kept to one piece's worth,
+    /// so that a disk still full wastes at most that much.
+    pub probing: bool,
+    /// Pieces that were waiting for the verifier when the disk failed: one of their writes may be what failed,
+    /// so a SHA-1 mismatch on them blames nobody.
+    pub suspect: BTreeSet<u32>,
+}
+
+impl DiskFaults {
+    /// Record a failure at `now`; returns the wait before the next try.
+    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.total = self.total.saturating_add(1);
+        let factor = 1u32 << (self.failures - 1).min(10);
+        let wait = config
+            .disk_retry_base
+            .saturating_mul(factor)
+            .min(config.disk_retry_max);
+        self.retry_at = Some(now + wait);
+        wait
+    }
 }
 
 /// When to talk to the tracker next.
@@ -148,6 +183,7 @@ pub(crate) struct Torrent {
     pub choker: Choker,
     pub check: Option<Check>,
     pub error: Option<String>,
+    pub disk: DiskFaults,
     pub peers: PeerBook,
     pub conns: BTreeSet<ConnId>,
     pub announce: AnnounceState,
@@ -176,6 +212,7 @@ impl Torrent {
             choker: Choker::new(config.upload_slots),
             check: None,
             error: None,
+            disk: DiskFaults::default(),
             peers: PeerBook::new(config),
             conns: BTreeSet::new(),
             announce: AnnounceState::new(announce, config, now),
@@ -247,6 +284,7 @@ impl Torrent {
             consider(Some(self.next_rechoke));
         }
         consider(self.ckpt.retry_at.filter(|_| self.ckpt.dirty));
+        consider(self.disk.retry_at);
         best
     }
 
@@ -276,6 +314,12 @@ impl Torrent {
             complete: self.picker.have().is_full(),
             checking: self.check.is_some(),
             error: self.error.clone(),
+            error_retry_in_ms: self
+                .disk
+                .retry_at
+                .filter(|_| self.error.is_some())
+                .map(|at| at.saturating_since(now).as_millis() as u64),
+            disk_errors: self.disk.total,
             banned: self.peers.banned(),
             tracker_error: self.announce.last_error.clone(),
         }

@@ -63,6 +63,11 @@ pub struct NodeConfig {
     pub sequential: bool,
     /// Port of the driver's HTTP status endpoint, told to trackers (`status_port` announce key).
     pub status_port: Option<u16>,
+    /// After a disk error stops a download, it is tried again after this long; the wait doubles with each
+    /// failure in a row up to `disk_retry_max`.
+    pub disk_retry_base: Duration,
+    /// Longest wait before a download stopped on a disk error is tried again.
+    pub disk_retry_max: Duration,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +95,8 @@ impl Default for NodeConfig {
             trace: false,
             sequential: false,
             status_port: None,
+            disk_retry_base: Duration::from_secs(2),
+            disk_retry_max: Duration::from_secs(60),
         }
     }
 }
@@ -297,6 +304,19 @@ pub enum NodeEvent {
         torrent: InfoHash,
         error: String,
     },
+    /// A download stopped on a disk error stops for `retry_in_ms` before it is tried again.
+    DiskStalled {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// A download stopped on a disk error is tried again.
+    DiskRetry {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        attempt: u32,
+    },
     /// A tracker answered with `peers` addresses.
     TrackerReply {
         #[serde(serialize_with = "hex")]
@@ -392,8 +412,12 @@ pub struct TorrentStats {
     pub complete: bool,
     /// Still checking resume data.
     pub checking: bool,
-    /// The error that stopped the download, if any.
+    /// The error that stopped the download, if any (a disk error: the download is tried again later).
     pub error: Option<String>,
+    /// While stopped on an error: milliseconds until the download is tried again.
+    pub error_retry_in_ms: Option<u64>,
+    /// Disk errors (failed writes, failed reads of our own pieces) in this run.
+    pub disk_errors: u32,
     /// Banned peer addresses.
     pub banned: Vec<SocketAddr>,
     /// Why the last announce failed (every tracker tried), until an announce succeeds.
