@@ -699,12 +699,12 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
 fn log_event(e: &NodeEvent) {
     match e {
         NodeEvent::Wire { .. } => tracing::trace!("{e:?}"),
-        NodeEvent::Banned { .. }
-        | NodeEvent::PieceFailed { .. }
-        | NodeEvent::TorrentError { .. }
-        | NodeEvent::DiskStalled { .. } => {
-            tracing::warn!("{e:?}")
+        NodeEvent::Banned { .. } | NodeEvent::PieceFailed { .. } => tracing::warn!("{e:?}"),
+        NodeEvent::TorrentError { torrent, error } => {
+            tracing::warn!(torrent = %torrent.to_hex(), "{error}")
         }
+        // The front ends tell the user about a stopped download themselves.
+        NodeEvent::DiskStalled { .. } => tracing::info!("{e:?}"),
         NodeEvent::Disconnected { .. } | NodeEvent::RequestRefused { .. } => {
             tracing::debug!("{e:?}")
         }

@@ -66,7 +66,13 @@ impl StateDir {
 
     /// Store the metainfo (its original bytes), atomically.
     pub fn save_metainfo(&self, meta: &Metainfo) -> io::Result<()> {
-        self.save(&self.metainfo_path(&meta.info_hash), &meta.to_bytes())
+        let path = self.metainfo_path(&meta.info_hash);
+        let bytes = meta.to_bytes();
+        // Already there (a resumed download): writing it again would only fail on a full disk.
+        if self.storage.read_file(&path).ok().flatten().as_deref() == Some(bytes.as_slice()) {
+            return Ok(());
+        }
+        self.save(&path, &bytes)
     }
 
     /// Store a checkpoint, atomically and durably (temp file, sync, rename, folder sync). The caller must
