@@ -60,6 +60,8 @@ pub(crate) struct Conn {
     pub last_recv: Instant,
     pub last_sent: Instant,
     pub last_payload: Instant,
+    /// When we last sent it payload (or when it connected).
+    pub last_payload_sent: Instant,
     pub snubbed_at: Option<Instant>,
     window_start: Instant,
     window_down: u64,
@@ -104,6 +106,7 @@ impl Conn {
             last_recv: now,
             last_sent: now,
             last_payload: now,
+            last_payload_sent: now,
             snubbed_at: None,
             window_start: now,
             window_down: 0,
@@ -153,6 +156,12 @@ impl Conn {
     pub fn on_payload_sent(&mut self, now: Instant, bytes: u64) {
         self.window_up += bytes;
         self.last_sent = now;
+        self.last_payload_sent = now;
+    }
+
+    /// When payload last went either way (or when it connected).
+    pub fn last_useful(&self) -> Instant {
+        self.last_payload.max(self.last_payload_sent)
     }
 
     /// Close the current rate window (called at every rechoke).

@@ -344,11 +344,35 @@ impl Node {
             self.close(now, id, "banned address");
             return;
         }
-        // Outbound connections are budgeted when dialled; inbound ones are capped here, per torrent.
+        // Outbound connections are budgeted when dialled; inbound ones are capped here, per torrent. At the cap
+        // a newcomer replaces the connection idle longest, if one moved no payload for `evict_idle_after`:
+        // otherwise peers that only send keep-alives could hold every slot for good.
         if !outbound && t.conns.len() >= self.config.max_peers_per_torrent {
-            self.close(now, id, "too many peers for this torrent");
-            return;
+            let idle = t
+                .conns
+                .iter()
+                .filter(|c| **c != id)
+                .filter_map(|c| self.conns.get(c).map(|conn| (conn.last_useful(), *c)))
+                .filter(|(last, _)| now.saturating_since(*last) >= self.config.evict_idle_after)
+                .min();
+            match idle {
+                Some((last, victim)) => {
+                    let secs = now.saturating_since(last).as_secs();
+                    self.close(
+                        now,
+                        victim,
+                        &format!("evicted: no payload either way for {secs} s, making room for a new peer"),
+                    );
+                }
+                None => {
+                    self.close(now, id, "too many peers for this torrent");
+                    return;
+                }
+            }
         }
+        let Some(t) = self.torrents.get(&hash) else {
+            return;
+        };
         let piece_count = t.meta.piece_count();
         if let Some(dup) = self.duplicate_of(id, hash, hs.peer_id) {
             // Keep the connection opened by the peer with the lower id, so both ends agree.

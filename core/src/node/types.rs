@@ -43,8 +43,11 @@ pub struct NodeConfig {
     pub optimistic_interval: Duration,
     /// Peers that sent this many pieces failing SHA-1 are banned.
     pub ban_after_failures: u32,
-    /// Connections per torrent we open or accept (a handshake over the cap is answered by closing).
+    /// Connections per torrent we open or accept. A handshake over the cap takes the place of a connection
+    /// that moved no payload either way for `evict_idle_after`, or is answered by closing.
     pub max_peers_per_torrent: usize,
+    /// How long a connection may move no payload before a newcomer over the per-torrent cap replaces it.
+    pub evict_idle_after: Duration,
     /// Connections in all.
     pub max_connections: usize,
     /// Requests from one peer we queue for serving; more are refused.
@@ -86,6 +89,7 @@ impl Default for NodeConfig {
             optimistic_interval: Duration::from_secs(30),
             ban_after_failures: 2,
             max_peers_per_torrent: 50,
+            evict_idle_after: Duration::from_secs(60),
             max_connections: 200,
             max_served_requests: 256,
             reconnect_base: Duration::from_secs(1),

@@ -285,6 +285,15 @@ impl LtTorrent {
     }
 }
 
+impl LtTorrent {
+    /// Whether a peer of `kind` connected to libtorrent.
+    pub fn dialled_in_by(&self, kind: &str) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.kind == kind && p.sources.iter().any(|s| s == "incoming"))
+    }
+}
+
 /// The last line of `lt_peer.py run`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LtFinal {

@@ -1,4 +1,5 @@
-//! Resource limits of a node, each exercised at its boundary: the global and per-torrent connection caps,
+//! Resource limits of a node, each exercised at its boundary: the global and per-torrent connection caps
+//! (and eviction of peers that move no payload),
 //! the handshake timeout, the idle timeout, and the bound on requests queued for serving per peer.
 
 use super::*;
@@ -216,3 +217,51 @@ fn requests_queued_for_serving_are_bounded_per_peer() {
 }
 
 const BLOCK: u32 = crate::BLOCK_LENGTH;
+
+#[test]
+fn a_newcomer_over_the_per_torrent_cap_replaces_a_peer_that_moved_no_payload() {
+    let config = NodeConfig {
+        max_connections: 10,
+        max_peers_per_torrent: 2,
+        ..NodeConfig::default()
+    };
+    let evict = config.evict_idle_after.as_millis() as u64;
+    let (mut node, meta) = seeding_node(config);
+    let a = dial_in(&mut node, &meta, 1, Instant::ZERO);
+    let b = dial_in(&mut node, &meta, 2, at(1000));
+    assert_eq!(closed(&mut node), BTreeSet::new());
+    // Both only send keep-alives: alive, but useless.
+    let keep_alive = |node: &mut Node, t: u64| {
+        for conn in [a, b] {
+            node.handle_input(
+                at(t),
+                Input::Received {
+                    conn,
+                    data: Bytes::from_static(&[0, 0, 0, 0]),
+                },
+            );
+        }
+        node.handle_timeout(at(t));
+    };
+    let mut t = 0;
+    while t + 10_000 < evict {
+        t += 10_000;
+        keep_alive(&mut node, t);
+    }
+    assert_eq!(closed(&mut node), BTreeSet::new(), "keep-alives keep them");
+    // Before either has been idle for the whole period, a newcomer is turned away.
+    let early = dial_in(&mut node, &meta, 3, at(evict - 1));
+    assert_eq!(closed(&mut node), BTreeSet::from([early]));
+    // Then the one idle longest (a) makes room; b stays.
+    keep_alive(&mut node, evict);
+    let late = dial_in(&mut node, &meta, 4, at(evict));
+    assert_eq!(closed(&mut node), BTreeSet::from([a]));
+    let s = node.stats(&meta.info_hash).unwrap();
+    assert_eq!(s.peers, 2, "b and the newcomer {late}");
+    // b moved no payload either, but was connected a second later: the next newcomer waits for it.
+    let next = dial_in(&mut node, &meta, 5, at(evict + 500));
+    assert_eq!(closed(&mut node), BTreeSet::from([next]));
+    let last = dial_in(&mut node, &meta, 6, at(evict + 1000));
+    assert_eq!(closed(&mut node), BTreeSet::from([b]), "b out, {last} in");
+    assert_eq!(node.stats(&meta.info_hash).unwrap().peers, 2);
+}
