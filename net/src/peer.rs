@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -145,6 +146,25 @@ pub(crate) enum Msg<S> {
 pub(crate) struct ConnHandle {
     writer: mpsc::UnboundedSender<Bytes>,
     reader: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    /// Bytes handed to the writer and not yet written to the socket.
+    unsent: Arc<AtomicU64>,
+}
+
+/// Most bytes a connection may leave unread (queued for it and not yet taken by its socket) before it is
+/// dropped as a peer that asks for data and does not read it. A peer reading at any sane speed stays far
+/// below: the node serves at most `max_served_requests` (256) blocks of 16 KiB at a time per peer.
+pub const MAX_UNSENT_PER_CONN: u64 = 16 * 1024 * 1024;
+
+/// How long a closed connection may take to flush what was queued for it.
+const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+impl ConnHandle {
+    /// Stop both directions at once (nothing queued is flushed).
+    fn abort(&self) {
+        self.reader.abort();
+        self.flusher.abort();
+    }
 }
 
 /// A running peer.
@@ -214,6 +234,7 @@ impl Peer {
             paced: BTreeMap::new(),
             pace_after: 0,
             pace_at: None,
+            dropped: Vec::new(),
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
@@ -401,15 +422,23 @@ where
             }
         }
     });
-    tokio::spawn(async move {
+    let unsent = Arc::new(AtomicU64::new(0));
+    let written = unsent.clone();
+    let flusher = tokio::spawn(async move {
         while let Some(data) = write_rx.recv().await {
             if wr.write_all(&data).await.is_err() {
                 break;
             }
+            written.fetch_sub(data.len() as u64, Ordering::Relaxed);
         }
         let _ = wr.shutdown().await;
     });
-    ConnHandle { writer, reader }
+    ConnHandle {
+        writer,
+        reader,
+        flusher,
+        unsent,
+    }
 }
 
 struct NodeTask<T: Transport, B, C> {
@@ -428,6 +457,8 @@ struct NodeTask<T: Transport, B, C> {
     pace_after: ConnId,
     /// When the pacer may spend again (`None`: now).
     pace_at: Option<Instant>,
+    /// Connections the driver gave up on, to tell the node.
+    dropped: Vec<(ConnId, String)>,
     options: PeerOptions,
 }
 
@@ -471,7 +502,7 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     Some(Command::Abort) | None => {
                         // A crash: no goodbye to anyone; queued disk work is dropped with the worker.
                         for (_, c) in std::mem::take(&mut self.conns) {
-                            c.reader.abort();
+                            c.abort();
                         }
                         return;
                     }
@@ -497,7 +528,7 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
         // Give the `stopped` announces a moment to leave, then close everything.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (_, c) in std::mem::take(&mut self.conns) {
-            c.reader.abort();
+            c.abort();
         }
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
@@ -624,8 +655,17 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
     }
 
     fn drain(&mut self) {
-        while let Some(out) = self.node.poll_output() {
-            self.carry_out(out);
+        loop {
+            while let Some(out) = self.node.poll_output() {
+                self.carry_out(out);
+            }
+            if self.dropped.is_empty() {
+                return;
+            }
+            let now = self.env.clock.now();
+            for (conn, reason) in std::mem::take(&mut self.dropped) {
+                self.node.handle_input(now, Input::Dropped { conn, reason });
+            }
         }
     }
 
@@ -652,14 +692,36 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                 });
             }
             Output::Send { conn, data } => {
-                if let Some(c) = self.conns.get(&conn) {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                let queued =
+                    c.unsent.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                if queued > MAX_UNSENT_PER_CONN {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        c.abort();
+                    }
+                    self.dropped.push((
+                        conn,
+                        format!(
+                            "dropped: {} MiB sent to it stay unread",
+                            queued / (1024 * 1024)
+                        ),
+                    ));
+                } else {
                     let _ = c.writer.send(data);
                 }
             }
             Output::Close { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
                     c.reader.abort();
-                    // Dropping the writer sender lets the writer flush what is queued, then shut down.
+                    // Dropping the writer sender lets the writer flush what is queued (a goodbye, a last
+                    // message), then shut down; a peer that does not read gets a few seconds for it.
+                    let flusher = c.flusher;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(CLOSE_FLUSH_GRACE).await;
+                        flusher.abort();
+                    });
                 }
             }
             Output::Disk(DiskOp::Read {

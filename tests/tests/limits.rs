@@ -1,6 +1,6 @@
 //! Memory stays bounded under abuse, measured on the real binaries (RSS from `/proc/PID/status`):
-//! a seeding peer with 1000 idle connections, and (ignored by default, about a minute) a tracker with
-//! 100,000 announced peers:
+//! a seeding peer with 1000 idle connections, a seeding peer asked for data by a peer that never reads it,
+//! and (ignored by default, about a minute) a tracker with 100,000 announced peers:
 //!
 //! ```sh
 //! cargo build --release --bins
@@ -12,7 +12,7 @@ use enjambre_core::tracker::proto::{
     announce_query, parse_announce_reply, parse_scrape_reply, percent_encode,
 };
 use enjambre_core::tracker::{AnnounceParams, Event};
-use enjambre_core::wire::{reserved_bits, Handshake};
+use enjambre_core::wire::{reserved_bits, Handshake, Message};
 use enjambre_tests::bins::{serve, PeerArgs, Tracker};
 use enjambre_tests::files::{write_pattern_file, Scratch};
 use enjambre_tests::http;
@@ -111,6 +111,71 @@ fn a_peer_with_1000_idle_connections_stays_bounded() {
         handshaken_open <= PEER_MAX_PER_TORRENT,
         "{handshaken_open} handshaken idle connections held, over the per-torrent cap"
     );
+}
+
+#[test]
+fn a_peer_that_asks_for_data_and_never_reads_it_is_dropped() {
+    const NAME: &str = "unread.bin";
+    const SIZE: u64 = 32 * 1024 * 1024;
+    const BLOCK: u32 = 16 * 1024;
+    let scratch = Scratch::new("limits-unread");
+    let dir = scratch.dir("seeder");
+    write_pattern_file(&dir.join(NAME), SIZE, 6);
+    let seeder = serve("S", &scratch, &PeerArgs::new(None, &dir), &[NAME]);
+    let hash = InfoHash::from_hex(&seeder.seeding[NAME]).expect("info hash");
+    let pid = seeder.proc.pid();
+    let before = rss_kib(pid);
+
+    let mut s = TcpStream::connect_timeout(&seeder.addr, Duration::from_secs(5)).expect("connect");
+    let hs = Handshake {
+        reserved: reserved_bits(true, false),
+        info_hash: hash.0,
+        peer_id: *b"-XX0001-never-reads!",
+    };
+    s.write_all(&hs.encode()).expect("handshake");
+    s.write_all(&Message::Interested.encoded())
+        .expect("interested");
+    // Ask for every block of the file, again and again, 200 at a time, and never read a byte of the answers.
+    let blocks = (SIZE / u64::from(BLOCK)) as u32;
+    let started = Instant::now();
+    let mut next = 0u32;
+    let mut peak = before;
+    let cut = loop {
+        let mut batch = Vec::new();
+        for _ in 0..200 {
+            let index = next * BLOCK / (512 * 1024);
+            let begin = next * BLOCK % (512 * 1024);
+            batch.extend_from_slice(
+                &Message::Request {
+                    index,
+                    begin,
+                    length: BLOCK,
+                }
+                .encoded(),
+            );
+            next = (next + 1) % blocks;
+        }
+        peak = peak.max(rss_kib(pid));
+        if s.write_all(&batch).is_err() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let after = rss_kib(pid);
+    println!(
+        "non-reading peer: cut off after {:.1} s; seeder RSS {before} KiB before, peak {peak} KiB, {after} KiB after",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(cut, "the seeder kept a peer that reads nothing for 30 s");
+    assert!(
+        peak < before + 96 * 1024,
+        "RSS grew by {} KiB for one peer that does not read",
+        peak.saturating_sub(before)
+    );
+    assert!(seeder.proc.stderr_text().len() < 1 << 20);
 }
 
 #[test]

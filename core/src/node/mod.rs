@@ -197,6 +197,7 @@ impl Node {
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
             Input::Received { conn, data } => self.on_received(now, conn, &data),
             Input::Closed { conn } => self.close(now, conn, "closed by peer"),
+            Input::Dropped { conn, reason } => self.close(now, conn, &reason),
             Input::Disk(done) => self.on_disk(now, done),
             Input::TrackerReply { torrent, reply } => self.on_tracker(now, torrent, reply),
         }

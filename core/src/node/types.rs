@@ -150,6 +150,8 @@ pub enum Input {
     Received { conn: ConnId, data: Bytes },
     /// The connection was closed by the other end or failed.
     Closed { conn: ConnId },
+    /// The driver gave up on the connection (the peer stopped reading what we send) and closed it.
+    Dropped { conn: ConnId, reason: String },
     /// A disk operation finished.
     Disk(DiskDone),
     /// A tracker announce finished.
