@@ -1050,14 +1050,7 @@ impl Node {
             Ok(d) if d.len() == block.length as usize => d,
             Ok(_) | Err(_) if c.fast => {
                 // Our disk failed to read it: a BEP 6 peer is told at once and asks someone else.
-                self.send(
-                    id,
-                    Message::Reject {
-                        index: block.piece,
-                        begin: block.begin,
-                        length: block.length,
-                    },
-                );
+                self.send_reject(id, block);
                 return;
             }
             Ok(_) | Err(_) => {

@@ -18,6 +18,8 @@ struct Disk {
     checkpoints_fail: bool,
     /// Pieces whose next read-back for hashing fails.
     read_errors: BTreeSet<u32>,
+    /// Pieces whose next read for serving fails.
+    serve_errors: BTreeSet<u32>,
 }
 
 struct Peer {
@@ -93,6 +95,7 @@ impl World {
             full_from: None,
             checkpoints_fail: false,
             read_errors: BTreeSet::new(),
+            serve_errors: BTreeSet::new(),
         };
         node.add_torrent(
             self.now,
@@ -222,6 +225,16 @@ impl World {
                     hash: Ok(hash),
                 })
             }
+            DiskOp::Read {
+                torrent,
+                conn,
+                block,
+            } if p.disk.serve_errors.remove(&block.piece) => Some(DiskDone::Read {
+                torrent,
+                conn,
+                block,
+                data: Err("Input/output error (os error 5)".into()),
+            }),
             DiskOp::Read {
                 torrent,
                 conn,
@@ -1081,4 +1094,25 @@ fn a_read_error_while_verifying_stops_the_download_and_blames_nobody() {
         .events
         .iter()
         .any(|e| matches!(e, NodeEvent::PieceFailed { .. })));
+}
+
+#[test]
+fn a_seeder_whose_disk_fails_a_read_rejects_that_request_and_keeps_the_peer() {
+    let mut w = World::new(16 * PL as usize);
+    let a = w.seeder();
+    w.peers[a].disk.serve_errors = (0..16).step_by(2).collect();
+    let c = w.leecher(vec![a]);
+    assert!(w.run_until(120, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    assert!(
+        w.peers[a].disk.serve_errors.is_empty(),
+        "every failing read happened"
+    );
+    let dropped: Vec<&NodeEvent> = w.peers[a]
+        .events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::Disconnected { .. }))
+        .collect();
+    assert!(dropped.is_empty(), "{dropped:?}");
+    assert!(w.stats(c).banned.is_empty());
 }
