@@ -620,10 +620,15 @@ fn stalled_line(s: &TorrentStats) -> String {
         .error_retry_in_ms
         .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
         .unwrap_or_default();
+    let error = s.error.as_deref().unwrap_or("disk error");
+    let hint = if error.contains("No space left") || error.contains("os error 28") {
+        "free some space"
+    } else {
+        "check the disk"
+    };
     format!(
-        "{}: download stopped: {}{retry} (verified pieces are kept; free some space, or stop and run again later to resume)",
+        "{}: download stopped: {error}{retry} (verified pieces are kept; {hint}, or stop and run again later to resume)",
         s.name,
-        s.error.as_deref().unwrap_or("disk error"),
     )
 }
 
