@@ -4,7 +4,7 @@
 
 use enjambre_core::tracker::proto::{
     announce_query, parse_announce_query, parse_scrape_query, percent_decode, percent_encode,
-    AnnounceParams, MAX_SCRAPE_HASHES,
+    AnnounceExtensions, AnnounceParams, MAX_SCRAPE_HASHES,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             left: req.left,
             event: req.event,
             numwant: req.numwant.unwrap_or(50),
+            key: 0,
+            ext: AnnounceExtensions::default(),
         };
         let again = parse_announce_query(&announce_query(&params)).expect("own query parses");
         assert_eq!(again.info_hash, req.info_hash);
