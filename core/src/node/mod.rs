@@ -1380,7 +1380,7 @@ impl Node {
 
     fn on_checkpoint_saved(
         &mut self,
-        _now: Instant,
+        now: Instant,
         hash: InfoHash,
         generation: u64,
         error: Option<String>,
@@ -1412,7 +1412,7 @@ impl Node {
                 t.ckpt.failures = t.ckpt.failures.saturating_add(1);
                 let wait = std::time::Duration::from_secs(1 << (t.ckpt.failures - 1).min(5))
                     .min(std::time::Duration::from_secs(30));
-                t.ckpt.retry_at = Some(_now + wait);
+                t.ckpt.retry_at = Some(now + wait);
                 self.event(NodeEvent::TorrentError {
                     torrent: hash,
                     error: format!("checkpoint not saved: {e}"),
