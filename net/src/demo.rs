@@ -7,7 +7,7 @@
 //! The sizes, rate cap and pacing are parameters ([`DemoConfig`]), so a test can run the same story with
 //! tiny files in a second or two.
 
-use crate::app::{AppError, AppOptions, FileReport, PeerApp, TrackerUrls};
+use crate::app::{AppError, AppOptions, FileReport, PeerApp, ServeOptions, TrackerUrls};
 use crate::clock::TokioClock;
 use crate::peer::{EventSink, Peer, PeerEnv};
 use crate::storage::ThreadPool;
@@ -403,8 +403,8 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     ));
     let options = |dir: &Path, rank: u8, letter: char, listen: SocketAddr| {
         let mut o = AppOptions::new(dir.to_path_buf(), listen, Some(tracker.clone()));
-        o.node = demo_node(rank, letter);
-        o.max_upload_rate = config.upload_rate;
+        o.peer.node = demo_node(rank, letter);
+        o.peer.max_upload_rate = config.upload_rate;
         o
     };
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -438,7 +438,10 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
         .await
         .map_err(peer_err("A"))?;
     let a_sink: crate::app::ServeSink = Arc::new(|_| {});
-    let served = a.serve_folder(false, a_sink).await.map_err(peer_err("A"))?;
+    let served = a
+        .serve_folder(&ServeOptions::default(), a_sink)
+        .await
+        .map_err(peer_err("A"))?;
     if served.len() != config.files.len() {
         return Err(DemoError::Failed(format!(
             "A shares {} files, expected {}",
@@ -505,7 +508,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
         Arc::new(move |_, e: &NodeEvent| w.on_event(e, first_run))
     };
     let mut c_options = options(&dirs[2], 1, 'C', any_port);
-    c_options.events = Some(sink(true));
+    c_options.peer.events = Some(sink(true));
     let c = PeerApp::start(PeerEnv::real(), c_options)
         .await
         .map_err(peer_err("C"))?;
@@ -776,7 +779,7 @@ async fn start_on(
             SocketAddr::from(([127, 0, 0, 1], 0))
         };
         let mut o = options(dir, 1, 'C', listen);
-        o.events = Some(events.clone());
+        o.peer.events = Some(events.clone());
         match PeerApp::start(PeerEnv::real(), o).await {
             Ok(app) => return Ok(app),
             Err(AppError::Peer(crate::peer::PeerError::Listen { .. })) if attempt < 19 => {
