@@ -7,6 +7,7 @@
 pub mod app;
 pub mod catalog_store;
 pub mod clock;
+pub mod connection_slots;
 pub mod create;
 pub mod demo;
 mod disk;
