@@ -3,5 +3,6 @@
 //! flows instead of moving packets ([`net`]); disks keep only what differs from the generated content
 //! ([`disk`]).
 
+pub mod disk;
 pub mod net;
 pub mod transport;
