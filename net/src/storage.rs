@@ -32,6 +32,12 @@ pub trait StorageFile: Send + Sync + 'static {
     fn is_written(&self, _offset: u64, _len: u64) -> io::Result<Option<bool>> {
         Ok(None)
     }
+    /// The SHA-1 of `offset..offset + len` when this storage knows it without reading (a simulated disk whose
+    /// bytes are generated); `Ok(None)` otherwise, and the caller hashes what it reads. A `Some` must be the
+    /// digest of exactly the bytes `read_at` would return.
+    fn known_sha1(&self, _offset: u64, _len: u64) -> io::Result<Option<[u8; 20]>> {
+        Ok(None)
+    }
 }
 
 /// A filesystem.
