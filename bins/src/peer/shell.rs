@@ -5,7 +5,7 @@ use super::local::{local_entries, print_entries};
 use super::signals::Signals;
 use super::startup::{start_app, StartOptions};
 use super::{one_line, App};
-use enjambre_net::app::{human_bytes, ServeEvent, ServeOptions, ServeSink};
+use enjambre_net::app::{human_bytes, GetRequest, ServeEvent, ServeOptions, ServeSink};
 use enjambre_net::library::{self, LocalEntry};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -164,11 +164,13 @@ async fn shell_download(
         Ok(n) if (1..=files.len()).contains(&n) => files[n - 1].name.clone(),
         _ => answer,
     };
-    let meta = app.fetch_by_name(&name).await?;
-    let hash = app.add_download(meta, false, Vec::new()).await?;
+    let request = GetRequest {
+        names: vec![name],
+        ..GetRequest::default()
+    };
+    let hashes = app.get(&request).await?;
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
-    let hashes = [hash];
     let wait = app.wait_all(
         &hashes,
         Duration::from_millis(250),

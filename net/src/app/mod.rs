@@ -13,7 +13,7 @@ pub mod get;
 pub mod report;
 pub mod serve;
 
-pub use args::{normalize_tracker_url, parse_bytes, peer_id_from_seed, BytesError, TrackerUrls};
+pub use args::{normalize_tracker_url, peer_id_from_seed, TrackerUrls};
 pub use get::{load_torrent_file, GetRequest};
 pub use report::{human_bytes, is_finished, FileReport};
 pub use serve::{ServeEvent, ServeOptions, ServeSink, Served};
