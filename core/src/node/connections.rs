@@ -1,7 +1,7 @@
 //! A connection's life before and around its torrent: dialled or accepted, the handshake that binds it to a
 //! torrent (self-connections, bans, caps, duplicates), framing of received bytes, its timers, and closing it.
 
-use super::conn::{Conn, ConnPhase, TimerAction};
+use super::conn::{Conn, ConnPhase, ConnTimer};
 use super::shared::message_detail;
 use super::{ConnId, Node, NodeEvent, Output};
 use crate::bitfield::Bitfield;
@@ -33,8 +33,8 @@ impl Node {
 
     pub(super) fn on_connect_failed(&mut self, now: Instant, id: ConnId, reason: &str) {
         if let Some(c) = self.s.conns.remove(&id) {
-            if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
-                t.peers.connect_failed(c.addr, now);
+            if let Some(ctx) = c.torrent.and_then(|h| self.ctx(h)) {
+                ctx.t.peers.connect_failed(c.addr, now);
             }
             self.s.event(NodeEvent::ConnectFailed {
                 addr: c.addr,
@@ -159,10 +159,10 @@ impl Node {
                 return;
             }
         }
-        let Some(t) = self.torrents.get_mut(&hash) else {
+        let Some(ctx) = self.ctx(hash) else {
             return;
         };
-        let Some(c) = self.s.conns.get_mut(&id) else {
+        let Some(c) = ctx.s.conns.get_mut(&id) else {
             return;
         };
         c.peer_id = Some(hs.peer_id);
@@ -170,9 +170,9 @@ impl Node {
         c.extended = hs.supports_extended();
         c.torrent = Some(hash);
         c.phase = ConnPhase::Open;
-        c.peer_has = Bitfield::new(t.meta.piece_count());
+        c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
-        t.conns.insert(id);
+        ctx.t.conns.insert(id);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -278,10 +278,11 @@ impl Node {
         let mut to_close = Vec::new();
         let mut keepalive = Vec::new();
         for (id, c) in &self.s.conns {
-            match c.timer_action(now, &self.s.config) {
-                TimerAction::None => {}
-                TimerAction::Close(reason) => to_close.push((*id, reason)),
-                TimerAction::KeepAlive => keepalive.push(*id),
+            match c.due_timer(now, &self.s.config) {
+                None => {}
+                Some(ConnTimer::Handshake) => to_close.push((*id, "handshake timed out")),
+                Some(ConnTimer::Idle) => to_close.push((*id, "peer silent for too long")),
+                Some(ConnTimer::KeepAlive) => keepalive.push(*id),
             }
         }
         for (id, reason) in to_close {

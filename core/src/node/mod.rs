@@ -12,7 +12,8 @@
 //! | where a piece is verified, resume checks, strikes and bans | [`verify`] |
 //! | when a checkpoint is saved | [`checkpointing`] |
 //! | what a disk error stops and when it is retried | [`disk_faults`] |
-//! | announcing, dialling, rechoking, periodic torrent work | [`swarm`] |
+//! | announcing, dialling, rechoking | [`swarm`] |
+//! | what runs when, for a torrent (one timer table for waking and running) | [`timers`] |
 //!
 //! Invariants kept here (DESIGN.md): a piece is announced or served only after its SHA-1 matched (1); a
 //! checkpoint is requested only together with a sync of the data it claims, in one ordered disk operation (2);
@@ -46,6 +47,7 @@ mod peers;
 mod requests;
 mod shared;
 mod swarm;
+mod timers;
 mod torrent;
 mod types;
 mod verify;
@@ -60,7 +62,7 @@ use crate::tracker::Event;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use shared::Shared;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use torrent::Torrent;
 use view::TorrentCtx;
@@ -69,6 +71,10 @@ use view::TorrentCtx;
 pub struct Node {
     s: Shared,
     torrents: BTreeMap<InfoHash, Torrent>,
+    /// Each torrent's next wake-up, as of the end of the last call that changed it (see [`Node::settle`]).
+    deadlines: BTreeMap<InfoHash, Option<Instant>>,
+    /// Torrents changed since the last [`Node::settle`] (every [`Node::ctx`] marks one).
+    touched: BTreeSet<InfoHash>,
 }
 
 impl Node {
@@ -78,6 +84,8 @@ impl Node {
         Node {
             s: Shared::new(config, rng),
             torrents: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+            touched: BTreeSet::new(),
         }
     }
 
@@ -125,7 +133,7 @@ impl Node {
                 ctx.start(now, add.resume);
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Add a peer address to try for a torrent (a `--peer` source, or a test harness).
@@ -134,7 +142,7 @@ impl Node {
             ctx.t.peers.add(addr, now);
             ctx.connect_more(now);
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Announce `stopped` everywhere and close every connection; the node emits nothing new afterwards.
@@ -150,7 +158,7 @@ impl Node {
         for id in ids {
             self.close(now, id, "shutting down");
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Feed one input.
@@ -170,7 +178,7 @@ impl Node {
                 }
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Identifier for an inbound connection the driver is about to report with [`Input::Accepted`]. Drawn
@@ -179,21 +187,26 @@ impl Node {
         self.s.new_conn_id()
     }
 
-    /// The earliest instant at which [`Node::handle_timeout`] has work to do.
+    /// The earliest instant at which [`Node::handle_timeout`] has work to do; `None` when no timer is armed.
+    ///
+    /// Cheap: torrents' deadlines are kept from the end of the call that last changed them (a deadline that
+    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are a
+    /// few comparisons each.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut best: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                best = Some(best.map_or(t, |b| b.min(t)));
-            }
-        };
-        for t in self.torrents.values() {
-            consider(t.next_deadline(self.s.now, &self.s.config));
-        }
-        for c in self.s.conns.values() {
-            consider(Some(c.next_deadline(&self.s.config)));
-        }
-        best
+        let now = self.s.now;
+        let torrents = self
+            .deadlines
+            .iter()
+            .filter_map(|(hash, cached)| match cached {
+                Some(at) if *at > now => Some(*at),
+                _ => self.torrents.get(hash)?.next_deadline(now, &self.s.config),
+            });
+        let conns = self
+            .s
+            .conns
+            .values()
+            .filter_map(|c| c.next_deadline(&self.s.config));
+        torrents.chain(conns).min()
     }
 
     /// Run every timer that is due at `now`.
@@ -206,12 +219,25 @@ impl Node {
                 ctx.on_timers(now);
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
-    /// One torrent borrowed together with the shared state.
+    /// End of a call: hand queued bytes to the driver and note the next deadline of every torrent changed.
+    fn settle(&mut self, now: Instant) {
+        self.s.flush(now);
+        for hash in std::mem::take(&mut self.touched) {
+            if let Some(t) = self.torrents.get(&hash) {
+                let at = t.next_deadline(self.s.now, &self.s.config);
+                self.deadlines.insert(hash, at);
+            }
+        }
+    }
+
+    /// One torrent borrowed together with the shared state. The only way to change a torrent, so that its
+    /// deadline is worked out again at the end of the call.
     fn ctx(&mut self, hash: InfoHash) -> Option<TorrentCtx<'_>> {
         let t = self.torrents.get_mut(&hash)?;
+        self.touched.insert(hash);
         Some(TorrentCtx {
             hash,
             t,
@@ -269,10 +295,25 @@ impl Node {
         }
     }
 
-    /// Test hook: hand queued bytes to the driver.
+    /// Test hook: [`Node::poll_timeout`] worked out from scratch, without the kept deadlines.
+    #[cfg(test)]
+    fn poll_timeout_uncached(&self) -> Option<Instant> {
+        let torrents = self
+            .torrents
+            .values()
+            .filter_map(|t| t.next_deadline(self.s.now, &self.s.config));
+        let conns = self
+            .s
+            .conns
+            .values()
+            .filter_map(|c| c.next_deadline(&self.s.config));
+        torrents.chain(conns).min()
+    }
+
+    /// Test hook: end a call made through a test hook.
     #[cfg(test)]
     fn flush(&mut self, now: Instant) {
-        self.s.flush(now);
+        self.settle(now);
     }
 }
 

@@ -314,7 +314,11 @@ impl World {
                 .peers
                 .iter()
                 .filter(|p| p.alive)
-                .filter_map(|p| p.node.poll_timeout())
+                .filter_map(|p| {
+                    // The kept deadlines must say what working them out afresh says.
+                    assert_eq!(p.node.poll_timeout(), p.node.poll_timeout_uncached());
+                    p.node.poll_timeout()
+                })
                 .min();
             let Some(next) = next else { return done(self) };
             self.now = self

@@ -147,10 +147,6 @@ impl AnnounceState {
                 .min(Duration::from_secs(60));
     }
 
-    pub fn due(&self, now: Instant) -> bool {
-        self.enabled && now >= self.next_at
-    }
-
     /// Whether progress since the last announce is worth telling the tracker about now.
     pub fn progress_due(&self, now: Instant, config: &NodeConfig) -> bool {
         self.enabled
@@ -159,7 +155,8 @@ impl AnnounceState {
                 .is_some_and(|t| now >= t + config.progress_announce_interval)
     }
 
-    fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
+    /// When progress is next worth announcing.
+    pub fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
         self.last_at.map(|t| t + config.progress_announce_interval)
     }
 }
@@ -260,32 +257,6 @@ impl Torrent {
                 status_port: config.status_port,
             },
         }
-    }
-
-    pub fn next_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
-        let mut best: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                best = Some(best.map_or(t, |b: Instant| b.min(t)));
-            }
-        };
-        if self.check.is_some() {
-            return None;
-        }
-        consider(self.picker.next_request_deadline(config.request_timeout));
-        if self.announce.enabled {
-            consider(Some(self.announce.next_at));
-            if self.announce.last_left != Some(self.left()) {
-                consider(self.announce.next_progress_at(config));
-            }
-        }
-        consider(self.peers.next_retry(now));
-        if !self.conns.is_empty() {
-            consider(Some(self.next_rechoke));
-        }
-        consider(self.ckpt.retry_at.filter(|_| self.ckpt.dirty));
-        consider(self.disk.retry_at);
-        best
     }
 
     pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>, now: Instant) -> TorrentStats {
