@@ -173,7 +173,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
                 },
                 complete: s.complete,
                 checking: s.checking,
-                error: s.error.clone(),
+                error: s.error.as_ref().map(ToString::to_string),
                 error_retry_in_ms: s.error_retry_in_ms,
                 disk_errors: s.disk_errors,
                 bytes_downloaded: s.bytes_downloaded,
@@ -403,7 +403,12 @@ mod tests {
             checkpoints_written: 5,
             complete: false,
             checking: false,
-            error: Some("No space left on device".into()),
+            error: Some(enjambre_core::node::TorrentError::Write(
+                enjambre_core::node::DiskError::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ),
+            )),
             error_retry_in_ms: Some(4000),
             disk_errors: 3,
             banned: vec!["10.0.0.9:1".parse().unwrap()],

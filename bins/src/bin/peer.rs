@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{ArgAction, Parser, Subcommand};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
-use enjambre_core::node::{NodeConfig, TorrentStats};
+use enjambre_core::node::{NodeConfig, TorrentError, TorrentStats};
 use enjambre_net::app::{
     self, normalize_tracker_url, parse_bytes, AppOptions, FileReport, PeerApp, ServeEvent,
     TrackerUrls,
@@ -456,7 +456,7 @@ async fn serve(
 /// until the peer stops.
 async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()> {
     let mut pending: Vec<String> = resumed.iter().map(InfoHash::to_hex).collect();
-    let mut errors: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, Option<TorrentError>> = BTreeMap::new();
     loop {
         for s in app.stats().await? {
             if app::is_finished(&s) {
@@ -620,8 +620,11 @@ fn stalled_line(s: &TorrentStats) -> String {
         .error_retry_in_ms
         .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
         .unwrap_or_default();
-    let error = s.error.as_deref().unwrap_or("disk error");
-    let hint = if error.contains("No space left") || error.contains("os error 28") {
+    let error = s
+        .error
+        .as_ref()
+        .map_or_else(|| "disk error".to_string(), ToString::to_string);
+    let hint = if s.error.as_ref().is_some_and(|e| e.is_storage_full()) {
         "free some space"
     } else {
         "check the disk"

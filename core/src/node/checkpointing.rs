@@ -3,7 +3,7 @@
 //! and a growing wait when saves fail.
 
 use super::view::TorrentCtx;
-use super::{DiskOp, NodeEvent, Output};
+use super::{DiskError, DiskOp, NodeEvent, Output, TorrentError};
 use crate::checkpoint::Checkpoint;
 use crate::time::Instant;
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl TorrentCtx<'_> {
     }
 
     /// The driver saved (or failed to save) checkpoint `generation`.
-    pub fn on_checkpoint_saved(&mut self, now: Instant, generation: u64, error: Option<String>) {
+    pub fn on_checkpoint_saved(&mut self, now: Instant, generation: u64, error: Option<DiskError>) {
         let t = &mut *self.t;
         if t.ckpt.generation != generation {
             return;
@@ -66,7 +66,7 @@ impl TorrentCtx<'_> {
                 t.ckpt.retry_at = Some(now + wait);
                 self.s.event(NodeEvent::TorrentError {
                     torrent: self.hash,
-                    error: format!("checkpoint not saved: {e}"),
+                    error: TorrentError::CheckpointNotSaved(e),
                 });
                 return;
             }

@@ -44,6 +44,7 @@ mod connections;
 mod disk_faults;
 mod messages;
 mod peers;
+mod reasons;
 mod requests;
 mod shared;
 mod swarm;
@@ -53,6 +54,7 @@ mod types;
 mod verify;
 mod view;
 
+pub use reasons::{CloseReason, ConnectError, DiskError, RefuseReason, TorrentError};
 pub use types::*;
 
 use crate::metainfo::InfoHash;
@@ -156,7 +158,7 @@ impl Node {
         }
         let ids: Vec<ConnId> = self.s.conns.keys().copied().collect();
         for id in ids {
-            self.close(now, id, "shutting down");
+            self.close(now, id, CloseReason::ShuttingDown);
         }
         self.settle(now);
     }
@@ -166,11 +168,11 @@ impl Node {
         self.s.now = self.s.now.max(now);
         match input {
             Input::Connected { conn } => self.on_connected(now, conn),
-            Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, &reason),
+            Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, reason),
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
             Input::Received { conn, data } => self.on_received(now, conn, &data),
-            Input::Closed { conn } => self.close(now, conn, "closed by peer"),
-            Input::Dropped { conn, reason } => self.close(now, conn, &reason),
+            Input::Closed { conn } => self.close(now, conn, CloseReason::ClosedByPeer),
+            Input::Dropped { conn, reason } => self.close(now, conn, reason),
             Input::Disk(done) => self.on_disk(now, done),
             Input::TrackerReply { torrent, reply } => {
                 if let Some(mut ctx) = self.ctx(torrent) {
@@ -280,7 +282,7 @@ impl Node {
             }
             DiskDone::WriteFailed { torrent, error } => {
                 if let Some(mut ctx) = self.ctx(torrent) {
-                    ctx.fail_torrent(now, error);
+                    ctx.fail_torrent(now, TorrentError::Write(error));
                 }
             }
         }

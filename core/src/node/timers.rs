@@ -4,7 +4,7 @@
 
 use super::torrent::Torrent;
 use super::view::TorrentCtx;
-use super::{ConnId, NodeConfig, NodeEvent};
+use super::{CloseReason, ConnId, NodeConfig, NodeEvent};
 use crate::time::Instant;
 use crate::tracker::Event;
 use std::collections::BTreeSet;
@@ -146,7 +146,9 @@ impl TorrentCtx<'_> {
                 self.close(
                     now,
                     *id,
-                    &format!("no data for {} s with requests pending", silent.as_secs()),
+                    CloseReason::Stalled {
+                        silent_secs: silent.as_secs(),
+                    },
                 );
             }
         }

@@ -3,7 +3,7 @@
 
 use super::conn::Conn;
 use super::peers::PeerBook;
-use super::{ConnId, NodeConfig, TorrentStats};
+use super::{ConnId, NodeConfig, TorrentError, TorrentStats};
 use crate::bitfield::Bitfield;
 use crate::choker::Choker;
 use crate::metainfo::Metainfo;
@@ -179,7 +179,7 @@ pub(crate) struct Torrent {
     pub picker: Picker,
     pub choker: Choker,
     pub check: Option<Check>,
-    pub error: Option<String>,
+    pub error: Option<TorrentError>,
     pub disk: DiskFaults,
     pub peers: PeerBook,
     pub conns: BTreeSet<ConnId>,
