@@ -4,9 +4,13 @@
 
 use super::view::TorrentCtx;
 use super::{DiskError, DiskOp, NodeEvent, Output, TorrentError};
+use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoint;
 use crate::time::Instant;
 use std::time::Duration;
+
+/// Waits between attempts to save a checkpoint that failed to save.
+const CHECKPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 impl TorrentCtx<'_> {
     /// Ask for a checkpoint if pieces were verified since the last one and none is in flight.
@@ -61,8 +65,7 @@ impl TorrentCtx<'_> {
                 t.ckpt.dirty = true;
                 // 1 s, doubling while saves keep failing (a full disk), up to 30 s.
                 t.ckpt.failures = t.ckpt.failures.saturating_add(1);
-                let wait = Duration::from_secs(1 << (t.ckpt.failures - 1).min(5))
-                    .min(Duration::from_secs(30));
+                let wait = CHECKPOINT_RETRY.delay(t.ckpt.failures);
                 t.ckpt.retry_at = Some(now + wait);
                 self.s.event(NodeEvent::TorrentError {
                     torrent: self.hash,

@@ -4,6 +4,7 @@
 use super::conn::Conn;
 use super::peers::PeerBook;
 use super::{ConnId, NodeConfig, TorrentError, TorrentStats};
+use crate::backoff::Backoff;
 use crate::bitfield::Bitfield;
 use crate::choker::Choker;
 use crate::metainfo::Metainfo;
@@ -75,11 +76,7 @@ impl DiskFaults {
     pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) -> Duration {
         self.failures = self.failures.saturating_add(1);
         self.total = self.total.saturating_add(1);
-        let factor = 1u32 << (self.failures - 1).min(10);
-        let wait = config
-            .disk_retry_base
-            .saturating_mul(factor)
-            .min(config.disk_retry_max);
+        let wait = Backoff::new(config.disk_retry_base, config.disk_retry_max).delay(self.failures);
         self.retry_at = Some(now + wait);
         wait
     }
@@ -139,12 +136,13 @@ impl AnnounceState {
     pub fn on_failure(&mut self, now: Instant, config: &NodeConfig, error: &str) {
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(error.to_string());
-        let factor = 1u32 << self.failures.min(5);
-        self.next_at = now
-            + config
-                .reconnect_base
-                .saturating_mul(factor)
-                .min(Duration::from_secs(60));
+        // Twice the redial base after the first failure, doubling for five failures, at most a minute.
+        let base = config.reconnect_base;
+        let backoff = Backoff::new(
+            base.saturating_mul(2),
+            base.saturating_mul(32).min(Duration::from_secs(60)),
+        );
+        self.next_at = now + backoff.delay(self.failures);
     }
 
     /// Whether progress since the last announce is worth telling the tracker about now.
@@ -262,7 +260,7 @@ impl Torrent {
     pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>, now: Instant) -> TorrentStats {
         TorrentStats {
             name: self.meta.info.name.clone(),
-            info_hash: self.meta.info_hash.to_hex(),
+            info_hash: self.meta.info_hash,
             size: self.meta.total_length(),
             pieces_total: self.meta.piece_count(),
             pieces_have: self.picker.have().count(),

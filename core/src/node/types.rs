@@ -398,8 +398,9 @@ pub struct ConnStats {
 pub struct TorrentStats {
     /// Torrent name.
     pub name: String,
-    /// Info hash, hex.
-    pub info_hash: String,
+    /// Info hash (hex in JSON).
+    #[serde(serialize_with = "hex")]
+    pub info_hash: InfoHash,
     /// Total bytes.
     pub size: u64,
     /// Pieces in the torrent.
