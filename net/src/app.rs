@@ -188,7 +188,7 @@ impl FileReport {
     pub fn from_stats(stats: &TorrentStats, seconds: f64) -> FileReport {
         FileReport {
             name: stats.name.clone(),
-            info_hash: stats.info_hash.clone(),
+            info_hash: stats.info_hash.to_hex(),
             size: stats.size,
             pieces_total: stats.pieces_total,
             pieces_resumed: stats.pieces_resumed,
@@ -627,8 +627,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
             let now = self.env.clock.now();
             let mut current = Vec::new();
             for h in hashes {
-                let hex = h.to_hex();
-                let Some(s) = all.iter().find(|s| s.info_hash == hex) else {
+                let Some(s) = all.iter().find(|s| s.info_hash == *h) else {
                     return Err(AppError::NotActive(*h));
                 };
                 current.push(s.clone());

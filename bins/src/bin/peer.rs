@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{ArgAction, Parser, Subcommand};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
-use enjambre_core::node::{NodeConfig, TorrentStats};
+use enjambre_core::node::{NodeConfig, TorrentError, TorrentStats};
 use enjambre_net::app::{
     self, normalize_tracker_url, AppOptions, FileReport, PeerApp, ServeEvent, TrackerUrls,
 };
@@ -455,8 +455,8 @@ async fn serve(
 /// Print `complete NAME INFOHASH` when a resumed download finishes, and errors that stop a torrent; runs
 /// until the peer stops.
 async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()> {
-    let mut pending: Vec<String> = resumed.iter().map(InfoHash::to_hex).collect();
-    let mut errors: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut pending = resumed;
+    let mut errors: BTreeMap<InfoHash, Option<TorrentError>> = BTreeMap::new();
     loop {
         for s in app.stats().await? {
             if app::is_finished(&s) {
@@ -465,7 +465,7 @@ async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()
                     out!("complete {} {}", s.name, s.info_hash);
                 }
             }
-            let last = errors.entry(s.info_hash.clone()).or_default();
+            let last = errors.entry(s.info_hash).or_default();
             if s.error.is_some() && s.error != *last {
                 err!("{}", stalled_line(&s));
             }
@@ -609,9 +609,9 @@ fn human_report(r: &FileReport) -> String {
 /// on stderr each time it changes.
 struct Bars {
     multi: Option<MultiProgress>,
-    bars: BTreeMap<String, ProgressBar>,
-    tracker_errors: BTreeMap<String, Option<String>>,
-    disk_errors: BTreeMap<String, u32>,
+    bars: BTreeMap<InfoHash, ProgressBar>,
+    tracker_errors: BTreeMap<InfoHash, Option<String>>,
+    disk_errors: BTreeMap<InfoHash, u32>,
 }
 
 /// The line telling that a download stopped on a disk error and when it is tried again.
@@ -620,8 +620,11 @@ fn stalled_line(s: &TorrentStats) -> String {
         .error_retry_in_ms
         .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
         .unwrap_or_default();
-    let error = s.error.as_deref().unwrap_or("disk error");
-    let hint = if error.contains("No space left") || error.contains("os error 28") {
+    let error = s
+        .error
+        .as_ref()
+        .map_or_else(|| "disk error".to_string(), ToString::to_string);
+    let hint = if s.error.as_ref().is_some_and(|e| e.is_storage_full()) {
         "free some space"
     } else {
         "check the disk"
@@ -644,7 +647,7 @@ impl Bars {
 
     fn update(&mut self, stats: &[TorrentStats]) {
         for s in stats {
-            let last = self.tracker_errors.entry(s.info_hash.clone()).or_default();
+            let last = self.tracker_errors.entry(s.info_hash).or_default();
             if *last != s.tracker_error {
                 if let (None, Some(e)) = (&self.multi, &s.tracker_error) {
                     eprintln!("{}: tracker unreachable, retrying: {e}", s.name);
@@ -652,7 +655,7 @@ impl Bars {
                 last.clone_from(&s.tracker_error);
             }
             // Each new disk error (a retry that failed again counts) is told once, bars or not.
-            let seen = self.disk_errors.entry(s.info_hash.clone()).or_default();
+            let seen = self.disk_errors.entry(s.info_hash).or_default();
             if s.error.is_some() && s.disk_errors != *seen {
                 *seen = s.disk_errors;
                 let line = stalled_line(s);
@@ -664,7 +667,7 @@ impl Bars {
         }
         let Some(multi) = &self.multi else { return };
         for s in stats {
-            let bar = self.bars.entry(s.info_hash.clone()).or_insert_with(|| {
+            let bar = self.bars.entry(s.info_hash).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(s.size.max(1)));
                 let style = ProgressStyle::with_template(
                     "{prefix:<24!} [{bar:28}] {percent:>3}% {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} {msg}",
