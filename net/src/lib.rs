@@ -8,6 +8,7 @@ pub mod app;
 pub mod byte_size;
 pub mod catalog_store;
 pub mod clock;
+pub mod connection_slots;
 pub mod create;
 pub mod demo;
 mod disk;
