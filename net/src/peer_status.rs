@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enjambre_core::node::{ConnStats, TorrentStats};
+use enjambre_core::rate::RateMeter;
 use enjambre_core::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -94,63 +95,40 @@ pub struct PeerStatus {
     pub totals: StatusTotals,
 }
 
-/// The last sample of a torrent's byte counters, and the rates measured up to it.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    down: u64,
-    up: u64,
-    down_rate: u64,
-    up_rate: u64,
-}
+/// Rates are measured over at least this long.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// A torrent's (download, upload) meters.
+type Meters = (RateMeter, RateMeter);
 
 /// Rates per torrent (info hash), updated by the sampler.
 #[derive(Debug, Default)]
 pub struct RateBoard {
-    samples: Mutex<BTreeMap<String, Sample>>,
+    meters: Mutex<BTreeMap<String, Meters>>,
 }
 
 impl RateBoard {
-    /// Take in a sample of every torrent at `now`.
+    /// Take in a sample of every torrent at `now` (a torrent no longer listed is forgotten).
     pub fn sample(&self, now: Instant, stats: &[TorrentStats]) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = BTreeMap::new();
         for s in stats {
-            let (down, up) = (s.bytes_downloaded, s.bytes_uploaded);
-            let sample = match samples.remove(&s.info_hash) {
-                Some(prev) if down >= prev.down && up >= prev.up => {
-                    let secs = now.saturating_since(prev.at).as_secs_f64();
-                    if secs < 0.5 {
-                        prev
-                    } else {
-                        Sample {
-                            at: now,
-                            down,
-                            up,
-                            down_rate: ((down - prev.down) as f64 / secs) as u64,
-                            up_rate: ((up - prev.up) as f64 / secs) as u64,
-                        }
-                    }
-                }
-                _ => Sample {
-                    at: now,
-                    down,
-                    up,
-                    down_rate: 0,
-                    up_rate: 0,
-                },
-            };
-            next.insert(s.info_hash.clone(), sample);
+            let (mut down, mut up) = meters
+                .remove(&s.info_hash)
+                .unwrap_or((RateMeter::new(RATE_WINDOW), RateMeter::new(RATE_WINDOW)));
+            down.sample(now, s.bytes_downloaded);
+            up.sample(now, s.bytes_uploaded);
+            next.insert(s.info_hash.clone(), (down, up));
         }
-        *samples = next;
+        *meters = next;
     }
 
     /// (download, upload) rate of a torrent, 0 when not sampled yet.
     pub fn rates(&self, info_hash: &str) -> (u64, u64) {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples
+        let meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        meters
             .get(info_hash)
-            .map_or((0, 0), |s| (s.down_rate, s.up_rate))
+            .map_or((0, 0), |(down, up)| (down.rate(), up.rate()))
     }
 }
 
