@@ -15,11 +15,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accept::accept_next;
 use crate::clock::Clock;
 use crate::http::{read_request, write_response, HttpLimits, Request, Response};
 use crate::peer::Peer;
 use crate::prometheus::{Exposition, Kind, CONTENT_TYPE};
-use crate::transport::{Listener, Transport};
+use crate::transport::Transport;
 
 /// Most status connections served at once.
 const MAX_CONNECTIONS: usize = 32;
@@ -339,21 +340,12 @@ pub async fn serve_status<T: Transport>(mut listener: T::Listener, peer: Peer, c
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (peer, board) = (peer.clone(), board.clone());
-                tasks.spawn(async move {
-                    connection(stream, peer, board).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "status endpoint: accept failed");
-                clock
-                    .sleep_until(clock.now() + Duration::from_millis(50))
-                    .await;
-            }
-        }
+        let (stream, _) = accept_next(&mut listener, &clock, "status endpoint").await;
+        let (peer, board) = (peer.clone(), board.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, board).await;
+            drop(permit);
+        });
     }
 }
 
