@@ -14,6 +14,7 @@ pub mod layout;
 pub mod metainfo;
 pub mod node;
 pub mod picker;
+pub mod rate;
 pub mod time;
 pub mod tracker;
 pub mod wire;
