@@ -160,10 +160,10 @@ fn run_thread(args: &Args, pool: &[InfoHash], until: Instant) -> anyhow::Result<
         }
         if last_sweep.elapsed() >= Duration::from_millis(50) {
             last_sweep = Instant::now();
-            for slot in 0..clients.len() {
-                if clients[slot].sent.elapsed() >= timeout {
+            for (slot, client) in clients.iter_mut().enumerate() {
+                if client.sent.elapsed() >= timeout {
                     tally.lost += 1;
-                    clients[slot] = start_client(slot)?;
+                    *client = start_client(slot)?;
                 }
             }
         }
