@@ -2,9 +2,13 @@
 //! bytes apart from synced bytes, so every checkpoint is checked against what is durable (invariant 2).
 
 use super::*;
+use crate::bitfield::Bitfield;
 use crate::checkpoint::Checkpoint;
 use crate::metainfo::{build, FileEntry, Metainfo, PieceHasher};
+use crate::wire::{Frame, Handshake, Message};
+use bytes::Bytes;
 use sha1::{Digest, Sha1};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 const PL: u32 = 32 * 1024;
