@@ -475,11 +475,14 @@ fn parse_error(d: &Dict) -> Result<Body, KrpcError> {
         .and_then(Value::as_int)
         .ok_or(KrpcError::Invalid("e"))?;
     let text = e.get(1).and_then(Value::as_bytes).unwrap_or_default();
-    let text = text.get(..LIMITS.max_error_text).unwrap_or(text);
-    Ok(Body::Error {
-        code,
-        message: String::from_utf8_lossy(text).into_owned(),
-    })
+    let mut message = String::new();
+    for c in String::from_utf8_lossy(text).chars() {
+        if message.len() + c.len_utf8() > LIMITS.max_error_text {
+            break;
+        }
+        message.push(c);
+    }
+    Ok(Body::Error { code, message })
 }
 
 #[cfg(test)]
