@@ -134,6 +134,13 @@ impl Mesh {
         }
     }
 
+    /// Turn every node's KRPC trace on or off.
+    pub fn set_trace(&mut self, on: bool) {
+        for m in &mut self.members {
+            m.node.set_trace(on);
+        }
+    }
+
     /// Whether `host` is silent.
     pub fn is_silent(&self, host: Host) -> bool {
         self.members.get(host).is_some_and(|m| m.silent)

@@ -272,6 +272,11 @@ impl DhtNode {
         &self.table
     }
 
+    /// Turn the KRPC trace ([`DhtEvent::Krpc`]) on or off.
+    pub fn set_trace(&mut self, on: bool) {
+        self.config.trace = on;
+    }
+
     /// Counters.
     pub fn stats(&self) -> DhtStats {
         self.stats
