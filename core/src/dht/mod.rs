@@ -13,6 +13,7 @@ pub mod krpc;
 pub mod lookup;
 pub mod mesh;
 pub mod node;
+pub mod saved;
 pub mod store;
 pub mod table;
 pub mod timers;
