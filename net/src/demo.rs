@@ -720,11 +720,10 @@ fn describe(r: &FileReport) -> String {
 }
 
 async fn piece_count(app: &App, hash: &InfoHash) -> Result<u32, DemoError> {
-    let hex = hash.to_hex();
     let stats = app.stats().await.map_err(peer_err("B"))?;
     Ok(stats
         .iter()
-        .find(|s| s.info_hash == hex)
+        .find(|s| s.info_hash == *hash)
         .map_or(0, |s| s.pieces_have))
 }
 

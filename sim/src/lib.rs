@@ -5,6 +5,7 @@
 //! replay the same story byte for byte.
 
 pub mod content;
+pub mod dht_sim;
 pub mod disk_space;
 pub mod flow;
 pub mod host;

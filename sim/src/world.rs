@@ -315,10 +315,7 @@ impl World {
             ),
             NodeEvent::Disconnected { addr, reason, conn } => {
                 self.timed_out.remove(&(host.to_string(), *conn));
-                let important = !matches!(
-                    reason.as_str(),
-                    "both complete" | "duplicate connection" | "shutting down"
-                );
+                let important = !reason.is_routine();
                 (
                     important,
                     format!("lost {}: {reason}", self.host_name(*addr)),

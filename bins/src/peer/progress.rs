@@ -3,7 +3,7 @@
 
 use super::{stderr_tty, App};
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::node::TorrentStats;
+use enjambre_core::node::{TorrentError, TorrentStats};
 use enjambre_net::app::{self, human_bytes, ServeEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -44,8 +44,8 @@ pub fn serve_printer() -> app::ServeSink {
 /// Print `complete NAME INFOHASH` when a resumed download finishes, and errors that stop a torrent; runs
 /// until the peer stops.
 pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()> {
-    let mut pending: Vec<String> = resumed.iter().map(InfoHash::to_hex).collect();
-    let mut errors: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut pending = resumed;
+    let mut errors: BTreeMap<InfoHash, Option<TorrentError>> = BTreeMap::new();
     loop {
         for s in app.stats().await? {
             if app::is_finished(&s) {
@@ -54,7 +54,7 @@ pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Resul
                     out!("complete {} {}", s.name, s.info_hash);
                 }
             }
-            let last = errors.entry(s.info_hash.clone()).or_default();
+            let last = errors.entry(s.info_hash).or_default();
             if s.error.is_some() && s.error != *last {
                 err!("{}", stalled_line(&s));
             }
@@ -68,9 +68,9 @@ pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Resul
 /// on stderr each time it changes.
 pub struct Bars {
     multi: Option<MultiProgress>,
-    bars: BTreeMap<String, ProgressBar>,
-    tracker_errors: BTreeMap<String, Option<String>>,
-    disk_errors: BTreeMap<String, u32>,
+    bars: BTreeMap<InfoHash, ProgressBar>,
+    tracker_errors: BTreeMap<InfoHash, Option<String>>,
+    disk_errors: BTreeMap<InfoHash, u32>,
 }
 
 /// The line telling that a download stopped on a disk error and when it is tried again.
@@ -79,8 +79,11 @@ pub fn stalled_line(s: &TorrentStats) -> String {
         .error_retry_in_ms
         .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
         .unwrap_or_default();
-    let error = s.error.as_deref().unwrap_or("disk error");
-    let hint = if error.contains("No space left") || error.contains("os error 28") {
+    let error = s
+        .error
+        .as_ref()
+        .map_or_else(|| "disk error".to_string(), ToString::to_string);
+    let hint = if s.error.as_ref().is_some_and(|e| e.is_storage_full()) {
         "free some space"
     } else {
         "check the disk"
@@ -105,7 +108,7 @@ impl Bars {
     /// Show the latest stats.
     pub fn update(&mut self, stats: &[TorrentStats]) {
         for s in stats {
-            let last = self.tracker_errors.entry(s.info_hash.clone()).or_default();
+            let last = self.tracker_errors.entry(s.info_hash).or_default();
             if *last != s.tracker_error {
                 if let (None, Some(e)) = (&self.multi, &s.tracker_error) {
                     eprintln!("{}: tracker unreachable, retrying: {e}", s.name);
@@ -113,7 +116,7 @@ impl Bars {
                 last.clone_from(&s.tracker_error);
             }
             // Each new disk error (a retry that failed again counts) is told once, bars or not.
-            let seen = self.disk_errors.entry(s.info_hash.clone()).or_default();
+            let seen = self.disk_errors.entry(s.info_hash).or_default();
             if s.error.is_some() && s.disk_errors != *seen {
                 *seen = s.disk_errors;
                 let line = stalled_line(s);
@@ -125,7 +128,7 @@ impl Bars {
         }
         let Some(multi) = &self.multi else { return };
         for s in stats {
-            let bar = self.bars.entry(s.info_hash.clone()).or_insert_with(|| {
+            let bar = self.bars.entry(s.info_hash).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(s.size.max(1)));
                 let style = ProgressStyle::with_template(
                     "{prefix:<24!} [{bar:28}] {percent:>3}% {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} {msg}",

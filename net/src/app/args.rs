@@ -38,12 +38,7 @@ pub fn normalize_tracker_url(url: &str) -> Result<TrackerUrls, AppError> {
     if parsed.query.is_some() || full.contains('#') {
         return Err(bad("a query or fragment is not supported"));
     }
-    let trimmed = full.trim_end_matches('/');
-    let base = trimmed
-        .strip_suffix("/announce")
-        .unwrap_or(trimmed)
-        .trim_end_matches('/')
-        .to_string();
+    let base = parsed.base_url();
     Ok(TrackerUrls {
         announce: format!("{base}/announce"),
         base,

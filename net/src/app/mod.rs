@@ -301,8 +301,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
             let now = self.env.clock.now();
             let mut current = Vec::new();
             for h in hashes {
-                let hex = h.to_hex();
-                let Some(s) = all.iter().find(|s| s.info_hash == hex) else {
+                let Some(s) = all.iter().find(|s| s.info_hash == *h) else {
                     return Err(AppError::NotActive(*h));
                 };
                 current.push(s.clone());

@@ -34,7 +34,7 @@ impl FileReport {
     pub fn from_stats(stats: &TorrentStats, seconds: f64) -> FileReport {
         FileReport {
             name: stats.name.clone(),
-            info_hash: stats.info_hash.clone(),
+            info_hash: stats.info_hash.to_hex(),
             size: stats.size,
             pieces_total: stats.pieces_total,
             pieces_resumed: stats.pieces_resumed,
