@@ -12,6 +12,7 @@ pub mod clock;
 pub mod connection_slots;
 pub mod create;
 pub mod demo;
+pub mod dht;
 mod disk;
 pub mod http;
 pub mod library;

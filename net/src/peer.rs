@@ -22,7 +22,8 @@ use crate::transport::{Listener, Transport};
 use bytes::{Bytes, BytesMut};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
-    AddTorrent, ConnId, DiskOp, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats,
+    AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, Input, Node, NodeConfig, NodeEvent,
+    Output, TorrentStats,
 };
 use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
@@ -462,7 +463,7 @@ struct NodeTask<T: Transport, B, C> {
     /// When the pacer may spend again (`None`: now).
     pace_at: Option<Instant>,
     /// Connections the driver gave up on, to tell the node.
-    dropped: Vec<(ConnId, String)>,
+    dropped: Vec<(ConnId, CloseReason)>,
     options: PeerOptions,
 }
 
@@ -685,11 +686,11 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                         Ok(Ok(stream)) => Msg::Connected(conn, stream),
                         Ok(Err(e)) => Msg::Input(Input::ConnectFailed {
                             conn,
-                            reason: e.to_string(),
+                            reason: ConnectError::from(&e),
                         }),
                         Err(_) => Msg::Input(Input::ConnectFailed {
                             conn,
-                            reason: "timed out".into(),
+                            reason: ConnectError::TimedOut,
                         }),
                     };
                     let _ = inbox.send(msg).await;
@@ -707,10 +708,9 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     }
                     self.dropped.push((
                         conn,
-                        format!(
-                            "dropped: {} MiB sent to it stay unread",
-                            queued / (1024 * 1024)
-                        ),
+                        CloseReason::Unread {
+                            unread_mib: queued / (1024 * 1024),
+                        },
                     ));
                 } else {
                     let _ = c.writer.send(data);

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::{ConnStats, TorrentStats};
 use enjambre_core::rate::RateMeter;
 use enjambre_core::time::Instant;
@@ -105,7 +106,7 @@ type Meters = (RateMeter, RateMeter);
 /// Rates per torrent (info hash), updated by the sampler.
 #[derive(Debug, Default)]
 pub struct RateBoard {
-    meters: Mutex<BTreeMap<String, Meters>>,
+    meters: Mutex<BTreeMap<InfoHash, Meters>>,
 }
 
 impl RateBoard {
@@ -119,13 +120,13 @@ impl RateBoard {
                 .unwrap_or((RateMeter::new(RATE_WINDOW), RateMeter::new(RATE_WINDOW)));
             down.sample(now, s.bytes_downloaded);
             up.sample(now, s.bytes_uploaded);
-            next.insert(s.info_hash.clone(), (down, up));
+            next.insert(s.info_hash, (down, up));
         }
         *meters = next;
     }
 
     /// (download, upload) rate of a torrent, 0 when not sampled yet.
-    pub fn rates(&self, info_hash: &str) -> (u64, u64) {
+    pub fn rates(&self, info_hash: &InfoHash) -> (u64, u64) {
         let meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
         meters
             .get(info_hash)
@@ -141,7 +142,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
             let (down_rate, up_rate) = board.rates(&s.info_hash);
             TorrentStatus {
                 name: s.name.clone(),
-                info_hash: s.info_hash.clone(),
+                info_hash: s.info_hash.to_hex(),
                 size: s.size,
                 pieces_total: s.pieces_total,
                 pieces_have: s.pieces_have,
@@ -152,7 +153,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
                 },
                 complete: s.complete,
                 checking: s.checking,
-                error: s.error.clone(),
+                error: s.error.as_ref().map(ToString::to_string),
                 error_retry_in_ms: s.error_retry_in_ms,
                 disk_errors: s.disk_errors,
                 bytes_downloaded: s.bytes_downloaded,
@@ -272,7 +273,7 @@ pub fn peer_metrics(stats: &[TorrentStats]) -> String {
         for s in stats {
             p.sample(
                 name,
-                &[("torrent", &s.name), ("info_hash", &s.info_hash)],
+                &[("torrent", &s.name), ("info_hash", &s.info_hash.to_hex())],
                 field(s),
             );
         }
@@ -356,7 +357,7 @@ mod tests {
     fn stats(name: &str, down: u64, up: u64) -> TorrentStats {
         TorrentStats {
             name: name.into(),
-            info_hash: format!("{:0>40}", name.len()),
+            info_hash: InfoHash([name.len() as u8; 20]),
             size: 1000,
             pieces_total: 4,
             pieces_have: 1,
@@ -373,7 +374,12 @@ mod tests {
             checkpoints_written: 5,
             complete: false,
             checking: false,
-            error: Some("No space left on device".into()),
+            error: Some(enjambre_core::node::TorrentError::Write(
+                enjambre_core::node::DiskError::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ),
+            )),
             error_retry_in_ms: Some(4000),
             disk_errors: 3,
             banned: vec!["10.0.0.9:1".parse().unwrap()],

@@ -21,8 +21,9 @@ use crate::metainfo::InfoHash;
 use super::registry::ScrapeStats;
 use super::Event;
 
-/// Most `info_hash` values accepted in one scrape query.
-pub const MAX_SCRAPE_HASHES: usize = 256;
+/// Most `info_hash` values accepted in one scrape query (a query of 1,024 is 73 KB: see the tracker's
+/// request size limit).
+pub const MAX_SCRAPE_HASHES: usize = 1024;
 
 /// Length of an `info_hash` or `peer_id`.
 pub const ID_LEN: usize = 20;
