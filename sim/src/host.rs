@@ -36,7 +36,7 @@ pub const TRACKER_PORT: u16 = 6969;
 pub const DATA_DIR: &str = "/data";
 
 /// The announce URL of the simulated tracker in `protocol`.
-fn tracker_url(protocol: TrackerProtocol) -> String {
+pub(crate) fn tracker_url(protocol: TrackerProtocol) -> String {
     match protocol {
         TrackerProtocol::Http => format!("http://tracker:{TRACKER_PORT}/announce"),
         TrackerProtocol::Udp => format!("udp://tracker:{TRACKER_PORT}/announce"),
@@ -122,12 +122,12 @@ fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     }
 }
 
-fn node_seed(seed: u64, name: &str, boot: u32) -> u64 {
+pub(crate) fn node_seed(seed: u64, name: &str, boot: u32) -> u64 {
     let d = Sha1::digest(format!("{seed}/{name}/{boot}").as_bytes());
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
-fn peer_id(name: &str) -> [u8; 20] {
+pub(crate) fn peer_id(name: &str) -> [u8; 20] {
     let mut id = *b"-EJ0100-............";
     for (slot, b) in id[8..].iter_mut().zip(name.bytes()) {
         *slot = b;

@@ -79,6 +79,9 @@ pub fn run_observed(
     scenario: &Scenario,
     options: &RunOptions,
 ) -> Result<(Report, Observation), RunError> {
+    if scenario.network.model == crate::scenario::NetworkModel::Flow {
+        return crate::flow::runner::run(scenario, options);
+    }
     // Wall time is measured for the report's last line only; nothing in the story depends on it.
     let wall = std::time::Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
@@ -422,6 +425,11 @@ impl Stage<'_> {
                 );
                 self.mark(t, &peer, MarkKind::DiskFreed);
             }
+            Action::Leave => {
+                if self.is_up(&peer) {
+                    self.crash_peer(&peer, t, "LEAVES the swarm");
+                }
+            }
             Action::Latency => {
                 let d = e.latency.map_or(Duration::ZERO, |s| s.0);
                 let others = self.others(&peer, &[]);
@@ -434,7 +442,8 @@ impl Stage<'_> {
     }
 }
 
-fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
+/// Whether a story's condition holds now (shared by both engines).
+pub(crate) fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
     let w = world.lock();
     let Some(p) = w.peers.get(&c.peer) else {
         return false;
