@@ -14,6 +14,7 @@ pub mod scenario;
 pub mod storage;
 pub mod sweep;
 pub mod timeline;
+pub mod trace_filter;
 pub mod transport;
 pub mod world;
 

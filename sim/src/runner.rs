@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub unsafe_checkpoint_before_sync: bool,
     /// Record the disk trips of this peer (crash sweeps aim between them).
     pub watch: Option<String>,
+    /// Which trace lines to keep (with `trace`).
+    pub trace_filter: crate::trace_filter::TraceFilter,
 }
 
 /// What a run saw besides its report: material for crash sweeps.
@@ -90,6 +92,7 @@ pub fn run_observed(
     {
         let mut w = world.lock();
         w.trace = options.trace;
+        w.trace_filter = options.trace_filter.clone();
         w.watch = options.watch.clone();
     }
     let mut builder = turmoil::Builder::new();

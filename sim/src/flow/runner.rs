@@ -46,13 +46,18 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Simulated time a story keeps going after everything expected has happened.
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// Why a scenario cannot run on the flow engine, if it cannot: packet-level and disk-crash faults are
-/// turmoil's.
+/// Why a scenario cannot run on the flow engine, if it cannot: packet-level faults, crashes (losing
+/// unsynced writes) and disk faults are turmoil's.
 pub fn unsupported(s: &Scenario) -> Option<String> {
     if let Some(e) = s.events.iter().find(|e| {
         matches!(
             e.action,
-            Action::Partition | Action::Heal | Action::Latency | Action::FreeDisk
+            Action::Partition
+                | Action::Heal
+                | Action::Latency
+                | Action::FreeDisk
+                | Action::Crash
+                | Action::Restart
         )
     }) {
         return Some(format!("the `{}` event", e.action.name()));
@@ -113,7 +118,11 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Observa
         .map_err(|e| RunError::Host(format!("cannot build the runtime: {e}")))?;
     let scenario = Arc::new(scenario.clone());
     let world = Shared::default();
-    world.lock().trace = options.trace;
+    {
+        let mut w = world.lock();
+        w.trace = options.trace;
+        w.trace_filter = options.trace_filter.clone();
+    }
     let end = runtime.block_on(story(scenario.clone(), seed, world.clone(), options.trace));
     drop(runtime);
     let report = build_report(&scenario, seed, &world, end, wall.elapsed());
