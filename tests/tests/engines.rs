@@ -56,6 +56,7 @@ fn both_engines_agree_on_every_shipped_scenario_they_can_both_run() {
     for path in paths {
         let mut scenario = load(&path);
         let name = scenario.name.clone();
+        // Flow-only scenarios (the 1,000-peer benchmark) have no turmoil run to agree with.
         if scenario.network.model == NetworkModel::Flow {
             continue;
         }

@@ -9,26 +9,21 @@
 use super::disk::{ContentId, LazyDisk};
 use super::net::{Capacity, HostId, Net};
 use super::transport::FlowTransport;
-use crate::host::{node_seed, peer_id, tracker_url, DATA_DIR, PEER_PORT, TRACKER_PORT};
+use crate::host::{run_peer, HostPlan, Observer, DATA_DIR, TRACKER_PORT};
 use crate::report::{build_report, Report};
 use crate::runner::{condition_holds, Observation, RunError, RunOptions};
 use crate::scenario::{Action, EventSpec, PeerSpec, Scenario};
 use crate::storage::CorruptSwitch;
 use crate::world::{MarkKind, Shared};
-use enjambre_core::metainfo::Metainfo;
-use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_core::tracker::{Registry, RegistryConfig};
-use enjambre_core::DEFAULT_PIECE_LENGTH;
 use enjambre_net::clock::TokioClock;
-use enjambre_net::create::create_metainfo;
-use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
+use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::{Inline, Storage};
-use enjambre_net::tracker_client;
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::Transport;
 use enjambre_net::udp_tracker_server::serve_udp;
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,9 +34,6 @@ const UNLIMITED: f64 = 1e9;
 
 /// How often the runner looks at the story (fires due events, checks whether it is decided).
 const STEP: Duration = Duration::from_millis(50);
-
-/// How often a peer's progress is read into the world.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Simulated time a story keeps going after everything expected has happened.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -93,7 +85,7 @@ struct Host {
     spec: PeerSpec,
     disk: LazyDisk,
     corrupt: CorruptSwitch,
-    running: Option<(JoinHandle<()>, Arc<Mutex<Option<Peer>>>)>,
+    running: Option<JoinHandle<()>>,
 }
 
 struct Pending {
@@ -123,7 +115,14 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Observa
         w.trace = options.trace;
         w.trace_filter = options.trace_filter.clone();
     }
-    let end = runtime.block_on(story(scenario.clone(), seed, world.clone(), options.trace));
+    let local = tokio::task::LocalSet::new();
+    let end = runtime.block_on(local.run_until(story(
+        scenario.clone(),
+        seed,
+        world.clone(),
+        options.trace,
+    )));
+    drop(local);
     drop(runtime);
     let report = build_report(&scenario, seed, &world, end, wall.elapsed());
     Ok((report, Observation::default()))
@@ -284,22 +283,14 @@ fn mark_down(ctx: &Ctx, peer: &str, t: Duration) {
     }
 }
 
-fn stop_peer(ctx: &Ctx, h: &mut Host, t: Duration, graceful: bool) {
-    let Some((task, peer)) = h.running.take() else {
+/// Stop a peer's host: its program is dropped (the peer node stops with its handle) and its connections
+/// are reset.
+fn stop_peer(ctx: &Ctx, h: &mut Host, t: Duration) {
+    let Some(task) = h.running.take() else {
         return;
     };
     task.abort();
-    let peer = peer.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(peer) = peer {
-        if graceful {
-            tokio::spawn(async move { peer.shutdown().await });
-        } else {
-            peer.abort();
-            ctx.net.crash(h.id);
-        }
-    } else {
-        ctx.net.crash(h.id);
-    }
+    ctx.net.crash(h.id);
     mark_down(ctx, &h.spec.name, t);
 }
 
@@ -350,13 +341,13 @@ fn apply(
             start_peer(ctx, h);
         }
         Action::Crash if up => {
-            stop_peer(ctx, h, t, false);
+            stop_peer(ctx, h, t);
             ctx.world.lock().mark(t, &name, MarkKind::Crash);
             note(ctx, t, &name, "CRASH".into());
         }
         Action::Restart => {
             if up {
-                stop_peer(ctx, h, t, false);
+                stop_peer(ctx, h, t);
             }
             note(ctx, t, &name, "restarting on the same disk".into());
             ctx.world.lock().mark(t, &name, MarkKind::Restart);
@@ -364,7 +355,7 @@ fn apply(
         }
         Action::Leave if up => {
             note(ctx, t, &name, "LEAVES the swarm".into());
-            stop_peer(ctx, h, t, true);
+            stop_peer(ctx, h, t);
         }
         Action::Corrupt => {
             h.corrupt.turn_on();
@@ -427,265 +418,52 @@ fn start_tracker(ctx: &Ctx, host: HostId, registry: Arc<Mutex<Registry>>) -> Joi
 }
 
 fn start_peer(ctx: &Ctx, h: &mut Host) {
-    let slot: Arc<Mutex<Option<Peer>>> = Arc::default();
-    let program = PeerProgram {
-        ctx: ctx.clone(),
-        spec: h.spec.clone(),
+    let name = h.spec.name.clone();
+    let t = elapsed(&ctx.net);
+    let boot = ctx.world.lock().boot(t, &name);
+    ctx.world.lock().note(
+        t,
+        &name,
+        true,
+        if boot == 1 {
+            "started".into()
+        } else {
+            format!("restarted (boot {boot})")
+        },
+    );
+    let dir = PathBuf::from(DATA_DIR);
+    if boot == 1 {
+        // The user's own files are there before the peer starts: placed at no cost (generated content).
+        for file in &h.spec.has {
+            if let Some(f) = ctx.scenario.file(file) {
+                h.disk.install(&dir.join(file), f.size.0);
+            }
+        }
+    }
+    let storage: Arc<dyn Storage> = Arc::new(h.corrupt.wrap(h.disk.clone()));
+    let env = PeerEnv {
         transport: FlowTransport::new(ctx.net.clone(), h.id),
-        disk: h.disk.clone(),
-        corrupt: h.corrupt.clone(),
-        slot: slot.clone(),
+        blocking: Inline,
+        storage,
+        clock: TokioClock::new(),
     };
-    let (ctx, name) = (ctx.clone(), h.spec.name.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = program.run().await {
+    let net = ctx.net.clone();
+    let plan = HostPlan::new(&ctx.scenario, &h.spec, ctx.seed, boot, ctx.trace, |host| {
+        net.resolve(host)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    });
+    let observer = Observer {
+        world: ctx.world.clone(),
+        host: name.clone(),
+        now: Arc::new(move || elapsed(&net)),
+    };
+    let ctx = ctx.clone();
+    // A local task: the host program's future is not provably `Send` for every lifetime (rustc's
+    // higher-ranked inference), and everything runs on this one thread anyway.
+    let task = tokio::task::spawn_local(async move {
+        if let Err(e) = run_peer(env, plan, observer).await {
             note(&ctx, elapsed(&ctx.net), &name, format!("cannot run: {e}"));
         }
     });
-    h.running = Some((task, slot));
-}
-
-/// One boot of a peer host.
-struct PeerProgram {
-    ctx: Ctx,
-    spec: PeerSpec,
-    transport: FlowTransport,
-    disk: LazyDisk,
-    corrupt: CorruptSwitch,
-    slot: Arc<Mutex<Option<Peer>>>,
-}
-
-impl PeerProgram {
-    fn now(&self) -> Duration {
-        elapsed(&self.ctx.net)
-    }
-
-    async fn run(self) -> Result<(), String> {
-        let fail = |e: String| e;
-        let name = self.spec.name.clone();
-        let boot = {
-            let mut w = self.ctx.world.lock();
-            let p = w.peers.entry(name.clone()).or_default();
-            p.boots += 1;
-            p.up = true;
-            p.up_since = Some(self.now());
-            let boot = p.boots;
-            w.note(
-                self.now(),
-                &name,
-                true,
-                if boot == 1 {
-                    "started".into()
-                } else {
-                    format!("restarted (boot {boot})")
-                },
-            );
-            boot
-        };
-        let dir = PathBuf::from(DATA_DIR);
-        if boot == 1 {
-            for file in &self.spec.has {
-                if let Some(f) = self.ctx.scenario.file(file) {
-                    self.disk.install(&dir.join(file), f.size.0);
-                }
-            }
-        }
-        let storage: Arc<dyn Storage> = Arc::new(self.corrupt.wrap(self.disk.clone()));
-        let world = self.ctx.world.clone();
-        let host = name.clone();
-        let net = self.ctx.net.clone();
-        let sink: EventSink =
-            Arc::new(move |_, e: &NodeEvent| world.lock().on_event(elapsed(&net), &host, e));
-        let protocol = self.ctx.scenario.tracker.protocol;
-        let options = PeerOptions {
-            node: NodeConfig {
-                peer_id: peer_id(&name),
-                seed: node_seed(self.ctx.seed, &name, boot),
-                trace: self.ctx.trace,
-                sequential: self.spec.sequential,
-                ..NodeConfig::default()
-            },
-            dir: dir.clone(),
-            listen: SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
-            tracker: Some(tracker_url(protocol)),
-            max_upload_rate: self.spec.upload_rate.map(|s| s.0),
-            max_download_rate: self.spec.download_rate.map(|s| s.0),
-            events: Some(sink),
-            unsafe_checkpoint_before_sync: false,
-        };
-        let env = PeerEnv {
-            transport: self.transport.clone(),
-            blocking: Inline,
-            storage: storage.clone(),
-            clock: TokioClock::new(),
-        };
-        let (peer, _task) = Peer::start(env, options)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer.clone());
-        let mut sources = Vec::new();
-        for s in &self.spec.sources {
-            let ip = self.ctx.net.resolve(s).map_err(|e| fail(e.to_string()))?;
-            sources.push(SocketAddr::new(ip, PEER_PORT));
-        }
-        let mut added: BTreeSet<String> = BTreeSet::new();
-        for file in &self.spec.has {
-            let piece = self
-                .ctx
-                .scenario
-                .file(file)
-                .and_then(|f| f.piece_size)
-                .map_or(DEFAULT_PIECE_LENGTH, |s| s.0 as u32);
-            let meta = create_metainfo(
-                storage.as_ref(),
-                &dir.join(file),
-                piece,
-                Some(&tracker_url(protocol)),
-                &mut |_, _| {},
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            self.learn(&meta);
-            peer.add(Inline, meta.clone(), AddMode::Seed, None, sources.clone())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            added.insert(file.clone());
-            tokio::spawn(publish_until_done(self.transport.clone(), meta.raw.clone()));
-        }
-        for (meta, _) in
-            enjambre_net::state_dir::StateDir::new(storage.clone(), &dir).list_downloads()
-        {
-            if added.insert(meta.info.name.clone()) {
-                self.learn(&meta);
-                peer.add(Inline, meta, AddMode::Download, None, sources.clone())
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-        }
-        for file in &self.spec.get {
-            if !added.contains(file) {
-                tokio::spawn(fetch_by_name(
-                    self.ctx.clone(),
-                    self.transport.clone(),
-                    peer.clone(),
-                    name.clone(),
-                    file.clone(),
-                    sources.clone(),
-                ));
-            }
-        }
-        self.report_progress(&peer, &dir).await;
-        Ok(())
-    }
-
-    fn learn(&self, meta: &Metainfo) {
-        self.ctx
-            .world
-            .lock()
-            .names
-            .insert(meta.info_hash.to_hex(), meta.info.name.clone());
-    }
-
-    async fn report_progress(&self, peer: &Peer, dir: &std::path::Path) {
-        let name = &self.spec.name;
-        loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
-            let Ok(stats) = peer.stats().await else {
-                continue;
-            };
-            let now = self.now();
-            let mut to_digest = Vec::new();
-            {
-                let mut w = self.ctx.world.lock();
-                let p = w.peers.entry(name.clone()).or_default();
-                for s in &stats {
-                    if s.complete
-                        && self.spec.get.contains(&s.name)
-                        && s.pieces_durable == s.pieces_total
-                        && !p.digests.contains_key(&s.name)
-                    {
-                        to_digest.push(s.name.clone());
-                    }
-                    p.stats.insert(s.name.clone(), s.clone());
-                }
-                if !stats.iter().any(|s| s.checking) {
-                    let have = stats.iter().map(|s| s.pieces_have).sum();
-                    let total = stats.iter().map(|s| s.pieces_total).sum();
-                    w.progress(now, name, have, total);
-                }
-            }
-            for file in to_digest {
-                if let Ok(Some(d)) = self.disk.file_sha1(&dir.join(&file)) {
-                    self.ctx
-                        .world
-                        .lock()
-                        .peers
-                        .entry(name.clone())
-                        .or_default()
-                        .digests
-                        .insert(file, d);
-                }
-            }
-        }
-    }
-}
-
-async fn fetch_by_name(
-    ctx: Ctx,
-    transport: FlowTransport,
-    peer: Peer,
-    host: String,
-    file: String,
-    sources: Vec<SocketAddr>,
-) {
-    let base = format!("http://tracker:{TRACKER_PORT}");
-    loop {
-        let fetched = tracker_client::fetch_metainfo(&transport, &base, &file).await;
-        let t = elapsed(&ctx.net);
-        match fetched.map(|b| Metainfo::from_bytes(&b)) {
-            Ok(Ok(meta)) => {
-                ctx.world
-                    .lock()
-                    .names
-                    .insert(meta.info_hash.to_hex(), meta.info.name.clone());
-                if let Err(e) = peer
-                    .add(Inline, meta, AddMode::Download, None, sources)
-                    .await
-                {
-                    note(&ctx, t, &host, format!("{file}: cannot start: {e}"));
-                }
-                return;
-            }
-            Ok(Err(e)) => {
-                note(
-                    &ctx,
-                    t,
-                    &host,
-                    format!("{file}: bad metainfo from tracker: {e}"),
-                );
-                return;
-            }
-            Err(e) => {
-                ctx.world.lock().note(
-                    t,
-                    &host,
-                    false,
-                    format!("{file}: catalog lookup failed: {e}"),
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-async fn publish_until_done(transport: FlowTransport, bytes: Vec<u8>) {
-    let base = format!("http://tracker:{TRACKER_PORT}");
-    for _ in 0..600 {
-        if tracker_client::publish(&transport, &base, &bytes)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    h.running = Some(task);
 }
