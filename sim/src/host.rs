@@ -258,6 +258,10 @@ pub fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
 fn digest_file(storage: &dyn Storage, path: &Path) -> std::io::Result<[u8; 20]> {
     let len = storage.file_len(path)?.unwrap_or(0);
     let f = storage.open(path, false)?;
+    // The flow engine's disks know the digest of unmodified generated content without reading it.
+    if let Some(d) = f.known_sha1(0, len)? {
+        return Ok(d);
+    }
     let mut h = Sha1::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;

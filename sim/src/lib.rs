@@ -15,6 +15,7 @@ pub mod scenario;
 pub mod storage;
 pub mod sweep;
 pub mod timeline;
+pub mod trace_filter;
 pub mod transport;
 pub mod turmoil_host;
 pub mod world;

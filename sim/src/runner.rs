@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub unsafe_checkpoint_before_sync: bool,
     /// Record the disk trips of this peer (crash sweeps aim between them).
     pub watch: Option<String>,
+    /// Which trace lines to keep (with `trace`).
+    pub trace_filter: crate::trace_filter::TraceFilter,
 }
 
 /// What a run saw besides its report: material for crash sweeps.
@@ -79,6 +81,9 @@ pub fn run_observed(
     scenario: &Scenario,
     options: &RunOptions,
 ) -> Result<(Report, Observation), RunError> {
+    if scenario.network.model == crate::scenario::NetworkModel::Flow {
+        return crate::flow::runner::run(scenario, options);
+    }
     // Wall time is measured for the report's last line only; nothing in the story depends on it.
     let wall = std::time::Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
@@ -87,6 +92,7 @@ pub fn run_observed(
     {
         let mut w = world.lock();
         w.trace = options.trace;
+        w.trace_filter = options.trace_filter.clone();
         w.watch = options.watch.clone();
     }
     let mut builder = turmoil::Builder::new();
@@ -422,6 +428,11 @@ impl Stage<'_> {
                 );
                 self.mark(t, &peer, MarkKind::DiskFreed);
             }
+            Action::Leave => {
+                if self.is_up(&peer) {
+                    self.crash_peer(&peer, t, "LEAVES the swarm");
+                }
+            }
             Action::Latency => {
                 let d = e.latency.map_or(Duration::ZERO, |s| s.0);
                 let others = self.others(&peer, &[]);
@@ -434,7 +445,8 @@ impl Stage<'_> {
     }
 }
 
-fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
+/// Whether a story's condition holds now (shared by both engines).
+pub(crate) fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared) -> bool {
     let w = world.lock();
     let Some(p) = w.peers.get(&c.peer) else {
         return false;

@@ -7,12 +7,16 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::flow::group::{GroupSpec, Join};
+
 /// Longest story a scenario may tell.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Largest file a scenario may declare (every simulated disk lives in memory).
 const MAX_FILE_SIZE: u64 = 1 << 30;
-/// Most peers a scenario may have.
+/// Most peers a turmoil scenario may have.
 const MAX_PEERS: usize = 100;
+/// Most peers a flow-engine scenario may have.
+pub const MAX_FLOW_PEERS: usize = 20_000;
 
 /// Errors reading a scenario.
 #[derive(Debug, thiserror::Error)]
@@ -108,9 +112,12 @@ pub struct Scenario {
     /// Files in the story, generated deterministically from the seed and their name.
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
-    /// The peers.
+    /// The peers (after loading, also every member of every group).
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSpec>,
+    /// Groups of alike peers (see [`GroupSpec`]); expanded into `peers` and start/leave events on loading.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupSpec>,
     /// Faults and other happenings, by time or by condition.
     #[serde(default, rename = "event")]
     pub events: Vec<EventSpec>,
@@ -133,6 +140,21 @@ pub struct Network {
     /// Simulation step.
     #[serde(default = "default_tick")]
     pub tick: Span,
+    /// Which engine runs the story: `turmoil` (default: packets, partitions, crashes with torn writes, tens
+    /// of hosts) or `flow` (per-host capacities shared by flows, thousands of hosts; see [`crate::flow`]).
+    #[serde(default)]
+    pub model: NetworkModel,
+}
+
+/// The network model of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkModel {
+    /// turmoil: packet-level, every host pair walked every tick.
+    #[default]
+    Turmoil,
+    /// The flow-level engine in virtual time ([`crate::flow`]).
+    Flow,
 }
 
 fn default_latency() -> Span {
@@ -148,6 +170,7 @@ impl Default for Network {
         Network {
             latency: default_latency(),
             tick: default_tick(),
+            model: NetworkModel::default(),
         }
     }
 }
@@ -337,6 +360,8 @@ pub enum Action {
     Latency,
     /// Delete the other program's data that fills the peer's disk (see `disk_free`): space returns.
     FreeDisk,
+    /// The peer shuts down for good (announces `stopped`, closes its connections).
+    Leave,
 }
 
 /// Expectations checked at the end of the story.
@@ -414,6 +439,7 @@ impl Action {
             Action::Corrupt => "corrupt",
             Action::Latency => "latency",
             Action::FreeDisk => "free_disk",
+            Action::Leave => "leave",
         }
     }
 }
@@ -421,7 +447,8 @@ impl Action {
 impl Scenario {
     /// Parse and check a scenario.
     pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario = toml::from_str(text)?;
+        let mut s: Scenario = toml::from_str(text)?;
+        crate::flow::group::expand(&mut s)?;
         s.validate()?;
         Ok(s)
     }
@@ -440,9 +467,14 @@ impl Scenario {
         if self.network.latency.0 > Duration::from_secs(10) {
             return bad("[network] `latency` must be at most 10s".into());
         }
-        if self.peers.len() > MAX_PEERS {
+        let max_peers = match self.network.model {
+            NetworkModel::Turmoil => MAX_PEERS,
+            NetworkModel::Flow => MAX_FLOW_PEERS,
+        };
+        if self.peers.len() > max_peers {
             return bad(format!(
-                "{} peers: at most {MAX_PEERS} (the simulation's cost grows with the cube of the hosts)",
+                "{} peers: at most {max_peers} (turmoil's cost grows with the cube of the hosts; \
+                 `[network] model = \"flow\"` takes up to {MAX_FLOW_PEERS})",
                 self.peers.len()
             ));
         }

@@ -306,6 +306,16 @@ impl StorageFile for CorruptibleFile {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
+    fn is_written(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
+        self.inner.is_written(offset, len)
+    }
+    fn known_sha1(&self, offset: u64, len: u64) -> io::Result<Option<[u8; 20]>> {
+        // While corrupting, reads are not what the inner file holds: let the caller hash them.
+        if self.switch.on() {
+            return Ok(None);
+        }
+        self.inner.known_sha1(offset, len)
+    }
 }
 
 impl<S: Storage> Storage for CorruptibleStorage<S> {

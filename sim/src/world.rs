@@ -179,6 +179,8 @@ pub struct World {
     pub trips_pending: Vec<DiskTrip>,
     /// Disk trips of the watched peer, stamped with the simulated time of the step they happened in.
     pub trips: Vec<(Duration, DiskTrip)>,
+    /// Which trace lines are kept (`--trace-peer`, `--trace-piece`, `--trace-kind`).
+    pub trace_filter: crate::trace_filter::TraceFilter,
     /// Connections whose request timeouts were already told in the story (host, connection).
     timed_out: BTreeSet<(String, u64)>,
 }
@@ -295,6 +297,9 @@ impl World {
 
     /// Record a node event of `host` at `t`.
     pub fn on_event(&mut self, t: Duration, host: &str, e: &NodeEvent) {
+        if self.trace && !self.trace_filter.keeps(host, e, |a| self.host_name(a)) {
+            return;
+        }
         let (story, text) = match e {
             NodeEvent::Connected {
                 addr,

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use enjambre_sim::trace_filter::TraceFilter;
 use enjambre_sim::{run, sweep, timeline, RunOptions, Scenario, SweepOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +39,17 @@ enum Command {
         /// every protocol message).
         #[arg(long, value_name = "OUT.html")]
         html: Option<PathBuf>,
+        /// Trace only this peer's messages (its own and those to or from it; a group name keeps every
+        /// member). Repeatable; implies `--trace`.
+        #[arg(long, value_name = "PEER")]
+        trace_peer: Vec<String>,
+        /// Trace only messages about this piece. Repeatable; implies `--trace`.
+        #[arg(long, value_name = "INDEX")]
+        trace_piece: Vec<u32>,
+        /// Trace only this kind of message (`request`, `piece`, `have`, `unchoke`, ..., `verified`).
+        /// Repeatable; implies `--trace`.
+        #[arg(long, value_name = "KIND")]
+        trace_kind: Vec<String>,
     },
     /// Run every scenario (*.toml) in a folder, one line each (exit 1 if any fails).
     Check {
@@ -138,13 +150,23 @@ fn main_inner() -> Result<()> {
             json,
             svg,
             html,
+            trace_peer,
+            trace_piece,
+            trace_kind,
         } => {
             let scenario = load(&file)?;
+            let trace_filter = TraceFilter {
+                peers: trace_peer,
+                pieces: trace_piece,
+                kinds: trace_kind,
+            };
+            let trace = trace || !trace_filter.is_empty();
             let report = run(
                 &scenario,
                 &RunOptions {
                     seed,
                     trace,
+                    trace_filter,
                     ..RunOptions::default()
                 },
             )?;

@@ -4,5 +4,7 @@
 //! ([`disk`]).
 
 pub mod disk;
+pub mod group;
 pub mod net;
+pub mod runner;
 pub mod transport;

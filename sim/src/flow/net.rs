@@ -14,8 +14,7 @@
 //! (virtual time, sequence number): the number of events grows with the data moved, not with time.
 
 use bytes::Bytes;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +33,11 @@ pub type FlowId = usize;
 
 /// Bytes a sender may queue on a flow before its writes wait (a socket send buffer).
 pub const SEND_BUFFER: u64 = 256 * 1024;
+
+/// Writes this small on an idle flow (HAVE, INTEREST, CHOKE, REQUEST messages...) skip the capacity
+/// sharing and only take the latency: they are a negligible share of any link, and starting and stopping a
+/// flow for each would re-share two hosts' capacities per message.
+pub const SMALL_WRITE: usize = 256;
 
 /// First ephemeral port handed to outgoing connections and unbound sockets.
 const FIRST_EPHEMERAL: u16 = 40_000;
@@ -83,7 +87,8 @@ struct Flow {
     head_left: f64,
     rate: f64,
     since: Nanos,
-    generation: u64,
+    /// Key of its pending `Sent` event, if any.
+    sent_key: Option<(Nanos, u64)>,
     active: bool,
     /// Transmitted, arriving at the given time; `None` is the end of the stream.
     in_flight: VecDeque<(Nanos, Option<Bytes>)>,
@@ -109,7 +114,7 @@ impl Flow {
             head_left: 0.0,
             rate: 0.0,
             since: 0,
-            generation: 0,
+            sent_key: None,
             active: false,
             in_flight: VecDeque::new(),
             recv: VecDeque::new(),
@@ -124,8 +129,8 @@ impl Flow {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// The head chunk of a flow is transmitted (if the generation still matches).
-    Sent { flow: FlowId, generation: u64 },
+    /// The head chunk of a flow is transmitted.
+    Sent { flow: FlowId },
     /// Chunks of a flow in flight may have arrived.
     Arrive { flow: FlowId },
     /// A datagram reaches a host's port.
@@ -142,7 +147,8 @@ struct State {
     by_ip: BTreeMap<IpAddr, HostId>,
     by_name: BTreeMap<String, HostId>,
     flows: Vec<Flow>,
-    events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    /// Pending events by (time, sequence number); a flow's `Sent` is moved when its rate changes.
+    events: BTreeMap<(Nanos, u64), Event>,
     seq: u64,
     latency: Nanos,
     /// The time the pump sleeps until (a sooner event must wake it).
@@ -190,7 +196,7 @@ impl Net {
                 by_ip: BTreeMap::new(),
                 by_name: BTreeMap::new(),
                 flows: Vec::new(),
-                events: BinaryHeap::new(),
+                events: BTreeMap::new(),
                 seq: 0,
                 latency: nanos(latency),
                 pump_target: None,
@@ -266,7 +272,7 @@ impl Net {
                 let mut st = self.lock();
                 let mut wakers = Vec::new();
                 st.advance(self.now(), &mut wakers);
-                let next = st.events.peek().map(|Reverse((t, _, _))| *t);
+                let next = st.next_event();
                 st.pump_target = next;
                 (wakers, next)
             };
@@ -293,7 +299,7 @@ impl Net {
             let mut st = self.lock();
             st.advance(now, &mut wakers);
             let r = f(&mut st, now, &mut wakers);
-            let next = st.events.peek().map(|Reverse((t, _, _))| *t);
+            let next = st.next_event();
             let wake_pump = match (next, st.pump_target) {
                 (Some(n), Some(p)) => n < p,
                 (Some(_), None) => true,
@@ -414,6 +420,14 @@ impl Net {
             let n = data.len().min((SEND_BUFFER - f.queued) as usize);
             if n == 0 {
                 return Some(Ok(0));
+            }
+            if f.queue.is_empty() && n <= SMALL_WRITE {
+                // A control message on an idle flow: latency only, no re-sharing of two hosts' capacity.
+                let at = now + f.latency;
+                f.in_flight
+                    .push_back((at, Some(Bytes::copy_from_slice(&data[..n]))));
+                st.schedule(at, Event::Arrive { flow });
+                return Some(Ok(n));
             }
             if f.queue.is_empty() {
                 f.head_left = n as f64;
@@ -590,24 +604,27 @@ impl State {
         }
     }
 
-    fn schedule(&mut self, at: Nanos, event: Event) {
+    fn schedule(&mut self, at: Nanos, event: Event) -> (Nanos, u64) {
         self.seq += 1;
-        self.events.push(Reverse((at, self.seq, event)));
+        self.events.insert((at, self.seq), event);
+        (at, self.seq)
+    }
+
+    fn next_event(&self) -> Option<Nanos> {
+        self.events.first_key_value().map(|(&(t, _), _)| t)
     }
 
     /// Process every event due at `now`, in order.
     fn advance(&mut self, now: Nanos, wakers: &mut Vec<Waker>) {
-        while let Some(Reverse((t, _, _))) = self.events.peek() {
-            if *t > now {
-                break;
-            }
-            let Some(Reverse((t, _, event))) = self.events.pop() else {
+        while self.next_event().is_some_and(|t| t <= now) {
+            let Some(((t, _), event)) = self.events.pop_first() else {
                 break;
             };
             self.stats.events += 1;
             match event {
-                Event::Sent { flow, generation } => {
-                    if self.flows[flow].generation == generation && self.flows[flow].active {
+                Event::Sent { flow } => {
+                    self.flows[flow].sent_key = None;
+                    if self.flows[flow].active {
                         self.head_sent(flow, t, wakers);
                     }
                 }
@@ -713,7 +730,9 @@ impl State {
             self.hosts[src].up_active.insert(flow);
             self.hosts[dst].down_active.insert(flow);
         } else {
-            self.flows[flow].generation += 1;
+            if let Some(key) = self.flows[flow].sent_key.take() {
+                self.events.remove(&key);
+            }
             self.hosts[src].up_active.remove(&flow);
             self.hosts[dst].down_active.remove(&flow);
         }
@@ -743,18 +762,24 @@ impl State {
         let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
         let up = self.hosts[src].cap.up / self.hosts[src].up_active.len().max(1) as f64;
         let down = self.hosts[dst].cap.down / self.hosts[dst].down_active.len().max(1) as f64;
-        self.flows[flow].rate = up.min(down).max(1.0);
+        let rate = up.min(down).max(1.0);
+        if rate == self.flows[flow].rate && self.flows[flow].sent_key.is_some() {
+            return;
+        }
+        self.flows[flow].rate = rate;
         self.stats.rate_updates += 1;
         self.schedule_sent(flow);
     }
 
     fn schedule_sent(&mut self, flow: FlowId) {
-        let f = &mut self.flows[flow];
-        f.generation += 1;
+        if let Some(key) = self.flows[flow].sent_key.take() {
+            self.events.remove(&key);
+        }
+        let f = &self.flows[flow];
         let dt = (f.head_left / f.rate * 1e9).ceil();
         let at = f.since + if dt.is_finite() { dt as Nanos } else { 0 };
-        let generation = f.generation;
-        self.schedule(at, Event::Sent { flow, generation });
+        let key = self.schedule(at, Event::Sent { flow });
+        self.flows[flow].sent_key = Some(key);
     }
 }
 

@@ -1,0 +1,111 @@
+//! Which trace lines to keep (`sim run --trace-peer`, `--trace-piece`, `--trace-kind`), so that a
+//! thousand-peer story can still be read one peer, one piece or one kind of message at a time. Story lines
+//! are always kept; the filter only thins the wire trace and the piece verifications.
+
+use enjambre_core::node::NodeEvent;
+use std::net::SocketAddr;
+
+/// Filters of the trace; an empty list lets everything through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceFilter {
+    /// Keep lines of these peers (the host or the other end). A group's name keeps all its members.
+    pub peers: Vec<String>,
+    /// Keep lines about these pieces.
+    pub pieces: Vec<u32>,
+    /// Keep these message kinds (`request`, `piece`, `have`, `bitfield`, `unchoke`, ..., and `verified`).
+    pub kinds: Vec<String>,
+}
+
+impl TraceFilter {
+    /// Whether nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty() && self.pieces.is_empty() && self.kinds.is_empty()
+    }
+
+    fn peer_matches(&self, name: &str) -> bool {
+        self.peers.iter().any(|p| {
+            name == p
+                || name
+                    .strip_prefix(p.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+
+    /// Whether the trace line of `e` on `host` is kept; `name_of` names a remote address.
+    pub fn keeps(&self, host: &str, e: &NodeEvent, name_of: impl Fn(SocketAddr) -> String) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let (remotes, kind, piece): (Vec<SocketAddr>, &str, Option<u32>) = match e {
+            NodeEvent::Wire {
+                addr,
+                message,
+                detail,
+                ..
+            } => (
+                vec![*addr],
+                message,
+                detail
+                    .strip_prefix("piece ")
+                    .and_then(|d| d.split(' ').next())
+                    .and_then(|n| n.parse().ok()),
+            ),
+            NodeEvent::PieceVerified { piece, from, .. } => {
+                (from.clone(), "verified", Some(*piece))
+            }
+            _ => return true,
+        };
+        (self.peers.is_empty()
+            || self.peer_matches(host)
+            || remotes.iter().any(|a| self.peer_matches(&name_of(*a))))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && (self.pieces.is_empty() || piece.is_some_and(|p| self.pieces.contains(&p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(message: &'static str, detail: &str) -> NodeEvent {
+        NodeEvent::Wire {
+            conn: 1,
+            addr: "10.0.0.9:6881".parse().unwrap(),
+            dir: "in",
+            message,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn filters_by_peer_group_piece_and_kind() {
+        let name_of = |_| "seeder".to_string();
+        let f = TraceFilter {
+            peers: vec!["fast".into()],
+            pieces: vec![7],
+            kinds: vec!["request".into()],
+        };
+        let req7 = wire("request", "piece 7 offset 0 len 16384");
+        assert!(f.keeps("fast-012", &req7, name_of));
+        assert!(!f.keeps("faster-1", &req7, name_of));
+        assert!(!f.keeps("slow-1", &req7, name_of));
+        assert!(!f.keeps(
+            "fast-1",
+            &wire("request", "piece 70 offset 0 len 16384"),
+            name_of
+        ));
+        assert!(!f.keeps(
+            "fast-1",
+            &wire("piece", "piece 7 offset 0 len 16384"),
+            name_of
+        ));
+        assert!(!f.keeps("fast-1", &wire("unchoke", ""), name_of));
+        let by_remote = TraceFilter {
+            peers: vec!["seeder".into()],
+            ..TraceFilter::default()
+        };
+        assert!(by_remote.keeps("slow-1", &wire("unchoke", ""), name_of));
+        assert!(TraceFilter::default().keeps("x", &wire("unchoke", ""), name_of));
+    }
+}
