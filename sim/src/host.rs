@@ -99,6 +99,8 @@ pub struct PeerProgram {
     pub trace: bool,
     /// Write checkpoints before syncing (deliberately broken ordering, for the crash sweep's self-test).
     pub unsafe_order: bool,
+    /// Never ban anyone (a deliberately broken invariant 4, for the explorer's self-test).
+    pub unsafe_never_ban: bool,
     /// Switch that makes this peer serve wrong bytes.
     pub corrupt: CorruptSwitch,
     /// Switch that deletes the other program's data filling this peer's disk.
@@ -144,6 +146,7 @@ impl PeerProgram {
             let p = w.peers.entry(name.clone()).or_default();
             p.boots += 1;
             p.up = true;
+            p.blamed.clear();
             p.up_since = Some(sim_now());
             for (file, s) in std::mem::take(&mut p.stats) {
                 *p.uploaded_before.entry(file.clone()).or_default() += s.bytes_uploaded;
@@ -213,6 +216,11 @@ impl PeerProgram {
             seed: node_seed(self.seed, &name, boot),
             trace: self.trace,
             sequential: self.spec.sequential,
+            ban_after_failures: if self.unsafe_never_ban {
+                u32::MAX
+            } else {
+                NodeConfig::default().ban_after_failures
+            },
             ..NodeConfig::default()
         };
         let options = PeerOptions {

@@ -6,17 +6,20 @@
 
 pub mod content;
 pub mod disk_space;
+pub mod explore;
 pub mod flow;
 pub mod host;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod snapshot;
 pub mod storage;
 pub mod sweep;
 pub mod timeline;
 pub mod transport;
 pub mod world;
 
+pub use explore::{explore, ExploreOptions};
 pub use report::Report;
 pub use runner::{run, RunOptions};
 pub use scenario::Scenario;
