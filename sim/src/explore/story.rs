@@ -331,13 +331,26 @@ impl Story {
             for _ in 0..times {
                 let who = d.pick(&downloaders).clone();
                 match kind {
-                    FaultKind::Crash => faults.push(Fault::Crash {
-                        peer: who,
-                        percent: d.range(5, 95) as u32,
-                        // Often within a disk trip of the checkpoint that triggered it.
-                        after_ms: *d.pick(&[0, 1, 2, 5, 10, 20, 50, 100, 300]),
-                        down_ms: d.range(200, 3_000),
-                    }),
+                    FaultKind::Crash => {
+                        // The condition fires when a checkpoint is durable; the next one starts at once
+                        // (group commit) with two disk trips (sync, then checkpoint). Half the crashes
+                        // land in the middle of that second checkpoint, the rest anywhere.
+                        let trip = peers
+                            .iter()
+                            .find(|p| p.name == who)
+                            .map_or(1, |p| p.disk_latency_ms);
+                        let after_ms = if d.chance(50) {
+                            trip + trip / 2 + 1
+                        } else {
+                            *d.pick(&[0, 10, 100, 300])
+                        };
+                        faults.push(Fault::Crash {
+                            peer: who,
+                            percent: d.range(5, 95) as u32,
+                            after_ms,
+                            down_ms: d.range(200, 3_000),
+                        })
+                    }
                     FaultKind::Partition => faults.push(Fault::Partition {
                         peer: who,
                         percent: d.range(5, 90) as u32,
