@@ -5,7 +5,7 @@
 use super::conn::ConnPhase;
 use super::torrent::Check;
 use super::view::TorrentCtx;
-use super::{ConnId, DiskOp, NodeEvent, Output, Resume};
+use super::{CloseReason, ConnId, DiskError, DiskOp, NodeEvent, Output, Resume, TorrentError};
 use crate::bitfield::Bitfield;
 use crate::checkpoint::spot_check_pieces;
 use crate::time::Instant;
@@ -72,7 +72,7 @@ impl TorrentCtx<'_> {
     }
 
     /// A piece's SHA-1 (or the error reading it back) arrived.
-    pub fn on_hashed(&mut self, now: Instant, piece: u32, digest: Result<[u8; 20], String>) {
+    pub fn on_hashed(&mut self, now: Instant, piece: u32, digest: Result<[u8; 20], DiskError>) {
         let t = &mut *self.t;
         let ok = digest.as_ref().ok() == t.meta.piece_hash(piece).as_ref();
         if let Some(check) = t.check.as_mut() {
@@ -95,7 +95,10 @@ impl TorrentCtx<'_> {
         if let Err(e) = &digest {
             // Our own disk failed to read the piece back: nobody else is at fault.
             t.picker.piece_checked(piece, false);
-            let error = format!("reading piece {piece} back failed: {e}");
+            let error = TorrentError::ReadBack {
+                piece,
+                error: e.clone(),
+            };
             self.fail_torrent(now, error);
             return;
         }
@@ -214,7 +217,7 @@ impl TorrentCtx<'_> {
             if let Some(addr) = self.s.conns.get(&id).map(|c| c.addr) {
                 self.t.peers.mark_seed(&addr);
             }
-            self.close(now, id, "both complete");
+            self.close(now, id, CloseReason::BothComplete);
         }
     }
 
@@ -241,7 +244,7 @@ impl TorrentCtx<'_> {
         for (id, addr) in conns.iter().zip(from.iter()) {
             let peer_id = self.s.conns.get(id).and_then(|c| c.peer_id);
             if self.strike(*addr, peer_id) {
-                self.close(now, *id, "banned after sending corrupt data");
+                self.close(now, *id, CloseReason::BannedForCorruptData);
             }
         }
         self.refill_all(now);
@@ -268,7 +271,7 @@ impl TorrentCtx<'_> {
 
     /// Close a connection whose peer broke the protocol or flooded us, with a strike against it (invariant 4:
     /// it counts like a bad piece, so a repeat offender is banned instead of being dialled again).
-    pub fn penalise(&mut self, now: Instant, id: ConnId, reason: &str) {
+    pub fn penalise(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
         let target = self
             .s
             .conns
