@@ -7,11 +7,13 @@
 pub mod content;
 pub mod dht_sim;
 pub mod disk_space;
+pub mod explore;
 pub mod flow;
 pub mod host;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod snapshot;
 pub mod storage;
 pub mod sweep;
 pub mod timeline;
@@ -20,6 +22,7 @@ pub mod transport;
 pub mod turmoil_host;
 pub mod world;
 
+pub use explore::{explore, ExploreOptions};
 pub use report::Report;
 pub use runner::{run, RunOptions};
 pub use scenario::Scenario;

@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub watch: Option<String>,
     /// Which trace lines to keep (with `trace`).
     pub trace_filter: crate::trace_filter::TraceFilter,
+    /// Never ban a peer that sends bad data (a broken invariant 4: the explorer's second self-test).
+    pub unsafe_never_ban: bool,
 }
 
 /// What a run saw besides its report: material for crash sweeps.
@@ -37,6 +39,9 @@ pub struct Observation {
     pub trips: Vec<(Duration, DiskTrip)>,
     /// Intervals during which the watched peer ran (the last one ends when the run ended).
     pub up: Vec<(Duration, Duration)>,
+    /// For each peer, the most pieces that failed their hash check with a single sender in one boot, per
+    /// sender (what invariant 4 says must end in a ban).
+    pub blamed: BTreeMap<String, BTreeMap<String, u32>>,
 }
 
 /// Errors that stop a run before it can be judged.
@@ -137,6 +142,7 @@ pub fn run_observed(
                 world: world.clone(),
                 trace: options.trace,
                 unsafe_order: options.unsafe_checkpoint_before_sync,
+                unsafe_never_ban: options.unsafe_never_ban,
                 corrupt,
                 free_disk: free,
                 space: DiskSpace::new(scenario.disk.capacity.map(|c| c.0)),
@@ -233,6 +239,11 @@ pub fn run_observed(
         Observation {
             trips: w.trips.clone(),
             up,
+            blamed: w
+                .peers
+                .iter()
+                .map(|(name, p)| (name.clone(), p.blamed_most.clone()))
+                .collect(),
         }
     };
     Ok((report, observation))

@@ -79,6 +79,8 @@ pub struct PeerProgram {
     pub trace: bool,
     /// Write checkpoints before syncing (deliberately broken ordering, for the crash sweep's self-test).
     pub unsafe_order: bool,
+    /// Never ban anyone (a deliberately broken invariant 4, for the explorer's self-test).
+    pub unsafe_never_ban: bool,
     /// Switch that makes this peer serve wrong bytes.
     pub corrupt: CorruptSwitch,
     /// Switch that deletes the other program's data filling this peer's disk.
@@ -131,6 +133,9 @@ impl PeerProgram {
             |host| turmoil::lookup(host),
         );
         plan.app.peer.unsafe_checkpoint_before_sync = self.unsafe_order;
+        if self.unsafe_never_ban {
+            plan.app.peer.node.ban_after_failures = u32::MAX;
+        }
         let observer = Observer {
             world: self.world.clone(),
             host: name,

@@ -154,6 +154,10 @@ pub struct PeerLive {
     pub disk_stalls: BTreeMap<String, u32>,
     /// Running (not crashed).
     pub up: bool,
+    /// Pieces that failed their hash check with a single sender, per sender's host, in the current boot.
+    pub blamed: BTreeMap<String, u32>,
+    /// The most pieces blamed on each sender's host in any one boot.
+    pub blamed_most: BTreeMap<String, u32>,
 }
 
 /// State shared by the runner and every host.
@@ -229,6 +233,7 @@ impl World {
         p.boots += 1;
         p.up = true;
         p.up_since = Some(t);
+        p.blamed.clear();
         for (file, s) in std::mem::take(&mut p.stats) {
             *p.uploaded_before.entry(file.clone()).or_default() += s.bytes_uploaded;
             *p.downloaded_before.entry(file.clone()).or_default() += s.bytes_downloaded;
@@ -398,6 +403,14 @@ impl World {
                 from,
             } => {
                 let from: Vec<String> = from.iter().map(|a| self.host_name(*a)).collect();
+                if let [sender] = from.as_slice() {
+                    let p = self.peers.entry(host.to_string()).or_default();
+                    let n = p.blamed.entry(sender.clone()).or_default();
+                    *n += 1;
+                    let n = *n;
+                    let most = p.blamed_most.entry(sender.clone()).or_default();
+                    *most = (*most).max(n);
+                }
                 (
                     true,
                     format!(

@@ -2,8 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use enjambre_sim::explore::{merge, Campaign};
 use enjambre_sim::trace_filter::TraceFilter;
-use enjambre_sim::{run, sweep, timeline, RunOptions, Scenario, SweepOptions};
+use enjambre_sim::{
+    explore, run, sweep, timeline, ExploreOptions, RunOptions, Scenario, SweepOptions,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,6 +53,12 @@ enum Command {
         /// Repeatable; implies `--trace`.
         #[arg(long, value_name = "KIND")]
         trace_kind: Vec<String>,
+        /// Self-test: write checkpoints before syncing their data (replays a story `sim explore` shrank).
+        #[arg(long)]
+        unsafe_checkpoint_before_sync: bool,
+        /// Self-test: never ban a peer that sends bad data (replays a story `sim explore` shrank).
+        #[arg(long)]
+        unsafe_never_ban: bool,
     },
     /// Run every scenario (*.toml) in a folder, one line each (exit 1 if any fails).
     Check {
@@ -58,6 +67,50 @@ enum Command {
         /// Seed to use instead of each scenario's.
         #[arg(long)]
         seed: Option<u64>,
+        /// Also compare each scenario's summary with the snapshot `NAME.snap` beside it (insta's format:
+        /// `cargo insta review` works on it); a difference fails with a diff.
+        #[arg(long)]
+        snapshots: bool,
+        /// With `--snapshots`: write new or changed snapshots instead of failing on them.
+        #[arg(long, requires = "snapshots")]
+        update: bool,
+    },
+    /// Generate random fault stories from seeds, check what must hold in every one, and shrink each failure
+    /// to a scenario file that `sim run` replays (exit 1 on any finding).
+    Explore {
+        /// Run seeds 0 to N-1.
+        #[arg(long, value_name = "N", conflicts_with_all = ["from", "merge"])]
+        seeds: Option<u64>,
+        /// First seed.
+        #[arg(long, value_name = "S", requires = "to")]
+        from: Option<u64>,
+        /// Last seed (inclusive).
+        #[arg(long, value_name = "E", requires = "from")]
+        to: Option<u64>,
+        /// Runs in parallel (default: one per core).
+        #[arg(long, value_name = "J", default_value_t = 0)]
+        jobs: usize,
+        /// Folder for shrunk stories (and, with --shard, the shard's result file).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Run the I-th of N slices of the seeds (0-based) and write `DIR/shard-I-of-N.json` for --merge.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<(u64, u64)>,
+        /// Add up shard result files instead of running seeds.
+        #[arg(long, value_name = "FILES", num_args = 1..)]
+        merge: Vec<PathBuf>,
+        /// Most runs spent shrinking one failure.
+        #[arg(long, value_name = "N", default_value_t = 80)]
+        shrink_runs: usize,
+        /// Print only failures and the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Self-test: write checkpoints before syncing their data (invariant 2 broken: must be found).
+        #[arg(long)]
+        unsafe_checkpoint_before_sync: bool,
+        /// Self-test: never ban a peer that sends bad data (invariant 4 broken: must be found).
+        #[arg(long)]
+        unsafe_never_ban: bool,
     },
     /// Rerun a story crashing one peer at many instants of its download, restarting it a second later, and
     /// fail on any broken expectation or invariant (exit 1).
@@ -107,6 +160,36 @@ enum Command {
     },
 }
 
+fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not I/N"))?;
+    let (i, n): (u64, u64) = (
+        i.parse().map_err(|_| format!("{i:?} is not a number"))?,
+        n.parse().map_err(|_| format!("{n:?} is not a number"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+fn out_line(text: &str) {
+    out(&format!("{text}\n"));
+}
+
+fn finish_campaign(campaign: &Campaign) -> Result<()> {
+    out(&campaign.summary());
+    if !campaign.findings.is_empty() {
+        bail!(
+            "{} of {} seeds broke a property",
+            campaign.failed,
+            campaign.seeds
+        );
+    }
+    Ok(())
+}
+
 /// Write to stdout; a reader that went away (`sim ... | head`) ends the program quietly instead of panicking.
 fn out(text: &str) {
     use std::io::Write;
@@ -153,6 +236,8 @@ fn main_inner() -> Result<()> {
             trace_peer,
             trace_piece,
             trace_kind,
+            unsafe_checkpoint_before_sync,
+            unsafe_never_ban,
         } => {
             let scenario = load(&file)?;
             let trace_filter = TraceFilter {
@@ -167,6 +252,8 @@ fn main_inner() -> Result<()> {
                     seed,
                     trace,
                     trace_filter,
+                    unsafe_checkpoint_before_sync,
+                    unsafe_never_ban,
                     ..RunOptions::default()
                 },
             )?;
@@ -187,7 +274,64 @@ fn main_inner() -> Result<()> {
                 bail!("scenario {} failed its expectations", scenario.name);
             }
         }
-        Command::Check { dir, seed } => check(&dir, seed)?,
+        Command::Check {
+            dir,
+            seed,
+            snapshots,
+            update,
+        } => check(&dir, seed, snapshots.then_some(update))?,
+        Command::Explore {
+            seeds,
+            from,
+            to,
+            jobs,
+            out,
+            shard,
+            merge: files,
+            shrink_runs,
+            quiet,
+            unsafe_checkpoint_before_sync,
+            unsafe_never_ban,
+        } => {
+            let campaign = if files.is_empty() {
+                let (from, to) = match (seeds, from, to) {
+                    (Some(0), _, _) => bail!("--seeds must be at least 1"),
+                    (Some(n), _, _) => (0, n - 1),
+                    (None, Some(f), Some(t)) => (f, t),
+                    _ => bail!("say which seeds: --seeds N, or --from S --to E"),
+                };
+                if shard.is_some() && out.is_none() {
+                    bail!("--shard writes its result into --out DIR: name one");
+                }
+                let options = ExploreOptions {
+                    from,
+                    to,
+                    jobs,
+                    shard,
+                    out: out.clone(),
+                    shrink_runs,
+                    determinism_every: 10,
+                    unsafe_checkpoint_before_sync,
+                    unsafe_never_ban,
+                };
+                let campaign = explore(&options, &mut |o| {
+                    if !quiet || !o.failures.is_empty() {
+                        out_line(&o.line());
+                    }
+                })?;
+                if let (Some((i, n)), Some(dir)) = (shard, &out) {
+                    let path = dir.join(format!("shard-{i}-of-{n}.json"));
+                    std::fs::create_dir_all(dir)
+                        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(&campaign)?))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    out_line(&format!("shard result: {}", path.display()));
+                }
+                campaign
+            } else {
+                merge(&files)?
+            };
+            finish_campaign(&campaign)?;
+        }
         Command::Dht {
             nodes,
             lookups,
@@ -262,7 +406,8 @@ fn main_inner() -> Result<()> {
     Ok(())
 }
 
-fn check(dir: &Path, seed: Option<u64>) -> Result<()> {
+/// Run every scenario of `dir`; with `snapshots` (`Some(update)`), compare each summary with its snapshot.
+fn check(dir: &Path, seed: Option<u64>, snapshots: Option<bool>) -> Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -304,7 +449,32 @@ fn check(dir: &Path, seed: Option<u64>) -> Result<()> {
                 for v in &report.violations {
                     out(&format!("     {v}\n"));
                 }
-                if !report.passed {
+                let mut ok = report.passed;
+                if let Some(update) = snapshots {
+                    use enjambre_sim::snapshot::{compare, SnapshotOutcome};
+                    match compare(f, &report, update)
+                        .with_context(|| format!("snapshot of {}", f.display()))?
+                    {
+                        SnapshotOutcome::Matched => {}
+                        SnapshotOutcome::Created(p) => {
+                            out(&format!("     new snapshot {}\n", p.display()))
+                        }
+                        SnapshotOutcome::Updated(p) => {
+                            out(&format!("     updated snapshot {}\n", p.display()))
+                        }
+                        SnapshotOutcome::Differs { diff, pending } => {
+                            ok = false;
+                            out(&format!(
+                                "     SNAPSHOT DIFFERS (new one in {}; accept with --update or `cargo insta review`):\n",
+                                pending.display()
+                            ));
+                            for line in diff.lines() {
+                                out(&format!("       {line}\n"));
+                            }
+                        }
+                    }
+                }
+                if !ok {
                     failed.push(label);
                 }
             }

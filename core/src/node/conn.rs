@@ -35,6 +35,13 @@ pub(crate) enum ConnTimer {
     KeepAlive,
 }
 
+/// Most requests remembered per connection (the oldest by position are forgotten beyond it).
+const MAX_ASKED: usize = 8192;
+
+/// Unrequested payload a connection may send before it is penalised: a little slack for a client that
+/// answers a request twice, far below what a flood wastes.
+pub const UNREQUESTED_SLACK_BYTES: u64 = 8 * crate::BLOCK_LENGTH as u64;
+
 /// A peer that sent no payload for this long while we wanted some is snubbed.
 const SNUB_AFTER: Duration = Duration::from_secs(60);
 
@@ -60,6 +67,11 @@ pub(crate) struct Conn {
     pub peer_interested: bool,
     pub peer_has: Bitfield,
     pub serving: BTreeSet<BlockRef>,
+    /// Blocks we requested on this connection and have not received (kept through cancels and chokes, since
+    /// an honest peer may still answer those): a block outside it was never asked for.
+    pub asked: BTreeSet<BlockRef>,
+    /// Payload bytes it sent that we never asked it for.
+    pub unrequested_bytes: u64,
     pub opened: Instant,
     pub last_recv: Instant,
     pub last_sent: Instant,
@@ -99,6 +111,8 @@ impl Conn {
             peer_interested: false,
             peer_has: Bitfield::new(0),
             serving: BTreeSet::new(),
+            asked: BTreeSet::new(),
+            unrequested_bytes: 0,
             opened: now,
             last_recv: now,
             last_sent: now,
@@ -142,6 +156,25 @@ impl Conn {
     /// The peer's listen address when known, else the connection's remote address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.listen_addr.unwrap_or(self.addr)
+    }
+
+    /// Remember that we requested `block` on this connection.
+    pub fn on_requested(&mut self, block: BlockRef) {
+        self.asked.insert(block);
+        if self.asked.len() > MAX_ASKED {
+            self.asked.pop_first();
+        }
+    }
+
+    /// A block arrived (or was rejected): whether we had asked this connection for it.
+    pub fn take_asked(&mut self, block: &BlockRef) -> bool {
+        self.asked.remove(block)
+    }
+
+    /// Count unrequested payload; whether it is now more than a slip.
+    pub fn on_unrequested(&mut self, bytes: u64) -> bool {
+        self.unrequested_bytes += bytes;
+        self.unrequested_bytes > UNREQUESTED_SLACK_BYTES
     }
 
     pub fn on_payload_received(&mut self, now: Instant, bytes: u64) {

@@ -86,7 +86,12 @@ impl Node {
                 Ok(Some(Frame::Handshake(hs))) => self.on_handshake(now, id, hs),
                 Ok(Some(Frame::Message(m))) => self.on_message(now, id, m),
                 Err(e) => {
-                    self.close(now, id, CloseReason::Protocol(e));
+                    // After the handshake, a broken frame counts against the peer like bad data.
+                    let torrent = self.s.conns.get(&id).and_then(|c| c.torrent);
+                    match torrent.and_then(|h| self.ctx(h)) {
+                        Some(mut ctx) => ctx.penalise(now, id, CloseReason::Protocol(e)),
+                        None => self.close(now, id, CloseReason::Protocol(e)),
+                    }
                     return;
                 }
             }

@@ -75,14 +75,15 @@ impl TorrentCtx<'_> {
                 begin,
                 length,
             } => {
-                self.t.picker.release(
-                    id,
-                    BlockRef {
-                        piece: index,
-                        begin,
-                        length,
-                    },
-                );
+                let block = BlockRef {
+                    piece: index,
+                    begin,
+                    length,
+                };
+                if let Some(c) = self.s.conns.get_mut(&id) {
+                    c.take_asked(&block);
+                }
+                self.t.picker.release(id, block);
             }
             Message::Piece { index, begin, data } => self.on_piece(now, id, index, begin, data),
         }
@@ -125,7 +126,7 @@ impl TorrentCtx<'_> {
 
     fn on_have(&mut self, now: Instant, id: ConnId, index: u32) {
         if index >= self.t.meta.piece_count() {
-            self.close(now, id, CloseReason::HaveOutOfRange);
+            self.penalise(now, id, CloseReason::HaveOutOfRange);
             return;
         }
         let Some(c) = self.s.conns.get_mut(&id) else {
@@ -151,7 +152,7 @@ impl TorrentCtx<'_> {
     fn on_bitfield(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
         match Bitfield::from_wire(bytes, self.t.meta.piece_count()) {
             Ok(b) => self.replace_peer_pieces(now, id, b),
-            Err(e) => self.close(now, id, CloseReason::BadBitfield(e)),
+            Err(e) => self.penalise(now, id, CloseReason::BadBitfield(e)),
         }
     }
 
@@ -300,14 +301,25 @@ impl TorrentCtx<'_> {
             && u64::from(begin) + len <= u64::from(t.meta.piece_len(index))
             && len > 0;
         if !in_bounds {
-            self.close(now, id, CloseReason::PieceOutOfBounds);
+            self.penalise(now, id, CloseReason::PieceOutOfBounds);
             return;
         }
         let addr = self.s.conns.get(&id).map(|c| c.peer_addr());
+        let (mut asked, mut flood) = (false, false);
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.on_payload_received(now, len);
+            asked = c.take_asked(&block);
+            flood = !asked && c.on_unrequested(len);
         }
         t.stats.bytes_received += len;
+        if !asked {
+            // Never requested on this connection: not trusted, even if some piece could use it.
+            t.stats.bytes_wasted += len;
+            if flood {
+                self.penalise(now, id, CloseReason::UnrequestedData);
+            }
+            return;
+        }
         if t.error.is_some() || t.check.is_some() {
             t.stats.bytes_wasted += len;
             return;

@@ -55,6 +55,9 @@ pub enum CloseReason {
     /// A block outside its piece.
     #[error("piece out of bounds")]
     PieceOutOfBounds,
+    /// More payload than a slip that we never asked this connection for (a flood).
+    #[error("sent data nobody asked for")]
+    UnrequestedData,
     /// Our disk could not read a block a peer without the fast extension asked for.
     #[error("could not read a block to serve")]
     ServeReadFailed,

@@ -39,6 +39,11 @@ impl TorrentCtx<'_> {
             return;
         }
         let blocks = t.picker.pick(id, &c.peer_has, room, now, &mut self.s.rng);
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            for b in &blocks {
+                c.on_requested(*b);
+            }
+        }
         for b in blocks {
             self.s.send(
                 id,

@@ -33,9 +33,20 @@ struct Peer {
     disk: Disk,
     /// Pieces this peer corrupts when serving.
     corrupt: BTreeSet<u32>,
+    /// A hostile source: after each of its sends it also sends a block nobody asked for (see [`Flood`]).
+    flood: Option<Flood>,
     checkpoints: Vec<Checkpoint>,
     events: Vec<NodeEvent>,
     alive: bool,
+}
+
+/// What a hostile source sends unasked, after every message of its own on a connection past the handshake.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flood {
+    /// Real blocks of the file, never requested.
+    Unrequested,
+    /// A block that reaches past the end of its piece.
+    PastPieceEnd,
 }
 
 struct World {
@@ -45,6 +56,10 @@ struct World {
     links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     queue: VecDeque<(usize, Input)>,
     source: Vec<u8>,
+    /// Links of hostile sources that already carried their handshake.
+    flooded_links: BTreeSet<(usize, ConnId)>,
+    /// Sends made by hostile sources so far (picks the next unasked block).
+    flood_sends: u64,
 }
 
 fn content(len: usize) -> Vec<u8> {
@@ -75,6 +90,8 @@ impl World {
             links: BTreeMap::new(),
             queue: VecDeque::new(),
             source: content(len),
+            flooded_links: BTreeSet::new(),
+            flood_sends: 0,
         }
     }
 
@@ -116,6 +133,7 @@ impl World {
             meta,
             disk,
             corrupt: BTreeSet::new(),
+            flood: None,
             checkpoints: Vec::new(),
             events: Vec::new(),
             alive: true,
@@ -178,6 +196,36 @@ impl World {
                 if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     self.queue
                         .push_back((j, Input::Received { conn: theirs, data }));
+                    if let Some(kind) = self.peers[i].flood {
+                        self.flood_sends += 1;
+                        // The first send carries the handshake; frames may follow it from then on.
+                        if self.flooded_links.insert((i, conn)) {
+                            return;
+                        }
+                        let k = self.flood_sends;
+                        let pieces = self.peers[i].meta.piece_count();
+                        let piece = (k as u32) % pieces;
+                        let begin = match kind {
+                            Flood::Unrequested => 0,
+                            Flood::PastPieceEnd => PL - 8 * 1024,
+                        };
+                        let start = (piece * PL + begin) as usize;
+                        let end = (start + 16 * 1024).min(self.source.len());
+                        let data = Bytes::copy_from_slice(&self.source[start..end]);
+                        let frame = Message::Piece {
+                            index: piece,
+                            begin,
+                            data,
+                        }
+                        .encoded();
+                        self.queue.push_back((
+                            j,
+                            Input::Received {
+                                conn: theirs,
+                                data: frame,
+                            },
+                        ));
+                    }
                 }
             }
             Output::Close { conn } => {
@@ -425,6 +473,89 @@ fn corrupt_source_is_banned_and_download_completes() {
         .events
         .iter()
         .any(|e| matches!(e, NodeEvent::Banned { .. })));
+}
+
+/// A hostile source that serves what it is asked but also sends what nobody asked for (`kind`): each
+/// connection to it ends on a strike, the second strike bans it, and it is never dialled again.
+fn hostile_source_is_struck_then_banned(kind: Flood) -> World {
+    let mut w = World::new(200 * PL as usize);
+    let bad = w.seeder();
+    w.peers[bad].flood = Some(kind);
+    let c = w.leecher(vec![bad]);
+    // Long enough for the redial backoff (1, 2, 4 s...) to have dialled it many times were it not banned.
+    w.run_until(60, |_| false);
+    let bad_addr = w.peers[bad].addr;
+    assert_eq!(
+        w.stats(c).banned,
+        vec![bad_addr],
+        "the hostile source was not banned"
+    );
+    let events = &w.peers[c].events;
+    let ban = events
+        .iter()
+        .position(|e| matches!(e, NodeEvent::Banned { addr, strikes: 2, .. } if *addr == bad_addr))
+        .expect("a ban after two strikes");
+    let dialled_after = events[ban..]
+        .iter()
+        .filter(
+            |e| matches!(e, NodeEvent::Connected { addr, outbound: true, .. } if *addr == bad_addr),
+        )
+        .count();
+    assert_eq!(dialled_after, 0, "a banned source was dialled again");
+    w
+}
+
+#[test]
+fn source_flooding_unrequested_blocks_is_banned_and_costs_little() {
+    let w = hostile_source_is_struck_then_banned(Flood::Unrequested);
+    let wasted = w.stats(1).bytes_wasted;
+    // A few connections (its dial-in before the ban is struck under its ephemeral port), each cut when the
+    // slack is passed (plus the block that passed it).
+    let limit = 3 * (conn::UNREQUESTED_SLACK_BYTES + 16 * 1024);
+    assert!(wasted > 0, "the flood was not counted as waste");
+    assert!(
+        wasted <= limit,
+        "{wasted} bytes wasted on a flood (at most {limit})"
+    );
+}
+
+#[test]
+fn source_sending_past_a_piece_end_is_banned() {
+    hostile_source_is_struck_then_banned(Flood::PastPieceEnd);
+}
+
+#[test]
+fn flooding_source_beside_an_honest_one_wastes_little_and_the_file_completes() {
+    let mut w = World::new(200 * PL as usize);
+    let honest = w.seeder();
+    let bad = w.seeder();
+    w.peers[bad].flood = Some(Flood::Unrequested);
+    let c = w.leecher(vec![honest, bad]);
+    assert!(w.run_until(300, |w| w.complete(c)));
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    let limit = 3 * (conn::UNREQUESTED_SLACK_BYTES + 16 * 1024);
+    assert!(s.bytes_wasted <= limit, "{} bytes wasted", s.bytes_wasted);
+    assert!(!s.banned.contains(&w.peers[honest].addr));
+}
+
+#[test]
+fn honest_swarm_sends_nothing_unasked_and_bans_nobody() {
+    let mut w = World::new(90 * PL as usize);
+    let a = w.seeder();
+    let b = w.seeder();
+    let c = w.leecher(vec![a, b]);
+    let d = w.leecher(vec![a, b, c]);
+    assert!(w.run_until(300, |w| w.complete(c) && w.complete(d)));
+    for i in [c, d] {
+        let s = w.stats(i);
+        assert!(
+            s.banned.is_empty(),
+            "an honest peer was banned: {:?}",
+            s.banned
+        );
+        assert_eq!(w.peers[i].disk.volatile, w.source);
+    }
 }
 
 #[test]

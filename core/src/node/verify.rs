@@ -2,6 +2,7 @@
 //! piece, and what follows from it (announce it, count it, or strike and ban its senders). Invariant 1: a
 //! piece enters the picker's `have` only here, after its hash matched.
 
+use super::conn::ConnPhase;
 use super::torrent::Check;
 use super::view::TorrentCtx;
 use super::{CloseReason, ConnId, DiskError, DiskOp, NodeEvent, Output, Resume, TorrentError};
@@ -235,28 +236,51 @@ impl TorrentCtx<'_> {
             piece,
             from: from.clone(),
         });
-        let threshold = self.s.config.ban_after_failures;
         if conns.len() != 1 {
             // Several senders: nobody is blamed yet; the picker refetches the piece from a single peer.
             self.refill_all(now);
             return;
         }
         for (id, addr) in conns.iter().zip(from.iter()) {
-            let strikes = self.t.peers.strike(*addr);
             let peer_id = self.s.conns.get(id).and_then(|c| c.peer_id);
-            if strikes >= threshold {
-                self.t.peers.ban(*addr);
-                if let Some(pid) = peer_id {
-                    self.s.banned_ids.insert(pid);
-                }
-                self.s.event(NodeEvent::Banned {
-                    torrent: self.hash,
-                    addr: *addr,
-                    strikes,
-                });
+            if self.strike(*addr, peer_id) {
                 self.close(now, *id, CloseReason::BannedForCorruptData);
             }
         }
         self.refill_all(now);
+    }
+
+    /// One strike against the peer at `addr` (a bad piece, a protocol violation, a flood of unrequested
+    /// data); at the threshold it is banned, by address and by peer id. Returns whether it was banned now.
+    pub fn strike(&mut self, addr: SocketAddr, peer_id: Option<[u8; 20]>) -> bool {
+        let strikes = self.t.peers.strike(addr);
+        if strikes < self.s.config.ban_after_failures || self.t.peers.is_banned(&addr) {
+            return false;
+        }
+        self.t.peers.ban(addr);
+        if let Some(pid) = peer_id {
+            self.s.banned_ids.insert(pid);
+        }
+        self.s.event(NodeEvent::Banned {
+            torrent: self.hash,
+            addr,
+            strikes,
+        });
+        true
+    }
+
+    /// Close a connection whose peer broke the protocol or flooded us, with a strike against it (invariant 4:
+    /// it counts like a bad piece, so a repeat offender is banned instead of being dialled again).
+    pub fn penalise(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
+        let target = self
+            .s
+            .conns
+            .get(&id)
+            .filter(|c| c.phase == ConnPhase::Open && c.torrent == Some(self.hash))
+            .map(|c| (c.peer_addr(), c.peer_id));
+        if let Some((addr, peer_id)) = target {
+            self.strike(addr, peer_id);
+        }
+        self.close(now, id, reason);
     }
 }

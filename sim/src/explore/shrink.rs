@@ -1,0 +1,108 @@
+//! Shrinking a failing story: try smaller versions (a peer fewer, a fault fewer, a fault kind off, a file
+//! fewer, files halved) and keep each one that still breaks the same property, until none does.
+
+use super::story::{Fault, Story};
+
+/// Smaller variants of `story`, most radical first. Each keeps at least one seeder and one downloader.
+pub fn candidates(story: &Story) -> Vec<Story> {
+    let mut out = Vec::new();
+    // Whole fault kinds off.
+    for kind in story.kinds() {
+        let mut s = story.clone();
+        s.faults.retain(|f| f.kind() != kind);
+        match kind {
+            super::story::FaultKind::IoErrors => s.io_errors = 0.0,
+            super::story::FaultKind::TornWrites => s.torn_writes = None,
+            super::story::FaultKind::Writeback => s.writeback = 0.0,
+            super::story::FaultKind::DelayedJoin => {
+                for p in &mut s.peers {
+                    p.join_ms = None;
+                }
+            }
+            super::story::FaultKind::DiskFull => {
+                s.capacity = None;
+                for p in &mut s.peers {
+                    p.disk_free = None;
+                }
+            }
+            _ => {}
+        }
+        push_if_smaller(&mut out, story, s);
+    }
+    // One peer fewer (with the faults that name it).
+    for i in 0..story.peers.len() {
+        let mut s = story.clone();
+        let gone = s.peers.remove(i);
+        s.faults
+            .retain(|f| !f.peers().contains(&gone.name.as_str()));
+        if !gone.has.is_empty() && s.peers.iter().all(|p| p.has.is_empty()) {
+            continue;
+        }
+        if s.downloaders().is_empty() {
+            continue;
+        }
+        if let Some(p) = s.peers.iter_mut().find(|p| p.disk_free.is_some()) {
+            if !s
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::FreeDisk { peer, .. } if *peer == p.name))
+            {
+                p.disk_free = None;
+            }
+        }
+        push_if_smaller(&mut out, story, s);
+    }
+    // One fault fewer.
+    for i in 0..story.faults.len() {
+        let mut s = story.clone();
+        let gone = s.faults.remove(i);
+        if let Fault::FreeDisk { peer, .. } = &gone {
+            if let Some(p) = s.peers.iter_mut().find(|p| p.name == *peer) {
+                p.disk_free = None;
+            }
+        }
+        push_if_smaller(&mut out, story, s);
+    }
+    // One file fewer.
+    if story.files.len() > 1 {
+        for i in 0..story.files.len() {
+            let mut s = story.clone();
+            let gone = s.files.remove(i).name;
+            for p in &mut s.peers {
+                p.has.retain(|f| *f != gone);
+                p.get.retain(|f| *f != gone);
+            }
+            if s.downloaders().is_empty() || s.peers.iter().all(|p| p.has.is_empty()) {
+                continue;
+            }
+            push_if_smaller(&mut out, story, s);
+        }
+    }
+    // Files halved (down to a piece).
+    let mut s = story.clone();
+    for f in &mut s.files {
+        f.size = (f.size / 2).max(f.piece_size.min(f.size));
+    }
+    push_if_smaller(&mut out, story, s);
+    // Peers joining at once, latency at its least.
+    let mut s = story.clone();
+    s.latency_ms = 1;
+    push_if_smaller(&mut out, story, s);
+    out
+}
+
+fn push_if_smaller(out: &mut Vec<Story>, from: &Story, s: Story) {
+    if s != *from {
+        out.push(s);
+    }
+}
+
+/// A measure of a story's size: peers, then events, then bytes.
+pub fn size(story: &Story) -> (usize, usize, usize, u64) {
+    (
+        story.peers.len(),
+        story.event_count(),
+        story.kinds().len(),
+        story.files.iter().map(|f| f.size).sum(),
+    )
+}

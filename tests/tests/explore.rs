@@ -1,0 +1,92 @@
+//! The explorer checks itself: a deliberately broken build (`--unsafe-never-ban`: invariant 4 broken) is
+//! caught in a story with noise around the fault that shows it, and the story is shrunk to at most 3 peers
+//! and 3 events; the honest build passes the same story.
+
+use enjambre_sim::explore::check::Property;
+use enjambre_sim::explore::story::{Fault, Story, StoryFile, StoryPeer};
+use enjambre_sim::explore::{shrink_story, try_story};
+use enjambre_sim::ExploreOptions;
+
+fn peer(name: &str, has: bool) -> StoryPeer {
+    StoryPeer {
+        name: name.into(),
+        has: if has { vec!["f.bin".into()] } else { vec![] },
+        get: if has { vec![] } else { vec!["f.bin".into()] },
+        upload_rate: 2_000_000,
+        download_rate: None,
+        join_ms: None,
+        disk_latency_ms: 1,
+        disk_free: None,
+    }
+}
+
+/// Two seeders, one turning corrupt early, three leechers, and faults that have nothing to do with it.
+fn noisy_corrupt_story() -> Story {
+    Story {
+        seed: 5,
+        latency_ms: 5,
+        files: vec![StoryFile {
+            name: "f.bin".into(),
+            size: 2 * 1024 * 1024,
+            piece_size: 64 * 1024,
+        }],
+        peers: vec![
+            peer("seed0", true),
+            peer("seed1", true),
+            peer("peer2", false),
+            peer("peer3", false),
+            peer("peer4", false),
+        ],
+        faults: vec![
+            Fault::TrackerDown {
+                at_ms: 300,
+                for_ms: 2_000,
+            },
+            Fault::Corrupt {
+                peer: "seed1".into(),
+                watch: "peer2".into(),
+                percent: 0,
+            },
+            Fault::Latency {
+                peer: "peer3".into(),
+                at_ms: 500,
+                latency_ms: 40,
+            },
+        ],
+        io_errors: 0.0,
+        torn_writes: None,
+        writeback: 0.0,
+        capacity: None,
+    }
+}
+
+#[test]
+fn never_banning_build_is_caught_and_shrunk_to_three_peers_and_three_events() {
+    let story = noisy_corrupt_story();
+    let honest = ExploreOptions::default();
+    let (failures, _) = try_story(&story, &honest, false).expect("runs");
+    assert!(failures.is_empty(), "the honest build fails: {failures:?}");
+
+    let broken = ExploreOptions {
+        unsafe_never_ban: true,
+        shrink_runs: 40,
+        ..ExploreOptions::default()
+    };
+    let (failures, _) = try_story(&story, &broken, false).expect("runs");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.property == Property::OffenderBanned),
+        "the never-ban build was not caught: {failures:?}"
+    );
+    let (small, still, _runs) =
+        shrink_story(&story, Property::OffenderBanned, &broken).expect("shrinks");
+    assert!(still.iter().any(|f| f.property == Property::OffenderBanned));
+    assert!(
+        small.peers.len() <= 3 && small.event_count() <= 3,
+        "shrunk only to {} peers and {} events",
+        small.peers.len(),
+        small.event_count()
+    );
+    assert!(small.corrupt_peers().contains(&"seed1"));
+}
