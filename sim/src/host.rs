@@ -98,7 +98,7 @@ pub struct PeerProgram {
     /// Whether to record wire messages.
     pub trace: bool,
     /// Write checkpoints before syncing (deliberately broken ordering, for the crash sweep's self-test).
-    pub unsafe_order: bool,
+    pub unsafe_checkpoint_before_sync: bool,
     /// Switch that makes this peer serve wrong bytes.
     pub corrupt: CorruptSwitch,
     /// Switch that deletes the other program's data filling this peer's disk.
@@ -223,7 +223,7 @@ impl PeerProgram {
             max_upload_rate: self.spec.upload_rate.map(|s| s.0),
             max_download_rate: self.spec.download_rate.map(|s| s.0),
             events: Some(sink),
-            unsafe_checkpoint_before_sync: self.unsafe_order,
+            unsafe_checkpoint_before_sync: self.unsafe_checkpoint_before_sync,
         };
         let latency = self
             .spec

@@ -130,7 +130,7 @@ pub fn run_observed(
                 seed,
                 world: world.clone(),
                 trace: options.trace,
-                unsafe_order: options.unsafe_checkpoint_before_sync,
+                unsafe_checkpoint_before_sync: options.unsafe_checkpoint_before_sync,
                 corrupt,
                 free_disk: free,
                 space: DiskSpace::new(scenario.disk.capacity.map(|c| c.0)),
