@@ -12,7 +12,8 @@ use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::node::{DiskDone, DiskError, DiskOp};
+use enjambre_core::node::{ConnId, DiskDone, DiskError, DiskOp};
+use enjambre_core::picker::BlockRef;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,8 +81,7 @@ impl DiskWorker {
                         } => {
                             // Every earlier operation finishes first: the sync covers their writes.
                             results.extend(
-                                run_plain(&blocking, &stores, &state, std::mem::take(&mut plain))
-                                    .await,
+                                run_plain(&blocking, &stores, std::mem::take(&mut plain)).await,
                             );
                             let job = sync_and_checkpoint(
                                 blocking.clone(),
@@ -111,10 +111,30 @@ impl DiskWorker {
                                 });
                             }
                         }
-                        op => plain.push(op),
+                        DiskOp::Write {
+                            torrent,
+                            offset,
+                            data,
+                        } => plain.push(PlainOp::Write {
+                            torrent,
+                            offset,
+                            data,
+                        }),
+                        DiskOp::Hash { torrent, piece } => {
+                            plain.push(PlainOp::Hash { torrent, piece })
+                        }
+                        DiskOp::Read {
+                            torrent,
+                            conn,
+                            block,
+                        } => plain.push(PlainOp::Read {
+                            torrent,
+                            conn,
+                            block,
+                        }),
                     }
                 }
-                results.extend(run_plain(&blocking, &stores, &state, plain).await);
+                results.extend(run_plain(&blocking, &stores, plain).await);
                 q.fetch_sub(written, Ordering::Relaxed);
                 r.notify_one();
                 for result in results {
@@ -150,20 +170,34 @@ impl DiskWorker {
     }
 }
 
-async fn run_plain<B: Blocking>(
-    blocking: &B,
-    stores: &Stores,
-    state: &Arc<StateDir>,
-    ops: Vec<DiskOp>,
-) -> Vec<DiskDone> {
+/// A [`DiskOp`] other than a checkpoint, which has its own path ([`sync_and_checkpoint`]): these run in
+/// batches, one trip to the blocking runner each.
+enum PlainOp {
+    Write {
+        torrent: InfoHash,
+        offset: u64,
+        data: Bytes,
+    },
+    Hash {
+        torrent: InfoHash,
+        piece: u32,
+    },
+    Read {
+        torrent: InfoHash,
+        conn: ConnId,
+        block: BlockRef,
+    },
+}
+
+async fn run_plain<B: Blocking>(blocking: &B, stores: &Stores, ops: Vec<PlainOp>) -> Vec<DiskDone> {
     if ops.is_empty() {
         return Vec::new();
     }
-    let (stores, state) = (stores.clone(), state.clone());
+    let stores = stores.clone();
     blocking
         .run(move || {
             ops.into_iter()
-                .filter_map(|op| execute(&stores, &state, op))
+                .filter_map(|op| execute(&stores, op))
                 .collect()
         })
         .await
@@ -214,10 +248,10 @@ fn not_open() -> DiskError {
 }
 
 /// Carry out one operation; `None` when it needs no answer (a successful write).
-fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
+fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
     let missing = not_open;
     match op {
-        DiskOp::Write {
+        PlainOp::Write {
             torrent,
             offset,
             data,
@@ -232,7 +266,7 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 .err()
                 .map(|error| DiskDone::WriteFailed { torrent, error })
         }
-        DiskOp::Hash { torrent, piece } => {
+        PlainOp::Hash { torrent, piece } => {
             let hash = store_of(stores, &torrent)
                 .ok_or_else(missing)
                 .and_then(|s| s.hash_piece(piece).map_err(DiskError::from));
@@ -242,7 +276,7 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 hash,
             })
         }
-        DiskOp::Read {
+        PlainOp::Read {
             torrent,
             conn,
             block,
@@ -261,26 +295,6 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 conn,
                 block,
                 data,
-            })
-        }
-        DiskOp::SyncAndCheckpoint {
-            torrent,
-            generation,
-            checkpoint,
-        } => {
-            let error = store_of(stores, &torrent)
-                .ok_or_else(missing)
-                .and_then(|s| s.sync().map_err(|e| DiskError::io("sync failed", &e)))
-                .and_then(|()| {
-                    state
-                        .save_checkpoint(&checkpoint)
-                        .map_err(|e| DiskError::io("checkpoint write failed", &e))
-                })
-                .err();
-            Some(DiskDone::CheckpointSaved {
-                torrent,
-                generation,
-                error,
             })
         }
     }
