@@ -10,6 +10,7 @@
 //! them: a block the peer cancelled or that a choke dropped meanwhile is never read, sent or counted, and no
 //! socket holds more than a block or two of payload queued behind the limit.
 
+use crate::accept::accept_next;
 use crate::clock::Clock;
 use crate::disk::{DiskWorker, Stores};
 use crate::rate::RateLimit;
@@ -226,7 +227,7 @@ impl Peer {
                 .max_download_rate
                 .map(|r| RateLimit::new(r, env.clock.clone())),
         };
-        let accept = tokio::spawn(accept_loop(listener, inbox.clone()));
+        let accept = tokio::spawn(accept_loop(listener, env.clock.clone(), inbox.clone()));
         let task = NodeTask {
             node: Node::new(options.node.clone()),
             env: env.clone(),
@@ -380,18 +381,15 @@ struct Limits {
     down: Option<RateLimit>,
 }
 
-async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<Msg<L::Stream>>) {
+async fn accept_loop<L: Listener, C: Clock>(
+    mut listener: L,
+    clock: C,
+    inbox: mpsc::Sender<Msg<L::Stream>>,
+) {
     loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                if inbox.send(Msg::Accepted(stream, addr)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let (stream, addr) = accept_next(&mut listener, &clock, "peer").await;
+        if inbox.send(Msg::Accepted(stream, addr)).await.is_err() {
+            return;
         }
     }
 }

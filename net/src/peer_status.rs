@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::{ConnStats, TorrentStats};
+use enjambre_core::rate::RateMeter;
 use enjambre_core::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accept::accept_next;
 use crate::clock::Clock;
 use crate::http::{read_request, write_response, HttpLimits, Request, Response};
 use crate::peer::Peer;
 use crate::prometheus::{Exposition, Kind, CONTENT_TYPE};
-use crate::transport::{Listener, Transport};
+use crate::transport::Transport;
 
 /// Most status connections served at once.
 const MAX_CONNECTIONS: usize = 32;
@@ -95,63 +97,40 @@ pub struct PeerStatus {
     pub totals: StatusTotals,
 }
 
-/// The last sample of a torrent's byte counters, and the rates measured up to it.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    down: u64,
-    up: u64,
-    down_rate: u64,
-    up_rate: u64,
-}
+/// Rates are measured over at least this long.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// A torrent's (download, upload) meters.
+type Meters = (RateMeter, RateMeter);
 
 /// Rates per torrent (info hash), updated by the sampler.
 #[derive(Debug, Default)]
 pub struct RateBoard {
-    samples: Mutex<BTreeMap<InfoHash, Sample>>,
+    meters: Mutex<BTreeMap<InfoHash, Meters>>,
 }
 
 impl RateBoard {
-    /// Take in a sample of every torrent at `now`.
+    /// Take in a sample of every torrent at `now` (a torrent no longer listed is forgotten).
     pub fn sample(&self, now: Instant, stats: &[TorrentStats]) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = BTreeMap::new();
         for s in stats {
-            let (down, up) = (s.bytes_downloaded, s.bytes_uploaded);
-            let sample = match samples.remove(&s.info_hash) {
-                Some(prev) if down >= prev.down && up >= prev.up => {
-                    let secs = now.saturating_since(prev.at).as_secs_f64();
-                    if secs < 0.5 {
-                        prev
-                    } else {
-                        Sample {
-                            at: now,
-                            down,
-                            up,
-                            down_rate: ((down - prev.down) as f64 / secs) as u64,
-                            up_rate: ((up - prev.up) as f64 / secs) as u64,
-                        }
-                    }
-                }
-                _ => Sample {
-                    at: now,
-                    down,
-                    up,
-                    down_rate: 0,
-                    up_rate: 0,
-                },
-            };
-            next.insert(s.info_hash, sample);
+            let (mut down, mut up) = meters
+                .remove(&s.info_hash)
+                .unwrap_or((RateMeter::new(RATE_WINDOW), RateMeter::new(RATE_WINDOW)));
+            down.sample(now, s.bytes_downloaded);
+            up.sample(now, s.bytes_uploaded);
+            next.insert(s.info_hash, (down, up));
         }
-        *samples = next;
+        *meters = next;
     }
 
     /// (download, upload) rate of a torrent, 0 when not sampled yet.
     pub fn rates(&self, info_hash: &InfoHash) -> (u64, u64) {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples
+        let meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        meters
             .get(info_hash)
-            .map_or((0, 0), |s| (s.down_rate, s.up_rate))
+            .map_or((0, 0), |(down, up)| (down.rate(), up.rate()))
     }
 }
 
@@ -362,21 +341,12 @@ pub async fn serve_status<T: Transport>(mut listener: T::Listener, peer: Peer, c
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (peer, board) = (peer.clone(), board.clone());
-                tasks.spawn(async move {
-                    connection(stream, peer, board).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "status endpoint: accept failed");
-                clock
-                    .sleep_until(clock.now() + Duration::from_millis(50))
-                    .await;
-            }
-        }
+        let (stream, _) = accept_next(&mut listener, &clock, "status endpoint").await;
+        let (peer, board) = (peer.clone(), board.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, board).await;
+            drop(permit);
+        });
     }
 }
 
