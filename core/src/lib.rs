@@ -22,6 +22,10 @@ pub mod time;
 pub mod tracker;
 pub mod wire;
 
+/// Identity of one connection: the one name for it in every module (the node allocates it, for outbound
+/// connections and, through `node::Node::allocate_conn_id`, for inbound ones).
+pub type ConnId = u64;
+
 /// Default piece length: 512 KiB, as in the original system.
 pub const DEFAULT_PIECE_LENGTH: u32 = 512 * 1024;
 /// Block length used on the wire (BEP 3 de-facto standard): 16 KiB.

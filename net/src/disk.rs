@@ -36,15 +36,15 @@ pub(crate) struct DiskWorker {
 
 impl DiskWorker {
     /// Start the worker; its results go to `done` (unbounded, so the worker never waits on the node task
-    /// while the node task may be waiting on the worker's backlog). With `checkpoint_first` the worker
-    /// writes a checkpoint *before* syncing the data it claims: a deliberate breach of invariant 2 that exists
-    /// only so the simulator's crash sweep can show it catches one. Never set it otherwise.
+    /// while the node task may be waiting on the worker's backlog). With `unsafe_checkpoint_before_sync` the
+    /// worker writes a checkpoint *before* syncing the data it claims: a deliberate breach of invariant 2 that
+    /// exists only so the simulator's crash sweep can show it catches one. Never set it otherwise.
     pub fn spawn<B: Blocking>(
         blocking: B,
         stores: Stores,
         state: StateDir,
         done: mpsc::UnboundedSender<DiskDone>,
-        checkpoint_first: bool,
+        unsafe_checkpoint_before_sync: bool,
     ) -> DiskWorker {
         let (ops, mut rx) = mpsc::unbounded_channel::<DiskOp>();
         let state = Arc::new(state);
@@ -89,7 +89,7 @@ impl DiskWorker {
                                 state.clone(),
                                 torrent,
                                 checkpoint,
-                                checkpoint_first,
+                                unsafe_checkpoint_before_sync,
                             );
                             if blocking.overlap_syncs() {
                                 // Later writes and hashes go on while the disk syncs; the node has one
@@ -210,7 +210,7 @@ async fn sync_and_checkpoint<B: Blocking>(
     state: Arc<StateDir>,
     torrent: InfoHash,
     checkpoint: Checkpoint,
-    checkpoint_first: bool,
+    unsafe_checkpoint_before_sync: bool,
 ) -> Option<DiskError> {
     let store = store_of(&stores, &torrent);
     let sync = move || -> Result<(), DiskError> {
@@ -224,7 +224,7 @@ async fn sync_and_checkpoint<B: Blocking>(
         st.save_checkpoint(&checkpoint)
             .map_err(|e| DiskError::io("checkpoint write failed", &e))
     };
-    let result = if checkpoint_first {
+    let result = if unsafe_checkpoint_before_sync {
         match blocking.run(save).await {
             Ok(()) => blocking.run(sync).await,
             Err(e) => Err(e),

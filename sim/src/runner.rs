@@ -141,7 +141,7 @@ pub fn run_observed(
                 seed,
                 world: world.clone(),
                 trace: options.trace,
-                unsafe_order: options.unsafe_checkpoint_before_sync,
+                unsafe_checkpoint_before_sync: options.unsafe_checkpoint_before_sync,
                 unsafe_never_ban: options.unsafe_never_ban,
                 corrupt,
                 free_disk: free,

@@ -78,7 +78,7 @@ pub struct PeerProgram {
     /// Whether to record wire messages.
     pub trace: bool,
     /// Write checkpoints before syncing (deliberately broken ordering, for the crash sweep's self-test).
-    pub unsafe_order: bool,
+    pub unsafe_checkpoint_before_sync: bool,
     /// Never ban anyone (a deliberately broken invariant 4, for the explorer's self-test).
     pub unsafe_never_ban: bool,
     /// Switch that makes this peer serve wrong bytes.
@@ -132,7 +132,7 @@ impl PeerProgram {
             self.trace,
             |host| turmoil::lookup(host),
         );
-        plan.app.peer.unsafe_checkpoint_before_sync = self.unsafe_order;
+        plan.app.peer.unsafe_checkpoint_before_sync = self.unsafe_checkpoint_before_sync;
         if self.unsafe_never_ban {
             plan.app.peer.node.ban_after_failures = u32::MAX;
         }

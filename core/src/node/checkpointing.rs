@@ -5,9 +5,23 @@
 use super::view::TorrentCtx;
 use super::{DiskError, DiskOp, NodeEvent, Output, TorrentError};
 use crate::backoff::Backoff;
+use crate::bitfield::Bitfield;
 use crate::checkpoint::Checkpoint;
 use crate::time::Instant;
 use std::time::Duration;
+
+/// Checkpoint group commit: one sync-and-checkpoint in flight at a time; pieces verified meanwhile ride on the
+/// next one.
+#[derive(Default)]
+pub(crate) struct CheckpointState {
+    pub generation: u64,
+    pub in_flight: Option<Bitfield>,
+    pub dirty: bool,
+    pub durable: u32,
+    pub retry_at: Option<Instant>,
+    /// Saves failed in a row.
+    pub failures: u32,
+}
 
 /// Waits between attempts to save a checkpoint that failed to save.
 const CHECKPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));

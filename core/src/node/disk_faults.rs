@@ -2,9 +2,41 @@
 //! verified, and try again after a wait that grows while the failures go on.
 
 use super::view::TorrentCtx;
-use super::{ConnId, NodeEvent, TorrentError};
+use super::{ConnId, NodeConfig, NodeEvent, TorrentError};
+use crate::backoff::Backoff;
 use crate::time::Instant;
 use crate::wire::Message;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Disk trouble of one torrent: while `retry_at` is set the download is stopped on a disk error, and at
+/// `retry_at` it is tried again (a failed write stops it again, with a longer wait).
+#[derive(Default)]
+pub(crate) struct DiskFaults {
+    /// Disk errors in a row (reset by a piece verified after a retry).
+    pub failures: u32,
+    /// Disk errors in this run.
+    pub total: u32,
+    /// When the stopped download is tried again.
+    pub retry_at: Option<Instant>,
+    /// Tried again after a disk error and no piece verified since: requests are kept to one piece's worth,
+    /// so that a disk still full wastes at most that much.
+    pub probing: bool,
+    /// Pieces that were waiting for the verifier when the disk failed: one of their writes may be what failed,
+    /// so a SHA-1 mismatch on them blames nobody.
+    pub suspect: BTreeSet<u32>,
+}
+
+impl DiskFaults {
+    /// Record a failure at `now`; returns the wait before the next try.
+    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.total = self.total.saturating_add(1);
+        let wait = Backoff::new(config.disk_retry_base, config.disk_retry_max).delay(self.failures);
+        self.retry_at = Some(now + wait);
+        wait
+    }
+}
 
 impl TorrentCtx<'_> {
     /// The disk failed under a download: stop downloading it, keep serving what is verified, and try again

@@ -210,3 +210,47 @@ pub(crate) fn opt_as_text<T: std::fmt::Display, S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     v.as_ref().map(ToString::to_string).serialize(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeEvent;
+
+    #[test]
+    fn a_full_disk_is_told_by_its_kind_not_its_text() {
+        let full = DiskError::io(
+            "write at offset 0 failed",
+            &io::Error::from_raw_os_error(28),
+        );
+        assert!(full.is_storage_full());
+        assert!(TorrentError::Write(full.clone()).is_storage_full());
+        let eio = DiskError::from(io::Error::from_raw_os_error(5));
+        assert!(!eio.is_storage_full());
+        let read_back = TorrentError::ReadBack {
+            piece: 3,
+            error: eio.clone(),
+        };
+        assert_eq!(read_back.disk_error(), &eio);
+        assert_eq!(
+            read_back.to_string(),
+            format!("reading piece 3 back failed: {}", eio.message)
+        );
+    }
+
+    #[test]
+    fn events_serialize_reasons_as_their_text() {
+        let e = NodeEvent::Disconnected {
+            conn: 7,
+            addr: "10.0.0.1:6881".parse().expect("an address"),
+            reason: CloseReason::Evicted { idle_secs: 60 },
+        };
+        let json = serde_json::to_value(&e).expect("serializable");
+        assert_eq!(
+            json["reason"],
+            "evicted: no payload either way for 60 s, making room for a new peer"
+        );
+        assert!(CloseReason::BothComplete.is_routine());
+        assert!(!CloseReason::Idle.is_routine());
+        assert_eq!(ConnectError::TimedOut.to_string(), "timed out");
+    }
+}

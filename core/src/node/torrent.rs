@@ -1,8 +1,11 @@
 //! One torrent inside the node: its picker and choker, the resume check, the checkpoint group commit, the
 //! announce schedule, its known peers and its counters.
 
+use super::checkpointing::CheckpointState;
 use super::conn::Conn;
+use super::disk_faults::DiskFaults;
 use super::peers::PeerBook;
+use super::verify::Check;
 use super::{ConnId, NodeConfig, TorrentError, TorrentStats};
 use crate::backoff::Backoff;
 use crate::bitfield::Bitfield;
@@ -16,71 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A resume check in progress.
-pub(crate) struct Check {
-    /// Pieces the checkpoint claims.
-    pub claimed: Bitfield,
-    /// Whether the claims are trusted once the spot check passes.
-    pub trust_claims: bool,
-    /// Whether a claimed piece failed its hash.
-    pub claim_failed: bool,
-    /// Pieces whose hash is awaited.
-    pub pending: BTreeSet<u32>,
-}
-
-impl Check {
-    pub fn new(claimed: Bitfield, trust_claims: bool, pending: impl Iterator<Item = u32>) -> Check {
-        Check {
-            claimed,
-            trust_claims,
-            claim_failed: false,
-            pending: pending.collect(),
-        }
-    }
-}
-
-/// Checkpoint group commit: one sync-and-checkpoint in flight at a time; pieces verified meanwhile ride on the
-/// next one.
-#[derive(Default)]
-pub(crate) struct CheckpointState {
-    pub generation: u64,
-    pub in_flight: Option<Bitfield>,
-    pub dirty: bool,
-    pub durable: u32,
-    pub retry_at: Option<Instant>,
-    /// Saves failed in a row.
-    pub failures: u32,
-}
-
-/// Disk trouble of one torrent: while `retry_at` is set the download is stopped on a disk error, and at
-/// `retry_at` it is tried again (a failed write stops it again, with a longer wait).
-#[derive(Default)]
-pub(crate) struct DiskFaults {
-    /// Disk errors in a row (reset by a piece verified after a retry).
-    pub failures: u32,
-    /// Disk errors in this run.
-    pub total: u32,
-    /// When the stopped download is tried again.
-    pub retry_at: Option<Instant>,
-    /// Tried again after a disk error and no piece verified since: requests are kept to one piece's worth,
-    /// so that a disk still full wastes at most that much.
-    pub probing: bool,
-    /// Pieces that were waiting for the verifier when the disk failed: one of their writes may be what failed,
-    /// so a SHA-1 mismatch on them blames nobody.
-    pub suspect: BTreeSet<u32>,
-}
-
-impl DiskFaults {
-    /// Record a failure at `now`; returns the wait before the next try.
-    pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        self.total = self.total.saturating_add(1);
-        let wait = Backoff::new(config.disk_retry_base, config.disk_retry_max).delay(self.failures);
-        self.retry_at = Some(now + wait);
-        wait
-    }
-}
 
 /// When to talk to the tracker next.
 pub(crate) struct AnnounceState {

@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Identity of one connection, allocated by the node (outbound) or by the driver through
-/// [`super::Node::allocate_conn_id`] (inbound).
-pub type ConnId = u64;
+pub use crate::ConnId;
 
 /// Tunables of a node. The defaults suit a LAN.
 #[derive(Debug, Clone)]

@@ -3,7 +3,6 @@
 //! piece enters the picker's `have` only here, after its hash matched.
 
 use super::conn::ConnPhase;
-use super::torrent::Check;
 use super::view::TorrentCtx;
 use super::{CloseReason, ConnId, DiskError, DiskOp, NodeEvent, Output, Resume, TorrentError};
 use crate::bitfield::Bitfield;
@@ -13,6 +12,29 @@ use crate::tracker::Event;
 use crate::wire::Message;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+
+/// A resume check in progress.
+pub(crate) struct Check {
+    /// Pieces the checkpoint claims.
+    pub claimed: Bitfield,
+    /// Whether the claims are trusted once the spot check passes.
+    pub trust_claims: bool,
+    /// Whether a claimed piece failed its hash.
+    pub claim_failed: bool,
+    /// Pieces whose hash is awaited.
+    pub pending: BTreeSet<u32>,
+}
+
+impl Check {
+    pub fn new(claimed: Bitfield, trust_claims: bool, pending: impl Iterator<Item = u32>) -> Check {
+        Check {
+            claimed,
+            trust_claims,
+            claim_failed: false,
+            pending: pending.collect(),
+        }
+    }
+}
 
 impl TorrentCtx<'_> {
     /// Start a newly added torrent: decide which pieces to hash before trusting what is on disk (invariant
