@@ -208,13 +208,16 @@ impl PeerProgram {
         let host = name.clone();
         let sink: EventSink =
             Arc::new(move |_, e: &NodeEvent| world.lock().on_event(sim_now(), &host, e));
-        let node = NodeConfig {
+        let mut node = NodeConfig {
             peer_id: peer_id(&name),
             seed: node_seed(self.seed, &name, boot),
             trace: self.trace,
-            sequential: self.spec.sequential,
             ..NodeConfig::default()
         };
+        if self.spec.sequential {
+            node.piece_selection = enjambre_core::picker::PieceSelection::Sequential;
+        }
+        self.spec.knobs.apply(&mut node);
         let options = PeerOptions {
             node,
             dir: dir.clone(),
@@ -401,6 +404,9 @@ impl PeerProgram {
                     }
                     p.stats.insert(s.name.clone(), s.clone());
                 }
+                let uploaded = stats.iter().map(|s| s.bytes_uploaded).sum::<u64>()
+                    + p.uploaded_before.values().sum::<u64>();
+                w.uploaded(sim_now(), name, uploaded);
                 if !stats.iter().any(|s| s.checking) {
                     let have = stats.iter().map(|s| s.pieces_have).sum();
                     let total = stats.iter().map(|s| s.pieces_total).sum();

@@ -7,6 +7,7 @@
 pub mod content;
 pub mod disk_space;
 pub mod host;
+pub mod measures;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -228,7 +228,8 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 11] = [
+const SHIPPED: [&str; 12] = [
+    "capped-leecher",
     "corrupt-peer",
     "disk-full",
     "flaky-disk",
@@ -259,6 +260,11 @@ fn every_scenario_file_has_a_snapshot_test() {
         found, SHIPPED,
         "scenarios/ and the tests in scenarios.rs differ"
     );
+}
+
+#[test]
+fn capped_leecher() {
+    check("capped-leecher");
 }
 
 #[test]

@@ -520,6 +520,9 @@ impl Node {
             reason: reason.to_string(),
         });
         if let Some(h) = c.torrent {
+            if !c.am_choking {
+                self.fill_free_slots(now, h);
+            }
             self.refill_all(now, h);
         }
     }
@@ -796,19 +799,32 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&id) {
             c.peer_interested = interested;
         }
-        // A newly interested peer gets a free slot at once; the periodic rechoke does the ranking.
+        // Slots follow interest at once; the periodic rechoke does the ranking.
+        self.fill_free_slots(now, hash);
+    }
+
+    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
+    fn fill_free_slots(&mut self, now: Instant, hash: InfoHash) {
         let Some(t) = self.torrents.get(&hash) else {
             return;
         };
-        let unchoked = t
+        let seeding = t.picker.have().is_full();
+        let candidates: Vec<crate::choker::ChokeCandidate> = t
             .conns
             .iter()
-            .filter(|o| self.conns.get(o).is_some_and(|c| !c.am_choking))
-            .count();
-        if interested && unchoked < self.config.upload_slots {
+            .filter_map(|id| {
+                self.conns
+                    .get(id)
+                    .filter(|c| c.phase == ConnPhase::Open)
+                    .map(|c| c.choke_candidate(*id, now, seeding))
+            })
+            .collect();
+        let changes = t.choker.fill_free_slots(&candidates);
+        for id in changes.choke {
+            self.set_choking(id, true);
+        }
+        for id in changes.unchoke {
             self.set_choking(id, false);
-        } else if !interested {
-            let _ = now;
         }
     }
 
@@ -922,6 +938,7 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&id) {
             c.on_payload_received(now, len);
         }
+        t.picker.on_progress(id, now);
         t.stats.bytes_received += len;
         if t.error.is_some() || t.check.is_some() {
             t.stats.bytes_wasted += len;
@@ -978,9 +995,10 @@ impl Node {
             return;
         }
         let outstanding = t.picker.outstanding(id);
-        let depth = c.remote_reqq.map_or(self.config.pipeline, |q| {
-            self.config.pipeline.min(q.max(1) as usize)
-        });
+        let depth = request_depth(&self.config, c.download_rate(now));
+        let depth = c
+            .remote_reqq
+            .map_or(depth, |q| depth.min(q.max(1) as usize));
         // A snubbed peer (its requests timed out) gets one request at a time until it delivers again.
         let depth = if c.snubbed_at.is_some() { 1 } else { depth };
         let mut room = depth.saturating_sub(outstanding);
@@ -1599,6 +1617,19 @@ impl Node {
             }));
         }
     }
+}
+
+/// Fewest requests kept outstanding with a peer, whatever its measured rate (a new connection has none).
+const MIN_REQUEST_DEPTH: usize = 4;
+
+/// How many blocks to keep requested from a peer that delivers `rate` bytes per second: enough for
+/// `request_queue_time` of its measured rate (as libtorrent sizes its queues), at least
+/// [`MIN_REQUEST_DEPTH`], at most `pipeline`. A slow source, or one slowed by our own download cap, gets a
+/// short queue, so that what we ask of it arrives before the request times out.
+fn request_depth(config: &NodeConfig, rate: u64) -> usize {
+    let bytes = rate as f64 * config.request_queue_time.as_secs_f64();
+    let blocks = (bytes / f64::from(crate::BLOCK_LENGTH)).ceil() as usize;
+    blocks.clamp(MIN_REQUEST_DEPTH, config.pipeline.max(MIN_REQUEST_DEPTH))
 }
 
 fn message_detail(m: &Message) -> String {
