@@ -29,20 +29,13 @@ impl InfoHash {
 
     /// Lower-case hexadecimal, 40 characters.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
     /// Parses 40 hexadecimal characters (either case); `None` for anything else.
     pub fn from_hex(s: &str) -> Option<InfoHash> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 40 {
-            return None;
-        }
         let mut out = [0u8; 20];
-        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let (hi, lo) = (pair.first()?, pair.get(1)?);
-            *slot = (hex_digit(*hi)? << 4) | hex_digit(*lo)?;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(InfoHash(out))
     }
 
@@ -50,12 +43,6 @@ impl InfoHash {
     pub fn as_bytes(&self) -> &[u8; 20] {
         &self.0
     }
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    char::from(c)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
 }
 
 impl fmt::Display for InfoHash {

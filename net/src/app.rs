@@ -141,45 +141,6 @@ pub fn normalize_tracker_url(url: &str) -> Result<TrackerUrls, AppError> {
     })
 }
 
-/// Why a byte count or rate was refused by [`parse_bytes`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot read {0:?} as a byte count (examples: 1000000, 500KB, 20MB, 512KiB, 1GiB)")]
-pub struct BytesError(String);
-
-/// Parse a byte count or rate such as `"1000000"`, `"20MB"`, `"20MB/s"`, `"512KiB"`, `"1.5M"`: `K`/`KB`, `M`/`MB`,
-/// `G`/`GB` are decimal (1000), `KiB`, `MiB`, `GiB` binary (1024); case-insensitive. Must be more than 0.
-pub fn parse_bytes(text: &str) -> Result<u64, BytesError> {
-    let err = || BytesError(text.to_string());
-    let t = text.trim();
-    let t = t
-        .strip_suffix("/s")
-        .or_else(|| t.strip_suffix("/S"))
-        .unwrap_or(t);
-    let end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, suffix) = t.split_at(end);
-    let multiplier: f64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(err()),
-    };
-    if number.is_empty() || number.matches('.').count() > 1 {
-        return Err(err());
-    }
-    let value: f64 = number.parse().map_err(|_| err())?;
-    let bytes = (value * multiplier).round();
-    if !(1.0..=1e18).contains(&bytes) {
-        return Err(err());
-    }
-    Ok(bytes as u64)
-}
-
 /// A peer id `-EJ0100-` followed by 12 characters derived from `seed`.
 pub fn peer_id_from_seed(seed: u64) -> [u8; 20] {
     const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
@@ -819,29 +780,6 @@ mod tests {
                 ),
                 "{bad}"
             );
-        }
-    }
-
-    #[test]
-    fn byte_counts_and_rates() {
-        let ok = [
-            ("1", 1),
-            ("1000000", 1_000_000),
-            ("20MB", 20_000_000),
-            ("20mb/s", 20_000_000),
-            ("16M", 16_000_000),
-            ("512KiB", 512 * 1024),
-            ("512 kib", 512 * 1024),
-            ("1.5MB", 1_500_000),
-            ("2G", 2_000_000_000),
-            ("1GiB", 1 << 30),
-            ("100k", 100_000),
-        ];
-        for (text, want) in ok {
-            assert_eq!(parse_bytes(text), Ok(want), "{text}");
-        }
-        for bad in ["", "0", "MB", "-5", "1.2.3", "12 parsecs", "1e3", "0.0001"] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 

@@ -3,11 +3,11 @@
 //!
 //! Synchronous like [`Storage`]; a driver runs it through a [`crate::storage::Blocking`] runner.
 
+use crate::byte_size::is_piece_length;
 use crate::state_dir::STATE_DIR_NAME;
 use crate::storage::Storage;
 use enjambre_core::metainfo::{
-    build, is_safe_component, FileEntry, Metainfo, MetainfoError, PieceHasher, MAX_PIECE_LENGTH,
-    MIN_PIECE_LENGTH,
+    build, is_safe_component, FileEntry, Metainfo, MetainfoError, PieceHasher,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -61,42 +61,6 @@ pub enum CreateError {
     /// The metainfo could not be built from what was found.
     #[error("building the metainfo: {0}")]
     Metainfo(#[from] MetainfoError),
-}
-
-/// Why a size string was refused by [`parse_size`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
-    /// Not a number with an optional `K`/`KiB`/`KB`/`M`/`MiB`/`MB` suffix.
-    #[error("cannot read {0:?} as a size (examples: 16384, 512KiB, 1MiB)")]
-    Syntax(String),
-    /// A well-formed size that is not a power of two in 16 KiB..=64 MiB.
-    #[error("piece length {0} is not a power of two between 16 KiB and 64 MiB")]
-    OutOfRange(u64),
-}
-
-fn valid_piece_length(n: u64) -> bool {
-    n.is_power_of_two() && (u64::from(MIN_PIECE_LENGTH)..=u64::from(MAX_PIECE_LENGTH)).contains(&n)
-}
-
-/// Parse a piece length such as `"16384"`, `"512KiB"`, `"512k"` or `"1MiB"` (suffixes are binary and
-/// case-insensitive). It must be a power of two in 16 KiB..=64 MiB.
-pub fn parse_size(text: &str) -> Result<u32, SizeError> {
-    let syntax = || SizeError::Syntax(text.to_string());
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(digits_end);
-    let number: u64 = digits.parse().map_err(|_| syntax())?;
-    let multiplier: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(syntax()),
-    };
-    let n = number.checked_mul(multiplier).ok_or_else(syntax)?;
-    if !valid_piece_length(n) {
-        return Err(SizeError::OutOfRange(n));
-    }
-    u32::try_from(n).map_err(|_| SizeError::OutOfRange(n))
 }
 
 /// One file found by the walk.
@@ -165,7 +129,7 @@ pub fn create_metainfo(
     announce: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Metainfo, CreateError> {
-    if !valid_piece_length(u64::from(piece_length)) {
+    if !is_piece_length(u64::from(piece_length)) {
         return Err(CreateError::BadPieceLength(piece_length));
     }
     if path.file_name().is_none() {
@@ -393,33 +357,5 @@ mod tests {
             create_metainfo(&StdStorage, &s.0.join("odd"), PL, None, nop),
             Err(CreateError::UnsafeName(_))
         ));
-    }
-
-    #[test]
-    fn parse_size_accepts_powers_of_two_in_range() {
-        assert_eq!(parse_size("16384"), Ok(16384));
-        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
-        assert_eq!(parse_size(" 512 k "), Ok(512 * 1024));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("64mb"), Ok(64 << 20));
-        assert_eq!(parse_size("16KiB"), Ok(16 << 10));
-        assert_eq!(parse_size("8KiB"), Err(SizeError::OutOfRange(8 << 10)));
-        assert_eq!(parse_size("128MiB"), Err(SizeError::OutOfRange(128 << 20)));
-        assert_eq!(parse_size("300KiB"), Err(SizeError::OutOfRange(300 << 10)));
-        assert_eq!(parse_size("0"), Err(SizeError::OutOfRange(0)));
-        for bad in [
-            "",
-            "KiB",
-            "1.5MiB",
-            "-16384",
-            "1GiB",
-            "99999999999999999999",
-            "18446744073709551615M",
-        ] {
-            assert!(
-                matches!(parse_size(bad), Err(SizeError::Syntax(_))),
-                "{bad}"
-            );
-        }
     }
 }

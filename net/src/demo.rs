@@ -190,10 +190,6 @@ fn sha1_file(path: &Path) -> io::Result<[u8; 20]> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -620,7 +616,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
             verified_files += 1;
             out(&format!(
                 "  {name:<12} {size:>10} B  {}  A = B = C  ok",
-                hex(&ok[0])
+                hex::encode(ok[0])
             ));
         } else {
             out(&format!("  {name:<12} {size:>10} B  copies differ  FAILED"));

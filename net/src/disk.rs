@@ -12,7 +12,8 @@ use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::node::{DiskDone, DiskOp};
+use enjambre_core::node::{ConnId, DiskDone, DiskOp};
+use enjambre_core::picker::BlockRef;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,8 +81,7 @@ impl DiskWorker {
                         } => {
                             // Every earlier operation finishes first: the sync covers their writes.
                             results.extend(
-                                run_plain(&blocking, &stores, &state, std::mem::take(&mut plain))
-                                    .await,
+                                run_plain(&blocking, &stores, std::mem::take(&mut plain)).await,
                             );
                             let job = sync_and_checkpoint(
                                 blocking.clone(),
@@ -111,10 +111,30 @@ impl DiskWorker {
                                 });
                             }
                         }
-                        op => plain.push(op),
+                        DiskOp::Write {
+                            torrent,
+                            offset,
+                            data,
+                        } => plain.push(PlainOp::Write {
+                            torrent,
+                            offset,
+                            data,
+                        }),
+                        DiskOp::Hash { torrent, piece } => {
+                            plain.push(PlainOp::Hash { torrent, piece })
+                        }
+                        DiskOp::Read {
+                            torrent,
+                            conn,
+                            block,
+                        } => plain.push(PlainOp::Read {
+                            torrent,
+                            conn,
+                            block,
+                        }),
                     }
                 }
-                results.extend(run_plain(&blocking, &stores, &state, plain).await);
+                results.extend(run_plain(&blocking, &stores, plain).await);
                 q.fetch_sub(written, Ordering::Relaxed);
                 r.notify_one();
                 for result in results {
@@ -150,20 +170,34 @@ impl DiskWorker {
     }
 }
 
-async fn run_plain<B: Blocking>(
-    blocking: &B,
-    stores: &Stores,
-    state: &Arc<StateDir>,
-    ops: Vec<DiskOp>,
-) -> Vec<DiskDone> {
+/// A [`DiskOp`] other than a checkpoint, which has its own path ([`sync_and_checkpoint`]): these run in
+/// batches, one trip to the blocking runner each.
+enum PlainOp {
+    Write {
+        torrent: InfoHash,
+        offset: u64,
+        data: Bytes,
+    },
+    Hash {
+        torrent: InfoHash,
+        piece: u32,
+    },
+    Read {
+        torrent: InfoHash,
+        conn: ConnId,
+        block: BlockRef,
+    },
+}
+
+async fn run_plain<B: Blocking>(blocking: &B, stores: &Stores, ops: Vec<PlainOp>) -> Vec<DiskDone> {
     if ops.is_empty() {
         return Vec::new();
     }
-    let (stores, state) = (stores.clone(), state.clone());
+    let stores = stores.clone();
     blocking
         .run(move || {
             ops.into_iter()
-                .filter_map(|op| execute(&stores, &state, op))
+                .filter_map(|op| execute(&stores, op))
                 .collect()
         })
         .await
@@ -209,10 +243,10 @@ fn store_of(stores: &Stores, hash: &InfoHash) -> Option<Arc<TorrentStore>> {
 }
 
 /// Carry out one operation; `None` when it needs no answer (a successful write).
-fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
+fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
     let missing = || "torrent files are not open".to_string();
     match op {
-        DiskOp::Write {
+        PlainOp::Write {
             torrent,
             offset,
             data,
@@ -227,7 +261,7 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 .err()
                 .map(|error| DiskDone::WriteFailed { torrent, error })
         }
-        DiskOp::Hash { torrent, piece } => {
+        PlainOp::Hash { torrent, piece } => {
             let hash = store_of(stores, &torrent)
                 .ok_or_else(missing)
                 .and_then(|s| s.hash_piece(piece).map_err(|e| e.to_string()));
@@ -237,7 +271,7 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 hash,
             })
         }
-        DiskOp::Read {
+        PlainOp::Read {
             torrent,
             conn,
             block,
@@ -256,26 +290,6 @@ fn execute(stores: &Stores, state: &StateDir, op: DiskOp) -> Option<DiskDone> {
                 conn,
                 block,
                 data,
-            })
-        }
-        DiskOp::SyncAndCheckpoint {
-            torrent,
-            generation,
-            checkpoint,
-        } => {
-            let error = store_of(stores, &torrent)
-                .ok_or_else(missing)
-                .and_then(|s| s.sync().map_err(|e| format!("sync failed: {e}")))
-                .and_then(|()| {
-                    state
-                        .save_checkpoint(&checkpoint)
-                        .map_err(|e| format!("checkpoint write failed: {e}"))
-                })
-                .err();
-            Some(DiskDone::CheckpointSaved {
-                torrent,
-                generation,
-                error,
             })
         }
     }

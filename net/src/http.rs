@@ -4,10 +4,14 @@
 //! [`HttpLimits`], and [`write_response`] answers and closes (`Connection: close`). Client side: [`get`] and
 //! [`post`] send one request on a fresh stream and read the response (`Content-Length`, chunked, or
 //! until end of stream), returning `(status, body)`. Every read is bounded in size and time.
+//!
+//! Heads (start line and headers) and chunk sizes are parsed by `httparse`; this module keeps only the
+//! framing around it (limits, deadlines, `Content-Length`, chunked bodies, absolute-form targets).
 
 use std::io;
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Size and time limits of one HTTP exchange.
@@ -53,6 +57,12 @@ pub enum HttpError {
         /// The limit.
         max: usize,
     },
+    /// More header lines than [`MAX_HEADERS`].
+    #[error("more than {max} header lines")]
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+    },
     /// The body exceeds the limit.
     #[error("body exceeds {max} bytes")]
     BodyTooLarge {
@@ -77,7 +87,7 @@ impl HttpError {
         match self {
             HttpError::Io(_) | HttpError::Closed | HttpError::Truncated => None,
             HttpError::Timeout => Some(408),
-            HttpError::HeadersTooLarge { .. } => Some(431),
+            HttpError::HeadersTooLarge { .. } | HttpError::TooManyHeaders { .. } => Some(431),
             HttpError::BodyTooLarge { .. } => Some(413),
             HttpError::Malformed(_) => Some(400),
             HttpError::UnsupportedVersion => Some(505),
@@ -185,25 +195,24 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Most header lines in one message (more is answered `431`).
+pub const MAX_HEADERS: usize = 64;
+
+/// Owned header (name, value) pairs, in order.
+type Headers = Vec<(String, String)>;
+
+/// What a head parser makes of a buffer: the head's length and what it parsed (`None`: incomplete yet).
+type HeadParse<T> = Result<Option<(usize, T)>, HttpError>;
+
 /// Buffered reading of HTTP framing from a stream.
 struct Reader<'a, S> {
     stream: &'a mut S,
     buf: Vec<u8>,
 }
 
-/// Index just past the blank line ending the head (`\r\n\r\n`, or bare `\n\n`), if present.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        match buf.get(nl + 1..) {
-            Some([b'\n', ..]) => return Some(nl + 2),
-            Some([b'\r', b'\n', ..]) => return Some(nl + 3),
-            _ => i = nl + 1,
-        }
-    }
-    None
-}
+/// Bytes asked of the stream per read: a whole tracker request fits in one, and a connection that sends
+/// nothing more costs no more than this.
+const READ_CHUNK: usize = 1024;
 
 impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
     fn new(stream: &'a mut S) -> Self {
@@ -213,38 +222,38 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
         }
     }
 
-    /// Read more bytes into the buffer; `false` at end of stream.
-    async fn fill(&mut self) -> Result<bool, HttpError> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf
-            .extend_from_slice(chunk.get(..n).unwrap_or_default());
+    /// Read at most `max` more bytes into the buffer; `false` at end of stream.
+    async fn fill(&mut self, max: usize) -> Result<bool, HttpError> {
+        let want = max.clamp(1, READ_CHUNK);
+        self.buf.reserve(want);
+        let n = self
+            .stream
+            .read_buf(&mut (&mut self.buf).limit(want))
+            .await?;
         Ok(n > 0)
     }
 
-    /// Read the start line and headers, as text lines (without line ends, blank terminator dropped).
-    async fn head(&mut self, max: usize) -> Result<Vec<String>, HttpError> {
+    /// Read until `parse` recognizes a complete head of at most `max` bytes at the start of the buffer;
+    /// `parse` returns the head's length and what it parsed, or `None` while the head is incomplete.
+    async fn head<T>(
+        &mut self,
+        max: usize,
+        mut parse: impl FnMut(&[u8]) -> HeadParse<T>,
+    ) -> Result<T, HttpError> {
         loop {
-            if let Some(end) = head_end(&self.buf) {
-                if end > max {
-                    return Err(HttpError::HeadersTooLarge { max });
+            if !self.buf.is_empty() {
+                if let Some((len, head)) = parse(&self.buf)? {
+                    if len > max {
+                        return Err(HttpError::HeadersTooLarge { max });
+                    }
+                    self.buf.drain(..len);
+                    return Ok(head);
                 }
-                let head: Vec<u8> = self.buf.drain(..end).collect();
-                let text = String::from_utf8_lossy(&head);
-                let mut lines: Vec<String> = text
-                    .split('\n')
-                    .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-                    .collect();
-                // Drop the blank line and the empty remainder after the final '\n'.
-                while lines.last().is_some_and(String::is_empty) {
-                    lines.pop();
-                }
-                return Ok(lines);
             }
             if self.buf.len() >= max {
                 return Err(HttpError::HeadersTooLarge { max });
             }
-            if !self.fill().await? {
+            if !self.fill(max - self.buf.len()).await? {
                 return Err(if self.buf.is_empty() {
                     HttpError::Closed
                 } else {
@@ -281,7 +290,7 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
             if self.buf.len() > max {
                 return Err(HttpError::Malformed("chunk line too long"));
             }
-            if !self.fill().await? {
+            if !self.fill(READ_CHUNK).await? {
                 return Err(HttpError::Truncated);
             }
         }
@@ -293,7 +302,7 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
             if self.buf.len() > max {
                 return Err(HttpError::BodyTooLarge { max });
             }
-            if !self.fill().await? {
+            if !self.fill(READ_CHUNK).await? {
                 return Ok(std::mem::take(&mut self.buf));
             }
         }
@@ -303,15 +312,26 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
     async fn chunked(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         let mut body = Vec::new();
         loop {
-            let line = self.line(1024).await?;
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size =
-                usize::from_str_radix(size, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
+            let size = self
+                .head(1024, |buf| match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((len, size))) => Ok(Some((len, size))),
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(_) => Err(HttpError::Malformed("chunk size")),
+                })
+                .await
+                .map_err(|e| match e {
+                    HttpError::HeadersTooLarge { .. } => {
+                        HttpError::Malformed("chunk line too long")
+                    }
+                    HttpError::Closed => HttpError::Truncated,
+                    e => e,
+                })?;
             if size == 0 {
                 // Trailers, up to the blank line.
                 while !self.line(8 * 1024).await?.is_empty() {}
                 return Ok(body);
             }
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
             if body.len().saturating_add(size) > max {
                 return Err(HttpError::BodyTooLarge { max });
             }
@@ -323,23 +343,42 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
     }
 }
 
-/// Parse the headers after the start line into (name, value) pairs.
-fn parse_headers(lines: &[String]) -> Result<Vec<(String, String)>, HttpError> {
-    lines
+/// Owned (name, value) pairs of parsed headers; values are trimmed, and read as UTF-8 with replacement.
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Headers {
+    headers
         .iter()
-        .map(|line| {
-            if line.starts_with([' ', '\t']) {
-                return Err(HttpError::Malformed("folded header line"));
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or(HttpError::Malformed("header line without ':'"))?;
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(HttpError::Malformed("header name"));
-            }
-            Ok((name.to_string(), value.trim().to_string()))
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            (h.name.to_string(), value)
         })
         .collect()
+}
+
+/// What went wrong in a head `httparse` refused. A version it does not know is `505` only if it still
+/// reads as HTTP (`HTTP/2`); `first_line` is the start line, for that check.
+fn head_error(e: httparse::Error, first_line: &[u8], version_at_end: bool) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders { max: MAX_HEADERS },
+        httparse::Error::Version => {
+            let line = first_line.split(|&b| b == b'\n').next().unwrap_or_default();
+            let mut words = line.split(|&b| b == b' ');
+            let version = if version_at_end {
+                words.nth(2)
+            } else {
+                words.next()
+            };
+            if version.is_some_and(|v| v.starts_with(b"HTTP/")) {
+                HttpError::UnsupportedVersion
+            } else {
+                HttpError::Malformed("HTTP version")
+            }
+        }
+        httparse::Error::Status => HttpError::Malformed("status code"),
+        httparse::Error::HeaderName | httparse::Error::HeaderValue => {
+            HttpError::Malformed("header line")
+        }
+        httparse::Error::Token | httparse::Error::NewLine => HttpError::Malformed("request line"),
+    }
 }
 
 /// The body length announced by `Content-Length` (0 if absent); conflicting values are malformed.
@@ -362,14 +401,6 @@ fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, HttpErr
     Ok(found)
 }
 
-fn check_version(v: &str) -> Result<(), HttpError> {
-    match v {
-        "HTTP/1.1" | "HTTP/1.0" => Ok(()),
-        v if v.starts_with("HTTP/") => Err(HttpError::UnsupportedVersion),
-        _ => Err(HttpError::Malformed("HTTP version")),
-    }
-}
-
 /// Reduce an absolute-form target (`http://host/path`) to origin form (`/path`).
 fn origin_form(target: &str) -> Result<String, HttpError> {
     if target.starts_with('/') {
@@ -389,27 +420,38 @@ fn origin_form(target: &str) -> Result<String, HttpError> {
     Err(HttpError::Malformed("request target"))
 }
 
-async fn read_request_inner<S: AsyncRead + Unpin>(
+/// The start line and headers of a request, parsed from the start of `buf` (`None`: not complete yet).
+fn parse_request_head(buf: &[u8]) -> HeadParse<(String, String, Headers)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(head_error(e, buf, true)),
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(HttpError::Malformed("request line"));
+    };
+    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(HttpError::Malformed("method"));
+    }
+    let target = origin_form(target)?;
+    Ok(Some((
+        len,
+        (method.to_string(), target, owned_headers(req.headers)),
+    )))
+}
+
+/// Read one request from `stream` within the size `limits`; the caller bounds it in time (see
+/// [`read_request`]).
+pub async fn read_request_untimed<S: AsyncRead + Unpin>(
     stream: &mut S,
     limits: &HttpLimits,
 ) -> Result<Request, HttpError> {
     let mut reader = Reader::new(stream);
-    let lines = reader.head(limits.max_header_bytes).await?;
-    let (start, rest) = lines
-        .split_first()
-        .ok_or(HttpError::Malformed("empty request"))?;
-    let mut parts = start.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::Malformed("request line"));
-    };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(HttpError::Malformed("method"));
-    }
-    check_version(version)?;
-    let target = origin_form(target)?;
-    let headers = parse_headers(rest)?;
+    let (method, target, headers) = reader
+        .head(limits.max_header_bytes, parse_request_head)
+        .await?;
     if header(&headers, "transfer-encoding").is_some() {
         return Err(HttpError::UnsupportedTransferEncoding);
     }
@@ -421,7 +463,7 @@ async fn read_request_inner<S: AsyncRead + Unpin>(
     }
     let body = reader.exact(len).await?;
     Ok(Request {
-        method: method.to_string(),
+        method,
         target,
         headers,
         body,
@@ -433,7 +475,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     limits: &HttpLimits,
 ) -> Result<Request, HttpError> {
-    tokio::time::timeout(limits.timeout, read_request_inner(stream, limits))
+    tokio::time::timeout(limits.timeout, read_request_untimed(stream, limits))
         .await
         .map_err(|_| HttpError::Timeout)?
 }
@@ -465,6 +507,20 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     stream.shutdown().await
 }
 
+/// The status and headers of a response, parsed from the start of `buf` (`None`: not complete yet).
+fn parse_response_head(buf: &[u8]) -> HeadParse<(u16, Headers)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp.code.ok_or(HttpError::Malformed("status code"))?;
+            Ok(Some((len, (status, owned_headers(resp.headers)))))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(head_error(e, buf, false)),
+    }
+}
+
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     method: &str,
@@ -488,18 +544,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream.flush().await?;
 
     let mut reader = Reader::new(stream);
-    let lines = reader.head(limits.max_header_bytes).await?;
-    let (status_line, rest) = lines
-        .split_first()
-        .ok_or(HttpError::Malformed("empty response"))?;
-    let mut parts = status_line.splitn(3, ' ');
-    check_version(parts.next().unwrap_or_default())?;
-    let status = parts
-        .next()
-        .filter(|s| s.len() == 3)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or(HttpError::Malformed("status code"))?;
-    let headers = parse_headers(rest)?;
+    let (status, headers) = reader
+        .head(limits.max_header_bytes, parse_response_head)
+        .await?;
     let chunked = header(&headers, "transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {

@@ -5,8 +5,10 @@
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod app;
+pub mod byte_size;
 pub mod catalog_store;
 pub mod clock;
+pub mod connection_slots;
 pub mod create;
 pub mod demo;
 mod disk;

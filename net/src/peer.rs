@@ -114,6 +114,9 @@ pub enum PeerError {
     /// The peer task has stopped.
     #[error("the peer has stopped")]
     Stopped,
+    /// Another process owns the download folder.
+    #[error(transparent)]
+    FolderTaken(#[from] crate::state_dir::LockError),
 }
 
 /// How to add a torrent.
@@ -187,6 +190,8 @@ impl Peer {
         B: Blocking,
         C: Clock,
     {
+        // One folder, one owner: held by the peer task for its whole life.
+        let folder_lock = StateDir::new(env.storage.clone(), &options.dir).lock()?;
         let listener =
             env.transport
                 .bind(options.listen)
@@ -238,6 +243,7 @@ impl Peer {
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
+            let _folder_lock = folder_lock;
             task.run(command_rx, inbox_rx, disk_done_rx).await;
             accept.abort();
         });

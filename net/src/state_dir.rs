@@ -4,7 +4,7 @@
 //! A damaged state file never stops the peer: it is skipped (or treated as "no checkpoint") with a warning,
 //! and the download is rechecked from the payload instead (invariant 3).
 
-use crate::storage::Storage;
+use crate::storage::{FileLock, Storage};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use std::io;
@@ -13,6 +13,34 @@ use std::sync::Arc;
 
 /// Name of the state folder inside a download folder.
 pub const STATE_DIR_NAME: &str = ".enjambre";
+
+/// Name of the lock file inside the state folder: whoever holds its lock owns the download folder.
+pub const LOCK_FILE_NAME: &str = "lock";
+
+/// Why a download folder could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process owns the folder.
+    #[error("{dir} is in use by another peer ({holder}): one folder, one peer")]
+    Held {
+        /// The download folder.
+        dir: PathBuf,
+        /// Who holds it, as its lock file says (`process 1234`), or `unknown process`.
+        holder: String,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+}
+
+/// Ownership of a download folder: while it lives, no other process can take the same folder.
+#[derive(Debug)]
+pub struct FolderLock(#[allow(dead_code)] Option<FileLock>);
 
 /// Largest metainfo file read back from the state folder.
 const MAX_METAINFO_BYTES: u64 = 64 * 1024 * 1024;
@@ -43,6 +71,36 @@ impl StateDir {
     /// The state folder itself (`DIR/.enjambre`).
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Take the folder for this process: an exclusive lock on `DIR/.enjambre/lock` (the storage creates the
+    /// state folder if it has to), which records our
+    /// process id for whoever finds it taken. Hold the result for as long as the folder is in use.
+    pub fn lock(&self) -> Result<FolderLock, LockError> {
+        let path = self.root.join(LOCK_FILE_NAME);
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let note = format!("process {}\n", std::process::id());
+        match self.storage.lock_exclusive(&path, note.as_bytes()) {
+            Ok(held) => Ok(FolderLock(held)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let holder = self
+                    .storage
+                    .read_file(&path)
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "unknown process".to_string());
+                Err(LockError::Held {
+                    dir: self.root.parent().unwrap_or(&self.root).to_path_buf(),
+                    holder,
+                })
+            }
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     /// Where the metainfo of `info_hash` is kept.
@@ -313,5 +371,22 @@ mod tests {
             sd.save_checkpoint(&bad).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
+    }
+
+    #[test]
+    fn a_folder_has_one_owner_until_it_lets_go() {
+        let s = Scratch::new("statedir", "lock");
+        let first = StateDir::new(Arc::new(StdStorage), &s.0);
+        let second = StateDir::new(Arc::new(StdStorage), &s.0);
+        let held = first.lock().unwrap();
+        match second.lock() {
+            Err(LockError::Held { dir, holder }) => {
+                assert_eq!(dir, s.0);
+                assert_eq!(holder, format!("process {}", std::process::id()));
+            }
+            other => panic!("second lock on a held folder: {other:?}"),
+        }
+        drop(held);
+        second.lock().unwrap();
     }
 }

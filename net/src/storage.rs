@@ -32,6 +32,12 @@ pub trait StorageFile: Send + Sync + 'static {
     fn is_written(&self, _offset: u64, _len: u64) -> io::Result<Option<bool>> {
         Ok(None)
     }
+    /// The SHA-1 of `offset..offset + len` when this storage knows it without reading (a simulated disk whose
+    /// bytes are generated); `Ok(None)` otherwise, and the caller hashes what it reads. A `Some` must be the
+    /// digest of exactly the bytes `read_at` would return.
+    fn known_sha1(&self, _offset: u64, _len: u64) -> io::Result<Option<[u8; 20]>> {
+        Ok(None)
+    }
 }
 
 /// A filesystem.
@@ -52,7 +58,17 @@ pub trait Storage: Send + Sync + 'static {
     fn is_dir(&self, path: &Path) -> bool;
     /// Remove a file; missing files are not an error.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Take an exclusive lock on the file `path` (created with its folders if missing) that lasts as long as the returned
+    /// guard, and write `note` into it for whoever finds it taken. `Err(WouldBlock)` when another holder has
+    /// it. Storages with no other process to exclude (the simulator) hold nothing: `Ok(None)`.
+    fn lock_exclusive(&self, _path: &Path, _note: &[u8]) -> io::Result<Option<FileLock>> {
+        Ok(None)
+    }
 }
+
+/// An exclusive lock on a file, released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct FileLock(#[allow(dead_code)] std::fs::File);
 
 /// Where blocking work (disk IO, hashing) runs.
 pub trait Blocking: Clone + Send + Sync + 'static {
@@ -208,6 +224,27 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 }
 
 impl Storage for StdStorage {
+    fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
+        use std::io::Write;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        f.set_len(0)?;
+        f.write_all(note)?;
+        Ok(Some(FileLock(f)))
+    }
+
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         if create {
             if let Some(parent) = path.parent() {

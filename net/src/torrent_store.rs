@@ -213,6 +213,14 @@ impl TorrentStore {
         }
         let start = self.layout.piece_offset(piece);
         let len = self.layout.piece_len(piece) as u64;
+        if let [seg] = self.layout.segments(start, len).as_slice() {
+            if let Some(d) = self
+                .file(seg.file_index, false)
+                .and_then(|f| f.known_sha1(seg.file_offset, seg.len))?
+            {
+                return Ok(d);
+            }
+        }
         let mut buf = vec![0u8; (len as usize).min(HASH_CHUNK)];
         let mut hasher = Sha1::new();
         let mut done = 0u64;

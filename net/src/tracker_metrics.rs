@@ -93,6 +93,7 @@ pub struct TrackerMetrics {
     scrapes: [AtomicU64; 2],
     udp: [AtomicU64; 7],
     latency: [Histogram; 7],
+    evicted: AtomicU64,
 }
 
 fn announce_index(r: AnnounceResult) -> usize {
@@ -152,6 +153,16 @@ impl TrackerMetrics {
         self.udp[udp_index(outcome)].load(Ordering::Relaxed)
     }
 
+    /// Count a connection closed to make room for a newer one (see [`crate::connection_slots`]).
+    pub fn connection_evicted(&self) {
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed to make room for newer ones.
+    pub fn connections_evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
     /// Announces counted with `result`.
     pub fn announces(&self, result: AnnounceResult) -> u64 {
         self.announces[announce_index(result)].load(Ordering::Relaxed)
@@ -202,6 +213,12 @@ impl TrackerMetrics {
                 self.udp_datagrams(outcome) as f64,
             );
         }
+        p.single(
+            "enjambre_tracker_connections_evicted_total",
+            Kind::Counter,
+            "HTTP connections closed unanswered to make room for newer ones (slots or per-address cap full).",
+            self.connections_evicted() as f64,
+        );
         let c = registry.counts();
         let gauges = [
             (

@@ -19,12 +19,12 @@ use enjambre_core::tracker::Registry;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::catalog_store::{publish_durably, CatalogStore, PublishError};
 use crate::clock::Clock;
-use crate::http::{read_request, write_response, HttpLimits, Request, Response};
+use crate::connection_slots::{ConnectionSlots, SlotLimits};
+use crate::http::{read_request_untimed, write_response, HttpError, HttpLimits, Request, Response};
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::{Listener, Transport};
 
@@ -33,8 +33,10 @@ use crate::transport::{Listener, Transport};
 pub struct ServerConfig {
     /// Limits of each HTTP exchange.
     pub http: HttpLimits,
-    /// Most connections served at once; further ones wait to be accepted.
+    /// Most connections served at once; past it the oldest one is closed for the newcomer.
     pub max_connections: usize,
+    /// Most connections from one address; past it that address's oldest one is closed for the newcomer.
+    pub max_connections_per_address: usize,
     /// How often silent peers are expired.
     pub expiry_period: Duration,
     /// Seed of the RNG choosing which peers an announce gets.
@@ -46,11 +48,14 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// Default HTTP limits, 256 connections, expiry every second, seed 0, fresh metrics, catalog in memory.
+    /// Default HTTP limits, the default [`SlotLimits`], expiry every second, seed 0, fresh metrics,
+    /// catalog in memory.
     fn default() -> Self {
+        let slots = SlotLimits::default();
         ServerConfig {
             http: HttpLimits::default(),
-            max_connections: 256,
+            max_connections: slots.max_total,
+            max_connections_per_address: slots.max_per_address,
             expiry_period: Duration::from_secs(1),
             rng_seed: 0,
             metrics: Arc::default(),
@@ -202,11 +207,18 @@ impl<C: Clock> Ctx<C> {
         }
     }
 
+    /// Serve one connection: read a request, answer it, close. One deadline covers the whole exchange
+    /// (a single timer); only an answer to a request that timed out gets a short extra allowance.
     async fn connection<S>(&self, mut stream: S, peer: SocketAddr)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let request = read_request(&mut stream, &self.config.http).await;
+        let deadline = tokio::time::sleep(self.config.http.timeout);
+        tokio::pin!(deadline);
+        let request = tokio::select! {
+            r = read_request_untimed(&mut stream, &self.config.http) => r,
+            () = &mut deadline => Err(HttpError::Timeout),
+        };
         let started = self.clock.now();
         let (resp, unread_input, route) = match request {
             Ok(req) => {
@@ -225,11 +237,15 @@ impl<C: Clock> Ctx<C> {
                 }
             }
         };
-        let write = write_response(&mut stream, &resp);
-        match tokio::time::timeout(self.config.http.timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "writing response failed"),
-            Err(_) => tracing::debug!(%peer, "writing response timed out"),
+        if deadline.is_elapsed() {
+            let grace = self.config.http.timeout.min(Duration::from_secs(1));
+            deadline.as_mut().reset(tokio::time::Instant::now() + grace);
+        }
+        tokio::select! {
+            r = write_response(&mut stream, &resp) => if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "writing response failed");
+            },
+            () = &mut deadline => tracing::debug!(%peer, "writing response timed out"),
         }
         let took = self.clock.now().saturating_since(started);
         self.config.metrics.observe(route, took);
@@ -277,31 +293,42 @@ pub async fn serve<T: Transport>(
     clock: impl Clock,
     config: ServerConfig,
 ) {
-    let max_connections = config.max_connections.max(1);
+    let mut slots: ConnectionSlots<AbortHandle> = ConnectionSlots::new(SlotLimits {
+        max_total: config.max_connections,
+        max_per_address: config.max_connections_per_address,
+    });
     let ctx = Arc::new(Ctx {
         registry: state,
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.rng_seed)),
         clock,
         config,
     });
-    let mut tasks = JoinSet::new();
+    let mut background = JoinSet::new();
     {
         let ctx = Arc::clone(&ctx);
-        tasks.spawn(async move { ctx.expiry_loop().await });
+        background.spawn(async move { ctx.expiry_loop().await });
     }
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut connections = JoinSet::new();
     loop {
-        while tasks.try_join_next().is_some() {}
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
+        // Free the slots of finished connections (evicted ones were freed when evicted).
+        while let Some(done) = connections.try_join_next() {
+            if let Ok(id) = done {
+                slots.release(id);
+            }
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let (id, evicted) = slots.admit(peer.ip());
+                for connection in evicted {
+                    connection.abort();
+                    ctx.config.metrics.connection_evicted();
+                }
                 let ctx = Arc::clone(&ctx);
-                tasks.spawn(async move {
+                let handle = connections.spawn(async move {
                     ctx.connection(stream, peer).await;
-                    drop(permit);
+                    id
                 });
+                slots.attach(id, handle);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -29,6 +29,25 @@ pub fn generate(seed: u64, name: &str, size: u64, mut sink: impl FnMut(&[u8])) {
     }
 }
 
+/// Fill `buf` with the content of file `name` from `offset` on, as [`generate`] would have produced it there
+/// (the generator is seekable: byte `i` is byte `i % 4` of its 32-bit word `i / 4`).
+pub fn fill_at(seed: u64, name: &str, offset: u64, buf: &mut [u8]) {
+    let mut rng = rng_for(seed, name);
+    rng.set_word_pos(u128::from(offset / 4));
+    let skip = (offset % 4) as usize;
+    if skip == 0 {
+        rng.fill_bytes(buf);
+        return;
+    }
+    let mut head = [0u8; 4];
+    rng.fill_bytes(&mut head);
+    let n = (4 - skip).min(buf.len());
+    buf[..n].copy_from_slice(&head[skip..skip + n]);
+    if buf.len() > n {
+        rng.fill_bytes(&mut buf[n..]);
+    }
+}
+
 /// SHA-1 of the whole content of file `name` (remembered for the life of the process: crash sweeps ask for
 /// the same digests run after run).
 pub fn digest(seed: u64, name: &str, size: u64) -> [u8; 20] {
@@ -64,5 +83,17 @@ mod tests {
         assert_ne!(digest(1, "x", 100), digest(1, "y", 100));
         let d: [u8; 20] = Sha1::digest(&a).into();
         assert_eq!(d, digest(1, "x", 3_000_000));
+        for (off, len) in [
+            (0, 10),
+            (1, 3),
+            (2, 7),
+            (3, 1),
+            (1_048_575, 9),
+            (2_999_990, 10),
+        ] {
+            let mut buf = vec![0u8; len];
+            fill_at(1, "x", off as u64, &mut buf);
+            assert_eq!(buf, a[off..off + len], "at {off}+{len}");
+        }
     }
 }

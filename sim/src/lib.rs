@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod disk_space;
+pub mod flow;
 pub mod host;
 pub mod measures;
 pub mod report;

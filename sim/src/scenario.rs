@@ -1,6 +1,7 @@
 //! The scenario file format (TOML): the world, the story's events, and the expectations checked at the end.
 //! `scenarios/README.md` documents every field with examples.
 
+use enjambre_net::byte_size::{is_piece_length, parse_byte_count};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -48,27 +49,6 @@ pub fn parse_span(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
-/// Parse `"50MB"`, `"512KiB"`, `"1GiB"`, `"100"`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let (num, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((t, ""), |i| t.split_at(i));
-    let value: f64 = num.trim().parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = value * mult;
-    (0.0..1e15).contains(&bytes).then_some(bytes.round() as u64)
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum TextOrNumber {
@@ -94,9 +74,7 @@ impl<'de> Deserialize<'de> for Span {
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match TextOrNumber::deserialize(d)? {
-            TextOrNumber::Text(t) => parse_size(&t).map(Size).ok_or_else(|| {
-                de::Error::custom(format!("bad size {t:?} (use e.g. \"50MB\", \"512KiB\")"))
-            }),
+            TextOrNumber::Text(t) => parse_byte_count(&t).map(Size).map_err(de::Error::custom),
             TextOrNumber::Int(n) => Ok(Size(n)),
             TextOrNumber::Float(f) => Err(de::Error::custom(format!("bad size {f}"))),
         }
@@ -616,7 +594,7 @@ impl Scenario {
                 return bad(format!("file {:?} is declared twice", f.name));
             }
             if let Some(ps) = f.piece_size {
-                if ps.0 < 16 * 1024 || !ps.0.is_power_of_two() || ps.0 > 64 * 1024 * 1024 {
+                if !is_piece_length(ps.0) {
                     return bad(format!(
                         "file {:?}: piece_size must be a power of two from 16KiB to 64MiB",
                         f.name
@@ -823,10 +801,20 @@ mod tests {
 
     #[test]
     fn sizes_and_spans_parse() {
-        assert_eq!(parse_size("50MB"), Some(50_000_000));
-        assert_eq!(parse_size("512KiB"), Some(524_288));
-        assert_eq!(parse_size("7"), Some(7));
-        assert_eq!(parse_size("5 parsecs"), None);
+        let size = |text: &str| {
+            Size::deserialize(toml::Value::String(text.into()))
+                .map(|s| s.0)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(size("50MB"), Ok(50_000_000));
+        assert_eq!(
+            size("512K"),
+            Ok(512_000),
+            "K is 1000, as on the command line"
+        );
+        assert_eq!(size("512KiB"), Ok(524_288));
+        assert_eq!(size("7"), Ok(7));
+        assert!(size("5 parsecs").is_err_and(|e| e.contains("byte count")));
         assert_eq!(parse_span("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_span("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_span("2m"), Some(Duration::from_secs(120)));

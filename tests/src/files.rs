@@ -94,7 +94,7 @@ pub fn write_pattern_file(path: &Path, size: u64, seed: u64) -> String {
         left -= n as u64;
     }
     f.sync_all().expect("sync pattern file");
-    hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// SHA-1 of a file, hex.
@@ -110,12 +110,7 @@ pub fn sha1_file(path: &Path) -> String {
         }
         hasher.update(&buf[..n]);
     }
-    hex(&hasher.finalize())
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 /// How two files differ: `None` when byte-identical, else a description (sizes, or the first differing

@@ -15,11 +15,11 @@ use clap::{ArgAction, Parser, Subcommand};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{NodeConfig, TorrentStats};
 use enjambre_net::app::{
-    self, normalize_tracker_url, parse_bytes, AppOptions, FileReport, PeerApp, ServeEvent,
-    TrackerUrls,
+    self, normalize_tracker_url, AppOptions, FileReport, PeerApp, ServeEvent, TrackerUrls,
 };
+use enjambre_net::byte_size::{parse_bytes, parse_piece_length};
 use enjambre_net::clock::TokioClock;
-use enjambre_net::create::{create_metainfo, parse_size};
+use enjambre_net::create::create_metainfo;
 use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
 use enjambre_net::library::{self, LocalEntry};
 use enjambre_net::peer::{PeerEnv, PeerError};
@@ -79,10 +79,10 @@ struct Cli {
     /// next free port up to 6889 when it is taken]
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Upload cap in bytes per second (e.g. 20MB, 512KiB).
+    /// Upload cap in bytes per second (e.g. 20MB, 512KiB; K, M, G are powers of 1000, KiB, MiB, GiB of 1024).
     #[arg(long, global = true, value_parser = rate, value_name = "N")]
     max_upload_rate: Option<u64>,
-    /// Download cap in bytes per second (e.g. 20MB, 512KiB).
+    /// Download cap in bytes per second (e.g. 20MB, 512KiB; K, M, G are powers of 1000, KiB, MiB, GiB of 1024).
     #[arg(long, global = true, value_parser = rate, value_name = "N")]
     max_download_rate: Option<u64>,
     /// Serve this peer's status (`GET /status`, JSON of its torrents, connections and rates) and metrics
@@ -136,7 +136,7 @@ enum Command {
         /// Where to write the torrent [default: NAME.torrent in the current folder].
         #[arg(short, long, value_name = "OUT.torrent")]
         output: Option<PathBuf>,
-        /// Piece length, a power of two from 16KiB to 64MiB.
+        /// Piece length, a power of two from 16KiB to 64MiB (KiB, MiB are powers of 1024; K, M of 1000).
         #[arg(long, default_value = "512KiB", value_parser = piece_size)]
         piece_size: u32,
         /// Announce URL written into the torrent [default: the --tracker's].
@@ -153,7 +153,7 @@ enum Command {
     Shell,
     /// The whole story on loopback: a tracker and three peers sharing six files, one peer killed and resumed.
     Demo {
-        /// Upload cap of each demo peer.
+        /// Upload cap of each demo peer in bytes per second (K, M, G: powers of 1000; KiB, MiB, GiB: 1024).
         #[arg(long, default_value = "16MB", value_parser = rate, value_name = "N")]
         rate: u64,
         /// Keep the demo folder afterwards.
@@ -167,7 +167,7 @@ fn rate(text: &str) -> Result<u64, String> {
 }
 
 fn piece_size(text: &str) -> Result<u32, String> {
-    parse_size(text).map_err(|e| e.to_string())
+    parse_piece_length(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

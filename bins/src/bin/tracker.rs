@@ -15,6 +15,8 @@ use clap::Parser;
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::catalog_store::CatalogStore;
 use enjambre_net::clock::TokioClock;
+use enjambre_net::connection_slots::SlotLimits;
+use enjambre_net::http::HttpLimits;
 use enjambre_net::storage::StdStorage;
 use enjambre_net::tracker_server::{serve, ServerConfig};
 use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
@@ -36,9 +38,15 @@ struct Args {
     /// Most peers handed out per announce.
     #[arg(long, default_value_t = 200)]
     max_numwant: u32,
-    /// Most concurrent HTTP connections.
-    #[arg(long, default_value_t = 256)]
+    /// Most concurrent HTTP connections; past it the oldest one is closed for the newcomer.
+    #[arg(long, default_value_t = SlotLimits::default().max_total)]
     max_connections: usize,
+    /// Most concurrent HTTP connections from one IP address; past it that address's oldest one is closed.
+    #[arg(long, default_value_t = SlotLimits::default().max_per_address)]
+    max_connections_per_address: usize,
+    /// Seconds a client has to send its whole HTTP request (and read the answer) before it is cut off.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    request_timeout: u64,
     /// Seed for choosing which peers each announce gets and for the UDP connection-id secret (random if
     /// not given; give one only for reproducible tests).
     #[arg(long)]
@@ -96,7 +104,12 @@ async fn main() -> anyhow::Result<()> {
     // Real runs: unpredictable (the UDP connection ids are keyed with it).
     let seed = args.seed.unwrap_or_else(rand::random);
     let server_config = ServerConfig {
+        http: HttpLimits {
+            timeout: Duration::from_secs(args.request_timeout),
+            ..HttpLimits::default()
+        },
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         rng_seed: seed,
         catalog_store,
         ..ServerConfig::default()

@@ -71,14 +71,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        _id: ConnId,
-        addr: SocketAddr,
-        outbound: bool,
-        torrent: Option<InfoHash>,
-        now: Instant,
-        _config: &NodeConfig,
-    ) -> Conn {
+    pub fn new(addr: SocketAddr, outbound: bool, torrent: Option<InfoHash>, now: Instant) -> Conn {
         Conn {
             addr,
             outbound,

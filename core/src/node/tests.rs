@@ -2,9 +2,13 @@
 //! bytes apart from synced bytes, so every checkpoint is checked against what is durable (invariant 2).
 
 use super::*;
+use crate::bitfield::Bitfield;
 use crate::checkpoint::Checkpoint;
 use crate::metainfo::{build, FileEntry, Metainfo, PieceHasher};
+use crate::wire::{Frame, Handshake, Message};
+use bytes::Bytes;
 use sha1::{Digest, Sha1};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 const PL: u32 = 32 * 1024;
@@ -817,7 +821,11 @@ fn a_fast_peers_choke_keeps_our_requests_pending_until_answered() {
     let mut p = HandPeer::open(node, &meta, true);
     let (sent, _) = p.say(node, &[Message::HaveAll, Message::Unchoke]);
     let first = requests(&sent);
-    assert_eq!(first.len(), MIN_REQUEST_DEPTH, "a new source's first queue");
+    assert_eq!(
+        first.len(),
+        requests::MIN_REQUEST_DEPTH,
+        "a new source's first queue"
+    );
     let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
     assert_eq!(
         requests(&sent),
@@ -851,7 +859,7 @@ fn a_plain_peers_choke_drops_our_requests() {
         ],
     );
     let first = requests(&sent);
-    assert_eq!(first.len(), MIN_REQUEST_DEPTH);
+    assert_eq!(first.len(), requests::MIN_REQUEST_DEPTH);
     let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
     assert_eq!(requests(&sent), first);
 }
@@ -1128,9 +1136,17 @@ fn request_queue_follows_the_measured_rate() {
         request_queue_time: std::time::Duration::from_secs(3),
         ..NodeConfig::default()
     };
-    assert_eq!(request_depth(&c, 0), MIN_REQUEST_DEPTH, "no rate yet");
-    assert_eq!(request_depth(&c, 60_000), 11, "3 s of 60 KB/s");
-    assert_eq!(request_depth(&c, 100_000_000), c.pipeline, "capped");
+    assert_eq!(
+        requests::request_depth(&c, 0),
+        requests::MIN_REQUEST_DEPTH,
+        "no rate yet"
+    );
+    assert_eq!(requests::request_depth(&c, 60_000), 11, "3 s of 60 KB/s");
+    assert_eq!(
+        requests::request_depth(&c, 100_000_000),
+        c.pipeline,
+        "capped"
+    );
 }
 
 #[test]
@@ -1141,5 +1157,5 @@ fn a_new_source_gets_a_short_queue_until_its_rate_is_known() {
     let node = &mut w.peers[l].node;
     let mut peer = HandPeer::open_with(node, &meta, crate::wire::reserved_bits(true, false));
     let (out, _) = peer.say(node, &[Message::HaveAll, Message::Unchoke]);
-    assert_eq!(requests(&out).len(), MIN_REQUEST_DEPTH);
+    assert_eq!(requests(&out).len(), requests::MIN_REQUEST_DEPTH);
 }

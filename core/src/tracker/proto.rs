@@ -356,27 +356,6 @@ pub struct AnnounceExtensions {
     pub status_port: Option<u16>,
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    digits
-        .chunks_exact(2)
-        .map(|pair| Some((hex_val(pair[0])? << 4) | hex_val(pair[1])?))
-        .collect()
-}
-
 /// Read the [`AnnounceExtensions`] keys of an announce query (the standard keys are left to
 /// [`parse_announce_query`]). A key given twice, a `pieces` value that is not hex or longer than
 /// [`MAX_ANNOUNCED_BITFIELD`] bytes, or a `status_port` that is not a port number is an error; a tracker
@@ -387,7 +366,8 @@ pub fn parse_announce_extensions(query: &str) -> Result<AnnounceExtensions, Quer
         match key {
             "pieces" => {
                 let text = decode_text("pieces", raw)?;
-                let bytes = hex_decode(&text)
+                let bytes = hex::decode(text.as_bytes())
+                    .ok()
                     .filter(|b| b.len() <= MAX_ANNOUNCED_BITFIELD)
                     .ok_or(QueryError::Invalid {
                         field: "pieces",
@@ -580,7 +560,7 @@ pub fn announce_query(p: &AnnounceParams) -> String {
     if let Some(pieces) = p.ext.pieces.as_deref() {
         if pieces.len() <= MAX_ANNOUNCED_BITFIELD {
             q.push_str("&pieces=");
-            q.push_str(&hex_encode(pieces));
+            q.push_str(&hex::encode(pieces));
         }
     }
     if let Some(port) = p.ext.status_port {

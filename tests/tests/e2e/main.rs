@@ -10,6 +10,7 @@ mod hostile_metainfo;
 mod leecher_input;
 mod lifecycle;
 mod monitor;
+mod one_folder;
 mod peer_input;
 mod resume;
 mod swarm;

@@ -6,7 +6,7 @@
 use enjambre_core::bitfield::Bitfield;
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_tests::bins::{get, parse_listening, PeerArgs, Tracker};
-use enjambre_tests::files::{assert_same_file, hex, write_pattern_file, Scratch};
+use enjambre_tests::files::{assert_same_file, write_pattern_file, Scratch};
 use enjambre_tests::proc::Proc;
 use enjambre_tests::{read_checkpoint, wait_for};
 use sha1::{Digest, Sha1};
@@ -23,7 +23,7 @@ fn sha1_range(path: &Path, offset: u64, len: u64) -> String {
     f.seek(SeekFrom::Start(offset)).expect("seek");
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf).expect("read piece");
-    hex(&Sha1::digest(&buf))
+    hex::encode(Sha1::digest(&buf))
 }
 
 /// SIGKILL `proc` as soon as a checkpoint in `dir` claims `num/den` of the pieces. Returns the last

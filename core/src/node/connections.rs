@@ -1,0 +1,297 @@
+//! A connection's life before and around its torrent: dialled or accepted, the handshake that binds it to a
+//! torrent (self-connections, bans, caps, duplicates), framing of received bytes, its timers, and closing it.
+
+use super::conn::{Conn, ConnPhase, TimerAction};
+use super::shared::message_detail;
+use super::{ConnId, Node, NodeEvent, Output};
+use crate::bitfield::Bitfield;
+use crate::extension::ExtHandshake;
+use crate::metainfo::InfoHash;
+use crate::time::Instant;
+use crate::wire::{Frame, Handshake, Message};
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+impl Node {
+    pub(super) fn on_connected(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            // We gave up on this connection meanwhile (timeout, shutdown): drop the late socket.
+            self.s.outputs.push_back(Output::Close { conn: id });
+            return;
+        };
+        c.phase = ConnPhase::Handshaking;
+        c.last_recv = now;
+        let Some(hash) = c.torrent else { return };
+        self.send_handshake(id, hash);
+        let addr = self.s.addr_of(id);
+        self.s.event(NodeEvent::Connected {
+            conn: id,
+            addr,
+            outbound: true,
+        });
+    }
+
+    pub(super) fn on_connect_failed(&mut self, now: Instant, id: ConnId, reason: &str) {
+        if let Some(c) = self.s.conns.remove(&id) {
+            if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
+                t.peers.connect_failed(c.addr, now);
+            }
+            self.s.event(NodeEvent::ConnectFailed {
+                addr: c.addr,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    pub(super) fn on_accepted(&mut self, now: Instant, id: ConnId, addr: SocketAddr) {
+        if self.s.stopping || self.s.conns.len() >= self.s.config.max_connections {
+            self.s.outputs.push_back(Output::Close { conn: id });
+            return;
+        }
+        self.s.note_conn_id(id);
+        self.s.conns.insert(id, Conn::new(addr, false, None, now));
+        self.s.event(NodeEvent::Connected {
+            conn: id,
+            addr,
+            outbound: false,
+        });
+    }
+
+    fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
+        let hs = Handshake {
+            reserved: crate::wire::reserved_bits(true, true),
+            info_hash: hash.0,
+            peer_id: self.s.config.peer_id,
+        };
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.outbox.extend_from_slice(&hs.encode());
+            c.sent_handshake = true;
+        }
+    }
+
+    pub(super) fn on_received(&mut self, now: Instant, id: ConnId, data: &[u8]) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            // We gave up on this connection meanwhile (timeout, shutdown): drop the late socket.
+            self.s.outputs.push_back(Output::Close { conn: id });
+            return;
+        };
+        c.last_recv = now;
+        c.decoder.feed(data);
+        loop {
+            let Some(c) = self.s.conns.get_mut(&id) else {
+                return;
+            };
+            match c.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(Frame::Handshake(hs))) => self.on_handshake(now, id, hs),
+                Ok(Some(Frame::Message(m))) => self.on_message(now, id, m),
+                Err(e) => {
+                    self.close(now, id, &format!("protocol error: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, now: Instant, id: ConnId, hs: Handshake) {
+        let hash = InfoHash(hs.info_hash);
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        let (outbound, expected, addr) = (c.outbound, c.torrent, c.addr);
+        if hs.peer_id == self.s.config.peer_id {
+            self.close_and_forget(now, id, "connected to ourselves");
+            return;
+        }
+        if self.s.banned_ids.contains(&hs.peer_id) {
+            self.close(now, id, "banned peer id");
+            return;
+        }
+        let Some(t) = self.torrents.get(&hash) else {
+            self.close(now, id, "unknown info hash");
+            return;
+        };
+        if outbound && expected != Some(hash) {
+            self.close(now, id, "info hash mismatch");
+            return;
+        }
+        if t.peers.is_banned(&addr) {
+            self.close(now, id, "banned address");
+            return;
+        }
+        // Outbound connections are budgeted when dialled; inbound ones are capped here, per torrent. At the cap
+        // a newcomer replaces the connection idle longest, if one moved no payload for `evict_idle_after`:
+        // otherwise peers that only send keep-alives could hold every slot for good.
+        if !outbound && t.conns.len() >= self.s.config.max_peers_per_torrent {
+            let idle = t
+                .conns
+                .iter()
+                .filter(|c| **c != id)
+                .filter_map(|c| self.s.conns.get(c).map(|conn| (conn.last_useful(), *c)))
+                .filter(|(last, _)| now.saturating_since(*last) >= self.s.config.evict_idle_after)
+                .min();
+            match idle {
+                Some((last, victim)) => {
+                    let secs = now.saturating_since(last).as_secs();
+                    self.close(
+                        now,
+                        victim,
+                        &format!("evicted: no payload either way for {secs} s, making room for a new peer"),
+                    );
+                }
+                None => {
+                    self.close(now, id, "too many peers for this torrent");
+                    return;
+                }
+            }
+        }
+        if let Some(dup) = self.duplicate_of(id, hash, hs.peer_id) {
+            // Keep the connection opened by the peer with the lower id, so both ends agree.
+            let mine_wins = self.s.config.peer_id < hs.peer_id;
+            let keep_new = if outbound { mine_wins } else { !mine_wins };
+            let victim = if keep_new { dup } else { id };
+            if victim == id && !outbound {
+                // Answer before hanging up, so the dialer learns who we are and does not redial.
+                self.send_handshake(id, hash);
+            }
+            self.close_and_forget(now, victim, "duplicate connection");
+            if victim == id {
+                return;
+            }
+        }
+        let Some(t) = self.torrents.get_mut(&hash) else {
+            return;
+        };
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        c.peer_id = Some(hs.peer_id);
+        c.fast = hs.supports_fast();
+        c.extended = hs.supports_extended();
+        c.torrent = Some(hash);
+        c.phase = ConnPhase::Open;
+        c.peer_has = Bitfield::new(t.meta.piece_count());
+        let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        t.conns.insert(id);
+        if !sent_handshake {
+            self.send_handshake(id, hash);
+        }
+        self.s.trace(id, "in", "handshake", String::new());
+        self.send_have_state(id, hash);
+        if extended {
+            let ext = ExtHandshake {
+                messages: Default::default(),
+                listen_port: Some(self.s.config.listen_port),
+                client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
+                reqq: u32::try_from(self.s.config.max_served_requests).ok(),
+            };
+            self.s.send(
+                id,
+                Message::Extended {
+                    id: crate::extension::HANDSHAKE_ID,
+                    payload: Bytes::from(ext.encode()),
+                },
+            );
+        }
+    }
+
+    /// Another connection of torrent `hash` to the peer `peer_id`.
+    fn duplicate_of(&self, id: ConnId, hash: InfoHash, peer_id: [u8; 20]) -> Option<ConnId> {
+        let t = self.torrents.get(&hash)?;
+        t.conns
+            .iter()
+            .copied()
+            .find(|&o| o != id && self.s.conns.get(&o).and_then(|c| c.peer_id) == Some(peer_id))
+    }
+
+    /// Tell a new peer what we hold: a bitfield, or have-all/none to a BEP 6 peer.
+    fn send_have_state(&mut self, id: ConnId, hash: InfoHash) {
+        let Some(t) = self.torrents.get(&hash) else {
+            return;
+        };
+        let have = t.picker.have();
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        let msg = if c.fast && have.is_full() {
+            Message::HaveAll
+        } else if c.fast && have.count() == 0 {
+            Message::HaveNone
+        } else if have.count() == 0 {
+            return;
+        } else {
+            Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))
+        };
+        self.s.send(id, msg);
+    }
+
+    /// Route a message to its connection's torrent; messages before the handshake close the connection.
+    fn on_message(&mut self, now: Instant, id: ConnId, msg: Message) {
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        let Some(hash) = c.torrent.filter(|_| c.phase == ConnPhase::Open) else {
+            self.close(now, id, "message before handshake");
+            return;
+        };
+        if self.s.config.trace {
+            let detail = message_detail(&msg);
+            self.s.trace(id, "in", msg.name(), detail);
+        }
+        if let Some(mut ctx) = self.ctx(hash) {
+            ctx.on_message(now, id, msg);
+        }
+    }
+
+    /// Close a connection, through its torrent when it has one.
+    pub(super) fn close(&mut self, now: Instant, id: ConnId, reason: &str) {
+        self.close_conn(now, id, reason, false);
+    }
+
+    /// Close without scheduling a reconnect (self-connections, duplicates).
+    fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: &str) {
+        self.close_conn(now, id, reason, true);
+    }
+
+    fn close_conn(&mut self, now: Instant, id: ConnId, reason: &str, forget: bool) {
+        let torrent = self.s.conns.get(&id).and_then(|c| c.torrent);
+        if let Some(mut ctx) = torrent.and_then(|h| self.ctx(h)) {
+            if forget {
+                ctx.close_and_forget(now, id, reason);
+            } else {
+                ctx.close(now, id, reason);
+            }
+            return;
+        }
+        let Some((c, _)) = self.s.remove_conn(id) else {
+            return;
+        };
+        self.s.event(NodeEvent::Disconnected {
+            conn: id,
+            addr: c.addr,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Handshake timeouts, idle timeouts and keep-alives.
+    pub(super) fn check_connection_timers(&mut self, now: Instant) {
+        let mut to_close = Vec::new();
+        let mut keepalive = Vec::new();
+        for (id, c) in &self.s.conns {
+            match c.timer_action(now, &self.s.config) {
+                TimerAction::None => {}
+                TimerAction::Close(reason) => to_close.push((*id, reason)),
+                TimerAction::KeepAlive => keepalive.push(*id),
+            }
+        }
+        for (id, reason) in to_close {
+            self.close(now, id, reason);
+        }
+        for id in keepalive {
+            if let Some(c) = self.s.conns.get_mut(&id) {
+                c.last_sent = now;
+            }
+            self.s.send(id, Message::KeepAlive);
+        }
+    }
+}

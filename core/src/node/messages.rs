@@ -1,0 +1,388 @@
+//! What a peer's messages do to its torrent: what it holds, what it wants, what it asks of us and what it
+//! sends us. Bounds are checked here, before anything reaches the picker (invariant 5).
+
+use super::view::TorrentCtx;
+use super::{ConnId, DiskOp, NodeEvent, Output};
+use crate::bitfield::Bitfield;
+use crate::extension::ExtHandshake;
+use crate::picker::{BlockOutcome, BlockRef};
+use crate::time::Instant;
+use crate::wire::Message;
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+impl TorrentCtx<'_> {
+    /// One message from an open connection of this torrent.
+    pub fn on_message(&mut self, now: Instant, id: ConnId, msg: Message) {
+        match msg {
+            Message::KeepAlive | Message::Port(_) | Message::SuggestPiece { .. } => {}
+            Message::Extended {
+                id: ext_id,
+                payload,
+            } if ext_id == crate::extension::HANDSHAKE_ID => {
+                self.on_extension_handshake(now, id, &payload)
+            }
+            Message::AllowedFast { .. } | Message::Extended { .. } | Message::Unknown { .. } => {}
+            Message::Choke => self.on_choke(id),
+            Message::Unchoke => {
+                if let Some(c) = self.s.conns.get_mut(&id) {
+                    c.peer_choking = false;
+                }
+                self.refill(now, id);
+            }
+            Message::Interested => self.set_peer_interest(now, id, true),
+            Message::NotInterested => self.set_peer_interest(now, id, false),
+            Message::Have { index } => self.on_have(now, id, index),
+            Message::Bitfield(bytes) => self.on_bitfield(now, id, &bytes),
+            Message::HaveAll | Message::HaveNone => {
+                self.on_have_all_none(now, id, msg == Message::HaveAll)
+            }
+            Message::Request {
+                index,
+                begin,
+                length,
+            } => self.on_request(
+                id,
+                BlockRef {
+                    piece: index,
+                    begin,
+                    length,
+                },
+            ),
+            Message::Cancel {
+                index,
+                begin,
+                length,
+            } => {
+                let block = BlockRef {
+                    piece: index,
+                    begin,
+                    length,
+                };
+                let answer = self
+                    .s
+                    .conns
+                    .get_mut(&id)
+                    .is_some_and(|c| c.serving.remove(&block) && c.fast);
+                // BEP 6: a cancelled request is still answered once; the read in flight is dropped.
+                if answer {
+                    self.s.send_reject(id, block);
+                }
+            }
+            Message::Reject {
+                index,
+                begin,
+                length,
+            } => {
+                self.t.picker.release(
+                    id,
+                    BlockRef {
+                        piece: index,
+                        begin,
+                        length,
+                    },
+                );
+            }
+            Message::Piece { index, begin, data } => self.on_piece(now, id, index, begin, data),
+        }
+    }
+
+    fn on_extension_handshake(&mut self, now: Instant, id: ConnId, payload: &[u8]) {
+        // A malformed extension handshake only means we learn nothing from it.
+        let Ok(ext) = ExtHandshake::parse(payload) else {
+            return;
+        };
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        c.remote_reqq = ext.reqq;
+        if let (false, Some(port)) = (c.outbound, ext.listen_port) {
+            let addr = SocketAddr::new(c.addr.ip(), port);
+            c.listen_addr = Some(addr);
+            if self.t.peers.is_banned(&addr) {
+                self.close(now, id, "banned address");
+                return;
+            }
+            self.t.peers.attach(addr, id, now);
+        }
+    }
+
+    fn on_choke(&mut self, id: ConnId) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        c.peer_choking = true;
+        // BEP 6: with the fast extension a choke no longer discards our pending requests; each still gets
+        // exactly one answer, its piece or a reject (which releases it). Requesting them again after the
+        // unchoke would fetch them twice (libtorrent chokes a peer that is not interested yet, and our first
+        // requests cross that choke on the wire). Without the extension the choke drops them all (BEP 3).
+        if c.fast {
+            return;
+        }
+        self.t.picker.release_all(id);
+    }
+
+    fn on_have(&mut self, now: Instant, id: ConnId, index: u32) {
+        if index >= self.t.meta.piece_count() {
+            self.close(now, id, "have for a piece out of range");
+            return;
+        }
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if c.peer_has.set(index) {
+            self.t.picker.add_peer_piece(index);
+        }
+        self.after_peer_pieces_changed(now, id);
+    }
+
+    /// A bitfield, or have-all/none, replaces what we knew of the peer's pieces. BEP 3 sends it first, but
+    /// real clients also send one later (aria2 follows have-none with a bitfield), so it is accepted any time.
+    fn replace_peer_pieces(&mut self, now: Instant, id: ConnId, pieces: Bitfield) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut c.peer_has, pieces);
+        self.t.picker.replace_peer_pieces(&old, &c.peer_has);
+        self.after_peer_pieces_changed(now, id);
+    }
+
+    fn on_bitfield(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
+        match Bitfield::from_wire(bytes, self.t.meta.piece_count()) {
+            Ok(b) => self.replace_peer_pieces(now, id, b),
+            Err(e) => self.close(now, id, &format!("bad bitfield: {e}")),
+        }
+    }
+
+    fn on_have_all_none(&mut self, now: Instant, id: ConnId, all: bool) {
+        if !self.s.conns.get(&id).is_some_and(|c| c.fast) {
+            self.close(now, id, "have-all/have-none without the fast extension");
+            return;
+        }
+        let n = self.t.meta.piece_count();
+        let pieces = if all {
+            Bitfield::full(n)
+        } else {
+            Bitfield::new(n)
+        };
+        self.replace_peer_pieces(now, id, pieces);
+    }
+
+    fn after_peer_pieces_changed(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        let we_seed = self.t.picker.have().is_full();
+        if we_seed && c.peer_has.is_full() {
+            let addr = c.addr;
+            self.t.peers.mark_seed(&addr);
+            self.close(now, id, "both complete");
+            return;
+        }
+        self.update_interest(id);
+        self.refill(now, id);
+    }
+
+    /// Tell a peer whether we want its pieces, when that changed.
+    pub fn update_interest(&mut self, id: ConnId) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        let t = &*self.t;
+        let want = t.check.is_none() && t.error.is_none() && t.picker.is_interesting(&c.peer_has);
+        if want != c.am_interested {
+            c.am_interested = want;
+            self.s.send(
+                id,
+                if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                },
+            );
+        }
+    }
+
+    fn set_peer_interest(&mut self, now: Instant, id: ConnId, interested: bool) {
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.peer_interested = interested;
+        }
+        // Slots follow interest at once; the periodic rechoke does the ranking.
+        self.fill_free_slots(now);
+    }
+
+    /// Choke or unchoke a peer, rejecting (BEP 6) what a choke drops.
+    pub fn set_choking(&mut self, id: ConnId, choke: bool) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if c.am_choking == choke {
+            return;
+        }
+        c.am_choking = choke;
+        let fast = c.fast;
+        let dropped = if choke {
+            std::mem::take(&mut c.serving)
+        } else {
+            BTreeSet::new()
+        };
+        self.s.send(
+            id,
+            if choke {
+                Message::Choke
+            } else {
+                Message::Unchoke
+            },
+        );
+        // BEP 6: a choke does not cancel what the peer asked for; every request we drop is rejected.
+        if fast {
+            for block in dropped {
+                self.s.send_reject(id, block);
+            }
+        }
+    }
+
+    fn on_request(&mut self, id: ConnId, block: BlockRef) {
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        let t = &*self.t;
+        let valid = block.length > 0
+            && block.length <= crate::MAX_REQUEST_LENGTH
+            && block.piece < t.meta.piece_count()
+            && u64::from(block.begin) + u64::from(block.length)
+                <= u64::from(t.meta.piece_len(block.piece));
+        let servable = valid && t.picker.have().get(block.piece) && !c.am_choking;
+        let room = c.serving.len() < self.s.config.max_served_requests;
+        if !(servable && room) {
+            let reason = if !valid {
+                "request out of bounds"
+            } else if !room {
+                "request queue full"
+            } else {
+                "request for a piece we cannot serve"
+            };
+            let fast = c.fast;
+            self.s.event(NodeEvent::RequestRefused {
+                conn: id,
+                reason: reason.to_string(),
+            });
+            if fast {
+                self.s.send_reject(id, block);
+            }
+            return;
+        }
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.serving.insert(block);
+        }
+        self.s.outputs.push_back(Output::Disk(DiskOp::Read {
+            torrent: self.hash,
+            conn: id,
+            block,
+        }));
+    }
+
+    fn on_piece(&mut self, now: Instant, id: ConnId, index: u32, begin: u32, data: Bytes) {
+        let len = data.len() as u64;
+        let block = BlockRef {
+            piece: index,
+            begin,
+            length: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        };
+        let t = &mut *self.t;
+        let in_bounds = index < t.meta.piece_count()
+            && u64::from(begin) + len <= u64::from(t.meta.piece_len(index))
+            && len > 0;
+        if !in_bounds {
+            self.close(now, id, "piece out of bounds");
+            return;
+        }
+        let addr = self.s.conns.get(&id).map(|c| c.peer_addr());
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.on_payload_received(now, len);
+        }
+        t.picker.on_progress(id, now);
+        t.stats.bytes_received += len;
+        if t.error.is_some() || t.check.is_some() {
+            t.stats.bytes_wasted += len;
+            return;
+        }
+        match t.picker.on_block(id, block) {
+            BlockOutcome::Unwanted => t.stats.bytes_wasted += len,
+            BlockOutcome::Accepted {
+                piece_complete,
+                cancel,
+            } => {
+                if let Some(a) = addr {
+                    *t.stats.per_source.entry(a).or_default() += len;
+                }
+                let offset = u64::from(index) * u64::from(t.meta.piece_length()) + u64::from(begin);
+                self.s.outputs.push_back(Output::Disk(DiskOp::Write {
+                    torrent: self.hash,
+                    offset,
+                    data,
+                }));
+                if piece_complete {
+                    self.s.outputs.push_back(Output::Disk(DiskOp::Hash {
+                        torrent: self.hash,
+                        piece: index,
+                    }));
+                }
+                for other in cancel {
+                    self.s.send(
+                        other,
+                        Message::Cancel {
+                            index,
+                            begin,
+                            length: block.length,
+                        },
+                    );
+                }
+            }
+        }
+        self.refill(now, id);
+    }
+}
+
+impl TorrentCtx<'_> {
+    /// A block read for `id` came back from the disk: send it, unless the request was cancelled or choked
+    /// meanwhile.
+    pub fn on_read(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        block: BlockRef,
+        data: Result<Bytes, String>,
+    ) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.serving.remove(&block) || c.am_choking {
+            return;
+        }
+        let data = match data {
+            Ok(d) if d.len() == block.length as usize => d,
+            Ok(_) | Err(_) if c.fast => {
+                // Our disk failed to read it: a BEP 6 peer is told at once and asks someone else.
+                self.s.send_reject(id, block);
+                return;
+            }
+            Ok(_) | Err(_) => {
+                self.close(now, id, "could not read a block to serve");
+                return;
+            }
+        };
+        let len = data.len() as u64;
+        c.on_payload_sent(now, len);
+        self.t.stats.bytes_uploaded += len;
+        self.s.send(
+            id,
+            Message::Piece {
+                index: block.piece,
+                begin: block.begin,
+                data,
+            },
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! What every part of the node shares besides the torrents: the configuration, the seeded RNG, the connection
+//! table with its one id allocator, and the output queue. Per-torrent code reaches it through
+//! [`super::view::TorrentCtx`]; connection-level code through [`super::Node`].
+
+use super::conn::Conn;
+use super::{ConnId, NodeConfig, NodeEvent, Output};
+use crate::picker::BlockRef;
+use crate::time::Instant;
+use crate::wire::Message;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+/// How many identities of closed connections are remembered for late penalties.
+const HISTORY_LIMIT: usize = 4096;
+
+/// The node's state that is not any one torrent's.
+pub(crate) struct Shared {
+    pub config: NodeConfig,
+    pub rng: ChaCha8Rng,
+    pub conns: BTreeMap<ConnId, Conn>,
+    /// The next connection id to hand out (inbound and outbound alike, see [`Shared::new_conn_id`]).
+    next_conn: ConnId,
+    pub outputs: VecDeque<Output>,
+    /// Addresses of closed connections, so that a late hash failure can still name its sender.
+    history: BTreeMap<ConnId, SocketAddr>,
+    pub banned_ids: BTreeSet<[u8; 20]>,
+    pub stopping: bool,
+    /// The latest instant the node was told about.
+    pub now: Instant,
+}
+
+impl Shared {
+    /// Nothing yet, with `config` and the RNG seeded from it.
+    pub fn new(config: NodeConfig, rng: ChaCha8Rng) -> Shared {
+        Shared {
+            config,
+            rng,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            outputs: VecDeque::new(),
+            history: BTreeMap::new(),
+            banned_ids: BTreeSet::new(),
+            stopping: false,
+            now: Instant::ZERO,
+        }
+    }
+
+    /// The one connection id allocator: outbound dials and inbound accepts both draw from it.
+    pub fn new_conn_id(&mut self) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        id
+    }
+
+    /// Keep ids unique when a driver reports an inbound id it did not get from [`Shared::new_conn_id`].
+    pub fn note_conn_id(&mut self, id: ConnId) {
+        self.next_conn = self.next_conn.max(id + 1);
+    }
+
+    pub fn event(&mut self, e: NodeEvent) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    /// A wire trace event (only with [`NodeConfig::trace`]).
+    pub fn trace(&mut self, id: ConnId, dir: &'static str, name: &'static str, detail: String) {
+        if self.config.trace {
+            let addr = self.addr_of(id);
+            self.outputs.push_back(Output::Event(NodeEvent::Wire {
+                conn: id,
+                addr,
+                dir,
+                message: name,
+                detail,
+            }));
+        }
+    }
+
+    /// Queue a message on a connection (sent at the next flush).
+    pub fn send(&mut self, id: ConnId, msg: Message) {
+        let trace = self.config.trace;
+        if let Some(c) = self.conns.get_mut(&id) {
+            msg.encode(&mut c.outbox);
+            if trace {
+                let detail = message_detail(&msg);
+                self.trace(id, "out", msg.name(), detail);
+            }
+        }
+    }
+
+    /// Answer a request with a BEP 6 reject.
+    pub fn send_reject(&mut self, id: ConnId, block: BlockRef) {
+        self.send(
+            id,
+            Message::Reject {
+                index: block.piece,
+                begin: block.begin,
+                length: block.length,
+            },
+        );
+    }
+
+    /// Hand every connection's queued bytes to the driver.
+    pub fn flush(&mut self, now: Instant) {
+        for (id, c) in self.conns.iter_mut() {
+            if !c.outbox.is_empty() {
+                c.last_sent = now;
+                let data = c.outbox.split().freeze();
+                self.outputs.push_back(Output::Send { conn: *id, data });
+            }
+        }
+    }
+
+    /// Take a connection out of the table: its last bytes and a close go to the driver, its address is
+    /// remembered. Also says whether the same peer is still connected another way (then its address is a
+    /// duplicate, not a peer to come back to).
+    pub fn remove_conn(&mut self, id: ConnId) -> Option<(Conn, bool)> {
+        let mut c = self.conns.remove(&id)?;
+        if !c.outbox.is_empty() {
+            let data = c.outbox.split().freeze();
+            self.outputs.push_back(Output::Send { conn: id, data });
+        }
+        self.outputs.push_back(Output::Close { conn: id });
+        self.remember(id, c.peer_addr());
+        let still_connected = c.peer_id.is_some_and(|pid| {
+            self.conns
+                .values()
+                .any(|o| o.peer_id == Some(pid) && o.torrent == c.torrent)
+        });
+        Some((c, still_connected))
+    }
+
+    fn remember(&mut self, id: ConnId, addr: SocketAddr) {
+        self.history.insert(id, addr);
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_first();
+        }
+    }
+
+    /// The address a peer is known by: its listen address when it told us (BEP 10), else the connection's.
+    /// Inbound connections come from ephemeral ports, so this is what ban lists and source counts use.
+    pub fn addr_of(&self, id: ConnId) -> SocketAddr {
+        self.conns
+            .get(&id)
+            .map(Conn::peer_addr)
+            .or_else(|| self.history.get(&id).copied())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// The detail a wire trace shows for a message.
+pub(crate) fn message_detail(m: &Message) -> String {
+    match m {
+        Message::Have { index } => format!("piece {index}"),
+        Message::Bitfield(b) => format!("{} bytes", b.len()),
+        Message::Request {
+            index,
+            begin,
+            length,
+        }
+        | Message::Cancel {
+            index,
+            begin,
+            length,
+        }
+        | Message::Reject {
+            index,
+            begin,
+            length,
+        } => {
+            format!("piece {index} offset {begin} len {length}")
+        }
+        Message::Piece { index, begin, data } => {
+            format!("piece {index} offset {begin} len {}", data.len())
+        }
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,188 @@
+//! A torrent's place in its swarm: announcing to the tracker, dialling known peers, choking, and the
+//! torrent's periodic work (request timeouts, announces, redials, rechokes, checkpoint and disk retries).
+
+use super::conn::Conn;
+use super::view::TorrentCtx;
+use super::{ConnId, NodeEvent, Output};
+use crate::choker::ChokeCandidate;
+use crate::time::Instant;
+use crate::tracker::{AnnounceReply, Event};
+use std::collections::BTreeSet;
+
+impl TorrentCtx<'_> {
+    /// Send an announce, unless the torrent does not announce or the node is stopping.
+    pub fn announce(&mut self, now: Instant, event: Event) {
+        let t = &mut *self.t;
+        if !t.announce.enabled || (self.s.stopping && event != Event::Stopped) {
+            return;
+        }
+        if event == Event::Stopped && !t.announce.started {
+            return;
+        }
+        let params = t.announce_params(&self.s.config, event);
+        t.announce.on_sent(now, &self.s.config, params.left, event);
+        self.s.outputs.push_back(Output::Announce {
+            torrent: self.hash,
+            params,
+        });
+    }
+
+    /// Announce progress if the last announce is old enough.
+    pub fn maybe_progress_announce(&mut self, now: Instant) {
+        if self.t.announce.progress_due(now, &self.s.config) {
+            self.announce(now, Event::None);
+        }
+    }
+
+    /// A tracker answered (or failed to).
+    pub fn on_tracker(&mut self, now: Instant, reply: Result<AnnounceReply, String>) {
+        let t = &mut *self.t;
+        match reply {
+            Ok(r) => {
+                t.announce.on_reply(now, &self.s.config, r.interval);
+                let n = r.peers.len();
+                for addr in r.peers {
+                    t.peers.add(addr, now);
+                }
+                self.s.event(NodeEvent::TrackerReply {
+                    torrent: self.hash,
+                    peers: n as u32,
+                });
+                self.connect_more(now);
+            }
+            Err(e) => {
+                t.announce.on_failure(now, &self.s.config, &e);
+                self.s.event(NodeEvent::TrackerError {
+                    torrent: self.hash,
+                    error: e,
+                });
+            }
+        }
+    }
+
+    /// Dial known peers, within the per-torrent and node-wide connection budgets.
+    pub fn connect_more(&mut self, now: Instant) {
+        if self.s.stopping {
+            return;
+        }
+        let t = &mut *self.t;
+        if t.check.is_some() || t.error.is_some() {
+            return;
+        }
+        let complete = t.picker.have().is_full();
+        let budget = self
+            .s
+            .config
+            .max_peers_per_torrent
+            .saturating_sub(t.conns.len());
+        let total_budget = self
+            .s
+            .config
+            .max_connections
+            .saturating_sub(self.s.conns.len());
+        let candidates = t
+            .peers
+            .ready_to_dial(now, complete, budget.min(total_budget));
+        for addr in candidates {
+            let id = self.s.new_conn_id();
+            t.peers.dialing(addr, id);
+            let conn = Conn::new(addr, true, Some(self.hash), now);
+            self.s.conns.insert(id, conn);
+            self.s.outputs.push_back(Output::Connect { conn: id, addr });
+        }
+    }
+
+    /// Run the torrent's timers that are due at `now`.
+    pub fn on_timers(&mut self, now: Instant) {
+        let request_timeout = self.s.config.request_timeout;
+        let expired = self.t.picker.expire_requests(now, request_timeout);
+        let snubbed: BTreeSet<ConnId> = expired.iter().map(|(id, _)| *id).collect();
+        for id in &snubbed {
+            let addr = self.s.addr_of(*id);
+            let Some(c) = self.s.conns.get_mut(id) else {
+                continue;
+            };
+            c.snubbed_at = Some(now);
+            let silent = now.saturating_since(c.last_recv);
+            self.s.event(NodeEvent::RequestTimeout { conn: *id, addr });
+            if silent >= request_timeout {
+                // Not even a keep-alive while requests waited: the stream is dead (a partition, a vanished
+                // host). Drop it now and redial, rather than wait for the idle timeout.
+                self.close(
+                    now,
+                    *id,
+                    &format!("no data for {} s with requests pending", silent.as_secs()),
+                );
+            }
+        }
+        if !expired.is_empty() {
+            self.refill_all(now);
+        }
+        let t = &*self.t;
+        if t.announce.due(now) && t.check.is_none() {
+            self.announce(now, Event::None);
+        } else if t.check.is_none() && t.announce.progress_due(now, &self.s.config) {
+            self.maybe_progress_announce(now);
+        }
+        self.connect_more(now);
+        self.rechoke_if_due(now);
+        self.maybe_checkpoint();
+        self.retry_after_disk_error(now);
+    }
+
+    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
+    pub fn fill_free_slots(&mut self, now: Instant) {
+        let t = &*self.t;
+        let seeding = t.picker.have().is_full();
+        let candidates: Vec<ChokeCandidate> = t
+            .conns
+            .iter()
+            .filter_map(|id| {
+                self.s
+                    .conns
+                    .get(id)
+                    .filter(|c| c.phase == super::conn::ConnPhase::Open)
+                    .map(|c| c.choke_candidate(*id, now, seeding))
+            })
+            .collect();
+        let changes = t.choker.fill_free_slots(&candidates);
+        for id in changes.choke {
+            self.set_choking(id, true);
+        }
+        for id in changes.unchoke {
+            self.set_choking(id, false);
+        }
+    }
+
+    fn rechoke_if_due(&mut self, now: Instant) {
+        let t = &mut *self.t;
+        if now < t.next_rechoke {
+            return;
+        }
+        let rotate = now >= t.next_optimistic;
+        t.next_rechoke = now + self.s.config.rechoke_interval;
+        if rotate {
+            t.next_optimistic = now + self.s.config.optimistic_interval;
+        }
+        let seeding = t.picker.have().is_full();
+        let candidates: Vec<ChokeCandidate> = t
+            .conns
+            .iter()
+            .filter_map(|id| {
+                self.s
+                    .conns
+                    .get(id)
+                    .map(|c| c.choke_candidate(*id, now, seeding))
+            })
+            .collect();
+        let unchoke = t.choker.rechoke(&candidates, rotate);
+        let ids: Vec<ConnId> = t.conns.iter().copied().collect();
+        for id in ids {
+            self.set_choking(id, !unchoke.contains(&id));
+        }
+        // Every connection's rate window rolls here, this torrent's or not (kept as it was before the split).
+        for c in self.s.conns.values_mut() {
+            c.roll_rate_window(now);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The borrowed view every per-torrent handler works on: one torrent, plus what the node shares (connections,
+//! outputs, configuration, RNG). Built by [`super::Node`] once per input, so handlers never look the torrent
+//! up again.
+
+use super::shared::Shared;
+use super::torrent::Torrent;
+use super::{ConnId, NodeEvent};
+use crate::metainfo::InfoHash;
+use crate::time::Instant;
+
+/// One torrent and the node's shared state, borrowed together.
+pub(crate) struct TorrentCtx<'a> {
+    /// The torrent's info hash (the key it is stored under).
+    pub hash: InfoHash,
+    pub t: &'a mut Torrent,
+    pub s: &'a mut Shared,
+}
+
+impl TorrentCtx<'_> {
+    /// Close a connection of this torrent: release its requests, update peer bookkeeping and tell the driver.
+    pub fn close(&mut self, now: Instant, id: ConnId, reason: &str) {
+        self.close_inner(now, id, reason, false);
+    }
+
+    /// Close without scheduling a reconnect (self-connections, duplicates).
+    pub fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: &str) {
+        self.close_inner(now, id, reason, true);
+    }
+
+    fn close_inner(&mut self, now: Instant, id: ConnId, reason: &str, forget: bool) {
+        let Some((c, still_connected)) = self.s.remove_conn(id) else {
+            return;
+        };
+        let ours = c.torrent == Some(self.hash);
+        let forget = forget || still_connected;
+        if ours {
+            let t = &mut *self.t;
+            t.conns.remove(&id);
+            t.picker.remove_peer(id, &c.peer_has);
+            if let (false, Some(listen)) = (c.outbound, c.listen_addr) {
+                t.peers.disconnected(listen, now);
+            }
+            if c.outbound {
+                if forget {
+                    t.peers.forget(&c.addr);
+                } else {
+                    t.peers.disconnected(c.addr, now);
+                }
+            }
+        }
+        self.s.event(NodeEvent::Disconnected {
+            conn: id,
+            addr: c.addr,
+            reason: reason.to_string(),
+        });
+        if ours {
+            if !c.am_choking {
+                self.fill_free_slots(now);
+            }
+            self.refill_all(now);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Who holds a server's connection slots, and who gives way when they run out.
+//!
+//! A pure policy (plain data in, a decision out): the accept loop asks [`ConnectionSlots::admit`] for
+//! every accepted connection, which always admits the newcomer and names the connections that must be
+//! closed to make room — the oldest one of the same address when that address holds its cap, else the
+//! oldest one of all when every slot is taken. A connection that is still there long after it came is
+//! the slowest one (a real request is answered in milliseconds), so a flood of half-sent requests can
+//! never keep a newcomer out; at worst the flood evicts itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// How many connections a server keeps at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// Most connections in all.
+    pub max_total: usize,
+    /// Most connections from one address.
+    pub max_per_address: usize,
+}
+
+impl Default for SlotLimits {
+    /// 8,192 connections, 64 per address.
+    fn default() -> Self {
+        SlotLimits {
+            max_total: 8192,
+            max_per_address: 64,
+        }
+    }
+}
+
+/// Identifies one admitted connection; later connections have larger ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotId(u64);
+
+/// The table of live connections, each with a handle `H` the caller uses to close it (e.g. an abort
+/// handle of its task).
+#[derive(Debug)]
+pub struct ConnectionSlots<H> {
+    limits: SlotLimits,
+    next: u64,
+    /// Live connections by age (oldest first), with their handle once attached.
+    live: BTreeMap<SlotId, (IpAddr, Option<H>)>,
+    /// Live connections of each address, by age.
+    by_address: BTreeMap<IpAddr, BTreeSet<SlotId>>,
+}
+
+impl<H> ConnectionSlots<H> {
+    /// An empty table; limits below 1 count as 1.
+    pub fn new(limits: SlotLimits) -> Self {
+        ConnectionSlots {
+            limits: SlotLimits {
+                max_total: limits.max_total.max(1),
+                max_per_address: limits.max_per_address.max(1),
+            },
+            next: 0,
+            live: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// No live connection.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Live connections from `ip`.
+    pub fn from_address(&self, ip: IpAddr) -> usize {
+        self.by_address.get(&ip).map_or(0, BTreeSet::len)
+    }
+
+    /// Reserve a slot for a new connection from `ip` (its handle follows with [`Self::attach`]). Returns
+    /// its id and the handles of the connections evicted to make room, which the caller must close.
+    pub fn admit(&mut self, ip: IpAddr) -> (SlotId, Vec<H>) {
+        let mut evicted = Vec::new();
+        let oldest_of_address = self
+            .by_address
+            .get(&ip)
+            .filter(|ids| ids.len() >= self.limits.max_per_address)
+            .and_then(|ids| ids.first().copied());
+        if let Some(id) = oldest_of_address {
+            evicted.extend(self.release(id));
+        }
+        while self.live.len() >= self.limits.max_total {
+            let Some(id) = self.live.keys().next().copied() else {
+                break;
+            };
+            evicted.extend(self.release(id));
+        }
+        let id = SlotId(self.next);
+        self.next += 1;
+        self.by_address.entry(ip).or_default().insert(id);
+        self.live.insert(id, (ip, None));
+        (id, evicted)
+    }
+
+    /// Give the connection admitted as `id` its handle. A connection released in between is not brought
+    /// back.
+    pub fn attach(&mut self, id: SlotId, handle: H) {
+        if let Some((_, slot)) = self.live.get_mut(&id) {
+            *slot = Some(handle);
+        }
+    }
+
+    /// Free the slot of a connection that ended (or is being evicted); returns its handle if it was live
+    /// and had one.
+    pub fn release(&mut self, id: SlotId) -> Option<H> {
+        let (ip, handle) = self.live.remove(&id)?;
+        if let Some(ids) = self.by_address.get_mut(&ip) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_address.remove(&ip);
+            }
+        }
+        handle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    /// Admit and attach a connection whose handle is `name`; returns its id and the evicted names.
+    fn connect(
+        slots: &mut ConnectionSlots<&'static str>,
+        from: IpAddr,
+        name: &'static str,
+    ) -> (SlotId, Vec<&'static str>) {
+        let (id, evicted) = slots.admit(from);
+        slots.attach(id, name);
+        (id, evicted)
+    }
+
+    #[test]
+    fn the_oldest_connection_gives_way_when_every_slot_is_taken() {
+        let mut slots = ConnectionSlots::new(SlotLimits {
+            max_total: 3,
+            max_per_address: 10,
+        });
+        assert!(connect(&mut slots, ip(1), "a").1.is_empty());
+        let (b, _) = connect(&mut slots, ip(2), "b");
+        assert!(connect(&mut slots, ip(3), "c").1.is_empty());
+        assert_eq!(connect(&mut slots, ip(4), "d").1, vec!["a"]);
+        assert_eq!(slots.release(b), Some("b"));
+        assert_eq!(slots.release(b), None, "released once");
+        assert!(
+            connect(&mut slots, ip(5), "e").1.is_empty(),
+            "b's slot was free"
+        );
+        assert_eq!(connect(&mut slots, ip(6), "f").1, vec!["c"]);
+        assert_eq!(slots.len(), 3);
+    }
+
+    #[test]
+    fn an_address_at_its_cap_loses_its_own_oldest_connection() {
+        let mut slots = ConnectionSlots::new(SlotLimits {
+            max_total: 100,
+            max_per_address: 2,
+        });
+        connect(&mut slots, ip(1), "a1");
+        connect(&mut slots, ip(2), "b1");
+        connect(&mut slots, ip(1), "a2");
+        assert_eq!(connect(&mut slots, ip(1), "a3").1, vec!["a1"]);
+        assert_eq!(connect(&mut slots, ip(1), "a4").1, vec!["a2"]);
+        assert_eq!(slots.from_address(ip(1)), 2);
+        assert_eq!(slots.from_address(ip(2)), 1, "another address is untouched");
+        assert_eq!(slots.len(), 3);
+    }
+
+    #[test]
+    fn a_connection_released_before_its_handle_arrives_stays_released() {
+        let mut slots = ConnectionSlots::new(SlotLimits {
+            max_total: 1,
+            max_per_address: 1,
+        });
+        let (first, _) = slots.admit(ip(1));
+        // A second one from the same address evicts the first before it got its handle.
+        let (second, evicted) = slots.admit(ip(1));
+        assert!(evicted.is_empty(), "no handle yet to close");
+        slots.attach(first, "first");
+        slots.attach(second, "second");
+        assert_eq!(slots.len(), 1);
+        assert_eq!(slots.release(second), Some("second"));
+        assert!(slots.is_empty());
+        assert_eq!(slots.from_address(ip(1)), 0);
+    }
+}

@@ -1,0 +1,796 @@
+//! The flow-level network: hosts with an upload and a download capacity, TCP-like connections made of two
+//! flows (one per direction), and datagrams. Time is tokio's (paused, virtual) time; nothing here ticks.
+//!
+//! A flow is *active* while it has bytes waiting to leave its sender. Its rate is its bottleneck share:
+//! `min(upload(src) / active uploads of src, download(dst) / active downloads of dst)`. A flow starting or
+//! stopping changes the shares at its two ends only, so recomputing touches the flows of those two hosts
+//! (O(degree), not O(flows)); the sum of rates never exceeds a host's capacity. This is the equal-share
+//! approximation of max-min fairness (exact when every flow's bottleneck is the busier of its ends, which is
+//! the usual case in a swarm whose uplinks are narrower than its downlinks); capacity left unused by a flow
+//! limited elsewhere is not redistributed.
+//!
+//! Each written chunk leaves when its flow has transmitted it at the flow's rate, then arrives after the
+//! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) sit in one heap ordered by
+//! (virtual time, sequence number): the number of events grows with the data moved, not with time.
+
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Virtual nanoseconds since the network was created.
+pub type Nanos = u64;
+
+/// Index of a host.
+pub type HostId = usize;
+
+/// Index of a flow (connection `c` has flows `2c` and `2c + 1`).
+pub type FlowId = usize;
+
+/// Bytes a sender may queue on a flow before its writes wait (a socket send buffer).
+pub const SEND_BUFFER: u64 = 256 * 1024;
+
+/// First ephemeral port handed to outgoing connections and unbound sockets.
+const FIRST_EPHEMERAL: u16 = 40_000;
+
+/// Capacities of one host, in bytes per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Upload capacity.
+    pub up: f64,
+    /// Download capacity.
+    pub down: f64,
+}
+
+#[derive(Default)]
+struct Listener {
+    queue: VecDeque<(FlowId, SocketAddr)>,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct UdpSocket {
+    queue: VecDeque<(Bytes, SocketAddr)>,
+    waker: Option<Waker>,
+}
+
+struct Host {
+    name: String,
+    cap: Capacity,
+    up_active: BTreeSet<FlowId>,
+    down_active: BTreeSet<FlowId>,
+    listeners: BTreeMap<u16, Listener>,
+    udp: BTreeMap<u16, UdpSocket>,
+    next_port: u16,
+    /// Flows this host sends on (to reset them all on a crash).
+    flows: BTreeSet<FlowId>,
+}
+
+/// One direction of a connection.
+struct Flow {
+    src: HostId,
+    dst: HostId,
+    latency: Nanos,
+    /// Written, not yet fully transmitted (the head partly).
+    queue: VecDeque<Bytes>,
+    queued: u64,
+    /// Bytes of the head still to transmit, as of `since`.
+    head_left: f64,
+    rate: f64,
+    since: Nanos,
+    generation: u64,
+    active: bool,
+    /// Transmitted, arriving at the given time; `None` is the end of the stream.
+    in_flight: VecDeque<(Nanos, Option<Bytes>)>,
+    recv: VecDeque<Bytes>,
+    /// The writer shut down: the end of stream follows the queued data.
+    fin_sent: bool,
+    /// The end of stream arrived (readable once `recv` is empty).
+    fin_arrived: bool,
+    /// Reset: writes and reads fail.
+    reset: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+impl Flow {
+    fn new(src: HostId, dst: HostId, latency: Nanos) -> Flow {
+        Flow {
+            src,
+            dst,
+            latency,
+            queue: VecDeque::new(),
+            queued: 0,
+            head_left: 0.0,
+            rate: 0.0,
+            since: 0,
+            generation: 0,
+            active: false,
+            in_flight: VecDeque::new(),
+            recv: VecDeque::new(),
+            fin_sent: false,
+            fin_arrived: false,
+            reset: false,
+            read_waker: None,
+            write_waker: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// The head chunk of a flow is transmitted (if the generation still matches).
+    Sent { flow: FlowId, generation: u64 },
+    /// Chunks of a flow in flight may have arrived.
+    Arrive { flow: FlowId },
+    /// A datagram reaches a host's port.
+    Datagram {
+        to: HostId,
+        port: u16,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+}
+
+struct State {
+    hosts: Vec<Host>,
+    by_ip: BTreeMap<IpAddr, HostId>,
+    by_name: BTreeMap<String, HostId>,
+    flows: Vec<Flow>,
+    events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    seq: u64,
+    latency: Nanos,
+    /// The time the pump sleeps until (a sooner event must wake it).
+    pump_target: Option<Nanos>,
+    /// Counters for the report.
+    stats: NetStats,
+}
+
+/// What the network did, for reports and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Events processed.
+    pub events: u64,
+    /// Rate recomputations (flows whose rate was set).
+    pub rate_updates: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Payload bytes delivered.
+    pub bytes: u64,
+}
+
+/// The network shared by every simulated host (cheap to clone).
+#[derive(Clone)]
+pub struct Net {
+    state: Arc<Mutex<State>>,
+    pump: Arc<Notify>,
+    origin: tokio::time::Instant,
+}
+
+fn nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn host_ip(id: HostId) -> IpAddr {
+    let n = id as u32 + 2;
+    IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
+}
+
+impl Net {
+    /// A network with `latency` on every link. Must be created inside the runtime that will run it.
+    pub fn new(latency: Duration) -> Net {
+        Net {
+            state: Arc::new(Mutex::new(State {
+                hosts: Vec::new(),
+                by_ip: BTreeMap::new(),
+                by_name: BTreeMap::new(),
+                flows: Vec::new(),
+                events: BinaryHeap::new(),
+                seq: 0,
+                latency: nanos(latency),
+                pump_target: None,
+                stats: NetStats::default(),
+            })),
+            pump: Arc::new(Notify::new()),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Virtual time since the network was created.
+    pub fn now(&self) -> Nanos {
+        nanos(self.origin.elapsed())
+    }
+
+    /// Add a host; returns its id. Its address is derived from the id.
+    pub fn add_host(&self, name: &str, cap: Capacity) -> HostId {
+        let mut st = self.lock();
+        let id = st.hosts.len();
+        let ip = host_ip(id);
+        st.hosts.push(Host {
+            name: name.to_string(),
+
+            cap,
+            up_active: BTreeSet::new(),
+            down_active: BTreeSet::new(),
+            listeners: BTreeMap::new(),
+            udp: BTreeMap::new(),
+            next_port: FIRST_EPHEMERAL,
+            flows: BTreeSet::new(),
+        });
+        st.by_ip.insert(ip, id);
+        st.by_name.insert(name.to_string(), id);
+        id
+    }
+
+    /// Address of a host.
+    pub fn ip(&self, host: HostId) -> IpAddr {
+        host_ip(host)
+    }
+
+    /// Name of the host at `ip`.
+    pub fn name_of(&self, ip: IpAddr) -> Option<String> {
+        let st = self.lock();
+        st.by_ip.get(&ip).map(|&h| st.hosts[h].name.clone())
+    }
+
+    /// Resolve a host name or an IP literal.
+    pub fn resolve(&self, host: &str) -> io::Result<IpAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        self.lock()
+            .by_name
+            .get(host)
+            .map(|&h| host_ip(h))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: unknown host")))
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats
+    }
+
+    /// Run the network: wake at every due event. Spawn once on the runtime; runs forever.
+    pub async fn pump(self) {
+        loop {
+            let (wakers, next) = {
+                let mut st = self.lock();
+                let mut wakers = Vec::new();
+                st.advance(self.now(), &mut wakers);
+                let next = st.events.peek().map(|Reverse((t, _, _))| *t);
+                st.pump_target = next;
+                (wakers, next)
+            };
+            wakers.into_iter().for_each(Waker::wake);
+            match next {
+                Some(t) => {
+                    let at = self.origin + Duration::from_nanos(t);
+                    tokio::select! {
+                        biased;
+                        () = self.pump.notified() => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => self.pump.notified().await,
+            }
+        }
+    }
+
+    /// Run `f` on the state brought up to now, then wake what it woke (and the pump if it must wake sooner).
+    fn with<R>(&self, f: impl FnOnce(&mut State, Nanos, &mut Vec<Waker>) -> R) -> R {
+        let now = self.now();
+        let mut wakers = Vec::new();
+        let (r, wake_pump) = {
+            let mut st = self.lock();
+            st.advance(now, &mut wakers);
+            let r = f(&mut st, now, &mut wakers);
+            let next = st.events.peek().map(|Reverse((t, _, _))| *t);
+            let wake_pump = match (next, st.pump_target) {
+                (Some(n), Some(p)) => n < p,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if wake_pump {
+                st.pump_target = next;
+            }
+            (r, wake_pump)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        if wake_pump {
+            self.pump.notify_one();
+        }
+        r
+    }
+
+    /// Start listening on `port` of `host` (0: an ephemeral port).
+    pub fn listen(&self, host: HostId, port: u16) -> io::Result<u16> {
+        self.with(|st, _, _| {
+            let port = if port == 0 { st.ephemeral(host) } else { port };
+            let h = &mut st.hosts[host];
+            if h.listeners.contains_key(&port) {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, "port in use"));
+            }
+            h.listeners.insert(port, Listener::default());
+            Ok(port)
+        })
+    }
+
+    /// Stop listening.
+    pub fn unlisten(&self, host: HostId, port: u16) {
+        self.with(|st, _, _| {
+            st.hosts[host].listeners.remove(&port);
+        });
+    }
+
+    /// Poll for an accepted connection: the flow this host reads from and the remote address.
+    pub fn poll_accept(
+        &self,
+        host: HostId,
+        port: u16,
+        waker: &Waker,
+    ) -> Option<io::Result<(FlowId, SocketAddr)>> {
+        self.with(|st, _, _| {
+            let Some(l) = st.hosts[host].listeners.get_mut(&port) else {
+                return Some(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "listener closed",
+                )));
+            };
+            match l.queue.pop_front() {
+                Some(x) => Some(Ok(x)),
+                None => {
+                    l.waker = Some(waker.clone());
+                    None
+                }
+            }
+        })
+    }
+
+    /// Connect `host` to `addr`: after one round trip, the flow `host` reads from (its pair writes), or an
+    /// error (no such host, nothing listening).
+    pub async fn connect(&self, host: HostId, addr: SocketAddr) -> io::Result<(FlowId, u16)> {
+        let latency = Duration::from_nanos(self.lock().latency);
+        tokio::time::sleep(latency).await;
+        let made = self.with(|st, _, wakers| {
+            let Some(&dst) = st.by_ip.get(&addr.ip()) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::HostUnreachable,
+                    "no such host",
+                ));
+            };
+            if !st.hosts[dst].listeners.contains_key(&addr.port()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "connection refused",
+                ));
+            }
+            let port = st.ephemeral(host);
+            let latency = st.latency;
+            let out = st.flows.len();
+            st.flows.push(Flow::new(host, dst, latency));
+            st.flows.push(Flow::new(dst, host, latency));
+            st.hosts[host].flows.insert(out);
+            st.hosts[dst].flows.insert(out + 1);
+            st.stats.connections += 1;
+            let from = SocketAddr::new(host_ip(host), port);
+            if let Some(l) = st.hosts[dst].listeners.get_mut(&addr.port()) {
+                l.queue.push_back((out, from));
+                wakers.extend(l.waker.take());
+            }
+            Ok((out + 1, port))
+        })?;
+        tokio::time::sleep(latency).await;
+        Ok(made)
+    }
+
+    /// Write to flow `flow`: `Ok(n)` bytes taken, `None` when its send buffer is full (waker stored).
+    pub fn poll_write(
+        &self,
+        flow: FlowId,
+        data: &[u8],
+        waker: &Waker,
+    ) -> Option<io::Result<usize>> {
+        self.with(|st, now, _| {
+            let f = &mut st.flows[flow];
+            if f.reset {
+                return Some(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            if f.fin_sent {
+                return Some(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if f.queued >= SEND_BUFFER {
+                f.write_waker = Some(waker.clone());
+                return None;
+            }
+            let n = data.len().min((SEND_BUFFER - f.queued) as usize);
+            if n == 0 {
+                return Some(Ok(0));
+            }
+            if f.queue.is_empty() {
+                f.head_left = n as f64;
+            }
+            f.queue.push_back(Bytes::copy_from_slice(&data[..n]));
+            f.queued += n as u64;
+            if !f.active {
+                st.set_active(flow, true, now);
+            }
+            Some(Ok(n))
+        })
+    }
+
+    /// Read from flow `flow` into `buf`: `Ok(0)` at end of stream, `None` when nothing arrived yet.
+    pub fn poll_read(
+        &self,
+        flow: FlowId,
+        buf: &mut tokio::io::ReadBuf<'_>,
+        waker: &Waker,
+    ) -> Option<io::Result<()>> {
+        self.with(|st, _, _| {
+            let f = &mut st.flows[flow];
+            if f.reset {
+                return Some(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let mut copied = false;
+            while buf.remaining() > 0 {
+                let Some(front) = f.recv.front_mut() else {
+                    break;
+                };
+                let n = front.len().min(buf.remaining());
+                buf.put_slice(&front[..n]);
+                copied = true;
+                if n == front.len() {
+                    f.recv.pop_front();
+                } else {
+                    let _ = front.split_to(n);
+                }
+            }
+            if copied || f.fin_arrived {
+                return Some(Ok(()));
+            }
+            f.read_waker = Some(waker.clone());
+            None
+        })
+    }
+
+    /// The writer of flow `flow` is done: the end of stream follows what is queued.
+    pub fn shutdown(&self, flow: FlowId) {
+        self.with(|st, now, wakers| {
+            let f = &mut st.flows[flow];
+            if f.fin_sent || f.reset {
+                return;
+            }
+            f.fin_sent = true;
+            if f.queue.is_empty() {
+                let at = now + f.latency;
+                f.in_flight.push_back((at, None));
+                st.schedule(at, Event::Arrive { flow });
+            }
+            let _ = wakers;
+        })
+    }
+
+    /// The reader of flow `flow` went away: its writer's next write fails, what is queued is dropped.
+    pub fn abandon(&self, flow: FlowId) {
+        self.with(|st, now, wakers| st.reset(flow, now, wakers))
+    }
+
+    /// Reset every connection of `host` (a crash) and close its listeners and sockets.
+    pub fn crash(&self, host: HostId) {
+        self.with(|st, now, wakers| {
+            let sending: Vec<FlowId> = st.hosts[host].flows.iter().copied().collect();
+            for f in sending {
+                st.reset(f, now, wakers);
+                st.reset(f ^ 1, now, wakers);
+            }
+            let h = &mut st.hosts[host];
+            for (_, l) in std::mem::take(&mut h.listeners) {
+                wakers.extend(l.waker);
+            }
+            for (_, u) in std::mem::take(&mut h.udp) {
+                wakers.extend(u.waker);
+            }
+        })
+    }
+
+    /// Bind a UDP port on `host` (0: ephemeral).
+    pub fn bind_udp(&self, host: HostId, port: u16) -> io::Result<u16> {
+        self.with(|st, _, _| {
+            let port = if port == 0 { st.ephemeral(host) } else { port };
+            let h = &mut st.hosts[host];
+            if h.udp.contains_key(&port) {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, "port in use"));
+            }
+            h.udp.insert(port, UdpSocket::default());
+            Ok(port)
+        })
+    }
+
+    /// Close a UDP port.
+    pub fn unbind_udp(&self, host: HostId, port: u16) {
+        self.with(|st, _, _| {
+            st.hosts[host].udp.remove(&port);
+        });
+    }
+
+    /// Send a datagram (delivered after the latency if something listens, dropped otherwise).
+    pub fn send_datagram(&self, host: HostId, port: u16, data: &[u8], to: SocketAddr) {
+        self.with(|st, now, _| {
+            let Some(&dst) = st.by_ip.get(&to.ip()) else {
+                return;
+            };
+            let from = SocketAddr::new(host_ip(host), port);
+            let at = now + st.latency;
+            st.schedule(
+                at,
+                Event::Datagram {
+                    to: dst,
+                    port: to.port(),
+                    from,
+                    data: data.to_vec(),
+                },
+            );
+        })
+    }
+
+    /// Receive a datagram on `host`'s `port`.
+    pub fn poll_datagram(
+        &self,
+        host: HostId,
+        port: u16,
+        waker: &Waker,
+    ) -> Option<io::Result<(Bytes, SocketAddr)>> {
+        self.with(|st, _, _| {
+            let Some(s) = st.hosts[host].udp.get_mut(&port) else {
+                return Some(Err(io::ErrorKind::NotConnected.into()));
+            };
+            match s.queue.pop_front() {
+                Some(d) => Some(Ok(d)),
+                None => {
+                    s.waker = Some(waker.clone());
+                    None
+                }
+            }
+        })
+    }
+
+    /// The rate a flow is sending at now (bytes per second; 0 when idle).
+    pub fn rate(&self, flow: FlowId) -> f64 {
+        let st = self.lock();
+        let f = &st.flows[flow];
+        if f.active {
+            f.rate
+        } else {
+            0.0
+        }
+    }
+}
+
+impl State {
+    fn ephemeral(&mut self, host: HostId) -> u16 {
+        let h = &mut self.hosts[host];
+        loop {
+            let p = h.next_port;
+            h.next_port = if p == u16::MAX {
+                FIRST_EPHEMERAL
+            } else {
+                p + 1
+            };
+            if !h.listeners.contains_key(&p) && !h.udp.contains_key(&p) {
+                return p;
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Nanos, event: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq, event)));
+    }
+
+    /// Process every event due at `now`, in order.
+    fn advance(&mut self, now: Nanos, wakers: &mut Vec<Waker>) {
+        while let Some(Reverse((t, _, _))) = self.events.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, _, event))) = self.events.pop() else {
+                break;
+            };
+            self.stats.events += 1;
+            match event {
+                Event::Sent { flow, generation } => {
+                    if self.flows[flow].generation == generation && self.flows[flow].active {
+                        self.head_sent(flow, t, wakers);
+                    }
+                }
+                Event::Arrive { flow } => self.arrive(flow, t, wakers),
+                Event::Datagram {
+                    to,
+                    port,
+                    from,
+                    data,
+                } => {
+                    if let Some(s) = self.hosts[to].udp.get_mut(&port) {
+                        s.queue.push_back((Bytes::from(data), from));
+                        wakers.extend(s.waker.take());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The head chunk of `flow` finished transmitting at `t`.
+    fn head_sent(&mut self, flow: FlowId, t: Nanos, wakers: &mut Vec<Waker>) {
+        let f = &mut self.flows[flow];
+        let Some(chunk) = f.queue.pop_front() else {
+            return;
+        };
+        f.queued -= chunk.len() as u64;
+        let arrive = t + f.latency;
+        f.in_flight.push_back((arrive, Some(chunk)));
+        if f.queued < SEND_BUFFER {
+            wakers.extend(f.write_waker.take());
+        }
+        self.schedule(arrive, Event::Arrive { flow });
+        let f = &mut self.flows[flow];
+        if let Some(next) = f.queue.front() {
+            f.head_left = next.len() as f64;
+            f.since = t;
+            self.schedule_sent(flow);
+        } else {
+            if f.fin_sent {
+                f.in_flight.push_back((arrive, None));
+            }
+            self.set_active(flow, false, t);
+        }
+    }
+
+    fn arrive(&mut self, flow: FlowId, t: Nanos, wakers: &mut Vec<Waker>) {
+        let f = &mut self.flows[flow];
+        let mut any = false;
+        while f.in_flight.front().is_some_and(|(at, _)| *at <= t) {
+            let Some((_, item)) = f.in_flight.pop_front() else {
+                break;
+            };
+            any = true;
+            match item {
+                Some(data) if !f.reset => {
+                    self.stats.bytes += data.len() as u64;
+                    f.recv.push_back(data);
+                }
+                Some(_) => {}
+                None => f.fin_arrived = true,
+            }
+        }
+        if any {
+            wakers.extend(f.read_waker.take());
+        }
+    }
+
+    fn reset(&mut self, flow: FlowId, now: Nanos, wakers: &mut Vec<Waker>) {
+        let f = &mut self.flows[flow];
+        if f.reset {
+            return;
+        }
+        f.reset = true;
+        f.queue.clear();
+        f.queued = 0;
+        f.in_flight.clear();
+        f.recv.clear();
+        wakers.extend(f.read_waker.take());
+        wakers.extend(f.write_waker.take());
+        let (src, dst) = (f.src, f.dst);
+        if f.active {
+            self.set_active(flow, false, now);
+        }
+        self.hosts[src].flows.remove(&flow);
+        let _ = dst;
+    }
+
+    /// Start or stop `flow`, re-sharing the capacity of its two ends at `now`.
+    fn set_active(&mut self, flow: FlowId, active: bool, now: Nanos) {
+        let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
+        let touched: Vec<FlowId> = self.hosts[src]
+            .up_active
+            .iter()
+            .chain(self.hosts[dst].down_active.iter())
+            .copied()
+            .collect();
+        for &g in &touched {
+            self.settle(g, now);
+        }
+        self.flows[flow].active = active;
+        if active {
+            self.flows[flow].since = now;
+            self.hosts[src].up_active.insert(flow);
+            self.hosts[dst].down_active.insert(flow);
+        } else {
+            self.flows[flow].generation += 1;
+            self.hosts[src].up_active.remove(&flow);
+            self.hosts[dst].down_active.remove(&flow);
+        }
+        let mut again: BTreeSet<FlowId> = touched.into_iter().collect();
+        if active {
+            again.insert(flow);
+        } else {
+            again.remove(&flow);
+        }
+        for g in again {
+            self.rerate(g);
+        }
+    }
+
+    /// Bring `flow`'s transmitted bytes up to `now` at its current rate.
+    fn settle(&mut self, flow: FlowId, now: Nanos) {
+        let f = &mut self.flows[flow];
+        if now > f.since {
+            let sent = f.rate * (now - f.since) as f64 / 1e9;
+            f.head_left = (f.head_left - sent).max(0.0);
+            f.since = now;
+        }
+    }
+
+    /// Set `flow`'s rate to its bottleneck share and schedule the end of its head chunk.
+    fn rerate(&mut self, flow: FlowId) {
+        let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
+        let up = self.hosts[src].cap.up / self.hosts[src].up_active.len().max(1) as f64;
+        let down = self.hosts[dst].cap.down / self.hosts[dst].down_active.len().max(1) as f64;
+        self.flows[flow].rate = up.min(down).max(1.0);
+        self.stats.rate_updates += 1;
+        self.schedule_sent(flow);
+    }
+
+    fn schedule_sent(&mut self, flow: FlowId) {
+        let f = &mut self.flows[flow];
+        f.generation += 1;
+        let dt = (f.head_left / f.rate * 1e9).ceil();
+        let at = f.since + if dt.is_finite() { dt as Nanos } else { 0 };
+        let generation = f.generation;
+        self.schedule(at, Event::Sent { flow, generation });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bottleneck_shares_never_exceed_capacity() {
+        let net = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async { Net::new(Duration::from_millis(1)) });
+        let a = net.add_host("a", Capacity { up: 1e6, down: 1e9 });
+        let b = net.add_host("b", Capacity { up: 1e9, down: 3e5 });
+        let c = net.add_host("c", Capacity { up: 1e9, down: 1e9 });
+        let mut st = net.lock();
+        for (s, d) in [(a, b), (a, c), (c, b)] {
+            let id = st.flows.len();
+            st.flows.push(Flow::new(s, d, 0));
+            st.flows.push(Flow::new(d, s, 0));
+            st.flows[id].queue.push_back(Bytes::from_static(&[0; 10]));
+            st.flows[id].head_left = 10.0;
+            st.set_active(id, true, 0);
+        }
+        // a uploads to b and c: 500 kB/s each, but b's download (300 kB/s) is shared by a and c.
+        assert_eq!(st.flows[0].rate, 150_000.0);
+        assert_eq!(st.flows[2].rate, 500_000.0);
+        assert_eq!(st.flows[4].rate, 150_000.0);
+        let into_b: f64 = st.hosts[b]
+            .down_active
+            .iter()
+            .map(|&f| st.flows[f].rate)
+            .sum();
+        assert!(into_b <= 3e5);
+    }
+}
