@@ -2,6 +2,9 @@
 //! no extension messages of its own, but tells peers its listen port (`p`), its client name (`v`) and how
 //! many requests it queues (`reqq`), and reads the same from them. Unknown keys are ignored.
 
+pub mod metadata;
+pub mod pex;
+
 use crate::bencode::{self, Value};
 use std::collections::BTreeMap;
 

@@ -4,15 +4,20 @@
 //! global randomness. Drivers (the `enjambre-net` crate, and the simulator through it) feed inputs in and
 //! drain outputs, handing in the current [`time::Instant`] and a seeded RNG.
 
+pub mod backoff;
 pub mod bencode;
 pub mod bitfield;
 pub mod checkpoint;
 pub mod choker;
+pub mod compact;
+pub mod dht;
 pub mod extension;
 pub mod layout;
+pub mod magnet;
 pub mod metainfo;
 pub mod node;
 pub mod picker;
+pub mod rate;
 pub mod time;
 pub mod tracker;
 pub mod wire;

@@ -5,6 +5,7 @@
 //! replay the same story byte for byte.
 
 pub mod content;
+pub mod dht_sim;
 pub mod disk_space;
 pub mod flow;
 pub mod host;
@@ -16,6 +17,7 @@ pub mod storage;
 pub mod sweep;
 pub mod timeline;
 pub mod transport;
+pub mod turmoil_host;
 pub mod world;
 
 pub use report::Report;

@@ -71,6 +71,28 @@ enum Command {
         #[arg(long)]
         unsafe_checkpoint_before_sync: bool,
     },
+    /// The DHT story: NODES mainline DHT nodes join, some never answer, some leave and are replaced, and
+    /// random lookups are timed (hop counts and latency against O(log n) and published measurements).
+    Dht {
+        /// Nodes joining at the start.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Lookups to time.
+        #[arg(long, default_value_t = 200)]
+        lookups: usize,
+        /// Share of nodes that never answer (0 to 1).
+        #[arg(long, default_value_t = 0.1)]
+        silent: f64,
+        /// Share of nodes that leave during the lookups, each replaced by a newcomer (0 to 1).
+        #[arg(long, default_value_t = 0.1)]
+        churn: f64,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print every KRPC query and answer of the timed lookups.
+        #[arg(long)]
+        trace: bool,
+    },
 }
 
 /// Write to stdout; a reader that went away (`sim ... | head`) ends the program quietly instead of panicking.
@@ -144,6 +166,25 @@ fn main_inner() -> Result<()> {
             }
         }
         Command::Check { dir, seed } => check(&dir, seed)?,
+        Command::Dht {
+            nodes,
+            lookups,
+            silent,
+            churn,
+            seed,
+            trace,
+        } => {
+            let story = enjambre_sim::dht_sim::DhtStory {
+                nodes: nodes.max(2),
+                lookups,
+                silent_share: silent,
+                churn_share: churn,
+                seed,
+                trace,
+                ..Default::default()
+            };
+            out(&enjambre_sim::dht_sim::run_dht_story(&story).render());
+        }
         Command::Sweep {
             file,
             crash_points,
