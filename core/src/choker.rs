@@ -19,20 +19,33 @@ pub struct ChokeCandidate {
     pub rate: u64,
     /// The peer has sent us nothing for too long although we asked.
     pub snubbed: bool,
+    /// We currently unchoke it.
+    pub unchoked: bool,
+}
+
+/// What to change between two rechokes so that every upload slot serves a peer that wants our data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotChanges {
+    /// Unchoked peers that are no longer interested: their slot is free.
+    pub choke: Vec<ConnKey>,
+    /// Interested peers that take the free slots.
+    pub unchoke: Vec<ConnKey>,
 }
 
 /// The choking policy of one torrent.
 #[derive(Debug, Clone)]
 pub struct Choker {
     slots: usize,
+    optimistic_slot: bool,
     optimistic: Option<ConnKey>,
 }
 
 impl Choker {
-    /// A choker with `slots` upload slots (at least one).
-    pub fn new(slots: usize) -> Choker {
+    /// A choker with `slots` upload slots (at least one), one of them optimistic when `optimistic_slot`.
+    pub fn new(slots: usize, optimistic_slot: bool) -> Choker {
         Choker {
             slots: slots.max(1),
+            optimistic_slot,
             optimistic: None,
         }
     }
@@ -40,6 +53,38 @@ impl Choker {
     /// The peer currently holding the optimistic slot.
     pub fn optimistic(&self) -> Option<ConnKey> {
         self.optimistic
+    }
+
+    /// Keep every slot busy between rechokes: an unchoked peer that lost interest gives its slot up, and
+    /// free slots go at once to interested choked peers (best rate first, snubbed ones last), so that upload
+    /// capacity never idles for a rechoke period while someone wants what we have.
+    pub fn fill_free_slots(&self, candidates: &[ChokeCandidate]) -> SlotChanges {
+        let choke: Vec<ConnKey> = candidates
+            .iter()
+            .filter(|c| c.unchoked && !c.interested)
+            .map(|c| c.conn)
+            .collect();
+        let busy = candidates
+            .iter()
+            .filter(|c| c.unchoked && c.interested)
+            .count();
+        let mut waiting: Vec<&ChokeCandidate> = candidates
+            .iter()
+            .filter(|c| !c.unchoked && c.interested)
+            .collect();
+        waiting.sort_by(|a, b| {
+            (a.snubbed, std::cmp::Reverse(a.rate), a.conn).cmp(&(
+                b.snubbed,
+                std::cmp::Reverse(b.rate),
+                b.conn,
+            ))
+        });
+        let unchoke = waiting
+            .iter()
+            .take(self.slots.saturating_sub(busy))
+            .map(|c| c.conn)
+            .collect();
+        SlotChanges { choke, unchoke }
     }
 
     /// Decide the unchoked set. With `rotate`, the optimistic slot moves to the next interested peer (in
@@ -50,7 +95,7 @@ impl Choker {
             .filter(|c| c.interested && !c.snubbed)
             .collect();
         ranked.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.conn.cmp(&b.conn)));
-        let regular = self.slots - 1;
+        let regular = self.slots - usize::from(self.optimistic_slot);
         let mut unchoked: BTreeSet<ConnKey> = ranked.iter().take(regular).map(|c| c.conn).collect();
 
         let mut others: Vec<ConnKey> = candidates
@@ -60,9 +105,10 @@ impl Choker {
             .collect();
         others.sort_unstable();
         let still_valid = self.optimistic.filter(|o| others.contains(o));
-        self.optimistic = match (rotate, still_valid) {
-            (false, Some(o)) => Some(o),
-            _ => next_after(&others, self.optimistic),
+        self.optimistic = match (self.optimistic_slot, rotate, still_valid) {
+            (false, _, _) => None,
+            (true, false, Some(o)) => Some(o),
+            (true, _, _) => next_after(&others, self.optimistic),
         };
         if let Some(o) = self.optimistic {
             unchoked.insert(o);
@@ -101,12 +147,30 @@ mod tests {
             interested: true,
             rate,
             snubbed: false,
+            unchoked: false,
         }
     }
 
     #[test]
+    fn a_slot_freed_by_a_peer_that_lost_interest_goes_to_a_waiting_one_at_once() {
+        let ch = Choker::new(2, true);
+        let mut cs = vec![cand(1, 0), cand(2, 0), cand(3, 10), cand(4, 50)];
+        cs[0].unchoked = true;
+        cs[0].interested = false;
+        cs[1].unchoked = true;
+        cs[2].snubbed = true;
+        let changes = ch.fill_free_slots(&cs);
+        assert_eq!(changes.choke, vec![1]);
+        assert_eq!(changes.unchoke, vec![4], "one free slot, best rate first");
+        cs[0].interested = true;
+        cs[0].unchoked = false;
+        cs[3].unchoked = true;
+        assert_eq!(ch.fill_free_slots(&cs), SlotChanges::default(), "full");
+    }
+
+    #[test]
     fn best_rates_win_regular_slots() {
-        let mut ch = Choker::new(3);
+        let mut ch = Choker::new(3, true);
         let cs = vec![cand(1, 10), cand(2, 500), cand(3, 300), cand(4, 1)];
         let un = ch.rechoke(&cs, true);
         assert!(un.contains(&2) && un.contains(&3));
@@ -115,7 +179,7 @@ mod tests {
 
     #[test]
     fn uninterested_and_snubbed_peers_get_no_regular_slot() {
-        let mut ch = Choker::new(2);
+        let mut ch = Choker::new(2, true);
         let mut cs = vec![cand(1, 1000), cand(2, 5)];
         cs[0].snubbed = true;
         cs.push(ChokeCandidate {
@@ -123,6 +187,7 @@ mod tests {
             interested: false,
             rate: 9999,
             snubbed: false,
+            unchoked: false,
         });
         let un = ch.rechoke(&cs, false);
         assert!(!un.contains(&3));
@@ -131,7 +196,7 @@ mod tests {
 
     #[test]
     fn optimistic_unchoke_rotates_fairly_among_twenty() {
-        let mut ch = Choker::new(4);
+        let mut ch = Choker::new(4, true);
         // Three fast peers hold the regular slots; seventeen others share the optimistic one.
         let cs: Vec<ChokeCandidate> = (0..20)
             .map(|i| cand(i, if i < 3 { 1000 } else { 0 }))
@@ -146,8 +211,16 @@ mod tests {
     }
 
     #[test]
+    fn without_an_optimistic_slot_every_slot_goes_by_rate() {
+        let mut ch = Choker::new(2, false);
+        let cs = vec![cand(1, 10), cand(2, 500), cand(3, 300)];
+        assert_eq!(ch.rechoke(&cs, true), [2, 3].into());
+        assert_eq!(ch.optimistic(), None);
+    }
+
+    #[test]
     fn optimistic_slot_is_kept_between_rotations() {
-        let mut ch = Choker::new(2);
+        let mut ch = Choker::new(2, true);
         let cs: Vec<ChokeCandidate> = (0..5).map(|i| cand(i, 0)).collect();
         ch.rechoke(&cs, true);
         let first = ch.optimistic();

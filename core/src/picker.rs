@@ -58,8 +58,21 @@ pub struct PickerConfig {
     pub random_first: u32,
     /// Whether to duplicate outstanding requests once nothing else is left.
     pub endgame: bool,
-    /// Fetch pieces in index order instead of rarest-first (streaming, or the original system's behaviour).
-    pub sequential: bool,
+    /// How new pieces are chosen.
+    pub selection: PieceSelection,
+}
+
+/// How the picker chooses the next piece to start (partial pieces are always finished first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PieceSelection {
+    /// The piece fewest connected peers hold (after `random_first` random ones), ties broken at random.
+    #[default]
+    RarestFirst,
+    /// Any piece the peer has, at random (availability ignored).
+    Random,
+    /// In index order (streaming, or the original system's behaviour).
+    Sequential,
 }
 
 impl Default for PickerConfig {
@@ -67,7 +80,7 @@ impl Default for PickerConfig {
         PickerConfig {
             random_first: 4,
             endgame: true,
-            sequential: false,
+            selection: PieceSelection::RarestFirst,
         }
     }
 }
@@ -195,6 +208,18 @@ impl Picker {
         }
     }
 
+    /// `peer` delivered a block at `now`: it is alive and working through our queue, so every request still
+    /// outstanding with it counts its timeout from now. A request times out only when its peer delivered
+    /// nothing for the whole timeout, however long the queue (our own download cap may make it slow).
+    pub fn on_progress(&mut self, peer: ConnKey, now: Instant) {
+        for (_, t) in self
+            .requested_at
+            .range_mut((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
+        {
+            *t = (*t).max(now);
+        }
+    }
+
     /// Requests outstanding with every peer.
     pub fn total_outstanding(&self) -> usize {
         self.requested_at.len()
@@ -236,8 +261,11 @@ impl Picker {
         // Pieces stay single-sourced whenever possible, so that a piece failing its hash has one sender to
         // blame: finish our own and abandoned partial pieces first, then start new ones, and only then help
         // with pieces other peers are fetching.
+        // A partial piece that others hold too does not go before a rarer new one: a scarce source (the only
+        // seed, early on) must be spent on the pieces nobody else can give.
         let mut out = Vec::new();
-        self.take_free_blocks(peer, peer_has, max, &mut out, false);
+        let rarest_new = self.rarest_new_availability(peer_has);
+        self.take_free_blocks(peer, peer_has, max, &mut out, false, rarest_new);
         while out.len() < max {
             let Some(piece) = self.choose_new_piece(peer_has, rng) else {
                 break;
@@ -246,9 +274,15 @@ impl Picker {
             self.take_blocks_of(piece, peer, max, &mut out);
         }
         if out.len() < max {
-            self.take_free_blocks(peer, peer_has, max, &mut out, true);
+            self.take_free_blocks(peer, peer_has, max, &mut out, false, u32::MAX);
         }
-        if out.len() < max && self.config.endgame && self.in_endgame() {
+        if out.len() < max {
+            self.take_free_blocks(peer, peer_has, max, &mut out, true, u32::MAX);
+        }
+        // Endgame duplicates go only to a peer with nothing else outstanding: every duplicate that loses the
+        // race is wasted, so a peer asks again for blocks others are fetching only once it has gone idle.
+        if out.is_empty() && self.outstanding(peer) == 0 && self.config.endgame && self.in_endgame()
+        {
             self.take_endgame_blocks(peer, peer_has, max, &mut out);
         }
         for b in &out {
@@ -264,14 +298,17 @@ impl Picker {
         max: usize,
         out: &mut Vec<BlockRef>,
         share: bool,
+        max_availability: u32,
     ) {
         // Pieces this peer already works on first, then partial pieces nobody else is fetching (abandoned by
-        // a peer that left or choked us); with `share`, also pieces other peers are fetching.
+        // a peer that left or choked us) and held by at most `max_availability` peers; with `share`, also
+        // pieces other peers are fetching.
         let mut order: Vec<u32> = self
             .partial
             .keys()
             .copied()
             .filter(|&i| peer_has.get(i))
+            .filter(|&i| self.peer_works_on(i, peer) || self.availability(i) <= max_availability)
             .filter(|&i| {
                 !self.exclusive.contains(&i) || self.peer_works_on(i, peer) || self.untouched(i)
             })
@@ -356,6 +393,26 @@ impl Picker {
         }
     }
 
+    /// The availability of the rarest piece `peer_has` that nobody started yet, when rarest-first applies
+    /// (else no limit).
+    fn rarest_new_availability(&self, peer_has: &Bitfield) -> u32 {
+        let rarest_first = self.config.selection == PieceSelection::RarestFirst
+            && self.have.count() >= self.config.random_first;
+        if !rarest_first {
+            return u32::MAX;
+        }
+        (0..self.piece_count())
+            .filter(|&i| {
+                peer_has.get(i)
+                    && !self.have.get(i)
+                    && !self.partial.contains_key(&i)
+                    && !self.hashing.contains_key(&i)
+            })
+            .map(|i| self.availability(i))
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
     fn choose_new_piece(&self, peer_has: &Bitfield, rng: &mut impl RngCore) -> Option<u32> {
         let eligible = |i: u32| {
             peer_has.get(i)
@@ -363,10 +420,11 @@ impl Picker {
                 && !self.partial.contains_key(&i)
                 && !self.hashing.contains_key(&i)
         };
-        if self.config.sequential {
+        if self.config.selection == PieceSelection::Sequential {
             return (0..self.piece_count()).find(|&i| eligible(i));
         }
-        let random_phase = self.have.count() < self.config.random_first;
+        let random_phase = self.config.selection == PieceSelection::Random
+            || self.have.count() < self.config.random_first;
         let mut best: Vec<u32> = Vec::new();
         let mut best_avail = u32::MAX;
         for i in (0..self.piece_count()).filter(|&i| eligible(i)) {
@@ -571,7 +629,7 @@ mod tests {
             PickerConfig {
                 random_first: 0,
                 endgame: true,
-                sequential: false,
+                selection: PieceSelection::RarestFirst,
             },
             PL,
             total,
@@ -750,6 +808,61 @@ mod tests {
     }
 
     #[test]
+    fn a_delivering_peer_never_times_out_however_long_its_queue() {
+        let mut p = picker(2);
+        let t0 = Instant::from_micros(1_000);
+        let timeout = Duration::from_secs(5);
+        let got = p.pick(1, &all(2), 8, t0, &mut rng());
+        // One block every 3 s: slow (our cap, say), but the peer is alive and its queue moves.
+        for (i, b) in got.iter().take(4).enumerate() {
+            let now = t0 + Duration::from_secs(3 * (i as u64 + 1));
+            p.on_progress(1, now);
+            p.on_block(1, *b);
+            assert!(p.expire_requests(now, timeout).is_empty(), "at {now:?}");
+        }
+        assert_eq!(p.outstanding(1), 4);
+        // Then nothing for the whole timeout: the rest go back to the pool.
+        let silent = t0 + Duration::from_secs(12) + timeout;
+        assert_eq!(p.expire_requests(silent, timeout).len(), 4);
+    }
+
+    #[test]
+    fn endgame_duplicates_go_only_to_idle_peers() {
+        let mut p = picker(1);
+        let a = p.pick(1, &all(1), 2, Instant::ZERO, &mut rng());
+        let b = p.pick(2, &all(1), 1, Instant::ZERO, &mut rng());
+        let c = p.pick(3, &all(1), 1, Instant::ZERO, &mut rng());
+        assert_eq!((a.len(), b.len(), c.len()), (2, 1, 1));
+        assert!(p.in_endgame());
+        assert!(
+            p.pick(2, &all(1), 4, Instant::ZERO, &mut rng()).is_empty(),
+            "a peer with requests of its own outstanding does not duplicate others'"
+        );
+        p.on_block(3, c[0]);
+        let dup = p.pick(3, &all(1), 4, Instant::ZERO, &mut rng());
+        assert_eq!(dup.len(), 3, "an idle peer duplicates what is left");
+        assert!(dup.iter().all(|x| a.contains(x) || b.contains(x)));
+    }
+
+    #[test]
+    fn a_rarer_new_piece_goes_before_a_common_abandoned_one() {
+        let mut p = picker(4);
+        p.add_peer_pieces(&all(4)); // the seed
+        let mut common = Bitfield::new(4);
+        common.set(0);
+        common.set(1);
+        common.set(2);
+        p.add_peer_pieces(&common); // a leecher holding pieces 0-2
+        let mut one = Bitfield::new(4);
+        one.set(0);
+        let a = p.pick(7, &one, 2, Instant::ZERO, &mut rng());
+        assert_eq!(a[0].piece, 0);
+        p.release_all(7); // piece 0 is abandoned half-asked
+        let got = p.pick(9, &all(4), 4, Instant::ZERO, &mut rng());
+        assert!(got.iter().all(|b| b.piece == 3), "{got:?}");
+    }
+
+    #[test]
     fn misaligned_or_unknown_blocks_are_unwanted() {
         let mut p = picker(2);
         p.pick(1, &all(2), 1, Instant::ZERO, &mut rng());
@@ -792,7 +905,7 @@ mod tests {
     fn sequential_mode_takes_pieces_in_order() {
         let mut p = Picker::new(
             PickerConfig {
-                sequential: true,
+                selection: PieceSelection::Sequential,
                 ..PickerConfig::default()
             },
             PL,

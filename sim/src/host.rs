@@ -94,9 +94,12 @@ impl HostPlan {
             peer_id: peer_id(&spec.name),
             seed: node_seed(seed, &spec.name, boot),
             trace,
-            sequential: spec.sequential,
             ..NodeConfig::default()
         };
+        if spec.sequential {
+            app.peer.node.piece_selection = enjambre_core::picker::PieceSelection::Sequential;
+        }
+        spec.knobs.apply(&mut app.peer.node);
         app.peer.max_upload_rate = spec.upload_rate.map(|s| s.0);
         app.peer.max_download_rate = spec.download_rate.map(|s| s.0);
         let peers: Vec<SocketAddr> = spec
@@ -222,6 +225,9 @@ async fn observe_progress<T: Transport, B: Blocking, C: Clock>(
                 }
                 p.stats.insert(s.name.clone(), s.clone());
             }
+            let uploaded = stats.iter().map(|s| s.bytes_uploaded).sum::<u64>()
+                + p.uploaded_before.values().sum::<u64>();
+            w.uploaded(now, &observer.host, uploaded);
             if !stats.iter().any(|s| s.checking) {
                 let have = stats.iter().map(|s| s.pieces_have).sum();
                 let total = stats.iter().map(|s| s.pieces_total).sum();

@@ -10,6 +10,7 @@ pub mod disk_space;
 pub mod explore;
 pub mod flow;
 pub mod host;
+pub mod measures;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -81,6 +81,9 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Final state per peer.
     pub peers: Vec<PeerOutcome>,
+    /// Swarm measures (optimum ratio, upload utilisation, piece spread, seed copies) when the story is one
+    /// file shared by seeds and downloaders.
+    pub measures: Option<crate::measures::SwarmMeasures>,
     /// The story (and, with tracing, every protocol event).
     pub log: Vec<Record>,
     /// What the timeline pictures draw (see [`crate::timeline`]); not part of the JSON report.
@@ -225,6 +228,7 @@ pub fn build_report(
         verdicts,
         violations: w.violations.clone(),
         peers,
+        measures: crate::measures::measure(scenario, &w, elapsed),
         log: w.log.clone(),
         timeline,
     }
@@ -397,6 +401,24 @@ fn judge(
             seen: format!("{copies:.2} copies"),
         });
     }
+    for (name, max) in &e.max_wasted_percent {
+        let files = outcome(name)
+            .map(|p| p.files.as_slice())
+            .unwrap_or_default();
+        let wasted: u64 = files.iter().map(|f| f.wasted).sum();
+        let downloaded: u64 = files.iter().map(|f| f.downloaded).sum();
+        let percent = if downloaded == 0 {
+            0.0
+        } else {
+            100.0 * wasted as f64 / downloaded as f64
+        };
+        out.push(Verdict {
+            kind: "max_wasted_percent",
+            expectation: format!("{name} wastes at most {max}% of what it downloads"),
+            ok: percent <= *max,
+            seen: format!("{percent:.1}% wasted ({wasted} of {downloaded} bytes)"),
+        });
+    }
     for (name, min) in &e.min_sources {
         let mut sources: BTreeMap<String, u64> = BTreeMap::new();
         for f in outcome(name)
@@ -523,6 +545,9 @@ impl Report {
             let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "\n{}", self.table());
+        if let Some(m) = &self.measures {
+            let _ = writeln!(s, "{}", m.headline());
+        }
         for v in &self.verdicts {
             let _ = writeln!(
                 s,

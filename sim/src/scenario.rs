@@ -269,9 +269,12 @@ pub struct PeerSpec {
     /// Download cap (bytes per second).
     #[serde(default)]
     pub download_rate: Option<Size>,
-    /// Fetch pieces in order.
+    /// Fetch pieces in order (the same as `knobs = { piece_selection = "sequential" }`).
     #[serde(default)]
     pub sequential: bool,
+    /// Research knobs passed to the peer's core; unset ones keep the defaults.
+    #[serde(default)]
+    pub knobs: Knobs,
     /// Do not start with the story; a `start` event starts it.
     #[serde(default)]
     pub delayed: bool,
@@ -282,6 +285,67 @@ pub struct PeerSpec {
     /// takes the rest, until a `free_disk` event deletes it.
     #[serde(default)]
     pub disk_free: Option<Size>,
+}
+
+/// Research knobs (issue 14): the real core's own configuration, set per peer, so that a story can rerun a
+/// paper's experiment. Each unset knob keeps the peer's default; none adds a code path of its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// `"rarest-first"`, `"random"` or `"sequential"`.
+    #[serde(default)]
+    pub piece_selection: Option<enjambre_core::picker::PieceSelection>,
+    /// Upload slots (one of them optimistic unless `optimistic_unchoke = false`).
+    #[serde(default)]
+    pub upload_slots: Option<usize>,
+    /// Whether one slot is an optimistic unchoke.
+    #[serde(default)]
+    pub optimistic_unchoke: Option<bool>,
+    /// How often the optimistic unchoke moves on.
+    #[serde(default)]
+    pub optimistic_interval: Option<Span>,
+    /// How often the choker re-ranks peers.
+    #[serde(default)]
+    pub rechoke_interval: Option<Span>,
+    /// Connections per torrent.
+    #[serde(default)]
+    pub max_peers: Option<usize>,
+    /// Most blocks requested from one peer at a time.
+    #[serde(default)]
+    pub request_queue: Option<usize>,
+    /// Requests kept outstanding cover this long at a peer's measured rate.
+    #[serde(default)]
+    pub request_queue_time: Option<Span>,
+}
+
+impl Knobs {
+    /// Apply the knobs that are set to a peer's configuration.
+    pub fn apply(&self, c: &mut enjambre_core::node::NodeConfig) {
+        if let Some(v) = self.piece_selection {
+            c.piece_selection = v;
+        }
+        if let Some(v) = self.upload_slots {
+            c.upload_slots = v;
+        }
+        if let Some(v) = self.optimistic_unchoke {
+            c.optimistic_unchoke = v;
+        }
+        if let Some(v) = self.optimistic_interval {
+            c.optimistic_interval = v.0;
+        }
+        if let Some(v) = self.rechoke_interval {
+            c.rechoke_interval = v.0;
+        }
+        if let Some(v) = self.max_peers {
+            c.max_peers_per_torrent = v;
+        }
+        if let Some(v) = self.request_queue {
+            c.pipeline = v;
+        }
+        if let Some(v) = self.request_queue_time {
+            c.request_queue_time = v.0;
+        }
+    }
 }
 
 /// When an event fires: at a time, or when a condition first holds (plus an optional delay).
@@ -389,6 +453,10 @@ pub struct Expect {
     /// Most copies of the files a peer may upload (uploaded bytes / size of what it has).
     #[serde(default)]
     pub max_upload_copies: BTreeMap<String, f64>,
+    /// Most payload a peer may throw away (duplicates, late blocks, failed hashes), in percent of what it
+    /// downloaded.
+    #[serde(default)]
+    pub max_wasted_percent: BTreeMap<String, f64>,
     /// Fewest distinct peers each peer must have received payload from (over all its downloads and boots).
     #[serde(default)]
     pub min_sources: BTreeMap<String, u32>,
@@ -417,6 +485,7 @@ impl Default for Expect {
             resumed_at_least: BTreeMap::new(),
             banned: BTreeMap::new(),
             max_upload_copies: BTreeMap::new(),
+            max_wasted_percent: BTreeMap::new(),
             min_sources: BTreeMap::new(),
             no_refetch: true,
             identical: true,
@@ -715,6 +784,7 @@ impl Scenario {
             .chain(e.resumed_at_least.keys())
             .chain(e.banned.keys())
             .chain(e.max_upload_copies.keys())
+            .chain(e.max_wasted_percent.keys())
             .chain(e.min_sources.keys())
         {
             peer_known(p, "an expectation")?;
@@ -729,6 +799,15 @@ impl Scenario {
         {
             return bad(format!(
                 "expectation `max_upload_copies` for {p} must be a number >= 0"
+            ));
+        }
+        if let Some((p, _)) = e
+            .max_wasted_percent
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return bad(format!(
+                "expectation `max_wasted_percent` for {p} must be a number >= 0"
             ));
         }
         if e.within.is_some() && e.complete.is_empty() {

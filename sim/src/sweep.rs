@@ -13,7 +13,7 @@
 //! Every crash run is judged on what must survive any crash: the harness's audit of every checkpoint on every
 //! boot (invariant 2), completion, byte-identical files, no checkpointed piece fetched again (invariant 3),
 //! bans and incompletions. Expectations about the story's own timing (`within`, `resume_at`,
-//! `resumed_at_least`, `max_upload_copies`, `min_sources`) are not judged: an extra crash changes them.
+//! `resumed_at_least`, `max_upload_copies`, `max_wasted_percent`, `min_sources`) are not judged: an extra crash changes them.
 
 use crate::report::Report;
 use crate::runner::{run_observed, RunError, RunOptions, SWEEP_RESTART_DELAY};
@@ -226,6 +226,7 @@ fn sweep_scenario(scenario: &Scenario, peer: &str) -> Scenario {
     e.resume_at.clear();
     e.resumed_at_least.clear();
     e.max_upload_copies.clear();
+    e.max_wasted_percent.clear();
     e.min_sources.clear();
     if !e.complete.iter().any(|p| p == peer) && !e.incomplete.iter().any(|p| p == peer) {
         e.complete.push(peer.to_string());

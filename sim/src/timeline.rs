@@ -685,6 +685,7 @@ mod tests {
             verdicts: vec![],
             violations: vec![],
             peers: vec![],
+            measures: None,
             log: vec![],
             timeline: Timeline {
                 duration: s(10),

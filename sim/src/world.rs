@@ -158,6 +158,10 @@ pub struct PeerLive {
     pub blamed: BTreeMap<String, u32>,
     /// The most pieces blamed on each sender's host in any one boot.
     pub blamed_most: BTreeMap<String, u32>,
+    /// Pieces as they were verified (all boots): (time, file, piece).
+    pub pieces_at: Vec<(Duration, String, u32)>,
+    /// Payload bytes uploaded so far over every file and boot, sampled as it changed: (time, bytes).
+    pub uploads: Vec<(Duration, u64)>,
 }
 
 /// State shared by the runner and every host.
@@ -271,6 +275,14 @@ impl World {
         }
     }
 
+    /// Record `host`'s upload counter (every file, every boot) at `t` if it changed.
+    pub fn uploaded(&mut self, t: Duration, host: &str, bytes: u64) {
+        let p = self.peers.entry(host.to_string()).or_default();
+        if p.uploads.last().map(|&(_, b)| b) != Some(bytes) {
+            p.uploads.push((t, bytes));
+        }
+    }
+
     /// Record a disk trip of `host` if it is the watched peer.
     pub fn disk_trip(&mut self, host: &str, trip: DiskTrip) {
         if self.watch.as_deref() == Some(host) {
@@ -302,6 +314,11 @@ impl World {
 
     /// Record a node event of `host` at `t`.
     pub fn on_event(&mut self, t: Duration, host: &str, e: &NodeEvent) {
+        if let NodeEvent::PieceVerified { torrent, piece, .. } = e {
+            let file = self.file_name(&torrent.to_hex());
+            let p = self.peers.entry(host.to_string()).or_default();
+            p.pieces_at.push((t, file, *piece));
+        }
         if self.trace && !self.trace_filter.keeps(host, e, |a| self.host_name(a)) {
             return;
         }

@@ -32,7 +32,7 @@ fn run_with(name: &str, options: &RunOptions) -> Report {
 }
 
 /// Run a shipped scenario, require it to pass, and compare its summary with the committed snapshot.
-fn check(name: &str) {
+fn check(name: &str) -> Report {
     let report = run_with(name, &RunOptions::default());
     assert!(
         report.passed,
@@ -48,6 +48,7 @@ fn check(name: &str) {
             insta::assert_snapshot!(format!("{name}-timeline"), svg);
         });
     }
+    report
 }
 
 /// Scenarios whose timeline SVG is pinned byte for byte.
@@ -228,7 +229,8 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 11] = [
+const SHIPPED: [&str; 12] = [
+    "capped-leecher",
     "corrupt-peer",
     "disk-full",
     "flaky-disk",
@@ -266,6 +268,11 @@ fn every_scenario_file_has_a_snapshot_test() {
 }
 
 #[test]
+fn capped_leecher() {
+    check("capped-leecher");
+}
+
+#[test]
 fn corrupt_peer() {
     check("corrupt-peer");
 }
@@ -282,7 +289,16 @@ fn flaky_disk() {
 
 #[test]
 fn flash_crowd() {
-    check("flash-crowd");
+    let report = check("flash-crowd");
+    let m = report.measures.expect("a one-file swarm has its measures");
+    // The seed must upload one copy at 2 MB/s: 8 MiB / 2 MB/s = 4.194 s, above 20 copies over 21 uplinks.
+    assert_eq!(m.optimum_seconds, Some(4.194));
+    assert!(m.optimum_ratio.is_some_and(|r| r > 1.0), "{m:?}");
+    assert_eq!(m.download_times.values().map(Vec::len).sum::<usize>(), 20);
+    assert!(m.seed_copy_seconds.is_some_and(|t| t > 0.0));
+    assert!(m.utilisation.is_some_and(|u| u > 0.0 && u <= 1.5), "{m:?}");
+    let last_copies = m.copies_over_time.last().map(|c| (c.1, c.3));
+    assert_eq!(last_copies, Some((21, 21)), "every peer holds every piece");
 }
 
 #[test]

@@ -194,6 +194,17 @@ impl Conn {
         self.last_payload.max(self.last_payload_sent)
     }
 
+    /// Payload bytes per second this peer delivers to us: the current rate window once it is a second old,
+    /// else the last closed one.
+    pub fn download_rate(&self, now: Instant) -> u64 {
+        let secs = now.saturating_since(self.window_start).as_secs_f64();
+        if secs >= 1.0 {
+            (self.window_down as f64 / secs) as u64
+        } else {
+            self.rate_down
+        }
+    }
+
     /// Close the current rate window (called at every rechoke).
     pub fn roll_rate_window(&mut self, now: Instant) {
         let secs = now
@@ -220,6 +231,7 @@ impl Conn {
                 self.rate_down.max(self.window_down)
             },
             snubbed: snubbed || self.snubbed_at.is_some(),
+            unchoked: !self.am_choking,
         }
     }
 

@@ -31,8 +31,8 @@ impl TorrentCtx<'_> {
                 }
                 self.refill(now, id);
             }
-            Message::Interested => self.set_peer_interest(id, true),
-            Message::NotInterested => self.set_peer_interest(id, false),
+            Message::Interested => self.set_peer_interest(now, id, true),
+            Message::NotInterested => self.set_peer_interest(now, id, false),
             Message::Have { index } => self.on_have(now, id, index),
             Message::Bitfield(bytes) => self.on_bitfield(now, id, &bytes),
             Message::HaveAll | Message::HaveNone => {
@@ -205,20 +205,12 @@ impl TorrentCtx<'_> {
         }
     }
 
-    fn set_peer_interest(&mut self, id: ConnId, interested: bool) {
+    fn set_peer_interest(&mut self, now: Instant, id: ConnId, interested: bool) {
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.peer_interested = interested;
         }
-        // A newly interested peer gets a free slot at once; the periodic rechoke does the ranking.
-        let unchoked = self
-            .t
-            .conns
-            .iter()
-            .filter(|o| self.s.conns.get(o).is_some_and(|c| !c.am_choking))
-            .count();
-        if interested && unchoked < self.s.config.upload_slots {
-            self.set_choking(id, false);
-        }
+        // Slots follow interest at once; the periodic rechoke does the ranking.
+        self.fill_free_slots(now);
     }
 
     /// Choke or unchoke a peer, rejecting (BEP 6) what a choke drops.
@@ -311,6 +303,7 @@ impl TorrentCtx<'_> {
             asked = c.take_asked(&block);
             flood = !asked && c.on_unrequested(len);
         }
+        t.picker.on_progress(id, now);
         t.stats.bytes_received += len;
         if !asked {
             // Never requested on this connection: not trusted, even if some piece could use it.

@@ -3,9 +3,22 @@
 
 use super::conn::ConnPhase;
 use super::view::TorrentCtx;
-use super::ConnId;
+use super::{ConnId, NodeConfig};
 use crate::time::Instant;
 use crate::wire::Message;
+
+/// Fewest requests kept outstanding with a peer, whatever its measured rate (a new connection has none).
+pub(crate) const MIN_REQUEST_DEPTH: usize = 4;
+
+/// How many blocks to keep requested from a peer that delivers `rate` bytes per second: enough for
+/// `request_queue_time` of its measured rate (as libtorrent sizes its queues), at least
+/// [`MIN_REQUEST_DEPTH`], at most `pipeline`. A slow source, or one slowed by our own download cap, gets a
+/// short queue, so that what we ask of it arrives before the request times out.
+pub(crate) fn request_depth(config: &NodeConfig, rate: u64) -> usize {
+    let bytes = rate as f64 * config.request_queue_time.as_secs_f64();
+    let blocks = (bytes / f64::from(crate::BLOCK_LENGTH)).ceil() as usize;
+    blocks.clamp(MIN_REQUEST_DEPTH, config.pipeline.max(MIN_REQUEST_DEPTH))
+}
 
 impl TorrentCtx<'_> {
     /// Top up the requests out with one peer.
@@ -25,9 +38,10 @@ impl TorrentCtx<'_> {
         }
         let config = &self.s.config;
         let outstanding = t.picker.outstanding(id);
+        let depth = request_depth(config, c.download_rate(now));
         let depth = c
             .remote_reqq
-            .map_or(config.pipeline, |q| config.pipeline.min(q.max(1) as usize));
+            .map_or(depth, |q| depth.min(q.max(1) as usize));
         // A snubbed peer (its requests timed out) gets one request at a time until it delivers again.
         let depth = if c.snubbed_at.is_some() { 1 } else { depth };
         let mut room = depth.saturating_sub(outstanding);

@@ -91,6 +91,30 @@ impl TorrentCtx<'_> {
         }
     }
 
+    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
+    pub fn fill_free_slots(&mut self, now: Instant) {
+        let t = &*self.t;
+        let seeding = t.picker.have().is_full();
+        let candidates: Vec<ChokeCandidate> = t
+            .conns
+            .iter()
+            .filter_map(|id| {
+                self.s
+                    .conns
+                    .get(id)
+                    .filter(|c| c.phase == super::conn::ConnPhase::Open)
+                    .map(|c| c.choke_candidate(*id, now, seeding))
+            })
+            .collect();
+        let changes = t.choker.fill_free_slots(&candidates);
+        for id in changes.choke {
+            self.set_choking(id, true);
+        }
+        for id in changes.unchoke {
+            self.set_choking(id, false);
+        }
+    }
+
     /// Rank this torrent's peers and choke or unchoke them (due every `rechoke_interval`).
     pub fn rechoke(&mut self, now: Instant) {
         let t = &mut *self.t;

@@ -962,7 +962,11 @@ fn a_fast_peers_choke_keeps_our_requests_pending_until_answered() {
     let mut p = HandPeer::open(node, &meta, true);
     let (sent, _) = p.say(node, &[Message::HaveAll, Message::Unchoke]);
     let first = requests(&sent);
-    assert_eq!(first.len(), 8, "every block of the 4 pieces is asked for");
+    assert_eq!(
+        first.len(),
+        requests::MIN_REQUEST_DEPTH,
+        "a new source's first queue"
+    );
     let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
     assert_eq!(
         requests(&sent),
@@ -996,7 +1000,7 @@ fn a_plain_peers_choke_drops_our_requests() {
         ],
     );
     let first = requests(&sent);
-    assert_eq!(first.len(), 8);
+    assert_eq!(first.len(), requests::MIN_REQUEST_DEPTH);
     let (sent, _) = p.say(node, &[Message::Choke, Message::Unchoke]);
     assert_eq!(requests(&sent), first);
 }
@@ -1175,7 +1179,12 @@ fn a_full_disk_stops_the_download_until_space_returns_and_blames_nobody() {
     let st = stalls(&w.peers[c].events);
     assert!(st.len() >= 3, "retried and stopped again: {st:?}");
     let waits: Vec<u64> = st.iter().map(|(_, ms)| *ms).collect();
-    assert!(waits.windows(2).all(|p| p[1] >= p[0]), "{waits:?}");
+    // Each wait doubles, or starts over at the base once a probe got a piece through below the full mark.
+    let base = NodeConfig::default().disk_retry_base.as_millis() as u64;
+    assert!(
+        waits.windows(2).all(|p| p[1] == p[0] * 2 || p[1] == base),
+        "{waits:?}"
+    );
     assert!(waits[waits.len() - 1] > waits[0], "{waits:?}");
     assert!(w.peers[c]
         .events
@@ -1265,4 +1274,34 @@ fn a_seeder_whose_disk_fails_a_read_rejects_that_request_and_keeps_the_peer() {
         .collect();
     assert!(dropped.is_empty(), "{dropped:?}");
     assert!(w.stats(c).banned.is_empty());
+}
+
+#[test]
+fn request_queue_follows_the_measured_rate() {
+    let c = NodeConfig {
+        request_queue_time: std::time::Duration::from_secs(3),
+        ..NodeConfig::default()
+    };
+    assert_eq!(
+        requests::request_depth(&c, 0),
+        requests::MIN_REQUEST_DEPTH,
+        "no rate yet"
+    );
+    assert_eq!(requests::request_depth(&c, 60_000), 11, "3 s of 60 KB/s");
+    assert_eq!(
+        requests::request_depth(&c, 100_000_000),
+        c.pipeline,
+        "capped"
+    );
+}
+
+#[test]
+fn a_new_source_gets_a_short_queue_until_its_rate_is_known() {
+    let mut w = World::new(8 * PL as usize);
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let node = &mut w.peers[l].node;
+    let mut peer = HandPeer::open_with(node, &meta, crate::wire::reserved_bits(true, false));
+    let (out, _) = peer.say(node, &[Message::HaveAll, Message::Unchoke]);
+    assert_eq!(requests(&out).len(), requests::MIN_REQUEST_DEPTH);
 }

@@ -131,7 +131,7 @@ impl Torrent {
     pub fn new(config: &NodeConfig, meta: Arc<Metainfo>, now: Instant, announce: bool) -> Torrent {
         let have = Bitfield::new(meta.piece_count());
         let picker_config = PickerConfig {
-            sequential: config.sequential,
+            selection: config.piece_selection,
             ..PickerConfig::default()
         };
         let picker = Picker::new(
@@ -142,7 +142,7 @@ impl Torrent {
         );
         Torrent {
             picker,
-            choker: Choker::new(config.upload_slots),
+            choker: Choker::new(config.upload_slots, config.optimistic_unchoke),
             check: None,
             error: None,
             disk: DiskFaults::default(),

@@ -26,8 +26,11 @@ pub struct NodeConfig {
     pub listen_port: u16,
     /// Seed of every random choice the node makes.
     pub seed: u64,
-    /// Blocks kept requested from one peer at a time.
+    /// Most blocks kept requested from one peer at a time (the request queue depth).
     pub pipeline: usize,
+    /// Requests kept outstanding with a peer cover this long at its measured download rate (within
+    /// `pipeline`).
+    pub request_queue_time: Duration,
     /// A request unanswered this long is given to someone else and the peer counts as snubbed.
     pub request_timeout: Duration,
     /// A connection that does not complete its handshake in this time is dropped.
@@ -42,6 +45,8 @@ pub struct NodeConfig {
     pub rechoke_interval: Duration,
     /// How often the optimistic unchoke moves on.
     pub optimistic_interval: Duration,
+    /// Whether one upload slot is an optimistic unchoke (else every slot goes by rate).
+    pub optimistic_unchoke: bool,
     /// Peers that sent this many pieces failing SHA-1 are banned.
     pub ban_after_failures: u32,
     /// Connections per torrent we open or accept. A handshake over the cap takes the place of a connection
@@ -63,8 +68,8 @@ pub struct NodeConfig {
     pub progress_announce_interval: Duration,
     /// Emit a [`NodeEvent::Wire`] for every message (the teaching trace).
     pub trace: bool,
-    /// Download pieces in index order instead of rarest-first.
-    pub sequential: bool,
+    /// How new pieces are chosen: rarest-first (the default), random, or in index order.
+    pub piece_selection: crate::picker::PieceSelection,
     /// Port of the driver's HTTP status endpoint, told to trackers (`status_port` announce key).
     pub status_port: Option<u16>,
     /// After a disk error stops a download, it is tried again after this long; the wait doubles with each
@@ -81,13 +86,15 @@ impl Default for NodeConfig {
             listen_port: 6881,
             seed: 0,
             pipeline: 64,
+            request_queue_time: Duration::from_millis(500),
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(45),
             keepalive_interval: Duration::from_secs(20),
-            upload_slots: 8,
+            upload_slots: 6,
             rechoke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
+            optimistic_unchoke: true,
             ban_after_failures: 2,
             max_peers_per_torrent: 50,
             evict_idle_after: Duration::from_secs(60),
@@ -98,7 +105,7 @@ impl Default for NodeConfig {
             announce_interval: Duration::from_secs(5),
             progress_announce_interval: Duration::from_secs(2),
             trace: false,
-            sequential: false,
+            piece_selection: crate::picker::PieceSelection::RarestFirst,
             status_port: None,
             disk_retry_base: Duration::from_secs(2),
             disk_retry_max: Duration::from_secs(60),

@@ -54,6 +54,9 @@ impl TorrentCtx<'_> {
             reason,
         });
         if ours {
+            if !c.am_choking {
+                self.fill_free_slots(now);
+            }
             self.refill_all(now);
         }
     }

@@ -62,6 +62,9 @@ pub struct GroupSpec {
     /// Each member leaves this long after completing its downloads (stays when absent).
     #[serde(default)]
     pub leave_after: Option<Span>,
+    /// Research knobs of every member (as a `[[peer]]`'s `knobs`).
+    #[serde(default)]
+    pub knobs: crate::scenario::Knobs,
 }
 
 fn invalid(m: String) -> ScenarioError {
@@ -144,6 +147,7 @@ pub fn expand(s: &mut Scenario) -> Result<(), ScenarioError> {
                 delayed,
                 disk_latency: None,
                 disk_free: None,
+                knobs: g.knobs.clone(),
             });
             if delayed {
                 s.events.push(event(Action::Start, name, Some(at), None));

@@ -1,0 +1,328 @@
+//! Swarm measures of a run, for the flash-crowd studies (issue 14): how close the last completion came to the
+//! optimum, how much of the upload capacity worked while someone wanted data, how fast pieces spread, and how
+//! much the seeds gave.
+//!
+//! Everything is computed from what the run recorded in the [`World`] (each peer's verified pieces with their
+//! times, its upload counter sampled over time, its completion) and from the scenario's rates, never from the
+//! network engine's internals, so any engine that fills the world gets the same measures.
+//!
+//! Two simplifications, said here once: every peer is taken to be connected to every other (true for swarms
+//! under the per-torrent connection cap), and a peer without an upload cap has no capacity to count, so it is
+//! left out of the utilisation.
+
+use crate::scenario::{PeerSpec, Scenario};
+use crate::world::World;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Width of the bins of the time series.
+const BIN: Duration = Duration::from_millis(250);
+
+/// The measures of one single-file swarm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwarmMeasures {
+    /// The file the swarm shares.
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Kumar and Ross's minimum distribution time for the peers that started at 0:
+    /// `max(F/u_seed, F/d_min, N·F/(u_seed + Σu_i))`, in seconds (none when a rate is unlimited).
+    pub optimum_seconds: Option<f64>,
+    /// The last completion among those peers, in seconds.
+    pub last_completion_seconds: Option<f64>,
+    /// Last completion over the optimum.
+    pub optimum_ratio: Option<f64>,
+    /// Download times per bandwidth class, sorted: the CDF's steps.
+    pub download_times: BTreeMap<String, Vec<f64>>,
+    /// Bytes uploaded over the upload capacity of the peers that held a piece some other running,
+    /// incomplete peer lacked, from the instant every downloader held a piece to the last completion.
+    pub utilisation: Option<f64>,
+    /// The same ratio per bin: (bin start in seconds, ratio); bins where nobody had anything wanted are left
+    /// out.
+    pub utilisation_over_time: Vec<(f64, f64)>,
+    /// Copies of each piece held by running peers, per bin: (bin start, min, mean, max).
+    pub copies_over_time: Vec<(f64, u32, f64, u32)>,
+    /// When every piece was first held by some peer other than the seeds (the seeds had sent one full copy;
+    /// Legout et al.'s transient state), in seconds.
+    pub seed_copy_seconds: Option<f64>,
+    /// Bytes the seeds uploaded over the file size.
+    pub seed_copies: f64,
+    /// Per bandwidth class: bytes received and bytes sent.
+    pub class_bytes: BTreeMap<String, ClassBytes>,
+}
+
+impl SwarmMeasures {
+    /// One line of the figures that matter most.
+    pub fn headline(&self) -> String {
+        let secs = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2} s"));
+        let ratio = self
+            .optimum_ratio
+            .map_or(String::new(), |r| format!(" ({r:.2}x)"));
+        let util = self
+            .utilisation
+            .map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0));
+        format!(
+            "swarm: last completion {}, optimum {}{ratio}; upload utilisation {util}; \
+             seeds sent one copy by {}; seed copies {:.2}",
+            secs(self.last_completion_seconds),
+            secs(self.optimum_seconds),
+            secs(self.seed_copy_seconds),
+            self.seed_copies
+        )
+    }
+}
+
+/// What one bandwidth class received and sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClassBytes {
+    /// Peers in the class.
+    pub peers: u32,
+    /// Payload bytes they received.
+    pub received: u64,
+    /// Payload bytes they sent.
+    pub sent: u64,
+}
+
+/// The class a peer belongs to: its upload and download caps.
+fn class_of(spec: &PeerSpec) -> String {
+    let rate = |r: Option<crate::scenario::Size>| {
+        r.map_or("unlimited".to_string(), |s| {
+            format!("{:.0} KB/s", s.0 as f64 / 1000.0)
+        })
+    };
+    let role = if spec.get.is_empty() {
+        "seed"
+    } else {
+        "leecher"
+    };
+    format!(
+        "{role} up {} down {}",
+        rate(spec.upload_rate),
+        rate(spec.download_rate)
+    )
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The measures of the run, when the scenario is one file shared by seeds and downloaders.
+pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<SwarmMeasures> {
+    let [file] = scenario.files.as_slice() else {
+        return None;
+    };
+    let seeds: Vec<&PeerSpec> = scenario
+        .peers
+        .iter()
+        .filter(|p| p.has.contains(&file.name))
+        .collect();
+    let leechers: Vec<&PeerSpec> = scenario
+        .peers
+        .iter()
+        .filter(|p| p.get.contains(&file.name))
+        .collect();
+    if seeds.is_empty() || leechers.is_empty() {
+        return None;
+    }
+    let size = file.size.0;
+    let pieces = scenario
+        .peers
+        .iter()
+        .filter_map(|p| w.peers.get(&p.name)?.stats.get(&file.name))
+        .map(|s| s.pieces_total)
+        .max()?;
+    let completed = |p: &PeerSpec| {
+        w.peers
+            .get(&p.name)
+            .and_then(|l| l.completed_at.get(&file.name))
+            .map(Duration::as_secs_f64)
+    };
+
+    // The optimum, for the crowd that starts at once.
+    let crowd: Vec<&&PeerSpec> = leechers.iter().filter(|p| !p.delayed).collect();
+    let seed_up: Option<f64> = seeds
+        .iter()
+        .map(|p| p.upload_rate.map(|r| r.0 as f64))
+        .sum();
+    let leech_up: Option<f64> = crowd
+        .iter()
+        .map(|p| p.upload_rate.map(|r| r.0 as f64))
+        .sum();
+    let d_min = crowd
+        .iter()
+        .filter_map(|p| p.download_rate.map(|r| r.0 as f64))
+        .fold(f64::INFINITY, f64::min);
+    let f = size as f64;
+    let optimum = match (seed_up, leech_up) {
+        (Some(us), Some(ul)) if us > 0.0 => Some(
+            (f / us)
+                .max(f / d_min)
+                .max(crowd.len() as f64 * f / (us + ul)),
+        ),
+        _ => None,
+    };
+    let crowd_done: Vec<Option<f64>> = crowd.iter().map(|p| completed(p)).collect();
+    let last = if crowd_done.iter().all(Option::is_some) {
+        crowd_done
+            .iter()
+            .flatten()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    } else {
+        None
+    };
+
+    let mut download_times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for p in &leechers {
+        if let Some(t) = completed(p) {
+            download_times
+                .entry(class_of(p))
+                .or_default()
+                .push(round3(t));
+        }
+    }
+    for v in download_times.values_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+
+    // Who held which piece when: seeds from the start, downloaders as they verified.
+    let mut held: Vec<(Duration, usize, u32)> = Vec::new();
+    for (i, p) in scenario.peers.iter().enumerate() {
+        if p.has.contains(&file.name) {
+            held.extend((0..pieces).map(|k| (Duration::ZERO, i, k)));
+        } else if let Some(l) = w.peers.get(&p.name) {
+            held.extend(
+                l.pieces_at
+                    .iter()
+                    .filter(|(_, f, _)| *f == file.name)
+                    .map(|(t, _, k)| (*t, i, *k)),
+            );
+        }
+    }
+    held.sort();
+    let n = scenario.peers.len();
+    let mut have = vec![vec![false; pieces as usize]; n];
+    let mut next = 0;
+    let uploaded_at = |i: usize, t: Duration| -> u64 {
+        w.peers.get(&scenario.peers[i].name).map_or(0, |l| {
+            let k = l.uploads.partition_point(|(at, _)| *at <= t);
+            k.checked_sub(1).map_or(0, |k| l.uploads[k].1)
+        })
+    };
+    let up_at = |i: usize, t: Duration| -> bool {
+        w.peers.get(&scenario.peers[i].name).is_some_and(|l| {
+            l.up_intervals.iter().any(|(a, b)| *a <= t && t < *b)
+                || l.up_since.is_some_and(|s| s <= t)
+        })
+    };
+    let all_have_one = |have: &[Vec<bool>]| {
+        scenario
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.get.contains(&file.name))
+            .all(|(i, _)| have[i].iter().any(|&h| h))
+    };
+    let mut utilisation_over_time = Vec::new();
+    let mut copies_over_time = Vec::new();
+    let mut seed_copy_seconds = None;
+    let mut past_first = None;
+    let (mut work_sent, mut work_capacity) = (0.0, 0.0);
+    let mut t = Duration::ZERO;
+    while t < elapsed {
+        let end = (t + BIN).min(elapsed);
+        // The state at the start of the bin.
+        while let Some(&(at, i, k)) = held.get(next) {
+            if at > t {
+                break;
+            }
+            have[i][k as usize] = true;
+            next += 1;
+            let others_hold = |k: usize| {
+                scenario
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .any(|(j, p)| !p.has.contains(&file.name) && have[j][k])
+            };
+            if seed_copy_seconds.is_none() && (0..pieces as usize).all(others_hold) {
+                seed_copy_seconds = Some(round3(at.as_secs_f64()));
+            }
+        }
+        if past_first.is_none() && all_have_one(&have) {
+            past_first = Some(t);
+        }
+        let running: Vec<usize> = (0..n).filter(|&i| up_at(i, t)).collect();
+        let copies: Vec<u32> = (0..pieces as usize)
+            .map(|k| running.iter().filter(|&&i| have[i][k]).count() as u32)
+            .collect();
+        if let (Some(min), Some(max)) = (copies.iter().min(), copies.iter().max()) {
+            let mean = copies.iter().sum::<u32>() as f64 / copies.len() as f64;
+            copies_over_time.push((round3(t.as_secs_f64()), *min, round3(mean), *max));
+        }
+        let wanting: Vec<usize> = running
+            .iter()
+            .copied()
+            .filter(|&i| scenario.peers[i].get.contains(&file.name) && !have[i].iter().all(|&h| h))
+            .collect();
+        let secs = end.saturating_sub(t).as_secs_f64();
+        let (mut sent, mut capacity) = (0.0, 0.0);
+        for &i in &running {
+            let Some(rate) = scenario.peers[i].upload_rate else {
+                continue;
+            };
+            let wanted = wanting
+                .iter()
+                .any(|&j| j != i && (0..pieces as usize).any(|k| have[i][k] && !have[j][k]));
+            if wanted {
+                capacity += rate.0 as f64 * secs;
+                sent += uploaded_at(i, end).saturating_sub(uploaded_at(i, t)) as f64;
+            }
+        }
+        if capacity > 0.0 {
+            utilisation_over_time.push((round3(t.as_secs_f64()), round3(sent / capacity)));
+            let in_window =
+                past_first.is_some_and(|p| t >= p) && last.is_none_or(|l| t.as_secs_f64() < l);
+            if in_window {
+                work_sent += sent;
+                work_capacity += capacity;
+            }
+        }
+        t = end;
+    }
+
+    let mut class_bytes: BTreeMap<String, ClassBytes> = BTreeMap::new();
+    let mut seed_sent = 0;
+    for p in &scenario.peers {
+        let (received, sent) = w.peers.get(&p.name).map_or((0, 0), |l| {
+            let now = l.stats.get(&file.name);
+            let before = |m: &BTreeMap<String, u64>| m.get(&file.name).copied().unwrap_or(0);
+            (
+                now.map_or(0, |s| s.bytes_downloaded) + before(&l.downloaded_before),
+                now.map_or(0, |s| s.bytes_uploaded) + before(&l.uploaded_before),
+            )
+        });
+        if p.has.contains(&file.name) {
+            seed_sent += sent;
+        }
+        let c = class_bytes.entry(class_of(p)).or_default();
+        c.peers += 1;
+        c.received += received;
+        c.sent += sent;
+    }
+    Some(SwarmMeasures {
+        file: file.name.clone(),
+        size,
+        optimum_seconds: optimum.map(round3),
+        last_completion_seconds: last.map(round3),
+        optimum_ratio: optimum.zip(last).map(|(o, l)| round3(l / o)),
+        download_times,
+        utilisation: (work_capacity > 0.0).then(|| round3(work_sent / work_capacity)),
+        utilisation_over_time,
+        copies_over_time,
+        seed_copy_seconds,
+        seed_copies: round3(seed_sent as f64 / size as f64),
+        class_bytes,
+    })
+}
