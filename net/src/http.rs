@@ -487,7 +487,13 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
 ) -> io::Result<()> {
-    send_response(stream, resp).await?;
+    // Head and body in two writes: the simulator's scenarios (turmoil draws its RNG per segment) were
+    // recorded with two; `send_response`'s single write shifts flaky-disk's fault schedule.
+    let full = response_bytes(resp);
+    let (head, body) = full.split_at(full.len() - resp.body.len());
+    stream.write_all(head).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
     stream.shutdown().await
 }
 
@@ -497,6 +503,12 @@ pub async fn send_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
 ) -> io::Result<()> {
+    stream.write_all(&response_bytes(resp)).await?;
+    stream.flush().await
+}
+
+/// The bytes of `resp`: head and body.
+fn response_bytes(resp: &Response) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut head = String::with_capacity(128);
     let _ = write!(
@@ -519,8 +531,7 @@ pub async fn send_response<S: AsyncWrite + Unpin>(
     let mut message = Vec::with_capacity(head.len() + resp.body.len());
     message.extend_from_slice(head.as_bytes());
     message.extend_from_slice(&resp.body);
-    stream.write_all(&message).await?;
-    stream.flush().await
+    message
 }
 
 /// The status and headers of a response, parsed from the start of `buf` (`None`: not complete yet).

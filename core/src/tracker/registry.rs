@@ -411,6 +411,8 @@ struct Swarm {
     downloaded: u64,
     /// Payload bytes reported downloaded, all time.
     bytes_moved: u64,
+    /// Peers with `left == 0`, kept as peers come, change and go (scrape counts without a walk).
+    seeders: usize,
     /// No peer was last seen before this (a lower bound, exact after each expiry scan): an announce scans
     /// the swarm for silent peers only when one of them may have timed out.
     oldest_seen: Option<Instant>,
@@ -418,10 +420,10 @@ struct Swarm {
 
 impl Swarm {
     fn stats(&self) -> ScrapeStats {
-        let complete = self.peers.values().filter(|p| p.left == 0).count() as u64;
+        let complete = self.seeders as u64;
         ScrapeStats {
             complete,
-            incomplete: self.peers.len() as u64 - complete,
+            incomplete: (self.peers.len() as u64).saturating_sub(complete),
             downloaded: self.downloaded,
         }
     }
@@ -432,8 +434,14 @@ impl Swarm {
             _ => return 0,
         }
         let before = self.peers.len();
-        self.peers
-            .retain(|_, p| now.saturating_since(p.last_seen) <= timeout);
+        let seeders = &mut self.seeders;
+        self.peers.retain(|_, p| {
+            let keep = now.saturating_since(p.last_seen) <= timeout;
+            if !keep && p.left == 0 {
+                *seeders = seeders.saturating_sub(1);
+            }
+            keep
+        });
         self.oldest_seen = self.peers.values().map(|p| p.last_seen).min();
         before - self.peers.len()
     }
@@ -523,6 +531,9 @@ impl Registry {
         if req.event == Event::Stopped {
             if let Some(swarm) = self.swarms.get_mut(&req.info_hash) {
                 if let Some(mut peer) = swarm.peers.remove(&addr) {
+                    if peer.left == 0 {
+                        swarm.seeders = swarm.seeders.saturating_sub(1);
+                    }
                     let moved = peer.update_counters(now, req.uploaded, req.downloaded);
                     swarm.bytes_moved = swarm.bytes_moved.saturating_add(moved);
                 }
@@ -553,12 +564,16 @@ impl Registry {
         };
         let swarm = self.swarms.entry(req.info_hash).or_default();
         swarm.expire(now, self.config.peer_timeout);
-        if !swarm.peers.contains_key(&addr)
-            && swarm.peers.len() >= self.config.max_peers_per_torrent
-        {
+        let was_seeder = swarm.peers.get(&addr).map(|p| p.left == 0);
+        if was_seeder.is_none() && swarm.peers.len() >= self.config.max_peers_per_torrent {
             return Err(AnnounceError::SwarmFull {
                 max: self.config.max_peers_per_torrent,
             });
+        }
+        match (was_seeder, req.left == 0) {
+            (Some(true), false) => swarm.seeders = swarm.seeders.saturating_sub(1),
+            (None | Some(false), true) => swarm.seeders += 1,
+            _ => {}
         }
         swarm.seen(now);
         let peer = swarm.peers.entry(addr).or_insert(Peer {
@@ -975,6 +990,53 @@ mod tests {
         assert_eq!(reg.expire(t(40)), 1);
         assert_eq!(reg.torrent_count(), 0, "empty swarm dropped");
         assert_eq!(reg.peer_count(), 0);
+    }
+
+    #[test]
+    fn seeder_counts_follow_peers_that_come_change_and_go() {
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        let walk = |reg: &Registry| -> Vec<(usize, usize)> {
+            reg.swarms
+                .values()
+                .map(|s| (s.seeders, s.peers.values().filter(|p| p.left == 0).count()))
+                .collect()
+        };
+        // (time, port, id, left, event): join as leecher and seeder, finish, fall back, stop, go silent.
+        let steps = [
+            (0, 1, 1, 10, Event::Started),
+            (0, 2, 2, 0, Event::Started),
+            (1, 1, 1, 0, Event::Completed),
+            (2, 1, 1, 0, Event::None),
+            (3, 2, 2, 5, Event::None),
+            (4, 3, 3, 0, Event::Started),
+            (5, 3, 3, 0, Event::Stopped),
+            (6, 4, 4, 0, Event::Started),
+            (20, 5, 5, 1, Event::Started),
+        ];
+        for (secs, port, id, left, event) in steps {
+            reg.announce(
+                t(secs),
+                ip("10.0.0.1"),
+                &req(port, id, left, event),
+                &mut rng,
+            )
+            .expect("ok");
+            for (kept, counted) in walk(&reg) {
+                assert_eq!(kept, counted, "after {secs} s");
+            }
+        }
+        // At 20 s every peer but the newest went silent for longer than the timeout.
+        assert_eq!(
+            reg.scrape(&[])
+                .values()
+                .next()
+                .map(|s| (s.complete, s.incomplete)),
+            Some((0, 1))
+        );
+        reg.expire(t(60));
+        // The swarm stays (it remembers a completed download), empty.
+        assert_eq!(walk(&reg), vec![(0, 0)]);
     }
 
     #[test]
