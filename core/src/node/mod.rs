@@ -42,6 +42,7 @@ mod conn;
 mod connections;
 mod disk_faults;
 mod messages;
+mod peer_exchange;
 mod peers;
 mod requests;
 mod shared;

@@ -124,6 +124,7 @@ impl TorrentCtx<'_> {
         } else if t.check.is_none() && t.announce.progress_due(now, &self.s.config) {
             self.maybe_progress_announce(now);
         }
+        self.send_pex(now);
         self.connect_more(now);
         self.rechoke_if_due(now);
         self.maybe_checkpoint();
