@@ -6,7 +6,7 @@
 //! the rest (invariant 3: never trust an unverified piece).
 
 use crate::bitfield::Bitfield;
-use crate::metainfo::Metainfo;
+use crate::metainfo::{InfoHash, Metainfo};
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint format version this code writes and reads.
@@ -20,8 +20,9 @@ pub const MAX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 pub struct Checkpoint {
     /// Format version, [`CHECKPOINT_VERSION`].
     pub version: u32,
-    /// Info hash, lowercase hex.
-    pub info_hash: String,
+    /// Info hash; lowercase hex in the file (upper case is read too).
+    #[serde(with = "hex_info_hash")]
+    pub info_hash: InfoHash,
     /// Torrent name.
     pub name: String,
     /// Nominal piece length in bytes.
@@ -71,6 +72,21 @@ pub enum CheckpointError {
     BadRanges,
 }
 
+/// An info hash as hex text in a checkpoint file.
+mod hex_info_hash {
+    use crate::metainfo::InfoHash;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &InfoHash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<InfoHash, D::Error> {
+        let text = String::deserialize(d)?;
+        InfoHash::from_hex(&text).ok_or_else(|| D::Error::custom("info_hash is not 40 hex digits"))
+    }
+}
+
 /// The download-relative path of each payload file, `/`-joined.
 fn file_records(meta: &Metainfo) -> Vec<CheckpointFile> {
     meta.relative_paths()
@@ -115,7 +131,7 @@ impl Checkpoint {
     pub fn new(meta: &Metainfo, verified: &Bitfield) -> Checkpoint {
         Checkpoint {
             version: CHECKPOINT_VERSION,
-            info_hash: meta.info_hash.to_hex(),
+            info_hash: meta.info_hash,
             name: meta.info.name.clone(),
             piece_length: meta.piece_length(),
             total_length: meta.total_length(),
@@ -163,10 +179,7 @@ impl Checkpoint {
         if self.version != CHECKPOINT_VERSION {
             return Err(CheckpointError::Version(self.version));
         }
-        if !self
-            .info_hash
-            .eq_ignore_ascii_case(&meta.info_hash.to_hex())
-        {
+        if self.info_hash != meta.info_hash {
             return Err(CheckpointError::InfoHashMismatch);
         }
         if self.name != meta.info.name {
@@ -317,11 +330,7 @@ mod tests {
         };
         check(&|c| c.version = 2, CheckpointError::Version(2));
         check(
-            &|c| c.info_hash = "00".repeat(20),
-            CheckpointError::InfoHashMismatch,
-        );
-        check(
-            &|c| c.info_hash = "nonsense".into(),
+            &|c| c.info_hash = InfoHash([0; 20]),
             CheckpointError::InfoHashMismatch,
         );
         check(
@@ -369,10 +378,15 @@ mod tests {
         check(&|c| c.verified_count = 6, CheckpointError::BadRanges);
         check(&|c| c.first_missing = None, CheckpointError::BadRanges);
         check(&|c| c.complete = true, CheckpointError::BadRanges);
-        // A hex info hash in upper case is still the same torrent.
-        let mut upper = good.clone();
-        upper.info_hash = upper.info_hash.to_uppercase();
-        assert!(upper.validate(&m).is_ok());
+        // A hex info hash in upper case is still the same torrent; one that is not hex is no checkpoint.
+        let hex = m.info_hash.to_hex();
+        let json = String::from_utf8(good.to_json()).expect("checkpoints are UTF-8 JSON");
+        let upper = Checkpoint::from_json(json.replace(&hex, &hex.to_uppercase()).as_bytes());
+        assert_eq!(upper.map(|cp| cp.validate(&m).is_ok()), Ok(true));
+        assert!(matches!(
+            Checkpoint::from_json(json.replace(&hex, "nonsense").as_bytes()),
+            Err(CheckpointError::Json(_))
+        ));
     }
 
     #[test]

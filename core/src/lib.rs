@@ -4,6 +4,7 @@
 //! global randomness. Drivers (the `enjambre-net` crate, and the simulator through it) feed inputs in and
 //! drain outputs, handing in the current [`time::Instant`] and a seeded RNG.
 
+pub mod backoff;
 pub mod bencode;
 pub mod bitfield;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod node;
 pub mod picker;
+pub mod rate;
 pub mod time;
 pub mod tracker;
 pub mod wire;

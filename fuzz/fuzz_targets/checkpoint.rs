@@ -32,9 +32,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cp) = Checkpoint::from_json(data) {
         if let Ok(verified) = cp.validate(meta) {
             assert_eq!(verified.len(), meta.piece_count());
-            let mut expected = cp.clone();
-            expected.info_hash.make_ascii_lowercase();
-            assert_eq!(Checkpoint::new(meta, &verified), expected);
+            assert_eq!(Checkpoint::new(meta, &verified), cp);
         }
         assert_eq!(Checkpoint::from_json(&cp.to_json()).ok(), Some(cp));
     }

@@ -1,4 +1,16 @@
-//! Time for drivers: converts tokio's clock (simulated per host under turmoil) into the core's [`Instant`].
+//! Time for drivers: converts tokio's clock into the core's [`Instant`] and back.
+//!
+//! Decision (issue 12): tokio time *is* the time seam. Under turmoil every host runs a paused tokio runtime
+//! advanced per tick, and the flow-level engine runs all hosts on one paused runtime; in both, `tokio::time`
+//! is simulated time, and in real runs it is real time. So waiting for a *duration* (an I/O timeout, a
+//! pause between retries, an interval) uses `tokio::time` directly, in every driver, and is deterministic
+//! under both simulators. What this module adds is the core's time base: [`Clock::now`] gives the core's
+//! [`Instant`] (microseconds since the clock's origin, which a restarted simulated host resets) and
+//! [`Clock::sleep_until`] waits for a deadline the core computed in that base. Every read of the current
+//! time that reaches the core, and every wait for a core deadline, goes through a [`Clock`]; nothing else
+//! needs to. A clock that is not tokio's could not drive tokio's timers and sockets anyway, so
+//! [`TokioClock`] is the only implementation; the trait stays so that the drivers' signatures do not churn
+//! while the rest of the workspace is being restructured, and can become the concrete type later.
 
 use enjambre_core::time::Instant;
 

@@ -20,10 +20,10 @@ pub struct SlotLimits {
 }
 
 impl Default for SlotLimits {
-    /// 8,192 connections, 64 per address.
+    /// 4,096 connections, 64 per address.
     fn default() -> Self {
         SlotLimits {
-            max_total: 8192,
+            max_total: 4096,
             max_per_address: 64,
         }
     }

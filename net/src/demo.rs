@@ -7,15 +7,19 @@
 //! The sizes, rate cap and pacing are parameters ([`DemoConfig`]), so a test can run the same story with
 //! tiny files in a second or two.
 
-use crate::app::{AppError, AppOptions, FileReport, PeerApp, TrackerUrls};
+use crate::app::{
+    AppError, AppOptions, FileReport, GetRequest, PeerApp, ServeOptions, TrackerUrls,
+};
 use crate::clock::TokioClock;
 use crate::peer::{EventSink, Peer, PeerEnv};
 use crate::storage::ThreadPool;
 use crate::tracker_server::{serve, ServerConfig};
 use crate::transport::{Listener, TokioTransport, Transport};
-use enjambre_core::metainfo::{InfoHash, Metainfo};
+use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_core::tracker::{Registry, RegistryConfig};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -155,20 +159,15 @@ fn peer_err(who: &'static str) -> impl FnOnce(AppError) -> DemoError {
     move |error| DemoError::Peer { who, error }
 }
 
-/// Deterministic pseudo-random content for file number `index` (xorshift64*; incompressible, like media).
+/// Deterministic pseudo-random content for file number `index` (a ChaCha8 stream seeded with it;
+/// incompressible, like media).
 fn generate(path: &Path, size: u64, index: u64) -> io::Result<()> {
     let mut file = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (index + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut rng = ChaCha8Rng::seed_from_u64(index);
     let mut left = size;
     let mut chunk = vec![0u8; 1 << 16];
     while left > 0 {
-        for word in chunk.chunks_mut(8) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            word.copy_from_slice(&v[..word.len()]);
-        }
+        rng.fill_bytes(&mut chunk);
         let n = left.min(chunk.len() as u64) as usize;
         file.write_all(&chunk[..n])?;
         left -= n as u64;
@@ -399,8 +398,8 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     ));
     let options = |dir: &Path, rank: u8, letter: char, listen: SocketAddr| {
         let mut o = AppOptions::new(dir.to_path_buf(), listen, Some(tracker.clone()));
-        o.node = demo_node(rank, letter);
-        o.max_upload_rate = config.upload_rate;
+        o.peer.node = demo_node(rank, letter);
+        o.peer.max_upload_rate = config.upload_rate;
         o
     };
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -434,7 +433,10 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
         .await
         .map_err(peer_err("A"))?;
     let a_sink: crate::app::ServeSink = Arc::new(|_| {});
-    let served = a.serve_folder(false, a_sink).await.map_err(peer_err("A"))?;
+    let served = a
+        .serve_folder(&ServeOptions::default(), a_sink)
+        .await
+        .map_err(peer_err("A"))?;
     if served.len() != config.files.len() {
         return Err(DemoError::Failed(format!(
             "A shares {} files, expected {}",
@@ -461,13 +463,13 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
         .await
         .map_err(peer_err("B"))?;
     let transfer_start = Instant::now();
-    let metas = fetch_all(&b, &names, "B").await?;
-    let b_hashes = add_all(&b, &metas, "B").await?;
-    let (big, big_pieces) = metas
-        .iter()
-        .find(|m| m.info.name == big_name)
-        .map(|m| (m.info_hash, m.piece_count()))
-        .ok_or_else(|| DemoError::Failed(format!("{big_name} is not in the catalog")))?;
+    let by_name = GetRequest {
+        names: names.clone(),
+        ..GetRequest::default()
+    };
+    let big_meta = b.fetch_by_name(&big_name).await.map_err(peer_err("B"))?;
+    let (big, big_pieces) = (big_meta.info_hash, big_meta.piece_count());
+    let b_hashes = b.get(&by_name).await.map_err(peer_err("B"))?;
     say(&format!(
         "B ({}) asks the tracker for all {} files by name and starts downloading",
         b.local_addr(),
@@ -501,7 +503,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
         Arc::new(move |_, e: &NodeEvent| w.on_event(e, first_run))
     };
     let mut c_options = options(&dirs[2], 1, 'C', any_port);
-    c_options.events = Some(sink(true));
+    c_options.peer.events = Some(sink(true));
     let c = PeerApp::start(PeerEnv::real(), c_options)
         .await
         .map_err(peer_err("C"))?;
@@ -510,11 +512,10 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     say(&format!(
         "C ({c_addr}) starts while B holds {want}/{big_pieces} pieces of {big_name}: it downloads from A and B"
     ));
-    let c_metas = fetch_all(&c, &names, "C").await?;
-    if let Err(e) = add_all(&c, &c_metas, "C").await {
+    if let Err(e) = c.get(&by_name).await {
         // Killed already? Then the story goes on; anything else is a failure.
         if !watch.killed.load(Ordering::SeqCst) {
-            return Err(e);
+            return Err(peer_err("C")(e));
         }
     }
 
@@ -549,8 +550,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
             c2.local_addr(),
             names.len()
         ));
-        let metas = fetch_all(&c2, &names, "C").await?;
-        let hashes = add_all(&c2, &metas, "C").await?;
+        let hashes = c2.get(&by_name).await.map_err(peer_err("C"))?;
         watch.ready_seen.notified().await;
         let (resumed, first_missing) = watch
             .ready
@@ -719,42 +719,11 @@ fn describe(r: &FileReport) -> String {
     )
 }
 
-/// Fetch every name's metainfo from the catalog (as `peer get NAME...` does).
-async fn fetch_all(
-    app: &App,
-    names: &[String],
-    who: &'static str,
-) -> Result<Vec<Metainfo>, DemoError> {
-    let mut metas = Vec::new();
-    for name in names {
-        metas.push(app.fetch_by_name(name).await.map_err(peer_err(who))?);
-    }
-    Ok(metas)
-}
-
-/// Start downloading every metainfo.
-async fn add_all(
-    app: &App,
-    metas: &[Metainfo],
-    who: &'static str,
-) -> Result<Vec<InfoHash>, DemoError> {
-    let mut hashes = Vec::new();
-    for meta in metas {
-        hashes.push(
-            app.add_download(meta.clone(), false, Vec::new())
-                .await
-                .map_err(peer_err(who))?,
-        );
-    }
-    Ok(hashes)
-}
-
 async fn piece_count(app: &App, hash: &InfoHash) -> Result<u32, DemoError> {
-    let hex = hash.to_hex();
     let stats = app.stats().await.map_err(peer_err("B"))?;
     Ok(stats
         .iter()
-        .find(|s| s.info_hash == hex)
+        .find(|s| s.info_hash == *hash)
         .map_or(0, |s| s.pieces_have))
 }
 
@@ -772,7 +741,7 @@ async fn start_on(
             SocketAddr::from(([127, 0, 0, 1], 0))
         };
         let mut o = options(dir, 1, 'C', listen);
-        o.events = Some(events.clone());
+        o.peer.events = Some(events.clone());
         match PeerApp::start(PeerEnv::real(), o).await {
             Ok(app) => return Ok(app),
             Err(AppError::Peer(crate::peer::PeerError::Listen { .. })) if attempt < 19 => {

@@ -12,7 +12,7 @@ use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::node::{ConnId, DiskDone, DiskOp};
+use enjambre_core::node::{ConnId, DiskDone, DiskError, DiskOp};
 use enjambre_core::picker::BlockRef;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,18 +211,18 @@ async fn sync_and_checkpoint<B: Blocking>(
     torrent: InfoHash,
     checkpoint: Checkpoint,
     checkpoint_first: bool,
-) -> Option<String> {
+) -> Option<DiskError> {
     let store = store_of(&stores, &torrent);
-    let sync = move || -> Result<(), String> {
+    let sync = move || -> Result<(), DiskError> {
         store
-            .ok_or("torrent files are not open")?
+            .ok_or_else(not_open)?
             .sync()
-            .map_err(|e| format!("sync failed: {e}"))
+            .map_err(|e| DiskError::io("sync failed", &e))
     };
     let st = state.clone();
-    let save = move || -> Result<(), String> {
+    let save = move || -> Result<(), DiskError> {
         st.save_checkpoint(&checkpoint)
-            .map_err(|e| format!("checkpoint write failed: {e}"))
+            .map_err(|e| DiskError::io("checkpoint write failed", &e))
     };
     let result = if checkpoint_first {
         match blocking.run(save).await {
@@ -242,9 +242,14 @@ fn store_of(stores: &Stores, hash: &InfoHash) -> Option<Arc<TorrentStore>> {
     stores.lock().ok()?.get(hash).cloned()
 }
 
+/// The error for an operation on a torrent whose files are not open.
+fn not_open() -> DiskError {
+    DiskError::new(std::io::ErrorKind::NotFound, "torrent files are not open")
+}
+
 /// Carry out one operation; `None` when it needs no answer (a successful write).
 fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
-    let missing = || "torrent files are not open".to_string();
+    let missing = not_open;
     match op {
         PlainOp::Write {
             torrent,
@@ -255,7 +260,7 @@ fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
                 .ok_or_else(missing)
                 .and_then(|s| {
                     s.write(offset, &data)
-                        .map_err(|e| format!("write at offset {offset} failed: {e}"))
+                        .map_err(|e| DiskError::io(&format!("write at offset {offset} failed"), &e))
                 });
             result
                 .err()
@@ -264,7 +269,7 @@ fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
         PlainOp::Hash { torrent, piece } => {
             let hash = store_of(stores, &torrent)
                 .ok_or_else(missing)
-                .and_then(|s| s.hash_piece(piece).map_err(|e| e.to_string()));
+                .and_then(|s| s.hash_piece(piece).map_err(DiskError::from));
             Some(DiskDone::Hashed {
                 torrent,
                 piece,
@@ -283,7 +288,7 @@ fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
                     let mut buf = vec![0u8; block.length as usize];
                     s.read(offset, &mut buf)
                         .map(|()| Bytes::from(buf))
-                        .map_err(|e| e.to_string())
+                        .map_err(DiskError::from)
                 });
             Some(DiskDone::Read {
                 torrent,

@@ -222,9 +222,10 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
         }
     }
 
-    /// Read at most `max` more bytes into the buffer; `false` at end of stream.
+    /// Read at most `max` more bytes into the buffer (at most what it holds already, or [`READ_CHUNK`]:
+    /// a buffer grows only as fast as the client fills it); `false` at end of stream.
     async fn fill(&mut self, max: usize) -> Result<bool, HttpError> {
-        let want = max.clamp(1, READ_CHUNK);
+        let want = max.clamp(1, self.buf.len().max(READ_CHUNK));
         self.buf.reserve(want);
         let n = self
             .stream
@@ -290,7 +291,7 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
             if self.buf.len() > max {
                 return Err(HttpError::Malformed("chunk line too long"));
             }
-            if !self.fill(READ_CHUNK).await? {
+            if !self.fill(usize::MAX).await? {
                 return Err(HttpError::Truncated);
             }
         }
@@ -302,7 +303,7 @@ impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
             if self.buf.len() > max {
                 return Err(HttpError::BodyTooLarge { max });
             }
-            if !self.fill(READ_CHUNK).await? {
+            if !self.fill(usize::MAX).await? {
                 return Ok(std::mem::take(&mut self.buf));
             }
         }
@@ -480,12 +481,26 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         .map_err(|_| HttpError::Timeout)?
 }
 
-/// Write `resp` with `Connection: close`, flush and shut the write side down.
+/// Write `resp` with `Connection: close`, flush and shut the write side down (for a caller that still
+/// reads from the stream afterwards, e.g. to linger before closing).
 pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
 ) -> io::Result<()> {
-    let mut head = format!(
+    send_response(stream, resp).await?;
+    stream.shutdown().await
+}
+
+/// Write `resp` with `Connection: close` in one write and flush; closing the stream right after ends the
+/// response (one system call fewer than [`write_response`]).
+pub async fn send_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    resp: &Response,
+) -> io::Result<()> {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(128);
+    let _ = write!(
+        head,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         resp.status,
         reason_phrase(resp.status),
@@ -498,13 +513,14 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
             .chars()
             .filter(|c| !matches!(c, '\r' | '\n'))
             .collect();
-        head.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(head, "{name}: {value}\r\n");
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&resp.body).await?;
-    stream.flush().await?;
-    stream.shutdown().await
+    let mut message = Vec::with_capacity(head.len() + resp.body.len());
+    message.extend_from_slice(head.as_bytes());
+    message.extend_from_slice(&resp.body);
+    stream.write_all(&message).await?;
+    stream.flush().await
 }
 
 /// The status and headers of a response, parsed from the start of `buf` (`None`: not complete yet).

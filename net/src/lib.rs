@@ -4,6 +4,7 @@
 //! (TCP and UDP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
+pub mod accept;
 pub mod app;
 pub mod byte_size;
 pub mod catalog_store;

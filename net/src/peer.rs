@@ -10,6 +10,7 @@
 //! them: a block the peer cancelled or that a choke dropped meanwhile is never read, sent or counted, and no
 //! socket holds more than a block or two of payload queued behind the limit.
 
+use crate::accept::accept_next;
 use crate::clock::Clock;
 use crate::disk::{DiskWorker, Stores};
 use crate::rate::RateLimit;
@@ -21,7 +22,8 @@ use crate::transport::{Listener, Transport};
 use bytes::{Bytes, BytesMut};
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
-    AddTorrent, ConnId, DiskOp, Input, Node, NodeConfig, NodeEvent, Output, TorrentStats,
+    AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, Input, Node, NodeConfig, NodeEvent,
+    Output, TorrentStats,
 };
 use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
@@ -225,7 +227,7 @@ impl Peer {
                 .max_download_rate
                 .map(|r| RateLimit::new(r, env.clock.clone())),
         };
-        let accept = tokio::spawn(accept_loop(listener, inbox.clone()));
+        let accept = tokio::spawn(accept_loop(listener, env.clock.clone(), inbox.clone()));
         let task = NodeTask {
             node: Node::new(options.node.clone()),
             env: env.clone(),
@@ -379,18 +381,15 @@ struct Limits {
     down: Option<RateLimit>,
 }
 
-async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<Msg<L::Stream>>) {
+async fn accept_loop<L: Listener, C: Clock>(
+    mut listener: L,
+    clock: C,
+    inbox: mpsc::Sender<Msg<L::Stream>>,
+) {
     loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                if inbox.send(Msg::Accepted(stream, addr)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let (stream, addr) = accept_next(&mut listener, &clock, "peer").await;
+        if inbox.send(Msg::Accepted(stream, addr)).await.is_err() {
+            return;
         }
     }
 }
@@ -464,7 +463,7 @@ struct NodeTask<T: Transport, B, C> {
     /// When the pacer may spend again (`None`: now).
     pace_at: Option<Instant>,
     /// Connections the driver gave up on, to tell the node.
-    dropped: Vec<(ConnId, String)>,
+    dropped: Vec<(ConnId, CloseReason)>,
     options: PeerOptions,
 }
 
@@ -687,11 +686,11 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                         Ok(Ok(stream)) => Msg::Connected(conn, stream),
                         Ok(Err(e)) => Msg::Input(Input::ConnectFailed {
                             conn,
-                            reason: e.to_string(),
+                            reason: ConnectError::from(&e),
                         }),
                         Err(_) => Msg::Input(Input::ConnectFailed {
                             conn,
-                            reason: "timed out".into(),
+                            reason: ConnectError::TimedOut,
                         }),
                     };
                     let _ = inbox.send(msg).await;
@@ -709,10 +708,9 @@ impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
                     }
                     self.dropped.push((
                         conn,
-                        format!(
-                            "dropped: {} MiB sent to it stay unread",
-                            queued / (1024 * 1024)
-                        ),
+                        CloseReason::Unread {
+                            unread_mib: queued / (1024 * 1024),
+                        },
                     ));
                 } else {
                     let _ = c.writer.send(data);

@@ -8,17 +8,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::{ConnStats, TorrentStats};
+use enjambre_core::rate::RateMeter;
 use enjambre_core::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accept::accept_next;
 use crate::clock::Clock;
 use crate::http::{read_request, write_response, HttpLimits, Request, Response};
 use crate::peer::Peer;
 use crate::prometheus::{Exposition, Kind, CONTENT_TYPE};
-use crate::transport::{Listener, Transport};
+use crate::transport::Transport;
 
 /// Most status connections served at once.
 const MAX_CONNECTIONS: usize = 32;
@@ -94,63 +97,40 @@ pub struct PeerStatus {
     pub totals: StatusTotals,
 }
 
-/// The last sample of a torrent's byte counters, and the rates measured up to it.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    down: u64,
-    up: u64,
-    down_rate: u64,
-    up_rate: u64,
-}
+/// Rates are measured over at least this long.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// A torrent's (download, upload) meters.
+type Meters = (RateMeter, RateMeter);
 
 /// Rates per torrent (info hash), updated by the sampler.
 #[derive(Debug, Default)]
 pub struct RateBoard {
-    samples: Mutex<BTreeMap<String, Sample>>,
+    meters: Mutex<BTreeMap<InfoHash, Meters>>,
 }
 
 impl RateBoard {
-    /// Take in a sample of every torrent at `now`.
+    /// Take in a sample of every torrent at `now` (a torrent no longer listed is forgotten).
     pub fn sample(&self, now: Instant, stats: &[TorrentStats]) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = BTreeMap::new();
         for s in stats {
-            let (down, up) = (s.bytes_downloaded, s.bytes_uploaded);
-            let sample = match samples.remove(&s.info_hash) {
-                Some(prev) if down >= prev.down && up >= prev.up => {
-                    let secs = now.saturating_since(prev.at).as_secs_f64();
-                    if secs < 0.5 {
-                        prev
-                    } else {
-                        Sample {
-                            at: now,
-                            down,
-                            up,
-                            down_rate: ((down - prev.down) as f64 / secs) as u64,
-                            up_rate: ((up - prev.up) as f64 / secs) as u64,
-                        }
-                    }
-                }
-                _ => Sample {
-                    at: now,
-                    down,
-                    up,
-                    down_rate: 0,
-                    up_rate: 0,
-                },
-            };
-            next.insert(s.info_hash.clone(), sample);
+            let (mut down, mut up) = meters
+                .remove(&s.info_hash)
+                .unwrap_or((RateMeter::new(RATE_WINDOW), RateMeter::new(RATE_WINDOW)));
+            down.sample(now, s.bytes_downloaded);
+            up.sample(now, s.bytes_uploaded);
+            next.insert(s.info_hash, (down, up));
         }
-        *samples = next;
+        *meters = next;
     }
 
     /// (download, upload) rate of a torrent, 0 when not sampled yet.
-    pub fn rates(&self, info_hash: &str) -> (u64, u64) {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples
+    pub fn rates(&self, info_hash: &InfoHash) -> (u64, u64) {
+        let meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        meters
             .get(info_hash)
-            .map_or((0, 0), |s| (s.down_rate, s.up_rate))
+            .map_or((0, 0), |(down, up)| (down.rate(), up.rate()))
     }
 }
 
@@ -162,7 +142,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
             let (down_rate, up_rate) = board.rates(&s.info_hash);
             TorrentStatus {
                 name: s.name.clone(),
-                info_hash: s.info_hash.clone(),
+                info_hash: s.info_hash.to_hex(),
                 size: s.size,
                 pieces_total: s.pieces_total,
                 pieces_have: s.pieces_have,
@@ -173,7 +153,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
                 },
                 complete: s.complete,
                 checking: s.checking,
-                error: s.error.clone(),
+                error: s.error.as_ref().map(ToString::to_string),
                 error_retry_in_ms: s.error_retry_in_ms,
                 disk_errors: s.disk_errors,
                 bytes_downloaded: s.bytes_downloaded,
@@ -293,7 +273,7 @@ pub fn peer_metrics(stats: &[TorrentStats]) -> String {
         for s in stats {
             p.sample(
                 name,
-                &[("torrent", &s.name), ("info_hash", &s.info_hash)],
+                &[("torrent", &s.name), ("info_hash", &s.info_hash.to_hex())],
                 field(s),
             );
         }
@@ -361,21 +341,12 @@ pub async fn serve_status<T: Transport>(mut listener: T::Listener, peer: Peer, c
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (peer, board) = (peer.clone(), board.clone());
-                tasks.spawn(async move {
-                    connection(stream, peer, board).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "status endpoint: accept failed");
-                clock
-                    .sleep_until(clock.now() + Duration::from_millis(50))
-                    .await;
-            }
-        }
+        let (stream, _) = accept_next(&mut listener, &clock, "status endpoint").await;
+        let (peer, board) = (peer.clone(), board.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, board).await;
+            drop(permit);
+        });
     }
 }
 
@@ -386,7 +357,7 @@ mod tests {
     fn stats(name: &str, down: u64, up: u64) -> TorrentStats {
         TorrentStats {
             name: name.into(),
-            info_hash: format!("{:0>40}", name.len()),
+            info_hash: InfoHash([name.len() as u8; 20]),
             size: 1000,
             pieces_total: 4,
             pieces_have: 1,
@@ -403,7 +374,12 @@ mod tests {
             checkpoints_written: 5,
             complete: false,
             checking: false,
-            error: Some("No space left on device".into()),
+            error: Some(enjambre_core::node::TorrentError::Write(
+                enjambre_core::node::DiskError::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ),
+            )),
             error_retry_in_ms: Some(4000),
             disk_errors: 3,
             banned: vec!["10.0.0.9:1".parse().unwrap()],

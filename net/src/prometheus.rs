@@ -1,5 +1,13 @@
 //! The Prometheus text exposition format (version 0.0.4), written by hand: metric families with `# HELP`
 //! and `# TYPE`, samples with escaped labels, and a fixed-bucket latency [`Histogram`] fed lock-free.
+//!
+//! Why not `prometheus-client`: every page here is written from a snapshot taken when it is asked for (the
+//! node's `TorrentStats`, the tracker's registry view), with label sets (torrent names) that change between
+//! scrapes. The crate is built around long-lived registered metric handles; using it would mean keeping a
+//! second copy of every counter in sync, or a custom collector per page that is as long as this writer.
+//! Its histogram also locks on every observation, where the tracker's request latencies go through atomics
+//! here. Not measured: the reason is the snapshot shape, and this writer is checked line by line by the
+//! strict parser in `tests/src/prometheus.rs`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,8 @@ use enjambre_core::tracker::proto::{
 };
 use enjambre_core::tracker::registry::{FileSummary, ScrapeStats, SwarmView};
 
+use url::{Host, ParseError, Url};
+
 use crate::http::{self, HttpError, HttpLimits};
 use crate::transport::Transport;
 
@@ -87,56 +89,49 @@ pub struct HttpUrl {
     pub query: Option<String>,
 }
 
-/// Split `scheme://host[:port]rest` into host (IPv6 without brackets), port if given, and the rest (path,
-/// query; a `#fragment` dropped). Refuses other schemes (with `wrong_scheme`), credentials, empty hosts and
-/// port 0.
-fn split_url<'a>(
-    url: &'a str,
+/// A URL parsed by the `url` crate, checked against what a tracker URL may be: the scheme `scheme` (else
+/// `wrong_scheme`), a host, no credentials, no port 0. A `#fragment` is dropped.
+fn parse_url(
+    url: &str,
     scheme: &str,
     wrong_scheme: &'static str,
-) -> Result<(&'a str, Option<u16>, &'a str), TrackerClientError> {
+) -> Result<Url, TrackerClientError> {
     let bad = |reason| TrackerClientError::BadUrl {
         url: url.to_string(),
         reason,
     };
-    let (given, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-    if !given.eq_ignore_ascii_case(scheme) {
+    let parsed = Url::parse(url).map_err(|e| {
+        bad(match e {
+            ParseError::RelativeUrlWithoutBase => "missing scheme",
+            ParseError::EmptyHost => "missing host",
+            ParseError::InvalidPort => "bad port",
+            ParseError::InvalidIpv6Address => "bad IPv6 address",
+            _ => "not a URL",
+        })
+    })?;
+    if parsed.scheme() != scheme {
         return Err(bad(wrong_scheme));
     }
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(split);
-    if authority.contains('@') {
+    if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(bad("credentials in URL are not supported"));
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        host.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| bad("bad IPv6 address"))?;
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => return Err(bad("junk after IPv6 address")),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("missing host"));
     }
-    let port = match port {
-        None => None,
-        Some(p) => Some(
-            p.parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| bad("bad port"))?,
-        ),
-    };
-    Ok((host, port, tail))
+    if parsed.port() == Some(0) {
+        return Err(bad("bad port"));
+    }
+    Ok(parsed)
+}
+
+/// The host of a URL that has one, IPv6 without brackets.
+fn host_of(url: &Url) -> String {
+    match url.host() {
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        Some(Host::Ipv4(ip)) => ip.to_string(),
+        Some(Host::Domain(name)) => name.to_string(),
+        None => String::new(),
+    }
 }
 
 /// A parsed `udp://host:port[/path]` tracker URL (BEP 15; the port is required, the path ignored).
@@ -151,13 +146,13 @@ pub struct UdpUrl {
 impl UdpUrl {
     /// Parse a `udp://` URL.
     pub fn parse(url: &str) -> Result<UdpUrl, TrackerClientError> {
-        let (host, port, _) = split_url(url, "udp", "not a udp:// URL")?;
-        let port = port.ok_or_else(|| TrackerClientError::BadUrl {
+        let parsed = parse_url(url, "udp", "not a udp:// URL")?;
+        let port = parsed.port().ok_or_else(|| TrackerClientError::BadUrl {
             url: url.to_string(),
             reason: "a udp:// tracker URL needs a port",
         })?;
         Ok(UdpUrl {
-            host: host.to_string(),
+            host: host_of(&parsed),
             port,
         })
     }
@@ -166,22 +161,12 @@ impl UdpUrl {
 impl HttpUrl {
     /// Parse an `http://` URL. `https` and other schemes are refused; a `#fragment` is dropped.
     pub fn parse(url: &str) -> Result<HttpUrl, TrackerClientError> {
-        let (host, port, tail) = split_url(url, "http", "only http:// is supported")?;
-        let port = port.unwrap_or(80);
-        let (path, query) = match tail.split_once('?') {
-            Some((p, q)) => (p, Some(q.to_string())),
-            None => (tail, None),
-        };
-        let path = if path.is_empty() {
-            "/".to_string()
-        } else {
-            path.to_string()
-        };
+        let parsed = parse_url(url, "http", "only http:// is supported")?;
         Ok(HttpUrl {
-            host: host.to_string(),
-            port,
-            path,
-            query,
+            host: host_of(&parsed),
+            port: parsed.port_or_known_default().unwrap_or(80),
+            path: parsed.path().to_string(),
+            query: parsed.query().map(str::to_string),
         })
     }
 
@@ -200,6 +185,21 @@ impl HttpUrl {
             Some(q) if !q.is_empty() => format!("{}?{q}&{extra}", self.path),
             _ => format!("{}?{extra}", self.path),
         }
+    }
+
+    /// The catalog base URL: `http://host[:port]` and the [`Self::base_path`] (the port left out when 80).
+    pub fn base_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let port = if self.port == 80 {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        format!("http://{host}{port}{}", self.base_path())
     }
 
     /// The catalog base path: the path without a trailing `/announce` and without trailing `/`.
@@ -428,6 +428,33 @@ mod tests {
             HttpUrl::parse("http://h:1/base/").expect("ok").base_path(),
             "/base"
         );
+        assert_eq!(
+            HttpUrl::parse("http://T.lan:80/x/announce/")
+                .expect("ok")
+                .base_url(),
+            "http://t.lan/x"
+        );
+        assert_eq!(
+            HttpUrl::parse("http://[::1]:7000/announce")
+                .expect("ok")
+                .base_url(),
+            "http://[::1]:7000"
+        );
+        let u = UdpUrl::parse("udp://[::1]:6969/announce").expect("ok");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6969));
+        let u = UdpUrl::parse("UDP://tracker.lan:80").expect("ok");
+        assert_eq!((u.host.as_str(), u.port), ("tracker.lan", 80));
+        for bad in [
+            "udp://tracker.lan",
+            "udp://:80",
+            "http://t.lan:80",
+            "udp://h:0",
+        ] {
+            assert!(
+                matches!(UdpUrl::parse(bad), Err(TrackerClientError::BadUrl { .. })),
+                "{bad}"
+            );
+        }
         for bad in [
             "https://x/announce",
             "x:6969",

@@ -24,7 +24,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::catalog_store::{publish_durably, CatalogStore, PublishError};
 use crate::clock::Clock;
 use crate::connection_slots::{ConnectionSlots, SlotLimits};
-use crate::http::{read_request_untimed, write_response, HttpError, HttpLimits, Request, Response};
+use crate::http::{
+    read_request_untimed, send_response, write_response, HttpError, HttpLimits, Request, Response,
+};
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::{Listener, Transport};
 
@@ -242,7 +244,7 @@ impl<C: Clock> Ctx<C> {
             deadline.as_mut().reset(tokio::time::Instant::now() + grace);
         }
         tokio::select! {
-            r = write_response(&mut stream, &resp) => if let Err(e) = r {
+            r = respond_with(&mut stream, &resp, unread_input) => if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "writing response failed");
             },
             () = &mut deadline => tracing::debug!(%peer, "writing response timed out"),
@@ -266,6 +268,20 @@ impl<C: Clock> Ctx<C> {
                 tracing::debug!(dropped, "expired silent peers");
             }
         }
+    }
+}
+
+/// Send `resp`; shut the write side down too when the caller lingers afterwards (`unread_input`), else
+/// dropping the stream right after closes it.
+async fn respond_with<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    resp: &Response,
+    unread_input: bool,
+) -> std::io::Result<()> {
+    if unread_input {
+        write_response(stream, resp).await
+    } else {
+        send_response(stream, resp).await
     }
 }
 

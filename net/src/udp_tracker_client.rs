@@ -12,6 +12,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use enjambre_core::backoff::Backoff;
 use enjambre_core::tracker::proto::{AnnounceParams, AnnounceReply, TrackerProtoError};
 use enjambre_core::tracker::udp::{
     encode_announce_request, encode_connect_request, parse_response, transaction_id, UdpResponse,
@@ -114,7 +115,11 @@ impl<S: DatagramSocket> Exchange<'_, S> {
         &mut self,
         build: impl Fn(u32) -> Vec<u8>,
     ) -> Result<UdpResponse, TrackerClientError> {
-        let mut wait = self.first_timeout.max(Duration::from_millis(10));
+        let waits = Backoff::new(
+            self.first_timeout.max(Duration::from_millis(10)),
+            MAX_ATTEMPT_TIMEOUT,
+        );
+        let mut attempt = 1;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             self.nonce += 1;
@@ -123,13 +128,14 @@ impl<S: DatagramSocket> Exchange<'_, S> {
                 .send_to(&build(tx), self.target)
                 .await
                 .map_err(TrackerClientError::Connect)?;
+            let wait = waits.delay(attempt);
             let answer = tokio::time::timeout(wait, self.answer(tx, &mut buf)).await;
             match answer {
                 Ok(Ok(UdpResponse::Error { message, .. })) => {
                     return Err(TrackerProtoError::Failure(message).into())
                 }
                 Ok(result) => return result,
-                Err(_) => wait = (wait * 2).min(MAX_ATTEMPT_TIMEOUT),
+                Err(_) => attempt += 1,
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod storage;
 pub mod sweep;
 pub mod timeline;
 pub mod transport;
+pub mod turmoil_host;
 pub mod world;
 
 pub use report::Report;

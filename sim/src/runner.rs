@@ -2,10 +2,10 @@
 //! events when their time or condition comes, and stops once every expectation can be judged.
 
 use crate::disk_space::DiskSpace;
-use crate::host::{tracker_program, PeerProgram};
 use crate::report::{build_report, Report};
 use crate::scenario::{Action, Condition, EventSpec, Scenario};
 use crate::storage::{CorruptSwitch, FreeDiskSwitch};
+use crate::turmoil_host::{tracker_program, PeerProgram};
 use crate::world::{DiskTrip, MarkKind, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use std::collections::{BTreeMap, BTreeSet};

@@ -180,6 +180,7 @@ impl Storage for SimStorage {
         Ok(not_found_to_none(fs::metadata(path))?.map(|m| m.len().max(model)))
     }
 
+    // As net's StdStorage::list_dir, over turmoil's fs shim, whose ReadDir is a type of its own.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(entries) = not_found_to_none(fs::read_dir(path))? else {
             return Ok(Vec::new());
@@ -282,6 +283,7 @@ struct CorruptibleFile {
     switch: CorruptSwitch,
 }
 
+// Each wrapper file (here and ProbeFile) changes one method and forwards the rest: the forwarding repeats.
 impl StorageFile for CorruptibleFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_at(buf, offset)?;

@@ -32,6 +32,8 @@ impl Listener for SimListener {
 }
 
 /// A simulated UDP socket.
+// The impls below repeat net's Tokio ones line for line: turmoil's sockets copy tokio's API without sharing a
+// trait with it, so each needs its own delegation (a macro would hide two dozen plain lines).
 pub struct SimDatagram(turmoil::net::UdpSocket);
 
 #[allow(clippy::manual_async_fn)]

@@ -220,6 +220,33 @@ impl World {
         });
     }
 
+    /// Count a (re)start of `host` at `t`: what its previous life moved is kept aside, and the story says
+    /// so. Returns the boot number (1 for the first start).
+    pub fn boot(&mut self, t: Duration, host: &str) -> u32 {
+        let p = self.peers.entry(host.to_string()).or_default();
+        p.boots += 1;
+        p.up = true;
+        p.up_since = Some(t);
+        for (file, s) in std::mem::take(&mut p.stats) {
+            *p.uploaded_before.entry(file.clone()).or_default() += s.bytes_uploaded;
+            *p.downloaded_before.entry(file.clone()).or_default() += s.bytes_downloaded;
+            *p.wasted_before.entry(file.clone()).or_default() += s.bytes_wasted;
+            let sources = p.sources_before.entry(file.clone()).or_default();
+            for (addr, bytes) in s.sources {
+                *sources.entry(addr).or_default() += bytes;
+            }
+            p.banned_before.entry(file).or_default().extend(s.banned);
+        }
+        let boot = p.boots;
+        let text = if boot == 1 {
+            "started".into()
+        } else {
+            format!("restarted (boot {boot})")
+        };
+        self.note(t, host, true, text);
+        boot
+    }
+
     /// Record a timeline mark.
     pub fn mark(&mut self, t: Duration, host: &str, kind: MarkKind) {
         self.marks.push(Mark {
@@ -288,10 +315,7 @@ impl World {
             ),
             NodeEvent::Disconnected { addr, reason, conn } => {
                 self.timed_out.remove(&(host.to_string(), *conn));
-                let important = !matches!(
-                    reason.as_str(),
-                    "both complete" | "duplicate connection" | "shutting down"
-                );
+                let important = !reason.is_routine();
                 (
                     important,
                     format!("lost {}: {reason}", self.host_name(*addr)),

@@ -1,5 +1,8 @@
 //! A raw HTTP/1.1 exchange over TCP: send exact bytes, read the whole answer (the tracker closes after one
 //! response), split it into status, headers and body.
+//!
+//! Raw on purpose, not a client crate: the tests send malformed and hostile requests byte for byte, which a
+//! client would refuse to write. The response head is parsed by `httparse`, as in net's own client.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +13,7 @@ use std::time::Duration;
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
-    /// Header lines, as sent.
+    /// Header lines, `Name: value`.
     pub headers: Vec<String>,
     /// The body (everything after the blank line).
     pub body: Vec<u8>,
@@ -58,31 +61,43 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
     exchange(addr, req.as_bytes(), Duration::from_secs(10))
 }
 
-/// Split raw response bytes.
+/// Most header lines read from a response.
+const MAX_HEADERS: usize = 64;
+
+/// Split raw response bytes: the head is parsed by `httparse`, the body cut at its `Content-Length`.
 pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|e| format!("headers not UTF-8: {e}"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP response: {status_line:?}"));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<String> = lines.map(str::to_string).collect();
-    let mut body = raw[end + 4..].to_vec();
-    let content_length = headers.iter().find_map(|h| {
-        let (k, v) = h.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Response::new(&mut slots);
+    let end = match head.parse(raw) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => {
+            return Err(format!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "not an HTTP response ({e}): {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        }
+    };
+    let status = head.code.ok_or("no status code")?;
+    let headers: Vec<String> = head
+        .headers
+        .iter()
+        .map(|h| format!("{}: {}", h.name, String::from_utf8_lossy(h.value)))
+        .collect();
+    let mut body = raw[end..].to_vec();
+    let content_length = head.headers.iter().find_map(|h| {
+        h.name.eq_ignore_ascii_case("content-length").then(|| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })?
     });
     if let Some(len) = content_length {
         if body.len() < len {
@@ -95,4 +110,32 @@ pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_split_and_cut_at_their_length() {
+        let r =
+            parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabcdef")
+                .expect("parses");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.headers, ["Content-Length: 3", "X-A: b"]);
+        assert_eq!(r.body, b"abc");
+        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\nall of it").expect("parses");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"all of it"[..]));
+        for (raw, why) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc"[..],
+                "truncated",
+            ),
+            (b"HTTP/1.1 200 OK\r\nX: y\r\n", "no end of headers"),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP response"),
+        ] {
+            let err = parse_response(raw).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+    }
 }

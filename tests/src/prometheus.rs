@@ -2,6 +2,10 @@
 //! sample belongs to a family declared with `# TYPE` before it, names and labels follow the grammar, label
 //! values use only the three escapes, no series appears twice, counters end in `_total`, and histograms
 //! have cumulative buckets ending in `le="+Inf"` equal to their `_count`.
+//!
+//! Why not `prometheus-parse`: it reads scrapes leniently (a line it does not match is skipped, labels are
+//! taken up to the first `}`, a series may repeat, a sample needs no `# TYPE`), and its last release is from
+//! 2023 with chrono and regex behind it. This parser exists to refuse exactly what that one lets through.
 
 use std::collections::{BTreeMap, BTreeSet};
 

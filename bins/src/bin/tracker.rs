@@ -44,6 +44,10 @@ struct Args {
     /// Most concurrent HTTP connections from one IP address; past it that address's oldest one is closed.
     #[arg(long, default_value_t = SlotLimits::default().max_per_address)]
     max_connections_per_address: usize,
+    /// Largest HTTP request head, in bytes (a scrape of 1,024 info hashes is 73 KB). Memory held for
+    /// requests is at most this times --max-connections.
+    #[arg(long, default_value_t = 80 * 1024)]
+    max_request_bytes: usize,
     /// Seconds a client has to send its whole HTTP request (and read the answer) before it is cut off.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     request_timeout: u64,
@@ -57,13 +61,15 @@ struct Args {
     /// Do not run the UDP tracker.
     #[arg(long)]
     no_udp: bool,
+    /// Threads serving requests (1: a single event loop).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Keep the catalog (published metainfos) in this folder across restarts.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -72,7 +78,25 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    // One thread by default: the accept loop, every connection and the UDP socket on one event loop
+    // (measured in bench/RESULTS.md: handing each connection to another worker thread cost more CPU in
+    // wake-ups than the second thread gave).
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(args.threads));
+            b
+        }
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
 
+/// Run the tracker until Ctrl-C.
+async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TokioTransport
         .bind(args.listen)
         .await
@@ -106,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let server_config = ServerConfig {
         http: HttpLimits {
             timeout: Duration::from_secs(args.request_timeout),
+            max_header_bytes: args.max_request_bytes,
             ..HttpLimits::default()
         },
         max_connections: args.max_connections,

@@ -65,7 +65,7 @@ impl NodeId {
 
     /// Lower-case hex, as in traces.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 }
 

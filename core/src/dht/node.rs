@@ -662,7 +662,7 @@ impl DhtNode {
 
 /// One line describing a KRPC message, for traces.
 pub fn summarize(msg: &Message) -> String {
-    let t: String = msg.transaction.iter().map(|b| format!("{b:02x}")).collect();
+    let t = hex::encode(&msg.transaction);
     match &msg.body {
         Body::Query(q) => {
             let detail = match q {

@@ -3,10 +3,14 @@
 //! and a growing wait when saves fail.
 
 use super::view::TorrentCtx;
-use super::{DiskOp, NodeEvent, Output};
+use super::{DiskError, DiskOp, NodeEvent, Output, TorrentError};
+use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoint;
 use crate::time::Instant;
 use std::time::Duration;
+
+/// Waits between attempts to save a checkpoint that failed to save.
+const CHECKPOINT_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 impl TorrentCtx<'_> {
     /// Ask for a checkpoint if pieces were verified since the last one and none is in flight.
@@ -37,7 +41,7 @@ impl TorrentCtx<'_> {
     }
 
     /// The driver saved (or failed to save) checkpoint `generation`.
-    pub fn on_checkpoint_saved(&mut self, now: Instant, generation: u64, error: Option<String>) {
+    pub fn on_checkpoint_saved(&mut self, now: Instant, generation: u64, error: Option<DiskError>) {
         let t = &mut *self.t;
         if t.ckpt.generation != generation {
             return;
@@ -61,12 +65,11 @@ impl TorrentCtx<'_> {
                 t.ckpt.dirty = true;
                 // 1 s, doubling while saves keep failing (a full disk), up to 30 s.
                 t.ckpt.failures = t.ckpt.failures.saturating_add(1);
-                let wait = Duration::from_secs(1 << (t.ckpt.failures - 1).min(5))
-                    .min(Duration::from_secs(30));
+                let wait = CHECKPOINT_RETRY.delay(t.ckpt.failures);
                 t.ckpt.retry_at = Some(now + wait);
                 self.s.event(NodeEvent::TorrentError {
                     torrent: self.hash,
-                    error: format!("checkpoint not saved: {e}"),
+                    error: TorrentError::CheckpointNotSaved(e),
                 });
                 return;
             }

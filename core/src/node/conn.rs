@@ -24,10 +24,14 @@ pub(crate) enum ConnPhase {
     Open,
 }
 
-/// What a connection's timers ask for.
-pub(crate) enum TimerAction {
-    None,
-    Close(&'static str),
+/// A connection's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    /// The handshake did not complete in time: close.
+    Handshake,
+    /// Nothing received for too long: close.
+    Idle,
+    /// Nothing sent for a while: send a keep-alive.
     KeepAlive,
 }
 
@@ -192,34 +196,35 @@ impl Conn {
         }
     }
 
-    pub fn next_deadline(&self, config: &NodeConfig) -> Instant {
-        match self.phase {
-            ConnPhase::Connecting | ConnPhase::Handshaking => {
-                self.opened + config.handshake_timeout
-            }
-            ConnPhase::Open => (self.last_recv + config.idle_timeout)
-                .min(self.last_sent + config.keepalive_interval),
-        }
+    /// The connection's timer table: every armed timer with the instant it fires, the most urgent first.
+    /// [`super::Node::poll_timeout`] takes the earliest, [`super::Node::handle_timeout`] runs the first due,
+    /// so the two cannot disagree.
+    pub fn timers(&self, config: &NodeConfig) -> impl Iterator<Item = (Instant, ConnTimer)> {
+        let rows = match self.phase {
+            ConnPhase::Connecting | ConnPhase::Handshaking => [
+                Some((self.opened + config.handshake_timeout, ConnTimer::Handshake)),
+                None,
+            ],
+            ConnPhase::Open => [
+                Some((self.last_recv + config.idle_timeout, ConnTimer::Idle)),
+                Some((
+                    self.last_sent + config.keepalive_interval,
+                    ConnTimer::KeepAlive,
+                )),
+            ],
+        };
+        rows.into_iter().flatten()
     }
 
-    pub fn timer_action(&self, now: Instant, config: &NodeConfig) -> TimerAction {
-        match self.phase {
-            ConnPhase::Connecting | ConnPhase::Handshaking => {
-                if now >= self.opened + config.handshake_timeout {
-                    TimerAction::Close("handshake timed out")
-                } else {
-                    TimerAction::None
-                }
-            }
-            ConnPhase::Open => {
-                if now >= self.last_recv + config.idle_timeout {
-                    TimerAction::Close("peer silent for too long")
-                } else if now >= self.last_sent + config.keepalive_interval {
-                    TimerAction::KeepAlive
-                } else {
-                    TimerAction::None
-                }
-            }
-        }
+    /// When the next timer fires.
+    pub fn next_deadline(&self, config: &NodeConfig) -> Option<Instant> {
+        self.timers(config).map(|(at, _)| at).min()
+    }
+
+    /// The most urgent timer due at `now`, if any.
+    pub fn due_timer(&self, now: Instant, config: &NodeConfig) -> Option<ConnTimer> {
+        self.timers(config)
+            .find(|(at, _)| now >= *at)
+            .map(|(_, timer)| timer)
     }
 }

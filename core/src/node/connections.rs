@@ -1,9 +1,9 @@
 //! A connection's life before and around its torrent: dialled or accepted, the handshake that binds it to a
 //! torrent (self-connections, bans, caps, duplicates), framing of received bytes, its timers, and closing it.
 
-use super::conn::{Conn, ConnPhase, TimerAction};
+use super::conn::{Conn, ConnPhase, ConnTimer};
 use super::shared::message_detail;
-use super::{ConnId, Node, NodeEvent, Output};
+use super::{CloseReason, ConnId, ConnectError, Node, NodeEvent, Output};
 use crate::bitfield::Bitfield;
 use crate::extension::ExtHandshake;
 use crate::metainfo::InfoHash;
@@ -31,14 +31,14 @@ impl Node {
         });
     }
 
-    pub(super) fn on_connect_failed(&mut self, now: Instant, id: ConnId, reason: &str) {
+    pub(super) fn on_connect_failed(&mut self, now: Instant, id: ConnId, reason: ConnectError) {
         if let Some(c) = self.s.conns.remove(&id) {
-            if let Some(t) = c.torrent.and_then(|h| self.torrents.get_mut(&h)) {
-                t.peers.connect_failed(c.addr, now);
+            if let Some(ctx) = c.torrent.and_then(|h| self.ctx(h)) {
+                ctx.t.peers.connect_failed(c.addr, now);
             }
             self.s.event(NodeEvent::ConnectFailed {
                 addr: c.addr,
-                reason: reason.to_string(),
+                reason,
             });
         }
     }
@@ -86,7 +86,7 @@ impl Node {
                 Ok(Some(Frame::Handshake(hs))) => self.on_handshake(now, id, hs),
                 Ok(Some(Frame::Message(m))) => self.on_message(now, id, m),
                 Err(e) => {
-                    self.close(now, id, &format!("protocol error: {e}"));
+                    self.close(now, id, CloseReason::Protocol(e));
                     return;
                 }
             }
@@ -100,23 +100,23 @@ impl Node {
         };
         let (outbound, expected, addr) = (c.outbound, c.torrent, c.addr);
         if hs.peer_id == self.s.config.peer_id {
-            self.close_and_forget(now, id, "connected to ourselves");
+            self.close_and_forget(now, id, CloseReason::SelfConnection);
             return;
         }
         if self.s.banned_ids.contains(&hs.peer_id) {
-            self.close(now, id, "banned peer id");
+            self.close(now, id, CloseReason::BannedPeerId);
             return;
         }
         let Some(t) = self.torrents.get(&hash) else {
-            self.close(now, id, "unknown info hash");
+            self.close(now, id, CloseReason::UnknownTorrent);
             return;
         };
         if outbound && expected != Some(hash) {
-            self.close(now, id, "info hash mismatch");
+            self.close(now, id, CloseReason::InfoHashMismatch);
             return;
         }
         if t.peers.is_banned(&addr) {
-            self.close(now, id, "banned address");
+            self.close(now, id, CloseReason::BannedAddress);
             return;
         }
         // Outbound connections are budgeted when dialled; inbound ones are capped here, per torrent. At the cap
@@ -133,14 +133,10 @@ impl Node {
             match idle {
                 Some((last, victim)) => {
                     let secs = now.saturating_since(last).as_secs();
-                    self.close(
-                        now,
-                        victim,
-                        &format!("evicted: no payload either way for {secs} s, making room for a new peer"),
-                    );
+                    self.close(now, victim, CloseReason::Evicted { idle_secs: secs });
                 }
                 None => {
-                    self.close(now, id, "too many peers for this torrent");
+                    self.close(now, id, CloseReason::TooManyPeers);
                     return;
                 }
             }
@@ -154,15 +150,15 @@ impl Node {
                 // Answer before hanging up, so the dialer learns who we are and does not redial.
                 self.send_handshake(id, hash);
             }
-            self.close_and_forget(now, victim, "duplicate connection");
+            self.close_and_forget(now, victim, CloseReason::Duplicate);
             if victim == id {
                 return;
             }
         }
-        let Some(t) = self.torrents.get_mut(&hash) else {
+        let Some(ctx) = self.ctx(hash) else {
             return;
         };
-        let Some(c) = self.s.conns.get_mut(&id) else {
+        let Some(c) = ctx.s.conns.get_mut(&id) else {
             return;
         };
         c.peer_id = Some(hs.peer_id);
@@ -170,12 +166,12 @@ impl Node {
         c.extended = hs.supports_extended();
         c.torrent = Some(hash);
         c.phase = ConnPhase::Open;
-        c.peer_has = Bitfield::new(t.meta.piece_count());
+        c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
-        t.conns.insert(id);
-        let metadata_size = super::peer_exchange::info_bytes(&t.meta)
+        ctx.t.conns.insert(id);
+        let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
             .and_then(|info| u32::try_from(info.len()).ok())
-            .filter(|_| self.s.config.peer_exchange);
+            .filter(|_| ctx.s.config.peer_exchange);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -239,7 +235,7 @@ impl Node {
             return;
         };
         let Some(hash) = c.torrent.filter(|_| c.phase == ConnPhase::Open) else {
-            self.close(now, id, "message before handshake");
+            self.close(now, id, CloseReason::MessageBeforeHandshake);
             return;
         };
         if self.s.config.trace {
@@ -252,16 +248,16 @@ impl Node {
     }
 
     /// Close a connection, through its torrent when it has one.
-    pub(super) fn close(&mut self, now: Instant, id: ConnId, reason: &str) {
+    pub(super) fn close(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
         self.close_conn(now, id, reason, false);
     }
 
     /// Close without scheduling a reconnect (self-connections, duplicates).
-    fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: &str) {
+    fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
         self.close_conn(now, id, reason, true);
     }
 
-    fn close_conn(&mut self, now: Instant, id: ConnId, reason: &str, forget: bool) {
+    fn close_conn(&mut self, now: Instant, id: ConnId, reason: CloseReason, forget: bool) {
         let torrent = self.s.conns.get(&id).and_then(|c| c.torrent);
         if let Some(mut ctx) = torrent.and_then(|h| self.ctx(h)) {
             if forget {
@@ -277,7 +273,7 @@ impl Node {
         self.s.event(NodeEvent::Disconnected {
             conn: id,
             addr: c.addr,
-            reason: reason.to_string(),
+            reason,
         });
     }
 
@@ -286,10 +282,11 @@ impl Node {
         let mut to_close = Vec::new();
         let mut keepalive = Vec::new();
         for (id, c) in &self.s.conns {
-            match c.timer_action(now, &self.s.config) {
-                TimerAction::None => {}
-                TimerAction::Close(reason) => to_close.push((*id, reason)),
-                TimerAction::KeepAlive => keepalive.push(*id),
+            match c.due_timer(now, &self.s.config) {
+                None => {}
+                Some(ConnTimer::Handshake) => to_close.push((*id, CloseReason::HandshakeTimeout)),
+                Some(ConnTimer::Idle) => to_close.push((*id, CloseReason::Idle)),
+                Some(ConnTimer::KeepAlive) => keepalive.push(*id),
             }
         }
         for (id, reason) in to_close {

@@ -2,7 +2,7 @@
 //! verified, and try again after a wait that grows while the failures go on.
 
 use super::view::TorrentCtx;
-use super::{ConnId, NodeEvent};
+use super::{ConnId, NodeEvent, TorrentError};
 use crate::time::Instant;
 use crate::wire::Message;
 
@@ -10,7 +10,7 @@ impl TorrentCtx<'_> {
     /// The disk failed under a download: stop downloading it, keep serving what is verified, and try again
     /// after a wait. Blocks of pieces being assembled may not have reached the disk, so those pieces start
     /// over; requests out with peers are cancelled.
-    pub fn fail_torrent(&mut self, now: Instant, error: String) {
+    pub fn fail_torrent(&mut self, now: Instant, error: TorrentError) {
         let t = &mut *self.t;
         if t.error.is_some() {
             return;

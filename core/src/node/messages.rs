@@ -2,7 +2,7 @@
 //! sends us. Bounds are checked here, before anything reaches the picker (invariant 5).
 
 use super::view::TorrentCtx;
-use super::{ConnId, DiskOp, NodeEvent, Output};
+use super::{CloseReason, ConnId, DiskError, DiskOp, NodeEvent, Output, RefuseReason};
 use crate::bitfield::Bitfield;
 use crate::extension::ExtHandshake;
 use crate::picker::{BlockOutcome, BlockRef};
@@ -110,7 +110,7 @@ impl TorrentCtx<'_> {
             let addr = SocketAddr::new(c.addr.ip(), port);
             c.listen_addr = Some(addr);
             if self.t.peers.is_banned(&addr) {
-                self.close(now, id, "banned address");
+                self.close(now, id, CloseReason::BannedAddress);
                 return;
             }
             self.t.peers.attach(addr, id, now);
@@ -134,7 +134,7 @@ impl TorrentCtx<'_> {
 
     fn on_have(&mut self, now: Instant, id: ConnId, index: u32) {
         if index >= self.t.meta.piece_count() {
-            self.close(now, id, "have for a piece out of range");
+            self.close(now, id, CloseReason::HaveOutOfRange);
             return;
         }
         let Some(c) = self.s.conns.get_mut(&id) else {
@@ -160,13 +160,13 @@ impl TorrentCtx<'_> {
     fn on_bitfield(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
         match Bitfield::from_wire(bytes, self.t.meta.piece_count()) {
             Ok(b) => self.replace_peer_pieces(now, id, b),
-            Err(e) => self.close(now, id, &format!("bad bitfield: {e}")),
+            Err(e) => self.close(now, id, CloseReason::BadBitfield(e)),
         }
     }
 
     fn on_have_all_none(&mut self, now: Instant, id: ConnId, all: bool) {
         if !self.s.conns.get(&id).is_some_and(|c| c.fast) {
-            self.close(now, id, "have-all/have-none without the fast extension");
+            self.close(now, id, CloseReason::HaveAllWithoutFast);
             return;
         }
         let n = self.t.meta.piece_count();
@@ -186,7 +186,7 @@ impl TorrentCtx<'_> {
         if we_seed && c.peer_has.is_full() {
             let addr = c.addr;
             self.t.peers.mark_seed(&addr);
-            self.close(now, id, "both complete");
+            self.close(now, id, CloseReason::BothComplete);
             return;
         }
         self.update_interest(id);
@@ -274,17 +274,14 @@ impl TorrentCtx<'_> {
         let room = c.serving.len() < self.s.config.max_served_requests;
         if !(servable && room) {
             let reason = if !valid {
-                "request out of bounds"
+                RefuseReason::OutOfBounds
             } else if !room {
-                "request queue full"
+                RefuseReason::QueueFull
             } else {
-                "request for a piece we cannot serve"
+                RefuseReason::CannotServe
             };
             let fast = c.fast;
-            self.s.event(NodeEvent::RequestRefused {
-                conn: id,
-                reason: reason.to_string(),
-            });
+            self.s.event(NodeEvent::RequestRefused { conn: id, reason });
             if fast {
                 self.s.send_reject(id, block);
             }
@@ -312,7 +309,7 @@ impl TorrentCtx<'_> {
             && u64::from(begin) + len <= u64::from(t.meta.piece_len(index))
             && len > 0;
         if !in_bounds {
-            self.close(now, id, "piece out of bounds");
+            self.close(now, id, CloseReason::PieceOutOfBounds);
             return;
         }
         let addr = self.s.conns.get(&id).map(|c| c.peer_addr());
@@ -369,7 +366,7 @@ impl TorrentCtx<'_> {
         now: Instant,
         id: ConnId,
         block: BlockRef,
-        data: Result<Bytes, String>,
+        data: Result<Bytes, DiskError>,
     ) {
         let Some(c) = self.s.conns.get_mut(&id) else {
             return;
@@ -385,7 +382,7 @@ impl TorrentCtx<'_> {
                 return;
             }
             Ok(_) | Err(_) => {
-                self.close(now, id, "could not read a block to serve");
+                self.close(now, id, CloseReason::ServeReadFailed);
                 return;
             }
         };

@@ -12,7 +12,8 @@
 //! | where a piece is verified, resume checks, strikes and bans | [`verify`] |
 //! | when a checkpoint is saved | [`checkpointing`] |
 //! | what a disk error stops and when it is retried | [`disk_faults`] |
-//! | announcing, dialling, rechoking, periodic torrent work | [`swarm`] |
+//! | announcing, dialling, rechoking | [`swarm`] |
+//! | what runs when, for a torrent (one timer table for waking and running) | [`timers`] |
 //!
 //! Invariants kept here (DESIGN.md): a piece is announced or served only after its SHA-1 matched (1); a
 //! checkpoint is requested only together with a sync of the data it claims, in one ordered disk operation (2);
@@ -44,14 +45,17 @@ mod disk_faults;
 mod messages;
 mod peer_exchange;
 mod peers;
+mod reasons;
 mod requests;
 mod shared;
 mod swarm;
+mod timers;
 mod torrent;
 mod types;
 mod verify;
 mod view;
 
+pub use reasons::{CloseReason, ConnectError, DiskError, RefuseReason, TorrentError};
 pub use types::*;
 
 use crate::metainfo::InfoHash;
@@ -61,7 +65,7 @@ use crate::tracker::Event;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use shared::Shared;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use torrent::Torrent;
 use view::TorrentCtx;
@@ -70,6 +74,10 @@ use view::TorrentCtx;
 pub struct Node {
     s: Shared,
     torrents: BTreeMap<InfoHash, Torrent>,
+    /// Each torrent's next wake-up, as of the end of the last call that changed it (see [`Node::settle`]).
+    deadlines: BTreeMap<InfoHash, Option<Instant>>,
+    /// Torrents changed since the last [`Node::settle`] (every [`Node::ctx`] marks one).
+    touched: BTreeSet<InfoHash>,
 }
 
 impl Node {
@@ -79,6 +87,8 @@ impl Node {
         Node {
             s: Shared::new(config, rng),
             torrents: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+            touched: BTreeSet::new(),
         }
     }
 
@@ -126,7 +136,7 @@ impl Node {
                 ctx.start(now, add.resume);
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Add a peer address to try for a torrent (a `--peer` source, or a test harness).
@@ -135,7 +145,7 @@ impl Node {
             ctx.t.peers.add(addr, now);
             ctx.connect_more(now);
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Announce `stopped` everywhere and close every connection; the node emits nothing new afterwards.
@@ -149,9 +159,9 @@ impl Node {
         }
         let ids: Vec<ConnId> = self.s.conns.keys().copied().collect();
         for id in ids {
-            self.close(now, id, "shutting down");
+            self.close(now, id, CloseReason::ShuttingDown);
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Feed one input.
@@ -159,11 +169,11 @@ impl Node {
         self.s.now = self.s.now.max(now);
         match input {
             Input::Connected { conn } => self.on_connected(now, conn),
-            Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, &reason),
+            Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, reason),
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
             Input::Received { conn, data } => self.on_received(now, conn, &data),
-            Input::Closed { conn } => self.close(now, conn, "closed by peer"),
-            Input::Dropped { conn, reason } => self.close(now, conn, &reason),
+            Input::Closed { conn } => self.close(now, conn, CloseReason::ClosedByPeer),
+            Input::Dropped { conn, reason } => self.close(now, conn, reason),
             Input::Disk(done) => self.on_disk(now, done),
             Input::TrackerReply { torrent, reply } => {
                 if let Some(mut ctx) = self.ctx(torrent) {
@@ -171,7 +181,7 @@ impl Node {
                 }
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
     /// Identifier for an inbound connection the driver is about to report with [`Input::Accepted`]. Drawn
@@ -180,21 +190,26 @@ impl Node {
         self.s.new_conn_id()
     }
 
-    /// The earliest instant at which [`Node::handle_timeout`] has work to do.
+    /// The earliest instant at which [`Node::handle_timeout`] has work to do; `None` when no timer is armed.
+    ///
+    /// Cheap: torrents' deadlines are kept from the end of the call that last changed them (a deadline that
+    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are a
+    /// few comparisons each.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut best: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                best = Some(best.map_or(t, |b| b.min(t)));
-            }
-        };
-        for t in self.torrents.values() {
-            consider(t.next_deadline(self.s.now, &self.s.config));
-        }
-        for c in self.s.conns.values() {
-            consider(Some(c.next_deadline(&self.s.config)));
-        }
-        best
+        let now = self.s.now;
+        let torrents = self
+            .deadlines
+            .iter()
+            .filter_map(|(hash, cached)| match cached {
+                Some(at) if *at > now => Some(*at),
+                _ => self.torrents.get(hash)?.next_deadline(now, &self.s.config),
+            });
+        let conns = self
+            .s
+            .conns
+            .values()
+            .filter_map(|c| c.next_deadline(&self.s.config));
+        torrents.chain(conns).min()
     }
 
     /// Run every timer that is due at `now`.
@@ -207,12 +222,25 @@ impl Node {
                 ctx.on_timers(now);
             }
         }
-        self.s.flush(now);
+        self.settle(now);
     }
 
-    /// One torrent borrowed together with the shared state.
+    /// End of a call: hand queued bytes to the driver and note the next deadline of every torrent changed.
+    fn settle(&mut self, now: Instant) {
+        self.s.flush(now);
+        for hash in std::mem::take(&mut self.touched) {
+            if let Some(t) = self.torrents.get(&hash) {
+                let at = t.next_deadline(self.s.now, &self.s.config);
+                self.deadlines.insert(hash, at);
+            }
+        }
+    }
+
+    /// One torrent borrowed together with the shared state. The only way to change a torrent, so that its
+    /// deadline is worked out again at the end of the call.
     fn ctx(&mut self, hash: InfoHash) -> Option<TorrentCtx<'_>> {
         let t = self.torrents.get_mut(&hash)?;
+        self.touched.insert(hash);
         Some(TorrentCtx {
             hash,
             t,
@@ -255,7 +283,7 @@ impl Node {
             }
             DiskDone::WriteFailed { torrent, error } => {
                 if let Some(mut ctx) = self.ctx(torrent) {
-                    ctx.fail_torrent(now, error);
+                    ctx.fail_torrent(now, TorrentError::Write(error));
                 }
             }
         }
@@ -270,10 +298,25 @@ impl Node {
         }
     }
 
-    /// Test hook: hand queued bytes to the driver.
+    /// Test hook: [`Node::poll_timeout`] worked out from scratch, without the kept deadlines.
+    #[cfg(test)]
+    fn poll_timeout_uncached(&self) -> Option<Instant> {
+        let torrents = self
+            .torrents
+            .values()
+            .filter_map(|t| t.next_deadline(self.s.now, &self.s.config));
+        let conns = self
+            .s
+            .conns
+            .values()
+            .filter_map(|c| c.next_deadline(&self.s.config));
+        torrents.chain(conns).min()
+    }
+
+    /// Test hook: end a call made through a test hook.
     #[cfg(test)]
     fn flush(&mut self, now: Instant) {
-        self.s.flush(now);
+        self.settle(now);
     }
 }
 

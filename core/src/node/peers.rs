@@ -2,10 +2,10 @@
 //! dial them again, how often they sent bad data, and who is banned.
 
 use super::{ConnId, NodeConfig};
+use crate::backoff::Backoff;
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 #[derive(Debug, Clone)]
 struct KnownPeer {
@@ -21,16 +21,14 @@ struct KnownPeer {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerBook {
     peers: BTreeMap<SocketAddr, KnownPeer>,
-    reconnect_base: Duration,
-    reconnect_max: Duration,
+    redial: Backoff,
 }
 
 impl PeerBook {
     pub fn new(config: &NodeConfig) -> PeerBook {
         PeerBook {
             peers: BTreeMap::new(),
-            reconnect_base: config.reconnect_base,
-            reconnect_max: config.reconnect_max,
+            redial: Backoff::new(config.reconnect_base, config.reconnect_max),
         }
     }
 
@@ -87,13 +85,6 @@ impl PeerBook {
         }
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32 << failures.min(16);
-        self.reconnect_base
-            .saturating_mul(factor)
-            .min(self.reconnect_max)
-    }
-
     pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant) {
         self.disconnected(addr, now);
     }
@@ -103,7 +94,7 @@ impl PeerBook {
         let Some(failures) = self.peers.get(&addr).map(|p| p.failures) else {
             return;
         };
-        let delay = self.backoff(failures);
+        let delay = self.redial.delay(failures.saturating_add(1));
         if let Some(p) = self.peers.get_mut(&addr) {
             p.conn = None;
             p.failures = failures.saturating_add(1);

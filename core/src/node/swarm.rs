@@ -1,5 +1,5 @@
-//! A torrent's place in its swarm: announcing to the tracker, dialling known peers, choking, and the
-//! torrent's periodic work (request timeouts, announces, redials, rechokes, checkpoint and disk retries).
+//! A torrent's place in its swarm: announcing to the tracker, dialling known peers, choking. When each
+//! of these runs is in [`super::timers`].
 
 use super::conn::Conn;
 use super::view::TorrentCtx;
@@ -7,7 +7,6 @@ use super::{ConnId, NodeEvent, Output};
 use crate::choker::ChokeCandidate;
 use crate::time::Instant;
 use crate::tracker::{AnnounceReply, Event};
-use std::collections::BTreeSet;
 
 impl TorrentCtx<'_> {
     /// Send an announce, unless the torrent does not announce or the node is stopping.
@@ -92,50 +91,9 @@ impl TorrentCtx<'_> {
         }
     }
 
-    /// Run the torrent's timers that are due at `now`.
-    pub fn on_timers(&mut self, now: Instant) {
-        let request_timeout = self.s.config.request_timeout;
-        let expired = self.t.picker.expire_requests(now, request_timeout);
-        let snubbed: BTreeSet<ConnId> = expired.iter().map(|(id, _)| *id).collect();
-        for id in &snubbed {
-            let addr = self.s.addr_of(*id);
-            let Some(c) = self.s.conns.get_mut(id) else {
-                continue;
-            };
-            c.snubbed_at = Some(now);
-            let silent = now.saturating_since(c.last_recv);
-            self.s.event(NodeEvent::RequestTimeout { conn: *id, addr });
-            if silent >= request_timeout {
-                // Not even a keep-alive while requests waited: the stream is dead (a partition, a vanished
-                // host). Drop it now and redial, rather than wait for the idle timeout.
-                self.close(
-                    now,
-                    *id,
-                    &format!("no data for {} s with requests pending", silent.as_secs()),
-                );
-            }
-        }
-        if !expired.is_empty() {
-            self.refill_all(now);
-        }
-        let t = &*self.t;
-        if t.announce.due(now) && t.check.is_none() {
-            self.announce(now, Event::None);
-        } else if t.check.is_none() && t.announce.progress_due(now, &self.s.config) {
-            self.maybe_progress_announce(now);
-        }
-        self.send_pex(now);
-        self.connect_more(now);
-        self.rechoke_if_due(now);
-        self.maybe_checkpoint();
-        self.retry_after_disk_error(now);
-    }
-
-    fn rechoke_if_due(&mut self, now: Instant) {
+    /// Rank this torrent's peers and choke or unchoke them (due every `rechoke_interval`).
+    pub fn rechoke(&mut self, now: Instant) {
         let t = &mut *self.t;
-        if now < t.next_rechoke {
-            return;
-        }
         let rotate = now >= t.next_optimistic;
         t.next_rechoke = now + self.s.config.rechoke_interval;
         if rotate {

@@ -167,7 +167,10 @@ impl World {
                     i,
                     Input::ConnectFailed {
                         conn,
-                        reason: "refused".into(),
+                        reason: ConnectError::Io {
+                            kind: std::io::ErrorKind::ConnectionRefused,
+                            message: "refused".into(),
+                        },
                     },
                 )),
             },
@@ -206,7 +209,7 @@ impl World {
                 if p.disk.full_from.is_some_and(|full| at + data.len() > full) {
                     return Some(DiskDone::WriteFailed {
                         torrent,
-                        error: "No space left on device (os error 28)".into(),
+                        error: std::io::Error::from_raw_os_error(28).into(),
                     });
                 }
                 p.disk.volatile[at..at + data.len()].copy_from_slice(&data);
@@ -216,7 +219,7 @@ impl World {
                 Some(DiskDone::Hashed {
                     torrent,
                     piece,
-                    hash: Err("Input/output error (os error 5)".into()),
+                    hash: Err(std::io::Error::from_raw_os_error(5).into()),
                 })
             }
             DiskOp::Hash { torrent, piece } => {
@@ -237,7 +240,7 @@ impl World {
                 torrent,
                 conn,
                 block,
-                data: Err("Input/output error (os error 5)".into()),
+                data: Err(std::io::Error::from_raw_os_error(5).into()),
             }),
             DiskOp::Read {
                 torrent,
@@ -263,9 +266,12 @@ impl World {
             } if p.disk.checkpoints_fail => Some(DiskDone::CheckpointSaved {
                 torrent,
                 generation,
-                error: Some(format!(
-                    "checkpoint write failed: No space left on device ({} pieces)",
-                    checkpoint.validate(&p.meta).map_or(0, |b| b.count())
+                error: Some(DiskError::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "checkpoint write failed: No space left on device ({} pieces)",
+                        checkpoint.validate(&p.meta).map_or(0, |b| b.count())
+                    ),
                 )),
             }),
             DiskOp::SyncAndCheckpoint {
@@ -314,7 +320,11 @@ impl World {
                 .peers
                 .iter()
                 .filter(|p| p.alive)
-                .filter_map(|p| p.node.poll_timeout())
+                .filter_map(|p| {
+                    // The kept deadlines must say what working them out afresh says.
+                    assert_eq!(p.node.poll_timeout(), p.node.poll_timeout_uncached());
+                    p.node.poll_timeout()
+                })
                 .min();
             let Some(next) = next else { return done(self) };
             self.now = self
@@ -998,7 +1008,7 @@ fn announces_report_verified_pieces_and_status_port() {
 mod limits;
 mod peer_exchange;
 
-fn stalls(events: &[NodeEvent]) -> Vec<(String, u64)> {
+fn stalls(events: &[NodeEvent]) -> Vec<(TorrentError, u64)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -1021,7 +1031,11 @@ fn a_full_disk_stops_the_download_until_space_returns_and_blames_nobody() {
     assert!(w.run_until(30, |w| !stalls(&w.peers[c].events).is_empty()));
     let s = w.stats(c);
     let error = s.error.clone().expect("stopped on the disk error");
-    assert!(error.contains("No space left on device"), "{error}");
+    assert!(error.is_storage_full(), "{error}");
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "{error}"
+    );
     assert!(s.error_retry_in_ms.is_some());
     assert!(!s.complete);
 
@@ -1089,7 +1103,8 @@ fn a_read_error_while_verifying_stops_the_download_and_blames_nobody() {
     let st = stalls(&w.peers[c].events);
     assert!(
         st.iter()
-            .any(|(e, _)| e.contains("back failed") && e.contains("Input/output error")),
+            .any(|(e, _)| matches!(e, TorrentError::ReadBack { error, .. }
+                if error.message.contains("Input/output error"))),
         "{st:?}"
     );
     let s = w.stats(c);

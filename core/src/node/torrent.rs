@@ -3,7 +3,8 @@
 
 use super::conn::Conn;
 use super::peers::PeerBook;
-use super::{ConnId, NodeConfig, TorrentStats};
+use super::{ConnId, NodeConfig, TorrentError, TorrentStats};
+use crate::backoff::Backoff;
 use crate::bitfield::Bitfield;
 use crate::choker::Choker;
 use crate::metainfo::Metainfo;
@@ -75,11 +76,7 @@ impl DiskFaults {
     pub fn on_failure(&mut self, now: Instant, config: &NodeConfig) -> Duration {
         self.failures = self.failures.saturating_add(1);
         self.total = self.total.saturating_add(1);
-        let factor = 1u32 << (self.failures - 1).min(10);
-        let wait = config
-            .disk_retry_base
-            .saturating_mul(factor)
-            .min(config.disk_retry_max);
+        let wait = Backoff::new(config.disk_retry_base, config.disk_retry_max).delay(self.failures);
         self.retry_at = Some(now + wait);
         wait
     }
@@ -139,16 +136,13 @@ impl AnnounceState {
     pub fn on_failure(&mut self, now: Instant, config: &NodeConfig, error: &str) {
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(error.to_string());
-        let factor = 1u32 << self.failures.min(5);
-        self.next_at = now
-            + config
-                .reconnect_base
-                .saturating_mul(factor)
-                .min(Duration::from_secs(60));
-    }
-
-    pub fn due(&self, now: Instant) -> bool {
-        self.enabled && now >= self.next_at
+        // Twice the redial base after the first failure, doubling for five failures, at most a minute.
+        let base = config.reconnect_base;
+        let backoff = Backoff::new(
+            base.saturating_mul(2),
+            base.saturating_mul(32).min(Duration::from_secs(60)),
+        );
+        self.next_at = now + backoff.delay(self.failures);
     }
 
     /// Whether progress since the last announce is worth telling the tracker about now.
@@ -159,7 +153,8 @@ impl AnnounceState {
                 .is_some_and(|t| now >= t + config.progress_announce_interval)
     }
 
-    fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
+    /// When progress is next worth announcing.
+    pub fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
         self.last_at.map(|t| t + config.progress_announce_interval)
     }
 }
@@ -182,7 +177,7 @@ pub(crate) struct Torrent {
     pub picker: Picker,
     pub choker: Choker,
     pub check: Option<Check>,
-    pub error: Option<String>,
+    pub error: Option<TorrentError>,
     pub disk: DiskFaults,
     pub peers: PeerBook,
     pub conns: BTreeSet<ConnId>,
@@ -262,36 +257,10 @@ impl Torrent {
         }
     }
 
-    pub fn next_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
-        let mut best: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                best = Some(best.map_or(t, |b: Instant| b.min(t)));
-            }
-        };
-        if self.check.is_some() {
-            return None;
-        }
-        consider(self.picker.next_request_deadline(config.request_timeout));
-        if self.announce.enabled {
-            consider(Some(self.announce.next_at));
-            if self.announce.last_left != Some(self.left()) {
-                consider(self.announce.next_progress_at(config));
-            }
-        }
-        consider(self.peers.next_retry(now));
-        if !self.conns.is_empty() {
-            consider(Some(self.next_rechoke));
-        }
-        consider(self.ckpt.retry_at.filter(|_| self.ckpt.dirty));
-        consider(self.disk.retry_at);
-        best
-    }
-
     pub fn snapshot(&self, conns: &BTreeMap<ConnId, Conn>, now: Instant) -> TorrentStats {
         TorrentStats {
             name: self.meta.info.name.clone(),
-            info_hash: self.meta.info_hash.to_hex(),
+            info_hash: self.meta.info_hash,
             size: self.meta.total_length(),
             pieces_total: self.meta.piece_count(),
             pieces_have: self.picker.have().count(),

@@ -1,5 +1,8 @@
 //! The node's vocabulary: configuration, inputs, outputs, events and statistics.
 
+use super::reasons::{
+    as_text, opt_as_text, CloseReason, ConnectError, DiskError, RefuseReason, TorrentError,
+};
 use crate::bitfield::Bitfield;
 use crate::checkpoint::Checkpoint;
 use crate::metainfo::{InfoHash, Metainfo};
@@ -147,7 +150,7 @@ pub enum Input {
     /// An outbound connection asked for with [`Output::Connect`] is established.
     Connected { conn: ConnId },
     /// An outbound connection could not be established.
-    ConnectFailed { conn: ConnId, reason: String },
+    ConnectFailed { conn: ConnId, reason: ConnectError },
     /// An inbound connection was accepted.
     Accepted { conn: ConnId, addr: SocketAddr },
     /// Bytes arrived on a connection.
@@ -155,7 +158,7 @@ pub enum Input {
     /// The connection was closed by the other end or failed.
     Closed { conn: ConnId },
     /// The driver gave up on the connection (the peer stopped reading what we send) and closed it.
-    Dropped { conn: ConnId, reason: String },
+    Dropped { conn: ConnId, reason: CloseReason },
     /// A disk operation finished.
     Disk(DiskDone),
     /// A tracker announce finished.
@@ -199,23 +202,23 @@ pub enum DiskDone {
     Hashed {
         torrent: InfoHash,
         piece: u32,
-        hash: Result<[u8; 20], String>,
+        hash: Result<[u8; 20], DiskError>,
     },
     /// A block read for serving, or the read error.
     Read {
         torrent: InfoHash,
         conn: ConnId,
         block: BlockRef,
-        data: Result<Bytes, String>,
+        data: Result<Bytes, DiskError>,
     },
     /// A checkpoint was saved (`error: None`) or could not be.
     CheckpointSaved {
         torrent: InfoHash,
         generation: u64,
-        error: Option<String>,
+        error: Option<DiskError>,
     },
     /// A write failed (disk full, IO error): the download stops with this error.
-    WriteFailed { torrent: InfoHash, error: String },
+    WriteFailed { torrent: InfoHash, error: DiskError },
 }
 
 /// Something for the driver to do.
@@ -249,12 +252,17 @@ pub enum NodeEvent {
         outbound: bool,
     },
     /// An outbound connection attempt failed.
-    ConnectFailed { addr: SocketAddr, reason: String },
+    ConnectFailed {
+        addr: SocketAddr,
+        #[serde(serialize_with = "as_text")]
+        reason: ConnectError,
+    },
     /// A connection closed, with the reason.
     Disconnected {
         conn: ConnId,
         addr: SocketAddr,
-        reason: String,
+        #[serde(serialize_with = "as_text")]
+        reason: CloseReason,
     },
     /// Resume data is being checked: `pieces` are being hashed.
     Checking {
@@ -312,13 +320,15 @@ pub enum NodeEvent {
     TorrentError {
         #[serde(serialize_with = "hex")]
         torrent: InfoHash,
-        error: String,
+        #[serde(serialize_with = "as_text")]
+        error: TorrentError,
     },
     /// A download stopped on a disk error stops for `retry_in_ms` before it is tried again.
     DiskStalled {
         #[serde(serialize_with = "hex")]
         torrent: InfoHash,
-        error: String,
+        #[serde(serialize_with = "as_text")]
+        error: TorrentError,
         retry_in_ms: u64,
     },
     /// A download stopped on a disk error is tried again.
@@ -340,7 +350,11 @@ pub enum NodeEvent {
         error: String,
     },
     /// A peer's request was refused.
-    RequestRefused { conn: ConnId, reason: String },
+    RequestRefused {
+        conn: ConnId,
+        #[serde(serialize_with = "as_text")]
+        reason: RefuseReason,
+    },
     /// Requests to a peer timed out and went to others.
     RequestTimeout { conn: ConnId, addr: SocketAddr },
     /// One wire message (only with [`NodeConfig::trace`]).
@@ -388,8 +402,9 @@ pub struct ConnStats {
 pub struct TorrentStats {
     /// Torrent name.
     pub name: String,
-    /// Info hash, hex.
-    pub info_hash: String,
+    /// Info hash (hex in JSON).
+    #[serde(serialize_with = "hex")]
+    pub info_hash: InfoHash,
     /// Total bytes.
     pub size: u64,
     /// Pieces in the torrent.
@@ -423,7 +438,8 @@ pub struct TorrentStats {
     /// Still checking resume data.
     pub checking: bool,
     /// The error that stopped the download, if any (a disk error: the download is tried again later).
-    pub error: Option<String>,
+    #[serde(serialize_with = "opt_as_text")]
+    pub error: Option<TorrentError>,
     /// While stopped on an error: milliseconds until the download is tried again.
     pub error_retry_in_ms: Option<u64>,
     /// Disk errors (failed writes, failed reads of our own pieces) in this run.

@@ -4,7 +4,7 @@
 
 use super::torrent::Check;
 use super::view::TorrentCtx;
-use super::{ConnId, DiskOp, NodeEvent, Output, Resume};
+use super::{CloseReason, ConnId, DiskError, DiskOp, NodeEvent, Output, Resume, TorrentError};
 use crate::bitfield::Bitfield;
 use crate::checkpoint::spot_check_pieces;
 use crate::time::Instant;
@@ -71,7 +71,7 @@ impl TorrentCtx<'_> {
     }
 
     /// A piece's SHA-1 (or the error reading it back) arrived.
-    pub fn on_hashed(&mut self, now: Instant, piece: u32, digest: Result<[u8; 20], String>) {
+    pub fn on_hashed(&mut self, now: Instant, piece: u32, digest: Result<[u8; 20], DiskError>) {
         let t = &mut *self.t;
         let ok = digest.as_ref().ok() == t.meta.piece_hash(piece).as_ref();
         if let Some(check) = t.check.as_mut() {
@@ -94,7 +94,10 @@ impl TorrentCtx<'_> {
         if let Err(e) = &digest {
             // Our own disk failed to read the piece back: nobody else is at fault.
             t.picker.piece_checked(piece, false);
-            let error = format!("reading piece {piece} back failed: {e}");
+            let error = TorrentError::ReadBack {
+                piece,
+                error: e.clone(),
+            };
             self.fail_torrent(now, error);
             return;
         }
@@ -213,7 +216,7 @@ impl TorrentCtx<'_> {
             if let Some(addr) = self.s.conns.get(&id).map(|c| c.addr) {
                 self.t.peers.mark_seed(&addr);
             }
-            self.close(now, id, "both complete");
+            self.close(now, id, CloseReason::BothComplete);
         }
     }
 
@@ -251,7 +254,7 @@ impl TorrentCtx<'_> {
                     addr: *addr,
                     strikes,
                 });
-                self.close(now, *id, "banned after sending corrupt data");
+                self.close(now, *id, CloseReason::BannedForCorruptData);
             }
         }
         self.refill_all(now);

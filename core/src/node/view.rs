@@ -4,7 +4,7 @@
 
 use super::shared::Shared;
 use super::torrent::Torrent;
-use super::{ConnId, NodeEvent};
+use super::{CloseReason, ConnId, NodeEvent};
 use crate::metainfo::InfoHash;
 use crate::time::Instant;
 
@@ -18,16 +18,16 @@ pub(crate) struct TorrentCtx<'a> {
 
 impl TorrentCtx<'_> {
     /// Close a connection of this torrent: release its requests, update peer bookkeeping and tell the driver.
-    pub fn close(&mut self, now: Instant, id: ConnId, reason: &str) {
+    pub fn close(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
         self.close_inner(now, id, reason, false);
     }
 
     /// Close without scheduling a reconnect (self-connections, duplicates).
-    pub fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: &str) {
+    pub fn close_and_forget(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
         self.close_inner(now, id, reason, true);
     }
 
-    fn close_inner(&mut self, now: Instant, id: ConnId, reason: &str, forget: bool) {
+    fn close_inner(&mut self, now: Instant, id: ConnId, reason: CloseReason, forget: bool) {
         let Some((c, still_connected)) = self.s.remove_conn(id) else {
             return;
         };
@@ -51,7 +51,7 @@ impl TorrentCtx<'_> {
         self.s.event(NodeEvent::Disconnected {
             conn: id,
             addr: c.addr,
-            reason: reason.to_string(),
+            reason,
         });
         if ours {
             self.refill_all(now);

@@ -11,6 +11,7 @@
 //! A `+` in a query value is taken literally (byte 0x2B), not as a space: binary fields are only meaningful
 //! byte for byte, and every client percent-encodes the bytes it does not send literally.
 
+use percent_encoding::{percent_decode_str, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -20,8 +21,9 @@ use crate::metainfo::InfoHash;
 use super::registry::ScrapeStats;
 use super::Event;
 
-/// Most `info_hash` values accepted in one scrape query.
-pub const MAX_SCRAPE_HASHES: usize = 256;
+/// Most `info_hash` values accepted in one scrape query (a query of 1,024 is 73 KB: see the tracker's
+/// request size limit).
+pub const MAX_SCRAPE_HASHES: usize = 1024;
 
 /// Length of an `info_hash` or `peer_id`.
 pub const ID_LEN: usize = 20;
@@ -30,49 +32,29 @@ pub const ID_LEN: usize = 20;
 // Percent encoding
 // ---------------------------------------------------------------------------------------------------------
 
+/// RFC 3986 unreserved characters, the only bytes sent literally.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encode bytes for a URL: RFC 3986 unreserved characters stay literal, every other byte
 /// becomes `%XX` (upper-case hex).
 pub fn percent_encode(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-    out
+    percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
 }
 
-/// Percent-decode a URL component. `None` if a `%` is not followed by two hex digits. `+` stays `+`.
+/// Percent-decode a URL component. `None` if a `%` is not followed by two hex digits (the crate would keep
+/// such a `%` as it is; a binary field with one is refused). `+` stays `+`.
 pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = hex_val(*bytes.get(i + 1)?)?;
-            let lo = hex_val(*bytes.get(i + 2)?)?;
-            out.push((hi << 4) | lo);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    let well_formed = s.split('%').skip(1).all(|escape| {
+        escape
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    });
+    well_formed.then(|| percent_decode_str(s).collect())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -806,6 +788,9 @@ mod tests {
             percent_decode("%ff%0a+").as_deref(),
             Some(&[0xff, 0x0a, b'+'][..])
         );
+        for malformed in ["%", "%4", "a%g1", "%%41", "%41%"] {
+            assert_eq!(percent_decode(malformed), None, "{malformed}");
+        }
     }
 
     #[test]

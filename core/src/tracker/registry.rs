@@ -411,6 +411,9 @@ struct Swarm {
     downloaded: u64,
     /// Payload bytes reported downloaded, all time.
     bytes_moved: u64,
+    /// No peer was last seen before this (a lower bound, exact after each expiry scan): an announce scans
+    /// the swarm for silent peers only when one of them may have timed out.
+    oldest_seen: Option<Instant>,
 }
 
 impl Swarm {
@@ -424,10 +427,20 @@ impl Swarm {
     }
 
     fn expire(&mut self, now: Instant, timeout: Duration) -> usize {
+        match self.oldest_seen {
+            Some(oldest) if now.saturating_since(oldest) > timeout => {}
+            _ => return 0,
+        }
         let before = self.peers.len();
         self.peers
             .retain(|_, p| now.saturating_since(p.last_seen) <= timeout);
+        self.oldest_seen = self.peers.values().map(|p| p.last_seen).min();
         before - self.peers.len()
+    }
+
+    /// Note that a peer was seen at `now` (time never goes back, so an earlier bound stays a bound).
+    fn seen(&mut self, now: Instant) {
+        self.oldest_seen.get_or_insert(now);
     }
 }
 
@@ -547,6 +560,7 @@ impl Registry {
                 max: self.config.max_peers_per_torrent,
             });
         }
+        swarm.seen(now);
         let peer = swarm.peers.entry(addr).or_insert(Peer {
             peer_id: req.peer_id,
             left: req.left,

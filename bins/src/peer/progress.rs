@@ -1,0 +1,185 @@
+//! What `serve` and `get` print while they work: serve events, completions of resumed downloads, a
+//! progress bar per download on a terminal, and a line for each disk error that stops a download.
+
+use super::{stderr_tty, App};
+use enjambre_core::metainfo::InfoHash;
+use enjambre_core::node::{TorrentError, TorrentStats};
+use enjambre_net::app::{self, human_bytes, ServeEvent};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Prints serve progress: `seeding NAME INFOHASH` / `resuming ...` on stdout, hashing progress and warnings
+/// on stderr.
+pub fn serve_printer() -> app::ServeSink {
+    let tty = stderr_tty();
+    Arc::new(move |event| match event {
+        ServeEvent::Hashing { name, done, total } => {
+            if tty {
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                let end = if done >= total { "\n" } else { "" };
+                err_part!("\rhashing {name}: {pct:>3}%{end}");
+                let _ = std::io::stderr().flush();
+            } else if done == 0 {
+                err!("hashing {name} ({})", human_bytes(total));
+            }
+        }
+        ServeEvent::Seeding {
+            name, info_hash, ..
+        } => out!("seeding {name} {info_hash}"),
+        ServeEvent::Resuming {
+            name,
+            info_hash,
+            percent,
+        } => out!("resuming {name} {info_hash} ({percent:.1}%)"),
+        ServeEvent::Skipped { name, error } => err!("warning: not sharing {name}: {error}"),
+        ServeEvent::PublishFailed { name, error } => {
+            err!("warning: {name} not published to the catalog: {error}")
+        }
+    })
+}
+
+/// Print `complete NAME INFOHASH` when a resumed download finishes, and errors that stop a torrent; runs
+/// until the peer stops.
+pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Result<()> {
+    let mut pending = resumed;
+    let mut errors: BTreeMap<InfoHash, Option<TorrentError>> = BTreeMap::new();
+    loop {
+        for s in app.stats().await? {
+            if app::is_finished(&s) {
+                if let Some(i) = pending.iter().position(|h| *h == s.info_hash) {
+                    pending.swap_remove(i);
+                    out!("complete {} {}", s.name, s.info_hash);
+                }
+            }
+            let last = errors.entry(s.info_hash).or_default();
+            if s.error.is_some() && s.error != *last {
+                err!("{}", stalled_line(&s));
+            }
+            *last = s.error.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A progress bar per file on stderr, when it is a terminal; otherwise tracker trouble is reported as a line
+/// on stderr each time it changes.
+pub struct Bars {
+    multi: Option<MultiProgress>,
+    bars: BTreeMap<InfoHash, ProgressBar>,
+    tracker_errors: BTreeMap<InfoHash, Option<String>>,
+    disk_errors: BTreeMap<InfoHash, u32>,
+}
+
+/// The line telling that a download stopped on a disk error and when it is tried again.
+pub fn stalled_line(s: &TorrentStats) -> String {
+    let retry = s
+        .error_retry_in_ms
+        .map(|ms| format!("; trying again in {} s", ms.div_ceil(1000)))
+        .unwrap_or_default();
+    let error = s
+        .error
+        .as_ref()
+        .map_or_else(|| "disk error".to_string(), ToString::to_string);
+    let hint = if s.error.as_ref().is_some_and(|e| e.is_storage_full()) {
+        "free some space"
+    } else {
+        "check the disk"
+    };
+    format!(
+        "{}: download stopped: {error}{retry} (verified pieces are kept; {hint}, or stop and run again later to resume)",
+        s.name,
+    )
+}
+
+impl Bars {
+    /// Bars on stderr when `enabled`, else plain lines.
+    pub fn new(enabled: bool) -> Bars {
+        Bars {
+            multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: BTreeMap::new(),
+            tracker_errors: BTreeMap::new(),
+            disk_errors: BTreeMap::new(),
+        }
+    }
+
+    /// Show the latest stats.
+    pub fn update(&mut self, stats: &[TorrentStats]) {
+        for s in stats {
+            let last = self.tracker_errors.entry(s.info_hash).or_default();
+            if *last != s.tracker_error {
+                if let (None, Some(e)) = (&self.multi, &s.tracker_error) {
+                    eprintln!("{}: tracker unreachable, retrying: {e}", s.name);
+                }
+                last.clone_from(&s.tracker_error);
+            }
+            // Each new disk error (a retry that failed again counts) is told once, bars or not.
+            let seen = self.disk_errors.entry(s.info_hash).or_default();
+            if s.error.is_some() && s.disk_errors != *seen {
+                *seen = s.disk_errors;
+                let line = stalled_line(s);
+                match &self.multi {
+                    Some(multi) => multi.suspend(|| eprintln!("{line}")),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+        let Some(multi) = &self.multi else { return };
+        for s in stats {
+            let bar = self.bars.entry(s.info_hash).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(s.size.max(1)));
+                let style = ProgressStyle::with_template(
+                    "{prefix:<24!} [{bar:28}] {percent:>3}% {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_prefix(s.name.clone());
+                bar
+            });
+            if bar.is_finished() {
+                continue;
+            }
+            let have = if s.pieces_total == 0 {
+                s.size
+            } else {
+                (u128::from(s.size) * u128::from(s.pieces_have) / u128::from(s.pieces_total)) as u64
+            };
+            bar.set_position(have);
+            if app::is_finished(s) {
+                bar.finish_with_message("done");
+            } else if s.checking {
+                bar.set_message("checking");
+            } else if let Some(e) = &s.error {
+                let retry = s
+                    .error_retry_in_ms
+                    .map(|ms| format!(", retry in {} s", ms.div_ceil(1000)))
+                    .unwrap_or_default();
+                bar.set_message(format!("STOPPED: {e}{retry}"));
+            } else if let (0, Some(e)) = (s.peers, &s.tracker_error) {
+                bar.set_message(format!("tracker: {e}"));
+            } else {
+                bar.set_message(format!("{} source(s)", s.peers));
+            }
+        }
+    }
+
+    /// Print a line on stdout without tearing the bars.
+    pub fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| out!("{line}")),
+            None => out!("{line}"),
+        }
+    }
+
+    /// Stop drawing (unfinished bars stay as they are).
+    pub fn finish(&mut self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! A torrent's timer table: each periodic job with the instant it is due. [`super::Node::poll_timeout`] and
+//! [`super::Node::handle_timeout`] both read this one table, so what wakes the driver and what runs when it
+//! wakes cannot drift apart. (A connection's own timers are in [`super::conn::Conn::timers`].)
+
+use super::torrent::Torrent;
+use super::view::TorrentCtx;
+use super::{CloseReason, ConnId, NodeConfig, NodeEvent};
+use crate::time::Instant;
+use crate::tracker::Event;
+use std::collections::BTreeSet;
+
+/// A torrent's periodic jobs, in the order a timeout pass runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TorrentTimer {
+    /// Requests out with peers for longer than the request timeout go to others.
+    RequestTimeout,
+    /// The regular tracker announce.
+    Announce,
+    /// An announce that tells the tracker about progress (only when no regular one went out in this pass).
+    ProgressAnnounce,
+    /// A known peer becomes dialable again. (Dialling itself runs on every pass: peers that were dialable but
+    /// over the connection budget are picked up as soon as a slot frees.)
+    Redial,
+    /// Rank peers and choose whom to upload to.
+    Rechoke,
+    /// Save a checkpoint that failed to save before.
+    CheckpointRetry,
+    /// Try a download again that stopped on a disk error.
+    DiskRetry,
+}
+
+impl TorrentTimer {
+    /// Every timer, in run order.
+    pub const ALL: [TorrentTimer; 7] = [
+        TorrentTimer::RequestTimeout,
+        TorrentTimer::Announce,
+        TorrentTimer::ProgressAnnounce,
+        TorrentTimer::Redial,
+        TorrentTimer::Rechoke,
+        TorrentTimer::CheckpointRetry,
+        TorrentTimer::DiskRetry,
+    ];
+}
+
+/// One armed timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timer {
+    /// When its job is due.
+    pub at: Instant,
+    /// Whether it wakes the driver. A timer that does not is lazy: its job runs at the first timeout pass
+    /// after `at` that something else caused (a rechoke of a torrent without peers, a progress announce when
+    /// nothing changed since the last one).
+    pub wakes: bool,
+}
+
+impl Torrent {
+    /// The row of the timer table for `kind` at `now`: `None` while the timer is not armed.
+    pub fn timer(&self, kind: TorrentTimer, now: Instant, config: &NodeConfig) -> Option<Timer> {
+        // While resume data is checked the torrent does not download, announce or dial.
+        let active = self.check.is_none();
+        let wakes = |at: Instant| Timer { at, wakes: active };
+        match kind {
+            TorrentTimer::RequestTimeout => self
+                .picker
+                .next_request_deadline(config.request_timeout)
+                .map(wakes),
+            TorrentTimer::Announce => (active && self.announce.enabled).then_some(Timer {
+                at: self.announce.next_at,
+                wakes: true,
+            }),
+            TorrentTimer::ProgressAnnounce => {
+                let at = self.announce.next_progress_at(config)?;
+                (active && self.announce.enabled).then(|| Timer {
+                    at,
+                    wakes: self.announce.last_left != Some(self.left()),
+                })
+            }
+            TorrentTimer::Redial => self.peers.next_retry(now).map(wakes),
+            TorrentTimer::Rechoke => Some(Timer {
+                at: self.next_rechoke,
+                wakes: active && !self.conns.is_empty(),
+            }),
+            TorrentTimer::CheckpointRetry => {
+                self.ckpt.retry_at.filter(|_| self.ckpt.dirty).map(wakes)
+            }
+            TorrentTimer::DiskRetry => self.disk.retry_at.map(wakes),
+        }
+    }
+
+    /// The earliest instant a timer of this torrent wakes the driver.
+    pub fn next_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
+        TorrentTimer::ALL
+            .iter()
+            .filter_map(|kind| self.timer(*kind, now, config))
+            .filter(|timer| timer.wakes)
+            .map(|timer| timer.at)
+            .min()
+    }
+}
+
+impl TorrentCtx<'_> {
+    /// Run every job of the torrent's timer table that is due at `now`, in table order; each row is read
+    /// just before its job, after the jobs before it ran.
+    pub fn on_timers(&mut self, now: Instant) {
+        let mut announced = false;
+        for kind in TorrentTimer::ALL {
+            let due = self
+                .t
+                .timer(kind, now, &self.s.config)
+                .is_some_and(|timer| now >= timer.at);
+            match kind {
+                TorrentTimer::RequestTimeout if due => self.expire_requests(now),
+                TorrentTimer::Announce if due => {
+                    announced = true;
+                    self.announce(now, Event::None);
+                }
+                TorrentTimer::ProgressAnnounce if due && !announced => {
+                    self.announce(now, Event::None)
+                }
+                TorrentTimer::Redial => {
+                    self.send_pex(now);
+                    self.connect_more(now)
+                }
+                TorrentTimer::Rechoke if due => self.rechoke(now),
+                TorrentTimer::CheckpointRetry if due => self.maybe_checkpoint(),
+                TorrentTimer::DiskRetry if due => self.retry_after_disk_error(now),
+                _ => {}
+            }
+        }
+    }
+
+    /// Requests that waited too long go to other peers; their peer is snubbed, or dropped if it sent
+    /// nothing at all meanwhile.
+    fn expire_requests(&mut self, now: Instant) {
+        let request_timeout = self.s.config.request_timeout;
+        let expired = self.t.picker.expire_requests(now, request_timeout);
+        let snubbed: BTreeSet<ConnId> = expired.iter().map(|(id, _)| *id).collect();
+        for id in &snubbed {
+            let addr = self.s.addr_of(*id);
+            let Some(c) = self.s.conns.get_mut(id) else {
+                continue;
+            };
+            c.snubbed_at = Some(now);
+            let silent = now.saturating_since(c.last_recv);
+            self.s.event(NodeEvent::RequestTimeout { conn: *id, addr });
+            if silent >= request_timeout {
+                // Not even a keep-alive while requests waited: the stream is dead (a partition, a vanished
+                // host). Drop it now and redial, rather than wait for the idle timeout.
+                self.close(
+                    now,
+                    *id,
+                    CloseReason::Stalled {
+                        silent_secs: silent.as_secs(),
+                    },
+                );
+            }
+        }
+        if !expired.is_empty() {
+            self.refill_all(now);
+        }
+    }
+}
