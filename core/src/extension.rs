@@ -1,6 +1,7 @@
 //! The BEP 10 extension handshake: the bencoded dictionary sent as extended message 0. enjambre advertises
-//! no extension messages of its own, but tells peers its listen port (`p`), its client name (`v`) and how
-//! many requests it queues (`reqq`), and reads the same from them. Unknown keys are ignored.
+//! `ut_metadata` ([`metadata`], BEP 9) and `ut_pex` ([`pex`], BEP 11), and tells peers its listen port
+//! (`p`), its client name (`v`), how many requests it queues (`reqq`) and the size of the info dictionary it
+//! can serve (`metadata_size`), and reads the same from them. Unknown keys are ignored.
 
 pub mod metadata;
 pub mod pex;
@@ -10,6 +11,18 @@ use std::collections::BTreeMap;
 
 /// Extended message id of the handshake.
 pub const HANDSHAKE_ID: u8 = 0;
+/// The id we ask peers to send `ut_metadata` (BEP 9) messages to us with.
+pub const OUR_METADATA_ID: u8 = 1;
+/// The id we ask peers to send `ut_pex` (BEP 11) messages to us with.
+pub const OUR_PEX_ID: u8 = 2;
+
+/// The extension messages enjambre supports, with the ids peers must send them to us with.
+pub fn our_messages() -> BTreeMap<String, u8> {
+    BTreeMap::from([
+        (metadata::NAME.to_string(), OUR_METADATA_ID),
+        (pex::NAME.to_string(), OUR_PEX_ID),
+    ])
+}
 
 /// The fields of an extension handshake that enjambre uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +35,8 @@ pub struct ExtHandshake {
     pub client: Option<String>,
     /// How many outstanding requests the sender queues.
     pub reqq: Option<u32>,
+    /// BEP 9: size of the sender's info dictionary, if it can serve it.
+    pub metadata_size: Option<u32>,
 }
 
 /// A handshake payload that is not a bencoded dictionary.
@@ -53,6 +68,9 @@ impl ExtHandshake {
         }
         if let Some(q) = self.reqq {
             dict.insert(b"reqq".to_vec(), Value::Int(i64::from(q)));
+        }
+        if let Some(size) = self.metadata_size {
+            dict.insert(b"metadata_size".to_vec(), Value::Int(i64::from(size)));
         }
         bencode::encode(&Value::Dict(dict))
     }
@@ -87,6 +105,9 @@ impl ExtHandshake {
                 .and_then(Value::as_str)
                 .map(|s| s.chars().take(64).collect()),
             reqq: int(b"reqq").and_then(|q| u32::try_from(q).ok()),
+            metadata_size: int(b"metadata_size")
+                .and_then(|s| u32::try_from(s).ok())
+                .filter(|s| *s > 0 && *s as usize <= metadata::LIMITS.max_metadata_size),
         })
     }
 }
@@ -102,6 +123,7 @@ mod tests {
             listen_port: Some(6881),
             client: Some("enjambre 0.1".into()),
             reqq: Some(256),
+            metadata_size: Some(31_235),
         };
         assert_eq!(ExtHandshake::parse(&h.encode()).unwrap(), h);
     }

@@ -61,6 +61,10 @@ pub(crate) struct Conn {
     pub remote_reqq: Option<u32>,
     /// The peer's listen address, learnt from its extension handshake (inbound connections).
     pub listen_addr: Option<SocketAddr>,
+    /// Extension messages the peer supports, with the ids it wants them sent with (BEP 10).
+    pub remote_ext: std::collections::BTreeMap<String, u8>,
+    /// What we told this peer by PEX, and when (BEP 11).
+    pub pex: crate::extension::pex::PexSender,
     pub am_choking: bool,
     pub am_interested: bool,
     pub peer_choking: bool,
@@ -105,6 +109,8 @@ impl Conn {
             extended: false,
             remote_reqq: None,
             listen_addr: None,
+            remote_ext: Default::default(),
+            pex: Default::default(),
             am_choking: true,
             am_interested: false,
             peer_choking: true,

@@ -174,6 +174,9 @@ impl Node {
         c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
         ctx.t.conns.insert(id);
+        let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
+            .and_then(|info| u32::try_from(info.len()).ok())
+            .filter(|_| ctx.s.config.peer_exchange);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -181,10 +184,15 @@ impl Node {
         self.send_have_state(id, hash);
         if extended {
             let ext = ExtHandshake {
-                messages: Default::default(),
+                messages: if self.s.config.peer_exchange {
+                    crate::extension::our_messages()
+                } else {
+                    Default::default()
+                },
                 listen_port: Some(self.s.config.listen_port),
                 client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
                 reqq: u32::try_from(self.s.config.max_served_requests).ok(),
+                metadata_size,
             };
             self.s.send(
                 id,

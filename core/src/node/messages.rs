@@ -23,6 +23,14 @@ impl TorrentCtx<'_> {
             } if ext_id == crate::extension::HANDSHAKE_ID => {
                 self.on_extension_handshake(now, id, &payload)
             }
+            Message::Extended {
+                id: crate::extension::OUR_METADATA_ID,
+                payload,
+            } => self.on_metadata_message(id, &payload),
+            Message::Extended {
+                id: crate::extension::OUR_PEX_ID,
+                payload,
+            } => self.on_pex_message(now, &payload),
             Message::AllowedFast { .. } | Message::Extended { .. } | Message::Unknown { .. } => {}
             Message::Choke => self.on_choke(id),
             Message::Unchoke => {
@@ -98,6 +106,7 @@ impl TorrentCtx<'_> {
             return;
         };
         c.remote_reqq = ext.reqq;
+        c.remote_ext = ext.messages;
         if let (false, Some(port)) = (c.outbound, ext.listen_port) {
             let addr = SocketAddr::new(c.addr.ip(), port);
             c.listen_addr = Some(addr);

@@ -43,6 +43,7 @@ mod conn;
 mod connections;
 mod disk_faults;
 mod messages;
+mod peer_exchange;
 mod peers;
 mod reasons;
 mod requests;

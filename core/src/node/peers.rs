@@ -32,6 +32,11 @@ impl PeerBook {
         }
     }
 
+    /// Number of known addresses.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Learn an address (from a tracker or the user); known addresses keep their state.
     pub fn add(&mut self, addr: SocketAddr, now: Instant) {
         if addr.port() == 0 || addr.ip().is_unspecified() {

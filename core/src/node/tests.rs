@@ -1141,6 +1141,7 @@ fn announces_report_verified_pieces_and_status_port() {
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
 mod limits;
+mod peer_exchange;
 
 fn stalls(events: &[NodeEvent]) -> Vec<(TorrentError, u64)> {
     events

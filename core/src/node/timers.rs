@@ -117,7 +117,10 @@ impl TorrentCtx<'_> {
                 TorrentTimer::ProgressAnnounce if due && !announced => {
                     self.announce(now, Event::None)
                 }
-                TorrentTimer::Redial => self.connect_more(now),
+                TorrentTimer::Redial => {
+                    self.send_pex(now);
+                    self.connect_more(now)
+                }
                 TorrentTimer::Rechoke if due => self.rechoke(now),
                 TorrentTimer::CheckpointRetry if due => self.maybe_checkpoint(),
                 TorrentTimer::DiskRetry if due => self.retry_after_disk_error(now),

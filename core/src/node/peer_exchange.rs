@@ -1,0 +1,134 @@
+//! A torrent's BEP 9 and BEP 11 duties: serving its info dictionary to peers that ask over `ut_metadata`,
+//! and peer exchange over `ut_pex` — learning addresses from peers, and telling each peer whom else we are
+//! connected to, within the rate limits of [`crate::extension::pex::PexSender`]. Private torrents (BEP 27)
+//! do neither exchange; both are off unless [`super::NodeConfig::peer_exchange`] is set.
+
+use super::view::TorrentCtx;
+use super::ConnId;
+use crate::bencode;
+use crate::extension::metadata::{self, MetadataMsg};
+use crate::extension::pex::{self, PexFlags, PexMessage};
+use crate::metainfo::Metainfo;
+use crate::time::Instant;
+use crate::wire::Message;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// A torrent stops taking addresses from PEX once it knows this many.
+pub(crate) const MAX_KNOWN_FROM_PEX: usize = 500;
+
+/// The raw bencoded info dictionary of `meta` (what `ut_metadata` serves and the info hash covers).
+pub(crate) fn info_bytes(meta: &Metainfo) -> Option<&[u8]> {
+    let span = bencode::dict_value_span(&meta.raw, b"info")
+        .ok()
+        .flatten()?;
+    meta.raw.get(span)
+}
+
+impl TorrentCtx<'_> {
+    /// A `ut_metadata` message from connection `id`: requests are answered with the piece (or a reject);
+    /// anything else, or a message that does not parse, is ignored (we always hold our metadata).
+    pub fn on_metadata_message(&mut self, id: ConnId, payload: &[u8]) {
+        if !self.s.config.peer_exchange {
+            return;
+        }
+        let Ok(MetadataMsg::Request { piece }) = MetadataMsg::parse(payload) else {
+            return;
+        };
+        let Some(remote) = self
+            .s
+            .conns
+            .get(&id)
+            .and_then(|c| c.remote_ext.get(metadata::NAME))
+            .copied()
+        else {
+            return;
+        };
+        let reply = match info_bytes(&self.t.meta) {
+            Some(info) if !self.t.meta.info.private => metadata::serve(info, piece),
+            _ => MetadataMsg::Reject { piece },
+        };
+        self.s.trace(
+            id,
+            "out",
+            "ut_metadata",
+            format!("{reply:?}").chars().take(80).collect(),
+        );
+        self.s.send(
+            id,
+            Message::Extended {
+                id: remote,
+                payload: Bytes::from(reply.encode()),
+            },
+        );
+    }
+
+    /// A `ut_pex` message: the peers it adds become dialling candidates (up to [`MAX_KNOWN_FROM_PEX`]).
+    pub fn on_pex_message(&mut self, now: Instant, payload: &[u8]) {
+        if self.t.meta.info.private || !self.s.config.peer_exchange {
+            return;
+        }
+        let Ok(msg) = PexMessage::parse(payload) else {
+            return;
+        };
+        for (addr, _) in msg.added {
+            if self.t.peers.len() >= MAX_KNOWN_FROM_PEX {
+                break;
+            }
+            self.t.peers.add(addr, now);
+        }
+        self.connect_more(now);
+    }
+
+    /// Send each peer that speaks `ut_pex` what changed in our connections, if its minute has passed.
+    pub fn send_pex(&mut self, now: Instant) {
+        if self.t.meta.info.private || !self.s.config.peer_exchange {
+            return;
+        }
+        let members: BTreeMap<ConnId, (SocketAddr, PexFlags)> = self
+            .t
+            .conns
+            .iter()
+            .filter_map(|id| {
+                let c = self.s.conns.get(id)?;
+                let (addr, flags) = if c.outbound {
+                    (c.addr, PexFlags::REACHABLE)
+                } else {
+                    (c.listen_addr?, 0)
+                };
+                Some((*id, (addr, PexFlags(flags))))
+            })
+            .collect();
+        let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
+        for id in ids {
+            let Some(c) = self.s.conns.get_mut(&id) else {
+                continue;
+            };
+            let Some(&remote) = c.remote_ext.get(pex::NAME) else {
+                continue;
+            };
+            let others: BTreeMap<SocketAddr, PexFlags> = members
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .map(|(_, entry)| *entry)
+                .collect();
+            let Some(msg) = c.pex.poll(now, &others) else {
+                continue;
+            };
+            self.s.trace(
+                id,
+                "out",
+                "ut_pex",
+                format!("+{} -{}", msg.added.len(), msg.dropped.len()),
+            );
+            self.s.send(
+                id,
+                Message::Extended {
+                    id: remote,
+                    payload: Bytes::from(msg.encode()),
+                },
+            );
+        }
+    }
+}
