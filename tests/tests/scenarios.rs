@@ -244,8 +244,6 @@ const SHIPPED: [&str; 12] = [
     "udp-tracker",
 ];
 
-/// Scenarios too large for a test run: benchmarks (`bench/sim`), checked by hand and by the bench.
-const BENCHMARKS: [&str; 1] = ["flash-crowd-1000"];
 
 #[test]
 fn every_scenario_file_has_a_snapshot_test() {
@@ -258,7 +256,6 @@ fn every_scenario_file_has_a_snapshot_test() {
             }
             Some(path.file_stem()?.to_string_lossy().into_owned())
         })
-        .filter(|name| !BENCHMARKS.contains(&name.as_str()))
         .collect();
     found.sort();
     assert_eq!(
