@@ -244,7 +244,6 @@ const SHIPPED: [&str; 12] = [
     "udp-tracker",
 ];
 
-
 #[test]
 fn every_scenario_file_has_a_snapshot_test() {
     let mut found: Vec<String> = std::fs::read_dir(scenarios_dir())
