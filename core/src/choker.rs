@@ -5,14 +5,14 @@
 //! round-robin through the other interested peers so every newcomer gets a chance. Snubbed peers (sent us
 //! nothing for a long time while unchoked) lose their regular slot.
 
-use crate::picker::ConnKey;
+use crate::ConnId;
 use std::collections::BTreeSet;
 
 /// What the choker needs to know about one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChokeCandidate {
     /// The connection.
-    pub conn: ConnKey,
+    pub conn: ConnId,
     /// Whether the peer wants our data.
     pub interested: bool,
     /// Bytes per second that rank this peer (download rate from it, or upload rate to it when seeding).
@@ -27,9 +27,9 @@ pub struct ChokeCandidate {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlotChanges {
     /// Unchoked peers that are no longer interested: their slot is free.
-    pub choke: Vec<ConnKey>,
+    pub choke: Vec<ConnId>,
     /// Interested peers that take the free slots.
-    pub unchoke: Vec<ConnKey>,
+    pub unchoke: Vec<ConnId>,
 }
 
 /// The choking policy of one torrent.
@@ -37,7 +37,7 @@ pub struct SlotChanges {
 pub struct Choker {
     slots: usize,
     optimistic_slot: bool,
-    optimistic: Option<ConnKey>,
+    optimistic: Option<ConnId>,
 }
 
 impl Choker {
@@ -51,7 +51,7 @@ impl Choker {
     }
 
     /// The peer currently holding the optimistic slot.
-    pub fn optimistic(&self) -> Option<ConnKey> {
+    pub fn optimistic(&self) -> Option<ConnId> {
         self.optimistic
     }
 
@@ -59,7 +59,7 @@ impl Choker {
     /// free slots go at once to interested choked peers (best rate first, snubbed ones last), so that upload
     /// capacity never idles for a rechoke period while someone wants what we have.
     pub fn fill_free_slots(&self, candidates: &[ChokeCandidate]) -> SlotChanges {
-        let choke: Vec<ConnKey> = candidates
+        let choke: Vec<ConnId> = candidates
             .iter()
             .filter(|c| c.unchoked && !c.interested)
             .map(|c| c.conn)
@@ -89,16 +89,16 @@ impl Choker {
 
     /// Decide the unchoked set. With `rotate`, the optimistic slot moves to the next interested peer (in
     /// connection order, wrapping) that is not already unchoked on merit.
-    pub fn rechoke(&mut self, candidates: &[ChokeCandidate], rotate: bool) -> BTreeSet<ConnKey> {
+    pub fn rechoke(&mut self, candidates: &[ChokeCandidate], rotate: bool) -> BTreeSet<ConnId> {
         let mut ranked: Vec<&ChokeCandidate> = candidates
             .iter()
             .filter(|c| c.interested && !c.snubbed)
             .collect();
         ranked.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.conn.cmp(&b.conn)));
         let regular = self.slots - usize::from(self.optimistic_slot);
-        let mut unchoked: BTreeSet<ConnKey> = ranked.iter().take(regular).map(|c| c.conn).collect();
+        let mut unchoked: BTreeSet<ConnId> = ranked.iter().take(regular).map(|c| c.conn).collect();
 
-        let mut others: Vec<ConnKey> = candidates
+        let mut others: Vec<ConnId> = candidates
             .iter()
             .filter(|c| c.interested && !unchoked.contains(&c.conn))
             .map(|c| c.conn)
@@ -125,7 +125,7 @@ impl Choker {
 }
 
 /// The first key after `current` in sorted `keys`, wrapping round; the first key when there is no current.
-fn next_after(keys: &[ConnKey], current: Option<ConnKey>) -> Option<ConnKey> {
+fn next_after(keys: &[ConnId], current: Option<ConnId>) -> Option<ConnId> {
     match current {
         Some(cur) => keys
             .iter()
@@ -141,7 +141,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn cand(conn: ConnKey, rate: u64) -> ChokeCandidate {
+    fn cand(conn: ConnId, rate: u64) -> ChokeCandidate {
         ChokeCandidate {
             conn,
             interested: true,
@@ -201,7 +201,7 @@ mod tests {
         let cs: Vec<ChokeCandidate> = (0..20)
             .map(|i| cand(i, if i < 3 { 1000 } else { 0 }))
             .collect();
-        let mut turns: BTreeMap<ConnKey, u32> = BTreeMap::new();
+        let mut turns: BTreeMap<ConnId, u32> = BTreeMap::new();
         for _ in 0..17 * 3 {
             ch.rechoke(&cs, true);
             *turns.entry(ch.optimistic().unwrap()).or_default() += 1;

@@ -6,13 +6,11 @@
 
 use crate::bitfield::Bitfield;
 use crate::time::Instant;
+use crate::ConnId;
 use crate::BLOCK_LENGTH;
 use rand_core::RngCore;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Opaque identity of a connection, chosen by the caller.
-pub type ConnKey = u64;
 
 /// One block of one piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,7 +30,7 @@ pub enum BlockOutcome {
     /// block (endgame) and should be sent a cancel; `piece_complete` says every block of the piece is in.
     Accepted {
         piece_complete: bool,
-        cancel: Vec<ConnKey>,
+        cancel: Vec<ConnId>,
     },
     /// Data we already have, or for a piece we are not assembling: wasted bytes.
     Unwanted,
@@ -41,8 +39,8 @@ pub enum BlockOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BlockState {
     Free,
-    Requested(Vec<ConnKey>),
-    Received(ConnKey),
+    Requested(Vec<ConnId>),
+    Received(ConnId),
 }
 
 #[derive(Debug, Clone)]
@@ -92,10 +90,10 @@ pub struct Picker {
     piece_length: u32,
     total_length: u64,
     have: Bitfield,
-    hashing: BTreeMap<u32, Vec<ConnKey>>,
+    hashing: BTreeMap<u32, Vec<ConnId>>,
     availability: Vec<u32>,
     partial: BTreeMap<u32, PartialPiece>,
-    requested_at: BTreeMap<(ConnKey, BlockRef), Instant>,
+    requested_at: BTreeMap<(ConnId, BlockRef), Instant>,
     /// Pieces that failed with several contributors: fetched again from one peer only, so blame is exact.
     exclusive: std::collections::BTreeSet<u32>,
 }
@@ -171,7 +169,7 @@ impl Picker {
     }
 
     /// Forget a departed peer: its pieces no longer count and its outstanding requests return to the pool.
-    pub fn remove_peer(&mut self, peer: ConnKey, pieces: &Bitfield) {
+    pub fn remove_peer(&mut self, peer: ConnId, pieces: &Bitfield) {
         for i in pieces.iter_ones() {
             if let Some(a) = self.availability.get_mut(i as usize) {
                 *a = a.saturating_sub(1);
@@ -181,7 +179,7 @@ impl Picker {
     }
 
     /// Return every request outstanding with `peer` to the pool (it choked us, or left).
-    pub fn release_all(&mut self, peer: ConnKey) -> Vec<BlockRef> {
+    pub fn release_all(&mut self, peer: ConnId) -> Vec<BlockRef> {
         let blocks: Vec<BlockRef> = self
             .requested_at
             .keys()
@@ -195,7 +193,7 @@ impl Picker {
     }
 
     /// Return one request to the pool (the peer rejected it, or it timed out).
-    pub fn release(&mut self, peer: ConnKey, block: BlockRef) {
+    pub fn release(&mut self, peer: ConnId, block: BlockRef) {
         self.requested_at.remove(&(peer, block));
         let Some(state) = self.block_state_mut(block) else {
             return;
@@ -211,7 +209,7 @@ impl Picker {
     /// `peer` delivered a block at `now`: it is alive and working through our queue, so every request still
     /// outstanding with it counts its timeout from now. A request times out only when its peer delivered
     /// nothing for the whole timeout, however long the queue (our own download cap may make it slow).
-    pub fn on_progress(&mut self, peer: ConnKey, now: Instant) {
+    pub fn on_progress(&mut self, peer: ConnId, now: Instant) {
         for (_, t) in self
             .requested_at
             .range_mut((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
@@ -226,7 +224,7 @@ impl Picker {
     }
 
     /// Requests outstanding with `peer`.
-    pub fn outstanding(&self, peer: ConnKey) -> usize {
+    pub fn outstanding(&self, peer: ConnId) -> usize {
         self.requested_at
             .range((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
             .count()
@@ -252,7 +250,7 @@ impl Picker {
     /// Choose up to `max` blocks to request from `peer`, which holds `peer_has`, and mark them requested.
     pub fn pick(
         &mut self,
-        peer: ConnKey,
+        peer: ConnId,
         peer_has: &Bitfield,
         max: usize,
         now: Instant,
@@ -293,7 +291,7 @@ impl Picker {
 
     fn take_free_blocks(
         &mut self,
-        peer: ConnKey,
+        peer: ConnId,
         peer_has: &Bitfield,
         max: usize,
         out: &mut Vec<BlockRef>,
@@ -323,7 +321,7 @@ impl Picker {
         }
     }
 
-    fn others_fetching(&self, piece: u32, peer: ConnKey) -> bool {
+    fn others_fetching(&self, piece: u32, peer: ConnId) -> bool {
         self.partial.get(&piece).is_some_and(|p| {
             p.blocks
                 .iter()
@@ -337,7 +335,7 @@ impl Picker {
             .is_some_and(|p| p.blocks.iter().all(|b| *b == BlockState::Free))
     }
 
-    fn peer_works_on(&self, piece: u32, peer: ConnKey) -> bool {
+    fn peer_works_on(&self, piece: u32, peer: ConnId) -> bool {
         self.partial.get(&piece).is_some_and(|p| {
             p.blocks.iter().any(|b| match b {
                 BlockState::Requested(ps) => ps.contains(&peer),
@@ -347,7 +345,7 @@ impl Picker {
         })
     }
 
-    fn take_blocks_of(&mut self, piece: u32, peer: ConnKey, max: usize, out: &mut Vec<BlockRef>) {
+    fn take_blocks_of(&mut self, piece: u32, peer: ConnId, max: usize, out: &mut Vec<BlockRef>) {
         let piece_len = self.piece_len(piece);
         let Some(p) = self.partial.get_mut(&piece) else {
             return;
@@ -365,7 +363,7 @@ impl Picker {
 
     fn take_endgame_blocks(
         &mut self,
-        peer: ConnKey,
+        peer: ConnId,
         peer_has: &Bitfield,
         max: usize,
         out: &mut Vec<BlockRef>,
@@ -470,7 +468,7 @@ impl Picker {
     }
 
     /// Record a block that arrived from `peer`. Only exact blocks of a piece being assembled are accepted.
-    pub fn on_block(&mut self, peer: ConnKey, block: BlockRef) -> BlockOutcome {
+    pub fn on_block(&mut self, peer: ConnId, block: BlockRef) -> BlockOutcome {
         let expected = block_at(
             block.piece,
             block.begin / BLOCK_LENGTH,
@@ -509,8 +507,8 @@ impl Picker {
     }
 
     /// Connections that delivered blocks of a piece being assembled.
-    pub fn contributors_partial(&self, piece: u32) -> Vec<ConnKey> {
-        let mut v: Vec<ConnKey> = self
+    pub fn contributors_partial(&self, piece: u32) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = self
             .partial
             .get(&piece)
             .map(|p| {
@@ -533,7 +531,7 @@ impl Picker {
 
     /// The verifier's verdict on a complete piece: kept when `ok`, otherwise back to missing. Returns the
     /// connections that delivered its blocks.
-    pub fn piece_checked(&mut self, piece: u32, ok: bool) -> Vec<ConnKey> {
+    pub fn piece_checked(&mut self, piece: u32, ok: bool) -> Vec<ConnId> {
         let contributors = self.hashing.remove(&piece).unwrap_or_default();
         if ok {
             self.have.set(piece);
@@ -573,8 +571,8 @@ impl Picker {
     }
 
     /// Requests older than `timeout`, released back to the pool and returned for cancelling.
-    pub fn expire_requests(&mut self, now: Instant, timeout: Duration) -> Vec<(ConnKey, BlockRef)> {
-        let old: Vec<(ConnKey, BlockRef)> = self
+    pub fn expire_requests(&mut self, now: Instant, timeout: Duration) -> Vec<(ConnId, BlockRef)> {
+        let old: Vec<(ConnId, BlockRef)> = self
             .requested_at
             .iter()
             .filter(|(_, &t)| now.saturating_since(t) >= timeout)

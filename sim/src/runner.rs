@@ -216,7 +216,7 @@ pub fn run_observed(
         let settled = pending.iter().all(|p| p.fired_at.is_some())
             && extra_crash.is_none()
             && extra_restart.is_none()
-            && expectations_decided(&scenario, &world);
+            && expectations_decided(&scenario, &world, false);
         match (settled, done_at) {
             (true, None) => done_at = Some(t),
             (false, _) => done_at = None,
@@ -484,8 +484,14 @@ pub(crate) fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared
     false
 }
 
-/// True once every `complete` expectation is met (digests read back) so the run can stop early.
-fn expectations_decided(scenario: &Scenario, world: &Shared) -> bool {
+/// True once every `complete` expectation is met (digests read back) so the run can stop early. With
+/// `departed_count`, a peer that completed and then went away counts as decided (the flow engine's members
+/// leave after completing); without it the peer must also be up.
+pub(crate) fn expectations_decided(
+    scenario: &Scenario,
+    world: &Shared,
+    departed_count: bool,
+) -> bool {
     let w = world.lock();
     let wanted: Vec<&String> = if scenario.expect.complete.is_empty() {
         scenario
@@ -504,6 +510,6 @@ fn expectations_decided(scenario: &Scenario, world: &Shared) -> bool {
         let Some(p) = w.peers.get(*name) else {
             return false;
         };
-        p.up && spec.get.iter().all(|f| p.digests.contains_key(f))
+        (departed_count || p.up) && spec.get.iter().all(|f| p.digests.contains_key(f))
     })
 }

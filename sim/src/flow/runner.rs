@@ -11,7 +11,7 @@ use super::net::{Capacity, HostId, Net};
 use super::transport::FlowTransport;
 use crate::host::{run_peer, HostPlan, Observer, DATA_DIR, TRACKER_PORT};
 use crate::report::{build_report, Report};
-use crate::runner::{condition_holds, Observation, RunError, RunOptions};
+use crate::runner::{condition_holds, expectations_decided, Observation, RunError, RunOptions};
 use crate::scenario::{Action, EventSpec, PeerSpec, Scenario};
 use crate::storage::CorruptSwitch;
 use crate::world::{MarkKind, Shared};
@@ -232,7 +232,8 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
                 pending[i].fired_at = Some(t);
             }
         }
-        let settled = pending.iter().all(|p| p.fired_at.is_some()) && decided(&scenario, &world);
+        let settled = pending.iter().all(|p| p.fired_at.is_some())
+            && expectations_decided(&scenario, &world, true);
         match (settled, done_at) {
             (true, None) => done_at = Some(t),
             (false, _) => done_at = None,
@@ -244,29 +245,6 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
         }
     }
     elapsed(&net)
-}
-
-/// Every peer expected to complete has, and its file was read back.
-fn decided(scenario: &Scenario, world: &Shared) -> bool {
-    let w = world.lock();
-    let wanted: Vec<&String> = if scenario.expect.complete.is_empty() {
-        scenario
-            .peers
-            .iter()
-            .filter(|p| !p.get.is_empty())
-            .map(|p| &p.name)
-            .collect()
-    } else {
-        scenario.expect.complete.iter().collect()
-    };
-    wanted.iter().all(|name| {
-        let Some(spec) = scenario.peer(name) else {
-            return true;
-        };
-        w.peers
-            .get(*name)
-            .is_some_and(|p| spec.get.iter().all(|f| p.digests.contains_key(f)))
-    })
 }
 
 fn note(ctx: &Ctx, t: Duration, host: &str, text: String) {
