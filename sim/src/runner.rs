@@ -58,10 +58,63 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// How long after a sweep crash the peer is started again.
 pub const SWEEP_RESTART_DELAY: Duration = Duration::from_secs(1);
 
-struct Pending {
-    spec: EventSpec,
+/// A scripted event and where it stands: armed when its condition first held, fired once.
+pub(crate) struct Pending {
+    pub(crate) spec: EventSpec,
     armed_at: Option<Duration>,
-    fired_at: Option<Duration>,
+    pub(crate) fired_at: Option<Duration>,
+}
+
+/// The scenario's events, none armed or fired yet.
+pub(crate) fn pending_events(scenario: &Scenario) -> Vec<Pending> {
+    scenario
+        .events
+        .iter()
+        .map(|e| Pending {
+            spec: e.clone(),
+            armed_at: None,
+            fired_at: None,
+        })
+        .collect()
+}
+
+/// Fire, in order, every event due at `t` (by its time, after the previous one, or after its condition first
+/// held), calling `fire` for each; both engines schedule events with it. An event fired here can make a later
+/// one due in the same pass.
+pub(crate) fn fire_due_events(
+    pending: &mut [Pending],
+    t: Duration,
+    scenario: &Scenario,
+    world: &Shared,
+    mut fire: impl FnMut(&EventSpec),
+) {
+    for i in 0..pending.len() {
+        if pending[i].fired_at.is_some() {
+            continue;
+        }
+        let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
+        let due = if pending[i].spec.after_previous {
+            i.checked_sub(1)
+                .and_then(|j| pending[j].fired_at)
+                .map(|prev| prev.saturating_add(after))
+        } else if let Some(at) = pending[i].spec.at {
+            Some(at.0.saturating_add(after))
+        } else {
+            if pending[i].armed_at.is_none() {
+                if let Some(c) = &pending[i].spec.when {
+                    if condition_holds(c, scenario, world) {
+                        pending[i].armed_at = Some(t);
+                    }
+                }
+            }
+            pending[i].armed_at.map(|a| a.saturating_add(after))
+        };
+        if due.is_some_and(|d| t >= d) {
+            let spec = pending[i].spec.clone();
+            fire(&spec);
+            pending[i].fired_at = Some(t);
+        }
+    }
 }
 
 /// Run `scenario` to its end and judge it.
@@ -171,15 +224,7 @@ pub fn run_observed(
         }
     }
 
-    let mut pending: Vec<Pending> = scenario
-        .events
-        .iter()
-        .map(|e| Pending {
-            spec: e.clone(),
-            armed_at: None,
-            fired_at: None,
-        })
-        .collect();
+    let mut pending = pending_events(&scenario);
     let mut extra_crash = options.crash.clone();
     let mut extra_restart: Option<(String, Duration)> = None;
     let mut done_at: Option<Duration> = None;
@@ -300,33 +345,8 @@ impl Stage<'_> {
     }
 
     fn fire_due_events(&mut self, pending: &mut [Pending], t: Duration) {
-        for i in 0..pending.len() {
-            if pending[i].fired_at.is_some() {
-                continue;
-            }
-            let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
-            let due = if pending[i].spec.after_previous {
-                i.checked_sub(1)
-                    .and_then(|j| pending[j].fired_at)
-                    .map(|prev| prev.saturating_add(after))
-            } else if let Some(at) = pending[i].spec.at {
-                Some(at.0.saturating_add(after))
-            } else {
-                if pending[i].armed_at.is_none() {
-                    if let Some(c) = &pending[i].spec.when {
-                        if condition_holds(c, &self.scenario, &self.world) {
-                            pending[i].armed_at = Some(t);
-                        }
-                    }
-                }
-                pending[i].armed_at.map(|a| a.saturating_add(after))
-            };
-            if due.is_some_and(|d| t >= d) {
-                let spec = pending[i].spec.clone();
-                self.apply(&spec, t);
-                pending[i].fired_at = Some(t);
-            }
-        }
+        let (scenario, world) = (Arc::clone(&self.scenario), self.world.clone());
+        fire_due_events(pending, t, &scenario, &world, |spec| self.apply(spec, t));
     }
 
     /// Hosts running in the simulation other than `me`: `from` if given, else the tracker and every started

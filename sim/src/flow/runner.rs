@@ -11,7 +11,9 @@ use super::net::{Capacity, HostId, Net};
 use super::transport::FlowTransport;
 use crate::host::{run_peer, HostPlan, Observer, DATA_DIR, TRACKER_PORT};
 use crate::report::{build_report, Report};
-use crate::runner::{condition_holds, expectations_decided, Observation, RunError, RunOptions};
+use crate::runner::{
+    expectations_decided, fire_due_events, pending_events, Observation, RunError, RunOptions,
+};
 use crate::scenario::{Action, EventSpec, PeerSpec, Scenario};
 use crate::storage::CorruptSwitch;
 use crate::world::{MarkKind, Shared};
@@ -86,12 +88,6 @@ struct Host {
     disk: LazyDisk,
     corrupt: CorruptSwitch,
     running: Option<JoinHandle<()>>,
-}
-
-struct Pending {
-    spec: EventSpec,
-    armed_at: Option<Duration>,
-    fired_at: Option<Duration>,
 }
 
 /// Run `scenario` on the flow engine and judge it.
@@ -184,54 +180,22 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
             start_peer(&ctx, h);
         }
     }
-    let mut pending: Vec<Pending> = scenario
-        .events
-        .iter()
-        .map(|e| Pending {
-            spec: e.clone(),
-            armed_at: None,
-            fired_at: None,
-        })
-        .collect();
+    let mut pending = pending_events(&scenario);
     let mut done_at: Option<Duration> = None;
     loop {
         tokio::time::sleep(STEP).await;
         let t = elapsed(&net);
-        for i in 0..pending.len() {
-            if pending[i].fired_at.is_some() {
-                continue;
-            }
-            let after = pending[i].spec.after.map_or(Duration::ZERO, |s| s.0);
-            let due = if pending[i].spec.after_previous {
-                i.checked_sub(1)
-                    .and_then(|j| pending[j].fired_at)
-                    .map(|prev| prev.saturating_add(after))
-            } else if let Some(at) = pending[i].spec.at {
-                Some(at.0.saturating_add(after))
-            } else {
-                if pending[i].armed_at.is_none() {
-                    if let Some(c) = &pending[i].spec.when {
-                        if condition_holds(c, &scenario, &world) {
-                            pending[i].armed_at = Some(t);
-                        }
-                    }
-                }
-                pending[i].armed_at.map(|a| a.saturating_add(after))
-            };
-            if due.is_some_and(|d| t >= d) {
-                let spec = pending[i].spec.clone();
-                apply(
-                    &ctx,
-                    &mut hosts,
-                    &spec,
-                    t,
-                    tracker,
-                    &registry,
-                    &mut tracker_task,
-                );
-                pending[i].fired_at = Some(t);
-            }
-        }
+        fire_due_events(&mut pending, t, &scenario, &world, |spec| {
+            apply(
+                &ctx,
+                &mut hosts,
+                spec,
+                t,
+                tracker,
+                &registry,
+                &mut tracker_task,
+            )
+        });
         let settled = pending.iter().all(|p| p.fired_at.is_some())
             && expectations_decided(&scenario, &world, true);
         match (settled, done_at) {
