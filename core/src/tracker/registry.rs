@@ -12,6 +12,7 @@ use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
+use crate::rate::RateMeter;
 use crate::time::Instant;
 
 use super::proto::{AnnounceExtensions, AnnounceRequest, AnnounceResponse, PeerInfo, ID_LEN};
@@ -368,11 +369,9 @@ struct Peer {
     /// `uploaded` and `downloaded` as last announced.
     uploaded: u64,
     downloaded: u64,
-    /// The sample rates are measured from: (time, uploaded, downloaded); moved on at most once a second.
-    rate_base: (Instant, u64, u64),
-    /// Bytes per second between the last two samples.
-    up_rate: u64,
-    down_rate: u64,
+    /// Upload and download rates, measured from the announced totals.
+    up_rate: RateMeter,
+    down_rate: RateMeter,
 }
 
 /// Rates are measured over at least this long, so that a burst of announces does not make them jitter.
@@ -385,18 +384,8 @@ impl Peer {
         let moved = downloaded
             .checked_sub(self.downloaded)
             .unwrap_or(downloaded);
-        let (at, up0, down0) = self.rate_base;
-        let dt = now.saturating_since(at);
-        if uploaded < up0 || downloaded < down0 {
-            self.rate_base = (now, uploaded, downloaded);
-            self.up_rate = 0;
-            self.down_rate = 0;
-        } else if dt >= RATE_WINDOW {
-            let secs = dt.as_secs_f64();
-            self.up_rate = ((uploaded - up0) as f64 / secs) as u64;
-            self.down_rate = ((downloaded - down0) as f64 / secs) as u64;
-            self.rate_base = (now, uploaded, downloaded);
-        }
+        self.up_rate.sample(now, uploaded);
+        self.down_rate.sample(now, downloaded);
         self.uploaded = uploaded;
         self.downloaded = downloaded;
         moved
@@ -585,9 +574,8 @@ impl Registry {
             status_port: None,
             uploaded: req.uploaded,
             downloaded: 0,
-            rate_base: (now, req.uploaded, req.downloaded),
-            up_rate: 0,
-            down_rate: 0,
+            up_rate: RateMeter::new(RATE_WINDOW),
+            down_rate: RateMeter::new(RATE_WINDOW),
         });
         peer.peer_id = req.peer_id;
         peer.left = req.left;
@@ -803,8 +791,8 @@ impl Registry {
                 });
                 node.uploaded = node.uploaded.saturating_add(peer.uploaded);
                 node.downloaded = node.downloaded.saturating_add(peer.downloaded);
-                node.down_rate = node.down_rate.saturating_add(peer.down_rate);
-                node.up_rate = node.up_rate.saturating_add(peer.up_rate);
+                node.down_rate = node.down_rate.saturating_add(peer.down_rate.rate());
+                node.up_rate = node.up_rate.saturating_add(peer.up_rate.rate());
                 node.status_port = node.status_port.or(peer.status_port);
                 if peer.left == 0 {
                     node.sharing.push(name.clone());
@@ -824,7 +812,7 @@ impl Registry {
                         size,
                         percent,
                         pieces_have: peer.pieces.as_ref().map(Bitfield::count),
-                        down_rate: peer.down_rate,
+                        down_rate: peer.down_rate.rate(),
                     });
                 }
             }
