@@ -55,7 +55,7 @@ pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
 
 /// What the driver needs from the world.
 #[derive(Clone)]
-pub struct PeerEnv<T, B, C> {
+pub struct PeerEnv<T, B> {
     /// The network.
     pub transport: T,
     /// Where disk and hash work runs.
@@ -63,12 +63,11 @@ pub struct PeerEnv<T, B, C> {
     /// The filesystem.
     pub storage: Arc<dyn Storage>,
     /// The clock.
-    pub clock: C,
+    pub clock: Clock,
 }
 
 /// The real world: tokio TCP, the blocking thread pool, `std::fs` and tokio's clock.
-pub type RealEnv =
-    PeerEnv<crate::transport::TokioTransport, crate::storage::ThreadPool, crate::clock::TokioClock>;
+pub type RealEnv = PeerEnv<crate::transport::TokioTransport, crate::storage::ThreadPool>;
 
 impl RealEnv {
     /// The environment of the real binaries.
@@ -77,7 +76,7 @@ impl RealEnv {
             transport: crate::transport::TokioTransport,
             blocking: crate::storage::ThreadPool,
             storage: Arc::new(crate::storage::StdStorage),
-            clock: crate::clock::TokioClock::new(),
+            clock: crate::clock::Clock::new(),
         }
     }
 }
@@ -190,14 +189,13 @@ pub struct Peer {
 
 impl Peer {
     /// Bind the listener and start the peer's tasks.
-    pub async fn start<T, B, C>(
-        env: PeerEnv<T, B, C>,
+    pub async fn start<T, B>(
+        env: PeerEnv<T, B>,
         mut options: PeerOptions,
     ) -> Result<(Peer, JoinHandle<()>), PeerError>
     where
         T: Transport,
         B: Blocking,
-        C: Clock,
     {
         // One folder, one owner: held by the peer task for its whole life.
         let folder_lock = StateDir::new(env.storage.clone(), &options.dir).lock()?;
@@ -229,12 +227,12 @@ impl Peer {
         let limits = Limits {
             up: options
                 .max_upload_rate
-                .map(|r| RateLimit::new(r, env.clock.clone())),
+                .map(|r| RateLimit::new(r, env.clock)),
             down: options
                 .max_download_rate
-                .map(|r| RateLimit::new(r, env.clock.clone())),
+                .map(|r| RateLimit::new(r, env.clock)),
         };
-        let accept = tokio::spawn(accept_loop(listener, env.clock.clone(), inbox.clone()));
+        let accept = tokio::spawn(accept_loop(listener, env.clock, inbox.clone()));
         let task = NodeTask {
             node: Node::new(options.node.clone()),
             env: env.clone(),
@@ -410,9 +408,9 @@ struct Limits {
     down: Option<RateLimit>,
 }
 
-async fn accept_loop<L: Listener, C: Clock>(
+async fn accept_loop<L: Listener>(
     mut listener: L,
-    clock: C,
+    clock: Clock,
     inbox: mpsc::Sender<Msg<L::Stream>>,
 ) {
     loop {
@@ -475,9 +473,9 @@ where
     }
 }
 
-struct NodeTask<T: Transport, B, C> {
+struct NodeTask<T: Transport, B> {
     node: Node,
-    env: PeerEnv<T, B, C>,
+    env: PeerEnv<T, B>,
     conns: BTreeMap<ConnId, ConnHandle>,
     disk: DiskWorker,
     stores: Stores,
@@ -498,7 +496,7 @@ struct NodeTask<T: Transport, B, C> {
     options: PeerOptions,
 }
 
-impl<T: Transport, B: Blocking, C: Clock> NodeTask<T, B, C> {
+impl<T: Transport, B: Blocking> NodeTask<T, B> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,

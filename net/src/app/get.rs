@@ -3,7 +3,6 @@
 //! tracker's peers and any given ones.
 
 use super::{AppError, PeerApp};
-use crate::clock::Clock;
 use crate::peer::AddMode;
 use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
@@ -37,7 +36,7 @@ pub struct GetRequest {
     pub catalog_retry: Option<Duration>,
 }
 
-impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
+impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Start (or resume) every download of `request`: names first, each started as soon as its metainfo is
     /// known (a name already active in this app is not looked up again), then `.torrent` files. Returns the
     /// info hashes, without repeats, in that order.
