@@ -21,12 +21,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::accept::accept_next;
 use crate::catalog_store::{publish_durably, CatalogStore, PublishError};
 use crate::clock::Clock;
 use crate::connection_slots::{ConnectionSlots, SlotLimits};
 use crate::http::{read_request_untimed, write_response, HttpError, HttpLimits, Request, Response};
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
-use crate::transport::{Listener, Transport};
+use crate::transport::Transport;
 
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
@@ -316,27 +317,18 @@ pub async fn serve<T: Transport>(
                 slots.release(id);
             }
         }
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (id, evicted) = slots.admit(peer.ip());
-                for connection in evicted {
-                    connection.abort();
-                    ctx.config.metrics.connection_evicted();
-                }
-                let ctx = Arc::clone(&ctx);
-                let handle = connections.spawn(async move {
-                    ctx.connection(stream, peer).await;
-                    id
-                });
-                slots.attach(id, handle);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                ctx.clock
-                    .sleep_until(ctx.clock.now() + Duration::from_millis(50))
-                    .await;
-            }
+        let (stream, peer) = accept_next(&mut listener, &ctx.clock, "tracker").await;
+        let (id, evicted) = slots.admit(peer.ip());
+        for connection in evicted {
+            connection.abort();
+            ctx.config.metrics.connection_evicted();
         }
+        let ctx = Arc::clone(&ctx);
+        let handle = connections.spawn(async move {
+            ctx.connection(stream, peer).await;
+            id
+        });
+        slots.attach(id, handle);
     }
 }
 

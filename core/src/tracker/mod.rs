@@ -2,6 +2,7 @@
 //!
 //! - [`registry`]: announce, scrape, peer expiry, the catalog of published metainfos (by file name) and
 //!   the swarm view. No IO and no clock: callers hand in `now` and an RNG.
+//! - `swarm` (private): one torrent's peers as compact records, sampled by index.
 //! - [`proto`]: the wire side of BEP 3 / 23 / 48 — parse announce and scrape query strings, encode bencoded
 //!   responses, and, for clients, build an announce query and parse the reply.
 //! - [`tiers`]: which tracker to announce to (BEP 12 tiers).
@@ -9,6 +10,7 @@
 
 pub mod proto;
 pub mod registry;
+mod swarm;
 pub mod tiers;
 pub mod udp;
 

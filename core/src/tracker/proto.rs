@@ -382,8 +382,9 @@ pub fn parse_announce_extensions(query: &str) -> Result<AnnounceExtensions, Quer
 pub struct PeerInfo {
     /// Where to connect.
     pub addr: SocketAddr,
-    /// The peer's id (used only by the dictionary form).
-    pub peer_id: [u8; ID_LEN],
+    /// The peer's id, when the tracker keeps it (used only by the dictionary form, which leaves it out
+    /// otherwise).
+    pub peer_id: Option<[u8; ID_LEN]>,
 }
 
 /// What the registry answers to an announce, before encoding.
@@ -452,8 +453,8 @@ pub fn encode_announce_response(
                     Value::Bytes(p.addr.ip().to_string().into_bytes()),
                 );
                 pd.insert(key("port"), int(u64::from(p.addr.port())));
-                if !no_peer_id {
-                    pd.insert(key("peer id"), Value::Bytes(p.peer_id.to_vec()));
+                if let Some(id) = p.peer_id.filter(|_| !no_peer_id) {
+                    pd.insert(key("peer id"), Value::Bytes(id.to_vec()));
                 }
                 Value::Dict(pd)
             })
@@ -985,11 +986,11 @@ mod tests {
             peers: vec![
                 PeerInfo {
                     addr: "10.0.0.1:6881".parse().expect("addr"),
-                    peer_id: [b'a'; 20],
+                    peer_id: Some([b'a'; 20]),
                 },
                 PeerInfo {
                     addr: "192.168.1.2:80".parse().expect("addr"),
-                    peer_id: [b'b'; 20],
+                    peer_id: None,
                 },
             ],
         }
@@ -1023,7 +1024,7 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:51413".parse().expect("addr");
         resp.peers.push(PeerInfo {
             addr: v6,
-            peer_id: [b'c'; 20],
+            peer_id: Some([b'c'; 20]),
         });
         let body = encode_announce_response(&resp, true, false);
         let v = bencode::decode(&body).expect("bencode");
@@ -1054,6 +1055,10 @@ mod tests {
         assert_eq!(
             list[0].get(b"peer id").and_then(Value::as_bytes),
             Some(&[b'a'; 20][..])
+        );
+        assert!(
+            list[1].get(b"peer id").is_none(),
+            "a peer whose id the tracker did not keep"
         );
         let reply = parse_announce_reply(&body).expect("parses");
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The tracker's state: swarms of peers per torrent, the catalog of published torrents, and views of both.
 //!
-//! Pure and deterministic: every collection is a `BTreeMap`, time is handed in as [`Instant`], and the only
-//! randomness (which peers to hand out) comes from the RNG the caller passes.
+//! Pure and deterministic: every collection is a `BTreeMap` or a sorted vector, time is handed in as
+//! [`Instant`], and the only randomness (which peers to hand out) comes from the RNG the caller passes.
+//! Each torrent's peers live in a compact swarm table (the `swarm` module says what a peer costs).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
 use crate::time::Instant;
 
-use super::proto::{AnnounceExtensions, AnnounceRequest, AnnounceResponse, PeerInfo, ID_LEN};
+use super::proto::{AnnounceExtensions, AnnounceRequest, AnnounceResponse};
+use super::swarm::{peer_addr, Arrival, Swarm};
 use super::Event;
 use crate::bitfield::Bitfield;
 
@@ -177,8 +179,10 @@ pub struct DownloadView {
     pub name: String,
     /// Info hash, lower-case hex.
     pub info_hash: String,
-    /// Bytes still missing, as last announced.
-    pub left: u64,
+    /// Bytes still missing, as last announced (known for peers of published torrents and peers that send
+    /// enjambre's announce extensions).
+    #[serde(default)]
+    pub left: Option<u64>,
     /// Total size, when known from the catalog.
     pub size: Option<u64>,
     /// Progress in percent (0-100), when the size is known.
@@ -354,104 +358,6 @@ impl SwarmView {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Peer {
-    peer_id: [u8; ID_LEN],
-    left: u64,
-    last_seen: Instant,
-    /// This peer's completion has been counted in `Swarm::downloaded`.
-    counted_complete: bool,
-    /// Verified pieces it reported (`pieces` key), checked against the catalog's piece count.
-    pieces: Option<Bitfield>,
-    /// Its status endpoint port (`status_port` key).
-    status_port: Option<u16>,
-    /// `uploaded` and `downloaded` as last announced.
-    uploaded: u64,
-    downloaded: u64,
-    /// The sample rates are measured from: (time, uploaded, downloaded); moved on at most once a second.
-    rate_base: (Instant, u64, u64),
-    /// Bytes per second between the last two samples.
-    up_rate: u64,
-    down_rate: u64,
-}
-
-/// Rates are measured over at least this long, so that a burst of announces does not make them jitter.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-
-impl Peer {
-    /// Take in the counters of an announce: bytes moved since the last one (a restarted client counts from
-    /// zero again), and the rates when a rate window has passed.
-    fn update_counters(&mut self, now: Instant, uploaded: u64, downloaded: u64) -> u64 {
-        let moved = downloaded
-            .checked_sub(self.downloaded)
-            .unwrap_or(downloaded);
-        let (at, up0, down0) = self.rate_base;
-        let dt = now.saturating_since(at);
-        if uploaded < up0 || downloaded < down0 {
-            self.rate_base = (now, uploaded, downloaded);
-            self.up_rate = 0;
-            self.down_rate = 0;
-        } else if dt >= RATE_WINDOW {
-            let secs = dt.as_secs_f64();
-            self.up_rate = ((uploaded - up0) as f64 / secs) as u64;
-            self.down_rate = ((downloaded - down0) as f64 / secs) as u64;
-            self.rate_base = (now, uploaded, downloaded);
-        }
-        self.uploaded = uploaded;
-        self.downloaded = downloaded;
-        moved
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct Swarm {
-    /// Keyed by (ip, port): several peers may share an IP.
-    peers: BTreeMap<SocketAddr, Peer>,
-    /// Completed downloads reported, all time.
-    downloaded: u64,
-    /// Payload bytes reported downloaded, all time.
-    bytes_moved: u64,
-    /// Peers with `left == 0`, kept as peers come, change and go (scrape counts without a walk).
-    seeders: usize,
-    /// No peer was last seen before this (a lower bound, exact after each expiry scan): an announce scans
-    /// the swarm for silent peers only when one of them may have timed out.
-    oldest_seen: Option<Instant>,
-}
-
-impl Swarm {
-    fn stats(&self) -> ScrapeStats {
-        let complete = self.seeders as u64;
-        ScrapeStats {
-            complete,
-            incomplete: (self.peers.len() as u64).saturating_sub(complete),
-            downloaded: self.downloaded,
-        }
-    }
-
-    fn expire(&mut self, now: Instant, timeout: Duration) -> usize {
-        match self.oldest_seen {
-            Some(oldest) if now.saturating_since(oldest) > timeout => {}
-            _ => return 0,
-        }
-        let before = self.peers.len();
-        let seeders = &mut self.seeders;
-        self.peers.retain(|_, p| {
-            let keep = now.saturating_since(p.last_seen) <= timeout;
-            if !keep && p.left == 0 {
-                *seeders = seeders.saturating_sub(1);
-            }
-            keep
-        });
-        self.oldest_seen = self.peers.values().map(|p| p.last_seen).min();
-        before - self.peers.len()
-    }
-
-    /// Note that a peer was seen at `now` (time never goes back, so an earlier bound stays a bound).
-    fn seen(&mut self, now: Instant) {
-        self.oldest_seen.get_or_insert(now);
-    }
-}
-
 /// The tracker registry: swarms, catalog, views. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -461,18 +367,6 @@ pub struct Registry {
     catalog: BTreeMap<String, Metainfo>,
     /// Name of each published info hash.
     names: BTreeMap<InfoHash, String>,
-}
-
-/// A uniform integer in `0..n` (`n > 0`), by rejection sampling.
-fn uniform(rng: &mut impl RngCore, n: usize) -> usize {
-    let n64 = n as u64;
-    let limit = u64::MAX - u64::MAX % n64;
-    loop {
-        let x = rng.next_u64();
-        if x < limit {
-            return (x % n64) as usize;
-        }
-    }
 }
 
 fn secs(d: Duration) -> u32 {
@@ -519,7 +413,7 @@ impl Registry {
         ext: &AnnounceExtensions,
         rng: &mut impl RngCore,
     ) -> Result<AnnounceResponse, AnnounceError> {
-        let addr = SocketAddr::new(ip.to_canonical(), req.port);
+        let addr = peer_addr(ip, req.port);
         let mut response = AnnounceResponse {
             interval: secs(self.config.interval).max(1),
             min_interval: secs(self.config.min_interval),
@@ -530,16 +424,10 @@ impl Registry {
 
         if req.event == Event::Stopped {
             if let Some(swarm) = self.swarms.get_mut(&req.info_hash) {
-                if let Some(mut peer) = swarm.peers.remove(&addr) {
-                    if peer.left == 0 {
-                        swarm.seeders = swarm.seeders.saturating_sub(1);
-                    }
-                    let moved = peer.update_counters(now, req.uploaded, req.downloaded);
-                    swarm.bytes_moved = swarm.bytes_moved.saturating_add(moved);
-                }
+                swarm.leave(now, addr, req.uploaded, req.downloaded);
                 let stats = swarm.stats();
                 (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
-                if swarm.peers.is_empty() && swarm.downloaded == 0 {
+                if swarm.is_forgettable() {
                     self.swarms.remove(&req.info_hash);
                 }
             }
@@ -562,68 +450,33 @@ impl Registry {
             (Some(bytes), Some(count)) if req.left > 0 => Bitfield::from_wire(bytes, count).ok(),
             _ => None,
         };
-        let swarm = self.swarms.entry(req.info_hash).or_default();
-        swarm.expire(now, self.config.peer_timeout);
-        let was_seeder = swarm.peers.get(&addr).map(|p| p.left == 0);
-        if was_seeder.is_none() && swarm.peers.len() >= self.config.max_peers_per_torrent {
-            return Err(AnnounceError::SwarmFull {
-                max: self.config.max_peers_per_torrent,
-            });
-        }
-        match (was_seeder, req.left == 0) {
-            (Some(true), false) => swarm.seeders = swarm.seeders.saturating_sub(1),
-            (None | Some(false), true) => swarm.seeders += 1,
-            _ => {}
-        }
-        swarm.seen(now);
-        let peer = swarm.peers.entry(addr).or_insert(Peer {
+        let arrival = Arrival {
+            addr,
             peer_id: req.peer_id,
             left: req.left,
-            last_seen: now,
-            counted_complete: false,
-            pieces: None,
-            status_port: None,
             uploaded: req.uploaded,
-            downloaded: 0,
-            rate_base: (now, req.uploaded, req.downloaded),
-            up_rate: 0,
-            down_rate: 0,
-        });
-        peer.peer_id = req.peer_id;
-        peer.left = req.left;
-        peer.last_seen = now;
-        peer.pieces = pieces;
-        peer.status_port = ext.status_port;
-        let moved = peer.update_counters(now, req.uploaded, req.downloaded);
-        swarm.bytes_moved = swarm.bytes_moved.saturating_add(moved);
-        if req.event == Event::Completed && !peer.counted_complete {
-            peer.counted_complete = true;
-            swarm.downloaded = swarm.downloaded.saturating_add(1);
+            downloaded: req.downloaded,
+            event: req.event,
+            pieces,
+            status_port: ext.status_port,
+            report: piece_count.is_some() || ext.pieces.is_some() || ext.status_port.is_some(),
+        };
+        let max_peers = self.config.max_peers_per_torrent;
+        let swarm = self.swarms.entry(req.info_hash).or_default();
+        swarm.expire(now, self.config.peer_timeout);
+        if swarm.join(now, arrival, max_peers).is_err() {
+            if swarm.is_forgettable() {
+                self.swarms.remove(&req.info_hash);
+            }
+            return Err(AnnounceError::SwarmFull { max: max_peers });
         }
-
         let stats = swarm.stats();
         (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
-
         let numwant = req
             .numwant
             .unwrap_or(self.config.default_numwant)
             .min(self.config.max_numwant) as usize;
-        let mut candidates: Vec<PeerInfo> = swarm
-            .peers
-            .iter()
-            .filter(|(a, p)| **a != addr && p.peer_id != req.peer_id)
-            .map(|(a, p)| PeerInfo {
-                addr: *a,
-                peer_id: p.peer_id,
-            })
-            .collect();
-        let k = numwant.min(candidates.len());
-        for i in 0..k {
-            let j = i + uniform(rng, candidates.len() - i);
-            candidates.swap(i, j);
-        }
-        candidates.truncate(k);
-        response.peers = candidates;
+        response.peers = swarm.sample(addr, &req.peer_id, numwant, rng);
         Ok(response)
     }
 
@@ -636,8 +489,7 @@ impl Registry {
             .values_mut()
             .map(|s| s.expire(now, timeout))
             .sum();
-        self.swarms
-            .retain(|_, s| !s.peers.is_empty() || s.downloaded > 0);
+        self.swarms.retain(|_, s| !s.is_forgettable());
         dropped
     }
 
@@ -752,7 +604,7 @@ impl Registry {
 
     /// Number of peers across all swarms.
     pub fn peer_count(&self) -> usize {
-        self.swarms.values().map(|s| s.peers.len()).sum()
+        self.swarms.values().map(Swarm::len).sum()
     }
 
     /// The registry's numbers at a glance (for metrics), without building a view.
@@ -789,9 +641,9 @@ impl Registry {
                 .unwrap_or_else(|| hash.to_hex());
             let size = meta.map(Metainfo::total_length);
             let piece_count = meta.map(Metainfo::piece_count);
-            for (addr, peer) in &swarm.peers {
-                let node = nodes.entry(*addr).or_insert_with(|| NodeView {
-                    node: addr.to_string(),
+            for member in swarm.members() {
+                let node = nodes.entry(member.addr).or_insert_with(|| NodeView {
+                    node: member.addr.to_string(),
                     role: Role::Seeder,
                     sharing: Vec::new(),
                     downloading: Vec::new(),
@@ -801,30 +653,34 @@ impl Registry {
                     up_rate: 0,
                     status_port: None,
                 });
-                node.uploaded = node.uploaded.saturating_add(peer.uploaded);
-                node.downloaded = node.downloaded.saturating_add(peer.downloaded);
-                node.down_rate = node.down_rate.saturating_add(peer.down_rate);
-                node.up_rate = node.up_rate.saturating_add(peer.up_rate);
-                node.status_port = node.status_port.or(peer.status_port);
-                if peer.left == 0 {
+                let report = member.report;
+                if let Some(r) = report {
+                    node.uploaded = node.uploaded.saturating_add(r.uploaded);
+                    node.downloaded = node.downloaded.saturating_add(r.downloaded);
+                    node.down_rate = node.down_rate.saturating_add(r.down_rate.rate());
+                    node.up_rate = node.up_rate.saturating_add(r.up_rate.rate());
+                    node.status_port = node.status_port.or(r.status_port);
+                }
+                if member.seeder {
                     node.sharing.push(name.clone());
                 } else {
                     node.role = Role::Leecher;
-                    let percent = size.map(|s| {
+                    let left = report.map(|r| r.left);
+                    let percent = size.zip(left).map(|(s, left)| {
                         if s == 0 {
                             100.0
                         } else {
-                            s.saturating_sub(peer.left) as f64 * 100.0 / s as f64
+                            s.saturating_sub(left) as f64 * 100.0 / s as f64
                         }
                     });
                     node.downloading.push(DownloadView {
                         name: name.clone(),
                         info_hash: hash.to_hex(),
-                        left: peer.left,
+                        left,
                         size,
                         percent,
-                        pieces_have: peer.pieces.as_ref().map(Bitfield::count),
-                        down_rate: peer.down_rate,
+                        pieces_have: report.and_then(|r| r.pieces.as_ref()).map(Bitfield::count),
+                        down_rate: report.map_or(0, |r| r.down_rate.rate()),
                     });
                 }
             }
@@ -872,10 +728,10 @@ fn file_view(
     let stats = swarm.map(Swarm::stats).unwrap_or_default();
     let mut availability = vec![0u32; piece_count.unwrap_or(0) as usize];
     let mut unreported = 0;
-    for peer in swarm.iter().flat_map(|s| s.peers.values()) {
-        if peer.left == 0 {
+    for member in swarm.iter().flat_map(|s| s.members()) {
+        if member.seeder {
             availability.iter_mut().for_each(|a| *a += 1);
-        } else if let Some(pieces) = &peer.pieces {
+        } else if let Some(pieces) = member.report.and_then(|r| r.pieces.as_ref()) {
             for i in pieces.iter_ones() {
                 if let Some(a) = availability.get_mut(i as usize) {
                     *a += 1;
@@ -901,6 +757,7 @@ fn file_view(
 mod tests {
     use super::*;
     use crate::metainfo::{self, FileEntry};
+    use crate::tracker::proto::PeerInfo;
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::collections::BTreeSet;
@@ -999,7 +856,10 @@ mod tests {
         let walk = |reg: &Registry| -> Vec<(usize, usize)> {
             reg.swarms
                 .values()
-                .map(|s| (s.seeders, s.peers.values().filter(|p| p.left == 0).count()))
+                .map(|s| {
+                    let walked = s.members().filter(|m| m.seeder).count();
+                    (s.stats().complete as usize, walked)
+                })
                 .collect()
         };
         // (time, port, id, left, event): join as leecher and seeder, finish, fall back, stop, go silent.
@@ -1096,7 +956,7 @@ mod tests {
             a.peers,
             vec![PeerInfo {
                 addr: "10.0.0.1:6882".parse().expect("a"),
-                peer_id: [2; 20]
+                peer_id: None
             }]
         );
         // Re-announcing updates rather than duplicates.
@@ -1151,8 +1011,9 @@ mod tests {
         let first = count(&mut reg, &mut rng, Some(10));
         let second = count(&mut reg, &mut rng, Some(10));
         assert_ne!(first, second);
+        // 1,000 draws of 10 miss one of the 300 with odds of about 1e-12 (200 draws: about 30%).
         let mut seen = BTreeSet::new();
-        for _ in 0..200 {
+        for _ in 0..1000 {
             seen.extend(count(&mut reg, &mut rng, Some(10)).iter().map(|p| p.addr));
         }
         assert_eq!(seen.len(), 300);
