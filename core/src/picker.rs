@@ -169,6 +169,8 @@ impl Picker {
     }
 
     /// Forget a departed peer: its pieces no longer count and its outstanding requests return to the pool.
+    /// The blocks it delivered of a piece fetched from one source only (see `exclusive`) go too: nobody else
+    /// may finish that piece, so it starts again whole from another peer.
     pub fn remove_peer(&mut self, peer: ConnId, pieces: &Bitfield) {
         for i in pieces.iter_ones() {
             if let Some(a) = self.availability.get_mut(i as usize) {
@@ -176,6 +178,16 @@ impl Picker {
             }
         }
         self.release_all(peer);
+        for piece in &self.exclusive {
+            if let Some(p) = self.partial.get_mut(piece) {
+                for b in &mut p.blocks {
+                    if *b == BlockState::Received(peer) {
+                        *b = BlockState::Free;
+                        p.received -= 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Return every request outstanding with `peer` to the pool (it choked us, or left).
@@ -798,6 +810,29 @@ mod tests {
             "one source only"
         );
         assert_eq!(p.pick(1, &all(1), 4, Instant::ZERO, &mut rng()).len(), 3);
+    }
+
+    #[test]
+    fn a_single_source_piece_whose_source_left_goes_whole_to_another_peer() {
+        let mut p = picker(1);
+        let a = p.pick(1, &all(1), 2, Instant::ZERO, &mut rng());
+        let b = p.pick(2, &all(1), 2, Instant::ZERO, &mut rng());
+        for x in a.iter().chain(&b) {
+            p.on_block(if a.contains(x) { 1 } else { 2 }, *x);
+        }
+        p.piece_checked(0, false);
+        // Peer 3 starts the piece again alone, delivers three blocks and leaves before the fourth.
+        let c = p.pick(3, &all(1), 3, Instant::ZERO, &mut rng());
+        for x in &c {
+            p.on_block(3, *x);
+        }
+        assert!(p.pick(4, &all(1), 4, Instant::ZERO, &mut rng()).is_empty());
+        p.remove_peer(3, &all(1));
+        assert_eq!(
+            p.pick(4, &all(1), 4, Instant::ZERO, &mut rng()).len(),
+            4,
+            "peer 4 fetches the whole piece"
+        );
     }
 
     #[test]

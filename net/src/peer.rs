@@ -22,8 +22,8 @@ use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
-    AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, Input, Node, NodeConfig, NodeEvent,
-    Output, TorrentStats,
+    AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, FetchMetadata, Input,
+    MetadataFetchError, Node, NodeConfig, NodeEvent, Output, TorrentStats,
 };
 use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
@@ -118,6 +118,9 @@ pub enum PeerError {
     /// The peer task has stopped.
     #[error("the peer has stopped")]
     Stopped,
+    /// A magnet's metadata matched its info hash but is not a usable torrent.
+    #[error(transparent)]
+    Metadata(#[from] MetadataFetchError),
     /// Another process owns the download folder.
     #[error(transparent)]
     FolderTaken(#[from] crate::state_dir::LockError),
@@ -134,8 +137,12 @@ pub enum AddMode {
     Recheck,
 }
 
+/// What a metadata phase hands back: the metainfo and the peers it met, or why the metadata is unusable.
+pub type MetadataResult = Result<(Arc<Metainfo>, Vec<SocketAddr>), MetadataFetchError>;
+
 enum Command {
     Add(AddTorrent, Option<String>, oneshot::Sender<()>),
+    FetchMetadata(FetchMetadata, Vec<String>, oneshot::Sender<MetadataResult>),
     AddPeer(InfoHash, SocketAddr),
     Stats(oneshot::Sender<Vec<TorrentStats>>),
     Shutdown(oneshot::Sender<()>),
@@ -243,6 +250,7 @@ impl Peer {
             pace_after: 0,
             pace_at: None,
             dropped: Vec::new(),
+            metadata_waiters: BTreeMap::new(),
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
@@ -306,6 +314,27 @@ impl Peer {
             rx.await.map_err(|_| PeerError::Stopped)?;
             Ok(hash)
         }
+    }
+
+    /// Get the metainfo of a torrent known by its info hash only (a magnet link, BEP 9) from peers found
+    /// through `trackers` (or the peer's own tracker when empty) and `sources`.
+    pub async fn fetch_metadata(
+        &self,
+        info_hash: InfoHash,
+        trackers: Vec<String>,
+        sources: Vec<SocketAddr>,
+    ) -> Result<(Arc<Metainfo>, Vec<SocketAddr>), PeerError> {
+        let fetch = FetchMetadata {
+            info_hash,
+            sources,
+            announce: false,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::FetchMetadata(fetch, trackers, tx))
+            .map_err(|_| PeerError::Stopped)?;
+        let result = rx.await.map_err(|_| PeerError::Stopped)?;
+        Ok(result?)
     }
 
     /// Add a peer address to try for a torrent.
@@ -490,6 +519,8 @@ struct NodeTask<T: Transport, B> {
     pace_at: Option<Instant>,
     /// Connections the driver gave up on, to tell the node.
     dropped: Vec<(ConnId, CloseReason)>,
+    /// Who waits for the metadata of a magnet, by info hash.
+    metadata_waiters: BTreeMap<InfoHash, Vec<oneshot::Sender<MetadataResult>>>,
     options: PeerOptions,
 }
 
@@ -606,6 +637,22 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                     Err(e) => tracing::error!("cannot open files of {}: {e}", add.meta.info.name),
                 }
                 let _ = reply.send(());
+            }
+            Command::FetchMetadata(mut fetch, trackers, reply) => {
+                let hash = fetch.info_hash;
+                let tiers = if trackers.is_empty() {
+                    self.options.tracker.as_deref().map(TrackerTiers::single)
+                } else {
+                    let mut rng = ChaCha8Rng::seed_from_u64(self.options.node.seed);
+                    Some(TrackerTiers::new(None, &[trackers], &mut rng))
+                };
+                if let Some(tiers) = tiers.filter(|t| !t.is_empty()) {
+                    fetch.announce = true;
+                    self.trackers
+                        .insert(hash, Arc::new(std::sync::Mutex::new(tiers)));
+                }
+                self.metadata_waiters.entry(hash).or_default().push(reply);
+                self.node.fetch_metadata(now, fetch);
             }
             Command::AddPeer(hash, addr) => self.node.add_peer(now, &hash, addr),
             Command::Stats(reply) => {
@@ -777,6 +824,15 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                         .send(Msg::Input(Input::TrackerReply { torrent, reply }))
                         .await;
                 });
+            }
+            Output::Metadata {
+                torrent,
+                result,
+                peers,
+            } => {
+                for waiter in self.metadata_waiters.remove(&torrent).unwrap_or_default() {
+                    let _ = waiter.send(result.clone().map(|meta| (meta, peers.clone())));
+                }
             }
             Output::Event(e) => {
                 log_event(&e);

@@ -177,6 +177,15 @@ impl PeerBook {
             .collect()
     }
 
+    /// Every known address that is not banned.
+    pub fn known_not_banned(&self) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.banned)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
     /// Earliest instant at which a known, idle address becomes dialable.
     pub fn next_retry(&self, now: Instant) -> Option<Instant> {
         // The smallest key after every entry at `now` (no address sorts before 0.0.0.0:0).
