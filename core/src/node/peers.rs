@@ -69,8 +69,8 @@ impl PeerBook {
 
     /// Learn `addr` with a first dial at `retry_at`, unless it is known.
     fn insert_new(&mut self, addr: SocketAddr, retry_at: Instant) {
-        if !self.peers.contains_key(&addr) {
-            self.peers.insert(addr, KnownPeer::new(retry_at));
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.peers.entry(addr) {
+            slot.insert(KnownPeer::new(retry_at));
             self.idle.insert((retry_at, addr));
         }
     }
