@@ -11,9 +11,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Wait for the next inbound connection on `listener`. A failed accept (out of file descriptors, a
 /// connection reset before it was taken) is logged with `server`'s name and tried again after a short pause
 /// on `clock`, so that a burst of errors neither stops the server nor spins it.
-pub async fn accept_next<L: Listener, C: Clock>(
+pub async fn accept_next<L: Listener>(
     listener: &mut L,
-    clock: &C,
+    clock: &Clock,
     server: &str,
 ) -> (L::Stream, SocketAddr) {
     loop {
@@ -30,7 +30,7 @@ pub async fn accept_next<L: Listener, C: Clock>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::TokioClock;
+    use crate::clock::Clock;
     use std::collections::VecDeque;
     use std::io;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -60,7 +60,7 @@ mod tests {
             Err(io::ErrorKind::ConnectionAborted.into()),
             Ok((ours, from)),
         ]));
-        let clock = TokioClock::new();
+        let clock = Clock::new();
         let started = clock.now();
         let (mut stream, addr) = accept_next(&mut listener, &clock, "test").await;
         assert_eq!(addr, from);

@@ -8,33 +8,36 @@
 //! [`Instant`] (microseconds since the clock's origin, which a restarted simulated host resets) and
 //! [`Clock::sleep_until`] waits for a deadline the core computed in that base. Every read of the current
 //! time that reaches the core, and every wait for a core deadline, goes through a [`Clock`]; nothing else
-//! needs to. A clock that is not tokio's could not drive tokio's timers and sockets anyway, so
-//! [`TokioClock`] is the only implementation; the trait stays so that the drivers' signatures do not churn
-//! while the rest of the workspace is being restructured, and can become the concrete type later.
+//! needs to. A clock that is not tokio's could not drive tokio's timers and sockets anyway, so [`Clock`] is
+//! one concrete type, not a trait: the drivers carry no clock type parameter.
 
 use enjambre_core::time::Instant;
 
-/// A monotonic clock that also knows how to sleep.
-pub trait Clock: Clone + Send + Sync + 'static {
-    /// The current instant in the core's time base.
-    fn now(&self) -> Instant;
-    /// Sleep until `deadline` (in the core's time base).
-    fn sleep_until(&self, deadline: Instant) -> impl std::future::Future<Output = ()> + Send;
-}
-
-/// A clock on `tokio::time`, whose origin is the moment it was created. Under turmoil, tokio time is the
-/// host's simulated time, so the same clock serves real and simulated runs.
+/// The core's time base on `tokio::time`: a monotonic clock whose origin is the moment it was created.
+/// Under turmoil and the flow engine, tokio time is the host's simulated time, so the same clock serves
+/// real and simulated runs.
 #[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
+pub struct Clock {
     origin: tokio::time::Instant,
 }
 
-impl TokioClock {
+impl Clock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        TokioClock {
+        Clock {
             origin: tokio::time::Instant::now(),
         }
+    }
+
+    /// The current instant in the core's time base.
+    pub fn now(&self) -> Instant {
+        let micros = self.origin.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    /// Sleep until `deadline` (in the core's time base).
+    pub async fn sleep_until(&self, deadline: Instant) {
+        tokio::time::sleep_until(self.to_tokio(deadline)).await
     }
 
     fn to_tokio(self, at: Instant) -> tokio::time::Instant {
@@ -42,19 +45,8 @@ impl TokioClock {
     }
 }
 
-impl Default for TokioClock {
+impl Default for Clock {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        let micros = self.origin.elapsed().as_micros();
-        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> impl std::future::Future<Output = ()> + Send {
-        tokio::time::sleep_until(self.to_tokio(deadline))
     }
 }

@@ -10,7 +10,7 @@
 use crate::app::{
     AppError, AppOptions, FileReport, GetRequest, PeerApp, ServeOptions, TrackerUrls,
 };
-use crate::clock::TokioClock;
+use crate::clock::Clock;
 use crate::peer::{EventSink, Peer, PeerEnv};
 use crate::storage::ThreadPool;
 use crate::tracker_server::{serve, ServerConfig};
@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-type App = PeerApp<TokioTransport, ThreadPool, TokioClock>;
+type App = PeerApp<TokioTransport, ThreadPool>;
 
 /// Receives the demo's output, one line (or a multi-line table) at a time.
 pub type DemoOut = Arc<dyn Fn(&str) + Send + Sync>;
@@ -384,7 +384,7 @@ async fn run(config: DemoConfig, out: DemoOut) -> Result<DemoSummary, DemoError>
     let server = tokio::spawn(serve::<TokioTransport>(
         listener,
         registry.clone(),
-        TokioClock::new(),
+        Clock::new(),
         ServerConfig::default(),
     ));
     let _stop_server = AbortOnDrop(server);

@@ -101,9 +101,9 @@ pub struct DhtStart {
 }
 
 /// Start a DHT node on `socket` as a tokio task; it runs until every [`DhtHandle`] is dropped.
-pub fn spawn_dht<S: DatagramSocket, C: Clock>(
+pub fn spawn_dht<S: DatagramSocket>(
     socket: S,
-    clock: C,
+    clock: Clock,
     start: DhtStart,
 ) -> std::io::Result<DhtHandle> {
     let local_addr = socket.local_addr()?;
@@ -115,9 +115,9 @@ pub fn spawn_dht<S: DatagramSocket, C: Clock>(
     })
 }
 
-async fn run<S: DatagramSocket, C: Clock>(
+async fn run<S: DatagramSocket>(
     socket: S,
-    clock: C,
+    clock: Clock,
     start: DhtStart,
     mut commands: mpsc::Receiver<Command>,
 ) {
@@ -173,7 +173,7 @@ async fn run<S: DatagramSocket, C: Clock>(
     }
 }
 
-async fn sleep_or_forever<C: Clock>(clock: &C, deadline: Option<enjambre_core::time::Instant>) {
+async fn sleep_or_forever(clock: &Clock, deadline: Option<enjambre_core::time::Instant>) {
     match deadline {
         Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
@@ -215,7 +215,7 @@ async fn flush<S: DatagramSocket>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::TokioClock;
+    use crate::clock::Clock;
     use crate::transport::{TokioTransport, Transport};
 
     async fn start(seed: u64, bootstrap: Vec<SocketAddr>) -> DhtHandle {
@@ -225,7 +225,7 @@ mod tests {
             .unwrap();
         spawn_dht(
             socket,
-            TokioClock::new(),
+            Clock::new(),
             DhtStart {
                 config: DhtConfig {
                     seed,

@@ -1,7 +1,8 @@
 //! enjambre-net: tokio drivers that run the sans-IO `enjambre-core` state machines.
 //!
 //! What differs between the real world and the simulator is behind small traits: [`transport::Transport`]
-//! (TCP and UDP), [`storage::Storage`] (files), [`storage::Blocking`] (where disk and hash work runs) and
+//! (TCP and UDP), [`storage::Storage`] (files) and [`storage::Blocking`] (where disk and hash work runs); time
+//! is tokio's, which the simulators pause and advance, read in the core's time base through the one concrete
 //! [`clock::Clock`]. Each driver (peer node, tracker server, tracker client) is written once against them.
 
 pub mod accept;

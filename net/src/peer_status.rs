@@ -321,11 +321,11 @@ where
 }
 
 /// Serve `GET /status` and `GET /metrics` of `peer` on `listener` until the future is dropped.
-pub async fn serve_status<T: Transport>(mut listener: T::Listener, peer: Peer, clock: impl Clock) {
+pub async fn serve_status<T: Transport>(mut listener: T::Listener, peer: Peer, clock: Clock) {
     let board = Arc::new(RateBoard::default());
     let mut tasks = JoinSet::new();
     {
-        let (board, peer, clock) = (board.clone(), peer.clone(), clock.clone());
+        let (board, peer, clock) = (board.clone(), peer.clone(), clock);
         tasks.spawn(async move {
             loop {
                 if let Ok(stats) = peer.stats().await {

@@ -71,10 +71,10 @@ const TORRENT: &str = "application/x-bittorrent";
 const HTML: &str = "text/html; charset=utf-8";
 
 /// Shared state of a running server.
-struct Ctx<C> {
+struct Ctx {
     registry: Arc<Mutex<Registry>>,
     rng: Mutex<ChaCha8Rng>,
-    clock: C,
+    clock: Clock,
     config: ServerConfig,
 }
 
@@ -95,7 +95,7 @@ fn json_error(status: u16, message: &str) -> Response {
     Response::new(status, JSON, body)
 }
 
-impl<C: Clock> Ctx<C> {
+impl Ctx {
     fn respond(&self, req: &Request, ip: IpAddr) -> Response {
         let path = req.path();
         match (req.method.as_str(), path) {
@@ -291,7 +291,7 @@ async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, max: usize) {
 pub async fn serve<T: Transport>(
     mut listener: T::Listener,
     state: Arc<Mutex<Registry>>,
-    clock: impl Clock,
+    clock: Clock,
     config: ServerConfig,
 ) {
     let mut slots: ConnectionSlots<AbortHandle> = ConnectionSlots::new(SlotLimits {

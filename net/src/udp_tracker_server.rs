@@ -21,7 +21,7 @@ use crate::transport::DatagramSocket;
 pub async fn serve_udp<S: DatagramSocket>(
     socket: S,
     registry: Arc<Mutex<Registry>>,
-    clock: impl Clock,
+    clock: Clock,
     rng_seed: u64,
     metrics: Arc<TrackerMetrics>,
 ) {

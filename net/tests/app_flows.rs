@@ -7,7 +7,7 @@ use enjambre_net::app::{
     peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
     TrackerUrls,
 };
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use std::collections::BTreeMap;
@@ -101,7 +101,7 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
         let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
             listener,
             registry,
-            TokioClock::new(),
+            Clock::new(),
             Default::default(),
         ));
         server.abort_handle()

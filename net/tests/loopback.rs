@@ -1,7 +1,7 @@
 //! Real sockets on 127.0.0.1: a seeder and a leecher driven by the peer driver, with real files.
 
 use enjambre_core::node::NodeConfig;
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::{StdStorage, ThreadPool};
@@ -115,7 +115,7 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
         listener,
         registry,
-        TokioClock::new(),
+        Clock::new(),
         Default::default(),
     ));
 

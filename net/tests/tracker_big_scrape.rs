@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use enjambre_core::metainfo::InfoHash;
 use enjambre_core::tracker::proto::MAX_SCRAPE_HASHES;
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client;
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -36,7 +36,7 @@ async fn a_scrape_of_1024_info_hashes_is_answered_in_full() {
     let server = tokio::spawn(serve::<TokioTransport>(
         listener,
         registry,
-        TokioClock::new(),
+        Clock::new(),
         config,
     ));
     let url = format!("http://{addr}/announce");

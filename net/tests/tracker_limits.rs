@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use enjambre_core::metainfo::{self, FileEntry, InfoHash};
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client::{self, TrackerClientError};
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -37,7 +37,7 @@ async fn start(registry: RegistryConfig) -> (SocketAddr, tokio::task::JoinHandle
     let server = tokio::spawn(serve::<TokioTransport>(
         listener,
         registry,
-        TokioClock::new(),
+        Clock::new(),
         config,
     ));
     (addr, server)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use enjambre_core::metainfo::{self, FileEntry, InfoHash};
 use enjambre_core::tracker::registry::Role;
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig, TrackerProtoError};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client::{self, TrackerClientError};
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -39,7 +39,7 @@ async fn start() -> (
     let server = tokio::spawn(serve::<TokioTransport>(
         listener,
         Arc::clone(&registry),
-        TokioClock::new(),
+        Clock::new(),
         config,
     ));
     (addr, registry, server)

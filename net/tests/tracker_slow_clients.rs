@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use enjambre_core::metainfo::InfoHash;
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client;
 use enjambre_net::tracker_metrics::TrackerMetrics;
@@ -75,7 +75,7 @@ async fn start(metrics: Arc<TrackerMetrics>) -> SocketAddr {
     tokio::spawn(serve::<TokioTransport>(
         listener,
         registry,
-        TokioClock::new(),
+        Clock::new(),
         config,
     ));
     addr

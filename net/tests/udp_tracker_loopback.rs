@@ -10,7 +10,7 @@ use enjambre_core::metainfo::InfoHash;
 use enjambre_core::time::Instant;
 use enjambre_core::tracker::udp::{parse_request, UdpOutcome, UdpRequest, UdpTrackerService};
 use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig, TrackerProtoError};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::tracker_client::{self, TrackerClientError, UdpUrl};
 use enjambre_net::tracker_metrics::{AnnounceResult, TrackerMetrics};
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -66,13 +66,13 @@ async fn start(config: RegistryConfig) -> Tracker {
         tokio::spawn(serve::<TokioTransport>(
             listener,
             Arc::clone(&registry),
-            TokioClock::new(),
+            Clock::new(),
             config,
         )),
         tokio::spawn(serve_udp(
             socket,
             Arc::clone(&registry),
-            TokioClock::new(),
+            Clock::new(),
             7,
             Arc::clone(&metrics),
         )),

@@ -12,7 +12,6 @@ use enjambre_core::metainfo::Metainfo;
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_core::DEFAULT_PIECE_LENGTH;
 use enjambre_net::app::{AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, TrackerUrls};
-use enjambre_net::clock::Clock;
 use enjambre_net::peer::{EventSink, PeerEnv};
 use enjambre_net::state_dir::StateDir;
 use enjambre_net::storage::{Blocking, Storage};
@@ -149,8 +148,8 @@ fn peer_id(name: &str) -> [u8; 20] {
 
 /// Run a peer host: audit its checkpoints, start the real [`PeerApp`] with `plan`, serve the folder, get
 /// the files asked for, and report progress to the world until the host is stopped.
-pub async fn run_peer<T: Transport, B: Blocking, C: Clock>(
-    env: PeerEnv<T, B, C>,
+pub async fn run_peer<T: Transport, B: Blocking>(
+    env: PeerEnv<T, B>,
     mut plan: HostPlan,
     observer: Observer,
 ) -> Result<(), String> {
@@ -197,8 +196,8 @@ pub async fn run_peer<T: Transport, B: Blocking, C: Clock>(
 
 /// Report the peer's progress to the world every [`OBSERVE_EVERY`], and the digest of each file it was
 /// asked to get once that file is complete and durable. Runs until the host stops.
-async fn observe_progress<T: Transport, B: Blocking, C: Clock>(
-    app: &PeerApp<T, B, C>,
+async fn observe_progress<T: Transport, B: Blocking>(
+    app: &PeerApp<T, B>,
     wanted: &[String],
     observer: &Observer,
     storage: Arc<dyn Storage>,

@@ -482,6 +482,13 @@ pub(crate) fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared
     let Some(p) = w.peers.get(&c.peer) else {
         return false;
     };
+    // The disk is the peer's, not one download's: without a `file`, any download stalling on it counts.
+    if c.disk_stalled && c.file.is_none() {
+        return p.disk_stalls.values().any(|n| *n > 0);
+    }
+    if let Some(n) = c.checkpoints {
+        return p.checkpoints_replaced >= n;
+    }
     let file = c
         .file
         .clone()

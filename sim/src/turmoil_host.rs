@@ -12,7 +12,7 @@ use crate::storage::{CorruptSwitch, FreeDiskSwitch, ProbeStorage, SimDisk, SimSt
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::Storage;
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -50,16 +50,10 @@ pub async fn tracker_program(
     let http = serve::<SimTransport>(
         crate::transport::SimListener::from(listener),
         Arc::clone(&registry),
-        TokioClock::new(),
+        Clock::new(),
         config,
     );
-    let udp = serve_udp(
-        socket,
-        registry,
-        TokioClock::new(),
-        seed ^ 0x5544_5000,
-        metrics,
-    );
+    let udp = serve_udp(socket, registry, Clock::new(), seed ^ 0x5544_5000, metrics);
     tokio::join!(http, udp);
     Ok(())
 }
@@ -122,7 +116,7 @@ impl PeerProgram {
             transport: SimTransport,
             blocking: SimDisk { latency },
             storage,
-            clock: TokioClock::new(),
+            clock: Clock::new(),
         };
         let mut plan = HostPlan::new(
             &self.scenario,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::catalog_store::CatalogStore;
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::connection_slots::SlotLimits;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::storage::StdStorage;
@@ -141,12 +141,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     // One set of counters for both servers: UDP announces show in /metrics with the HTTP ones.
     let metrics = Arc::clone(&server_config.metrics);
-    let server = serve::<TokioTransport>(
-        listener,
-        Arc::clone(&registry),
-        TokioClock::new(),
-        server_config,
-    );
+    let server =
+        serve::<TokioTransport>(listener, Arc::clone(&registry), Clock::new(), server_config);
 
     let udp = async {
         match udp_socket {
@@ -155,7 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 serve_udp(
                     socket,
                     Arc::clone(&registry),
-                    TokioClock::new(),
+                    Clock::new(),
                     udp_seed,
                     metrics,
                 )

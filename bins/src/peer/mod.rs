@@ -9,13 +9,12 @@ pub mod signals;
 pub mod startup;
 
 use enjambre_net::app::PeerApp;
-use enjambre_net::clock::TokioClock;
 use enjambre_net::storage::ThreadPool;
 use enjambre_net::transport::TokioTransport;
 use std::io::IsTerminal;
 
 /// The peer application on the real world's seams.
-pub type App = PeerApp<TokioTransport, ThreadPool, TokioClock>;
+pub type App = PeerApp<TokioTransport, ThreadPool>;
 
 /// Whether stderr is a terminal (progress is drawn in place there).
 pub fn stderr_tty() -> bool {

@@ -5,7 +5,7 @@ use super::App;
 use anyhow::Context;
 use enjambre_core::node::NodeConfig;
 use enjambre_net::app::{peer_id_from_seed, AppError, AppOptions, PeerApp, TrackerUrls};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::peer::{PeerEnv, PeerError};
 use enjambre_net::peer_status::serve_status;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
@@ -87,11 +87,7 @@ pub async fn start_app(options: &StartOptions) -> anyhow::Result<App> {
     let app = start_peer(options, status_port).await?;
     for listener in endpoints {
         let peer = app.peer().clone();
-        tokio::spawn(serve_status::<TokioTransport>(
-            listener,
-            peer,
-            TokioClock::new(),
-        ));
+        tokio::spawn(serve_status::<TokioTransport>(listener, peer, Clock::new()));
     }
     Ok(app)
 }
@@ -103,6 +99,8 @@ async fn start_peer(options: &StartOptions, status_port: Option<u16>) -> anyhow:
         peer_id: peer_id_from_seed(seed),
         seed,
         status_port,
+        // Serve our info dictionaries to magnet users (BEP 9) and exchange peers (BEP 11).
+        peer_exchange: true,
         ..NodeConfig::default()
     };
     let mut app_options =

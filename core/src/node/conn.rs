@@ -63,6 +63,8 @@ pub(crate) struct Conn {
     pub listen_addr: Option<SocketAddr>,
     /// Extension messages the peer supports, with the ids it wants them sent with (BEP 10).
     pub remote_ext: std::collections::BTreeMap<String, u8>,
+    /// BEP 9: the size of the info dictionary the peer offers, when it offers `ut_metadata`.
+    pub remote_metadata_size: Option<u32>,
     /// What we told this peer by PEX, and when (BEP 11).
     pub pex: crate::extension::pex::PexSender,
     pub am_choking: bool,
@@ -110,6 +112,7 @@ impl Conn {
             remote_reqq: None,
             listen_addr: None,
             remote_ext: Default::default(),
+            remote_metadata_size: None,
             pex: Default::default(),
             am_choking: true,
             am_interested: false,

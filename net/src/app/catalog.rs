@@ -2,7 +2,6 @@
 //! while the tracker cannot take it), list the files, fetch a metainfo by file name.
 
 use super::{AppError, PeerApp};
-use crate::clock::Clock;
 use crate::storage::Blocking;
 use crate::tracker_client::{self, TrackerClientError};
 use crate::transport::Transport;
@@ -15,7 +14,7 @@ const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// Longest wait between two tries of a publication.
 const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(30);
 
-impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
+impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Publish a metainfo to the tracker catalog. Publishing the same torrent again is fine.
     pub async fn publish(&self, meta: &Metainfo) -> Result<FileSummary, AppError> {
         let tracker = self.tracker_for("publish files")?;
@@ -29,7 +28,7 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
     /// unreachable when the folder is served.
     pub(super) fn publish_in_background(&self, meta: &Metainfo) {
         let Some(tracker) = &self.tracker else { return };
-        let (transport, clock) = (self.env.transport.clone(), self.env.clock.clone());
+        let (transport, clock) = (self.env.transport.clone(), self.env.clock);
         let (base, bytes, name) = (
             tracker.base.clone(),
             meta.to_bytes(),

@@ -2,7 +2,7 @@
 //! folder (seed its complete files, publish them, resume its unfinished downloads), get files by catalog
 //! name or from a `.torrent` file, and wait until downloads are complete and durable.
 //!
-//! Generic over the driver's seams like [`Peer`] (transport, storage, blocking runner, clock): the `peer`
+//! Generic over the driver's seams like [`Peer`] (transport, storage, blocking runner): the `peer`
 //! binary runs it on tokio sockets and `std::fs`, the simulator on its simulated network and disks. Each
 //! flow lives in its own module: [`serve`] (a folder), [`get`] (names and `.torrent` files), [`catalog`]
 //! (the tracker's catalog), [`report`] (finished downloads), [`args`] (what a front end reads from its user).
@@ -18,7 +18,6 @@ pub use get::{load_torrent_file, GetRequest};
 pub use report::{human_bytes, is_finished, FileReport};
 pub use serve::{ServeEvent, ServeOptions, ServeSink, Served};
 
-use crate::clock::Clock;
 use crate::create::CreateError;
 use crate::library::{self, Library};
 use crate::peer::{AddMode, Peer, PeerEnv, PeerError, PeerOptions};
@@ -82,6 +81,14 @@ pub enum AppError {
     BadTorrentFile {
         /// The file.
         path: PathBuf,
+        /// Why.
+        source: MetainfoError,
+    },
+    /// A magnet's metadata matched its info hash but could not be made into a torrent file.
+    #[error("the metadata of magnet {hash} is not a usable torrent: {source}")]
+    BadMagnetMetadata {
+        /// The magnet's info hash.
+        hash: InfoHash,
         /// Why.
         source: MetainfoError,
     },
@@ -154,8 +161,8 @@ struct Added {
 }
 
 /// A running peer with the application flows on top.
-pub struct PeerApp<T, B, C> {
-    env: PeerEnv<T, B, C>,
+pub struct PeerApp<T, B> {
+    env: PeerEnv<T, B>,
     peer: Peer,
     task: Mutex<Option<JoinHandle<()>>>,
     tracker: Option<TrackerUrls>,
@@ -167,9 +174,9 @@ pub struct PeerApp<T, B, C> {
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
+impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Create the download folder if needed, bind the listener and start the peer.
-    pub async fn start(env: PeerEnv<T, B, C>, options: AppOptions) -> Result<Self, AppError> {
+    pub async fn start(env: PeerEnv<T, B>, options: AppOptions) -> Result<Self, AppError> {
         let AppOptions {
             mut peer,
             tracker,
@@ -364,8 +371,8 @@ impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
 }
 
 /// Scan a download folder on the blocking runner.
-pub async fn scan_folder<T, B: Blocking, C>(
-    env: &PeerEnv<T, B, C>,
+pub async fn scan_folder<T, B: Blocking>(
+    env: &PeerEnv<T, B>,
     dir: &Path,
 ) -> Result<Library, AppError> {
     let storage = env.storage.clone();

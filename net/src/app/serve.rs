@@ -2,7 +2,6 @@
 //! to the tracker catalog, forget stale state and resume every unfinished download.
 
 use super::{AppError, PeerApp};
-use crate::clock::Clock;
 use crate::create::create_metainfo;
 use crate::library::{Download, PlainFile};
 use crate::peer::AddMode;
@@ -88,7 +87,7 @@ pub struct ServeOptions {
     pub peers: Vec<SocketAddr>,
 }
 
-impl<T: Transport, B: Blocking, C: Clock> PeerApp<T, B, C> {
+impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Seed every complete file of the folder (reusing cached metainfo when it still matches, hashing
     /// otherwise), publish each to the tracker catalog, and resume every unfinished download. Returns the
     /// torrents added.

@@ -18,7 +18,7 @@ use crate::scenario::{Action, EventSpec, PeerSpec, Scenario};
 use crate::storage::CorruptSwitch;
 use crate::world::{MarkKind, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::{Inline, Storage};
 use enjambre_net::tracker_server::{serve, ServerConfig};
@@ -347,14 +347,8 @@ fn start_tracker(ctx: &Ctx, host: HostId, registry: Arc<Mutex<Registry>>) -> Joi
             ..ServerConfig::default()
         };
         let metrics = Arc::clone(&config.metrics);
-        let http = serve::<FlowTransport>(listener, registry.clone(), TokioClock::new(), config);
-        let udp = serve_udp(
-            socket,
-            registry,
-            TokioClock::new(),
-            seed ^ 0x5544_5000,
-            metrics,
-        );
+        let http = serve::<FlowTransport>(listener, registry.clone(), Clock::new(), config);
+        let udp = serve_udp(socket, registry, Clock::new(), seed ^ 0x5544_5000, metrics);
         tokio::join!(http, udp);
     })
 }
@@ -387,7 +381,7 @@ fn start_peer(ctx: &Ctx, h: &mut Host) {
         transport: FlowTransport::new(ctx.net.clone(), h.id),
         blocking: Inline,
         storage,
-        clock: TokioClock::new(),
+        clock: Clock::new(),
     };
     let net = ctx.net.clone();
     let plan = HostPlan::new(&ctx.scenario, &h.spec, ctx.seed, boot, ctx.trace, |host| {

@@ -14,7 +14,7 @@
 //! `listening on ADDR`, then `seeding NAME INFOHASH`, and serves until killed.
 
 use enjambre_core::node::NodeConfig;
-use enjambre_net::clock::TokioClock;
+use enjambre_net::clock::Clock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
@@ -251,7 +251,7 @@ async fn run() -> Result<(), String> {
         transport: LoggingTransport,
         blocking: ThreadPool,
         storage: Arc::new(storage) as Arc<dyn Storage>,
-        clock: TokioClock::new(),
+        clock: Clock::new(),
     };
     let options = PeerOptions {
         node,
