@@ -478,7 +478,8 @@ impl Story {
     pub fn has_honest_seeder(&self) -> bool {
         let corrupt = self.corrupt_peers();
         self.peers.iter().any(|p| {
-            !corrupt.contains(&p.name.as_str()) && self.files.iter().all(|f| p.has.contains(&f.name))
+            !corrupt.contains(&p.name.as_str())
+                && self.files.iter().all(|f| p.has.contains(&f.name))
         })
     }
 
