@@ -9,8 +9,10 @@
 //! The base32 decoder is our own: it decodes exactly one fixed-size value (32 letters to 20 bytes), which is
 //! less code than the glue a general crate would need.
 
-use crate::metainfo::InfoHash;
+use crate::bencode::{self, Value};
+use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
 use crate::tracker::proto::{percent_decode, percent_encode};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Limits on what a magnet URI may carry; anything larger is refused before it is stored.
@@ -168,6 +170,38 @@ impl Magnet {
             trackers,
             peers,
         })
+    }
+
+    /// The torrent file for metadata fetched for this magnet: `fetched`'s info dictionary, byte for byte
+    /// (so the info hash stays), with this magnet's trackers as `announce` and one `announce-list` tier
+    /// each (BEP 12), so that a download resumed from the stored file announces where the magnet said.
+    pub fn metainfo(&self, fetched: &Metainfo) -> Result<Metainfo, MetainfoError> {
+        let span = bencode::dict_value_span(&fetched.raw, b"info")?
+            .ok_or(MetainfoError::MissingField("info"))?;
+        let info = fetched
+            .raw
+            .get(span)
+            .ok_or(MetainfoError::MissingField("info"))?;
+        let mut head = BTreeMap::new();
+        if let Some(first) = self.trackers.first() {
+            head.insert(
+                b"announce".to_vec(),
+                Value::Bytes(first.as_bytes().to_vec()),
+            );
+            let tiers = self
+                .trackers
+                .iter()
+                .map(|t| Value::List(vec![Value::Bytes(t.as_bytes().to_vec())]))
+                .collect();
+            head.insert(b"announce-list".to_vec(), Value::List(tiers));
+        }
+        // Keys are sorted and "info" comes after both: splice the raw info bytes in before the final `e`.
+        let mut raw = bencode::encode(&Value::Dict(head));
+        raw.pop();
+        raw.extend_from_slice(b"4:info");
+        raw.extend_from_slice(info);
+        raw.push(b'e');
+        Metainfo::from_bytes(&raw)
     }
 
     /// The canonical URI: hex hash, then `dn`, every `tr` and every `x.pe`, values percent-encoded.
@@ -366,5 +400,33 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.info_hash.to_hex(), HEX);
+    }
+
+    #[test]
+    fn fetched_metadata_becomes_a_torrent_with_the_magnets_trackers() {
+        let files = vec![crate::metainfo::FileEntry {
+            path: vec!["a.bin".into()],
+            length: 20,
+        }];
+        let plain = crate::metainfo::build("a.bin", 16 * 1024, files, vec![[3; 20]], None).unwrap();
+        let mut m = Magnet::new(plain.info_hash);
+        m.trackers = vec!["http://t1/announce".into(), "udp://t2:80".into()];
+        let meta = m.metainfo(&plain).unwrap();
+        assert_eq!(
+            meta.info_hash, plain.info_hash,
+            "the info bytes are kept exactly"
+        );
+        assert_eq!(meta.info, plain.info);
+        assert_eq!(meta.announce.as_deref(), Some("http://t1/announce"));
+        assert_eq!(
+            meta.announce_list,
+            vec![
+                vec!["http://t1/announce".to_string()],
+                vec!["udp://t2:80".to_string()]
+            ]
+        );
+        let bare = Magnet::new(plain.info_hash).metainfo(&plain).unwrap();
+        assert_eq!(bare.announce, None);
+        assert_eq!(bare.info_hash, plain.info_hash);
     }
 }

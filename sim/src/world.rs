@@ -445,6 +445,24 @@ impl World {
                     ),
                 )
             }
+            NodeEvent::MetadataReceived { torrent, size } => (
+                true,
+                format!(
+                    "{}: metadata received ({size} bytes, matches the info hash)",
+                    self.file_name(&torrent.to_hex())
+                ),
+            ),
+            NodeEvent::MetadataFailed { torrent, from } => {
+                let from: Vec<String> = from.iter().map(|a| self.host_name(*a)).collect();
+                (
+                    true,
+                    format!(
+                        "{}: metadata from {} does not match the info hash: discarded",
+                        self.file_name(&torrent.to_hex()),
+                        from.join(", ")
+                    ),
+                )
+            }
             NodeEvent::Banned { addr, strikes, .. } => {
                 let whom = self.host_name(*addr);
                 self.mark(t, host, MarkKind::Banned { whom: whom.clone() });

@@ -27,6 +27,7 @@
         Exit status: 0 when ok, 1 otherwise.
 
 Options of run:
+    --magnet URI         download a magnet link (repeatable): the metadata comes from peers (BEP 9)
     --listen HOST:PORT   default 127.0.0.1:0 (a free port)
     --tracker URL        announce to URL only, instead of the torrent's own announce URLs
     --peer HOST:PORT     connect to this peer directly (repeatable)
@@ -156,9 +157,10 @@ class Tracked:
     flags such as `tracker`).
     """
 
-    def __init__(self, handle, ti, role):
+    def __init__(self, handle, ti, role, info_hash=None):
         self.h = handle
-        self.ti = ti
+        self.ti = ti  # None for a magnet until its metadata arrives
+        self.hash = info_hash or hex_hash(ti)
         self.role = role
         self.ready = False
         self.complete_sent = False
@@ -171,7 +173,10 @@ class Tracked:
         )
 
     def block_len(self, piece, block):
-        return max(0, min(16384, self.ti.piece_size(piece) - block * 16384))
+        ti = self.ti or self.h.torrent_file()
+        if ti is None:
+            return 0
+        return max(0, min(16384, ti.piece_size(piece) - block * 16384))
 
     def on_alert(self, alert):
         """Account a peer alert of this torrent."""
@@ -210,6 +215,8 @@ class Tracked:
 
     def report(self):
         s = self.h.status()
+        if self.ti is None and s.has_metadata:
+            self.ti = self.h.torrent_file()
         out = []
         for pid, e in sorted(self.peers.items()):
             out.append(
@@ -223,8 +230,9 @@ class Tracked:
                     "uploaded": e["uploaded"],
                 }
             )
+        described = describe(self.ti) if self.ti is not None else {"name": s.name, "info_hash": self.hash}
         return dict(
-            describe(self.ti),
+            described,
             role=self.role,
             progress=s.progress,
             is_seeding=s.is_seeding,
@@ -298,7 +306,15 @@ def cmd_run(a):
             if a.tracker:
                 h.replace_trackers([lt.announce_entry(a.tracker)])
             tracked.append(Tracked(h, ti, role))
-    by_hash = {hex_hash(t.ti): t for t in tracked}
+    for uri in a.magnet:
+        params = lt.parse_magnet_uri(uri)
+        params.save_path = a.dir
+        params.flags = lt.torrent_flags.default_flags | lt.torrent_flags.disable_pex
+        h = ses.add_torrent(params)
+        if a.tracker:
+            h.replace_trackers([lt.announce_entry(a.tracker)])
+        tracked.append(Tracked(h, None, "leech", hex_of_handle(h)))
+    by_hash = {t.hash: t for t in tracked}
 
     def drain_alerts():
         for alert in ses.pop_alerts():
@@ -327,6 +343,8 @@ def cmd_run(a):
             )
             if not t.ready and not checking and s.has_metadata:
                 t.ready = True
+                if t.ti is None:
+                    t.ti = t.h.torrent_file()
                 emit(dict(t.report(), event="ready"))
                 if t.role == "seed" and not s.is_seeding:
                     ok, reason = False, "seed data of %s checks %.1f%% complete" % (t.ti.name(), s.progress * 100)
@@ -382,6 +400,7 @@ def main():
     run.add_argument("--dir", required=True)
     run.add_argument("--seed", action="append", default=[])
     run.add_argument("--leech", action="append", default=[])
+    run.add_argument("--magnet", action="append", default=[])
     run.add_argument("--listen", default="127.0.0.1:0")
     run.add_argument("--tracker")
     run.add_argument("--peer", action="append", default=[])
@@ -396,8 +415,8 @@ def main():
         return cmd_info(a.torrents)
     if a.cmd == "create":
         return cmd_create(a)
-    if not a.seed and not a.leech:
-        ap.error("run needs at least one --seed or --leech torrent")
+    if not a.seed and not a.leech and not a.magnet:
+        ap.error("run needs at least one --seed, --leech or --magnet torrent")
     return cmd_run(a)
 
 

@@ -18,6 +18,7 @@ use enjambre::peer::signals::Signals;
 use enjambre::peer::startup::{start_app, StartOptions};
 use enjambre::peer::{one_line, stderr_tty, App};
 use enjambre::{err, err_part, out};
+use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::InfoHash;
 use enjambre_net::app::{human_bytes, normalize_tracker_url, FileReport, GetRequest, ServeOptions};
 use enjambre_net::byte_size::{parse_bytes, parse_piece_length};
@@ -68,9 +69,9 @@ enum Command {
         #[arg(long)]
         recheck: bool,
     },
-    /// Download files by catalog name or from .torrent files, from all sources in parallel.
+    /// Download files by catalog name, from .torrent files or magnet links, from all sources in parallel.
     Get {
-        /// File names in the tracker's catalog.
+        /// File names in the tracker's catalog, or magnet links ('magnet:?xt=urn:btih:HASH&dn=NAME&tr=URL').
         #[arg(value_name = "NAME", required_unless_present = "torrents")]
         names: Vec<String>,
         /// A .torrent file to download (repeatable).
@@ -287,13 +288,14 @@ async fn resolve_peers(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 /// `peer get`: download every file asked for, then seed them (`--seed`) or stop.
 async fn get(start: &StartOptions, req: GetArgs<'_>) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
-    if !req.names.is_empty() && start.tracker.is_none() {
+    let (magnets, names) = split_magnets(req.names)?;
+    if !names.is_empty() && start.tracker.is_none() {
         bail!("no tracker given: pass --tracker URL to get files by name (or use --torrent F.torrent)");
     }
     let sources = resolve_peers(req.peers).await?;
     let app = start_app(start).await?;
     let result = tokio::select! {
-        r = fetch_and_download(&app, &req, sources) => r,
+        r = fetch_and_download(&app, &req, names, magnets, sources) => r,
         sig = signals.recv() => {
             err!("{sig}: stopping (progress is kept; run again to resume)");
             app.shutdown().await;
@@ -313,13 +315,30 @@ async fn get(start: &StartOptions, req: GetArgs<'_>) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The magnet links among `peer get`'s arguments, parsed, and the catalog names.
+fn split_magnets(args: &[String]) -> anyhow::Result<(Vec<Magnet>, Vec<String>)> {
+    let mut magnets = Vec::new();
+    let mut names = Vec::new();
+    for a in args {
+        if a.starts_with("magnet:") {
+            magnets.push(Magnet::parse(a).with_context(|| format!("bad magnet link {a:?}"))?);
+        } else {
+            names.push(a.clone());
+        }
+    }
+    Ok((magnets, names))
+}
+
 async fn fetch_and_download(
     app: &App,
     req: &GetArgs<'_>,
+    names: Vec<String>,
+    magnets: Vec<Magnet>,
     sources: Vec<SocketAddr>,
 ) -> anyhow::Result<Vec<FileReport>> {
     let request = GetRequest {
-        names: req.names.to_vec(),
+        names,
+        magnets,
         torrents: req.torrents.to_vec(),
         peers: sources,
         recheck: req.recheck,

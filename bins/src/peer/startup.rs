@@ -99,6 +99,8 @@ async fn start_peer(options: &StartOptions, status_port: Option<u16>) -> anyhow:
         peer_id: peer_id_from_seed(seed),
         seed,
         status_port,
+        // Serve our info dictionaries to magnet users (BEP 9) and exchange peers (BEP 11).
+        peer_exchange: true,
         ..NodeConfig::default()
     };
     let mut app_options =

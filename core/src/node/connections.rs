@@ -35,6 +35,8 @@ impl Node {
         if let Some(c) = self.s.conns.remove(&id) {
             if let Some(ctx) = c.torrent.and_then(|h| self.ctx(h)) {
                 ctx.t.peers.connect_failed(c.addr, now);
+            } else if let Some(h) = c.torrent {
+                self.fetch_connect_failed(now, h, id, c.addr);
             }
             self.s.event(NodeEvent::ConnectFailed {
                 addr: c.addr,
@@ -57,7 +59,7 @@ impl Node {
         });
     }
 
-    fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
+    pub(super) fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
         let hs = Handshake {
             reserved: crate::wire::reserved_bits(true, true),
             info_hash: hash.0,
@@ -66,6 +68,7 @@ impl Node {
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.outbox.extend_from_slice(&hs.encode());
             c.sent_handshake = true;
+            self.s.unsent.insert(id);
         }
     }
 
@@ -110,6 +113,10 @@ impl Node {
         }
         if self.s.banned_ids.contains(&hs.peer_id) {
             self.close(now, id, CloseReason::BannedPeerId);
+            return;
+        }
+        if self.fetches.contains_key(&hash) {
+            self.fetch_on_handshake(now, id, &hs);
             return;
         }
         let Some(t) = self.torrents.get(&hash) else {
@@ -249,6 +256,8 @@ impl Node {
         }
         if let Some(mut ctx) = self.ctx(hash) {
             ctx.on_message(now, id, msg);
+        } else if self.fetches.contains_key(&hash) {
+            self.fetch_on_message(now, hash, id, msg);
         }
     }
 
@@ -264,6 +273,10 @@ impl Node {
 
     fn close_conn(&mut self, now: Instant, id: ConnId, reason: CloseReason, forget: bool) {
         let torrent = self.s.conns.get(&id).and_then(|c| c.torrent);
+        if let Some(h) = torrent.filter(|h| self.fetches.contains_key(h)) {
+            self.fetch_close(now, h, id, reason, forget);
+            return;
+        }
         if let Some(mut ctx) = torrent.and_then(|h| self.ctx(h)) {
             if forget {
                 ctx.close_and_forget(now, id, reason);

@@ -43,6 +43,7 @@ mod conn;
 mod connections;
 mod disk_faults;
 mod messages;
+mod metadata_fetch;
 mod peer_exchange;
 mod peers;
 mod reasons;
@@ -55,6 +56,7 @@ mod types;
 mod verify;
 mod view;
 
+pub use metadata_fetch::{FetchMetadata, MetadataFetchError};
 pub use reasons::{CloseReason, ConnectError, DiskError, RefuseReason, TorrentError};
 pub use types::*;
 
@@ -74,6 +76,8 @@ use view::TorrentCtx;
 pub struct Node {
     s: Shared,
     torrents: BTreeMap<InfoHash, Torrent>,
+    /// Torrents known by info hash only, in their metadata phase ([`metadata_fetch`]).
+    fetches: BTreeMap<InfoHash, metadata_fetch::MetadataFetch>,
     /// Each torrent's next wake-up, as of the end of the last call that changed it (see [`Node::settle`]).
     deadlines: BTreeMap<InfoHash, Option<Instant>>,
     /// Torrents changed since the last [`Node::settle`] (every [`Node::ctx`] marks one).
@@ -87,6 +91,7 @@ impl Node {
         Node {
             s: Shared::new(config, rng),
             torrents: BTreeMap::new(),
+            fetches: BTreeMap::new(),
             deadlines: BTreeMap::new(),
             touched: BTreeSet::new(),
         }
@@ -127,8 +132,10 @@ impl Node {
         self.s.now = self.s.now.max(now);
         let hash = add.meta.info_hash;
         if !self.torrents.contains_key(&hash) {
+            // A metadata phase of the same torrent ends here; the peers it met become sources.
+            let met = self.end_fetch(hash);
             let mut t = Torrent::new(&self.s.config, add.meta.clone(), now, add.announce);
-            for addr in add.sources {
+            for addr in add.sources.into_iter().chain(met) {
                 t.peers.add(addr, now);
             }
             self.torrents.insert(hash, t);
@@ -178,6 +185,8 @@ impl Node {
             Input::TrackerReply { torrent, reply } => {
                 if let Some(mut ctx) = self.ctx(torrent) {
                     ctx.on_tracker(now, reply);
+                } else {
+                    self.fetch_on_tracker(now, torrent, reply);
                 }
             }
         }
@@ -209,7 +218,11 @@ impl Node {
             .conns
             .values()
             .filter_map(|c| c.next_deadline(&self.s.config));
-        torrents.chain(conns).min()
+        let fetches = self
+            .fetches
+            .values()
+            .filter_map(|f| f.next_deadline(now, &self.s.config));
+        torrents.chain(conns).chain(fetches).min()
     }
 
     /// Run every timer that is due at `now`.
@@ -221,6 +234,10 @@ impl Node {
             if let Some(mut ctx) = self.ctx(h) {
                 ctx.on_timers(now);
             }
+        }
+        let fetching: Vec<InfoHash> = self.fetches.keys().copied().collect();
+        for h in fetching {
+            self.fetch_timers(now, h);
         }
         self.settle(now);
     }
@@ -310,7 +327,11 @@ impl Node {
             .conns
             .values()
             .filter_map(|c| c.next_deadline(&self.s.config));
-        torrents.chain(conns).min()
+        let fetches = self
+            .fetches
+            .values()
+            .filter_map(|f| f.next_deadline(self.s.now, &self.s.config));
+        torrents.chain(conns).chain(fetches).min()
     }
 
     /// Test hook: end a call made through a test hook.

@@ -79,6 +79,12 @@ pub enum CloseReason {
     /// The other end closed, or the connection failed.
     #[error("closed by peer")]
     ClosedByPeer,
+    /// A magnet's metadata phase ended (the torrent dials its peers again as a normal download).
+    #[error("metadata received")]
+    MetadataComplete,
+    /// A peer met in a metadata phase does not speak the extension protocol (BEP 10), so cannot send it.
+    #[error("no extension protocol: cannot send metadata")]
+    NoMetadataExtension,
     /// The driver dropped a peer that left `unread_mib` MiB we sent it unread.
     #[error("dropped: {unread_mib} MiB sent to it stay unread")]
     Unread { unread_mib: u64 },
@@ -90,7 +96,10 @@ impl CloseReason {
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            CloseReason::BothComplete | CloseReason::Duplicate | CloseReason::ShuttingDown
+            CloseReason::BothComplete
+                | CloseReason::Duplicate
+                | CloseReason::ShuttingDown
+                | CloseReason::MetadataComplete
         )
     }
 }

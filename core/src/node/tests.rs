@@ -242,6 +242,8 @@ impl World {
             }
             Output::Announce { .. } => {}
             Output::Event(e) => self.peers[i].events.push(e),
+            // The world's peers all start with their metainfo.
+            Output::Metadata { .. } => {}
         }
     }
 
@@ -1141,6 +1143,7 @@ fn announces_report_verified_pieces_and_status_port() {
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
 mod limits;
+mod metadata_fetch;
 mod peer_exchange;
 
 fn stalls(events: &[NodeEvent]) -> Vec<(TorrentError, u64)> {

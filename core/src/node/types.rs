@@ -242,6 +242,14 @@ pub enum Output {
         torrent: InfoHash,
         params: AnnounceParams,
     },
+    /// A metadata phase ([`super::Node::fetch_metadata`]) ended: the torrent's metainfo (its info
+    /// dictionary checked against the info hash) and the peers it met, to add it as a normal torrent with
+    /// [`super::Node::add_torrent`]; or why the metadata is unusable.
+    Metadata {
+        torrent: InfoHash,
+        result: Result<Arc<Metainfo>, super::MetadataFetchError>,
+        peers: Vec<SocketAddr>,
+    },
     /// Something worth telling the user, a log or a trace.
     Event(NodeEvent),
 }
@@ -353,6 +361,19 @@ pub enum NodeEvent {
         #[serde(serialize_with = "hex")]
         torrent: InfoHash,
         error: String,
+    },
+    /// A magnet's info dictionary arrived whole and matched the info hash.
+    MetadataReceived {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        size: u64,
+    },
+    /// A magnet's info dictionary arrived whole but did not hash to the info hash: discarded; its senders
+    /// get a strike.
+    MetadataFailed {
+        #[serde(serialize_with = "hex")]
+        torrent: InfoHash,
+        from: Vec<SocketAddr>,
     },
     /// A peer's request was refused.
     RequestRefused {

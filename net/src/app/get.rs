@@ -1,10 +1,13 @@
-//! Getting files: by catalog name (asking again while the name is not published yet, when told to) or from
-//! `.torrent` files, each started as a download from the tracker's peers and any given ones.
+//! Getting files: by catalog name (asking again while the name is not published yet, when told to), from
+//! `.torrent` files, or from magnet links (metadata from peers, BEP 9); each started as a download from the
+//! tracker's peers and any given ones.
 
 use super::{AppError, PeerApp};
 use crate::peer::AddMode;
+use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::transport::Transport;
+use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +25,8 @@ pub struct GetRequest {
     pub names: Vec<String>,
     /// `.torrent` files.
     pub torrents: Vec<PathBuf>,
+    /// Magnet links (BEP 9): the metainfo comes from peers, unless an earlier run stored it.
+    pub magnets: Vec<Magnet>,
     /// Peers to download from besides the tracker's.
     pub peers: Vec<SocketAddr>,
     /// Hash whatever is already on disk in full first.
@@ -58,6 +63,9 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                     .await?,
             );
         }
+        for magnet in &request.magnets {
+            push(self.get_magnet(magnet, request).await?);
+        }
         let mut metas = Vec::new();
         for path in &request.torrents {
             metas.push(self.load_torrent_file(path).await?);
@@ -69,6 +77,44 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             );
         }
         Ok(hashes)
+    }
+
+    /// Start (or resume) the download of a magnet: its metainfo is the one stored by an earlier run in the
+    /// state folder, or else is fetched from peers (the magnet's trackers, or ours, and its `x.pe` hints);
+    /// the peers met on the way become sources.
+    async fn get_magnet(
+        &self,
+        magnet: &Magnet,
+        request: &GetRequest,
+    ) -> Result<InfoHash, AppError> {
+        let hash = magnet.info_hash;
+        let mut sources: Vec<SocketAddr> = magnet.peers.clone();
+        sources.extend(request.peers.iter().copied());
+        if self.active().contains(&hash) {
+            for p in &sources {
+                self.peer.add_peer(hash, *p);
+            }
+            return Ok(hash);
+        }
+        let stored = StateDir::new(self.env.storage.clone(), &self.dir).metainfo_path(&hash);
+        let meta = match self.load_torrent_file(&stored).await {
+            Ok(meta) if meta.info_hash == hash => meta,
+            _ => {
+                let (fetched, met) = self
+                    .peer
+                    .fetch_metadata(hash, magnet.trackers.clone(), sources.clone())
+                    .await?;
+                for addr in met {
+                    if !sources.contains(&addr) {
+                        sources.push(addr);
+                    }
+                }
+                magnet
+                    .metainfo(&fetched)
+                    .map_err(|source| AppError::BadMagnetMetadata { hash, source })?
+            }
+        };
+        self.add_download(meta, request.recheck, sources).await
     }
 
     /// [`PeerApp::fetch_by_name`], asking again every `retry` while the name is unknown or the tracker

@@ -84,6 +84,14 @@ pub enum AppError {
         /// Why.
         source: MetainfoError,
     },
+    /// A magnet's metadata matched its info hash but could not be made into a torrent file.
+    #[error("the metadata of magnet {hash} is not a usable torrent: {source}")]
+    BadMagnetMetadata {
+        /// The magnet's info hash.
+        hash: InfoHash,
+        /// Why.
+        source: MetainfoError,
+    },
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -9,6 +9,7 @@ mod failover;
 mod hostile_metainfo;
 mod leecher_input;
 mod lifecycle;
+mod magnet;
 mod monitor;
 mod one_folder;
 mod peer_input;

@@ -367,6 +367,8 @@ pub struct LtOptions {
     pub seeds: Vec<PathBuf>,
     /// Torrents to download.
     pub leeches: Vec<PathBuf>,
+    /// Magnet links to download (the metadata comes from peers, BEP 9).
+    pub magnets: Vec<String>,
     /// Session upload cap, bytes/s.
     pub upload_rate: Option<u64>,
     /// Keep running after the leeches complete.
@@ -403,6 +405,9 @@ impl LtPeer {
         }
         for t in &opts.leeches {
             cmd.arg("--leech").arg(t);
+        }
+        for m in &opts.magnets {
+            cmd.arg("--magnet").arg(m);
         }
         if let Some(r) = opts.upload_rate {
             cmd.args(["--upload-rate", &r.to_string()]);

@@ -15,6 +15,7 @@
 
 mod foreign;
 mod leecher;
+mod magnet;
 mod metainfo;
 mod mixed;
 mod seeder;
