@@ -93,7 +93,7 @@ pub struct Picker {
     hashing: BTreeMap<u32, Vec<ConnId>>,
     availability: Vec<u32>,
     partial: BTreeMap<u32, PartialPiece>,
-    requested_at: BTreeMap<(ConnId, BlockRef), Instant>,
+    requested_at: RequestTimes,
     /// Pieces that failed with several contributors: fetched again from one peer only, so blame is exact.
     exclusive: std::collections::BTreeSet<u32>,
 }
@@ -115,7 +115,7 @@ impl Picker {
             hashing: BTreeMap::new(),
             availability: vec![0; count],
             partial: BTreeMap::new(),
-            requested_at: BTreeMap::new(),
+            requested_at: RequestTimes::default(),
             exclusive: std::collections::BTreeSet::new(),
         }
     }
@@ -169,6 +169,8 @@ impl Picker {
     }
 
     /// Forget a departed peer: its pieces no longer count and its outstanding requests return to the pool.
+    /// The blocks it delivered of a piece fetched from one source only (see `exclusive`) go too: nobody else
+    /// may finish that piece, so it starts again whole from another peer.
     pub fn remove_peer(&mut self, peer: ConnId, pieces: &Bitfield) {
         for i in pieces.iter_ones() {
             if let Some(a) = self.availability.get_mut(i as usize) {
@@ -176,16 +178,21 @@ impl Picker {
             }
         }
         self.release_all(peer);
+        for piece in &self.exclusive {
+            if let Some(p) = self.partial.get_mut(piece) {
+                for b in &mut p.blocks {
+                    if *b == BlockState::Received(peer) {
+                        *b = BlockState::Free;
+                        p.received -= 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Return every request outstanding with `peer` to the pool (it choked us, or left).
     pub fn release_all(&mut self, peer: ConnId) -> Vec<BlockRef> {
-        let blocks: Vec<BlockRef> = self
-            .requested_at
-            .keys()
-            .filter(|(p, _)| *p == peer)
-            .map(|(_, b)| *b)
-            .collect();
+        let blocks = self.requested_at.blocks_of(peer);
         for b in &blocks {
             self.release(peer, *b);
         }
@@ -210,12 +217,7 @@ impl Picker {
     /// outstanding with it counts its timeout from now. A request times out only when its peer delivered
     /// nothing for the whole timeout, however long the queue (our own download cap may make it slow).
     pub fn on_progress(&mut self, peer: ConnId, now: Instant) {
-        for (_, t) in self
-            .requested_at
-            .range_mut((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
-        {
-            *t = (*t).max(now);
-        }
+        self.requested_at.progress(peer, now);
     }
 
     /// Requests outstanding with every peer.
@@ -225,14 +227,20 @@ impl Picker {
 
     /// Requests outstanding with `peer`.
     pub fn outstanding(&self, peer: ConnId) -> usize {
-        self.requested_at
-            .range((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
-            .count()
+        self.requested_at.count_of(peer)
     }
 
     /// Whether `peer_has` holds a piece we lack.
     pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
-        !self.have.is_full() && peer_has.iter_ones().any(|i| !self.have.get(i))
+        // Byte by byte: both bitfields have the torrent's length, and bits past it are zero.
+        !self.have.is_full()
+            && if peer_has.len() == self.have.len() {
+                (peer_has.as_bytes().iter())
+                    .zip(self.have.as_bytes())
+                    .any(|(theirs, ours)| theirs & !ours != 0)
+            } else {
+                peer_has.iter_ones().any(|i| !self.have.get(i))
+            }
     }
 
     /// True once every missing piece is being assembled or checked and no block is free: endgame.
@@ -284,7 +292,7 @@ impl Picker {
             self.take_endgame_blocks(peer, peer_has, max, &mut out);
         }
         for b in &out {
-            self.requested_at.insert((peer, *b), now);
+            self.requested_at.insert(peer, *b, now);
         }
         out
     }
@@ -301,19 +309,18 @@ impl Picker {
         // Pieces this peer already works on first, then partial pieces nobody else is fetching (abandoned by
         // a peer that left or choked us) and held by at most `max_availability` peers; with `share`, also
         // pieces other peers are fetching.
-        let mut order: Vec<u32> = self
+        let mut order: Vec<(bool, u32)> = self
             .partial
             .keys()
             .copied()
             .filter(|&i| peer_has.get(i))
-            .filter(|&i| self.peer_works_on(i, peer) || self.availability(i) <= max_availability)
-            .filter(|&i| {
-                !self.exclusive.contains(&i) || self.peer_works_on(i, peer) || self.untouched(i)
-            })
-            .filter(|&i| share || self.peer_works_on(i, peer) || !self.others_fetching(i, peer))
+            .map(|i| (!self.peer_works_on(i, peer), i))
+            .filter(|&(others, i)| !others || self.availability(i) <= max_availability)
+            .filter(|&(others, i)| !others || !self.exclusive.contains(&i) || self.untouched(i))
+            .filter(|&(others, i)| !others || share || !self.others_fetching(i, peer))
             .collect();
-        order.sort_by_key(|&i| (!self.peer_works_on(i, peer), i));
-        for piece in order {
+        order.sort();
+        for (_, piece) in order {
             if out.len() >= max {
                 break;
             }
@@ -572,12 +579,7 @@ impl Picker {
 
     /// Requests older than `timeout`, released back to the pool and returned for cancelling.
     pub fn expire_requests(&mut self, now: Instant, timeout: Duration) -> Vec<(ConnId, BlockRef)> {
-        let old: Vec<(ConnId, BlockRef)> = self
-            .requested_at
-            .iter()
-            .filter(|(_, &t)| now.saturating_since(t) >= timeout)
-            .map(|(k, _)| *k)
-            .collect();
+        let old = self.requested_at.expired(now, timeout);
         for (peer, b) in &old {
             self.release(*peer, *b);
         }
@@ -586,7 +588,84 @@ impl Picker {
 
     /// The earliest instant at which an outstanding request would time out.
     pub fn next_request_deadline(&self, timeout: Duration) -> Option<Instant> {
-        self.requested_at.values().min().map(|t| *t + timeout)
+        self.requested_at.oldest().map(|t| t + timeout)
+    }
+}
+
+/// When each outstanding request was sent (or its peer last made progress), indexed both by request and by
+/// time: the timer table asks for the oldest after every input, and a scan over every request there was the
+/// picker's largest cost in a thousand-peer swarm.
+#[derive(Debug, Clone, Default)]
+struct RequestTimes {
+    at: BTreeMap<(ConnId, BlockRef), Instant>,
+    by_time: std::collections::BTreeSet<(Instant, ConnId, BlockRef)>,
+}
+
+impl RequestTimes {
+    fn insert(&mut self, peer: ConnId, block: BlockRef, now: Instant) {
+        if let Some(old) = self.at.insert((peer, block), now) {
+            self.by_time.remove(&(old, peer, block));
+        }
+        self.by_time.insert((now, peer, block));
+    }
+
+    fn remove(&mut self, key: &(ConnId, BlockRef)) {
+        if let Some(old) = self.at.remove(key) {
+            self.by_time.remove(&(old, key.0, key.1));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.at.clear();
+        self.by_time.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    fn count_of(&self, peer: ConnId) -> usize {
+        self.at
+            .range((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
+            .count()
+    }
+
+    /// The blocks outstanding with `peer`, in block order.
+    fn blocks_of(&self, peer: ConnId) -> Vec<BlockRef> {
+        self.at
+            .range((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
+            .map(|((_, b), _)| *b)
+            .collect()
+    }
+
+    /// Every request of `peer` counts its time from `now` at the earliest.
+    fn progress(&mut self, peer: ConnId, now: Instant) {
+        for ((_, block), t) in self
+            .at
+            .range_mut((peer, BlockRef::MIN)..=(peer, BlockRef::MAX))
+        {
+            if *t < now {
+                self.by_time.remove(&(*t, peer, *block));
+                self.by_time.insert((now, peer, *block));
+                *t = now;
+            }
+        }
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        self.by_time.first().map(|(t, _, _)| *t)
+    }
+
+    /// Requests at least `timeout` old at `now`, in (peer, block) order.
+    fn expired(&self, now: Instant, timeout: Duration) -> Vec<(ConnId, BlockRef)> {
+        let mut old: Vec<(ConnId, BlockRef)> = self
+            .by_time
+            .iter()
+            .take_while(|(t, _, _)| now.saturating_since(*t) >= timeout)
+            .map(|(_, peer, block)| (*peer, *block))
+            .collect();
+        old.sort();
+        old
     }
 }
 
@@ -731,6 +810,29 @@ mod tests {
             "one source only"
         );
         assert_eq!(p.pick(1, &all(1), 4, Instant::ZERO, &mut rng()).len(), 3);
+    }
+
+    #[test]
+    fn a_single_source_piece_whose_source_left_goes_whole_to_another_peer() {
+        let mut p = picker(1);
+        let a = p.pick(1, &all(1), 2, Instant::ZERO, &mut rng());
+        let b = p.pick(2, &all(1), 2, Instant::ZERO, &mut rng());
+        for x in a.iter().chain(&b) {
+            p.on_block(if a.contains(x) { 1 } else { 2 }, *x);
+        }
+        p.piece_checked(0, false);
+        // Peer 3 starts the piece again alone, delivers three blocks and leaves before the fourth.
+        let c = p.pick(3, &all(1), 3, Instant::ZERO, &mut rng());
+        for x in &c {
+            p.on_block(3, *x);
+        }
+        assert!(p.pick(4, &all(1), 4, Instant::ZERO, &mut rng()).is_empty());
+        p.remove_peer(3, &all(1));
+        assert_eq!(
+            p.pick(4, &all(1), 4, Instant::ZERO, &mut rng()).len(),
+            4,
+            "peer 4 fetches the whole piece"
+        );
     }
 
     #[test]

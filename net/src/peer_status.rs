@@ -194,6 +194,7 @@ pub fn peer_metrics(stats: &[TorrentStats]) -> String {
         stats.len() as f64,
     );
     type Field = fn(&TorrentStats) -> f64;
+    // A table, one row per metric family: the rows look alike because only their data differs.
     let families: [(&str, Kind, &str, Field); 12] = [
         (
             "enjambre_peer_downloaded_bytes_total",

@@ -213,6 +213,15 @@ pub fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// A folder's entries as [`Storage::list_dir`] returns them: sorted, or the first error reading them.
+pub fn sorted_paths(
+    entries: impl IntoIterator<Item = io::Result<PathBuf>>,
+) -> io::Result<Vec<PathBuf>> {
+    let mut out = entries.into_iter().collect::<io::Result<Vec<_>>>()?;
+    out.sort();
+    Ok(out)
+}
+
 /// The temp-file name used while replacing `path`.
 pub fn temp_path_for(path: &Path) -> PathBuf {
     let mut name = path
@@ -299,12 +308,7 @@ impl Storage for StdStorage {
         let Some(entries) = not_found_to_none(std::fs::read_dir(path))? else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for e in entries {
-            out.push(e?.path());
-        }
-        out.sort();
-        Ok(out)
+        sorted_paths(entries.map(|e| e.map(|e| e.path())))
     }
 
     fn is_dir(&self, path: &Path) -> bool {
@@ -316,6 +320,122 @@ impl Storage for StdStorage {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// What a [`Watched`] storage adds to the storage it wraps: hooks called after the trips it cares about,
+/// each doing nothing by default. A storage that only observes or tampers (a simulated disk probe, a
+/// corrupting peer) is one of these, not one more wrapper forwarding every method.
+pub trait StorageWatch: Send + Sync + 'static {
+    /// Whether files opened at `path` go through the file hooks below (default: every file).
+    fn watches(&self, _path: &Path) -> bool {
+        true
+    }
+    /// After `buf` was read at `offset` from a watched file; may change what the caller gets.
+    fn after_read(&self, _buf: &mut [u8], _offset: u64) {}
+    /// After a write to a watched file succeeded.
+    fn after_write(&self) {}
+    /// After a sync of a watched file succeeded.
+    fn after_sync(&self) {}
+    /// After `path` was replaced (any file, watched or not).
+    fn after_replace(&self, _path: &Path) {}
+    /// Whether the wrapped file's [`StorageFile::known_sha1`] still describes what reads return now
+    /// (default: yes; a watch that changes reads says no, and the caller hashes what it reads).
+    fn known_sha1_holds(&self) -> bool {
+        true
+    }
+}
+
+/// A storage that forwards every call to `inner` and calls `watch`'s hooks after the trips it watches.
+pub struct Watched<S, W> {
+    inner: S,
+    watch: Arc<W>,
+}
+
+impl<S: Storage, W: StorageWatch> Watched<S, W> {
+    /// `inner`, watched by `watch`.
+    pub fn new(inner: S, watch: W) -> Self {
+        Watched {
+            inner,
+            watch: Arc::new(watch),
+        }
+    }
+}
+
+struct WatchedFile<W> {
+    inner: Arc<dyn StorageFile>,
+    watch: Arc<W>,
+}
+
+impl<W: StorageWatch> StorageFile for WatchedFile<W> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)?;
+        self.watch.after_read(buf, offset);
+        Ok(())
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)?;
+        self.watch.after_write();
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()?;
+        self.watch.after_sync();
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn is_written(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
+        self.inner.is_written(offset, len)
+    }
+    fn known_sha1(&self, offset: u64, len: u64) -> io::Result<Option<[u8; 20]>> {
+        if !self.watch.known_sha1_holds() {
+            return Ok(None);
+        }
+        self.inner.known_sha1(offset, len)
+    }
+}
+
+impl<S: Storage, W: StorageWatch> Storage for Watched<S, W> {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let inner = self.inner.open(path, create)?;
+        if !self.watch.watches(path) {
+            return Ok(inner);
+        }
+        Ok(Arc::new(WatchedFile {
+            inner,
+            watch: Arc::clone(&self.watch),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        self.inner.replace_file(path, contents)?;
+        self.watch.after_replace(path);
+        Ok(())
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.inner.file_len(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
+        self.inner.lock_exclusive(path, note)
     }
 }
 

@@ -259,7 +259,7 @@ impl TrackerMetrics {
         p.single(
             "enjambre_tracker_bytes_moved_total",
             Kind::Counter,
-            "Payload bytes peers reported downloading, in the swarms still tracked.",
+            "Payload bytes reported downloading by peers of published torrents (and peers sending enjambre's announce keys), in the swarms still tracked.",
             c.bytes_moved as f64,
         );
         p.family(

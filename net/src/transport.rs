@@ -88,6 +88,7 @@ impl Listener for TokioListener {
 }
 
 /// A tokio UDP socket.
+// sim/src/transport.rs repeats these delegations for turmoil's sockets, which share tokio's API but no trait.
 #[derive(Debug)]
 pub struct TokioDatagram(tokio::net::UdpSocket);
 

@@ -19,6 +19,7 @@ pub mod storage;
 pub mod sweep;
 pub mod timeline;
 pub mod trace_filter;
+pub mod tracker_host;
 pub mod transport;
 pub mod turmoil_host;
 pub mod world;

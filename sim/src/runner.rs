@@ -55,6 +55,25 @@ pub enum RunError {
 /// Simulated time a story keeps going after everything expected has happened, so late events show.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// When a run stops: once it is settled (no scripted event pending, every expectation decided) and still
+/// is [`SETTLE`] later, or at the scenario's end. Both engines' loops ask it after every step.
+#[derive(Debug, Default)]
+pub(crate) struct Settling {
+    since: Option<Duration>,
+}
+
+impl Settling {
+    /// Whether the run stops at `t`, given whether it is `settled` now and when the scenario `end`s.
+    pub(crate) fn stop(&mut self, t: Duration, settled: bool, end: Duration) -> bool {
+        self.since = if settled {
+            self.since.or(Some(t))
+        } else {
+            None
+        };
+        self.since.is_some_and(|since| t >= since + SETTLE) || t >= end
+    }
+}
+
 /// How long after a sweep crash the peer is started again.
 pub const SWEEP_RESTART_DELAY: Duration = Duration::from_secs(1);
 
@@ -227,7 +246,7 @@ pub fn run_observed(
     let mut pending = pending_events(&scenario);
     let mut extra_crash = options.crash.clone();
     let mut extra_restart: Option<(String, Duration)> = None;
-    let mut done_at: Option<Duration> = None;
+    let mut settling = Settling::default();
     loop {
         stage
             .sim
@@ -262,13 +281,7 @@ pub fn run_observed(
             && extra_crash.is_none()
             && extra_restart.is_none()
             && expectations_decided(&scenario, &world, false);
-        match (settled, done_at) {
-            (true, None) => done_at = Some(t),
-            (false, _) => done_at = None,
-            (true, Some(d)) if t >= d + SETTLE => break,
-            _ => {}
-        }
-        if t >= scenario.duration.0 {
+        if settling.stop(t, settled, scenario.duration.0) {
             break;
         }
     }
@@ -482,6 +495,13 @@ pub(crate) fn condition_holds(c: &Condition, scenario: &Scenario, world: &Shared
     let Some(p) = w.peers.get(&c.peer) else {
         return false;
     };
+    // The disk is the peer's, not one download's: without a `file`, any download stalling on it counts.
+    if c.disk_stalled && c.file.is_none() {
+        return p.disk_stalls.values().any(|n| *n > 0);
+    }
+    if let Some(n) = c.checkpoints {
+        return p.checkpoints_replaced >= n;
+    }
     let file = c
         .file
         .clone()

@@ -395,9 +395,14 @@ pub struct Condition {
     /// Holds once the download is complete.
     #[serde(default)]
     pub complete: bool,
-    /// Holds once the download has stopped on a disk error (disk full, failed write).
+    /// Holds once the download has stopped on a disk error (disk full, failed write); without `file`, once
+    /// any of the peer's downloads has (the disk is shared).
     #[serde(default)]
     pub disk_stalled: bool,
+    /// Holds right after the peer has replaced its checkpoint files this many times since it last started
+    /// (any download): a crash aimed here lands between a checkpoint and whatever the peer does next.
+    #[serde(default)]
+    pub checkpoints: Option<u32>,
 }
 
 /// What an event does.
@@ -740,13 +745,14 @@ impl Scenario {
                     c.percent.is_some(),
                     c.complete,
                     c.disk_stalled,
+                    c.checkpoints.is_some(),
                 ]
                 .iter()
                 .filter(|x| **x)
                 .count();
                 if kinds != 1 {
                     return bad(format!(
-                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`, `disk_stalled = true`"
+                        "{what}: a condition needs exactly one of `pieces`, `percent`, `complete = true`, `disk_stalled = true`, `checkpoints`"
                     ));
                 }
                 if c.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {

@@ -5,7 +5,8 @@
 use crate::disk_space::DiskSpace;
 use crate::world::{DiskTrip, Shared};
 use enjambre_net::storage::{
-    not_found_to_none, read_at_zero_filled, Blocking, Storage, StorageFile,
+    not_found_to_none, read_at_zero_filled, sorted_paths, Blocking, Storage, StorageFile,
+    StorageWatch, Watched,
 };
 use std::future::Future;
 use std::io;
@@ -180,17 +181,11 @@ impl Storage for SimStorage {
         Ok(not_found_to_none(fs::metadata(path))?.map(|m| m.len().max(model)))
     }
 
-    // As net's StdStorage::list_dir, over turmoil's fs shim, whose ReadDir is a type of its own.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(entries) = not_found_to_none(fs::read_dir(path))? else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for e in entries {
-            out.push(e?.path());
-        }
-        out.sort();
-        Ok(out)
+        sorted_paths(entries.map(|e| e.map(|e| e.path())))
     }
 
     fn is_dir(&self, path: &Path) -> bool {
@@ -260,11 +255,8 @@ impl CorruptSwitch {
     }
 
     /// Wrap a storage with this switch.
-    pub fn wrap<S: Storage>(&self, inner: S) -> CorruptibleStorage<S> {
-        CorruptibleStorage {
-            inner,
-            switch: self.clone(),
-        }
+    pub fn wrap<S: Storage>(&self, inner: S) -> Watched<S, CorruptSwitch> {
+        Watched::new(inner, self.clone())
     }
 
     fn on(&self) -> bool {
@@ -272,168 +264,60 @@ impl CorruptSwitch {
     }
 }
 
-/// A storage whose data-file reads are corrupted while its switch is on.
-pub struct CorruptibleStorage<S> {
-    inner: S,
-    switch: CorruptSwitch,
-}
+impl StorageWatch for CorruptSwitch {
+    fn watches(&self, path: &Path) -> bool {
+        !in_state_dir(path)
+    }
 
-struct CorruptibleFile {
-    inner: Arc<dyn StorageFile>,
-    switch: CorruptSwitch,
-}
-
-// Each wrapper file (here and ProbeFile) changes one method and forwards the rest: the forwarding repeats.
-impl StorageFile for CorruptibleFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)?;
-        if self.switch.on() {
+    fn after_read(&self, buf: &mut [u8], _offset: u64) {
+        if self.on() {
             for b in buf.iter_mut().step_by(997) {
                 *b ^= 0x5a;
             }
         }
-        Ok(())
     }
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(data, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn is_written(&self, offset: u64, len: u64) -> io::Result<Option<bool>> {
-        self.inner.is_written(offset, len)
-    }
-    fn known_sha1(&self, offset: u64, len: u64) -> io::Result<Option<[u8; 20]>> {
-        // While corrupting, reads are not what the inner file holds: let the caller hash them.
-        if self.switch.on() {
-            return Ok(None);
-        }
-        self.inner.known_sha1(offset, len)
+
+    fn known_sha1_holds(&self) -> bool {
+        !self.on()
     }
 }
 
-impl<S: Storage> Storage for CorruptibleStorage<S> {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let inner = self.inner.open(path, create)?;
-        if in_state_dir(path) {
-            return Ok(inner);
-        }
-        Ok(Arc::new(CorruptibleFile {
-            inner,
-            switch: self.switch.clone(),
-        }))
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        self.inner.read_file(path)
-    }
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        self.inner.replace_file(path, contents)
-    }
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        self.inner.file_len(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.inner.is_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-}
-
-/// A storage that tells the world about the trips to the disk the watched peer makes: payload writes, payload
-/// syncs and checkpoint replacements. Crash sweeps aim their crashes between these trips.
-pub struct ProbeStorage<S> {
-    /// The storage doing the work.
-    pub inner: S,
+/// What tells the world about the trips to the disk the watched peer makes: payload writes, payload syncs
+/// and checkpoint replacements. Crash sweeps aim their crashes between these trips.
+pub struct DiskProbe {
     /// Where trips are recorded.
     pub world: Shared,
     /// The host this storage belongs to.
     pub host: String,
 }
 
+impl DiskProbe {
+    fn record(&self, trip: DiskTrip) {
+        self.world.lock().disk_trip(&self.host, trip);
+    }
+}
+
+impl StorageWatch for DiskProbe {
+    fn watches(&self, path: &Path) -> bool {
+        !in_state_dir(path)
+    }
+
+    fn after_write(&self) {
+        self.record(DiskTrip::Write);
+    }
+
+    fn after_sync(&self) {
+        self.record(DiskTrip::Sync);
+    }
+
+    fn after_replace(&self, path: &Path) {
+        if path.extension().is_some_and(|e| e == "json") {
+            self.record(DiskTrip::Checkpoint);
+        }
+    }
+}
+
 fn in_state_dir(path: &Path) -> bool {
     path.components()
         .any(|c| c.as_os_str() == enjambre_net::state_dir::STATE_DIR_NAME)
-}
-
-struct ProbeFile {
-    inner: Arc<dyn StorageFile>,
-    probe: Option<(Shared, String)>,
-}
-
-impl ProbeFile {
-    fn record(&self, trip: DiskTrip) {
-        if let Some((world, host)) = &self.probe {
-            world.lock().disk_trip(host, trip);
-        }
-    }
-}
-
-impl StorageFile for ProbeFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(data, offset)?;
-        self.record(DiskTrip::Write);
-        Ok(())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()?;
-        self.record(DiskTrip::Sync);
-        Ok(())
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
-impl<S: Storage> Storage for ProbeStorage<S> {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let inner = self.inner.open(path, create)?;
-        let probe = (!in_state_dir(path)).then(|| (self.world.clone(), self.host.clone()));
-        Ok(Arc::new(ProbeFile { inner, probe }))
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        self.inner.read_file(path)
-    }
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        self.inner.replace_file(path, contents)?;
-        if path.extension().is_some_and(|e| e == "json") {
-            self.world
-                .lock()
-                .disk_trip(&self.host, DiskTrip::Checkpoint);
-        }
-        Ok(())
-    }
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        self.inner.file_len(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.inner.is_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
 }

@@ -6,55 +6,29 @@
 
 use crate::content;
 use crate::disk_space::DiskSpace;
-use crate::host::{harness_io, run_peer, HostPlan, Observer, DATA_DIR, TRACKER_PORT};
+use crate::host::{harness_io, run_peer, HostPlan, Observer, DATA_DIR};
 use crate::scenario::{PeerSpec, Scenario};
-use crate::storage::{CorruptSwitch, FreeDiskSwitch, ProbeStorage, SimDisk, SimStorage};
+use crate::storage::{CorruptSwitch, DiskProbe, FreeDiskSwitch, SimDisk, SimStorage};
+use crate::tracker_host::{reboot_registry, run_tracker};
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
-use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_core::tracker::Registry;
 use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
-use enjambre_net::storage::Storage;
-use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::Transport;
-use enjambre_net::udp_tracker_server::serve_udp;
-use std::net::SocketAddr;
+use enjambre_net::storage::{Storage, Watched};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Run the tracker: HTTP and UDP (BEP 15) on the same port number, one registry. Its swarm is forgotten on a crash; its catalog is kept in `registry` across restarts.
+/// The tracker host: the real tracker on turmoil's network (see [`run_tracker`]). Its swarm is forgotten on
+/// a crash; its catalog is kept in `registry` across restarts.
 pub async fn tracker_program(
     registry: Arc<Mutex<Registry>>,
     interval: Duration,
     seed: u64,
 ) -> turmoil::Result {
-    {
-        let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh = Registry::new(RegistryConfig::with_interval(interval));
-        for f in reg.list() {
-            if let Some(bytes) = reg.metainfo_bytes(&f.name) {
-                let _ = fresh.publish(bytes);
-            }
-        }
-        *reg = fresh;
-    }
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", TRACKER_PORT)).await?;
-    let any = SocketAddr::from(([0, 0, 0, 0], TRACKER_PORT));
-    let socket = SimTransport.bind_udp(any).await?;
-    let config = ServerConfig {
-        rng_seed: seed,
-        ..ServerConfig::default()
-    };
-    let metrics = Arc::clone(&config.metrics);
-    let http = serve::<SimTransport>(
-        crate::transport::SimListener::from(listener),
-        Arc::clone(&registry),
-        Clock::new(),
-        config,
-    );
-    let udp = serve_udp(socket, registry, Clock::new(), seed ^ 0x5544_5000, metrics);
-    tokio::join!(http, udp);
+    reboot_registry(&registry, interval);
+    run_tracker(SimTransport, registry, seed).await?;
     Ok(())
 }
 
@@ -102,11 +76,13 @@ impl PeerProgram {
             ));
         }
         self.place_own_files(Path::new(DATA_DIR))?;
-        let probe = ProbeStorage {
-            inner: sim_storage,
-            world: self.world.clone(),
-            host: name.clone(),
-        };
+        let probe = Watched::new(
+            sim_storage,
+            DiskProbe {
+                world: self.world.clone(),
+                host: name.clone(),
+            },
+        );
         let storage: Arc<dyn Storage> = Arc::new(self.corrupt.wrap(probe));
         let latency = self
             .spec

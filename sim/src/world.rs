@@ -125,6 +125,8 @@ pub struct PeerLive {
     pub stats: BTreeMap<String, TorrentStats>,
     /// Pieces in the latest durable checkpoint per file name (survives crashes).
     pub durable: BTreeMap<String, u32>,
+    /// Times its checkpoint files were replaced on disk since it last started.
+    pub checkpoints_replaced: u32,
     /// Resumes.
     pub resumes: Vec<ResumeRecord>,
     /// Time each file first completed.
@@ -238,6 +240,7 @@ impl World {
         p.up = true;
         p.up_since = Some(t);
         p.blamed.clear();
+        p.checkpoints_replaced = 0;
         for (file, s) in std::mem::take(&mut p.stats) {
             *p.uploaded_before.entry(file.clone()).or_default() += s.bytes_uploaded;
             *p.downloaded_before.entry(file.clone()).or_default() += s.bytes_downloaded;
@@ -285,6 +288,11 @@ impl World {
 
     /// Record a disk trip of `host` if it is the watched peer.
     pub fn disk_trip(&mut self, host: &str, trip: DiskTrip) {
+        if trip == DiskTrip::Checkpoint {
+            if let Some(p) = self.peers.get_mut(host) {
+                p.checkpoints_replaced += 1;
+            }
+        }
         if self.watch.as_deref() == Some(host) {
             self.trips_pending.push(trip);
         }

@@ -5,6 +5,7 @@ use crate::files::Scratch;
 use crate::http;
 use crate::proc::Proc;
 use crate::wait_for;
+use enjambre_net::app::FileReport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -224,33 +225,24 @@ fn tracker_addr(url: &str) -> Option<SocketAddr> {
     url.strip_prefix("http://")?.split('/').next()?.parse().ok()
 }
 
-/// One line of `peer get --json`: the report of one finished file.
+/// One line of `peer get --json` (the peer's own [`FileReport`], read back), and when the test read it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GetReport {
-    /// File name.
-    pub name: String,
-    /// Info hash, hex.
-    pub info_hash: String,
-    /// Bytes.
-    pub size: u64,
-    /// Pieces in the torrent.
-    pub pieces_total: u32,
-    /// Pieces found already verified on disk at start.
-    pub pieces_resumed: u32,
-    /// Payload bytes received in this run.
-    pub bytes_downloaded: u64,
-    /// Payload bytes thrown away (hash failures, duplicates).
-    pub bytes_wasted: u64,
-    /// Payload bytes per source address.
-    pub sources: BTreeMap<SocketAddr, u64>,
-    /// Banned addresses.
-    pub banned: Vec<SocketAddr>,
-    /// Time the download took, as the peer reports it.
-    pub seconds: f64,
+    /// What the peer reported.
+    #[serde(flatten)]
+    pub report: FileReport,
     /// Wall-clock seconds from starting the `peer get` process to reading this line (measured by the test;
     /// includes process start-up and the catalog and tracker round trips).
     #[serde(skip)]
     pub wall_seconds: f64,
+}
+
+impl std::ops::Deref for GetReport {
+    type Target = FileReport;
+
+    fn deref(&self) -> &FileReport {
+        &self.report
+    }
 }
 
 /// A running `peer ... get NAMES --json`.
@@ -329,5 +321,14 @@ mod tests {
             Some("127.0.0.1:7".parse().unwrap())
         );
         assert_eq!(parse_listening("seeding a 00"), None);
+    }
+
+    #[test]
+    fn a_get_report_is_the_peers_file_report_read_back() {
+        let line = r#"{"name":"a.bin","info_hash":"00","size":3,"pieces_total":1,"pieces_resumed":0,"bytes_downloaded":3,"bytes_wasted":0,"sources":{"127.0.0.1:7":3},"banned":[],"seconds":0.5}"#;
+        let r: GetReport = serde_json::from_str(line).expect("parses");
+        assert_eq!(r.name, "a.bin");
+        assert_eq!(r.sources.get(&"127.0.0.1:7".parse().unwrap()), Some(&3));
+        assert_eq!(r.wall_seconds, 0.0, "measured by the test, not read");
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Raw on purpose, not a client crate: the tests send malformed and hostile requests byte for byte, which a
 //! client would refuse to write. The response head is parsed by `httparse`, as in net's own client.
+//! Not net's client (`enjambre_net::http::get`) even for well-formed GETs: it is async, and these tests are
+//! blocking (they drive processes and std sockets); a runtime per call would buy nothing this does not do.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -6,6 +6,7 @@ use crate::bitfield::Bitfield;
 use crate::choker::ChokeCandidate;
 use crate::metainfo::InfoHash;
 use crate::picker::BlockRef;
+use crate::rate::RateMeter;
 use crate::time::Instant;
 use crate::wire::Decoder;
 use bytes::BytesMut;
@@ -44,6 +45,10 @@ pub const UNREQUESTED_SLACK_BYTES: u64 = 8 * crate::BLOCK_LENGTH as u64;
 
 /// A peer that sent no payload for this long while we wanted some is snubbed.
 const SNUB_AFTER: Duration = Duration::from_secs(60);
+
+/// The shortest span a connection's rates are measured over (see [`RateMeter`]): long enough that one
+/// block more or less does not reorder the choker's ranking, short enough to follow a peer that speeds up.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
 
 pub(crate) struct Conn {
     pub addr: SocketAddr,
@@ -85,11 +90,12 @@ pub(crate) struct Conn {
     /// When we last sent it payload (or when it connected).
     pub last_payload_sent: Instant,
     pub snubbed_at: Option<Instant>,
-    window_start: Instant,
-    window_down: u64,
-    window_up: u64,
-    rate_down: u64,
-    rate_up: u64,
+    /// Payload bytes received from this peer, and their rate.
+    downloaded: u64,
+    download_meter: RateMeter,
+    /// Payload bytes sent to this peer, and their rate.
+    uploaded: u64,
+    upload_meter: RateMeter,
 }
 
 impl Conn {
@@ -128,26 +134,16 @@ impl Conn {
             last_payload: now,
             last_payload_sent: now,
             snubbed_at: None,
-            window_start: now,
-            window_down: 0,
-            window_up: 0,
-            rate_down: 0,
-            rate_up: 0,
+            downloaded: 0,
+            download_meter: RateMeter::new(RATE_WINDOW),
+            uploaded: 0,
+            upload_meter: RateMeter::new(RATE_WINDOW),
         }
     }
 
-    /// What a status display shows of this connection at `now` (the last input's time).
-    pub fn stats(&self, now: Instant) -> ConnStats {
-        // The current rate window once it is long enough to mean something, else the last closed one.
-        let secs = now.saturating_since(self.window_start).as_secs_f64();
-        let (down_rate, up_rate) = if secs >= 2.0 {
-            (
-                (self.window_down as f64 / secs) as u64,
-                (self.window_up as f64 / secs) as u64,
-            )
-        } else {
-            (self.rate_down, self.rate_up)
-        };
+    /// What a status display shows of this connection: its rates as last measured (at the last payload or
+    /// rechoke, see [`Conn::sample_rates`]).
+    pub fn stats(&self) -> ConnStats {
         ConnStats {
             addr: self.peer_addr(),
             outbound: self.outbound,
@@ -157,8 +153,8 @@ impl Conn {
             peer_choking: self.peer_choking,
             peer_interested: self.peer_interested,
             peer_pieces: self.peer_has.count(),
-            down_rate,
-            up_rate,
+            down_rate: self.download_meter.rate(),
+            up_rate: self.upload_meter.rate(),
         }
     }
 
@@ -187,13 +183,15 @@ impl Conn {
     }
 
     pub fn on_payload_received(&mut self, now: Instant, bytes: u64) {
-        self.window_down += bytes;
+        self.downloaded += bytes;
+        self.download_meter.sample(now, self.downloaded);
         self.last_payload = now;
         self.snubbed_at = None;
     }
 
     pub fn on_payload_sent(&mut self, now: Instant, bytes: u64) {
-        self.window_up += bytes;
+        self.uploaded += bytes;
+        self.upload_meter.sample(now, self.uploaded);
         self.last_sent = now;
         self.last_payload_sent = now;
     }
@@ -203,28 +201,16 @@ impl Conn {
         self.last_payload.max(self.last_payload_sent)
     }
 
-    /// Payload bytes per second this peer delivers to us: the current rate window once it is a second old,
-    /// else the last closed one.
-    pub fn download_rate(&self, now: Instant) -> u64 {
-        let secs = now.saturating_since(self.window_start).as_secs_f64();
-        if secs >= 1.0 {
-            (self.window_down as f64 / secs) as u64
-        } else {
-            self.rate_down
-        }
+    /// Payload bytes per second this peer delivers to us, as last measured.
+    pub fn download_rate(&self) -> u64 {
+        self.download_meter.rate()
     }
 
-    /// Close the current rate window (called at every rechoke).
-    pub fn roll_rate_window(&mut self, now: Instant) {
-        let secs = now
-            .saturating_since(self.window_start)
-            .as_secs_f64()
-            .max(0.001);
-        self.rate_down = (self.window_down as f64 / secs) as u64;
-        self.rate_up = (self.window_up as f64 / secs) as u64;
-        self.window_down = 0;
-        self.window_up = 0;
-        self.window_start = now;
+    /// Measure both rates at `now` even if no payload moved: a peer that went quiet drops to 0 (called at
+    /// every rechoke, before ranking).
+    pub fn sample_rates(&mut self, now: Instant) {
+        self.download_meter.sample(now, self.downloaded);
+        self.upload_meter.sample(now, self.uploaded);
     }
 
     pub fn choke_candidate(&self, id: ConnId, now: Instant, seeding: bool) -> ChokeCandidate {
@@ -235,9 +221,9 @@ impl Conn {
             conn: id,
             interested: self.peer_interested,
             rate: if seeding {
-                self.rate_up.max(self.window_up)
+                self.upload_meter.rate()
             } else {
-                self.rate_down.max(self.window_down)
+                self.download_meter.rate()
             },
             snubbed: snubbed || self.snubbed_at.is_some(),
             unchoked: !self.am_choking,
@@ -274,5 +260,52 @@ impl Conn {
         self.timers(config)
             .find(|(at, _)| now >= *at)
             .map(|(_, timer)| timer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    fn open_conn() -> Conn {
+        let mut c = Conn::new(SocketAddr::from(([10, 0, 0, 2], 6881)), true, None, at(0));
+        c.phase = ConnPhase::Open;
+        c.peer_interested = true;
+        c
+    }
+
+    #[test]
+    fn rates_are_measured_over_the_window_and_a_quiet_peer_drops_to_zero_at_a_sample() {
+        let mut c = open_conn();
+        c.on_payload_received(at(0), 16_384);
+        c.on_payload_received(at(1_000), 16_384);
+        assert_eq!(c.download_rate(), 0, "less than a window measured yet");
+        c.on_payload_received(at(2_000), 16_384);
+        assert_eq!(c.download_rate(), 16_384, "32 KiB over 2 s");
+        assert_eq!(c.stats().down_rate, 16_384);
+        assert_eq!(c.choke_candidate(1, at(2_000), false).rate, 16_384);
+        c.on_payload_sent(at(2_000), 1_000);
+        c.on_payload_sent(at(4_000), 9_000);
+        assert_eq!(c.stats().up_rate, 4_500, "9000 bytes sent over 2 s");
+        assert_eq!(c.choke_candidate(1, at(4_000), true).rate, 4_500);
+        c.on_payload_received(at(3_000), 16_384);
+        assert_eq!(
+            c.download_rate(),
+            16_384,
+            "the last measure stands within a window"
+        );
+        c.sample_rates(at(4_000));
+        assert_eq!(
+            c.download_rate(),
+            8_192,
+            "16 KiB since the last measure, over 2 s"
+        );
+        c.sample_rates(at(10_000));
+        assert_eq!(c.download_rate(), 0, "nothing came for 6 s");
+        assert_eq!(c.stats().up_rate, 0);
     }
 }

@@ -68,6 +68,7 @@ impl Node {
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.outbox.extend_from_slice(&hs.encode());
             c.sent_handshake = true;
+            self.s.unsent.insert(id);
         }
     }
 

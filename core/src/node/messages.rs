@@ -50,49 +50,17 @@ impl TorrentCtx<'_> {
                 index,
                 begin,
                 length,
-            } => self.on_request(
-                id,
-                BlockRef {
-                    piece: index,
-                    begin,
-                    length,
-                },
-            ),
+            } => self.on_request(id, block_ref(index, begin, length)),
             Message::Cancel {
                 index,
                 begin,
                 length,
-            } => {
-                let block = BlockRef {
-                    piece: index,
-                    begin,
-                    length,
-                };
-                let answer = self
-                    .s
-                    .conns
-                    .get_mut(&id)
-                    .is_some_and(|c| c.serving.remove(&block) && c.fast);
-                // BEP 6: a cancelled request is still answered once; the read in flight is dropped.
-                if answer {
-                    self.s.send_reject(id, block);
-                }
-            }
+            } => self.on_cancel(id, block_ref(index, begin, length)),
             Message::Reject {
                 index,
                 begin,
                 length,
-            } => {
-                let block = BlockRef {
-                    piece: index,
-                    begin,
-                    length,
-                };
-                if let Some(c) = self.s.conns.get_mut(&id) {
-                    c.take_asked(&block);
-                }
-                self.t.picker.release(id, block);
-            }
+            } => self.on_reject(id, block_ref(index, begin, length)),
             Message::Piece { index, begin, data } => self.on_piece(now, id, index, begin, data),
         }
     }
@@ -255,6 +223,27 @@ impl TorrentCtx<'_> {
         }
     }
 
+    /// The peer no longer wants `block`.
+    fn on_cancel(&mut self, id: ConnId, block: BlockRef) {
+        let answer = self
+            .s
+            .conns
+            .get_mut(&id)
+            .is_some_and(|c| c.serving.remove(&block) && c.fast);
+        // BEP 6: a cancelled request is still answered once; the read in flight is dropped.
+        if answer {
+            self.s.send_reject(id, block);
+        }
+    }
+
+    /// The peer will not send `block` (BEP 6): it can be asked of another.
+    fn on_reject(&mut self, id: ConnId, block: BlockRef) {
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.take_asked(&block);
+        }
+        self.t.picker.release(id, block);
+    }
+
     fn on_request(&mut self, id: ConnId, block: BlockRef) {
         let Some(c) = self.s.conns.get(&id) else {
             return;
@@ -294,11 +283,7 @@ impl TorrentCtx<'_> {
 
     fn on_piece(&mut self, now: Instant, id: ConnId, index: u32, begin: u32, data: Bytes) {
         let len = data.len() as u64;
-        let block = BlockRef {
-            piece: index,
-            begin,
-            length: u32::try_from(data.len()).unwrap_or(u32::MAX),
-        };
+        let block = block_ref(index, begin, u32::try_from(data.len()).unwrap_or(u32::MAX));
         let t = &mut *self.t;
         let in_bounds = index < t.meta.piece_count()
             && u64::from(begin) + len <= u64::from(t.meta.piece_len(index))
@@ -404,5 +389,14 @@ impl TorrentCtx<'_> {
                 data,
             },
         );
+    }
+}
+
+/// The block a request, cancel, reject or piece message names.
+fn block_ref(piece: u32, begin: u32, length: u32) -> BlockRef {
+    BlockRef {
+        piece,
+        begin,
+        length,
     }
 }

@@ -4,8 +4,8 @@
 use super::{ConnId, NodeConfig};
 use crate::backoff::Backoff;
 use crate::time::Instant;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
 
 #[derive(Debug, Clone)]
 struct KnownPeer {
@@ -17,10 +17,31 @@ struct KnownPeer {
     seed: bool,
 }
 
+impl KnownPeer {
+    fn new(retry_at: Instant) -> KnownPeer {
+        KnownPeer {
+            conn: None,
+            failures: 0,
+            retry_at,
+            strikes: 0,
+            banned: false,
+            seed: false,
+        }
+    }
+
+    /// The peer's key in [`PeerBook::idle`]: only idle, unbanned addresses wait to be dialled.
+    fn idle_key(&self, addr: SocketAddr) -> Option<(Instant, SocketAddr)> {
+        (self.conn.is_none() && !self.banned).then_some((self.retry_at, addr))
+    }
+}
+
 /// Known peer addresses of one torrent.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerBook {
     peers: BTreeMap<SocketAddr, KnownPeer>,
+    /// The idle, unbanned addresses by the instant they become dialable: [`PeerBook::next_retry`] is asked
+    /// after every input, so it reads the first entry instead of scanning every known address.
+    idle: BTreeSet<(Instant, SocketAddr)>,
     redial: Backoff,
 }
 
@@ -28,6 +49,7 @@ impl PeerBook {
     pub fn new(config: &NodeConfig) -> PeerBook {
         PeerBook {
             peers: BTreeMap::new(),
+            idle: BTreeSet::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
         }
     }
@@ -42,14 +64,29 @@ impl PeerBook {
         if addr.port() == 0 || addr.ip().is_unspecified() {
             return;
         }
-        self.peers.entry(addr).or_insert(KnownPeer {
-            conn: None,
-            failures: 0,
-            retry_at: now,
-            strikes: 0,
-            banned: false,
-            seed: false,
-        });
+        self.insert_new(addr, now);
+    }
+
+    /// Learn `addr` with a first dial at `retry_at`, unless it is known.
+    fn insert_new(&mut self, addr: SocketAddr, retry_at: Instant) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.peers.entry(addr) {
+            slot.insert(KnownPeer::new(retry_at));
+            self.idle.insert((retry_at, addr));
+        }
+    }
+
+    /// Change the known peer at `addr` (if any) and keep [`PeerBook::idle`] in step.
+    fn update(&mut self, addr: SocketAddr, change: impl FnOnce(&mut KnownPeer)) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if let Some(key) = p.idle_key(addr) {
+            self.idle.remove(&key);
+        }
+        change(p);
+        if let Some(key) = p.idle_key(addr) {
+            self.idle.insert(key);
+        }
     }
 
     /// Addresses to dial now, at most `budget`, fewest failures first.
@@ -74,15 +111,13 @@ impl PeerBook {
     /// An inbound connection turned out to come from the peer listening at `addr`: do not dial it meanwhile.
     pub fn attach(&mut self, addr: SocketAddr, conn: ConnId, now: Instant) {
         self.add(addr, now);
-        if let Some(p) = self.peers.get_mut(&addr) {
+        self.update(addr, |p| {
             p.conn.get_or_insert(conn);
-        }
+        });
     }
 
     pub fn dialing(&mut self, addr: SocketAddr, conn: ConnId) {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            p.conn = Some(conn);
-        }
+        self.update(addr, |p| p.conn = Some(conn));
     }
 
     pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant) {
@@ -95,16 +130,18 @@ impl PeerBook {
             return;
         };
         let delay = self.redial.delay(failures.saturating_add(1));
-        if let Some(p) = self.peers.get_mut(&addr) {
+        self.update(addr, |p| {
             p.conn = None;
             p.failures = failures.saturating_add(1);
             p.retry_at = now + delay;
-        }
+        });
     }
 
     /// Never dial `addr` again (it was ourselves, or a duplicate of another connection).
     pub fn forget(&mut self, addr: &SocketAddr) {
-        self.peers.remove(addr);
+        if let Some(key) = self.peers.remove(addr).and_then(|p| p.idle_key(*addr)) {
+            self.idle.remove(&key);
+        }
     }
 
     pub fn mark_seed(&mut self, addr: &SocketAddr) {
@@ -115,22 +152,17 @@ impl PeerBook {
 
     /// Record one corrupt piece from `addr`; returns its strike count.
     pub fn strike(&mut self, addr: SocketAddr) -> u32 {
-        let p = self.peers.entry(addr).or_insert(KnownPeer {
-            conn: None,
-            failures: 0,
-            retry_at: Instant::ZERO,
-            strikes: 0,
-            banned: false,
-            seed: false,
+        self.insert_new(addr, Instant::ZERO);
+        let mut strikes = 0;
+        self.update(addr, |p| {
+            p.strikes += 1;
+            strikes = p.strikes;
         });
-        p.strikes += 1;
-        p.strikes
+        strikes
     }
 
     pub fn ban(&mut self, addr: SocketAddr) {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            p.banned = true;
-        }
+        self.update(addr, |p| p.banned = true);
     }
 
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
@@ -156,11 +188,13 @@ impl PeerBook {
 
     /// Earliest instant at which a known, idle address becomes dialable.
     pub fn next_retry(&self, now: Instant) -> Option<Instant> {
-        self.peers
-            .values()
-            .filter(|p| p.conn.is_none() && !p.banned && p.retry_at > now)
-            .map(|p| p.retry_at)
-            .min()
+        // The smallest key after every entry at `now` (no address sorts before 0.0.0.0:0).
+        let after_now = Instant::from_micros(now.as_micros().saturating_add(1));
+        let lowest = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        self.idle
+            .range((after_now, lowest)..)
+            .next()
+            .map(|(at, _)| *at)
     }
 }
 
@@ -203,6 +237,53 @@ mod tests {
             b.disconnected(addr(1), t0);
         }
         assert_eq!(b.next_retry(t0), Some(t0 + cfg.reconnect_max));
+    }
+
+    /// [`PeerBook::next_retry`] worked out by scanning every known address.
+    fn next_retry_by_scan(b: &PeerBook, now: Instant) -> Option<Instant> {
+        b.peers
+            .values()
+            .filter(|p| p.conn.is_none() && !p.banned && p.retry_at > now)
+            .map(|p| p.retry_at)
+            .min()
+    }
+
+    #[test]
+    fn next_retry_follows_every_change_like_a_scan() {
+        let cfg = NodeConfig::default();
+        let mut b = PeerBook::new(&cfg);
+        let at = |ms: u64| Instant::from_micros(ms * 1000);
+        let mut seen = Vec::new();
+        // A fixed walk through every operation that moves an address in or out of the idle index.
+        for step in 0u64..400 {
+            let now = at(step * 37);
+            let a = addr(1 + (step * 7 % 23) as u16);
+            match step % 8 {
+                0 | 1 => b.add(a, now),
+                2 => b.dialing(a, step),
+                3 => b.disconnected(a, now),
+                4 => b.attach(a, step, now),
+                5 if step % 24 == 5 => b.forget(&a),
+                6 if step % 40 == 6 => {
+                    b.strike(a);
+                    b.ban(a);
+                }
+                _ => b.connect_failed(a, now),
+            }
+            for probe in [now, at(step * 37 + 500), at(step * 37 + 5_000)] {
+                assert_eq!(
+                    b.next_retry(probe),
+                    next_retry_by_scan(&b, probe),
+                    "step {step}"
+                );
+            }
+            seen.push(b.next_retry(now));
+        }
+        assert!(
+            seen.iter().filter(|r| r.is_some()).count() > 100,
+            "the walk keeps retries pending most of the time"
+        );
+        assert!(!b.banned().is_empty(), "the walk banned someone");
     }
 
     #[test]

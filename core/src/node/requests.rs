@@ -38,7 +38,7 @@ impl TorrentCtx<'_> {
         }
         let config = &self.s.config;
         let outstanding = t.picker.outstanding(id);
-        let depth = request_depth(config, c.download_rate(now));
+        let depth = request_depth(config, c.download_rate());
         let depth = c
             .remote_reqq
             .map_or(depth, |q| depth.min(q.max(1) as usize));

@@ -22,6 +22,9 @@ pub(crate) struct Shared {
     /// The next connection id to hand out (inbound and outbound alike, see [`Shared::new_conn_id`]).
     next_conn: ConnId,
     pub outputs: VecDeque<Output>,
+    /// Connections with bytes in their outbox: [`Shared::flush`] runs after every input, and visits these
+    /// rather than every connection. Whoever writes to an outbox adds the connection here.
+    pub unsent: BTreeSet<ConnId>,
     /// Addresses of closed connections, so that a late hash failure can still name its sender.
     history: BTreeMap<ConnId, SocketAddr>,
     pub banned_ids: BTreeSet<[u8; 20]>,
@@ -39,6 +42,7 @@ impl Shared {
             conns: BTreeMap::new(),
             next_conn: 1,
             outputs: VecDeque::new(),
+            unsent: BTreeSet::new(),
             history: BTreeMap::new(),
             banned_ids: BTreeSet::new(),
             stopping: false,
@@ -81,6 +85,7 @@ impl Shared {
         let trace = self.config.trace;
         if let Some(c) = self.conns.get_mut(&id) {
             msg.encode(&mut c.outbox);
+            self.unsent.insert(id);
             if trace {
                 let detail = message_detail(&msg);
                 self.trace(id, "out", msg.name(), detail);
@@ -102,11 +107,11 @@ impl Shared {
 
     /// Hand every connection's queued bytes to the driver.
     pub fn flush(&mut self, now: Instant) {
-        for (id, c) in self.conns.iter_mut() {
-            if !c.outbox.is_empty() {
+        for id in std::mem::take(&mut self.unsent) {
+            if let Some(c) = self.conns.get_mut(&id).filter(|c| !c.outbox.is_empty()) {
                 c.last_sent = now;
                 let data = c.outbox.split().freeze();
-                self.outputs.push_back(Output::Send { conn: *id, data });
+                self.outputs.push_back(Output::Send { conn: id, data });
             }
         }
     }
@@ -116,6 +121,7 @@ impl Shared {
     /// duplicate, not a peer to come back to).
     pub fn remove_conn(&mut self, id: ConnId) -> Option<(Conn, bool)> {
         let mut c = self.conns.remove(&id)?;
+        self.unsent.remove(&id);
         if !c.outbox.is_empty() {
             let data = c.outbox.split().freeze();
             self.outputs.push_back(Output::Send { conn: id, data });

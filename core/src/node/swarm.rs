@@ -91,11 +91,11 @@ impl TorrentCtx<'_> {
         }
     }
 
-    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
-    pub fn fill_free_slots(&mut self, now: Instant) {
-        let t = &*self.t;
-        let seeding = t.picker.have().is_full();
-        let candidates: Vec<ChokeCandidate> = t
+    /// What the choker ranks: this torrent's open connections, with their rates as last measured. (A
+    /// connection still handshaking has shown no interest, so it could not be unchoked anyway.)
+    fn choke_candidates(&self, now: Instant) -> Vec<ChokeCandidate> {
+        let seeding = self.t.picker.have().is_full();
+        self.t
             .conns
             .iter()
             .filter_map(|id| {
@@ -105,8 +105,13 @@ impl TorrentCtx<'_> {
                     .filter(|c| c.phase == super::conn::ConnPhase::Open)
                     .map(|c| c.choke_candidate(*id, now, seeding))
             })
-            .collect();
-        let changes = t.choker.fill_free_slots(&candidates);
+            .collect()
+    }
+
+    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
+    pub fn fill_free_slots(&mut self, now: Instant) {
+        let candidates = self.choke_candidates(now);
+        let changes = self.t.choker.fill_free_slots(&candidates);
         for id in changes.choke {
             self.set_choking(id, true);
         }
@@ -123,25 +128,16 @@ impl TorrentCtx<'_> {
         if rotate {
             t.next_optimistic = now + self.s.config.optimistic_interval;
         }
-        let seeding = t.picker.have().is_full();
-        let candidates: Vec<ChokeCandidate> = t
-            .conns
-            .iter()
-            .filter_map(|id| {
-                self.s
-                    .conns
-                    .get(id)
-                    .map(|c| c.choke_candidate(*id, now, seeding))
-            })
-            .collect();
-        let unchoke = t.choker.rechoke(&candidates, rotate);
-        let ids: Vec<ConnId> = t.conns.iter().copied().collect();
+        for id in &t.conns {
+            if let Some(c) = self.s.conns.get_mut(id) {
+                c.sample_rates(now);
+            }
+        }
+        let candidates = self.choke_candidates(now);
+        let unchoke = self.t.choker.rechoke(&candidates, rotate);
+        let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
         for id in ids {
             self.set_choking(id, !unchoke.contains(&id));
-        }
-        // Every connection's rate window rolls here, this torrent's or not (kept as it was before the split).
-        for c in self.s.conns.values_mut() {
-            c.roll_rate_window(now);
         }
     }
 }

@@ -215,7 +215,7 @@ impl Torrent {
                 .conns
                 .iter()
                 .filter_map(|c| conns.get(c))
-                .map(|c| c.stats(now))
+                .map(|c| c.stats())
                 .collect(),
             checkpoints_written: self.stats.checkpoints_written,
             complete: self.picker.have().is_full(),

@@ -241,7 +241,8 @@ pub struct FileView {
     /// For each piece, how many peers hold it (seeders plus reporting leechers); empty when the piece count
     /// is unknown.
     pub availability: Vec<u32>,
-    /// Payload bytes its peers reported downloading, all time (while the tracker ran).
+    /// Payload bytes its peers reported downloading, all time (while the tracker ran); counted for peers whose
+    /// details the tracker keeps (the swarm module says which).
     pub bytes_moved: u64,
 }
 
@@ -258,7 +259,7 @@ pub struct RegistryCounts {
     pub leechers: u64,
     /// Completed downloads reported (`event=completed`), all torrents.
     pub completed: u64,
-    /// Payload bytes peers reported downloading, all torrents.
+    /// Payload bytes peers reported downloading, all torrents (peers whose details the tracker keeps).
     pub bytes_moved: u64,
 }
 
@@ -275,7 +276,7 @@ pub struct SwarmTotals {
     pub torrents: u64,
     /// Torrents published in the catalog.
     pub published: u64,
-    /// Payload bytes peers reported downloading, all torrents, all time.
+    /// Payload bytes peers reported downloading, all torrents, all time (peers whose details are kept).
     pub bytes_moved: u64,
     /// Sum of the nodes' download rates, bytes per second.
     pub down_rate: u64,

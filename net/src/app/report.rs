@@ -1,11 +1,13 @@
 //! What a finished download reports, and when a download counts as finished.
 
 use enjambre_core::node::TorrentStats;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
-/// What a finished download reports (`peer get --json` prints one per file).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a finished download reports (`peer get --json` prints one per file, and the end-to-end tests read
+/// it back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileReport {
     /// Torrent name.
     pub name: String,
@@ -21,10 +23,10 @@ pub struct FileReport {
     pub bytes_downloaded: u64,
     /// Payload bytes thrown away (hash failures, duplicates).
     pub bytes_wasted: u64,
-    /// Accepted payload bytes per source `IP:PORT`.
-    pub sources: BTreeMap<String, u64>,
-    /// Banned peers `IP:PORT`.
-    pub banned: Vec<String>,
+    /// Accepted payload bytes per source (`IP:PORT` in JSON).
+    pub sources: BTreeMap<SocketAddr, u64>,
+    /// Banned peers (`IP:PORT` in JSON).
+    pub banned: Vec<SocketAddr>,
     /// Seconds from adding the download to complete and durable.
     pub seconds: f64,
 }
@@ -40,12 +42,8 @@ impl FileReport {
             pieces_resumed: stats.pieces_resumed,
             bytes_downloaded: stats.bytes_downloaded,
             bytes_wasted: stats.bytes_wasted,
-            sources: stats
-                .sources
-                .iter()
-                .map(|(a, b)| (a.to_string(), *b))
-                .collect(),
-            banned: stats.banned.iter().map(|a| a.to_string()).collect(),
+            sources: stats.sources.clone(),
+            banned: stats.banned.clone(),
             seconds: (seconds * 1000.0).round() / 1000.0,
         }
     }
@@ -75,7 +73,8 @@ impl FileReport {
             ));
         }
         if !self.banned.is_empty() {
-            line.push_str(&format!(", banned {}", self.banned.join(" ")));
+            let banned: Vec<String> = self.banned.iter().map(|a| a.to_string()).collect();
+            line.push_str(&format!(", banned {}", banned.join(" ")));
         }
         line
     }
@@ -114,9 +113,8 @@ mod tests {
         assert_eq!(human_bytes(50 * 1024 * 1024), "50.0 MiB");
     }
 
-    #[test]
-    fn summary_line_names_resumed_pieces_and_bans() {
-        let mut r = FileReport {
+    fn sample_report() -> FileReport {
+        FileReport {
             name: "a.bin".into(),
             info_hash: "00".repeat(20),
             size: 2 * 1024 * 1024,
@@ -124,18 +122,35 @@ mod tests {
             pieces_resumed: 0,
             bytes_downloaded: 2_000_000,
             bytes_wasted: 0,
-            sources: BTreeMap::from([("10.0.0.1:6881".to_string(), 2_000_000)]),
+            sources: BTreeMap::from([(SocketAddr::from(([10, 0, 0, 1], 6881)), 2_000_000)]),
             banned: Vec::new(),
             seconds: 2.0,
-        };
+        }
+    }
+
+    #[test]
+    fn summary_line_names_resumed_pieces_and_bans() {
+        let mut r = sample_report();
         assert_eq!(
             r.summary_line(),
             "done a.bin (2.0 MiB) in 2.0 s, 1.9 MiB fetched at 1.0 MB/s from 1 source(s)"
         );
         r.pieces_resumed = 1;
-        r.banned = vec!["10.0.0.9:6881".into()];
+        r.banned = vec![SocketAddr::from(([10, 0, 0, 9], 6881))];
         assert!(r
             .summary_line()
             .ends_with(", 1 of 4 pieces resumed, banned 10.0.0.9:6881"));
+    }
+
+    #[test]
+    fn a_report_reads_back_from_its_json_line() {
+        let mut r = sample_report();
+        r.banned = vec![SocketAddr::from(([10, 0, 0, 9], 6881))];
+        let line = serde_json::to_string(&r).expect("serialises");
+        assert!(
+            line.contains(r#""sources":{"10.0.0.1:6881":2000000},"banned":["10.0.0.9:6881"]"#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<FileReport>(&line).ok(), Some(r));
     }
 }

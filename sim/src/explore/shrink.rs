@@ -3,7 +3,8 @@
 
 use super::story::{Fault, Story};
 
-/// Smaller variants of `story`, most radical first. Each keeps at least one seeder and one downloader.
+/// Smaller variants of `story`, most radical first. Each keeps at least one honest seeder (a story whose
+/// only source turns corrupt cannot complete, whatever the peer does) and one downloader.
 pub fn candidates(story: &Story) -> Vec<Story> {
     let mut out = Vec::new();
     // Whole fault kinds off.
@@ -35,7 +36,7 @@ pub fn candidates(story: &Story) -> Vec<Story> {
         let gone = s.peers.remove(i);
         s.faults
             .retain(|f| !f.peers().contains(&gone.name.as_str()));
-        if !gone.has.is_empty() && s.peers.iter().all(|p| p.has.is_empty()) {
+        if !s.has_honest_seeder() {
             continue;
         }
         if s.downloaders().is_empty() {
@@ -72,7 +73,7 @@ pub fn candidates(story: &Story) -> Vec<Story> {
                 p.has.retain(|f| *f != gone);
                 p.get.retain(|f| *f != gone);
             }
-            if s.downloaders().is_empty() || s.peers.iter().all(|p| p.has.is_empty()) {
+            if s.downloaders().is_empty() || !s.has_honest_seeder() {
                 continue;
             }
             push_if_smaller(&mut out, story, s);
@@ -82,6 +83,12 @@ pub fn candidates(story: &Story) -> Vec<Story> {
     let mut s = story.clone();
     for f in &mut s.files {
         f.size = (f.size / 2).max(f.piece_size.min(f.size));
+    }
+    // A full disk stays as full relative to what the peer fetches.
+    for p in &mut s.peers {
+        if let Some(free) = &mut p.disk_free {
+            *free /= 2;
+        }
     }
     push_if_smaller(&mut out, story, s);
     // Peers joining at once, latency at its least.

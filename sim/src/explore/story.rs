@@ -111,6 +111,17 @@ pub enum Fault {
         /// Time spent down.
         down_ms: u64,
     },
+    /// Crash `peer` right after it has replaced its checkpoint files `checkpoints` times, restart it
+    /// `down_ms` later: aimed between a checkpoint and the peer's next disk trip (the payload sync a
+    /// checkpoint written too early would be waiting for).
+    CrashAfterCheckpoint {
+        /// The peer.
+        peer: String,
+        /// Checkpoint replacements that trigger it.
+        checkpoints: u32,
+        /// Time spent down.
+        down_ms: u64,
+    },
     /// Cut `peer` off from everyone at `percent`%, heal `for_ms` later.
     Partition {
         /// The peer.
@@ -158,7 +169,7 @@ impl Fault {
     /// The kind of fault.
     pub fn kind(&self) -> FaultKind {
         match self {
-            Fault::Crash { .. } => FaultKind::Crash,
+            Fault::Crash { .. } | Fault::CrashAfterCheckpoint { .. } => FaultKind::Crash,
             Fault::Partition { .. } => FaultKind::Partition,
             Fault::Latency { .. } => FaultKind::Latency,
             Fault::TrackerDown { .. } => FaultKind::TrackerDown,
@@ -171,6 +182,7 @@ impl Fault {
     pub fn peers(&self) -> Vec<&str> {
         match self {
             Fault::Crash { peer, .. }
+            | Fault::CrashAfterCheckpoint { peer, .. }
             | Fault::Partition { peer, .. }
             | Fault::Latency { peer, .. }
             | Fault::FreeDisk { peer, .. } => vec![peer],
@@ -193,6 +205,7 @@ impl Fault {
             Fault::Crash {
                 after_ms, down_ms, ..
             } => after_ms + down_ms + 5_000,
+            Fault::CrashAfterCheckpoint { down_ms, .. } => down_ms + 5_000,
             // A stream cut by a partition stays dead: the peer notices by its idle and request timers.
             Fault::Partition { for_ms, .. } => for_ms + 60_000,
             Fault::Latency { latency_ms, .. } => 20 * latency_ms,
@@ -332,24 +345,28 @@ impl Story {
                 let who = d.pick(&downloaders).clone();
                 match kind {
                     FaultKind::Crash => {
-                        // The condition fires when a checkpoint is durable; the next one starts at once
-                        // (group commit) with two disk trips (sync, then checkpoint). Half the crashes
-                        // land in the middle of that second checkpoint, the rest anywhere.
-                        let trip = peers
-                            .iter()
-                            .find(|p| p.name == who)
-                            .map_or(1, |p| p.disk_latency_ms);
-                        let after_ms = if d.chance(50) {
-                            trip + trip / 2 + 1
+                        // Half the crashes are aimed right after a checkpoint replacement, mostly the first
+                        // of a boot: with one checkpoint in flight at a time, each later one claims only
+                        // pieces the previous one's sync covered, so the first is where a checkpoint written
+                        // before its data is synced shows. The rest land at some progress, a little after
+                        // a checkpoint became durable.
+                        // (Draws in the order earlier versions made them, so that a seed keeps its story.)
+                        if d.chance(50) {
+                            let checkpoints = *d.pick(&[1, 1, 1, 2, 3]);
+                            faults.push(Fault::CrashAfterCheckpoint {
+                                peer: who,
+                                checkpoints,
+                                down_ms: d.range(200, 3_000),
+                            })
                         } else {
-                            *d.pick(&[0, 10, 100, 300])
-                        };
-                        faults.push(Fault::Crash {
-                            peer: who,
-                            percent: d.range(5, 95) as u32,
-                            after_ms,
-                            down_ms: d.range(200, 3_000),
-                        })
+                            let after_ms = *d.pick(&[0, 10, 100, 300]);
+                            faults.push(Fault::Crash {
+                                peer: who,
+                                percent: d.range(5, 95) as u32,
+                                after_ms,
+                                down_ms: d.range(200, 3_000),
+                            })
+                        }
                     }
                     FaultKind::Partition => faults.push(Fault::Partition {
                         peer: who,
@@ -455,6 +472,15 @@ impl Story {
     pub fn event_count(&self) -> usize {
         self.faults.iter().map(Fault::event_count).sum::<usize>()
             + self.peers.iter().filter(|p| p.join_ms.is_some()).count()
+    }
+
+    /// Whether some peer starts with every file and never turns corrupt.
+    pub fn has_honest_seeder(&self) -> bool {
+        let corrupt = self.corrupt_peers();
+        self.peers.iter().any(|p| {
+            !corrupt.contains(&p.name.as_str())
+                && self.files.iter().all(|f| p.has.contains(&f.name))
+        })
     }
 
     /// Peers that download something.
@@ -593,6 +619,16 @@ impl Story {
                     let _ = writeln!(
                         t,
                         "\n[[event]]\nwhen = {{ peer = {peer:?}, percent = {percent} }}\nafter = \"{after_ms}ms\"\naction = \"crash\"\npeer = {peer:?}\n\n[[event]]\nafter_previous = true\nafter = \"{down_ms}ms\"\naction = \"restart\"\npeer = {peer:?}"
+                    );
+                }
+                Fault::CrashAfterCheckpoint {
+                    peer,
+                    checkpoints,
+                    down_ms,
+                } => {
+                    let _ = writeln!(
+                        t,
+                        "\n[[event]]\nwhen = {{ peer = {peer:?}, checkpoints = {checkpoints} }}\naction = \"crash\"\npeer = {peer:?}\n\n[[event]]\nafter_previous = true\nafter = \"{down_ms}ms\"\naction = \"restart\"\npeer = {peer:?}"
                     );
                 }
                 Fault::Partition {

@@ -158,6 +158,7 @@ pub fn expand(s: &mut Scenario) -> Result<(), ScenarioError> {
                     file: None,
                     pieces: None,
                     percent: None,
+                    checkpoints: None,
                     complete: true,
                     disk_stalled: false,
                 };

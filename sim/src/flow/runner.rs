@@ -9,23 +9,22 @@
 use super::disk::{ContentId, LazyDisk};
 use super::net::{Capacity, HostId, Net};
 use super::transport::FlowTransport;
-use crate::host::{run_peer, HostPlan, Observer, DATA_DIR, TRACKER_PORT};
+use crate::host::{run_peer, HostPlan, Observer, DATA_DIR};
 use crate::report::{build_report, Report};
 use crate::runner::{
     expectations_decided, fire_due_events, pending_events, Observation, RunError, RunOptions,
+    Settling,
 };
 use crate::scenario::{Action, EventSpec, PeerSpec, Scenario};
 use crate::storage::CorruptSwitch;
+use crate::tracker_host::{reboot_registry, run_tracker};
 use crate::world::{MarkKind, Shared};
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::{Inline, Storage};
-use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::Transport;
-use enjambre_net::udp_tracker_server::serve_udp;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,9 +35,6 @@ const UNLIMITED: f64 = 1e9;
 
 /// How often the runner looks at the story (fires due events, checks whether it is decided).
 const STEP: Duration = Duration::from_millis(50);
-
-/// Simulated time a story keeps going after everything expected has happened.
-const SETTLE: Duration = Duration::from_millis(500);
 
 /// Why a scenario cannot run on the flow engine, if it cannot: packet-level faults, crashes (losing
 /// unsynced writes) and disk faults are turmoil's.
@@ -181,7 +177,7 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
         }
     }
     let mut pending = pending_events(&scenario);
-    let mut done_at: Option<Duration> = None;
+    let mut settling = Settling::default();
     loop {
         tokio::time::sleep(STEP).await;
         let t = elapsed(&net);
@@ -198,13 +194,7 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
         });
         let settled = pending.iter().all(|p| p.fired_at.is_some())
             && expectations_decided(&scenario, &world, true);
-        match (settled, done_at) {
-            (true, None) => done_at = Some(t),
-            (false, _) => done_at = None,
-            (true, Some(d)) if t >= d + SETTLE => break,
-            _ => {}
-        }
-        if t >= scenario.duration.0 {
+        if settling.stop(t, settled, scenario.duration.0) {
             break;
         }
     }
@@ -322,34 +312,11 @@ fn apply(
 }
 
 fn start_tracker(ctx: &Ctx, host: HostId, registry: Arc<Mutex<Registry>>) -> JoinHandle<()> {
-    {
-        let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh = Registry::new(RegistryConfig::with_interval(
-            ctx.scenario.tracker.interval.0,
-        ));
-        for f in reg.list() {
-            if let Some(bytes) = reg.metainfo_bytes(&f.name) {
-                let _ = fresh.publish(bytes);
-            }
-        }
-        *reg = fresh;
-    }
+    reboot_registry(&registry, ctx.scenario.tracker.interval.0);
     let transport = FlowTransport::new(ctx.net.clone(), host);
     let seed = ctx.seed;
     tokio::spawn(async move {
-        let any = SocketAddr::from(([0, 0, 0, 0], TRACKER_PORT));
-        let (Ok(listener), Ok(socket)) = (transport.bind(any).await, transport.bind_udp(any).await)
-        else {
-            return;
-        };
-        let config = ServerConfig {
-            rng_seed: seed,
-            ..ServerConfig::default()
-        };
-        let metrics = Arc::clone(&config.metrics);
-        let http = serve::<FlowTransport>(listener, registry.clone(), Clock::new(), config);
-        let udp = serve_udp(socket, registry, Clock::new(), seed ^ 0x5544_5000, metrics);
-        tokio::join!(http, udp);
+        let _ = run_tracker(transport, registry, seed).await;
     })
 }
 

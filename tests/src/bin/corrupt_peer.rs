@@ -17,7 +17,7 @@ use enjambre_core::node::NodeConfig;
 use enjambre_net::clock::Clock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
-use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
+use enjambre_net::storage::{StdStorage, Storage, StorageWatch, ThreadPool, Watched};
 use enjambre_net::transport::{TokioTransport, Transport};
 use std::future::Future;
 use std::io::{self, Write};
@@ -71,26 +71,19 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// Real storage, except that reads of `target` are corrupted in the chosen pieces.
-struct CorruptStorage {
+/// What turns real storage into a dishonest one: reads of `target` are corrupted in the chosen pieces.
+struct CorruptReads {
     target: PathBuf,
     piece_length: u64,
     every: u64,
 }
 
-/// The payload file, opened through [`CorruptStorage`].
-struct CorruptFile {
-    inner: Arc<dyn StorageFile>,
-    piece_length: u64,
-    every: u64,
-}
+impl StorageWatch for CorruptReads {
+    fn watches(&self, path: &Path) -> bool {
+        path == self.target
+    }
 
-impl StorageFile for CorruptFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)?;
-        if buf.is_empty() {
-            return Ok(());
-        }
+    fn after_read(&self, buf: &mut [u8], offset: u64) {
         // A single-file torrent: file offsets are torrent offsets.
         let end = offset + buf.len() as u64;
         let mut piece = offset / self.piece_length;
@@ -103,66 +96,10 @@ impl StorageFile for CorruptFile {
             }
             piece += 1;
         }
-        Ok(())
     }
 
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(data, offset)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
-impl Storage for CorruptStorage {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let inner = StdStorage.open(path, create)?;
-        if path == self.target {
-            Ok(Arc::new(CorruptFile {
-                inner,
-                piece_length: self.piece_length,
-                every: self.every,
-            }))
-        } else {
-            Ok(inner)
-        }
-    }
-
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdStorage.create_dir_all(path)
-    }
-
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        StdStorage.read_file(path)
-    }
-
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        StdStorage.replace_file(path, contents)
-    }
-
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        StdStorage.file_len(path)
-    }
-
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        StdStorage.list_dir(path)
-    }
-
-    fn is_dir(&self, path: &Path) -> bool {
-        StdStorage.is_dir(path)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdStorage.remove_file(path)
+    fn known_sha1_holds(&self) -> bool {
+        false
     }
 }
 
@@ -234,11 +171,14 @@ async fn run() -> Result<(), String> {
         &mut |_, _| {},
     )
     .map_err(|e| format!("cannot hash {}: {e}", target.display()))?;
-    let storage = CorruptStorage {
-        target: target.clone(),
-        piece_length: u64::from(meta.piece_length()),
-        every: u64::from(args.corrupt_every),
-    };
+    let storage = Watched::new(
+        StdStorage,
+        CorruptReads {
+            target: target.clone(),
+            piece_length: u64::from(meta.piece_length()),
+            every: u64::from(args.corrupt_every),
+        },
+    );
     let mut node = NodeConfig {
         peer_id: *b"-EJ0100-CORRUPT00000",
         ..NodeConfig::default()
