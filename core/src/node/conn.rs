@@ -4,6 +4,7 @@
 use super::{ConnId, ConnStats, NodeConfig};
 use crate::bitfield::Bitfield;
 use crate::choker::ChokeCandidate;
+use crate::extension::ExtHandshake;
 use crate::metainfo::InfoHash;
 use crate::picker::BlockRef;
 use crate::rate::RateMeter;
@@ -99,6 +100,22 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Take in the peer's BEP 10 extension handshake: its request queue depth and extension ids and, on an
+    /// inbound connection, the address it listens on, which is returned for the caller to check against its
+    /// bans and file in its peer book.
+    pub fn take_ext_handshake(&mut self, ext: ExtHandshake) -> Option<SocketAddr> {
+        self.remote_reqq = ext.reqq;
+        self.remote_ext = ext.messages;
+        let listen = ext
+            .listen_port
+            .filter(|_| !self.outbound)
+            .map(|port| SocketAddr::new(self.addr.ip(), port));
+        if listen.is_some() {
+            self.listen_addr = listen;
+        }
+        listen
+    }
+
     pub fn new(addr: SocketAddr, outbound: bool, torrent: Option<InfoHash>, now: Instant) -> Conn {
         Conn {
             addr,

@@ -10,7 +10,6 @@ use crate::time::Instant;
 use crate::wire::Message;
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 impl TorrentCtx<'_> {
     /// One message from an open connection of this torrent.
@@ -73,11 +72,7 @@ impl TorrentCtx<'_> {
         let Some(c) = self.s.conns.get_mut(&id) else {
             return;
         };
-        c.remote_reqq = ext.reqq;
-        c.remote_ext = ext.messages;
-        if let (false, Some(port)) = (c.outbound, ext.listen_port) {
-            let addr = SocketAddr::new(c.addr.ip(), port);
-            c.listen_addr = Some(addr);
+        if let Some(addr) = c.take_ext_handshake(ext) {
             if self.t.peers.is_banned(&addr) {
                 self.close(now, id, CloseReason::BannedAddress);
                 return;

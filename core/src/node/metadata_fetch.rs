@@ -309,12 +309,10 @@ impl Node {
         let Some(c) = self.s.conns.get_mut(&id) else {
             return;
         };
-        c.remote_reqq = ext.reqq;
-        c.remote_ext = ext.messages;
+        let metadata_size = ext.metadata_size;
+        let listen = c.take_ext_handshake(ext);
         let offers = c.remote_ext.contains_key(metadata::NAME);
-        if let (false, Some(port)) = (c.outbound, ext.listen_port) {
-            let addr = SocketAddr::new(c.addr.ip(), port);
-            c.listen_addr = Some(addr);
+        if let Some(addr) = listen {
             if let Some(f) = self.fetches.get_mut(&hash) {
                 if f.peers.is_banned(&addr) {
                     self.close(now, id, CloseReason::BannedAddress);
@@ -323,7 +321,7 @@ impl Node {
                 f.peers.attach(addr, id, now);
             }
         }
-        c.remote_metadata_size = ext.metadata_size.filter(|_| offers);
+        c.remote_metadata_size = metadata_size.filter(|_| offers);
         if self.fetch_adopt(hash, id) {
             self.fetch_request(now, hash, id);
         }
