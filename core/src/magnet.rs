@@ -172,6 +172,27 @@ impl Magnet {
         })
     }
 
+    /// The magnet of a torrent: its info hash, name, and every tracker it lists (`announce`, then the
+    /// `announce-list` tiers in order), as `peer create` prints it.
+    pub fn of(meta: &Metainfo) -> Magnet {
+        let mut trackers: Vec<String> = Vec::new();
+        for t in meta
+            .announce
+            .iter()
+            .chain(meta.announce_list.iter().flatten())
+        {
+            if !trackers.contains(t) && trackers.len() < LIMITS.max_trackers {
+                trackers.push(t.clone());
+            }
+        }
+        Magnet {
+            info_hash: meta.info_hash,
+            name: Some(meta.info.name.clone()),
+            trackers,
+            peers: Vec::new(),
+        }
+    }
+
     /// The torrent file for metadata fetched for this magnet: `fetched`'s info dictionary, byte for byte
     /// (so the info hash stays), with this magnet's trackers as `announce` and one `announce-list` tier
     /// each (BEP 12), so that a download resumed from the stored file announces where the magnet said.
@@ -425,6 +446,13 @@ mod tests {
                 vec!["udp://t2:80".to_string()]
             ]
         );
+        let back = Magnet::of(&meta);
+        assert_eq!(
+            back.trackers, m.trackers,
+            "announce first, then the tiers, without repeats"
+        );
+        assert_eq!(back.name.as_deref(), Some("a.bin"));
+        assert_eq!(Magnet::parse(&back.to_uri()).unwrap(), back);
         let bare = Magnet::new(plain.info_hash).metainfo(&plain).unwrap();
         assert_eq!(bare.announce, None);
         assert_eq!(bare.info_hash, plain.info_hash);

@@ -5,7 +5,7 @@
 
 use crate::byte_size::is_piece_length;
 use crate::state_dir::STATE_DIR_NAME;
-use crate::storage::Storage;
+use crate::storage::{retry_io, Storage, IO_TRIES};
 use enjambre_core::metainfo::{
     build, is_safe_component, FileEntry, Metainfo, MetainfoError, PieceHasher,
 };
@@ -199,12 +199,14 @@ fn hash_file(
     if f.length == 0 {
         return Ok(());
     }
-    let file = storage.open(&f.path, false).map_err(io_err(&f.path))?;
+    let what = format!("reading {}", f.path.display());
+    let file =
+        retry_io(IO_TRIES, &what, || storage.open(&f.path, false)).map_err(io_err(&f.path))?;
     let mut offset = 0u64;
     while offset < f.length {
         let n = (f.length - offset).min(buf.len() as u64) as usize;
         let chunk = &mut buf[..n];
-        file.read_at(chunk, offset).map_err(io_err(&f.path))?;
+        retry_io(IO_TRIES, &what, || file.read_at(chunk, offset)).map_err(io_err(&f.path))?;
         hasher.feed(chunk);
         offset += n as u64;
         advanced(n as u64);

@@ -4,7 +4,7 @@
 
 use crate::peer::AddMode;
 use crate::state_dir::StateDir;
-use crate::storage::Storage;
+use crate::storage::{retry_io, Storage, IO_TRIES};
 use crate::torrent_store::TorrentStore;
 use enjambre_core::bitfield::Bitfield;
 use enjambre_core::checkpoint::Checkpoint;
@@ -14,28 +14,19 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Tries of [`plan_resume`] before an I/O error is final: a disk that fails now and then (an EIO found by
-/// `sim explore`) must not stop a download before it starts. Every step is idempotent.
-const PLAN_TRIES: u32 = 4;
-
 /// Save the metainfo in the state folder, create missing files at their full (sparse) length, and say how the
-/// node should treat what is there. Blocking: run it on a [`crate::storage::Blocking`] runner.
+/// node should treat what is there; a failing step is tried again ([`retry_io`]: every step is idempotent).
+/// Blocking: run it on a [`crate::storage::Blocking`] runner.
 pub fn plan_resume(
     storage: Arc<dyn Storage>,
     dir: &Path,
     meta: &Metainfo,
     mode: AddMode,
 ) -> io::Result<Resume> {
-    let mut tries = 1;
-    loop {
-        match plan_resume_once(storage.clone(), dir, meta, mode) {
-            Err(e) if tries < PLAN_TRIES && e.kind() != io::ErrorKind::StorageFull => {
-                tracing::warn!("preparing {} failed ({e}): trying again", meta.info.name);
-                tries += 1;
-            }
-            r => return r,
-        }
-    }
+    let what = format!("preparing {}", meta.info.name);
+    retry_io(IO_TRIES, &what, || {
+        plan_resume_once(storage.clone(), dir, meta, mode)
+    })
 }
 
 fn plan_resume_once(

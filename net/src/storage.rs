@@ -186,6 +186,25 @@ impl StorageFile for StdFile {
     }
 }
 
+/// Tries of a disk operation before an I/O error is final: a disk that fails now and then (an EIO found by
+/// `sim explore`) must not stop a download before it starts or keep a file from being shared.
+pub const IO_TRIES: u32 = 4;
+
+/// Run the idempotent `op` up to `tries` times while it fails with an error a retry may get past (anything
+/// but a full disk, which waits for space instead); the last error is returned.
+pub fn retry_io<T>(tries: u32, what: &str, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tried = 1;
+    loop {
+        match op() {
+            Err(e) if tried < tries && e.kind() != io::ErrorKind::StorageFull => {
+                tracing::warn!("{what} failed ({e}): trying again");
+                tried += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Fill `buf` from `offset` of any positional file (real or simulated); bytes past the end read as zeros.
 pub fn read_at_zero_filled<F: std::os::unix::fs::FileExt + ?Sized>(
     file: &F,

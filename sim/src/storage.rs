@@ -170,6 +170,10 @@ impl Storage for SimStorage {
             // A full disk: the old file stands, and the partial temp file must not hold on to space.
             let _ = fs::remove_file(&tmp);
             self.space.remove(&tmp);
+            // turmoil's filesystem knows files by path, not by inode: a removal still pending when the next
+            // attempt creates and syncs the same temp file would, once flushed, delete that new file's
+            // synced data (an empty file after a crash, which no real disk would show). Flush it now.
+            let _ = fs::sync_dir(&parent);
             return Err(e);
         }
         self.space.rename(&tmp, path);

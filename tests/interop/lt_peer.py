@@ -35,6 +35,7 @@ Options of run:
     --timeout S          give up after S seconds (default 60)
     --linger             keep running after the leeches complete (until signalled or the timeout)
     --check-only         stop once every torrent has checked its files (no peers needed)
+    --pex                exchange peers (BEP 11 ut_pex) instead of the isolated default
     --no-utp             TCP only (enjambre and aria2 speak TCP only; libtorrent otherwise tries uTP first)
     --peer-log           log every message libtorrent sends and receives (stderr), for debugging
 
@@ -300,7 +301,9 @@ def cmd_run(a):
             ti = lt.torrent_info(path)
             # No peer exchange (the session has no DHT or local discovery either): peers come from the
             # tracker, a --peer or by dialling in.
-            flags = lt.torrent_flags.default_flags | lt.torrent_flags.disable_pex
+            flags = lt.torrent_flags.default_flags
+            if not a.pex:
+                flags |= lt.torrent_flags.disable_pex
             params = {"ti": ti, "save_path": a.dir, "flags": flags}
             h = ses.add_torrent(params)
             if a.tracker:
@@ -309,7 +312,9 @@ def cmd_run(a):
     for uri in a.magnet:
         params = lt.parse_magnet_uri(uri)
         params.save_path = a.dir
-        params.flags = lt.torrent_flags.default_flags | lt.torrent_flags.disable_pex
+        params.flags = lt.torrent_flags.default_flags
+        if not a.pex:
+            params.flags |= lt.torrent_flags.disable_pex
         h = ses.add_torrent(params)
         if a.tracker:
             h.replace_trackers([lt.announce_entry(a.tracker)])
@@ -409,6 +414,7 @@ def main():
     run.add_argument("--linger", action="store_true")
     run.add_argument("--check-only", action="store_true")
     run.add_argument("--no-utp", action="store_true")
+    run.add_argument("--pex", action="store_true")
     run.add_argument("--peer-log", action="store_true")
     a = ap.parse_args()
     if a.cmd == "info":

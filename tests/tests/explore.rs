@@ -1,8 +1,10 @@
-//! The explorer checks itself: a deliberately broken build (`--unsafe-never-ban`: invariant 4 broken) is
-//! caught in a story with noise around the fault that shows it, and the story is shrunk to at most 3 peers
-//! and 3 events; the honest build passes the same story.
+//! The explorer checks itself: each deliberately broken build (`--unsafe-never-ban`: invariant 4 broken;
+//! `--unsafe-checkpoint-before-sync`: invariant 2 broken) is caught in a story with noise around the fault
+//! that shows it, and the story is shrunk to at most 3 peers and 3 events; the honest build passes the same
+//! story.
 
 use enjambre_sim::explore::check::Property;
+use enjambre_sim::explore::story::FaultKind;
 use enjambre_sim::explore::story::{Fault, Story, StoryFile, StoryPeer};
 use enjambre_sim::explore::{shrink_story, try_story};
 use enjambre_sim::ExploreOptions;
@@ -89,4 +91,83 @@ fn never_banning_build_is_caught_and_shrunk_to_three_peers_and_three_events() {
         small.event_count()
     );
     assert!(small.corrupt_peers().contains(&"seed1"));
+}
+
+/// One seeder, three leechers; one leecher crashes right after its first checkpoint, among faults that have
+/// nothing to do with it.
+fn noisy_crash_story() -> Story {
+    Story {
+        seed: 3,
+        latency_ms: 5,
+        files: vec![StoryFile {
+            name: "f.bin".into(),
+            size: 3 * 1024 * 1024,
+            piece_size: 64 * 1024,
+        }],
+        peers: vec![
+            StoryPeer {
+                disk_latency_ms: 20,
+                ..peer("seed0", true)
+            },
+            StoryPeer {
+                disk_latency_ms: 20,
+                ..peer("peer1", false)
+            },
+            peer("peer2", false),
+            StoryPeer {
+                join_ms: Some(700),
+                ..peer("peer3", false)
+            },
+        ],
+        faults: vec![
+            Fault::Latency {
+                peer: "peer2".into(),
+                at_ms: 400,
+                latency_ms: 30,
+            },
+            Fault::CrashAfterCheckpoint {
+                peer: "peer1".into(),
+                checkpoints: 1,
+                down_ms: 500,
+            },
+            Fault::TrackerDown {
+                at_ms: 200,
+                for_ms: 1_500,
+            },
+        ],
+        io_errors: 0.0,
+        torn_writes: None,
+        writeback: 0.0,
+        capacity: None,
+    }
+}
+
+#[test]
+fn checkpoint_before_sync_build_is_caught_and_shrunk_to_three_peers_and_three_events() {
+    let story = noisy_crash_story();
+    let honest = ExploreOptions::default();
+    let (failures, _) = try_story(&story, &honest, false).expect("runs");
+    assert!(failures.is_empty(), "the honest build fails: {failures:?}");
+
+    let broken = ExploreOptions {
+        unsafe_checkpoint_before_sync: true,
+        shrink_runs: 40,
+        ..ExploreOptions::default()
+    };
+    let (failures, _) = try_story(&story, &broken, false).expect("runs");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.property == Property::Audit && f.detail.contains("INVARIANT 2 BROKEN")),
+        "the checkpoint-before-sync build was not caught: {failures:?}"
+    );
+    let (small, still, _runs) = shrink_story(&story, Property::Audit, &broken).expect("shrinks");
+    assert!(still.iter().any(|f| f.property == Property::Audit));
+    assert!(
+        small.peers.len() <= 3 && small.event_count() <= 3,
+        "shrunk only to {} peers and {} events",
+        small.peers.len(),
+        small.event_count()
+    );
+    assert_eq!(small.kinds(), vec![FaultKind::Crash]);
 }

@@ -424,6 +424,7 @@ async fn create(
         human_bytes(u64::from(meta.piece_length())),
         meta.info_hash
     );
+    out!("magnet: {}", Magnet::of(&meta).to_uri());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -84,6 +84,8 @@ impl TorrentCtx<'_> {
             }
             self.t.peers.attach(addr, id, now);
         }
+        // A peer that speaks ut_pex hears whom we are connected to now, not at our next timer.
+        self.send_pex_to(now, &[id]);
     }
 
     fn on_choke(&mut self, id: ConnId) {

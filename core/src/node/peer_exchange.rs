@@ -83,6 +83,13 @@ impl TorrentCtx<'_> {
 
     /// Send each peer that speaks `ut_pex` what changed in our connections, if its minute has passed.
     pub fn send_pex(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
+        self.send_pex_to(now, &ids);
+    }
+
+    /// [`TorrentCtx::send_pex`] for the connections `ids` only (a peer whose extension handshake just
+    /// arrived hears whom we are connected to at once; the others at their timer).
+    pub fn send_pex_to(&mut self, now: Instant, ids: &[ConnId]) {
         if self.t.meta.info.private || !self.s.config.peer_exchange {
             return;
         }
@@ -100,8 +107,7 @@ impl TorrentCtx<'_> {
                 Some((*id, (addr, PexFlags(flags))))
             })
             .collect();
-        let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
-        for id in ids {
+        for &id in ids {
             let Some(c) = self.s.conns.get_mut(&id) else {
                 continue;
             };

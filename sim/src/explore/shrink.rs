@@ -42,15 +42,7 @@ pub fn candidates(story: &Story) -> Vec<Story> {
         if s.downloaders().is_empty() {
             continue;
         }
-        if let Some(p) = s.peers.iter_mut().find(|p| p.disk_free.is_some()) {
-            if !s
-                .faults
-                .iter()
-                .any(|f| matches!(f, Fault::FreeDisk { peer, .. } if *peer == p.name))
-            {
-                p.disk_free = None;
-            }
-        }
+        unfill_disks_never_freed(&mut s);
         push_if_smaller(&mut out, story, s);
     }
     // One fault fewer.
@@ -73,6 +65,14 @@ pub fn candidates(story: &Story) -> Vec<Story> {
                 p.has.retain(|f| *f != gone);
                 p.get.retain(|f| *f != gone);
             }
+            // Faults that watch a peer's progress need it to download something still.
+            let fetching: Vec<String> = s.downloaders().iter().map(|p| p.name.clone()).collect();
+            s.faults.retain(|f| match f {
+                Fault::Latency { .. } | Fault::TrackerDown { .. } => true,
+                Fault::Corrupt { watch, .. } => fetching.contains(watch),
+                _ => f.peers().iter().all(|p| fetching.iter().any(|n| n == p)),
+            });
+            unfill_disks_never_freed(&mut s);
             if s.downloaders().is_empty() || !s.has_honest_seeder() {
                 continue;
             }
@@ -96,6 +96,23 @@ pub fn candidates(story: &Story) -> Vec<Story> {
     s.latency_ms = 1;
     push_if_smaller(&mut out, story, s);
     out
+}
+
+/// A peer's disk starts full only if a fault frees it later.
+fn unfill_disks_never_freed(s: &mut Story) {
+    let freed: Vec<String> = s
+        .faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::FreeDisk { peer, .. } => Some(peer.clone()),
+            _ => None,
+        })
+        .collect();
+    for p in &mut s.peers {
+        if !freed.contains(&p.name) {
+            p.disk_free = None;
+        }
+    }
 }
 
 fn push_if_smaller(out: &mut Vec<Story>, from: &Story, s: Story) {

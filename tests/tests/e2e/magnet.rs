@@ -78,3 +78,32 @@ fn base32(bytes: &[u8; 20]) -> String {
     }
     out
 }
+
+#[test]
+fn peer_create_prints_the_magnet_of_the_torrent_it_wrote() {
+    let scratch = Scratch::new("magnet-create");
+    let file = scratch.path().join(NAME);
+    write_pattern_file(&file, SIZE, 93);
+    let out_torrent = scratch.path().join("m.torrent");
+    let announce = "http://127.0.0.1:6969/announce";
+    let out = std::process::Command::new(enjambre_tests::bins::bin_path("peer"))
+        .arg("create")
+        .arg(&file)
+        .arg("-o")
+        .arg(&out_torrent)
+        .args(["--announce", announce])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let uri = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("magnet: "))
+        .unwrap_or_else(|| panic!("no `magnet:` line: {stdout}"));
+    let magnet = Magnet::parse(uri).unwrap();
+    let meta = Metainfo::from_bytes(&std::fs::read(&out_torrent).unwrap()).unwrap();
+    assert_eq!(magnet.info_hash, meta.info_hash);
+    assert_eq!(magnet.name.as_deref(), Some(NAME));
+    assert_eq!(magnet.trackers, vec![announce.to_string()]);
+    assert!(uri.starts_with(&format!("magnet:?xt=urn:btih:{}", meta.info_hash.to_hex())));
+}

@@ -369,6 +369,8 @@ pub struct LtOptions {
     pub leeches: Vec<PathBuf>,
     /// Magnet links to download (the metadata comes from peers, BEP 9).
     pub magnets: Vec<String>,
+    /// Exchange peers (BEP 11) instead of running isolated.
+    pub pex: bool,
     /// Session upload cap, bytes/s.
     pub upload_rate: Option<u64>,
     /// Keep running after the leeches complete.
@@ -420,6 +422,9 @@ impl LtPeer {
         }
         if opts.no_utp {
             cmd.arg("--no-utp");
+        }
+        if opts.pex {
+            cmd.arg("--pex");
         }
         let timeout = if opts.timeout_secs == 0 {
             60

@@ -18,5 +18,6 @@ mod leecher;
 mod magnet;
 mod metainfo;
 mod mixed;
+mod pex;
 mod seeder;
 mod tracker;

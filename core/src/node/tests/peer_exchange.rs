@@ -32,6 +32,16 @@ fn node_with(resume: Resume) -> (Node, Arc<Metainfo>) {
 /// A hand peer that speaks BEP 10 with both extensions and listens on `port`; returns it and the node's
 /// extension handshake.
 fn extended_peer(node: &mut Node, meta: &Metainfo, port: u16) -> (HandPeer, ExtHandshake) {
+    let (peer, theirs, _) = extended_peer_told(node, meta, port);
+    (peer, theirs)
+}
+
+/// [`extended_peer`], also returning the PEX messages the node sent it in answer to its handshake.
+fn extended_peer_told(
+    node: &mut Node,
+    meta: &Metainfo,
+    port: u16,
+) -> (HandPeer, ExtHandshake, Vec<PexMessage>) {
     // Each hand peer has its own peer id (the node drops a second connection to the same peer).
     let conn = node.allocate_conn_id();
     node.handle_input(
@@ -74,7 +84,17 @@ fn extended_peer(node: &mut Node, meta: &Metainfo, port: u16) -> (HandPeer, ExtH
     let theirs = theirs
         .next()
         .expect("the node sent its extension handshake");
-    (peer, theirs)
+    let told = out
+        .iter()
+        .filter_map(|m| match m {
+            Message::Extended {
+                id: HAND_PEX_ID,
+                payload,
+            } => PexMessage::parse(payload).ok(),
+            _ => None,
+        })
+        .collect();
+    (peer, theirs, told)
 }
 
 #[test]
@@ -146,7 +166,7 @@ fn metadata_is_served_in_pieces_that_hash_to_the_info_hash() {
 fn pex_adds_dialling_candidates_and_tells_each_peer_about_the_others() {
     let (mut node, meta) = node_with(Resume::Fresh);
     let (mut a, _) = extended_peer(&mut node, &meta, 7001);
-    let (mut b, _) = extended_peer(&mut node, &meta, 7002);
+    let (mut b, _, told_b) = extended_peer_told(&mut node, &meta, 7002);
     // A tells the node about a peer it has not met: the node dials it.
     let tip: SocketAddr = "10.0.0.50:6881".parse().unwrap();
     let pex = PexMessage {
@@ -164,7 +184,8 @@ fn pex_adds_dialling_candidates_and_tells_each_peer_about_the_others() {
     });
     let mut dialled = Vec::new();
     let mut to_a = Vec::new();
-    let mut to_b = Vec::new();
+    // B hears about A in answer to its extension handshake; A hears about B at the node's next timer.
+    let mut to_b = told_b;
     let mut collect = |node: &mut Node, dialled: &mut Vec<SocketAddr>| {
         while let Some(o) = node.poll_output() {
             match o {
@@ -177,7 +198,7 @@ fn pex_adds_dialling_candidates_and_tells_each_peer_about_the_others() {
     };
     collect(&mut node, &mut dialled);
     assert!(dialled.contains(&tip), "{dialled:?}");
-    // On its next timer the node tells A about B and B about A, by their listen addresses.
+    // By the node's next timer A knows B and B knows A, by their listen addresses.
     node.handle_timeout(Instant::from_micros(1_000_000));
     collect(&mut node, &mut dialled);
     for (peer, out) in [(&mut a, &mut to_a), (&mut b, &mut to_b)] {
