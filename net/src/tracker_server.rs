@@ -264,7 +264,7 @@ impl Ctx {
     }
 
     /// Read one request within `how.wait` and answer it; `true` if the connection stays open for
-    /// another (the client wants it, it is not the last one allowed, nothing went wrong). A kept-alive
+    /// another (the client wants it, it is not the last one allowed, the answer is not an error). A kept-alive
     /// connection (`how.idle` set) that sends no whole request in time is closed without an answer.
     async fn exchange<S>(
         &self,
@@ -292,13 +292,10 @@ impl Ctx {
         let (resp, keep, unread_input, route) = match request {
             Ok(req) => {
                 tracing::debug!(%peer, method = %req.method, target = %req.target, "tracker request");
-                let keep = !how.last && req.wants_keep_alive();
-                (
-                    self.respond(&req, peer.ip()),
-                    keep,
-                    false,
-                    Route::of_path(req.path()),
-                )
+                let resp = self.respond(&req, peer.ip());
+                // An error answer closes: a client that got one is not worth keeping a slot for.
+                let keep = !how.last && req.wants_keep_alive() && resp.status < 400;
+                (resp, keep, false, Route::of_path(req.path()))
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "bad HTTP request");

@@ -1,5 +1,5 @@
 //! HTTP/1.1 keep-alive in the tracker server over real loopback TCP: several announces on one connection
-//! (pipelined bytes kept), `Connection: close` and HTTP/1.0 honoured, idle connections closed after their
+//! (pipelined bytes kept), `Connection: close` and HTTP/1.0 honoured, error answers closing, idle connections closed after their
 //! idle timeout and evicted first under slot pressure.
 
 use std::net::SocketAddr;
@@ -133,11 +133,13 @@ async fn three_announces_on_one_connection_get_three_answers() {
 }
 
 #[tokio::test]
-async fn connection_close_and_http_1_0_close_after_the_answer() {
+async fn connection_close_http_1_0_and_errors_close_after_the_answer() {
     let addr = start(8).await;
     for request in [
         announce('a', "1.1", "Connection: close\r\n"),
         announce('b', "1.0", ""),
+        // An error answer closes too.
+        "GET /no-such-endpoint HTTP/1.1\r\nHost: t\r\n\r\n".to_string(),
     ] {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         let mut buf = Vec::new();
