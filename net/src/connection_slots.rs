@@ -5,7 +5,9 @@
 //! closed to make room — the oldest one of the same address when that address holds its cap, else the
 //! oldest one of all when every slot is taken. A connection that is still there long after it came is
 //! the slowest one (a real request is answered in milliseconds), so a flood of half-sent requests can
-//! never keep a newcomer out; at worst the flood evicts itself.
+//! never keep a newcomer out; at worst the flood evicts itself. A keep-alive connection waiting for its
+//! next request is the cheapest to lose (its client reconnects), so [`ConnectionSlots::admit_preferring`]
+//! evicts idle connections, oldest first, before busy ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -77,17 +79,43 @@ impl<H> ConnectionSlots<H> {
     /// Reserve a slot for a new connection from `ip` (its handle follows with [`Self::attach`]). Returns
     /// its id and the handles of the connections evicted to make room, which the caller must close.
     pub fn admit(&mut self, ip: IpAddr) -> (SlotId, Vec<H>) {
+        self.admit_preferring(ip, |_| false)
+    }
+
+    /// Like [`Self::admit`], but the connections whose handle `is_idle` (e.g. keep-alive connections
+    /// between requests) give way first, oldest first; busy ones only when no idle one is left.
+    pub fn admit_preferring(
+        &mut self,
+        ip: IpAddr,
+        is_idle: impl Fn(&H) -> bool,
+    ) -> (SlotId, Vec<H>) {
+        let idle = |live: &BTreeMap<SlotId, (IpAddr, Option<H>)>, id: &SlotId| {
+            live.get(id)
+                .and_then(|(_, h)| h.as_ref())
+                .is_some_and(&is_idle)
+        };
         let mut evicted = Vec::new();
-        let oldest_of_address = self
+        let victim_of_address = self
             .by_address
             .get(&ip)
             .filter(|ids| ids.len() >= self.limits.max_per_address)
-            .and_then(|ids| ids.first().copied());
-        if let Some(id) = oldest_of_address {
+            .and_then(|ids| {
+                ids.iter()
+                    .find(|id| idle(&self.live, id))
+                    .or_else(|| ids.first())
+                    .copied()
+            });
+        if let Some(id) = victim_of_address {
             evicted.extend(self.release(id));
         }
         while self.live.len() >= self.limits.max_total {
-            let Some(id) = self.live.keys().next().copied() else {
+            let victim = self
+                .live
+                .keys()
+                .find(|id| idle(&self.live, id))
+                .or_else(|| self.live.keys().next())
+                .copied();
+            let Some(id) = victim else {
                 break;
             };
             evicted.extend(self.release(id));
@@ -158,6 +186,45 @@ mod tests {
         );
         assert_eq!(connect(&mut slots, ip(6), "f").1, vec!["c"]);
         assert_eq!(slots.len(), 3);
+    }
+
+    #[test]
+    fn idle_connections_give_way_before_busy_ones() {
+        let mut slots = ConnectionSlots::new(SlotLimits {
+            max_total: 3,
+            max_per_address: 2,
+        });
+        let idle = |name: &&str| name.starts_with("idle");
+        for (from, name) in [(ip(1), "busy-a"), (ip(2), "idle-b"), (ip(3), "idle-c")] {
+            assert!(connect(&mut slots, from, name).1.is_empty());
+        }
+        let (d, evicted) = slots.admit_preferring(ip(4), idle);
+        assert_eq!(
+            evicted,
+            vec!["idle-b"],
+            "the oldest idle one, not the oldest"
+        );
+        slots.attach(d, "busy-d");
+        assert_eq!(slots.admit_preferring(ip(5), idle).1, vec!["idle-c"]);
+        assert_eq!(
+            slots.admit_preferring(ip(6), idle).1,
+            vec!["busy-a"],
+            "no idle one left: the oldest"
+        );
+
+        let mut slots = ConnectionSlots::new(SlotLimits {
+            max_total: 100,
+            max_per_address: 2,
+        });
+        for name in ["busy-1", "idle-2"] {
+            let (id, _) = slots.admit_preferring(ip(1), idle);
+            slots.attach(id, name);
+        }
+        assert_eq!(
+            slots.admit_preferring(ip(1), idle).1,
+            vec!["idle-2"],
+            "an address at its cap loses its own idle one first"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A small HTTP/1.1 over any `AsyncRead + AsyncWrite` stream: just enough for a tracker and its clients.
 //!
 //! Server side: [`read_request`] reads one request (request line, headers, `Content-Length` body) within
-//! [`HttpLimits`], and [`write_response`] answers and closes (`Connection: close`). Client side: [`get`] and
+//! [`HttpLimits`], and [`write_response`] answers and closes (`Connection: close`). A server that keeps
+//! connections open reads with a [`RequestReader`] (its buffer, with any pipelined bytes, lives from one
+//! request to the next) and answers with [`write_response_keep_alive`]. Client side: [`get`] and
 //! [`post`] send one request on a fresh stream and read the response (`Content-Length`, chunked, or
 //! until end of stream), returning `(status, body)`. Every read is bounded in size and time.
 //!
@@ -112,6 +114,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body (empty without `Content-Length`).
     pub body: Vec<u8>,
+    /// The minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
 }
 
 impl Request {
@@ -130,6 +134,22 @@ impl Request {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
+    }
+
+    /// Whether the client lets the connection stay open after the answer: HTTP/1.1 unless it says
+    /// `Connection: close`, HTTP/1.0 only if it says `Connection: keep-alive`.
+    pub fn wants_keep_alive(&self) -> bool {
+        let has_token = |token: &str| {
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .flat_map(|(_, v)| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if has_token("close") {
+            return false;
+        }
+        self.minor_version >= 1 || has_token("keep-alive")
     }
 }
 
@@ -221,10 +241,12 @@ const READ_CHUNK: usize = 1024;
 
 impl<'a, S: AsyncRead + Unpin> Reader<'a, S> {
     fn new(stream: &'a mut S) -> Self {
-        Reader {
-            stream,
-            buf: Vec::new(),
-        }
+        Reader::with_buffer(stream, Vec::new())
+    }
+
+    /// A reader that starts with bytes already read from `stream`.
+    fn with_buffer(stream: &'a mut S, buf: Vec<u8>) -> Self {
+        Reader { stream, buf }
     }
 
     /// Read at most `max` more bytes into the buffer (at most what it holds already, or [`READ_CHUNK`]:
@@ -426,8 +448,11 @@ fn origin_form(target: &str) -> Result<String, HttpError> {
     Err(HttpError::Malformed("request target"))
 }
 
+/// What a request head holds: method, target, headers and minor HTTP version.
+type RequestHead = (String, String, Headers, u8);
+
 /// The start line and headers of a request, parsed from the start of `buf` (`None`: not complete yet).
-fn parse_request_head(buf: &[u8]) -> HeadParse<(String, String, Headers)> {
+fn parse_request_head(buf: &[u8]) -> HeadParse<RequestHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -442,38 +467,75 @@ fn parse_request_head(buf: &[u8]) -> HeadParse<(String, String, Headers)> {
         return Err(HttpError::Malformed("method"));
     }
     let target = origin_form(target)?;
+    let minor_version = req.version.unwrap_or(1);
     Ok(Some((
         len,
-        (method.to_string(), target, owned_headers(req.headers)),
+        (
+            method.to_string(),
+            target,
+            owned_headers(req.headers),
+            minor_version,
+        ),
     )))
 }
 
-/// Read one request from `stream` within the size `limits`; the caller bounds it in time (see
-/// [`read_request`]).
+/// Reads the requests of one connection in turn, keeping the bytes read past a request (the start of a
+/// pipelined next one) for the next call. It holds at most about `max_header_bytes` between requests.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    buf: Vec<u8>,
+}
+
+impl RequestReader {
+    /// A reader with nothing buffered, for a new connection.
+    pub fn new() -> Self {
+        RequestReader::default()
+    }
+
+    /// Bytes read from the stream but not yet part of a returned request.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Read the next request from `stream` within the size `limits`; the caller bounds it in time. After
+    /// an error (or if the call is cancelled) the connection must be closed: the framing is lost.
+    pub async fn next_untimed<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        limits: &HttpLimits,
+    ) -> Result<Request, HttpError> {
+        let mut reader = Reader::with_buffer(stream, std::mem::take(&mut self.buf));
+        let (method, target, headers, minor_version) = reader
+            .head(limits.max_header_bytes, parse_request_head)
+            .await?;
+        if header(&headers, "transfer-encoding").is_some() {
+            return Err(HttpError::UnsupportedTransferEncoding);
+        }
+        let len = content_length(&headers)?.unwrap_or(0);
+        if len > limits.max_body_bytes {
+            return Err(HttpError::BodyTooLarge {
+                max: limits.max_body_bytes,
+            });
+        }
+        let body = reader.exact(len).await?;
+        self.buf = reader.buf;
+        Ok(Request {
+            method,
+            target,
+            headers,
+            body,
+            minor_version,
+        })
+    }
+}
+
+/// Read one request from `stream` within the size `limits` (bytes past it are dropped); the caller
+/// bounds it in time (see [`read_request`]).
 pub async fn read_request_untimed<S: AsyncRead + Unpin>(
     stream: &mut S,
     limits: &HttpLimits,
 ) -> Result<Request, HttpError> {
-    let mut reader = Reader::new(stream);
-    let (method, target, headers) = reader
-        .head(limits.max_header_bytes, parse_request_head)
-        .await?;
-    if header(&headers, "transfer-encoding").is_some() {
-        return Err(HttpError::UnsupportedTransferEncoding);
-    }
-    let len = content_length(&headers)?.unwrap_or(0);
-    if len > limits.max_body_bytes {
-        return Err(HttpError::BodyTooLarge {
-            max: limits.max_body_bytes,
-        });
-    }
-    let body = reader.exact(len).await?;
-    Ok(Request {
-        method,
-        target,
-        headers,
-        body,
-    })
+    RequestReader::new().next_untimed(stream, limits).await
 }
 
 /// Read one request from `stream` within `limits` (size and deadline).
@@ -492,24 +554,38 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     resp: &Response,
 ) -> io::Result<()> {
+    write_response_keep_alive(stream, resp, false).await
+}
+
+/// Write `resp` and flush; with `keep_alive` it says `Connection: keep-alive` and leaves the stream open
+/// for the next request, else it says `Connection: close` and shuts the write side down.
+pub async fn write_response_keep_alive<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    resp: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
     // One vectored write where the stream takes one (a socket: one system call, one segment, where two
     // writes cost the tracker ~11% more CPU, bench/RESULTS.md); streams that write one buffer at a time
     // (turmoil's, the flow engine's) still get head and body as two writes, as the simulator's scenarios
     // were recorded (turmoil draws its RNG per segment: one write fewer moves flaky-disk's faults).
-    let head = response_head(resp);
+    let head = response_head(resp, keep_alive);
     let mut message = Buf::chain(head.as_bytes(), resp.body.as_slice());
     stream.write_all_buf(&mut message).await?;
     stream.flush().await?;
+    if keep_alive {
+        return Ok(());
+    }
     stream.shutdown().await
 }
 
 /// The status line and headers of `resp`, with the blank line that ends them.
-fn response_head(resp: &Response) -> String {
+fn response_head(resp: &Response, keep_alive: bool) -> String {
     use std::fmt::Write as _;
     let mut head = String::with_capacity(128);
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let _ = write!(
         head,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {connection}\r\n",
         resp.status,
         reason_phrase(resp.status),
         resp.content_type,
@@ -743,6 +819,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_reader_keeps_pipelined_bytes() {
+        let (mut client, mut server) = duplex(64 * 1024);
+        client
+            .write_all(b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET /b HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET")
+            .await
+            .expect("write");
+        client.shutdown().await.expect("shutdown");
+        let mut reader = RequestReader::new();
+        let a = reader
+            .next_untimed(&mut server, &limits())
+            .await
+            .expect("a");
+        assert_eq!((a.target.as_str(), a.body.as_slice()), ("/a", &b"xy"[..]));
+        assert!(a.wants_keep_alive(), "HTTP/1.1 by default");
+        let b = reader
+            .next_untimed(&mut server, &limits())
+            .await
+            .expect("b");
+        assert_eq!((b.target.as_str(), b.minor_version), ("/b", 0));
+        assert!(b.wants_keep_alive(), "HTTP/1.0 asking for it");
+        let c = reader
+            .next_untimed(&mut server, &limits())
+            .await
+            .expect("c");
+        assert_eq!(c.target, "/c");
+        assert!(!c.wants_keep_alive(), "Connection: close");
+        assert!(matches!(
+            reader.next_untimed(&mut server, &limits()).await,
+            Err(HttpError::Truncated)
+        ));
+        let plain_1_0 = parse(b"GET / HTTP/1.0\r\n\r\n").await.expect("1.0");
+        assert!(!plain_1_0.wants_keep_alive());
+    }
+
+    #[tokio::test]
     async fn read_times_out() {
         let (_client, mut server) = duplex(1024);
         let l = HttpLimits {
@@ -821,5 +932,20 @@ mod tests {
             .await
             .expect("read");
         assert!(out.ends_with(b"Connection: close\r\nAccess-Control-Allow-Origin: *X: y\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_response_leaves_the_stream_open() {
+        let (mut a, mut b) = duplex(1024);
+        write_response_keep_alive(&mut a, &Response::text(200, "ok"), true)
+            .await
+            .expect("write");
+        a.write_all(b"more").await.expect("still open");
+        drop(a);
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+            .await
+            .expect("read");
+        assert!(out.ends_with(b"Connection: keep-alive\r\n\r\nokmore"));
     }
 }

@@ -4,9 +4,12 @@
 //! the catalog entry), `GET /files` (JSON list), `GET /files/{name}` (the metainfo bytes), `GET /swarm`
 //! (JSON swarm view) and `GET /` (a small web monitor polling `/swarm`). A bad announce gets `200` with a
 //! bencoded `failure reason`, as BitTorrent clients expect. The peer's IP is the connection's source
-//! address. One task per connection, bounded; a periodic task expires silent peers.
+//! address. One task per connection, bounded; a periodic task expires silent peers. Connections are kept
+//! alive (HTTP/1.1, or 1.0 asking for it) for a bounded number of requests and idle time; a client saying
+//! `Connection: close` gets its answer and the close, as before.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,7 +28,9 @@ use crate::accept::accept_next;
 use crate::catalog_store::{publish_durably, CatalogStore, PublishError};
 use crate::clock::Clock;
 use crate::connection_slots::{ConnectionSlots, SlotLimits};
-use crate::http::{read_request_untimed, write_response, HttpError, HttpLimits, Request, Response};
+use crate::http::{
+    write_response_keep_alive, HttpError, HttpLimits, Request, RequestReader, Response,
+};
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::Transport;
 
@@ -46,11 +51,33 @@ pub struct ServerConfig {
     pub metrics: Arc<TrackerMetrics>,
     /// Where published metainfos are kept across restarts (`None`: the catalog lives in memory only).
     pub catalog_store: Option<Arc<CatalogStore>>,
+    /// How long and for how many requests a connection is kept open.
+    pub keep_alive: KeepAlive,
+}
+
+/// Bounds of one kept-alive connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Most requests answered on one connection (1: every answer closes).
+    pub max_requests: usize,
+    /// Longest wait for the whole next request after an answer (capped by the HTTP timeout); then the
+    /// connection is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    /// 100 requests, 5 s idle.
+    fn default() -> Self {
+        KeepAlive {
+            max_requests: 100,
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for ServerConfig {
     /// Default HTTP limits, the default [`SlotLimits`], expiry every second, seed 0, fresh metrics,
-    /// catalog in memory.
+    /// catalog in memory, the default [`KeepAlive`].
     fn default() -> Self {
         let slots = SlotLimits::default();
         ServerConfig {
@@ -61,6 +88,7 @@ impl Default for ServerConfig {
             rng_seed: 0,
             metrics: Arc::default(),
             catalog_store: None,
+            keep_alive: KeepAlive::default(),
         }
     }
 }
@@ -208,33 +236,77 @@ impl Ctx {
         }
     }
 
-    /// Serve one connection: read a request, answer it, close. One deadline covers the whole exchange
-    /// (a single timer); only an answer to a request that timed out gets a short extra allowance.
-    async fn connection<S>(&self, mut stream: S, peer: SocketAddr)
+    /// Serve one connection: read a request, answer it, and while the client keeps the connection alive
+    /// (and the [`KeepAlive`] bounds allow) read the next one; `idle` is set while waiting for a next
+    /// request, so that slot pressure evicts such connections first.
+    async fn connection<S>(&self, mut stream: S, peer: SocketAddr, idle: &AtomicBool)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let deadline = tokio::time::sleep(self.config.http.timeout);
+        let keep_alive = self.config.keep_alive;
+        let mut reader = RequestReader::new();
+        for served in 0..keep_alive.max_requests.max(1) {
+            let wait = if served == 0 {
+                self.config.http.timeout
+            } else {
+                keep_alive.idle_timeout.min(self.config.http.timeout)
+            };
+            let last = served + 1 >= keep_alive.max_requests;
+            let exchange = Exchange { wait, last, idle };
+            if !self
+                .exchange(&mut stream, &mut reader, peer, exchange)
+                .await
+            {
+                return;
+            }
+            idle.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Read one request within `how.wait` and answer it; `true` if the connection stays open for
+    /// another (the client wants it, it is not the last one allowed, the answer is not an error). A kept-alive
+    /// connection (`how.idle` set) that sends no whole request in time is closed without an answer.
+    async fn exchange<S>(
+        &self,
+        stream: &mut S,
+        reader: &mut RequestReader,
+        peer: SocketAddr,
+        how: Exchange<'_>,
+    ) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        // One deadline covers the whole exchange (a single timer); only an answer to a request that
+        // timed out gets a short extra allowance.
+        let deadline = tokio::time::sleep(how.wait);
         tokio::pin!(deadline);
         let request = tokio::select! {
-            r = read_request_untimed(&mut stream, &self.config.http) => r,
+            r = reader.next_untimed(stream, &self.config.http) => r,
             () = &mut deadline => Err(HttpError::Timeout),
         };
+        if how.idle.swap(false, Ordering::Relaxed) && matches!(request, Err(HttpError::Timeout)) {
+            tracing::debug!(%peer, "idle keep-alive connection closed");
+            return false;
+        }
         let started = self.clock.now();
-        let (resp, unread_input, route) = match request {
+        let (resp, keep, unread_input, route) = match request {
             Ok(req) => {
                 tracing::debug!(%peer, method = %req.method, target = %req.target, "tracker request");
-                (
-                    self.respond(&req, peer.ip()),
-                    false,
-                    Route::of_path(req.path()),
-                )
+                let resp = self.respond(&req, peer.ip());
+                // An error answer closes: a client that got one is not worth keeping a slot for.
+                let keep = !how.last && req.wants_keep_alive() && resp.status < 400;
+                (resp, keep, false, Route::of_path(req.path()))
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "bad HTTP request");
                 match e.status() {
-                    Some(status) => (Response::text(status, format!("{e}\n")), true, Route::Other),
-                    None => return,
+                    Some(status) => (
+                        Response::text(status, format!("{e}\n")),
+                        false,
+                        true,
+                        Route::Other,
+                    ),
+                    None => return false,
                 }
             }
         };
@@ -242,20 +314,28 @@ impl Ctx {
             let grace = self.config.http.timeout.min(Duration::from_secs(1));
             deadline.as_mut().reset(tokio::time::Instant::now() + grace);
         }
-        tokio::select! {
-            r = write_response(&mut stream, &resp) => if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "writing response failed");
+        let written = tokio::select! {
+            r = write_response_keep_alive(stream, &resp, keep) => match r {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "writing response failed");
+                    false
+                }
             },
-            () = &mut deadline => tracing::debug!(%peer, "writing response timed out"),
-        }
+            () = &mut deadline => {
+                tracing::debug!(%peer, "writing response timed out");
+                false
+            }
+        };
         let took = self.clock.now().saturating_since(started);
         self.config.metrics.observe(route, took);
         if unread_input {
             // Lingering close: closing with unread input makes TCP reset the connection, and the client
             // may lose the error response. Discard what the client still sends, briefly and boundedly.
             let linger = self.config.http.timeout.min(Duration::from_secs(1));
-            let _ = tokio::time::timeout(linger, drain(&mut stream, LINGER_DRAIN_BYTES)).await;
+            let _ = tokio::time::timeout(linger, drain(stream, LINGER_DRAIN_BYTES)).await;
         }
+        keep && written
     }
 
     async fn expiry_loop(&self) {
@@ -268,6 +348,16 @@ impl Ctx {
             }
         }
     }
+}
+
+/// How [`Ctx::exchange`] reads its request.
+struct Exchange<'a> {
+    /// Deadline of the whole request.
+    wait: Duration,
+    /// The last request this connection may make: its answer closes.
+    last: bool,
+    /// Set while the connection waits for a next request; cleared once it came (or did not).
+    idle: &'a AtomicBool,
 }
 
 /// Most bytes discarded while lingering before closing after an error response.
@@ -294,7 +384,7 @@ pub async fn serve<T: Transport>(
     clock: Clock,
     config: ServerConfig,
 ) {
-    let mut slots: ConnectionSlots<AbortHandle> = ConnectionSlots::new(SlotLimits {
+    let mut slots: ConnectionSlots<Slot> = ConnectionSlots::new(SlotLimits {
         max_total: config.max_connections,
         max_per_address: config.max_connections_per_address,
     });
@@ -318,17 +408,34 @@ pub async fn serve<T: Transport>(
             }
         }
         let (stream, peer) = accept_next(&mut listener, &ctx.clock, "tracker").await;
-        let (id, evicted) = slots.admit(peer.ip());
+        let (id, evicted) = slots.admit_preferring(peer.ip(), Slot::is_idle);
         for connection in evicted {
-            connection.abort();
+            connection.task.abort();
             ctx.config.metrics.connection_evicted();
         }
         let ctx = Arc::clone(&ctx);
-        let handle = connections.spawn(async move {
-            ctx.connection(stream, peer).await;
-            id
-        });
-        slots.attach(id, handle);
+        let idle = Arc::new(AtomicBool::new(false));
+        let task = {
+            let idle = Arc::clone(&idle);
+            connections.spawn(async move {
+                ctx.connection(stream, peer, &idle).await;
+                id
+            })
+        };
+        slots.attach(id, Slot { task, idle });
+    }
+}
+
+/// What the accept loop keeps of a live connection: how to close it, and whether it is a kept-alive
+/// connection waiting for its next request (idle ones are evicted first).
+struct Slot {
+    task: AbortHandle,
+    idle: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
     }
 }
 
