@@ -21,7 +21,6 @@ pub struct Checkpoint {
     /// Format version, [`CHECKPOINT_VERSION`].
     pub version: u32,
     /// Info hash; lowercase hex in the file (upper case is read too).
-    #[serde(with = "hex_info_hash")]
     pub info_hash: InfoHash,
     /// Torrent name.
     pub name: String,
@@ -73,20 +72,6 @@ pub enum CheckpointError {
 }
 
 /// An info hash as hex text in a checkpoint file.
-mod hex_info_hash {
-    use crate::metainfo::InfoHash;
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &InfoHash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&h.to_hex())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<InfoHash, D::Error> {
-        let text = String::deserialize(d)?;
-        InfoHash::from_hex(&text).ok_or_else(|| D::Error::custom("info_hash is not 40 hex digits"))
-    }
-}
-
 /// The download-relative path of each payload file, `/`-joined.
 fn file_records(meta: &Metainfo) -> Vec<CheckpointFile> {
     meta.relative_paths()

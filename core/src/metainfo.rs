@@ -21,6 +21,21 @@ pub const MAX_PIECE_LENGTH: u32 = 64 * 1024 * 1024;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InfoHash(pub [u8; 20]);
 
+/// In JSON and other serde formats an info hash is its 40 lower-case hex digits, as people read and paste it.
+impl serde::Serialize for InfoHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InfoHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<InfoHash, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        InfoHash::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("info_hash is not 40 hex digits"))
+    }
+}
+
 impl InfoHash {
     /// The SHA-1 of `info_bytes` (the raw bencoded `info` dictionary).
     pub fn of(info_bytes: &[u8]) -> InfoHash {

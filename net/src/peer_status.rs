@@ -34,7 +34,7 @@ pub struct TorrentStatus {
     /// Torrent name.
     pub name: String,
     /// Info hash, hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Total bytes.
     pub size: u64,
     /// Pieces in the torrent.
@@ -142,7 +142,7 @@ pub fn peer_status(listen: SocketAddr, stats: &[TorrentStats], board: &RateBoard
             let (down_rate, up_rate) = board.rates(&s.info_hash);
             TorrentStatus {
                 name: s.name.clone(),
-                info_hash: s.info_hash.to_hex(),
+                info_hash: s.info_hash,
                 size: s.size,
                 pieces_total: s.pieces_total,
                 pieces_have: s.pieces_have,

@@ -111,7 +111,7 @@ async fn announce_scrape_catalog_and_garbage() {
         (entry.name.as_str(), entry.size, entry.pieces),
         ("demo file.bin", SIZE, pieces as u32)
     );
-    assert_eq!(entry.info_hash, meta.info_hash.to_hex());
+    assert_eq!(entry.info_hash, meta.info_hash);
     assert_eq!(
         tracker_client::publish(&t, &base, &meta.raw)
             .await

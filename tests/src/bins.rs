@@ -325,9 +325,10 @@ mod tests {
 
     #[test]
     fn a_get_report_is_the_peers_file_report_read_back() {
-        let line = r#"{"name":"a.bin","info_hash":"00","size":3,"pieces_total":1,"pieces_resumed":0,"bytes_downloaded":3,"bytes_wasted":0,"sources":{"127.0.0.1:7":3},"banned":[],"seconds":0.5}"#;
+        let line = r#"{"name":"a.bin","info_hash":"0000000000000000000000000000000000000000","size":3,"pieces_total":1,"pieces_resumed":0,"bytes_downloaded":3,"bytes_wasted":0,"sources":{"127.0.0.1:7":3},"banned":[],"seconds":0.5}"#;
         let r: GetReport = serde_json::from_str(line).expect("parses");
         assert_eq!(r.name, "a.bin");
+        assert_eq!(r.info_hash.0, [0; 20]);
         assert_eq!(r.sources.get(&"127.0.0.1:7".parse().unwrap()), Some(&3));
         assert_eq!(r.wall_seconds, 0.0, "measured by the test, not read");
     }

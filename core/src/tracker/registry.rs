@@ -137,7 +137,7 @@ pub struct FileSummary {
     /// The torrent's name (`info.name`), its key in the catalog.
     pub name: String,
     /// Info hash, lower-case hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Total size in bytes.
     pub size: u64,
     /// Piece length in bytes.
@@ -178,7 +178,7 @@ pub struct DownloadView {
     /// Catalog name, or the info hash in hex when the torrent is not published.
     pub name: String,
     /// Info hash, lower-case hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Bytes still missing, as last announced (known for peers of published torrents and peers that send
     /// enjambre's announce extensions).
     #[serde(default)]
@@ -229,7 +229,7 @@ pub struct FileView {
     /// Catalog name, or the info hash in hex when the torrent is not published.
     pub name: String,
     /// Info hash, lower-case hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Pieces in the torrent, when known from the catalog.
     pub pieces: Option<u32>,
     /// Seeders (`left == 0`).
@@ -558,7 +558,7 @@ impl Registry {
             .unwrap_or_default();
         FileSummary {
             name: meta.info.name.clone(),
-            info_hash: meta.info_hash.to_hex(),
+            info_hash: meta.info_hash,
             size: meta.total_length(),
             piece_length: meta.piece_length(),
             pieces: meta.piece_count(),
@@ -676,7 +676,7 @@ impl Registry {
                     });
                     node.downloading.push(DownloadView {
                         name: name.clone(),
-                        info_hash: hash.to_hex(),
+                        info_hash: *hash,
                         left,
                         size,
                         percent,
@@ -744,7 +744,7 @@ fn file_view(
     }
     FileView {
         name,
-        info_hash: hash.to_hex(),
+        info_hash: *hash,
         pieces: piece_count,
         seeders: stats.complete,
         leechers: stats.incomplete,
@@ -1157,7 +1157,7 @@ mod tests {
         let all = reg.scrape(&[]);
         assert_eq!(all.len(), 2);
         assert_eq!(all[&HASH].complete, 1);
-        let hash = InfoHash::from_hex(&published.info_hash).expect("hex");
+        let hash = published.info_hash;
         assert_eq!(all[&hash], ScrapeStats::default());
     }
 
@@ -1219,7 +1219,7 @@ mod tests {
             first,
             FileSummary {
                 name: "a.bin".into(),
-                info_hash: a.info_hash.to_hex(),
+                info_hash: a.info_hash,
                 size: 100_000,
                 piece_length: 16 * 1024,
                 pieces: 7,

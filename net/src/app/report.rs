@@ -1,5 +1,6 @@
 //! What a finished download reports, and when a download counts as finished.
 
+use enjambre_core::metainfo::InfoHash;
 use enjambre_core::node::TorrentStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ pub struct FileReport {
     /// Torrent name.
     pub name: String,
     /// Info hash, hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Total bytes.
     pub size: u64,
     /// Pieces in the torrent.
@@ -36,7 +37,7 @@ impl FileReport {
     pub fn from_stats(stats: &TorrentStats, seconds: f64) -> FileReport {
         FileReport {
             name: stats.name.clone(),
-            info_hash: stats.info_hash.to_hex(),
+            info_hash: stats.info_hash,
             size: stats.size,
             pieces_total: stats.pieces_total,
             pieces_resumed: stats.pieces_resumed,
@@ -116,7 +117,7 @@ mod tests {
     fn sample_report() -> FileReport {
         FileReport {
             name: "a.bin".into(),
-            info_hash: "00".repeat(20),
+            info_hash: InfoHash([0; 20]),
             size: 2 * 1024 * 1024,
             pieces_total: 4,
             pieces_resumed: 0,

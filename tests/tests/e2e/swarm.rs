@@ -45,7 +45,7 @@ fn check_copies(who: &str, reports: &[GetReport], a_dir: &Path, dir: &Path) {
         );
         assert!(r.banned.is_empty(), "{who}: nobody misbehaved: {r:?}");
         assert_same_file(&a_dir.join(name), &dir.join(name));
-        let cp = read_checkpoint(dir, &r.info_hash)
+        let cp = read_checkpoint(dir, &r.info_hash.to_hex())
             .unwrap_or_else(|| panic!("{who}: no checkpoint for {name}"));
         assert!(cp.complete && cp.verified_count == r.pieces_total, "{cp:?}");
     }

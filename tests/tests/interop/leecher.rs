@@ -86,7 +86,7 @@ fn enjambre_downloads_from_a_libtorrent_seeder() {
 
     let r = enjambre_get(&scratch, &tracker, &torrent, &original);
     assert_eq!(
-        (r.info_hash.as_str(), r.size),
+        (r.info_hash.to_hex().as_str(), r.size),
         (hash.as_str(), SIZE),
         "{r:?}"
     );
@@ -135,7 +135,7 @@ fn enjambre_downloads_from_an_aria2_seeder() {
 
     let r = enjambre_get(&scratch, &tracker, &torrent, &original);
     assert_eq!(
-        (r.info_hash.as_str(), r.size),
+        (r.info_hash.to_hex().as_str(), r.size),
         (hash.as_str(), SIZE),
         "{r:?}"
     );

@@ -45,7 +45,7 @@ fn enjambre_opens_a_magnet_served_by_libtorrent() {
     let e_dir = scratch.dir("enjambre");
     let mut e = get("E", &scratch, &PeerArgs::new(None, &e_dir), &[&uri], &[]);
     let reports = e.reports(1, Duration::from_secs(45));
-    assert_eq!(reports[0].info_hash, hash);
+    assert_eq!(reports[0].info_hash.to_hex(), hash);
     assert_eq!(reports[0].name, NAME);
     assert_same_file(&lt_dir.join(NAME), &e_dir.join(NAME));
     assert!(

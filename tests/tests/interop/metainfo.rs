@@ -208,7 +208,7 @@ fn foreign_metainfo_loads_and_downloads_in_enjambre() {
         );
         let r = reports
             .iter()
-            .find(|r| r.info_hash == info.info_hash)
+            .find(|r| r.info_hash.to_hex() == info.info_hash)
             .unwrap_or_else(|| {
                 panic!(
                     "{what}: no enjambre report with libtorrent's info hash {}: {reports:#?}",

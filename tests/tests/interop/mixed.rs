@@ -71,7 +71,7 @@ fn mixed_swarm_completes_for_everyone() {
     let a_secs = started.elapsed().as_secs_f64();
     assert_same_file(&original, &e_dir.join(NAME));
     assert_same_file(&original, &a_dir.join(NAME));
-    assert_eq!(r.info_hash, hash);
+    assert_eq!(r.info_hash.to_hex(), hash);
     assert!(r.banned.is_empty(), "{r:?}");
 
     let mut from: BTreeMap<String, u64> = BTreeMap::new();
