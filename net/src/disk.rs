@@ -7,7 +7,7 @@
 //! that sync returned.
 
 use crate::state_dir::StateDir;
-use crate::storage::Blocking;
+use crate::storage::{retry_io, Blocking, IO_TRIES};
 use crate::torrent_store::TorrentStore;
 use bytes::Bytes;
 use enjambre_core::checkpoint::Checkpoint;
@@ -269,7 +269,12 @@ fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
         PlainOp::Hash { torrent, piece } => {
             let hash = store_of(stores, &torrent)
                 .ok_or_else(missing)
-                .and_then(|s| s.hash_piece(piece).map_err(DiskError::from));
+                .and_then(|s| {
+                    // A read that fails now and then (EIO) must not make a checkpointed piece look lost
+                    // (a failed spot check drops the checkpoint's claims): hashing is idempotent, try again.
+                    let what = format!("hashing piece {piece}");
+                    retry_io(IO_TRIES, &what, || s.hash_piece(piece)).map_err(DiskError::from)
+                });
             Some(DiskDone::Hashed {
                 torrent,
                 piece,

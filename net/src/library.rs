@@ -72,6 +72,9 @@ pub struct Library {
     pub files: Vec<PlainFile>,
     /// Visible top-level folders, by name.
     pub folders: Vec<String>,
+    /// State files that could not be read (see [`crate::state_dir::StateScan`]): any of them may describe
+    /// an unfinished download whose partial file must not be taken for a complete one.
+    pub unreadable_state: Vec<PathBuf>,
 }
 
 /// One line of `peer ls`.
@@ -98,6 +101,9 @@ pub struct ServePlan {
     pub cached: Vec<Metainfo>,
     /// Complete files without a usable cached metainfo: hash them and seed.
     pub to_hash: Vec<PlainFile>,
+    /// Files without a usable cached metainfo while some state file is unreadable: each may be a partial
+    /// download that only looks complete, so it is neither hashed nor seeded (invariant 1).
+    pub held_back: Vec<PlainFile>,
     /// Unfinished downloads to resume.
     pub resume: Vec<Download>,
     /// Complete downloads whose file changed size since: their state can be forgotten.
@@ -114,8 +120,9 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         ));
     }
     let state = StateDir::new(storage.clone(), dir);
-    let downloads = state
-        .list_downloads()
+    let state_scan = state.scan_downloads();
+    let downloads = state_scan
+        .downloads
         .into_iter()
         .map(|(meta, checkpoint)| Download { meta, checkpoint })
         .collect();
@@ -141,6 +148,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         downloads,
         files,
         folders,
+        unreadable_state: state_scan.unreadable,
     })
 }
 
@@ -174,6 +182,7 @@ impl Library {
             }
             match self.cached_for(file) {
                 Some(d) => plan.cached.push(d.meta.clone()),
+                None if !self.unreadable_state.is_empty() => plan.held_back.push(file.clone()),
                 None => plan.to_hash.push(file.clone()),
             }
         }
@@ -372,6 +381,85 @@ mod tests {
         assert!(lib.entries().is_empty());
         assert_eq!(lib.plan_serve(), ServePlan::default());
         assert!(scan(Arc::new(StdStorage), &s.0.join("nope")).is_err());
+    }
+
+    /// [`StdStorage`] whose first `failures` reads of `.torrent` state files fail with an I/O error (an EIO
+    /// found by `sim explore`, seed 64).
+    struct FailingMetainfoReads(std::sync::Mutex<u32>);
+
+    impl Storage for FailingMetainfoReads {
+        fn open(
+            &self,
+            path: &Path,
+            create: bool,
+        ) -> io::Result<Arc<dyn crate::storage::StorageFile>> {
+            StdStorage.open(path, create)
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdStorage.create_dir_all(path)
+        }
+        fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+            let mut left = self.0.lock().unwrap();
+            if *left > 0 && path.extension().is_some_and(|e| e == "torrent") {
+                *left -= 1;
+                return Err(io::Error::other("injected I/O error"));
+            }
+            StdStorage.read_file(path)
+        }
+        fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+            StdStorage.replace_file(path, contents)
+        }
+        fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+            StdStorage.file_len(path)
+        }
+        fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+            StdStorage.list_dir(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            StdStorage.is_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdStorage.remove_file(path)
+        }
+    }
+
+    #[test]
+    fn a_metainfo_read_that_fails_once_is_tried_again() {
+        let s = Scratch::new("library", "eio-once");
+        let (_, partial, _, _) = populate(&s.0);
+        let lib = scan(Arc::new(FailingMetainfoReads(1.into())), &s.0).unwrap();
+        assert!(lib.unreadable_state.is_empty());
+        let plan = lib.plan_serve();
+        assert!(plan
+            .resume
+            .iter()
+            .any(|d| d.meta.info_hash == partial.info_hash));
+        let hashed: Vec<&str> = plan.to_hash.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(hashed, ["changed.bin", "plain.txt"]);
+    }
+
+    #[test]
+    fn an_unreadable_metainfo_keeps_every_unknown_file_from_being_seeded() {
+        let s = Scratch::new("library", "eio-always");
+        let (cached, _, _, _) = populate(&s.0);
+        let lib = scan(Arc::new(FailingMetainfoReads(u32::MAX.into())), &s.0).unwrap();
+        assert_eq!(lib.unreadable_state.len(), 4);
+        let plan = lib.plan_serve();
+        // Every metainfo failed: the partial download's full-size file must not be hashed as complete.
+        assert!(plan.to_hash.is_empty());
+        assert!(plan.cached.is_empty());
+        let held: Vec<&str> = plan.held_back.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            held,
+            ["cached.bin", "changed.bin", "partial.bin", "plain.txt"]
+        );
+        // A corrupt metainfo is held back the same way; the readable ones still serve.
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        std::fs::write(sd.metainfo_path(&cached.info_hash), b"not bencode").unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        let held: Vec<&str> = plan.held_back.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(held, ["cached.bin", "changed.bin", "plain.txt"]);
+        assert!(plan.to_hash.is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A damaged state file never stops the peer: it is skipped (or treated as "no checkpoint") with a warning,
 //! and the download is rechecked from the payload instead (invariant 3).
 
-use crate::storage::{FileLock, Storage};
+use crate::storage::{retry_io, FileLock, Storage, IO_TRIES};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use std::io;
@@ -41,6 +41,16 @@ pub enum LockError {
 /// Ownership of a download folder: while it lives, no other process can take the same folder.
 #[derive(Debug)]
 pub struct FolderLock(#[allow(dead_code)] Option<FileLock>);
+
+/// What the state folder holds: the downloads it describes, and the state files it could not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateScan {
+    /// Every download with a readable metainfo, sorted by info hash, with its usable checkpoint.
+    pub downloads: Vec<(Metainfo, Option<Checkpoint>)>,
+    /// Metainfo files (or the state folder itself) that could not be read even after retries, or that
+    /// name another torrent.
+    pub unreadable: Vec<PathBuf>,
+}
 
 /// Largest metainfo file read back from the state folder.
 const MAX_METAINFO_BYTES: u64 = 64 * 1024 * 1024;
@@ -167,16 +177,27 @@ impl StateDir {
     }
 
     /// Every download with a readable metainfo, sorted by info hash, each with its checkpoint when that is
-    /// readable and matches the metainfo. Unreadable entries are skipped with a warning.
+    /// readable and matches the metainfo. Reads that fail are tried again ([`retry_io`]); entries still
+    /// unreadable are skipped with a warning (see [`StateDir::scan_downloads`] to learn about them).
     pub fn list_downloads(&self) -> Vec<(Metainfo, Option<Checkpoint>)> {
-        let entries = match self.storage.list_dir(&self.root) {
+        self.scan_downloads().downloads
+    }
+
+    /// Like [`StateDir::list_downloads`], and also names the metainfo files that could not be read: each
+    /// may be an unfinished download whose partial payload must not be taken for a complete file.
+    pub fn scan_downloads(&self) -> StateScan {
+        let mut scan = StateScan::default();
+        let listed = retry_io(IO_TRIES, "listing the state folder", || {
+            self.storage.list_dir(&self.root)
+        });
+        let entries = match listed {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(path = %self.root.display(), error = %e, "cannot list the state folder");
-                return Vec::new();
+                scan.unreadable.push(self.root.clone());
+                return scan;
             }
         };
-        let mut out = Vec::new();
         for path in entries {
             let Some(ih) = torrent_file_hash(&path) else {
                 continue;
@@ -185,14 +206,19 @@ impl StateDir {
                 Ok(m) if m.info_hash == ih => m,
                 Ok(_) => {
                     tracing::warn!(path = %path.display(), "skipping metainfo whose info hash differs from its name");
+                    scan.unreadable.push(path);
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "skipping unreadable metainfo");
+                    scan.unreadable.push(path);
                     continue;
                 }
             };
-            let checkpoint = match self.load_checkpoint(&ih) {
+            let loaded = retry_io(IO_TRIES, "reading a checkpoint", || {
+                self.load_checkpoint(&ih)
+            });
+            let checkpoint = match loaded {
                 Ok(Some(cp)) => match cp.validate(&meta) {
                     Ok(_) => Some(cp),
                     Err(e) => {
@@ -206,22 +232,21 @@ impl StateDir {
                     None
                 }
             };
-            out.push((meta, checkpoint));
+            scan.downloads.push((meta, checkpoint));
         }
-        out
+        scan
     }
 
     fn read_metainfo(&self, path: &Path) -> Result<Metainfo, String> {
-        match self.storage.file_len(path) {
+        let what = format!("reading {}", path.display());
+        match retry_io(IO_TRIES, &what, || self.storage.file_len(path)) {
             Ok(Some(len)) if len > MAX_METAINFO_BYTES => {
                 return Err(format!("{len} bytes is too large"))
             }
             Err(e) => return Err(e.to_string()),
             _ => {}
         }
-        let bytes = self
-            .storage
-            .read_file(path)
+        let bytes = retry_io(IO_TRIES, &what, || self.storage.read_file(path))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "vanished".to_string())?;
         Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())

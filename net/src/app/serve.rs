@@ -134,6 +134,20 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                 }),
             }
         }
+        for file in plan.held_back {
+            report(ServeEvent::Skipped {
+                name: file.name,
+                error: format!(
+                    "not shared: the state folder has unreadable entries ({}), so it may be an unfinished download",
+                    library
+                        .unreadable_state
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         for file in plan.to_hash {
             let piece_length = options
                 .piece_lengths
