@@ -59,7 +59,7 @@ impl TorrentCtx<'_> {
                 index,
                 begin,
                 length,
-            } => self.on_reject(id, block_ref(index, begin, length)),
+            } => self.on_reject(now, id, block_ref(index, begin, length)),
             Message::Piece { index, begin, data } => self.on_piece(now, id, index, begin, data),
         }
     }
@@ -231,12 +231,15 @@ impl TorrentCtx<'_> {
         }
     }
 
-    /// The peer will not send `block` (BEP 6): it can be asked of another.
-    fn on_reject(&mut self, id: ConnId, block: BlockRef) {
+    /// The peer will not send `block` (BEP 6): it goes back to the pool and is asked again at once, of this
+    /// peer or another. Waiting for the next delivery would wait forever when it was the last block out (a
+    /// source whose disk failed one read left a piece one block short for good: `sim explore` seed 189).
+    fn on_reject(&mut self, now: Instant, id: ConnId, block: BlockRef) {
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.take_asked(&block);
         }
         self.t.picker.release(id, block);
+        self.refill_all(now);
     }
 
     fn on_request(&mut self, id: ConnId, block: BlockRef) {
