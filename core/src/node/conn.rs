@@ -10,6 +10,7 @@ use crate::picker::BlockRef;
 use crate::rate::RateMeter;
 use crate::time::Instant;
 use crate::wire::Decoder;
+use crate::wire::Handshake;
 use bytes::BytesMut;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -100,6 +101,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The peer's BEP 3 handshake for torrent `hash` was accepted: note what it said and open the connection.
+    pub fn open_with(&mut self, hs: &Handshake, hash: InfoHash) {
+        self.peer_id = Some(hs.peer_id);
+        self.fast = hs.supports_fast();
+        self.extended = hs.supports_extended();
+        self.torrent = Some(hash);
+        self.phase = ConnPhase::Open;
+    }
+
     /// Take in the peer's BEP 10 extension handshake: its request queue depth and extension ids and, on an
     /// inbound connection, the address it listens on, which is returned for the caller to check against its
     /// bans and file in its peer book.

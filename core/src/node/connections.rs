@@ -173,11 +173,7 @@ impl Node {
         let Some(c) = ctx.s.conns.get_mut(&id) else {
             return;
         };
-        c.peer_id = Some(hs.peer_id);
-        c.fast = hs.supports_fast();
-        c.extended = hs.supports_extended();
-        c.torrent = Some(hash);
-        c.phase = ConnPhase::Open;
+        c.open_with(&hs, hash);
         c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
         ctx.t.conns.insert(id);

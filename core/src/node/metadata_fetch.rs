@@ -9,7 +9,7 @@
 //! dictionary; then every connection of the phase is closed and [`Output::Metadata`] hands the metainfo and
 //! the peers met to the driver, which adds the torrent as a normal download ([`Node::add_torrent`]).
 
-use super::conn::{Conn, ConnPhase};
+use super::conn::Conn;
 use super::peers::PeerBook;
 use super::{CloseReason, ConnId, Node, NodeEvent, Output};
 use crate::extension::metadata::{self, Assembled, MetadataAssembly, MetadataMsg};
@@ -138,14 +138,7 @@ impl Node {
             });
         }
         self.fetch_connect_more(now, hash);
-        let ids: Vec<ConnId> = self
-            .fetches
-            .get(&hash)
-            .map(|f| f.able.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
-            self.fetch_request(now, hash, id);
-        }
+        self.fetch_request_all(now, hash);
     }
 
     /// A tracker answered an announce of a metadata phase.
@@ -238,11 +231,7 @@ impl Node {
         let Some(c) = self.s.conns.get_mut(&id) else {
             return;
         };
-        c.peer_id = Some(hs.peer_id);
-        c.fast = hs.supports_fast();
-        c.extended = hs.supports_extended();
-        c.torrent = Some(hash);
-        c.phase = ConnPhase::Open;
+        c.open_with(hs, hash);
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
         if !sent_handshake {
             self.send_handshake(id, hash);
@@ -351,13 +340,7 @@ impl Node {
 
     /// Ask connection `id` for missing pieces nobody is asked for, up to [`PIECES_PER_PEER`].
     fn fetch_request(&mut self, now: Instant, hash: InfoHash, id: ConnId) {
-        let Some(remote) = self
-            .s
-            .conns
-            .get(&id)
-            .and_then(|c| c.remote_ext.get(metadata::NAME))
-            .copied()
-        else {
+        let Some(remote) = self.s.remote_ext_id(id, metadata::NAME) else {
             return;
         };
         let Some(f) = self.fetches.get_mut(&hash) else {

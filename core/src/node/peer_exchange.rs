@@ -36,13 +36,7 @@ impl TorrentCtx<'_> {
         let Ok(MetadataMsg::Request { piece }) = MetadataMsg::parse(payload) else {
             return;
         };
-        let Some(remote) = self
-            .s
-            .conns
-            .get(&id)
-            .and_then(|c| c.remote_ext.get(metadata::NAME))
-            .copied()
-        else {
+        let Some(remote) = self.s.remote_ext_id(id, metadata::NAME) else {
             return;
         };
         let reply = match info_bytes(&self.t.meta) {

@@ -80,6 +80,11 @@ impl Shared {
         }
     }
 
+    /// The id connection `id`'s peer wants extension message `name` sent with, if it supports it.
+    pub fn remote_ext_id(&self, id: ConnId, name: &str) -> Option<u8> {
+        self.conns.get(&id)?.remote_ext.get(name).copied()
+    }
+
     /// Queue a message on a connection (sent at the next flush).
     pub fn send(&mut self, id: ConnId, msg: Message) {
         let trace = self.config.trace;
