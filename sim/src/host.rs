@@ -234,7 +234,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
             }
         }
         for file in to_digest {
-            if let Ok(d) = digest_file(storage.as_ref(), &dir.join(&file)) {
+            if let Ok(digests) = digest_tree(storage.as_ref(), dir, &file) {
                 observer
                     .world
                     .lock()
@@ -242,7 +242,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
                     .entry(observer.host.clone())
                     .or_default()
                     .digests
-                    .insert(file, d);
+                    .extend(digests);
             }
         }
     }
@@ -258,6 +258,46 @@ pub fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
             r => return r,
         }
     }
+}
+
+/// Digests of download `name` in `dir`, by path below `dir`: the file itself, or every file of a folder
+/// (`name/a.bin`, `name/sub/b.bin`, so that copies are compared file by file) and, under the folder's own
+/// name, the SHA-1 of those digests in path order (so that a digest under a download's name means, for
+/// either kind, that it was read back complete).
+fn digest_tree(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<Vec<(String, [u8; 20])>> {
+    let mut out = Vec::new();
+    files_digests(storage, dir, name, &mut out)?;
+    if out.len() != 1 || out[0].0 != name {
+        let mut h = Sha1::new();
+        for (_, d) in &out {
+            h.update(d);
+        }
+        out.push((name.to_string(), h.finalize().into()));
+    }
+    Ok(out)
+}
+
+fn files_digests(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    out: &mut Vec<(String, [u8; 20])>,
+) -> std::io::Result<()> {
+    let path = dir.join(name);
+    if !storage.is_dir(&path) {
+        out.push((name.to_string(), digest_file(storage, &path)?));
+        return Ok(());
+    }
+    for entry in storage.list_dir(&path)? {
+        if let Some(child) = entry.file_name().and_then(|n| n.to_str()) {
+            files_digests(storage, dir, &format!("{name}/{child}"), out)?;
+        }
+    }
+    Ok(())
 }
 
 fn digest_file(storage: &dyn Storage, path: &Path) -> std::io::Result<[u8; 20]> {
