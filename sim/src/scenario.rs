@@ -413,6 +413,9 @@ pub struct Knobs {
     /// Requests kept outstanding cover this long at a peer's measured rate.
     #[serde(default)]
     pub request_queue_time: Option<Span>,
+    /// Send HAVE also to peers that hold the piece (`NodeConfig::send_redundant_have`).
+    #[serde(default)]
+    pub redundant_have: Option<bool>,
 }
 
 impl Knobs {
@@ -441,6 +444,9 @@ impl Knobs {
         }
         if let Some(v) = self.request_queue_time {
             c.request_queue_time = v.0;
+        }
+        if let Some(v) = self.redundant_have {
+            c.send_redundant_have = v;
         }
     }
 }

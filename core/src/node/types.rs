@@ -80,6 +80,12 @@ pub struct NodeConfig {
     /// Advertise and answer `ut_metadata` (serve our info dictionaries, BEP 9) and `ut_pex` (peer exchange,
     /// BEP 11) in the extension handshake.
     pub peer_exchange: bool,
+    /// Send HAVE for a newly verified piece also to peers that already hold it (libtorrent's
+    /// `send_redundant_have`, on by default there and here). Off, such a HAVE is held back until our download
+    /// completes, and then sent in one batch, so that a peer learns we are a seed (and both ends close a
+    /// connection neither needs); meanwhile its view of our pieces, which it only uses to decide its interest
+    /// in us, lacks pieces it has itself.
+    pub send_redundant_have: bool,
 }
 
 impl Default for NodeConfig {
@@ -113,6 +119,7 @@ impl Default for NodeConfig {
             disk_retry_base: Duration::from_secs(2),
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
+            send_redundant_have: true,
         }
     }
 }
