@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// connection neither needs); meanwhile its view of our pieces, which it only uses to decide its interest
     /// in us, lacks pieces it has itself.
     pub send_redundant_have: bool,
+    /// The UDP port of the driver's DHT node (BEP 5), if it runs one: advertised by the DHT bit of the
+    /// handshake and sent in a PORT message to every peer that sets that bit.
+    pub dht_port: Option<u16>,
 }
 
 impl Default for NodeConfig {
@@ -120,6 +123,7 @@ impl Default for NodeConfig {
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
             send_redundant_have: true,
+            dht_port: None,
         }
     }
 }
@@ -257,6 +261,9 @@ pub enum Output {
         result: Result<Arc<Metainfo>, super::MetadataFetchError>,
         peers: Vec<SocketAddr>,
     },
+    /// A peer told us the UDP port of its DHT node (BEP 5 PORT message; only with
+    /// [`NodeConfig::dht_port`]): the driver's DHT node may ping it to learn it. Nothing answers this.
+    DhtNode { addr: SocketAddr },
     /// Something worth telling the user, a log or a trace.
     Event(NodeEvent),
 }
