@@ -77,9 +77,10 @@ pub struct NodeConfig {
     pub disk_retry_base: Duration,
     /// Longest wait before a download stopped on a disk error is tried again.
     pub disk_retry_max: Duration,
-    /// Advertise and answer `ut_metadata` (serve our info dictionaries, BEP 9) and `ut_pex` (peer exchange,
-    /// BEP 11) in the extension handshake.
+    /// Advertise and speak `ut_pex` (peer exchange, BEP 11) in the extension handshake.
     pub peer_exchange: bool,
+    /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
+    pub serve_metadata: bool,
 }
 
 impl Default for NodeConfig {
@@ -113,6 +114,7 @@ impl Default for NodeConfig {
             disk_retry_base: Duration::from_secs(2),
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
+            serve_metadata: false,
         }
     }
 }
