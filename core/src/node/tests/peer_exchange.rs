@@ -147,10 +147,19 @@ fn each_switch_advertises_its_own_extension() {
                 payload: Bytes::from(MetadataMsg::Request { piece: 0 }.encode()),
             }],
         );
-        let answered = out
-            .iter()
-            .any(|m| matches!(m, Message::Extended { id: HAND_METADATA_ID, .. }));
-        assert_eq!(answered, serve_metadata, "metadata served only when told to");
+        let answered = out.iter().any(|m| {
+            matches!(
+                m,
+                Message::Extended {
+                    id: HAND_METADATA_ID,
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            answered, serve_metadata,
+            "metadata served only when told to"
+        );
     }
 }
 
