@@ -189,7 +189,7 @@ impl Node {
         ctx.t.conns.insert(id);
         let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
             .and_then(|info| u32::try_from(info.len()).ok())
-            .filter(|_| ctx.s.config.peer_exchange);
+            .filter(|_| ctx.s.config.serve_metadata);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -198,11 +198,14 @@ impl Node {
         self.send_dht_port(id, &hs);
         if extended {
             let ext = ExtHandshake {
-                messages: if self.s.config.peer_exchange {
-                    crate::extension::our_messages()
-                } else {
-                    Default::default()
-                },
+                messages: crate::extension::our_messages()
+                    .into_iter()
+                    .filter(|(name, _)| match name.as_str() {
+                        crate::extension::metadata::NAME => self.s.config.serve_metadata,
+                        crate::extension::pex::NAME => self.s.config.peer_exchange,
+                        _ => false,
+                    })
+                    .collect(),
                 listen_port: Some(self.s.config.listen_port),
                 client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
                 reqq: u32::try_from(self.s.config.max_served_requests).ok(),

@@ -29,7 +29,7 @@ impl TorrentCtx<'_> {
             Message::Extended {
                 id: crate::extension::OUR_PEX_ID,
                 payload,
-            } => self.on_pex_message(now, &payload),
+            } => self.on_pex_message(now, id, &payload),
             Message::AllowedFast { .. } | Message::Extended { .. } | Message::Unknown { .. } => {}
             Message::Choke => self.on_choke(id),
             Message::Unchoke => {
