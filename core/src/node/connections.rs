@@ -60,8 +60,12 @@ impl Node {
     }
 
     pub(super) fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
+        let reserved = crate::wire::reserved_bits(true, true);
         let hs = Handshake {
-            reserved: crate::wire::reserved_bits(true, true),
+            reserved: match self.s.config.dht_port {
+                Some(_) => crate::wire::with_dht_bit(reserved),
+                None => reserved,
+            },
             info_hash: hash.0,
             peer_id: self.s.config.peer_id,
         };
@@ -185,6 +189,7 @@ impl Node {
         }
         self.s.trace(id, "in", "handshake", String::new());
         self.send_have_state(id, hash);
+        self.send_dht_port(id, &hs);
         if extended {
             let ext = ExtHandshake {
                 messages: crate::extension::our_messages()
@@ -207,6 +212,24 @@ impl Node {
                     payload: Bytes::from(ext.encode()),
                 },
             );
+        }
+    }
+
+    /// BEP 5: tell a peer that runs a DHT node where ours listens (when we run one).
+    pub(super) fn send_dht_port(&mut self, id: ConnId, hs: &Handshake) {
+        if let Some(port) = self.s.config.dht_port.filter(|_| hs.supports_dht()) {
+            self.s.send(id, Message::Port(port));
+        }
+    }
+
+    /// BEP 5: a peer's PORT message names its DHT node, for the driver's DHT node to ping.
+    fn on_dht_port(&mut self, id: ConnId, port: u16) {
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        if self.s.config.dht_port.is_some() && port != 0 {
+            let addr = SocketAddr::new(c.addr.ip(), port);
+            self.s.outputs.push_back(Output::DhtNode { addr });
         }
     }
 
@@ -253,7 +276,9 @@ impl Node {
             let detail = message_detail(&msg);
             self.s.trace(id, "in", msg.name(), detail);
         }
-        if let Some(mut ctx) = self.ctx(hash) {
+        if let Message::Port(port) = msg {
+            self.on_dht_port(id, port);
+        } else if let Some(mut ctx) = self.ctx(hash) {
             ctx.on_message(now, id, msg);
         } else if self.fetches.contains_key(&hash) {
             self.fetch_on_message(now, hash, id, msg);

@@ -174,6 +174,15 @@ impl Node {
         }
     }
 
+    /// A peer address for a metadata phase, from outside (a DHT lookup): dialled like a tracker's.
+    pub(super) fn fetch_add_peer(&mut self, now: Instant, hash: InfoHash, addr: SocketAddr) {
+        let Some(f) = self.fetches.get_mut(&hash) else {
+            return;
+        };
+        f.peers.add(addr, now);
+        self.fetch_connect_more(now, hash);
+    }
+
     /// Dial known peers of a metadata phase, within the connection budgets.
     fn fetch_connect_more(&mut self, now: Instant, hash: InfoHash) {
         if self.s.stopping {
@@ -247,6 +256,7 @@ impl Node {
                 self.s.send(id, Message::HaveNone);
             }
         }
+        self.send_dht_port(id, hs);
         let ext = ExtHandshake {
             messages: BTreeMap::from([(metadata::NAME.to_string(), OUR_METADATA_ID)]),
             listen_port: Some(self.s.config.listen_port),

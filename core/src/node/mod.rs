@@ -146,11 +146,14 @@ impl Node {
         self.settle(now);
     }
 
-    /// Add a peer address to try for a torrent (a `--peer` source, or a test harness).
+    /// Add a peer address to try for a torrent or its metadata phase (a `--peer` source, a DHT lookup's
+    /// peers, or a test harness).
     pub fn add_peer(&mut self, now: Instant, info_hash: &InfoHash, addr: SocketAddr) {
         if let Some(mut ctx) = self.ctx(*info_hash) {
             ctx.t.peers.add(addr, now);
             ctx.connect_more(now);
+        } else {
+            self.fetch_add_peer(now, *info_hash, addr);
         }
         self.settle(now);
     }

@@ -240,7 +240,7 @@ impl World {
                     self.queue.push_back((i, Input::Disk(d)));
                 }
             }
-            Output::Announce { .. } => {}
+            Output::Announce { .. } | Output::DhtNode { .. } => {}
             Output::Event(e) => self.peers[i].events.push(e),
             // The world's peers all start with their metainfo.
             Output::Metadata { .. } => {}
@@ -1142,6 +1142,7 @@ fn announces_report_verified_pieces_and_status_port() {
     let seeder = announce_of(Resume::Complete);
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
+mod dht_port;
 mod limits;
 mod metadata_fetch;
 mod peer_exchange;

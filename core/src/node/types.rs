@@ -81,6 +81,9 @@ pub struct NodeConfig {
     pub peer_exchange: bool,
     /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
     pub serve_metadata: bool,
+    /// The UDP port of the driver's DHT node (BEP 5), if it runs one: advertised by the DHT bit of the
+    /// handshake and sent in a PORT message to every peer that sets that bit.
+    pub dht_port: Option<u16>,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +118,7 @@ impl Default for NodeConfig {
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
             serve_metadata: false,
+            dht_port: None,
         }
     }
 }
@@ -252,6 +256,9 @@ pub enum Output {
         result: Result<Arc<Metainfo>, super::MetadataFetchError>,
         peers: Vec<SocketAddr>,
     },
+    /// A peer told us the UDP port of its DHT node (BEP 5 PORT message; only with
+    /// [`NodeConfig::dht_port`]): the driver's DHT node may ping it to learn it. Nothing answers this.
+    DhtNode { addr: SocketAddr },
     /// Something worth telling the user, a log or a trace.
     Event(NodeEvent),
 }
