@@ -9,11 +9,14 @@
 use crate::content;
 use crate::scenario::{FileSpec, PeerSpec, Scenario, TrackerProtocol};
 use crate::world::Shared;
+use enjambre_core::dht::DhtEvent;
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::{build, FileEntry, InfoHash, Metainfo, PieceHasher};
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_core::DEFAULT_PIECE_LENGTH;
-use enjambre_net::app::{AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, TrackerUrls};
+use enjambre_net::app::{
+    AppOptions, DhtOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, TrackerUrls,
+};
 use enjambre_net::peer::{EventSink, PeerEnv};
 use enjambre_net::state_dir::StateDir;
 use enjambre_net::storage::{Blocking, Storage};
@@ -108,6 +111,19 @@ impl HostPlan {
             app.peer.node.piece_selection = enjambre_core::picker::PieceSelection::Sequential;
         }
         spec.knobs.apply(&mut app.peer.node);
+        if spec.dht {
+            // `peer --dht --dht-bootstrap HOST:PORT`: the bootstrap peer itself joins through nobody.
+            let bootstrap = scenario
+                .dht
+                .bootstrap
+                .iter()
+                .filter(|b| **b != spec.name)
+                .map(|b| SocketAddr::new(resolve(b), PEER_PORT))
+                .collect();
+            let mut dht = DhtOptions::new(bootstrap);
+            dht.config.trace = trace;
+            app.dht = Some(dht);
+        }
         app.peer.max_upload_rate = spec.upload_rate.map(|s| s.0);
         app.peer.max_download_rate = spec.download_rate.map(|s| s.0);
         let peers: Vec<SocketAddr> = spec
@@ -227,6 +243,12 @@ pub async fn run_peer<T: Transport, B: Blocking>(
         Arc::new(move |_, e: &NodeEvent| o.world.lock().on_event((o.now)(), &o.host, e))
     };
     plan.app.peer.events = Some(events);
+    if let Some(dht) = &mut plan.app.dht {
+        let o = observer.clone();
+        dht.events = Some(Arc::new(move |_, e: &DhtEvent| {
+            o.world.lock().on_dht_event((o.now)(), &o.host, e)
+        }));
+    }
     {
         // A magnet's torrent is named before its metadata arrives, so that the story can say which file.
         let mut w = observer.world.lock();

@@ -119,6 +119,9 @@ pub struct Scenario {
     /// The tracker: a `[tracker]` table, or `tracker = false` for a story without one.
     #[serde(default)]
     pub tracker: TrackerSpec,
+    /// The mainline DHT (BEP 5) of the peers that run it (`dht = true`).
+    #[serde(default)]
+    pub dht: DhtSpec,
     /// Files in the story, generated deterministically from the seed and their name.
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
@@ -253,6 +256,16 @@ impl<'de> Deserialize<'de> for TrackerSpec {
             ))),
         }
     }
+}
+
+/// DHT settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhtSpec {
+    /// The peer (with `dht = true`) every other DHT node joins through, as `--dht-bootstrap HOST:PORT`
+    /// names one; its own node joins through nobody and learns the others as they query it.
+    #[serde(default)]
+    pub bootstrap: Option<String>,
 }
 
 /// The announce protocol of a scenario's peers.
@@ -413,6 +426,10 @@ pub struct PeerSpec {
     /// dictionaries to magnet users, as the binary does, whatever this says.)
     #[serde(default)]
     pub pex: Option<bool>,
+    /// Run a mainline DHT node (BEP 5, `peer --dht`) on UDP beside the peer's port, joining through
+    /// `[dht] bootstrap`; every torrent looks itself up and announces the peer there.
+    #[serde(default)]
+    pub dht: bool,
     /// Upload cap (bytes per second).
     #[serde(default)]
     pub upload_rate: Option<Size>,
@@ -840,6 +857,7 @@ impl Scenario {
                 }
             }
         }
+        self.validate_dht()?;
         let peer_known = |p: &str, what: &str| -> Result<(), ScenarioError> {
             if names.contains(p) {
                 Ok(())
@@ -1015,6 +1033,34 @@ impl Scenario {
         Ok(())
     }
 
+    /// `[dht] bootstrap` names a peer that runs a DHT node, and is there whenever a peer runs one.
+    fn validate_dht(&self) -> Result<(), ScenarioError> {
+        let bad = |reason: String| {
+            Err(ScenarioError::BadField {
+                field: "bootstrap",
+                owner: "[dht]".into(),
+                reason,
+            })
+        };
+        match &self.dht.bootstrap {
+            None if self.peers.iter().any(|p| p.dht) => bad(
+                "peers run a DHT node (`dht = true`), so one of them must be the bootstrap node"
+                    .into(),
+            ),
+            None => Ok(()),
+            Some(name) => match self.peer(name) {
+                None => bad(format!("names unknown peer {name:?}")),
+                Some(p) if !p.dht => bad(format!(
+                    "peer {name} does not run a DHT node (`dht = true`)"
+                )),
+                Some(p) if p.delayed => bad(format!(
+                    "peer {name} is `delayed`: the bootstrap node runs from the start"
+                )),
+                Some(_) => Ok(()),
+            },
+        }
+    }
+
     /// The spec of a file by name.
     pub fn file(&self, name: &str) -> Option<&FileSpec> {
         self.files.iter().find(|f| f.name == name)
@@ -1181,6 +1227,24 @@ mod tests {
             bad_field(&format!("name = \"x\"\n{peers}{idle}")),
             ("magnet", "peer c".to_string())
         );
+        let dht = "dht = true\n";
+        let s = Scenario::from_toml(&format!(
+            "name = \"x\"\n[dht]\nbootstrap = \"b\"\n{peers}{dht}"
+        ))
+        .unwrap();
+        assert_eq!(s.dht.bootstrap.as_deref(), Some("b"));
+        assert!(s.peers[1].dht && !s.peers[0].dht);
+        for (head, tail) in [
+            ("", dht),
+            ("[dht]\nbootstrap = \"a\"\n", dht),
+            ("[dht]\nbootstrap = \"q\"\n", dht),
+        ] {
+            assert_eq!(
+                bad_field(&format!("name = \"x\"\n{head}{peers}{tail}")),
+                ("bootstrap", "[dht]".to_string()),
+                "{head:?}"
+            );
+        }
         for (text, expected) in [
             ("tracker = 3\n", "`tracker` is a [tracker] table or `false`"),
             ("[tracker]\nbogus = 1\n", "unknown field `bogus`"),

@@ -56,6 +56,18 @@ impl TraceFilter {
             }
             _ => return true,
         };
+        self.keeps_line(host, &remotes, kind, piece, name_of)
+    }
+
+    /// Whether a trace line of `kind` on `host`, exchanged with `remotes` and about `piece`, is kept.
+    pub fn keeps_line(
+        &self,
+        host: &str,
+        remotes: &[SocketAddr],
+        kind: &str,
+        piece: Option<u32>,
+        name_of: impl Fn(SocketAddr) -> String,
+    ) -> bool {
         (self.peers.is_empty()
             || self.peer_matches(host)
             || remotes.iter().any(|a| self.peer_matches(&name_of(*a))))
@@ -64,9 +76,13 @@ impl TraceFilter {
     }
 }
 
-/// Short names a `--trace-kind` may use for the extension messages: `pex` for `ut_pex` (BEP 11) and
-/// `metadata` for `ut_metadata` (BEP 9).
-const KIND_ALIASES: [(&str, &str); 2] = [("pex", "ut_pex"), ("metadata", "ut_metadata")];
+/// Short names a `--trace-kind` may use: `pex` for `ut_pex` (BEP 11), `metadata` for `ut_metadata` (BEP 9)
+/// and `dht` for the KRPC messages of the DHT (BEP 5).
+const KIND_ALIASES: [(&str, &str); 3] = [
+    ("pex", "ut_pex"),
+    ("metadata", "ut_metadata"),
+    ("dht", "krpc"),
+];
 
 /// Whether the kind asked for (`asked`) names the trace line's kind.
 fn kind_matches(asked: &str, kind: &str) -> bool {

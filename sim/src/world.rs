@@ -1,6 +1,7 @@
 //! What the simulated hosts report to the runner: a timestamped log of what happened (story and trace),
 //! each peer's latest progress, and invariant violations found by the harness's own audits.
 
+use enjambre_core::dht::{DhtEvent, LookupKind};
 use enjambre_core::node::{NodeEvent, TorrentStats};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -192,6 +193,9 @@ pub struct World {
     pub trips: Vec<(Duration, DiskTrip)>,
     /// Which trace lines are kept (`--trace-peer`, `--trace-piece`, `--trace-kind`).
     pub trace_filter: crate::trace_filter::TraceFilter,
+    /// Host names by DHT node id (its first 8 hex digits, as KRPC summaries show it), learnt from the
+    /// queries each host sends.
+    pub dht_ids: BTreeMap<String, String>,
     /// Connections whose request timeouts were already told in the story (host, connection).
     timed_out: BTreeSet<(String, u64)>,
 }
@@ -314,6 +318,39 @@ impl World {
             .unwrap_or_else(|| addr.to_string())
     }
 
+    /// A KRPC summary with each node id (`from=ID`, the ids in `[...]`) followed by its host's name when
+    /// known, and the info hash by its file's name: `from=a5ed8c38(seeder)`, `info_hash=c0780243(f.iso)`.
+    fn name_dht_ids(&self, summary: &str) -> String {
+        let name_id = |id: &str| match self.dht_ids.get(id) {
+            Some(host) => format!("{id}({host})"),
+            None => id.to_string(),
+        };
+        summary
+            .split(' ')
+            .map(|word| {
+                if let Some(id) = word.strip_prefix("from=") {
+                    format!("from={}", name_id(id))
+                } else if let Some(hash) = word.strip_prefix("info_hash=") {
+                    match self.names.iter().find(|(hex, _)| hex.starts_with(hash)) {
+                        Some((_, name)) => format!("info_hash={hash}({name})"),
+                        None => word.to_string(),
+                    }
+                } else if let Some(list) = word.strip_prefix('[').and_then(|w| w.strip_suffix(']'))
+                {
+                    let ids: Vec<String> = list
+                        .split(',')
+                        .filter(|id| !id.is_empty())
+                        .map(name_id)
+                        .collect();
+                    format!("[{}]", ids.join(","))
+                } else {
+                    word.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// `text` with every word that is the address of a host (a peer exchange's list, say) replaced by
     /// the host's name.
     fn name_addresses(&self, text: &str) -> String {
@@ -339,6 +376,69 @@ impl World {
             .get(hex)
             .cloned()
             .unwrap_or_else(|| hex.chars().take(8).collect())
+    }
+
+    /// Record a DHT event of `host` at `t`: every KRPC query and answer (with `--trace`, kind `krpc`), and
+    /// each lookup's outcome.
+    pub fn on_dht_event(&mut self, t: Duration, host: &str, e: &DhtEvent) {
+        if !self.trace {
+            return;
+        }
+        let (remote, text) = match e {
+            DhtEvent::Krpc {
+                outgoing,
+                peer,
+                summary,
+            } => {
+                let arrow = if *outgoing { "->" } else { "<-" };
+                if *outgoing {
+                    // Our own id is what our messages say they are `from`.
+                    if let Some(id) = summary.split(' ').find_map(|w| w.strip_prefix("from=")) {
+                        self.dht_ids.insert(id.to_string(), host.to_string());
+                    }
+                }
+                (
+                    Some(*peer),
+                    format!(
+                        "{arrow} {} krpc {}",
+                        self.host_name(*peer),
+                        self.name_dht_ids(summary)
+                    ),
+                )
+            }
+            DhtEvent::LookupDone(r) => (
+                None,
+                format!(
+                    "DHT {} lookup of {} done: {} peers, {} hops, {} queries ({} unanswered), announced to {} nodes",
+                    match r.kind {
+                        LookupKind::FindNode => "find_node",
+                        LookupKind::GetPeers { .. } => "get_peers",
+                    },
+                    self.file_name(&r.target.to_hex()),
+                    r.peers.len(),
+                    r.hops,
+                    r.queries,
+                    r.failures,
+                    r.announced
+                ),
+            ),
+            DhtEvent::Evicted(n) => (
+                Some(n.addr),
+                format!("DHT contact {} stopped answering: evicted", self.host_name(n.addr)),
+            ),
+            DhtEvent::Malformed { from, error } => (
+                Some(*from),
+                format!("DHT datagram from {} dropped: {error}", self.host_name(*from)),
+            ),
+        };
+        let remotes: Vec<SocketAddr> = remote.into_iter().collect();
+        if !self
+            .trace_filter
+            .keeps_line(host, &remotes, "krpc", None, |a| self.host_name(a))
+        {
+            return;
+        }
+        self.note(t, host, false, text);
     }
 
     /// Record a node event of `host` at `t`.

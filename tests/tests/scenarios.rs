@@ -229,7 +229,7 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 14] = [
+const SHIPPED: [&str; 15] = [
     "capped-leecher",
     "corrupt-peer",
     "disk-full",
@@ -243,6 +243,7 @@ const SHIPPED: [&str; 14] = [
     "seeder-loss",
     "six-files",
     "tracker-restart",
+    "trackerless",
     "udp-tracker",
 ];
 
@@ -418,6 +419,74 @@ fn six_files() {
 #[test]
 fn tracker_restart() {
     check("tracker-restart");
+}
+
+/// No tracker host: the crowd found the seeder through the DHT (the magnets carry no peer hint) and got the
+/// metadata from peers.
+#[test]
+fn trackerless() {
+    let report = check("trackerless");
+    assert!(report.peers.iter().all(|p| p.peer != "tracker"));
+    let story = report.story_lines(false).join("\n");
+    assert!(
+        !story.contains("tracker "),
+        "no tracker in the story:\n{story}"
+    );
+    let crowd: Vec<_> = report
+        .peers
+        .iter()
+        .filter(|p| p.peer.starts_with("crowd-"))
+        .collect();
+    assert_eq!(crowd.len(), 12);
+    for p in crowd {
+        assert!(
+            story.contains(&format!("{:<10} distro.iso: metadata received", p.peer)),
+            "{} got the metadata from peers",
+            p.peer
+        );
+    }
+}
+
+/// `--trace-kind dht` shows every KRPC query and answer, with node ids and the info hash named: a lookup
+/// can be followed as it converges on the seeder's announcement.
+#[test]
+fn the_trace_shows_every_krpc_query_and_answer() {
+    let report = run_with(
+        "trackerless",
+        &RunOptions {
+            trace: true,
+            trace_filter: enjambre_sim::trace_filter::TraceFilter {
+                kinds: vec!["dht".into()],
+                peers: vec!["seeder".into()],
+                ..Default::default()
+            },
+            ..RunOptions::default()
+        },
+    );
+    let trace = report.story_lines(true).join("\n");
+    for wanted in [
+        "seeder     -> bootstrap krpc query find_node t=",
+        "bootstrap  <- seeder krpc query get_peers t=",
+        "(seeder) info_hash=",
+        "(distro.iso)",
+        "seeder     -> bootstrap krpc query announce_peer t=",
+        "bootstrap  -> seeder krpc response t=",
+        "seeder     DHT get_peers lookup of distro.iso done:",
+    ] {
+        assert!(
+            trace.contains(wanted),
+            "no {wanted:?} in the trace:\n{trace}"
+        );
+    }
+    let krpc = trace.lines().filter(|l| l.contains(" krpc ")).count();
+    assert!(krpc > 20, "{krpc} KRPC lines");
+    assert!(
+        trace
+            .lines()
+            .filter(|l| l.contains(" krpc "))
+            .all(|l| l.contains("seeder")),
+        "only the seeder's messages"
+    );
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub struct GroupSpec {
     /// Peer exchange of every member (as a `[[peer]]`'s `pex`).
     #[serde(default)]
     pub pex: Option<bool>,
+    /// Every member runs a DHT node (as a `[[peer]]`'s `dht`).
+    #[serde(default)]
+    pub dht: bool,
 }
 
 fn invalid(m: String) -> ScenarioError {
@@ -149,6 +152,7 @@ pub fn expand(s: &mut Scenario) -> Result<(), ScenarioError> {
                 sources: Vec::new(),
                 magnet: g.magnet,
                 pex: g.pex,
+                dht: g.dht,
                 upload_rate: g.upload_rate,
                 download_rate: g.download_rate,
                 sequential: false,
