@@ -56,6 +56,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
 
+/// Receives the DHT nodes peers name in PORT messages (BEP 5), for the app's DHT node to ping.
+pub type DhtNodeSink = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
 /// What the driver needs from the world.
 #[derive(Clone)]
 pub struct PeerEnv<T, B> {
@@ -144,6 +147,7 @@ enum Command {
     Add(AddTorrent, Option<String>, oneshot::Sender<()>),
     FetchMetadata(FetchMetadata, Vec<String>, oneshot::Sender<MetadataResult>),
     AddPeer(InfoHash, SocketAddr),
+    DhtNodes(DhtNodeSink),
     Stats(oneshot::Sender<Vec<TorrentStats>>),
     Shutdown(oneshot::Sender<()>),
     Abort,
@@ -251,6 +255,7 @@ impl Peer {
             pace_at: None,
             dropped: Vec::new(),
             metadata_waiters: BTreeMap::new(),
+            dht_nodes: None,
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
@@ -340,6 +345,12 @@ impl Peer {
     /// Add a peer address to try for a torrent.
     pub fn add_peer(&self, info_hash: InfoHash, addr: SocketAddr) {
         let _ = self.commands.send(Command::AddPeer(info_hash, addr));
+    }
+
+    /// Hand the DHT nodes that peers name in PORT messages to `sink` from now on (the node sends PORT
+    /// messages only when its config has a `dht_port`).
+    pub fn forward_dht_nodes(&self, sink: DhtNodeSink) {
+        let _ = self.commands.send(Command::DhtNodes(sink));
     }
 
     /// Progress of every torrent.
@@ -521,6 +532,8 @@ struct NodeTask<T: Transport, B> {
     dropped: Vec<(ConnId, CloseReason)>,
     /// Who waits for the metadata of a magnet, by info hash.
     metadata_waiters: BTreeMap<InfoHash, Vec<oneshot::Sender<MetadataResult>>>,
+    /// Where DHT nodes named by peers go.
+    dht_nodes: Option<DhtNodeSink>,
     options: PeerOptions,
 }
 
@@ -655,6 +668,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 self.node.fetch_metadata(now, fetch);
             }
             Command::AddPeer(hash, addr) => self.node.add_peer(now, &hash, addr),
+            Command::DhtNodes(sink) => self.dht_nodes = Some(sink),
             Command::Stats(reply) => {
                 let hashes: Vec<InfoHash> = self.node.torrents().collect();
                 let stats = hashes.iter().filter_map(|h| self.node.stats(h)).collect();
@@ -832,6 +846,11 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             } => {
                 for waiter in self.metadata_waiters.remove(&torrent).unwrap_or_default() {
                     let _ = waiter.send(result.clone().map(|meta| (meta, peers.clone())));
+                }
+            }
+            Output::DhtNode { addr } => {
+                if let Some(sink) = &self.dht_nodes {
+                    sink(addr);
                 }
             }
             Output::Event(e) => {

@@ -314,6 +314,26 @@ impl World {
             .unwrap_or_else(|| addr.to_string())
     }
 
+    /// `text` with every word that is the address of a host (a peer exchange's list, say) replaced by
+    /// the host's name.
+    fn name_addresses(&self, text: &str) -> String {
+        if !text.contains(':') {
+            return text.to_string();
+        }
+        text.split(' ')
+            .map(|word| {
+                let (addr, comma) = word.strip_suffix(',').map_or((word, ""), |w| (w, ","));
+                match addr.parse::<SocketAddr>() {
+                    Ok(a) if self.hosts.contains_key(&a.ip()) => {
+                        format!("{}{comma}", self.host_name(a))
+                    }
+                    _ => word.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     fn file_name(&self, hex: &str) -> String {
         self.names
             .get(hex)
@@ -574,7 +594,11 @@ impl World {
                 let arrow = if *dir == "in" { "<-" } else { "->" };
                 (
                     false,
-                    format!("{arrow} {} {message} {detail}", self.host_name(*addr)),
+                    format!(
+                        "{arrow} {} {message} {}",
+                        self.host_name(*addr),
+                        self.name_addresses(detail)
+                    ),
                 )
             }
         };

@@ -168,7 +168,10 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
         );
     }
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let mut tracker_task = Some(start_tracker(&ctx, tracker, registry.clone()));
+    let mut tracker_task = scenario
+        .tracker
+        .enabled
+        .then(|| start_tracker(&ctx, tracker, registry.clone()));
     for spec in scenario.peers.iter().filter(|p| !p.delayed) {
         if let Some(h) = hosts.get_mut(&spec.name) {
             start_peer(&ctx, h);
