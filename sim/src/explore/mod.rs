@@ -446,13 +446,52 @@ pub fn explore(
         for k in o.story.kinds() {
             *campaign.kinds.entry(k).or_default() += 1;
         }
-        if !o.failures.is_empty() {
-            campaign.failed += 1;
-            campaign.findings.push(make_finding(o, options)?);
-        }
+    }
+    // Findings shrink on every job at once: each shrink replays its story up to `shrink_runs` times.
+    let failing: Vec<&SeedOutcome> = outcomes
+        .values()
+        .filter(|o| !o.failures.is_empty())
+        .collect();
+    campaign.failed = failing.len() as u64;
+    for finding in in_parallel(&failing, jobs, |o| make_finding(o, options)) {
+        campaign.findings.push(finding?);
     }
     campaign.wall_seconds = started.elapsed().as_secs_f64();
     Ok(campaign)
+}
+
+/// `work` applied to every item on `jobs` threads; the results in the items' order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.clamp(1, items.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Why shard files could not be merged.
@@ -492,4 +531,19 @@ pub fn merge(files: &[impl AsRef<Path>]) -> Result<Campaign, MergeError> {
         all.absorb(part);
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_in_parallel_comes_back_in_order_whatever_the_jobs() {
+        let items: Vec<u64> = (0..37).collect();
+        for jobs in [1, 2, 5, 100] {
+            let out = in_parallel(&items, jobs, |n| n * n);
+            assert_eq!(out, items.iter().map(|n| n * n).collect::<Vec<_>>());
+        }
+        assert!(in_parallel(&[] as &[u64], 4, |n| *n).is_empty());
+    }
 }
