@@ -30,6 +30,7 @@ async fn start(dir: PathBuf, seed: u64, bootstrap: Vec<SocketAddr>) -> App {
     o.peer.node.peer_id = peer_id_from_seed(seed);
     o.peer.node.seed = seed;
     o.peer.node.peer_exchange = true;
+    o.peer.node.serve_metadata = true;
     let mut dht = DhtOptions::new(bootstrap);
     dht.config.query_timeout = Duration::from_millis(500);
     dht.retry = Duration::from_millis(300);

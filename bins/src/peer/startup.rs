@@ -105,6 +105,7 @@ async fn start_peer(options: &StartOptions, status_port: Option<u16>) -> anyhow:
         status_port,
         // Serve our info dictionaries to magnet users (BEP 9) and exchange peers (BEP 11).
         peer_exchange: true,
+        serve_metadata: true,
         ..NodeConfig::default()
     };
     let mut app_options =

@@ -242,6 +242,7 @@ impl Node {
         };
         c.open_with(hs, hash);
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        self.s.conn_deadlines.mark(id);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -374,8 +375,7 @@ impl Node {
         for piece in pieces {
             f.asked.insert(piece, (id, now));
             let req = MetadataMsg::Request { piece };
-            self.s
-                .trace(id, "out", "ut_metadata", format!("request piece {piece}"));
+            self.s.trace(id, "out", "ut_metadata", req.describe());
             self.s.send(
                 id,
                 Message::Extended {
@@ -393,12 +393,7 @@ impl Node {
             self.fetch_strike(now, hash, vec![addr]);
             return;
         };
-        self.s.trace(
-            id,
-            "in",
-            "ut_metadata",
-            format!("{msg:?}").chars().take(80).collect(),
-        );
+        self.s.trace(id, "in", "ut_metadata", msg.describe());
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
