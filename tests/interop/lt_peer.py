@@ -38,9 +38,18 @@ Options of run:
     --pex                exchange peers (BEP 11 ut_pex) instead of the isolated default
     --no-utp             TCP only (enjambre and aria2 speak TCP only; libtorrent otherwise tries uTP first)
     --peer-log           log every message libtorrent sends and receives (stderr), for debugging
+    --dht                run libtorrent's DHT node (BEP 5) on the listen port (UDP), with no bootstrap node
+    --dht-bootstrap HOST:PORT   join the DHT through this node (repeatable; implies --dht)
+    --dht-announce-interval S   announce every torrent to the DHT about every S seconds (default 2)
 
-The session is isolated: no DHT, local service discovery, UPnP, NAT-PMP or peer exchange, so a peer can
-only be found through the tracker, a --peer, or by connecting in. Several connections from 127.0.0.1 are
+The session is isolated: no DHT (unless asked for), local service discovery, UPnP, NAT-PMP or peer
+exchange, so a peer can only be found through the tracker, a --peer, the DHT, or by connecting in.
+With the DHT, libtorrent's defaults that assume one node per internet address are lifted, since every
+test node shares 127.0.0.1: dht_restrict_routing_ips and dht_restrict_search_ips (one routing table entry
+and one search result per /24) off, dht_prefer_verified_node_ids and dht_enforce_node_id (BEP 42 node ids
+derived from the address) off, dht_ignore_dark_internet off, dht_block_ratelimit (5 messages a second
+from one address, then a 5-minute block) raised to 10000, and dht_upload_rate_limit raised to 10 MB/s.
+Each torrent is also announced to the DHT as soon as the node has joined (force_dht_announce). Several connections from 127.0.0.1 are
 allowed (every test peer shares that address), and loopback peers are treated as internet peers (rate
 limits and unchoke slots apply to them, which libtorrent waives for local peers by default).
 """
@@ -284,6 +293,23 @@ def cmd_run(a):
         settings["alert_mask"] |= lt.alert.category_t.peer_log_notification
     if a.no_utp:
         settings.update({"enable_outgoing_utp": False, "enable_incoming_utp": False})
+    dht = a.dht or bool(a.dht_bootstrap)
+    if dht:
+        settings.update(
+            {
+                "enable_dht": True,
+                "dht_bootstrap_nodes": ",".join(a.dht_bootstrap),
+                "dht_restrict_routing_ips": False,
+                "dht_restrict_search_ips": False,
+                "dht_prefer_verified_node_ids": False,
+                "dht_enforce_node_id": False,
+                "dht_ignore_dark_internet": False,
+                "dht_block_ratelimit": 10000,
+                "dht_upload_rate_limit": 10000000,
+                "dht_announce_interval": max(1, int(a.dht_announce_interval)),
+            }
+        )
+        settings["alert_mask"] |= lt.alert.category_t.dht_notification
     ses = lt.session(settings)
     # libtorrent puts loopback and LAN peers in a "local" class that ignores rate limits and unchoke
     # slots. Every test peer is on 127.0.0.1: treat them all as internet peers instead.
@@ -299,8 +325,8 @@ def cmd_run(a):
     for role, paths in (("seed", a.seed), ("leech", a.leech)):
         for path in paths:
             ti = lt.torrent_info(path)
-            # No peer exchange (the session has no DHT or local discovery either): peers come from the
-            # tracker, a --peer or by dialling in.
+            # No peer exchange (nor local discovery): peers come from the tracker, a --peer, the DHT
+            # when it runs, or by dialling in.
             flags = lt.torrent_flags.default_flags
             if not a.pex:
                 flags |= lt.torrent_flags.disable_pex
@@ -323,6 +349,9 @@ def cmd_run(a):
 
     def drain_alerts():
         for alert in ses.pop_alerts():
+            if isinstance(alert, lt.dht_bootstrap_alert):
+                for t in tracked:
+                    t.h.force_dht_announce()
             if isinstance(alert, lt.peer_alert):
                 t = by_hash.get(hex_of_handle(alert.handle))
                 if t is not None:
@@ -416,6 +445,9 @@ def main():
     run.add_argument("--no-utp", action="store_true")
     run.add_argument("--pex", action="store_true")
     run.add_argument("--peer-log", action="store_true")
+    run.add_argument("--dht", action="store_true")
+    run.add_argument("--dht-bootstrap", action="append", default=[])
+    run.add_argument("--dht-announce-interval", type=float, default=2.0)
     a = ap.parse_args()
     if a.cmd == "info":
         return cmd_info(a.torrents)

@@ -596,11 +596,24 @@ impl DhtNode {
                 announced += 1;
             }
         }
+        let mut peers = lookup.peers();
+        if let LookupKind::GetPeers { .. } = kind {
+            // Peers announced to us count too: with few nodes we may be the closest one, and others
+            // announce to us rather than to whom we ask.
+            let stored = self
+                .store
+                .peers(&InfoHash(target.0), self.config.max_values, 0);
+            for p in stored {
+                if !peers.contains(&p) {
+                    peers.push(p);
+                }
+            }
+        }
         self.event(DhtEvent::LookupDone(LookupResult {
             id,
             target,
             kind,
-            peers: lookup.peers(),
+            peers,
             closest: closest.into_iter().map(|(n, _)| n).collect(),
             hops: lookup.hops(),
             queries: lookup.queries(),

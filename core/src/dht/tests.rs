@@ -460,3 +460,57 @@ fn a_pinged_node_that_answers_joins_the_table_once() {
     );
     assert_eq!(a.stats().responses_in, 1);
 }
+
+#[test]
+fn a_get_peers_lookup_counts_the_peers_announced_to_us() {
+    let t0 = Instant::ZERO;
+    let mut node = DhtNode::new(config(9), t0);
+    let alice: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+    let hash = InfoHash([3; 20]);
+    let id = NodeId([9; 20]);
+    let Body::Response(r) = query(
+        &mut node,
+        t0,
+        alice,
+        Query::GetPeers {
+            id,
+            info_hash: hash,
+        },
+    )
+    .body
+    else {
+        panic!("not a response")
+    };
+    let announce = Query::AnnouncePeer {
+        id,
+        info_hash: hash,
+        port: 7000,
+        implied_port: false,
+        token: r.token.expect("a token"),
+    };
+    assert!(matches!(
+        query(&mut node, t0, alice, announce).body,
+        Body::Response(_)
+    ));
+    // Our only contact is alice, who knows no peer: the one announced to us is found all the same.
+    let done = node.start_lookup(
+        t0,
+        NodeId(hash.0),
+        LookupKind::GetPeers {
+            announce_port: None,
+        },
+        &[],
+        &[],
+    );
+    node.handle_timeout(t0 + Duration::from_secs(10));
+    let result = std::iter::from_fn(|| node.poll_output())
+        .find_map(|o| match o {
+            DhtOutput::Event(DhtEvent::LookupDone(r)) if r.id == done => Some(r),
+            _ => None,
+        })
+        .expect("the lookup ends");
+    assert_eq!(
+        result.peers,
+        vec!["10.0.0.1:7000".parse::<SocketAddr>().unwrap()]
+    );
+}

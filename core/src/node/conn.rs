@@ -72,6 +72,8 @@ pub(crate) struct Conn {
     pub remote_ext: std::collections::BTreeMap<String, u8>,
     /// BEP 9: the size of the info dictionary the peer offers, when it offers `ut_metadata`.
     pub remote_metadata_size: Option<u32>,
+    /// BEP 5: the peer already named its DHT port (only its first PORT message is passed on).
+    pub dht_port_heard: bool,
     /// What we told this peer by PEX, and when (BEP 11).
     pub pex: crate::extension::pex::PexSender,
     pub am_choking: bool,
@@ -149,6 +151,7 @@ impl Conn {
             listen_addr: None,
             remote_ext: Default::default(),
             remote_metadata_size: None,
+            dht_port_heard: false,
             pex: Default::default(),
             am_choking: true,
             am_interested: false,

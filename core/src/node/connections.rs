@@ -228,15 +228,18 @@ impl Node {
         }
     }
 
-    /// BEP 5: a peer's PORT message names its DHT node, for the driver's DHT node to ping.
+    /// BEP 5: a peer's PORT message names its DHT node, for the driver's DHT node to ping. Only the first
+    /// one of a connection counts, so that a peer cannot have us ping every port of its address.
     fn on_dht_port(&mut self, id: ConnId, port: u16) {
-        let Some(c) = self.s.conns.get(&id) else {
+        let Some(c) = self.s.conns.get_mut(&id) else {
             return;
         };
-        if self.s.config.dht_port.is_some() && port != 0 {
-            let addr = SocketAddr::new(c.addr.ip(), port);
-            self.s.outputs.push_back(Output::DhtNode { addr });
+        if self.s.config.dht_port.is_none() || port == 0 || c.dht_port_heard {
+            return;
         }
+        c.dht_port_heard = true;
+        let addr = SocketAddr::new(c.addr.ip(), port);
+        self.s.outputs.push_back(Output::DhtNode { addr });
     }
 
     /// Another connection of torrent `hash` to the peer `peer_id`.

@@ -382,6 +382,9 @@ pub struct LtOptions {
     /// TCP only: libtorrent otherwise dials peers over uTP first, which enjambre and aria2c do not speak,
     /// and waits about 3 s for that to fail before trying TCP.
     pub no_utp: bool,
+    /// Run libtorrent's DHT node on the listen port, joining through these nodes (none: others join
+    /// through it).
+    pub dht: Option<Vec<SocketAddr>>,
 }
 
 /// A running `lt_peer.py run`: one libtorrent session.
@@ -425,6 +428,12 @@ impl LtPeer {
         }
         if opts.pex {
             cmd.arg("--pex");
+        }
+        if let Some(bootstrap) = &opts.dht {
+            cmd.arg("--dht");
+            for b in bootstrap {
+                cmd.arg("--dht-bootstrap").arg(b.to_string());
+            }
         }
         let timeout = if opts.timeout_secs == 0 {
             60

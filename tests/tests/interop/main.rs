@@ -6,13 +6,15 @@
 //! `.ci/run` does, which installs `python3-libtorrent aria2 mktorrent`), where a missing client fails it.
 //!
 //! The foreign clients run isolated (no DHT, local discovery, peer exchange, UPnP/NAT-PMP), so every peer
-//! they meet came from enjambre's tracker (or dialled in after getting their address from it).
+//! they meet came from enjambre's tracker (or dialled in after getting their address from it); `dht.rs` and
+//! `pex.rs` turn on the one mechanism they test.
 //!
 //! libtorrent runs with its default settings in `seeder.rs` (it dials over uTP first, which enjambre does not
 //! speak, and falls back to TCP after about 3 s). Elsewhere it runs TCP-only (`--no-utp`): a libtorrent
 //! peer that has a uTP dial pending to an enjambre peer turns away that peer's own TCP connection as a
 //! "duplicate peer-id" until the uTP attempt times out, which only costs time.
 
+mod dht;
 mod foreign;
 mod leecher;
 mod magnet;

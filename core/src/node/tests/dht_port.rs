@@ -97,7 +97,9 @@ fn ports(msgs: &[Message]) -> Vec<u16> {
 fn a_node_with_a_dht_swaps_ports_with_a_peer_that_has_one() {
     let (mut node, meta) = seeder(Some(7001));
     let theirs = crate::wire::with_dht_bit(crate::wire::reserved_bits(true, true));
-    let (ours, sent, found) = dial_in(&mut node, &meta, theirs, &[Message::Port(6000)]);
+    // A second PORT on the connection is not passed on: a peer cannot have us ping its every port.
+    let msgs = [Message::Port(6000), Message::Port(6001)];
+    let (ours, sent, found) = dial_in(&mut node, &meta, theirs, &msgs);
     assert_eq!(ours, theirs, "our handshake carries the DHT bit too");
     assert_eq!(ports(&sent), vec![7001], "we send our DHT port once");
     assert_eq!(found, vec![SocketAddr::from((PEER, 6000))]);
