@@ -52,14 +52,15 @@ pub fn percent(verified: u32, total: u32) -> f64 {
     }
 }
 
-/// A regular, visible file directly inside the download folder.
+/// A regular, visible file directly inside the download folder (or a visible folder there, shared as one
+/// multi-file torrent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainFile {
     /// File name.
     pub name: String,
     /// Full path.
     pub path: PathBuf,
-    /// Length in bytes.
+    /// Length in bytes (0 for a folder: its files are measured when it is hashed).
     pub size: u64,
 }
 
@@ -72,6 +73,8 @@ pub struct Library {
     pub files: Vec<PlainFile>,
     /// Visible top-level folders, by name.
     pub folders: Vec<String>,
+    /// Visible top-level folders that hold something, by name: each can be shared as a multi-file torrent.
+    pub filled_folders: Vec<PlainFile>,
     /// State files that could not be read (see [`crate::state_dir::StateScan`]): any of them may describe
     /// an unfinished download whose partial file must not be taken for a complete one.
     pub unreadable_state: Vec<PathBuf>,
@@ -99,7 +102,8 @@ pub struct ServePlan {
     /// complete, plus complete multi-file downloads still present: add them in download mode, so that the
     /// node spot-checks instead of rehashing.
     pub cached: Vec<Metainfo>,
-    /// Complete files without a usable cached metainfo: hash them and seed.
+    /// Complete files without a usable cached metainfo, and folders that are no download: hash them and
+    /// seed (a folder as one multi-file torrent).
     pub to_hash: Vec<PlainFile>,
     /// Files without a usable cached metainfo while some state file is unreadable: each may be a partial
     /// download that only looks complete, so it is neither hashed nor seeded (invariant 1).
@@ -128,6 +132,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         .collect();
     let mut files = Vec::new();
     let mut folders = Vec::new();
+    let mut filled_folders = Vec::new();
     for path in storage.list_dir(dir)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -137,6 +142,16 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         }
         let name = name.to_string();
         if storage.is_dir(&path) {
+            if storage
+                .list_dir(&path)
+                .is_ok_and(|entries| !entries.is_empty())
+            {
+                filled_folders.push(PlainFile {
+                    name: name.clone(),
+                    path: path.clone(),
+                    size: 0,
+                });
+            }
             folders.push(name);
         } else if let Some(size) = storage.file_len(&path)? {
             files.push(PlainFile { name, path, size });
@@ -144,10 +159,12 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     folders.sort();
+    filled_folders.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Library {
         downloads,
         files,
         folders,
+        filled_folders,
         unreadable_state: state_scan.unreadable,
     })
 }
@@ -184,6 +201,17 @@ impl Library {
                 Some(d) => plan.cached.push(d.meta.clone()),
                 None if !self.unreadable_state.is_empty() => plan.held_back.push(file.clone()),
                 None => plan.to_hash.push(file.clone()),
+            }
+        }
+        // A folder nobody downloaded (a download's folder is resumed or seeded below) is shared whole.
+        for folder in &self.filled_folders {
+            if self.downloads.iter().any(|d| d.top_name() == folder.name) {
+                continue;
+            }
+            if self.unreadable_state.is_empty() {
+                plan.to_hash.push(folder.clone());
+            } else {
+                plan.held_back.push(folder.clone());
             }
         }
         for d in &self.downloads {
@@ -372,6 +400,38 @@ mod tests {
         want.sort();
         assert_eq!(resumed, want);
         assert_eq!(plan.stale, vec![old.info_hash]);
+    }
+
+    #[test]
+    fn a_folder_nobody_downloaded_is_hashed_whole_and_a_downloads_folder_is_not() {
+        let s = Scratch::new("library", "folders");
+        populate(&s.0);
+        std::fs::create_dir_all(s.0.join("album/disc 2")).unwrap();
+        std::fs::write(s.0.join("album/one.bin"), data(1000, 5)).unwrap();
+        std::fs::write(s.0.join("album/disc 2/two.bin"), data(3000, 6)).unwrap();
+        // A multi-file download under way occupies its folder.
+        let part = data(2 * PIECE as usize, 7);
+        let mut h = PieceHasher::new(PIECE);
+        h.feed(&part);
+        let files = vec![FileEntry {
+            path: vec!["a.bin".into()],
+            length: part.len() as u64,
+        }];
+        let fetching = build("fetching", PIECE, files, h.finish(), None).unwrap();
+        StateDir::new(Arc::new(StdStorage), &s.0)
+            .save_metainfo(&fetching)
+            .unwrap();
+        std::fs::create_dir_all(s.0.join("fetching")).unwrap();
+        std::fs::write(s.0.join("fetching/a.bin"), vec![0u8; part.len()]).unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        let hashed: Vec<&str> = plan.to_hash.iter().map(|f| f.name.as_str()).collect();
+        // The empty "sub" folder is left alone.
+        assert_eq!(hashed, ["changed.bin", "plain.txt", "album"]);
+        assert_eq!(plan.to_hash[2].path, s.0.join("album"));
+        assert!(plan
+            .resume
+            .iter()
+            .any(|d| d.meta.info_hash == fetching.info_hash));
     }
 
     #[test]

@@ -184,24 +184,41 @@ fn magnet_link(seed: u64, file: &FileSpec, trackers: &[String], peers: &[SocketA
     Magnet::parse(&magnet.to_uri()).unwrap_or(magnet)
 }
 
-/// The info hash of the torrent a seeder makes of `file`'s generated content (its `piece_size`, a single
-/// file named after it): what the magnet of the story names. Hashed once per process and file.
+/// The info hash of the torrent a seeder makes of `file`'s generated content (its `piece_size`; a single
+/// file named after it, or a folder of its files): what the magnet of the story names. Hashed once per
+/// process and file.
 pub fn generated_info_hash(seed: u64, file: &FileSpec) -> InfoHash {
-    type Cache = Mutex<BTreeMap<(u64, String, u64, u32), InfoHash>>;
+    type Cache = Mutex<BTreeMap<(u64, String, Vec<(String, u64)>, u32), InfoHash>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let piece_length = file.piece_size.map_or(DEFAULT_PIECE_LENGTH, |s| s.0 as u32);
-    let key = (seed, file.name.clone(), file.size.0, piece_length);
+    let key = (seed, file.name.clone(), file.parts(), piece_length);
     let cache = CACHE.get_or_init(Cache::default);
     if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
         return h;
     }
+    // The files as `peer create` walks them: a plain file is itself; a folder's files in sorted path order,
+    // each path below the folder.
+    let mut parts: Vec<(Vec<String>, String, u64)> = file
+        .parts()
+        .into_iter()
+        .map(|(path, size)| {
+            let below = match path.strip_prefix(&format!("{}/", file.name)) {
+                Some(rest) if file.is_folder() => rest.split('/').map(String::from).collect(),
+                _ => vec![path.clone()],
+            };
+            (below, path, size)
+        })
+        .collect();
+    parts.sort();
     let mut hasher = PieceHasher::new(piece_length);
-    content::generate(seed, &file.name, file.size.0, |chunk| hasher.feed(chunk));
-    let entry = FileEntry {
-        path: vec![file.name.clone()],
-        length: file.size.0,
-    };
-    let hash = match build(&file.name, piece_length, vec![entry], hasher.finish(), None) {
+    for (_, path, size) in &parts {
+        content::generate(seed, path, *size, |chunk| hasher.feed(chunk));
+    }
+    let entries = parts
+        .into_iter()
+        .map(|(path, _, length)| FileEntry { path, length })
+        .collect();
+    let hash = match build(&file.name, piece_length, entries, hasher.finish(), None) {
         Ok(meta) => meta.info_hash,
         // A scenario's files are checked when it loads (plain names, sizes up to 1 GiB, piece sizes that
         // are powers of two): a file that makes no torrent cannot reach this point. Name a hash no one has.
@@ -331,7 +348,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
             }
         }
         for file in to_digest {
-            if let Ok(d) = digest_file(storage.as_ref(), &dir.join(&file)) {
+            if let Ok(digests) = digest_tree(storage.as_ref(), dir, &file) {
                 observer
                     .world
                     .lock()
@@ -339,7 +356,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
                     .entry(observer.host.clone())
                     .or_default()
                     .digests
-                    .insert(file, d);
+                    .extend(digests);
             }
         }
     }
@@ -355,6 +372,46 @@ pub fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
             r => return r,
         }
     }
+}
+
+/// Digests of download `name` in `dir`, by path below `dir`: the file itself, or every file of a folder
+/// (`name/a.bin`, `name/sub/b.bin`, so that copies are compared file by file) and, under the folder's own
+/// name, the SHA-1 of those digests in path order (so that a digest under a download's name means, for
+/// either kind, that it was read back complete).
+fn digest_tree(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<Vec<(String, [u8; 20])>> {
+    let mut out = Vec::new();
+    files_digests(storage, dir, name, &mut out)?;
+    if out.len() != 1 || out[0].0 != name {
+        let mut h = Sha1::new();
+        for (_, d) in &out {
+            h.update(d);
+        }
+        out.push((name.to_string(), h.finalize().into()));
+    }
+    Ok(out)
+}
+
+fn files_digests(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    out: &mut Vec<(String, [u8; 20])>,
+) -> std::io::Result<()> {
+    let path = dir.join(name);
+    if !storage.is_dir(&path) {
+        out.push((name.to_string(), digest_file(storage, &path)?));
+        return Ok(());
+    }
+    for entry in storage.list_dir(&path)? {
+        if let Some(child) = entry.file_name().and_then(|n| n.to_str()) {
+            files_digests(storage, dir, &format!("{name}/{child}"), out)?;
+        }
+    }
+    Ok(())
 }
 
 fn digest_file(storage: &dyn Storage, path: &Path) -> std::io::Result<[u8; 20]> {

@@ -293,17 +293,114 @@ impl Default for TrackerSpec {
     }
 }
 
-/// A file of the story.
+/// A file of the story, or a folder of files shared as one multi-file torrent.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FileFields")]
 pub struct FileSpec {
-    /// File name (also its catalog name).
+    /// File (or folder) name, also its catalog name.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes; of a folder, the sum of its files'.
     pub size: Size,
     /// Piece size (default 512 KiB).
-    #[serde(default)]
     pub piece_size: Option<Size>,
+    /// Makes this a folder: its files, by path below the folder (`"a.bin"`, `"sub/b.bin"`) and size. Their
+    /// sizes need not be multiples of the piece size, so pieces straddle files.
+    pub files: Vec<PartSpec>,
+}
+
+/// One file of a folder ([`FileSpec::files`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// Path below the folder, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: Size,
+}
+
+/// A `[[file]]` as written: `size` for a file, `files` (and optionally their total `size`) for a folder.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFields {
+    name: String,
+    #[serde(default)]
+    size: Option<Size>,
+    #[serde(default)]
+    piece_size: Option<Size>,
+    #[serde(default)]
+    files: Vec<PartSpec>,
+}
+
+impl TryFrom<FileFields> for FileSpec {
+    type Error = String;
+
+    /// A file needs its size; a folder's size is the sum of its files', whose paths are safe and distinct.
+    fn try_from(f: FileFields) -> Result<FileSpec, String> {
+        let total = f
+            .files
+            .iter()
+            .map(|p| p.size.0)
+            .fold(0u64, u64::saturating_add);
+        let size = match (f.size, f.files.is_empty()) {
+            (None, true) => {
+                return Err(format!(
+                    "file {:?} needs a `size` (or `files`, for a folder)",
+                    f.name
+                ))
+            }
+            (Some(size), true) => size,
+            (Some(size), false) if size.0 != total => {
+                return Err(format!(
+                    "folder {:?}: `size` {} is not the sum of its files' ({total})",
+                    f.name, size.0
+                ))
+            }
+            (_, false) => Size(total),
+        };
+        let mut paths = std::collections::BTreeSet::new();
+        let inside = |a: &str, b: &str| b.starts_with(a) && b[a.len()..].starts_with('/');
+        for p in &f.files {
+            let safe = !p.path.is_empty()
+                && p.path
+                    .split('/')
+                    .all(enjambre_core::metainfo::is_safe_component);
+            let clash = f
+                .files
+                .iter()
+                .any(|q| inside(&p.path, &q.path) || inside(&q.path, &p.path));
+            if !safe || clash || !paths.insert(p.path.as_str()) {
+                return Err(format!(
+                    "folder {:?}: file path {:?} is not a plain relative path, or is used twice (or as a folder)",
+                    f.name, p.path
+                ));
+            }
+        }
+        Ok(FileSpec {
+            name: f.name,
+            size,
+            piece_size: f.piece_size,
+            files: f.files,
+        })
+    }
+}
+
+impl FileSpec {
+    /// The files on disk, each as (path below the download folder, size): the file itself, or every file
+    /// of the folder in order. Each one's content is generated from the seed and this path.
+    pub fn parts(&self) -> Vec<(String, u64)> {
+        if self.files.is_empty() {
+            return vec![(self.name.clone(), self.size.0)];
+        }
+        self.files
+            .iter()
+            .map(|p| (format!("{}/{}", self.name, p.path), p.size.0))
+            .collect()
+    }
+
+    /// Whether this is a folder (a multi-file torrent).
+    pub fn is_folder(&self) -> bool {
+        !self.files.is_empty()
+    }
 }
 
 /// A peer of the story.
@@ -396,6 +493,9 @@ pub struct Knobs {
     /// Requests kept outstanding cover this long at a peer's measured rate.
     #[serde(default)]
     pub request_queue_time: Option<Span>,
+    /// Send HAVE also to peers that hold the piece (`NodeConfig::send_redundant_have`).
+    #[serde(default)]
+    pub redundant_have: Option<bool>,
 }
 
 impl Knobs {
@@ -424,6 +524,9 @@ impl Knobs {
         }
         if let Some(v) = self.request_queue_time {
             c.request_queue_time = v.0;
+        }
+        if let Some(v) = self.redundant_have {
+            c.send_redundant_have = v;
         }
     }
 }
@@ -1060,6 +1163,11 @@ mod tests {
             ("[disk]\ncapacity = \"1MiB\"\n[[peer]]\nname = \"c\"\ndisk_free = \"2MiB\"\n", "more than the disk's capacity"),
             ("[[event]]\nat = 1\naction = \"free_disk\"\npeer = \"a\"\n", "nothing to free"),
             ("[expect]\ndisk_stalled = [\"q\"]\n", "unknown peer \"q\""),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"../x\", size = 1 }]\n", "not a plain relative path"),
+            ("[[file]]\nname = \"d\"\n", "needs a `size`"),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"a\", size = 1 }, { path = \"a/b\", size = 1 }]\n", "used twice (or as a folder)"),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"a\", size = 1 }, { path = \"a\", size = 2 }]\n", "used twice"),
+            ("[[file]]\nname = \"d\"\nsize = 5\nfiles = [{ path = \"a\", size = 1 }]\n", "not the sum of its files' (1)"),
         ];
         for (extra, expected) in cases {
             let err = invalid(&format!("{base}{extra}"));
@@ -1148,6 +1256,26 @@ mod tests {
             let err = invalid(&format!("name = \"x\"\n{text}{peers}"));
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_folder_is_its_files_in_order_and_weighs_their_sum() {
+        let text = "name = \"x\"\n[[file]]\nname = \"album\"\nfiles = [{ path = \"b.bin\", size = 70000 }, { path = \"sub/a.bin\", size = 0 }, { path = \"c.bin\", size = 5 }]\n[[file]]\nname = \"f.bin\"\nsize = 9\n[[peer]]\nname = \"a\"\nhas = [\"album\", \"f.bin\"]\n";
+        let s = Scenario::from_toml(text).unwrap();
+        let album = s.file("album").unwrap();
+        assert!(album.is_folder());
+        assert_eq!(album.size.0, 70005);
+        assert_eq!(
+            album.parts(),
+            [
+                ("album/b.bin".to_string(), 70000),
+                ("album/sub/a.bin".to_string(), 0),
+                ("album/c.bin".to_string(), 5)
+            ]
+        );
+        let plain = s.file("f.bin").unwrap();
+        assert!(!plain.is_folder());
+        assert_eq!(plain.parts(), [("f.bin".to_string(), 9)]);
     }
 
     #[test]

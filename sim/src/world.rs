@@ -132,7 +132,8 @@ pub struct PeerLive {
     pub resumes: Vec<ResumeRecord>,
     /// Time each file first completed.
     pub completed_at: BTreeMap<String, Duration>,
-    /// SHA-1 of each finished file as read back from the peer's disk.
+    /// SHA-1 of each finished file as read back from the peer's disk (a folder's: each of its files by
+    /// path, `album/a.bin`, and a digest of those under the folder's name).
     pub digests: BTreeMap<String, [u8; 20]>,
     /// Bytes uploaded in earlier boots, per file.
     pub uploaded_before: BTreeMap<String, u64>,

@@ -72,8 +72,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Seed every complete file in DIR, publish it to the tracker, resume unfinished downloads; run until
-    /// stopped.
+    /// Seed every complete file and folder in DIR, publish it to the tracker, resume unfinished downloads;
+    /// run until stopped.
     Serve {
         /// Hash everything on disk instead of trusting checkpoints.
         #[arg(long)]

@@ -21,6 +21,7 @@ impl Node {
         };
         c.phase = ConnPhase::Handshaking;
         c.last_recv = now;
+        self.s.conn_deadlines.mark(id);
         let Some(hash) = c.torrent else { return };
         self.send_handshake(id, hash);
         let addr = self.s.addr_of(id);
@@ -51,7 +52,7 @@ impl Node {
             return;
         }
         self.s.note_conn_id(id);
-        self.s.conns.insert(id, Conn::new(addr, false, None, now));
+        self.s.insert_conn(id, Conn::new(addr, false, None, now));
         self.s.event(NodeEvent::Connected {
             conn: id,
             addr,
@@ -83,6 +84,9 @@ impl Node {
             return;
         };
         c.last_recv = now;
+        if now < self.s.now {
+            self.s.conn_deadlines.mark(id);
+        }
         c.decoder.feed(data);
         loop {
             let Some(c) = self.s.conns.get_mut(&id) else {
@@ -180,6 +184,8 @@ impl Node {
         c.open_with(&hs, hash);
         c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        // Open, its timers are others than the handshake's (possibly sooner).
+        ctx.s.conn_deadlines.mark(id);
         ctx.t.conns.insert(id);
         let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
             .and_then(|info| u32::try_from(info.len()).ok())
@@ -323,12 +329,15 @@ impl Node {
     pub(super) fn check_connection_timers(&mut self, now: Instant) {
         let mut to_close = Vec::new();
         let mut keepalive = Vec::new();
-        for (id, c) in &self.s.conns {
+        for id in self.s.conn_deadlines.due(now) {
+            let Some(c) = self.s.conns.get(&id) else {
+                continue;
+            };
             match c.due_timer(now, &self.s.config) {
                 None => {}
-                Some(ConnTimer::Handshake) => to_close.push((*id, CloseReason::HandshakeTimeout)),
-                Some(ConnTimer::Idle) => to_close.push((*id, CloseReason::Idle)),
-                Some(ConnTimer::KeepAlive) => keepalive.push(*id),
+                Some(ConnTimer::Handshake) => to_close.push((id, CloseReason::HandshakeTimeout)),
+                Some(ConnTimer::Idle) => to_close.push((id, CloseReason::Idle)),
+                Some(ConnTimer::KeepAlive) => keepalive.push(id),
             }
         }
         for (id, reason) in to_close {
@@ -337,6 +346,9 @@ impl Node {
         for id in keepalive {
             if let Some(c) = self.s.conns.get_mut(&id) {
                 c.last_sent = now;
+            }
+            if now < self.s.now {
+                self.s.conn_deadlines.mark(id);
             }
             self.s.send(id, Message::KeepAlive);
         }

@@ -242,6 +242,7 @@ impl Node {
         };
         c.open_with(hs, hash);
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        self.s.conn_deadlines.mark(id);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }

@@ -40,6 +40,7 @@
 
 mod checkpointing;
 mod conn;
+mod conn_deadlines;
 mod connections;
 mod disk_faults;
 mod messages;
@@ -205,8 +206,8 @@ impl Node {
     /// The earliest instant at which [`Node::handle_timeout`] has work to do; `None` when no timer is armed.
     ///
     /// Cheap: torrents' deadlines are kept from the end of the call that last changed them (a deadline that
-    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are a
-    /// few comparisons each.
+    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are kept
+    /// in order of time ([`conn_deadlines`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let now = self.s.now;
         let torrents = self
@@ -216,11 +217,7 @@ impl Node {
                 Some(at) if *at > now => Some(*at),
                 _ => self.torrents.get(hash)?.next_deadline(now, &self.s.config),
             });
-        let conns = self
-            .s
-            .conns
-            .values()
-            .filter_map(|c| c.next_deadline(&self.s.config));
+        let conns = self.s.conn_deadlines.earliest();
         let fetches = self
             .fetches
             .values()
@@ -248,6 +245,7 @@ impl Node {
     /// End of a call: hand queued bytes to the driver and note the next deadline of every torrent changed.
     fn settle(&mut self, now: Instant) {
         self.s.flush(now);
+        self.s.conn_deadlines.refresh(&self.s.conns, &self.s.config);
         for hash in std::mem::take(&mut self.touched) {
             if let Some(t) = self.torrents.get(&hash) {
                 let at = t.next_deadline(self.s.now, &self.s.config);

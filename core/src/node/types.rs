@@ -79,11 +79,17 @@ pub struct NodeConfig {
     pub disk_retry_max: Duration,
     /// Advertise and speak `ut_pex` (peer exchange, BEP 11) in the extension handshake.
     pub peer_exchange: bool,
-    /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
-    pub serve_metadata: bool,
+    /// Send HAVE for a newly verified piece also to peers that already hold it (libtorrent's
+    /// `send_redundant_have`, on by default there and here). Off, such a HAVE is held back until our download
+    /// completes, and then sent in one batch, so that a peer learns we are a seed (and both ends close a
+    /// connection neither needs); meanwhile its view of our pieces, which it only uses to decide its interest
+    /// in us, lacks pieces it has itself.
+    pub send_redundant_have: bool,
     /// The UDP port of the driver's DHT node (BEP 5), if it runs one: advertised by the DHT bit of the
     /// handshake and sent in a PORT message to every peer that sets that bit.
     pub dht_port: Option<u16>,
+    /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
+    pub serve_metadata: bool,
 }
 
 impl Default for NodeConfig {
@@ -117,8 +123,9 @@ impl Default for NodeConfig {
             disk_retry_base: Duration::from_secs(2),
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
-            serve_metadata: false,
+            send_redundant_have: true,
             dht_port: None,
+            serve_metadata: false,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Serving a folder: seed every complete file in it (reusing cached metainfo, hashing the rest), publish each
-//! to the tracker catalog, forget stale state and resume every unfinished download.
+//! Serving a folder: seed every complete file and subfolder in it (a subfolder as one multi-file torrent;
+//! reusing cached metainfo, hashing the rest), publish each to the tracker catalog, forget stale state and
+//! resume every unfinished download.
 
 use super::{AppError, PeerApp};
 use crate::create::create_metainfo;
