@@ -184,24 +184,41 @@ fn magnet_link(seed: u64, file: &FileSpec, trackers: &[String], peers: &[SocketA
     Magnet::parse(&magnet.to_uri()).unwrap_or(magnet)
 }
 
-/// The info hash of the torrent a seeder makes of `file`'s generated content (its `piece_size`, a single
-/// file named after it): what the magnet of the story names. Hashed once per process and file.
+/// The info hash of the torrent a seeder makes of `file`'s generated content (its `piece_size`; a single
+/// file named after it, or a folder of its files): what the magnet of the story names. Hashed once per
+/// process and file.
 pub fn generated_info_hash(seed: u64, file: &FileSpec) -> InfoHash {
-    type Cache = Mutex<BTreeMap<(u64, String, u64, u32), InfoHash>>;
+    type Cache = Mutex<BTreeMap<(u64, String, Vec<(String, u64)>, u32), InfoHash>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let piece_length = file.piece_size.map_or(DEFAULT_PIECE_LENGTH, |s| s.0 as u32);
-    let key = (seed, file.name.clone(), file.size.0, piece_length);
+    let key = (seed, file.name.clone(), file.parts(), piece_length);
     let cache = CACHE.get_or_init(Cache::default);
     if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
         return h;
     }
+    // The files as `peer create` walks them: a plain file is itself; a folder's files in sorted path order,
+    // each path below the folder.
+    let mut parts: Vec<(Vec<String>, String, u64)> = file
+        .parts()
+        .into_iter()
+        .map(|(path, size)| {
+            let below = match path.strip_prefix(&format!("{}/", file.name)) {
+                Some(rest) if file.is_folder() => rest.split('/').map(String::from).collect(),
+                _ => vec![path.clone()],
+            };
+            (below, path, size)
+        })
+        .collect();
+    parts.sort();
     let mut hasher = PieceHasher::new(piece_length);
-    content::generate(seed, &file.name, file.size.0, |chunk| hasher.feed(chunk));
-    let entry = FileEntry {
-        path: vec![file.name.clone()],
-        length: file.size.0,
-    };
-    let hash = match build(&file.name, piece_length, vec![entry], hasher.finish(), None) {
+    for (_, path, size) in &parts {
+        content::generate(seed, path, *size, |chunk| hasher.feed(chunk));
+    }
+    let entries = parts
+        .into_iter()
+        .map(|(path, _, length)| FileEntry { path, length })
+        .collect();
+    let hash = match build(&file.name, piece_length, entries, hasher.finish(), None) {
         Ok(meta) => meta.info_hash,
         // A scenario's files are checked when it loads (plain names, sizes up to 1 GiB, piece sizes that
         // are powers of two): a file that makes no torrent cannot reach this point. Name a hash no one has.

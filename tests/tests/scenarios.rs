@@ -447,6 +447,37 @@ fn trackerless() {
     }
 }
 
+/// A folder (a multi-file torrent) opens from its magnet too: the harness names the info hash of the torrent
+/// `peer serve` makes of the folder (files in sorted path order, subfolders, an empty file).
+#[test]
+fn a_folder_opens_from_its_magnet() {
+    let text = r#"
+        name = "folder-magnet"
+        seed = 3
+        tracker = false
+        [[file]]
+        name = "album"
+        files = [{ path = "b.flac", size = 300000 }, { path = "a.flac", size = 200000 },
+                 { path = "sub/c.txt", size = 100 }, { path = "empty", size = 0 }]
+        piece_size = "16KiB"
+        [[peer]]
+        name = "seeder"
+        has = ["album"]
+        [[peer]]
+        name = "leecher"
+        get = ["album"]
+        magnet = true
+        sources = ["seeder"]
+        [expect]
+        complete = ["leecher"]
+    "#;
+    let scenario = Scenario::from_toml(text).unwrap();
+    let report = run(&scenario, &RunOptions::default()).unwrap();
+    assert!(report.passed, "{}", report.render(false));
+    let story = report.story_lines(false).join("\n");
+    assert!(story.contains("album: metadata received"), "{story}");
+}
+
 /// `--trace-kind dht` shows every KRPC query and answer, with node ids and the info hash named: a lookup
 /// can be followed as it converges on the seeder's announcement.
 #[test]
