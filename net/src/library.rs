@@ -3,8 +3,8 @@
 //!
 //! Synchronous like [`Storage`]; run [`scan`] through a [`crate::storage::Blocking`] runner in a driver.
 
-use crate::state_dir::StateDir;
-use crate::storage::Storage;
+use crate::state_dir::{Stamps, StateDir};
+use crate::storage::{FileStamp, Storage};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use serde::Serialize;
@@ -61,6 +61,8 @@ pub struct PlainFile {
     pub path: PathBuf,
     /// Length in bytes.
     pub size: u64,
+    /// Its length and modification time when the folder was scanned.
+    pub stamp: FileStamp,
 }
 
 /// Everything found in one download folder.
@@ -75,6 +77,8 @@ pub struct Library {
     /// State files that could not be read (see [`crate::state_dir::StateScan`]): any of them may describe
     /// an unfinished download whose partial file must not be taken for a complete one.
     pub unreadable_state: Vec<PathBuf>,
+    /// The stamps of verified files (see [`Stamps`] for the rule that trusts them).
+    pub stamps: Stamps,
 }
 
 /// One line of `peer ls`.
@@ -95,9 +99,13 @@ pub struct LocalEntry {
 /// What `peer serve` does with a folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServePlan {
+    /// Complete files whose cached metainfo matches, whose checkpoint says complete and whose length and
+    /// modification time are those recorded when their content was verified ([`Stamps`]): seed them as they
+    /// are, without reading a byte. Each with its stamp, to record again.
+    pub trusted: Vec<(Metainfo, FileStamp)>,
     /// Complete files whose cached metainfo matches (name, single file, size) and whose checkpoint says
-    /// complete, plus complete multi-file downloads still present: add them in download mode, so that the
-    /// node spot-checks instead of rehashing.
+    /// complete but whose stamp does not match, plus complete multi-file downloads still present: add them
+    /// in download mode, so that the node spot-checks instead of rehashing.
     pub cached: Vec<Metainfo>,
     /// Complete files without a usable cached metainfo: hash them and seed.
     pub to_hash: Vec<PlainFile>,
@@ -121,6 +129,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
     }
     let state = StateDir::new(storage.clone(), dir);
     let state_scan = state.scan_downloads();
+    let stamps = state.load_stamps();
     let downloads = state_scan
         .downloads
         .into_iter()
@@ -138,8 +147,13 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         let name = name.to_string();
         if storage.is_dir(&path) {
             folders.push(name);
-        } else if let Some(size) = storage.file_len(&path)? {
-            files.push(PlainFile { name, path, size });
+        } else if let Some(stamp) = storage.file_stamp(&path)? {
+            files.push(PlainFile {
+                name,
+                path,
+                size: stamp.len,
+                stamp,
+            });
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -149,6 +163,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         files,
         folders,
         unreadable_state: state_scan.unreadable,
+        stamps,
     })
 }
 
@@ -181,6 +196,9 @@ impl Library {
                 continue;
             }
             match self.cached_for(file) {
+                Some(d) if self.stamps.matches(&d.meta.info_hash, &[file.stamp]) => {
+                    plan.trusted.push((d.meta.clone(), file.stamp))
+                }
                 Some(d) => plan.cached.push(d.meta.clone()),
                 None if !self.unreadable_state.is_empty() => plan.held_back.push(file.clone()),
                 None => plan.to_hash.push(file.clone()),
@@ -372,6 +390,33 @@ mod tests {
         want.sort();
         assert_eq!(resumed, want);
         assert_eq!(plan.stale, vec![old.info_hash]);
+    }
+
+    #[test]
+    fn a_file_with_its_recorded_stamp_is_trusted_and_a_touched_one_is_not() {
+        let s = Scratch::new("library", "stamps");
+        let (cached, _, _, _) = populate(&s.0);
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let stamp = StdStorage
+            .file_stamp(&s.0.join("cached.bin"))
+            .unwrap()
+            .unwrap();
+        let mut stamps = Stamps::new();
+        stamps.insert(cached.info_hash, vec![stamp]);
+        sd.save_stamps(&stamps).unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        assert_eq!(plan.trusted, vec![(cached.clone(), stamp)]);
+        assert!(plan.cached.is_empty());
+        // Same length, new modification time: spot-checked as any cached metainfo.
+        let f = std::fs::File::options()
+            .write(true)
+            .open(s.0.join("cached.bin"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        assert!(plan.trusted.is_empty());
+        assert_eq!(plan.cached, vec![cached]);
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl HostPlan {
                 recheck: false,
                 piece_lengths,
                 peers: peers.clone(),
+                ..ServeOptions::default()
             },
             get: GetRequest {
                 names: spec.get.clone(),
