@@ -41,6 +41,9 @@ const FAST_MASK: u8 = 0x04;
 /// Reserved-bit mask for the extension protocol (BEP 10): byte 5, bit 0x10.
 const EXTENDED_BYTE: usize = 5;
 const EXTENDED_MASK: u8 = 0x10;
+/// Reserved-bit mask for the DHT (BEP 5): byte 7, bit 0x01.
+const DHT_BYTE: usize = 7;
+const DHT_MASK: u8 = 0x01;
 
 /// Reserved handshake bytes advertising the fast extension and/or the extension protocol.
 pub fn reserved_bits(fast: bool, extended: bool) -> [u8; 8] {
@@ -50,6 +53,14 @@ pub fn reserved_bits(fast: bool, extended: bool) -> [u8; 8] {
     }
     if let Some(b) = reserved.get_mut(EXTENDED_BYTE) {
         *b |= if extended { EXTENDED_MASK } else { 0 };
+    }
+    reserved
+}
+
+/// `reserved` with the DHT bit (BEP 5) set: we run a DHT node and answer the PORT message.
+pub fn with_dht_bit(mut reserved: [u8; 8]) -> [u8; 8] {
+    if let Some(b) = reserved.get_mut(DHT_BYTE) {
+        *b |= DHT_MASK;
     }
     reserved
 }
@@ -120,6 +131,13 @@ impl Handshake {
         self.reserved
             .get(EXTENDED_BYTE)
             .is_some_and(|b| b & EXTENDED_MASK != 0)
+    }
+
+    /// Whether the sender runs a DHT node (BEP 5) and so may send or want a PORT message.
+    pub fn supports_dht(&self) -> bool {
+        self.reserved
+            .get(DHT_BYTE)
+            .is_some_and(|b| b & DHT_MASK != 0)
     }
 
     /// Parses a complete handshake whose protocol string was already checked.
@@ -777,9 +795,16 @@ mod tests {
         assert!(!plain.supports_fast() && !plain.supports_extended());
         let fast_only = Handshake {
             reserved: reserved_bits(true, false),
-            ..hs
+            ..hs.clone()
         };
         assert!(fast_only.supports_fast() && !fast_only.supports_extended());
+        assert!(!hs.supports_dht());
+        let dht = Handshake {
+            reserved: with_dht_bit(reserved_bits(true, true)),
+            ..hs
+        };
+        assert_eq!(&dht.encode()[20..28], &[0, 0, 0, 0, 0, 0x10, 0, 0x05]);
+        assert!(dht.supports_dht() && dht.supports_fast() && dht.supports_extended());
     }
 
     #[test]

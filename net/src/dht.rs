@@ -6,11 +6,13 @@
 use enjambre_core::dht::krpc::LIMITS;
 use enjambre_core::dht::saved::SavedTable;
 use enjambre_core::dht::{
-    DhtConfig, DhtEvent, DhtNode, DhtOutput, LookupId, LookupKind, LookupResult, NodeId,
+    DhtConfig, DhtEvent, DhtInput, DhtNode, DhtOutput, LookupId, LookupKind, LookupResult, NodeId,
 };
 use enjambre_core::metainfo::InfoHash;
+use enjambre_core::time::Instant;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -28,7 +30,12 @@ enum Command {
         reply: oneshot::Sender<LookupResult>,
     },
     Saved(oneshot::Sender<SavedTable>),
+    Ping(SocketAddr),
+    Stop,
 }
+
+/// Receives every [`DhtEvent`] of the node with its time (the KRPC trace, when the config asks for it).
+pub type DhtEventSink = Arc<dyn Fn(Instant, &DhtEvent) + Send + Sync>;
 
 /// A handle on a running DHT node; cheap to clone.
 #[derive(Debug, Clone)]
@@ -78,6 +85,17 @@ impl DhtHandle {
         self.lookup(target, LookupKind::FindNode).await
     }
 
+    /// Ping a node heard of outside the DHT (a peer's PORT message, BEP 5); it joins the routing table if
+    /// it answers. Dropped, not awaited, when the node is busy or stopped.
+    pub fn ping(&self, addr: SocketAddr) {
+        let _ = self.commands.try_send(Command::Ping(addr));
+    }
+
+    /// Stop the node (its socket is closed; every handle's calls fail with [`DhtStopped`] afterwards).
+    pub async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop).await;
+    }
+
     /// Our id and routing table, to save for the next run.
     pub async fn saved_table(&self) -> Result<SavedTable, DhtStopped> {
         let (reply, answer) = oneshot::channel();
@@ -90,14 +108,26 @@ impl DhtHandle {
 }
 
 /// How a DHT node starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DhtStart {
     /// Node tunables (its `id` is replaced by the saved table's, if there is one).
     pub config: DhtConfig,
-    /// Addresses to join through.
+    /// Addresses to join through; lookups started while the routing table is empty go through them too.
     pub bootstrap: Vec<SocketAddr>,
     /// The table saved by a previous run.
     pub saved: Option<SavedTable>,
+    /// Receives every event (else they are only logged).
+    pub events: Option<DhtEventSink>,
+}
+
+impl std::fmt::Debug for DhtStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtStart")
+            .field("config", &self.config)
+            .field("bootstrap", &self.bootstrap)
+            .field("saved", &self.saved)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Start a DHT node on `socket` as a tokio task; it runs until every [`DhtHandle`] is dropped.
@@ -131,27 +161,34 @@ async fn run<S: DatagramSocket>(
     };
     let mut node = DhtNode::new(config, clock.now());
     if !start.bootstrap.is_empty() || !known.is_empty() {
-        node.start_lookup(
+        // Kademlia's join: a lookup of our own id, then of a random id in each farther bucket.
+        node.handle_input(
             clock.now(),
-            node.id(),
-            LookupKind::FindNode,
-            &known,
-            &start.bootstrap,
+            DhtInput::Bootstrap {
+                addrs: start.bootstrap.clone(),
+                known,
+            },
         );
     }
     let mut waiting: BTreeMap<LookupId, oneshot::Sender<LookupResult>> = BTreeMap::new();
     let mut buf = vec![0u8; LIMITS.max_datagram + 1];
+    let events = start.events;
     loop {
-        flush(&mut node, &socket, &mut waiting).await;
+        flush(&mut node, &socket, &mut waiting, &clock, events.as_ref()).await;
         let deadline = node.poll_timeout();
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                None => return,
+                None | Some(Command::Stop) => return,
                 Some(Command::Lookup { target, kind, reply }) => {
-                    let id = node.start_lookup(clock.now(), target, kind, &[], &[]);
+                    // With no contact yet (the join still running, or it failed), go through the
+                    // bootstrap nodes rather than end at once with nothing.
+                    let empty = node.table().contacts().next().is_none();
+                    let via: &[SocketAddr] = if empty { &start.bootstrap } else { &[] };
+                    let id = node.start_lookup(clock.now(), target, kind, &[], via);
                     waiting.insert(id, reply);
                 }
+                Some(Command::Ping(addr)) => node.ping(clock.now(), addr),
                 Some(Command::Saved(reply)) => {
                     let _ = reply.send(SavedTable { id: node.id(), nodes: node.nodes() });
                 }
@@ -161,7 +198,7 @@ async fn run<S: DatagramSocket>(
                     if let Some(bytes) = buf.get(..n) {
                         node.handle_input(
                             clock.now(),
-                            enjambre_core::dht::DhtInput::Datagram { from, bytes: bytes.to_vec() },
+                            DhtInput::Datagram { from, bytes: bytes.to_vec() },
                         );
                     }
                 }
@@ -184,8 +221,13 @@ async fn flush<S: DatagramSocket>(
     node: &mut DhtNode,
     socket: &S,
     waiting: &mut BTreeMap<LookupId, oneshot::Sender<LookupResult>>,
+    clock: &Clock,
+    events: Option<&DhtEventSink>,
 ) {
     while let Some(out) = node.poll_output() {
+        if let (Some(sink), DhtOutput::Event(e)) = (events, &out) {
+            sink(clock.now(), e);
+        }
         match out {
             DhtOutput::Send { to, bytes } => {
                 if let Err(e) = socket.send_to(&bytes, to).await {
@@ -201,7 +243,7 @@ async fn flush<S: DatagramSocket>(
                 outgoing,
                 peer,
                 summary,
-            }) => tracing::info!(%peer, outgoing, "{summary}"),
+            }) => tracing::debug!(%peer, outgoing, "{summary}"),
             DhtOutput::Event(DhtEvent::Evicted(n)) => {
                 tracing::debug!(id = %n.id, addr = %n.addr, "DHT contact evicted");
             }
@@ -234,6 +276,7 @@ mod tests {
                 },
                 bootstrap,
                 saved: None,
+                events: None,
             },
         )
         .unwrap()

@@ -8,6 +8,7 @@ use crate::storage::{FileStamp, Storage};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,14 +53,15 @@ pub fn percent(verified: u32, total: u32) -> f64 {
     }
 }
 
-/// A regular, visible file directly inside the download folder.
+/// A regular, visible file directly inside the download folder (or a visible folder there, shared as one
+/// multi-file torrent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainFile {
     /// File name.
     pub name: String,
     /// Full path.
     pub path: PathBuf,
-    /// Length in bytes.
+    /// Length in bytes (0 for a folder: its files are measured when it is hashed).
     pub size: u64,
     /// Its length and modification time when the folder was scanned.
     pub stamp: FileStamp,
@@ -74,6 +76,8 @@ pub struct Library {
     pub files: Vec<PlainFile>,
     /// Visible top-level folders, by name.
     pub folders: Vec<String>,
+    /// Visible top-level folders that hold something, by name: each can be shared as a multi-file torrent.
+    pub filled_folders: Vec<PlainFile>,
     /// State files that could not be read (see [`crate::state_dir::StateScan`]): any of them may describe
     /// an unfinished download whose partial file must not be taken for a complete one.
     pub unreadable_state: Vec<PathBuf>,
@@ -107,7 +111,8 @@ pub struct ServePlan {
     /// complete but whose stamp does not match, plus complete multi-file downloads still present: add them
     /// in download mode, so that the node spot-checks instead of rehashing.
     pub cached: Vec<Metainfo>,
-    /// Complete files without a usable cached metainfo: hash them and seed.
+    /// Complete files without a usable cached metainfo, and folders that are no download: hash them and
+    /// seed (a folder as one multi-file torrent).
     pub to_hash: Vec<PlainFile>,
     /// Files without a usable cached metainfo while some state file is unreadable: each may be a partial
     /// download that only looks complete, so it is neither hashed nor seeded (invariant 1).
@@ -137,6 +142,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         .collect();
     let mut files = Vec::new();
     let mut folders = Vec::new();
+    let mut filled_folders = Vec::new();
     for path in storage.list_dir(dir)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -146,6 +152,21 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         }
         let name = name.to_string();
         if storage.is_dir(&path) {
+            if storage
+                .list_dir(&path)
+                .is_ok_and(|entries| !entries.is_empty())
+            {
+                filled_folders.push(PlainFile {
+                    name: name.clone(),
+                    path: path.clone(),
+                    size: 0,
+                    // A folder has no stamp of its own: its files are hashed whole each time.
+                    stamp: FileStamp {
+                        len: 0,
+                        modified: None,
+                    },
+                });
+            }
             folders.push(name);
         } else if let Some(stamp) = storage.file_stamp(&path)? {
             files.push(PlainFile {
@@ -158,13 +179,56 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     folders.sort();
+    filled_folders.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Library {
         downloads,
         files,
         folders,
+        filled_folders,
         unreadable_state: state_scan.unreadable,
         stamps,
     })
+}
+
+/// Lookups by name over one [`Library`], built once: a library of ten thousand files asked file by file
+/// through linear searches took seconds (`peer ls`: 9.4 s for 10,050 files).
+struct Lookup<'a> {
+    /// Top-level names occupied by unfinished downloads.
+    unfinished: BTreeSet<&'a str>,
+    /// Complete single-file downloads by (name, length); the first by info hash when several match.
+    complete_files: BTreeMap<(&'a str, u64), &'a Download>,
+    /// Top-level names of every download.
+    downloads: BTreeSet<&'a str>,
+    /// Top-level files by name.
+    files: BTreeMap<&'a str, &'a PlainFile>,
+    /// Top-level folders.
+    folders: BTreeSet<&'a str>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(lib: &'a Library) -> Lookup<'a> {
+        let mut complete_files = BTreeMap::new();
+        for d in &lib.downloads {
+            if d.is_complete() && !d.meta.info.multi_file {
+                complete_files
+                    .entry((d.meta.info.name.as_str(), d.meta.total_length()))
+                    .or_insert(d);
+            }
+        }
+        Lookup {
+            unfinished: lib.unfinished().map(Download::top_name).collect(),
+            complete_files,
+            downloads: lib.downloads.iter().map(Download::top_name).collect(),
+            files: lib.files.iter().map(|f| (f.name.as_str(), f)).collect(),
+            folders: lib.folders.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn cached_for(&self, file: &PlainFile) -> Option<&'a Download> {
+        self.complete_files
+            .get(&(file.name.as_str(), file.size))
+            .copied()
+    }
 }
 
 impl Library {
@@ -180,22 +244,18 @@ impl Library {
 
     /// The complete single-file download whose metainfo describes `file` exactly (name and size).
     pub fn cached_for(&self, file: &PlainFile) -> Option<&Download> {
-        self.downloads.iter().find(|d| {
-            d.is_complete()
-                && !d.meta.info.multi_file
-                && d.meta.info.name == file.name
-                && d.meta.total_length() == file.size
-        })
+        Lookup::new(self).cached_for(file)
     }
 
     /// Decide what to seed, what to hash and what to resume.
     pub fn plan_serve(&self) -> ServePlan {
+        let look = Lookup::new(self);
         let mut plan = ServePlan::default();
         for file in &self.files {
-            if self.is_unfinished(&file.name) {
+            if look.unfinished.contains(file.name.as_str()) {
                 continue;
             }
-            match self.cached_for(file) {
+            match look.cached_for(file) {
                 Some(d) if self.stamps.matches(&d.meta.info_hash, &[file.stamp]) => {
                     plan.trusted.push((d.meta.clone(), file.stamp))
                 }
@@ -204,17 +264,26 @@ impl Library {
                 None => plan.to_hash.push(file.clone()),
             }
         }
+        // A folder nobody downloaded (a download's folder is resumed or seeded below) is shared whole.
+        for folder in &self.filled_folders {
+            if look.downloads.contains(folder.name.as_str()) {
+                continue;
+            }
+            if self.unreadable_state.is_empty() {
+                plan.to_hash.push(folder.clone());
+            } else {
+                plan.held_back.push(folder.clone());
+            }
+        }
         for d in &self.downloads {
             if !d.is_complete() {
                 plan.resume.push(d.clone());
             } else if d.meta.info.multi_file {
-                if self.folders.iter().any(|f| f == d.top_name())
-                    && !self.is_unfinished(d.top_name())
-                {
+                if look.folders.contains(d.top_name()) && !look.unfinished.contains(d.top_name()) {
                     plan.cached.push(d.meta.clone());
                 }
-            } else if let Some(f) = self.files.iter().find(|f| f.name == d.meta.info.name) {
-                if f.size != d.meta.total_length() && !self.is_unfinished(&f.name) {
+            } else if let Some(f) = look.files.get(d.meta.info.name.as_str()) {
+                if f.size != d.meta.total_length() && !look.unfinished.contains(f.name.as_str()) {
                     plan.stale.push(d.meta.info_hash);
                 }
             }
@@ -225,6 +294,7 @@ impl Library {
     /// The `peer ls` listing: unfinished downloads with their percentage, complete files and complete
     /// multi-file downloads, sorted by name.
     pub fn entries(&self) -> Vec<LocalEntry> {
+        let look = Lookup::new(self);
         let mut out: Vec<LocalEntry> = Vec::new();
         for d in self.unfinished() {
             out.push(LocalEntry {
@@ -236,7 +306,7 @@ impl Library {
             });
         }
         for f in &self.files {
-            if self.is_unfinished(&f.name) {
+            if look.unfinished.contains(f.name.as_str()) {
                 continue;
             }
             out.push(LocalEntry {
@@ -244,15 +314,16 @@ impl Library {
                 size: f.size,
                 complete: true,
                 percent: 100.0,
-                info_hash: self.cached_for(f).map(|d| d.meta.info_hash.to_hex()),
+                info_hash: look.cached_for(f).map(|d| d.meta.info_hash.to_hex()),
             });
         }
+        let mut listed: BTreeSet<String> = out.iter().map(|e| e.name.clone()).collect();
         for d in &self.downloads {
             if d.is_complete()
                 && d.meta.info.multi_file
-                && self.folders.iter().any(|f| f == d.top_name())
-                && !self.is_unfinished(d.top_name())
-                && !out.iter().any(|e| e.name == d.top_name())
+                && look.folders.contains(d.top_name())
+                && !look.unfinished.contains(d.top_name())
+                && listed.insert(d.top_name().to_string())
             {
                 out.push(LocalEntry {
                     name: d.top_name().to_string(),
@@ -417,6 +488,38 @@ mod tests {
         let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
         assert!(plan.trusted.is_empty());
         assert_eq!(plan.cached, vec![cached]);
+    }
+
+    #[test]
+    fn a_folder_nobody_downloaded_is_hashed_whole_and_a_downloads_folder_is_not() {
+        let s = Scratch::new("library", "folders");
+        populate(&s.0);
+        std::fs::create_dir_all(s.0.join("album/disc 2")).unwrap();
+        std::fs::write(s.0.join("album/one.bin"), data(1000, 5)).unwrap();
+        std::fs::write(s.0.join("album/disc 2/two.bin"), data(3000, 6)).unwrap();
+        // A multi-file download under way occupies its folder.
+        let part = data(2 * PIECE as usize, 7);
+        let mut h = PieceHasher::new(PIECE);
+        h.feed(&part);
+        let files = vec![FileEntry {
+            path: vec!["a.bin".into()],
+            length: part.len() as u64,
+        }];
+        let fetching = build("fetching", PIECE, files, h.finish(), None).unwrap();
+        StateDir::new(Arc::new(StdStorage), &s.0)
+            .save_metainfo(&fetching)
+            .unwrap();
+        std::fs::create_dir_all(s.0.join("fetching")).unwrap();
+        std::fs::write(s.0.join("fetching/a.bin"), vec![0u8; part.len()]).unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        let hashed: Vec<&str> = plan.to_hash.iter().map(|f| f.name.as_str()).collect();
+        // The empty "sub" folder is left alone.
+        assert_eq!(hashed, ["changed.bin", "plain.txt", "album"]);
+        assert_eq!(plan.to_hash[2].path, s.0.join("album"));
+        assert!(plan
+            .resume
+            .iter()
+            .any(|d| d.meta.info_hash == fetching.info_hash));
     }
 
     #[test]

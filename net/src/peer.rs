@@ -61,6 +61,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
 
+/// Receives the DHT nodes peers name in PORT messages (BEP 5), for the app's DHT node to ping.
+pub type DhtNodeSink = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
 /// What the driver needs from the world.
 #[derive(Clone)]
 pub struct PeerEnv<T, B> {
@@ -152,6 +155,7 @@ enum Command {
     Add(AddTorrent, Option<String>, oneshot::Sender<()>),
     FetchMetadata(FetchMetadata, Vec<String>, oneshot::Sender<MetadataResult>),
     AddPeer(InfoHash, SocketAddr),
+    DhtNodes(DhtNodeSink),
     Stats(oneshot::Sender<Vec<TorrentStats>>),
     Shutdown(oneshot::Sender<()>),
     Abort,
@@ -260,6 +264,7 @@ impl Peer {
             dropped: Vec::new(),
             metadata_waiters: BTreeMap::new(),
             announce_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ANNOUNCES_IN_FLIGHT)),
+            dht_nodes: None,
             options: options.clone(),
         };
         let handle = tokio::spawn(async move {
@@ -305,9 +310,15 @@ impl Peer {
         async move {
             let meta = Arc::new(meta);
             let name = meta.info.name.clone();
-            let resume = prepare(blocking, storage, dir, meta.clone(), mode)
-                .await
-                .map_err(|source| PeerError::Prepare { name, source })?;
+            // A trusted torrent needs no disk work: it does not wait for the blocking pool, which a library's
+            // ten thousand resumed checkpoints keep busy.
+            let resume = if mode == AddMode::Trusted {
+                enjambre_core::node::Resume::Complete
+            } else {
+                prepare(blocking, storage, dir, meta.clone(), mode)
+                    .await
+                    .map_err(|source| PeerError::Prepare { name, source })?
+            };
             let hash = meta.info_hash;
             // Whether to announce is decided with the tracker tiers, in the node task.
             let add = AddTorrent {
@@ -349,6 +360,12 @@ impl Peer {
     /// Add a peer address to try for a torrent.
     pub fn add_peer(&self, info_hash: InfoHash, addr: SocketAddr) {
         let _ = self.commands.send(Command::AddPeer(info_hash, addr));
+    }
+
+    /// Hand the DHT nodes that peers name in PORT messages to `sink` from now on (the node sends PORT
+    /// messages only when its config has a `dht_port`).
+    pub fn forward_dht_nodes(&self, sink: DhtNodeSink) {
+        let _ = self.commands.send(Command::DhtNodes(sink));
     }
 
     /// Progress of every torrent.
@@ -532,6 +549,8 @@ struct NodeTask<T: Transport, B> {
     metadata_waiters: BTreeMap<InfoHash, Vec<oneshot::Sender<MetadataResult>>>,
     /// Permits for announces in flight ([`MAX_ANNOUNCES_IN_FLIGHT`]).
     announce_slots: Arc<tokio::sync::Semaphore>,
+    /// Where DHT nodes named by peers go.
+    dht_nodes: Option<DhtNodeSink>,
     options: PeerOptions,
 }
 
@@ -675,6 +694,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 self.node.fetch_metadata(now, fetch);
             }
             Command::AddPeer(hash, addr) => self.node.add_peer(now, &hash, addr),
+            Command::DhtNodes(sink) => self.dht_nodes = Some(sink),
             Command::Stats(reply) => {
                 let hashes: Vec<InfoHash> = self.node.torrents().collect();
                 let stats = hashes.iter().filter_map(|h| self.node.stats(h)).collect();
@@ -855,6 +875,11 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             } => {
                 for waiter in self.metadata_waiters.remove(&torrent).unwrap_or_default() {
                     let _ = waiter.send(result.clone().map(|meta| (meta, peers.clone())));
+                }
+            }
+            Output::DhtNode { addr } => {
+                if let Some(sink) = &self.dht_nodes {
+                    sink(addr);
                 }
             }
             Output::Event(e) => {

@@ -562,14 +562,19 @@ mod tests {
                 .unwrap()
                 .ino()
         };
-        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        let full = Checkpoint::new(&m, &Bitfield::full(m.piece_count()));
+        sd.save_checkpoint(&full).unwrap();
         let first = inode();
-        // Replacing goes through a new file renamed over the old one: a new inode.
-        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        // Replacing goes through a new file renamed over the old one: a new inode. The same complete
+        // checkpoint again is left alone.
+        sd.save_checkpoint(&full).unwrap();
         assert_eq!(inode(), first);
-        sd.save_checkpoint(&Checkpoint::new(&m, &Bitfield::full(m.piece_count())))
-            .unwrap();
-        assert_ne!(inode(), first);
+        // Another checkpoint replaces it, and an incomplete one is written even when unchanged.
+        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        let second = inode();
+        assert_ne!(second, first);
+        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        assert_ne!(inode(), second);
     }
 
     #[test]

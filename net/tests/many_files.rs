@@ -211,18 +211,15 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
         );
     }
     // The progress of hashing the folder ends at every file and byte.
-    let last = events
-        .iter()
-        .filter_map(|e| match e {
-            ServeEvent::HashingFolder {
-                files_done,
-                files,
-                bytes_done,
-                bytes,
-            } => Some((*files_done, *files, *bytes_done, *bytes)),
-            _ => None,
-        })
-        .last();
+    let last = events.iter().rev().find_map(|e| match e {
+        ServeEvent::HashingFolder {
+            files_done,
+            files,
+            bytes_done,
+            bytes,
+        } => Some((*files_done, *files, *bytes_done, *bytes)),
+        _ => None,
+    });
     let total: u64 = (0..FILES).map(|i| (10_000 + i) as u64).sum();
     assert_eq!(last, Some((FILES, FILES, total, total)));
     assert_eq!(registry.lock().unwrap().catalog_len(), FILES);

@@ -6,9 +6,11 @@
 //! command line. Engine-specific setup (simulated disks and their faults, addresses, crash and restart)
 //! lives in the engine's layer (`turmoil_host` for turmoil).
 
-use crate::scenario::{PeerSpec, Scenario, TrackerProtocol};
+use crate::content;
+use crate::scenario::{FileSpec, PeerSpec, Scenario, TrackerProtocol};
 use crate::world::Shared;
-use enjambre_core::metainfo::Metainfo;
+use enjambre_core::magnet::Magnet;
+use enjambre_core::metainfo::{build, FileEntry, InfoHash, Metainfo, PieceHasher};
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_core::DEFAULT_PIECE_LENGTH;
 use enjambre_net::app::{AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, TrackerUrls};
@@ -18,9 +20,10 @@ use enjambre_net::storage::{Blocking, Storage};
 use enjambre_net::torrent_store::TorrentStore;
 use enjambre_net::transport::Transport;
 use sha1::{Digest, Sha1};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Port every simulated peer listens on.
@@ -66,8 +69,11 @@ pub struct HostPlan {
     pub app: AppOptions,
     /// How the folder is served.
     pub serve: ServeOptions,
-    /// What is downloaded by name.
+    /// What is downloaded, by name or by magnet.
     pub get: GetRequest,
+    /// The files the host's user asked for (the scenario's `get`), whichever way they are fetched: the
+    /// harness reads their digests once complete.
+    pub wanted: Vec<String>,
 }
 
 impl HostPlan {
@@ -80,19 +86,22 @@ impl HostPlan {
         trace: bool,
         resolve: impl Fn(&str) -> IpAddr,
     ) -> HostPlan {
-        let tracker = TrackerUrls {
+        let tracker = scenario.tracker.enabled.then(|| TrackerUrls {
             announce: match scenario.tracker.protocol {
                 TrackerProtocol::Http => format!("http://tracker:{TRACKER_PORT}/announce"),
                 TrackerProtocol::Udp => format!("udp://tracker:{TRACKER_PORT}/announce"),
             },
             base: format!("http://tracker:{TRACKER_PORT}"),
-        };
+        });
         let listen = SocketAddr::from(([0, 0, 0, 0], PEER_PORT));
-        let mut app = AppOptions::new(PathBuf::from(DATA_DIR), listen, Some(tracker));
+        let mut app = AppOptions::new(PathBuf::from(DATA_DIR), listen, tracker.clone());
         app.peer.node = NodeConfig {
             peer_id: peer_id(&spec.name),
             seed: node_seed(seed, &spec.name, boot),
             trace,
+            peer_exchange: spec.pex_on(),
+            // As in the `peer` binary: info dictionaries are served to magnet users.
+            serve_metadata: true,
             ..NodeConfig::default()
         };
         if spec.sequential {
@@ -114,22 +123,79 @@ impl HostPlan {
                 (f.name.clone(), length)
             })
             .collect();
+        let get = if spec.magnet {
+            let trackers: Vec<String> = tracker.iter().map(|t| t.announce.clone()).collect();
+            GetRequest {
+                magnets: spec
+                    .get
+                    .iter()
+                    .filter_map(|f| scenario.file(f))
+                    .map(|f| magnet_link(seed, f, &trackers, &peers))
+                    .collect(),
+                ..GetRequest::default()
+            }
+        } else {
+            GetRequest {
+                names: spec.get.clone(),
+                peers: peers.clone(),
+                catalog_retry: Some(CATALOG_RETRY),
+                ..GetRequest::default()
+            }
+        };
         HostPlan {
             app,
             serve: ServeOptions {
                 recheck: false,
                 piece_lengths,
-                peers: peers.clone(),
+                peers,
                 ..ServeOptions::default()
             },
-            get: GetRequest {
-                names: spec.get.clone(),
-                peers,
-                catalog_retry: Some(CATALOG_RETRY),
-                ..GetRequest::default()
-            },
+            get,
+            wanted: spec.get.clone(),
         }
     }
+}
+
+/// The magnet link of a story's file, as its seeders' `peer create` would print it, with `trackers` and the
+/// peer hints `peers` added; read back by the core's parser, as the `peer` binary reads what its user typed.
+fn magnet_link(seed: u64, file: &FileSpec, trackers: &[String], peers: &[SocketAddr]) -> Magnet {
+    let magnet = Magnet {
+        info_hash: generated_info_hash(seed, file),
+        name: Some(file.name.clone()),
+        trackers: trackers.to_vec(),
+        peers: peers.to_vec(),
+    };
+    // The URI is what a user would paste; parsing our own canonical output cannot fail.
+    Magnet::parse(&magnet.to_uri()).unwrap_or(magnet)
+}
+
+/// The info hash of the torrent a seeder makes of `file`'s generated content (its `piece_size`, a single
+/// file named after it): what the magnet of the story names. Hashed once per process and file.
+pub fn generated_info_hash(seed: u64, file: &FileSpec) -> InfoHash {
+    type Cache = Mutex<BTreeMap<(u64, String, u64, u32), InfoHash>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let piece_length = file.piece_size.map_or(DEFAULT_PIECE_LENGTH, |s| s.0 as u32);
+    let key = (seed, file.name.clone(), file.size.0, piece_length);
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return h;
+    }
+    let mut hasher = PieceHasher::new(piece_length);
+    content::generate(seed, &file.name, file.size.0, |chunk| hasher.feed(chunk));
+    let entry = FileEntry {
+        path: vec![file.name.clone()],
+        length: file.size.0,
+    };
+    let hash = match build(&file.name, piece_length, vec![entry], hasher.finish(), None) {
+        Ok(meta) => meta.info_hash,
+        // A scenario's files are checked when it loads (plain names, sizes up to 1 GiB, piece sizes that
+        // are powers of two): a file that makes no torrent cannot reach this point. Name a hash no one has.
+        Err(_) => InfoHash([0; 20]),
+    };
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, hash);
+    }
+    hash
 }
 
 /// The seed of a peer's node on one boot: differs per peer and per boot, fixed by the run's seed.
@@ -162,6 +228,15 @@ pub async fn run_peer<T: Transport, B: Blocking>(
         Arc::new(move |_, e: &NodeEvent| o.world.lock().on_event((o.now)(), &o.host, e))
     };
     plan.app.peer.events = Some(events);
+    {
+        // A magnet's torrent is named before its metadata arrives, so that the story can say which file.
+        let mut w = observer.world.lock();
+        for m in &plan.get.magnets {
+            if let Some(name) = &m.name {
+                w.names.insert(m.info_hash.to_hex(), name.clone());
+            }
+        }
+    }
     plan.app.on_added = Some({
         let world = observer.world.clone();
         Arc::new(move |meta: &Metainfo| {
@@ -187,10 +262,10 @@ pub async fn run_peer<T: Transport, B: Blocking>(
         .map_err(|e| e.to_string())?;
     let get = async {
         if let Err(e) = app.get(&plan.get).await {
-            observer.note(true, format!("cannot get {:?}: {e}", plan.get.names));
+            observer.note(true, format!("cannot get {:?}: {e}", plan.wanted));
         }
     };
-    let observe = observe_progress(&app, &plan.get.names, &observer, storage, &dir);
+    let observe = observe_progress(&app, &plan.wanted, &observer, storage, &dir);
     tokio::join!(get, observe);
     Ok(())
 }
@@ -235,7 +310,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
             }
         }
         for file in to_digest {
-            if let Ok(d) = digest_file(storage.as_ref(), &dir.join(&file)) {
+            if let Ok(digests) = digest_tree(storage.as_ref(), dir, &file) {
                 observer
                     .world
                     .lock()
@@ -243,7 +318,7 @@ async fn observe_progress<T: Transport, B: Blocking>(
                     .entry(observer.host.clone())
                     .or_default()
                     .digests
-                    .insert(file, d);
+                    .extend(digests);
             }
         }
     }
@@ -259,6 +334,46 @@ pub fn harness_io<T, E>(mut op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
             r => return r,
         }
     }
+}
+
+/// Digests of download `name` in `dir`, by path below `dir`: the file itself, or every file of a folder
+/// (`name/a.bin`, `name/sub/b.bin`, so that copies are compared file by file) and, under the folder's own
+/// name, the SHA-1 of those digests in path order (so that a digest under a download's name means, for
+/// either kind, that it was read back complete).
+fn digest_tree(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<Vec<(String, [u8; 20])>> {
+    let mut out = Vec::new();
+    files_digests(storage, dir, name, &mut out)?;
+    if out.len() != 1 || out[0].0 != name {
+        let mut h = Sha1::new();
+        for (_, d) in &out {
+            h.update(d);
+        }
+        out.push((name.to_string(), h.finalize().into()));
+    }
+    Ok(out)
+}
+
+fn files_digests(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    out: &mut Vec<(String, [u8; 20])>,
+) -> std::io::Result<()> {
+    let path = dir.join(name);
+    if !storage.is_dir(&path) {
+        out.push((name.to_string(), digest_file(storage, &path)?));
+        return Ok(());
+    }
+    for entry in storage.list_dir(&path)? {
+        if let Some(child) = entry.file_name().and_then(|n| n.to_str()) {
+            files_digests(storage, dir, &format!("{name}/{child}"), out)?;
+        }
+    }
+    Ok(())
 }
 
 fn digest_file(storage: &dyn Storage, path: &Path) -> std::io::Result<[u8; 20]> {

@@ -444,21 +444,26 @@ fn judge(
     if e.identical {
         let mut checked = 0;
         let mut bad = Vec::new();
-        let mut originals: BTreeMap<&str, [u8; 20]> = BTreeMap::new();
+        let mut originals: BTreeMap<String, [u8; 20]> = BTreeMap::new();
         for spec in &scenario.peers {
             let Some(p) = w.peers.get(&spec.name) else {
                 continue;
             };
             for file in &spec.get {
-                let (Some(d), Some(fspec)) = (p.digests.get(file), scenario.file(file)) else {
+                let parts = scenario.file(file).map(|f| f.parts()).unwrap_or_default();
+                // A download is compared once digested (when complete), a folder file by file: a file
+                // of it missing is a difference.
+                if !parts.iter().any(|(part, _)| p.digests.contains_key(part)) {
                     continue;
-                };
-                let original = *originals
-                    .entry(file.as_str())
-                    .or_insert_with(|| content::digest(seed, file, fspec.size.0));
-                checked += 1;
-                if *d != original {
-                    bad.push(format!("{}/{file}", spec.name));
+                }
+                for (part, size) in parts {
+                    let original = *originals
+                        .entry(part.clone())
+                        .or_insert_with(|| content::digest(seed, &part, size));
+                    checked += 1;
+                    if p.digests.get(&part) != Some(&original) {
+                        bad.push(format!("{}/{part}", spec.name));
+                    }
                 }
             }
         }

@@ -191,7 +191,7 @@ pub fn run_observed(
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
     let interval = scenario.tracker.interval.0;
-    {
+    if scenario.tracker.enabled {
         let registry = registry.clone();
         sim.host("tracker", move || {
             tracker_program(registry.clone(), interval, seed)
@@ -235,8 +235,10 @@ pub fn run_observed(
     }
     {
         let mut w = world.lock();
-        w.hosts
-            .insert(stage.sim.lookup("tracker"), "tracker".into());
+        if scenario.tracker.enabled {
+            w.hosts
+                .insert(stage.sim.lookup("tracker"), "tracker".into());
+        }
         for spec in &scenario.peers {
             w.hosts
                 .insert(stage.sim.lookup(spec.name.as_str()), spec.name.clone());
@@ -365,7 +367,9 @@ impl Stage<'_> {
     /// Hosts running in the simulation other than `me`: `from` if given, else the tracker and every started
     /// peer. Links only exist between started hosts.
     fn others(&self, me: &str, from: &[String]) -> Vec<String> {
-        let all: Vec<String> = std::iter::once("tracker".to_string())
+        let tracker = self.scenario.tracker.enabled.then(|| "tracker".to_string());
+        let all: Vec<String> = tracker
+            .into_iter()
             .chain(self.started.iter().cloned())
             .filter(|h| h != me)
             .collect();
@@ -473,8 +477,12 @@ impl Stage<'_> {
                 self.mark(t, &peer, MarkKind::DiskFreed);
             }
             Action::Leave => {
+                // Its host stops for good; a departure, not a fault, so the timeline marks no crash (the
+                // flow engine's leave does the same).
                 if self.is_up(&peer) {
-                    self.crash_peer(&peer, t, "LEAVES the swarm");
+                    self.sim.crash(peer.as_str());
+                    self.mark_down(&peer, t);
+                    self.note(t, &peer, "LEAVES the swarm".into());
                 }
             }
             Action::Latency => {

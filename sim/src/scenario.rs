@@ -27,6 +27,16 @@ pub enum ScenarioError {
     /// Valid TOML that makes no sense as a story.
     #[error("scenario is inconsistent: {0}")]
     Invalid(String),
+    /// A field whose value cannot work with the rest of the story.
+    #[error("scenario is inconsistent: `{field}` of {owner}: {reason}")]
+    BadField {
+        /// The field, as spelt in the file.
+        field: &'static str,
+        /// Where it is: `peer NAME`, `event N (ACTION)` or `the scenario`.
+        owner: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A duration written as `"250ms"`, `"10s"`, `"2m"` (or a bare number of seconds).
@@ -106,7 +116,7 @@ pub struct Scenario {
     /// The simulated disks.
     #[serde(default)]
     pub disk: DiskSpec,
-    /// The tracker.
+    /// The tracker: a `[tracker]` table, or `tracker = false` for a story without one.
     #[serde(default)]
     pub tracker: TrackerSpec,
     /// Files in the story, generated deterministically from the seed and their name.
@@ -199,16 +209,50 @@ pub struct DiskSpec {
 }
 
 /// Tracker settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct TrackerSpec {
+    /// Whether the story has a tracker host at all (`tracker = false`: none; peers then find each other
+    /// through `sources`, magnets' peer hints and peer exchange).
+    pub enabled: bool,
     /// Announce interval it hands out.
-    #[serde(default = "default_interval")]
     pub interval: Span,
     /// How peers announce: `http` (default) or `udp` (BEP 15). The tracker serves both; the catalog
     /// (files by name) is HTTP either way.
-    #[serde(default)]
     pub protocol: TrackerProtocol,
+}
+
+/// The `[tracker]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackerTable {
+    #[serde(default = "default_interval")]
+    interval: Span,
+    #[serde(default)]
+    protocol: TrackerProtocol,
+}
+
+impl<'de> Deserialize<'de> for TrackerSpec {
+    /// `tracker = false` (or `true`), or a `[tracker]` table.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Boolean(enabled) => Ok(TrackerSpec {
+                enabled,
+                ..TrackerSpec::default()
+            }),
+            table @ toml::Value::Table(_) => {
+                let t = TrackerTable::deserialize(table).map_err(de::Error::custom)?;
+                Ok(TrackerSpec {
+                    enabled: true,
+                    interval: t.interval,
+                    protocol: t.protocol,
+                })
+            }
+            other => Err(de::Error::custom(format!(
+                "`tracker` is a [tracker] table or `false`, not {}",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 /// The announce protocol of a scenario's peers.
@@ -229,23 +273,121 @@ fn default_interval() -> Span {
 impl Default for TrackerSpec {
     fn default() -> Self {
         TrackerSpec {
+            enabled: true,
             interval: default_interval(),
             protocol: TrackerProtocol::default(),
         }
     }
 }
 
-/// A file of the story.
+/// A file of the story, or a folder of files shared as one multi-file torrent.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FileFields")]
 pub struct FileSpec {
-    /// File name (also its catalog name).
+    /// File (or folder) name, also its catalog name.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes; of a folder, the sum of its files'.
     pub size: Size,
     /// Piece size (default 512 KiB).
-    #[serde(default)]
     pub piece_size: Option<Size>,
+    /// Makes this a folder: its files, by path below the folder (`"a.bin"`, `"sub/b.bin"`) and size. Their
+    /// sizes need not be multiples of the piece size, so pieces straddle files.
+    pub files: Vec<PartSpec>,
+}
+
+/// One file of a folder ([`FileSpec::files`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// Path below the folder, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: Size,
+}
+
+/// A `[[file]]` as written: `size` for a file, `files` (and optionally their total `size`) for a folder.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFields {
+    name: String,
+    #[serde(default)]
+    size: Option<Size>,
+    #[serde(default)]
+    piece_size: Option<Size>,
+    #[serde(default)]
+    files: Vec<PartSpec>,
+}
+
+impl TryFrom<FileFields> for FileSpec {
+    type Error = String;
+
+    /// A file needs its size; a folder's size is the sum of its files', whose paths are safe and distinct.
+    fn try_from(f: FileFields) -> Result<FileSpec, String> {
+        let total = f
+            .files
+            .iter()
+            .map(|p| p.size.0)
+            .fold(0u64, u64::saturating_add);
+        let size = match (f.size, f.files.is_empty()) {
+            (None, true) => {
+                return Err(format!(
+                    "file {:?} needs a `size` (or `files`, for a folder)",
+                    f.name
+                ))
+            }
+            (Some(size), true) => size,
+            (Some(size), false) if size.0 != total => {
+                return Err(format!(
+                    "folder {:?}: `size` {} is not the sum of its files' ({total})",
+                    f.name, size.0
+                ))
+            }
+            (_, false) => Size(total),
+        };
+        let mut paths = std::collections::BTreeSet::new();
+        let inside = |a: &str, b: &str| b.starts_with(a) && b[a.len()..].starts_with('/');
+        for p in &f.files {
+            let safe = !p.path.is_empty()
+                && p.path
+                    .split('/')
+                    .all(enjambre_core::metainfo::is_safe_component);
+            let clash = f
+                .files
+                .iter()
+                .any(|q| inside(&p.path, &q.path) || inside(&q.path, &p.path));
+            if !safe || clash || !paths.insert(p.path.as_str()) {
+                return Err(format!(
+                    "folder {:?}: file path {:?} is not a plain relative path, or is used twice (or as a folder)",
+                    f.name, p.path
+                ));
+            }
+        }
+        Ok(FileSpec {
+            name: f.name,
+            size,
+            piece_size: f.piece_size,
+            files: f.files,
+        })
+    }
+}
+
+impl FileSpec {
+    /// The files on disk, each as (path below the download folder, size): the file itself, or every file
+    /// of the folder in order. Each one's content is generated from the seed and this path.
+    pub fn parts(&self) -> Vec<(String, u64)> {
+        if self.files.is_empty() {
+            return vec![(self.name.clone(), self.size.0)];
+        }
+        self.files
+            .iter()
+            .map(|p| (format!("{}/{}", self.name, p.path), p.size.0))
+            .collect()
+    }
+
+    /// Whether this is a folder (a multi-file torrent).
+    pub fn is_folder(&self) -> bool {
+        !self.files.is_empty()
+    }
 }
 
 /// A peer of the story.
@@ -260,9 +402,17 @@ pub struct PeerSpec {
     /// Files it fetches by name from the tracker's catalog.
     #[serde(default)]
     pub get: Vec<String>,
-    /// Other peers it is told about directly (`--peer`), besides the tracker.
+    /// Other peers it is told about directly (`--peer`, or a magnet's `x.pe` hints), besides the tracker.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Get its files from magnet links (BEP 9: info hash, name, the tracker if any, `sources` as peer
+    /// hints) instead of by name from the tracker's catalog: the metainfo comes from peers.
+    #[serde(default)]
+    pub magnet: bool,
+    /// Peer exchange (BEP 11): on when absent, as in the `peer` binary. (Every peer serves its info
+    /// dictionaries to magnet users, as the binary does, whatever this says.)
+    #[serde(default)]
+    pub pex: Option<bool>,
     /// Upload cap (bytes per second).
     #[serde(default)]
     pub upload_rate: Option<Size>,
@@ -286,6 +436,16 @@ pub struct PeerSpec {
     #[serde(default)]
     pub disk_free: Option<Size>,
 }
+
+impl PeerSpec {
+    /// Whether the peer exchanges peers ([`PeerSpec::pex`], on by default).
+    pub fn pex_on(&self) -> bool {
+        self.pex.unwrap_or(PEX_BY_DEFAULT)
+    }
+}
+
+/// Peer exchange is on in the `peer` binary, so it is on in a scenario's peers unless `pex = false`.
+pub const PEX_BY_DEFAULT: bool = true;
 
 /// Research knobs (issue 14): the real core's own configuration, set per peer, so that a story can rerun a
 /// paper's experiment. Each unset knob keeps the peer's default; none adds a code path of its own.
@@ -316,6 +476,9 @@ pub struct Knobs {
     /// Requests kept outstanding cover this long at a peer's measured rate.
     #[serde(default)]
     pub request_queue_time: Option<Span>,
+    /// Send HAVE also to peers that hold the piece (`NodeConfig::send_redundant_have`).
+    #[serde(default)]
+    pub redundant_have: Option<bool>,
 }
 
 impl Knobs {
@@ -344,6 +507,9 @@ impl Knobs {
         }
         if let Some(v) = self.request_queue_time {
             c.request_queue_time = v.0;
+        }
+        if let Some(v) = self.redundant_have {
+            c.send_redundant_have = v;
         }
     }
 }
@@ -648,6 +814,26 @@ impl Scenario {
             if let Some(f) = p.get.iter().find(|f| p.has.contains(f)) {
                 return bad(format!("peer {} both has and gets {f:?}", p.name));
             }
+            let field = |field: &'static str, reason: &str| {
+                Err(ScenarioError::BadField {
+                    field,
+                    owner: format!("peer {}", p.name),
+                    reason: reason.to_string(),
+                })
+            };
+            if p.magnet && p.get.is_empty() {
+                return field(
+                    "magnet",
+                    "the peer gets nothing, so it has no magnet to open",
+                );
+            }
+            if !self.tracker.enabled && !p.get.is_empty() && !p.magnet {
+                return field(
+                    "get",
+                    "files by name come from the tracker's catalog and the scenario has `tracker = false`: \
+                     set `magnet = true`",
+                );
+            }
             for s in &p.sources {
                 if !names.contains(s.as_str()) || s == &p.name {
                     return bad(format!("peer {} names unknown source {s:?}", p.name));
@@ -683,6 +869,13 @@ impl Scenario {
                 return bad(format!("{what}: `after_previous` on the first event"));
             }
             let needs_peer = !matches!(e.action, Action::TrackerDown | Action::TrackerUp);
+            if !needs_peer && !self.tracker.enabled {
+                return Err(ScenarioError::BadField {
+                    field: "action",
+                    owner: what,
+                    reason: "the scenario has no tracker (`tracker = false`)".into(),
+                });
+            }
             match &e.peer {
                 Some(p) => peer_known(p, &what)?,
                 None if needs_peer => return bad(format!("{what} needs `peer`")),
@@ -924,6 +1117,11 @@ mod tests {
             ("[disk]\ncapacity = \"1MiB\"\n[[peer]]\nname = \"c\"\ndisk_free = \"2MiB\"\n", "more than the disk's capacity"),
             ("[[event]]\nat = 1\naction = \"free_disk\"\npeer = \"a\"\n", "nothing to free"),
             ("[expect]\ndisk_stalled = [\"q\"]\n", "unknown peer \"q\""),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"../x\", size = 1 }]\n", "not a plain relative path"),
+            ("[[file]]\nname = \"d\"\n", "needs a `size`"),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"a\", size = 1 }, { path = \"a/b\", size = 1 }]\n", "used twice (or as a folder)"),
+            ("[[file]]\nname = \"d\"\nfiles = [{ path = \"a\", size = 1 }, { path = \"a\", size = 2 }]\n", "used twice"),
+            ("[[file]]\nname = \"d\"\nsize = 5\nfiles = [{ path = \"a\", size = 1 }]\n", "not the sum of its files' (1)"),
         ];
         for (extra, expected) in cases {
             let err = invalid(&format!("{base}{extra}"));
@@ -932,6 +1130,88 @@ mod tests {
         assert!(invalid("name = \"x\"\n").contains("no [[peer]]"));
         assert!(invalid(&format!("duration = \"soon\"\n{base}")).contains("bad duration"));
         assert!(invalid(&format!("duration = 0\n{base}")).contains("more than zero"));
+    }
+
+    /// The field a typed error names, or the whole message for other errors.
+    fn bad_field(text: &str) -> (&'static str, String) {
+        match Scenario::from_toml(text) {
+            Err(ScenarioError::BadField { field, owner, .. }) => (field, owner),
+            other => panic!("not a bad field: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trackerless_magnet_and_pex_fields() {
+        let peers = "[[file]]\nname = \"f\"\nsize = 10\n[[peer]]\nname = \"a\"\nhas = [\"f\"]\npex = false\n[[peer]]\nname = \"b\"\nget = [\"f\"]\nsources = [\"a\"]\n";
+        let s = Scenario::from_toml(&format!(
+            "name = \"x\"\ntracker = false\n{peers}magnet = true\n"
+        ))
+        .unwrap();
+        assert!(!s.tracker.enabled);
+        assert!(s.peers[1].magnet);
+        assert_eq!(
+            s.peers.iter().map(PeerSpec::pex_on).collect::<Vec<_>>(),
+            [false, true],
+            "pex is on unless turned off, as in the peer binary"
+        );
+        let with = Scenario::from_toml(&format!("name = \"x\"\n[tracker]\ninterval = 2\n{peers}"))
+            .unwrap();
+        assert!(with.tracker.enabled);
+        assert_eq!(with.tracker.interval.0, Duration::from_secs(2));
+        assert!(
+            Scenario::from_toml(&format!("name = \"x\"\n{peers}"))
+                .unwrap()
+                .tracker
+                .enabled
+        );
+        assert_eq!(
+            bad_field(&format!("name = \"x\"\ntracker = false\n{peers}")),
+            ("get", "peer b".to_string()),
+            "files by name need the catalog"
+        );
+        let tracker_down = "[[event]]\nat = 1\naction = \"tracker_down\"\n";
+        assert_eq!(
+            bad_field(&format!(
+                "name = \"x\"\ntracker = false\n{peers}magnet = true\n{tracker_down}"
+            )),
+            ("action", "event 1 (tracker_down)".to_string())
+        );
+        let idle = "[[peer]]\nname = \"c\"\nmagnet = true\n";
+        assert_eq!(
+            bad_field(&format!("name = \"x\"\n{peers}{idle}")),
+            ("magnet", "peer c".to_string())
+        );
+        for (text, expected) in [
+            ("tracker = 3\n", "`tracker` is a [tracker] table or `false`"),
+            ("[tracker]\nbogus = 1\n", "unknown field `bogus`"),
+            (
+                "[tracker]\nprotocol = \"carrier-pigeon\"\n",
+                "unknown variant",
+            ),
+        ] {
+            let err = invalid(&format!("name = \"x\"\n{text}{peers}"));
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_folder_is_its_files_in_order_and_weighs_their_sum() {
+        let text = "name = \"x\"\n[[file]]\nname = \"album\"\nfiles = [{ path = \"b.bin\", size = 70000 }, { path = \"sub/a.bin\", size = 0 }, { path = \"c.bin\", size = 5 }]\n[[file]]\nname = \"f.bin\"\nsize = 9\n[[peer]]\nname = \"a\"\nhas = [\"album\", \"f.bin\"]\n";
+        let s = Scenario::from_toml(text).unwrap();
+        let album = s.file("album").unwrap();
+        assert!(album.is_folder());
+        assert_eq!(album.size.0, 70005);
+        assert_eq!(
+            album.parts(),
+            [
+                ("album/b.bin".to_string(), 70000),
+                ("album/sub/a.bin".to_string(), 0),
+                ("album/c.bin".to_string(), 5)
+            ]
+        );
+        let plain = s.file("f.bin").unwrap();
+        assert!(!plain.is_folder());
+        assert_eq!(plain.parts(), [("f.bin".to_string(), 9)]);
     }
 
     #[test]

@@ -59,9 +59,21 @@ impl TraceFilter {
         (self.peers.is_empty()
             || self.peer_matches(host)
             || remotes.iter().any(|a| self.peer_matches(&name_of(*a))))
-            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| kind_matches(k, kind)))
             && (self.pieces.is_empty() || piece.is_some_and(|p| self.pieces.contains(&p)))
     }
+}
+
+/// Short names a `--trace-kind` may use for the extension messages: `pex` for `ut_pex` (BEP 11) and
+/// `metadata` for `ut_metadata` (BEP 9).
+const KIND_ALIASES: [(&str, &str); 2] = [("pex", "ut_pex"), ("metadata", "ut_metadata")];
+
+/// Whether the kind asked for (`asked`) names the trace line's kind.
+fn kind_matches(asked: &str, kind: &str) -> bool {
+    asked == kind
+        || KIND_ALIASES
+            .iter()
+            .any(|(alias, full)| asked == *alias && kind == *full)
 }
 
 #[cfg(test)]
@@ -107,5 +119,12 @@ mod tests {
         };
         assert!(by_remote.keeps("slow-1", &wire("unchoke", ""), name_of));
         assert!(TraceFilter::default().keeps("x", &wire("unchoke", ""), name_of));
+        let pex = TraceFilter {
+            kinds: vec!["pex".into(), "metadata".into()],
+            ..TraceFilter::default()
+        };
+        assert!(pex.keeps("a", &wire("ut_pex", "added none, dropped none"), name_of));
+        assert!(pex.keeps("a", &wire("ut_metadata", "request piece 0"), name_of));
+        assert!(!pex.keeps("a", &wire("extended", ""), name_of));
     }
 }

@@ -139,21 +139,23 @@ impl PeerProgram {
     /// left them there whole. This is the world's doing, not the peer's: the peer finds them when it
     /// serves the folder.
     fn place_own_files(&self, dir: &Path) -> Result<(), String> {
-        for file in &self.spec.has {
-            let Some(spec) = self.scenario.file(file) else {
-                continue;
-            };
-            let path = dir.join(file);
+        // A folder's files one by one (each made with its parent folders).
+        let parts = self
+            .spec
+            .has
+            .iter()
+            .filter_map(|f| self.scenario.file(f))
+            .flat_map(|spec| spec.parts());
+        for (file, size) in parts {
+            let path = dir.join(&file);
             let storage = SimStorage::new(self.space.clone());
-            if harness_io(|| storage.file_len(&path)).map_err(|e| e.to_string())?
-                == Some(spec.size.0)
-            {
+            if harness_io(|| storage.file_len(&path)).map_err(|e| e.to_string())? == Some(size) {
                 continue;
             }
             let f = harness_io(|| storage.open(&path, true)).map_err(|e| e.to_string())?;
             let mut offset = 0u64;
             let mut result = Ok(());
-            content::generate(self.seed, file, spec.size.0, |chunk| {
+            content::generate(self.seed, &file, size, |chunk| {
                 if result.is_ok() {
                     // Synced chunk by chunk: turmoil 0.7.2 counts each pending write from the file's synced
                     // end, so a file written unsynced in one go would look many times its size to a capacity.

@@ -131,7 +131,8 @@ pub struct PeerLive {
     pub resumes: Vec<ResumeRecord>,
     /// Time each file first completed.
     pub completed_at: BTreeMap<String, Duration>,
-    /// SHA-1 of each finished file as read back from the peer's disk.
+    /// SHA-1 of each finished file as read back from the peer's disk (a folder's: each of its files by
+    /// path, `album/a.bin`, and a digest of those under the folder's name).
     pub digests: BTreeMap<String, [u8; 20]>,
     /// Bytes uploaded in earlier boots, per file.
     pub uploaded_before: BTreeMap<String, u64>,
@@ -311,6 +312,26 @@ impl World {
             .get(&addr.ip())
             .cloned()
             .unwrap_or_else(|| addr.to_string())
+    }
+
+    /// `text` with every word that is the address of a host (a peer exchange's list, say) replaced by
+    /// the host's name.
+    fn name_addresses(&self, text: &str) -> String {
+        if !text.contains(':') {
+            return text.to_string();
+        }
+        text.split(' ')
+            .map(|word| {
+                let (addr, comma) = word.strip_suffix(',').map_or((word, ""), |w| (w, ","));
+                match addr.parse::<SocketAddr>() {
+                    Ok(a) if self.hosts.contains_key(&a.ip()) => {
+                        format!("{}{comma}", self.host_name(a))
+                    }
+                    _ => word.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn file_name(&self, hex: &str) -> String {
@@ -573,7 +594,11 @@ impl World {
                 let arrow = if *dir == "in" { "<-" } else { "->" };
                 (
                     false,
-                    format!("{arrow} {} {message} {detail}", self.host_name(*addr)),
+                    format!(
+                        "{arrow} {} {message} {}",
+                        self.host_name(*addr),
+                        self.name_addresses(detail)
+                    ),
                 )
             }
         };

@@ -121,6 +121,8 @@ pub struct PeerArgs {
     pub max_upload_rate: Option<String>,
     /// `--max-download-rate`.
     pub max_download_rate: Option<String>,
+    /// `--dht`, with a `--dht-bootstrap` for each address.
+    pub dht: Option<Vec<SocketAddr>>,
 }
 
 impl PeerArgs {
@@ -132,7 +134,14 @@ impl PeerArgs {
             listen: "127.0.0.1:0".into(),
             max_upload_rate: None,
             max_download_rate: None,
+            dht: None,
         }
+    }
+
+    /// With a DHT node joining through `bootstrap` (none: others join through it, or its saved table).
+    pub fn dht(mut self, bootstrap: &[SocketAddr]) -> PeerArgs {
+        self.dht = Some(bootstrap.to_vec());
+        self
     }
 
     /// With an upload cap (`20MB`, `512KiB`...).
@@ -160,6 +169,12 @@ impl PeerArgs {
         }
         if let Some(r) = &self.max_download_rate {
             cmd.args(["--max-download-rate", r]);
+        }
+        if let Some(bootstrap) = &self.dht {
+            cmd.arg("--dht");
+            for b in bootstrap {
+                cmd.arg("--dht-bootstrap").arg(b.to_string());
+            }
         }
         cmd.args(sub);
         cmd

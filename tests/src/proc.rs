@@ -164,6 +164,19 @@ impl Proc {
         }
     }
 
+    /// Send signal `name` (`TERM`, `INT`...) to the process, with the shell's `kill` builtin (no libc here).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                &format!("kill -{name} \"$0\""),
+                &self.pid().to_string(),
+            ])
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
     /// Kill the process with SIGKILL (what `Child::kill` sends on Unix) and reap it.
     pub fn kill(&mut self) {
         if self.is_running() {

@@ -31,6 +31,7 @@ fn noisy_corrupt_story() -> Story {
             name: "f.bin".into(),
             size: 2 * 1024 * 1024,
             piece_size: 64 * 1024,
+            parts: Vec::new(),
         }],
         peers: vec![
             peer("seed0", true),
@@ -103,6 +104,7 @@ fn noisy_crash_story() -> Story {
             name: "f.bin".into(),
             size: 3 * 1024 * 1024,
             piece_size: 64 * 1024,
+            parts: Vec::new(),
         }],
         peers: vec![
             StoryPeer {
@@ -170,4 +172,59 @@ fn checkpoint_before_sync_build_is_caught_and_shrunk_to_three_peers_and_three_ev
         small.event_count()
     );
     assert_eq!(small.kinds(), vec![FaultKind::Crash]);
+}
+
+/// One seeder of a folder whose three files (one empty, one in a subfolder) do not end on piece
+/// boundaries, two leechers, one crashing right after its first checkpoint.
+fn folder_story() -> Story {
+    let album = |p: StoryPeer| StoryPeer {
+        has: p.has.iter().map(|_| "album".to_string()).collect(),
+        get: p.get.iter().map(|_| "album".to_string()).collect(),
+        ..p
+    };
+    Story {
+        seed: 8,
+        latency_ms: 5,
+        files: vec![StoryFile {
+            name: "album".into(),
+            size: 250_001 + 70_000,
+            piece_size: 16 * 1024,
+            parts: vec![
+                ("part0.bin".into(), 250_001),
+                ("sub/part1.bin".into(), 0),
+                ("part2.bin".into(), 70_000),
+            ],
+        }],
+        peers: vec![
+            album(peer("seed0", true)),
+            album(peer("peer1", false)),
+            album(peer("peer2", false)),
+        ],
+        faults: vec![Fault::CrashAfterCheckpoint {
+            peer: "peer1".into(),
+            checkpoints: 1,
+            down_ms: 300,
+        }],
+        io_errors: 0.0,
+        torn_writes: None,
+        writeback: 0.0,
+        capacity: None,
+    }
+}
+
+#[test]
+fn a_folder_is_seeded_fetched_through_a_crash_and_compared_file_by_file() {
+    let story = folder_story();
+    let (failures, _) = try_story(&story, &ExploreOptions::default(), false).expect("runs");
+    assert!(failures.is_empty(), "the folder story fails: {failures:?}");
+    let scenario = enjambre_sim::Scenario::from_toml(&story.to_toml("folder", "")).expect("valid");
+    let report = enjambre_sim::run(&scenario, &enjambre_sim::RunOptions::default()).expect("runs");
+    let identical = report
+        .verdicts
+        .iter()
+        .find(|v| v.kind == "identical")
+        .expect("an identical verdict");
+    // Two leechers times three files, the empty one included.
+    assert!(identical.ok, "{}", identical.seen);
+    assert_eq!(identical.seen, "6 downloaded copies identical");
 }

@@ -229,14 +229,16 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 12] = [
+const SHIPPED: [&str; 14] = [
     "capped-leecher",
     "corrupt-peer",
     "disk-full",
     "flaky-disk",
     "flash-crowd",
+    "magnet",
     "multi-source",
     "partition",
+    "pex-tracker-dies",
     "resume",
     "seeder-loss",
     "six-files",
@@ -298,6 +300,52 @@ fn flash_crowd() {
 }
 
 #[test]
+fn magnet() {
+    let report = check("magnet");
+    let story = report.story_lines(false).join("\n");
+    for leecher in ["leecher-a", "leecher-b", "latecomer"] {
+        assert!(
+            story.contains(&format!(
+                "{leecher:<10} album.flac: metadata received (25675 bytes, matches the info hash)"
+            )),
+            "{leecher} got the metadata from peers:\n{story}"
+        );
+    }
+}
+
+/// `--trace-kind metadata --trace-kind pex` shows the metadata phase and the peer exchange, message by
+/// message, with hosts by name.
+#[test]
+fn the_trace_shows_metadata_requests_and_peer_exchange() {
+    let report = run_with(
+        "magnet",
+        &RunOptions {
+            trace: true,
+            trace_filter: enjambre_sim::trace_filter::TraceFilter {
+                kinds: vec!["metadata".into(), "pex".into()],
+                ..Default::default()
+            },
+            ..RunOptions::default()
+        },
+    );
+    let trace = report.story_lines(true).join("\n");
+    for line in [
+        "leecher-a  -> seeder ut_metadata request piece 0",
+        "seeder     <- leecher-a ut_metadata request piece 1",
+        "seeder     -> leecher-a ut_metadata data piece 1 (9291 bytes of 25675)",
+        "leecher-a  <- seeder ut_metadata data piece 0 (16384 bytes of 25675)",
+        "leecher-a  -> leecher-b ut_pex added seeder, dropped none",
+        "leecher-b  <- seeder ut_pex added leecher-a, dropped none",
+    ] {
+        assert!(trace.contains(line), "no {line:?} in the trace:\n{trace}");
+    }
+    assert!(
+        !trace.contains(" request piece 0 offset"),
+        "only the kinds asked for"
+    );
+}
+
+#[test]
 fn multi_source() {
     check("multi-source");
 }
@@ -305,6 +353,51 @@ fn multi_source() {
 #[test]
 fn partition() {
     check("partition");
+}
+
+/// The latecomers know only the seeder (a magnet's peer hint) and the tracker is dead: whoever else they
+/// got payload from, they learnt of through peer exchange.
+#[test]
+fn pex_tracker_dies() {
+    let report = check("pex-tracker-dies");
+    for p in report.peers.iter().filter(|p| p.peer.starts_with("late-")) {
+        let met: Vec<&String> = p.files[0]
+            .sources
+            .keys()
+            .filter(|s| *s != "seeder")
+            .collect();
+        assert!(
+            met.len() >= 5,
+            "{} got payload from {met:?} besides the seeder",
+            p.peer
+        );
+    }
+}
+
+/// The same story with peer exchange off everywhere: each latecomer knows the seeder only, nobody knows the
+/// latecomers, and when the seeder leaves they are stranded with part of the file.
+#[test]
+fn without_pex_the_latecomers_are_stranded_when_the_tracker_dies() {
+    let mut scenario = load("pex-tracker-dies");
+    for p in &mut scenario.peers {
+        p.pex = Some(false);
+    }
+    scenario.duration = enjambre_sim::scenario::Span(std::time::Duration::from_secs(60));
+    let report = run(&scenario, &RunOptions::default()).unwrap();
+    let story = report.story_lines(false).join("\n");
+    assert!(story.contains("seeder     LEAVES the swarm"), "{story}");
+    for v in report.verdicts.iter().filter(|v| v.kind == "complete") {
+        let late = v.expectation.starts_with("late-");
+        assert_eq!(v.ok, !late, "{}: {}", v.expectation, v.seen);
+    }
+    for p in report.peers.iter().filter(|p| p.peer.starts_with("late-")) {
+        let sources: Vec<&String> = p.files[0].sources.keys().collect();
+        assert!(
+            sources.iter().all(|s| *s == "seeder"),
+            "{} met only the seeder: {sources:?}",
+            p.peer
+        );
+    }
 }
 
 #[test]

@@ -21,7 +21,9 @@ use enjambre::{err, err_part, out};
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::InfoHash;
 use enjambre_net::app::serve::SERVE_JOBS;
-use enjambre_net::app::{human_bytes, normalize_tracker_url, FileReport, GetRequest, ServeOptions};
+use enjambre_net::app::{
+    human_bytes, normalize_tracker_url, DhtOptions, FileReport, GetRequest, ServeOptions,
+};
 use enjambre_net::byte_size::{parse_bytes, parse_piece_length};
 use enjambre_net::create::create_metainfo;
 use enjambre_net::demo::{run_demo, DemoConfig, DemoOut};
@@ -54,6 +56,14 @@ struct Cli {
     /// Serve this peer's Prometheus metrics (`GET /metrics`) over HTTP on ADDR.
     #[arg(long, global = true, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Run a DHT node (BEP 5) over UDP on the listen port: every torrent, and a magnet without a tracker,
+    /// finds peers there and announces us; the routing table is kept in DIR/.enjambre.
+    #[arg(long, global = true)]
+    dht: bool,
+    /// A DHT node to join through (repeatable; implies --dht). Not needed after a first run: the saved
+    /// routing table is tried first.
+    #[arg(long = "dht-bootstrap", global = true, value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
     /// More logging on stderr (-v, -vv, -vvv).
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
@@ -63,8 +73,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Seed every complete file in DIR, publish it to the tracker, resume unfinished downloads; run until
-    /// stopped.
+    /// Seed every complete file and folder in DIR, publish it to the tracker, resume unfinished downloads;
+    /// run until stopped.
     Serve {
         /// Hash everything on disk instead of trusting checkpoints.
         #[arg(long)]
@@ -177,6 +187,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .map(normalize_tracker_url)
         .transpose()?;
     let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let dht = if cli.dht || !cli.dht_bootstrap.is_empty() {
+        let bootstrap = resolve_addrs("--dht-bootstrap", &cli.dht_bootstrap).await?;
+        Some(DhtOptions::new(bootstrap))
+    } else {
+        None
+    };
     let start = StartOptions {
         tracker: tracker.clone(),
         dir: dir.clone(),
@@ -186,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         status: cli.status,
         metrics: cli.metrics,
         endpoints_on_stdout: matches!(cli.command, Command::Serve { .. }),
+        dht,
     };
     match &cli.command {
         Command::Serve { recheck } => serve(&start, *recheck).await,
@@ -228,11 +245,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(start: &StartOptions, recheck: bool) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
     let dir = &start.dir;
-    if start.tracker.is_none() {
-        err!("warning: no --tracker: files are shared with peers that connect directly only");
+    if start.tracker.is_none() && start.dht.is_none() {
+        err!("warning: no --tracker nor --dht: files are shared with peers that connect directly only");
     }
     let app = start_app(start).await?;
     out!("listening on {}", app.local_addr());
+    if let Some(dht) = app.dht() {
+        out!("DHT node on udp://{}", dht.local_addr());
+    }
     let options = ServeOptions {
         recheck,
         jobs: SERVE_JOBS,
@@ -274,14 +294,15 @@ struct GetArgs<'a> {
     recheck: bool,
 }
 
-async fn resolve_peers(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+/// Resolve the `HOST:PORT` values of option `flag`.
+async fn resolve_addrs(flag: &str, addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
-    for p in peers {
+    for p in addrs {
         let addr = tokio::net::lookup_host(p.as_str())
             .await
-            .with_context(|| format!("bad --peer {p:?} (expected HOST:PORT)"))?
+            .with_context(|| format!("bad {flag} {p:?} (expected HOST:PORT)"))?
             .next()
-            .with_context(|| format!("--peer {p:?} resolves to no address"))?;
+            .with_context(|| format!("{flag} {p:?} resolves to no address"))?;
         out.push(addr);
     }
     Ok(out)
@@ -294,7 +315,7 @@ async fn get(start: &StartOptions, req: GetArgs<'_>) -> anyhow::Result<ExitCode>
     if !names.is_empty() && start.tracker.is_none() {
         bail!("no tracker given: pass --tracker URL to get files by name (or use --torrent F.torrent)");
     }
-    let sources = resolve_peers(req.peers).await?;
+    let sources = resolve_addrs("--peer", req.peers).await?;
     let app = start_app(start).await?;
     let result = tokio::select! {
         r = fetch_and_download(&app, &req, names, magnets, sources) => r,

@@ -49,7 +49,7 @@ enum Command {
         /// Trace only messages about this piece. Repeatable; implies `--trace`.
         #[arg(long, value_name = "INDEX")]
         trace_piece: Vec<u32>,
-        /// Trace only this kind of message (`request`, `piece`, `have`, `unchoke`, ..., `verified`).
+        /// Trace only this kind of message (`request`, `piece`, `have`, `unchoke`, ..., `verified`, `metadata`, `pex`).
         /// Repeatable; implies `--trace`.
         #[arg(long, value_name = "KIND")]
         trace_kind: Vec<String>,

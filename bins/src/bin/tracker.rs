@@ -19,7 +19,7 @@ use enjambre_net::clock::Clock;
 use enjambre_net::connection_slots::SlotLimits;
 use enjambre_net::http::HttpLimits;
 use enjambre_net::storage::StdStorage;
-use enjambre_net::tracker_server::{serve, ServerConfig};
+use enjambre_net::tracker_server::{serve, KeepAlive, ServerConfig};
 use enjambre_net::transport::{DatagramSocket, Listener, TokioTransport, Transport};
 use enjambre_net::udp_tracker_server::serve_udp;
 
@@ -58,6 +58,14 @@ struct Args {
     /// Seconds a client has to send its whole HTTP request (and read the answer) before it is cut off.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     request_timeout: u64,
+    /// Most HTTP requests answered on one kept-alive connection (1: close after every answer).
+    #[arg(long, default_value_t = KeepAlive::default().max_requests as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    keep_alive_requests: u64,
+    /// Seconds a kept-alive connection may stay idle between requests before it is closed.
+    #[arg(long, default_value_t = KeepAlive::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    keep_alive_idle: u64,
     /// Seed for choosing which peers each announce gets and for the UDP connection-id secret (random if
     /// not given; give one only for reproducible tests).
     #[arg(long)]
@@ -144,6 +152,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,
+        keep_alive: KeepAlive {
+            max_requests: usize::try_from(args.keep_alive_requests).unwrap_or(usize::MAX),
+            idle_timeout: Duration::from_secs(args.keep_alive_idle),
+        },
         rng_seed: seed,
         catalog_store,
         ..ServerConfig::default()

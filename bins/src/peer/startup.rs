@@ -4,7 +4,9 @@
 use super::App;
 use anyhow::Context;
 use enjambre_core::node::NodeConfig;
-use enjambre_net::app::{peer_id_from_seed, AppError, AppOptions, PeerApp, TrackerUrls};
+use enjambre_net::app::{
+    peer_id_from_seed, AppError, AppOptions, DhtOptions, PeerApp, TrackerUrls,
+};
 use enjambre_net::clock::Clock;
 use enjambre_net::peer::{PeerEnv, PeerError};
 use enjambre_net::peer_status::serve_status;
@@ -37,6 +39,8 @@ pub struct StartOptions {
     pub metrics: Option<SocketAddr>,
     /// Print where the endpoints listen on stdout (`serve`), else on stderr.
     pub endpoints_on_stdout: bool,
+    /// `--dht`: run a DHT node on the listen port.
+    pub dht: Option<DhtOptions>,
 }
 
 /// A seed that differs between runs and processes (real runs only; the simulator seeds explicitly).
@@ -101,6 +105,7 @@ async fn start_peer(options: &StartOptions, status_port: Option<u16>) -> anyhow:
         status_port,
         // Serve our info dictionaries to magnet users (BEP 9) and exchange peers (BEP 11).
         peer_exchange: true,
+        serve_metadata: true,
         ..NodeConfig::default()
     };
     let mut app_options =
@@ -108,6 +113,7 @@ async fn start_peer(options: &StartOptions, status_port: Option<u16>) -> anyhow:
     app_options.peer.node = node;
     app_options.peer.max_upload_rate = options.max_upload_rate;
     app_options.peer.max_download_rate = options.max_download_rate;
+    app_options.dht = options.dht.clone();
     if let Some(listen) = options.listen {
         app_options.peer.listen = listen;
         return Ok(PeerApp::start(PeerEnv::real(), app_options).await?);

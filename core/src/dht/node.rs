@@ -335,6 +335,17 @@ impl DhtNode {
         id
     }
 
+    /// Ping `addr`, a node we heard of outside the DHT (a peer's BEP 5 PORT message): if it answers, it
+    /// joins the routing table like any node that answers us. Nothing is sent while a query to `addr` is
+    /// pending.
+    pub fn ping(&mut self, now: Instant, addr: SocketAddr) {
+        if self.pending.values().any(|p| p.to == addr) {
+            return;
+        }
+        let q = Query::Ping { id: self.id };
+        self.query(now, addr, None, q, Purpose::Ping);
+    }
+
     /// Handle every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {

@@ -390,3 +390,73 @@ fn trace_shows_every_query_and_answer() {
         .any(|(h, out, s)| *h == b && !*out && s.starts_with("response")));
     assert_eq!(mesh.node(b).unwrap().table().len(), 1);
 }
+
+/// Carry every datagram between two nodes until both are quiet.
+fn exchange(a: (&mut DhtNode, SocketAddr), b: (&mut DhtNode, SocketAddr), now: Instant) {
+    let (a, a_addr) = a;
+    let (b, b_addr) = b;
+    loop {
+        let mut moved = false;
+        while let Some(out) = a.poll_output() {
+            if let DhtOutput::Send { to, bytes } = out {
+                assert_eq!(to, b_addr);
+                b.handle_input(
+                    now,
+                    DhtInput::Datagram {
+                        from: a_addr,
+                        bytes,
+                    },
+                );
+                moved = true;
+            }
+        }
+        while let Some(out) = b.poll_output() {
+            if let DhtOutput::Send { to, bytes } = out {
+                assert_eq!(to, a_addr);
+                a.handle_input(
+                    now,
+                    DhtInput::Datagram {
+                        from: b_addr,
+                        bytes,
+                    },
+                );
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_pinged_node_that_answers_joins_the_table_once() {
+    let t0 = Instant::ZERO;
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:6881".parse().unwrap(),
+        "10.0.0.2:6881".parse().unwrap(),
+    );
+    let mut a = DhtNode::new(config(7), t0);
+    let mut b = DhtNode::new(config(8), t0);
+    a.ping(t0, b_addr);
+    // A second ping while the first is pending sends nothing more.
+    a.ping(t0, b_addr);
+    let sent = std::iter::from_fn(|| a.poll_output()).collect::<Vec<_>>();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let DhtOutput::Send { bytes, .. } = &sent[0] else {
+        panic!("not a datagram: {sent:?}")
+    };
+    b.handle_input(
+        t0,
+        DhtInput::Datagram {
+            from: a_addr,
+            bytes: bytes.clone(),
+        },
+    );
+    exchange((&mut a, a_addr), (&mut b, b_addr), t0);
+    assert_eq!(
+        a.nodes().iter().map(|n| (n.id, n.addr)).collect::<Vec<_>>(),
+        vec![(b.id(), b_addr)]
+    );
+    assert_eq!(a.stats().responses_in, 1);
+}

@@ -112,6 +112,19 @@ pub fn piece_len(total_size: usize, piece: usize) -> Option<usize> {
 }
 
 impl MetadataMsg {
+    /// One line for a trace: `request piece 0`, `data piece 1 (9291 bytes of 25675)`, `reject piece 0`.
+    pub fn describe(&self) -> String {
+        match self {
+            MetadataMsg::Request { piece } => format!("request piece {piece}"),
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => format!("data piece {piece} ({} bytes of {total_size})", data.len()),
+            MetadataMsg::Reject { piece } => format!("reject piece {piece}"),
+        }
+    }
+
     /// The piece this message is about.
     pub fn piece(&self) -> u32 {
         match self {

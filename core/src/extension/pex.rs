@@ -94,6 +94,23 @@ const KEYS_V4: [&str; 3] = ["added", "added.f", "dropped"];
 const KEYS_V6: [&str; 3] = ["added6", "added6.f", "dropped6"];
 
 impl PexMessage {
+    /// One line for a trace: `added 10.0.0.2:6881 10.0.0.3:6881, dropped 10.0.0.4:6881` (`none` for an
+    /// empty list).
+    pub fn describe(&self) -> String {
+        let list = |addrs: Vec<String>| {
+            if addrs.is_empty() {
+                "none".to_string()
+            } else {
+                addrs.join(" ")
+            }
+        };
+        format!(
+            "added {}, dropped {}",
+            list(self.added.iter().map(|(a, _)| a.to_string()).collect()),
+            list(self.dropped.iter().map(ToString::to_string).collect())
+        )
+    }
+
     /// Whether the message tells nothing.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.dropped.is_empty()

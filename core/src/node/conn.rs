@@ -79,6 +79,9 @@ pub(crate) struct Conn {
     pub peer_choking: bool,
     pub peer_interested: bool,
     pub peer_has: Bitfield,
+    /// Pieces we verified and did not announce to this peer because it held them already
+    /// ([`NodeConfig::send_redundant_have`] off): announced when our download completes.
+    pub held_haves: Vec<u32>,
     pub serving: BTreeSet<BlockRef>,
     /// Blocks we requested on this connection and have not received (kept through cancels and chokes, since
     /// an honest peer may still answer those): a block outside it was never asked for.
@@ -152,6 +155,7 @@ impl Conn {
             peer_choking: true,
             peer_interested: false,
             peer_has: Bitfield::new(0),
+            held_haves: Vec::new(),
             serving: BTreeSet::new(),
             asked: BTreeSet::new(),
             unrequested_bytes: 0,

@@ -21,6 +21,7 @@ impl Node {
         };
         c.phase = ConnPhase::Handshaking;
         c.last_recv = now;
+        self.s.conn_deadlines.mark(id);
         let Some(hash) = c.torrent else { return };
         self.send_handshake(id, hash);
         let addr = self.s.addr_of(id);
@@ -51,7 +52,7 @@ impl Node {
             return;
         }
         self.s.note_conn_id(id);
-        self.s.conns.insert(id, Conn::new(addr, false, None, now));
+        self.s.insert_conn(id, Conn::new(addr, false, None, now));
         self.s.event(NodeEvent::Connected {
             conn: id,
             addr,
@@ -60,8 +61,12 @@ impl Node {
     }
 
     pub(super) fn send_handshake(&mut self, id: ConnId, hash: InfoHash) {
+        let reserved = crate::wire::reserved_bits(true, true);
         let hs = Handshake {
-            reserved: crate::wire::reserved_bits(true, true),
+            reserved: match self.s.config.dht_port {
+                Some(_) => crate::wire::with_dht_bit(reserved),
+                None => reserved,
+            },
             info_hash: hash.0,
             peer_id: self.s.config.peer_id,
         };
@@ -79,6 +84,9 @@ impl Node {
             return;
         };
         c.last_recv = now;
+        if now < self.s.now {
+            self.s.conn_deadlines.mark(id);
+        }
         c.decoder.feed(data);
         loop {
             let Some(c) = self.s.conns.get_mut(&id) else {
@@ -176,22 +184,28 @@ impl Node {
         c.open_with(&hs, hash);
         c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        // Open, its timers are others than the handshake's (possibly sooner).
+        ctx.s.conn_deadlines.mark(id);
         ctx.t.conns.insert(id);
         let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
             .and_then(|info| u32::try_from(info.len()).ok())
-            .filter(|_| ctx.s.config.peer_exchange);
+            .filter(|_| ctx.s.config.serve_metadata);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
         self.s.trace(id, "in", "handshake", String::new());
         self.send_have_state(id, hash);
+        self.send_dht_port(id, &hs);
         if extended {
             let ext = ExtHandshake {
-                messages: if self.s.config.peer_exchange {
-                    crate::extension::our_messages()
-                } else {
-                    Default::default()
-                },
+                messages: crate::extension::our_messages()
+                    .into_iter()
+                    .filter(|(name, _)| match name.as_str() {
+                        crate::extension::metadata::NAME => self.s.config.serve_metadata,
+                        crate::extension::pex::NAME => self.s.config.peer_exchange,
+                        _ => false,
+                    })
+                    .collect(),
                 listen_port: Some(self.s.config.listen_port),
                 client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
                 reqq: u32::try_from(self.s.config.max_served_requests).ok(),
@@ -204,6 +218,24 @@ impl Node {
                     payload: Bytes::from(ext.encode()),
                 },
             );
+        }
+    }
+
+    /// BEP 5: tell a peer that runs a DHT node where ours listens (when we run one).
+    pub(super) fn send_dht_port(&mut self, id: ConnId, hs: &Handshake) {
+        if let Some(port) = self.s.config.dht_port.filter(|_| hs.supports_dht()) {
+            self.s.send(id, Message::Port(port));
+        }
+    }
+
+    /// BEP 5: a peer's PORT message names its DHT node, for the driver's DHT node to ping.
+    fn on_dht_port(&mut self, id: ConnId, port: u16) {
+        let Some(c) = self.s.conns.get(&id) else {
+            return;
+        };
+        if self.s.config.dht_port.is_some() && port != 0 {
+            let addr = SocketAddr::new(c.addr.ip(), port);
+            self.s.outputs.push_back(Output::DhtNode { addr });
         }
     }
 
@@ -250,7 +282,9 @@ impl Node {
             let detail = message_detail(&msg);
             self.s.trace(id, "in", msg.name(), detail);
         }
-        if let Some(mut ctx) = self.ctx(hash) {
+        if let Message::Port(port) = msg {
+            self.on_dht_port(id, port);
+        } else if let Some(mut ctx) = self.ctx(hash) {
             ctx.on_message(now, id, msg);
         } else if self.fetches.contains_key(&hash) {
             self.fetch_on_message(now, hash, id, msg);
@@ -295,12 +329,15 @@ impl Node {
     pub(super) fn check_connection_timers(&mut self, now: Instant) {
         let mut to_close = Vec::new();
         let mut keepalive = Vec::new();
-        for (id, c) in &self.s.conns {
+        for id in self.s.conn_deadlines.due(now) {
+            let Some(c) = self.s.conns.get(&id) else {
+                continue;
+            };
             match c.due_timer(now, &self.s.config) {
                 None => {}
-                Some(ConnTimer::Handshake) => to_close.push((*id, CloseReason::HandshakeTimeout)),
-                Some(ConnTimer::Idle) => to_close.push((*id, CloseReason::Idle)),
-                Some(ConnTimer::KeepAlive) => keepalive.push(*id),
+                Some(ConnTimer::Handshake) => to_close.push((id, CloseReason::HandshakeTimeout)),
+                Some(ConnTimer::Idle) => to_close.push((id, CloseReason::Idle)),
+                Some(ConnTimer::KeepAlive) => keepalive.push(id),
             }
         }
         for (id, reason) in to_close {
@@ -309,6 +346,9 @@ impl Node {
         for id in keepalive {
             if let Some(c) = self.s.conns.get_mut(&id) {
                 c.last_sent = now;
+            }
+            if now < self.s.now {
+                self.s.conn_deadlines.mark(id);
             }
             self.s.send(id, Message::KeepAlive);
         }

@@ -29,7 +29,7 @@ impl TorrentCtx<'_> {
             Message::Extended {
                 id: crate::extension::OUR_PEX_ID,
                 payload,
-            } => self.on_pex_message(now, &payload),
+            } => self.on_pex_message(now, id, &payload),
             Message::AllowedFast { .. } | Message::Extended { .. } | Message::Unknown { .. } => {}
             Message::Choke => self.on_choke(id),
             Message::Unchoke => {
@@ -109,7 +109,9 @@ impl TorrentCtx<'_> {
         if c.peer_has.set(index) {
             self.t.picker.add_peer_piece(index);
         }
-        self.after_peer_pieces_changed(now, id);
+        // A piece we lack can only make the peer interesting; one we hold leaves our interest as it was.
+        let lacked = !self.t.picker.have().get(index);
+        self.after_peer_pieces_changed(now, id, lacked);
     }
 
     /// A bitfield, or have-all/none, replaces what we knew of the peer's pieces. BEP 3 sends it first, but
@@ -120,7 +122,7 @@ impl TorrentCtx<'_> {
         };
         let old = std::mem::replace(&mut c.peer_has, pieces);
         self.t.picker.replace_peer_pieces(&old, &c.peer_has);
-        self.after_peer_pieces_changed(now, id);
+        self.after_peer_pieces_changed(now, id, true);
     }
 
     fn on_bitfield(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
@@ -144,7 +146,9 @@ impl TorrentCtx<'_> {
         self.replace_peer_pieces(now, id, pieces);
     }
 
-    fn after_peer_pieces_changed(&mut self, now: Instant, id: ConnId) {
+    /// What the peer holds grew or was replaced: close if both ends are complete, else decide interest again
+    /// (when `interest_may_change`) and top up requests.
+    fn after_peer_pieces_changed(&mut self, now: Instant, id: ConnId, interest_may_change: bool) {
         let Some(c) = self.s.conns.get(&id) else {
             return;
         };
@@ -155,7 +159,9 @@ impl TorrentCtx<'_> {
             self.close(now, id, CloseReason::BothComplete);
             return;
         }
-        self.update_interest(id);
+        if interest_may_change {
+            self.update_interest(id);
+        }
         self.refill(now, id);
     }
 
@@ -378,6 +384,9 @@ impl TorrentCtx<'_> {
         };
         let len = data.len() as u64;
         c.on_payload_sent(now, len);
+        if now < self.s.now {
+            self.s.conn_deadlines.mark(id);
+        }
         self.t.stats.bytes_uploaded += len;
         self.s.send(
             id,

@@ -174,6 +174,15 @@ impl Node {
         }
     }
 
+    /// A peer address for a metadata phase, from outside (a DHT lookup): dialled like a tracker's.
+    pub(super) fn fetch_add_peer(&mut self, now: Instant, hash: InfoHash, addr: SocketAddr) {
+        let Some(f) = self.fetches.get_mut(&hash) else {
+            return;
+        };
+        f.peers.add(addr, now);
+        self.fetch_connect_more(now, hash);
+    }
+
     /// Dial known peers of a metadata phase, within the connection budgets.
     fn fetch_connect_more(&mut self, now: Instant, hash: InfoHash) {
         if self.s.stopping {
@@ -233,6 +242,7 @@ impl Node {
         };
         c.open_with(hs, hash);
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        self.s.conn_deadlines.mark(id);
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -247,6 +257,7 @@ impl Node {
                 self.s.send(id, Message::HaveNone);
             }
         }
+        self.send_dht_port(id, hs);
         let ext = ExtHandshake {
             messages: BTreeMap::from([(metadata::NAME.to_string(), OUR_METADATA_ID)]),
             listen_port: Some(self.s.config.listen_port),
@@ -364,8 +375,7 @@ impl Node {
         for piece in pieces {
             f.asked.insert(piece, (id, now));
             let req = MetadataMsg::Request { piece };
-            self.s
-                .trace(id, "out", "ut_metadata", format!("request piece {piece}"));
+            self.s.trace(id, "out", "ut_metadata", req.describe());
             self.s.send(
                 id,
                 Message::Extended {
@@ -383,12 +393,7 @@ impl Node {
             self.fetch_strike(now, hash, vec![addr]);
             return;
         };
-        self.s.trace(
-            id,
-            "in",
-            "ut_metadata",
-            format!("{msg:?}").chars().take(80).collect(),
-        );
+        self.s.trace(id, "in", "ut_metadata", msg.describe());
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };

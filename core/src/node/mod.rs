@@ -40,6 +40,7 @@
 
 mod checkpointing;
 mod conn;
+mod conn_deadlines;
 mod connections;
 mod disk_faults;
 mod messages;
@@ -147,11 +148,14 @@ impl Node {
         self.settle(now);
     }
 
-    /// Add a peer address to try for a torrent (a `--peer` source, or a test harness).
+    /// Add a peer address to try for a torrent or its metadata phase (a `--peer` source, a DHT lookup's
+    /// peers, or a test harness).
     pub fn add_peer(&mut self, now: Instant, info_hash: &InfoHash, addr: SocketAddr) {
         if let Some(mut ctx) = self.ctx(*info_hash) {
             ctx.t.peers.add(addr, now);
             ctx.connect_more(now);
+        } else {
+            self.fetch_add_peer(now, *info_hash, addr);
         }
         self.settle(now);
     }
@@ -203,18 +207,14 @@ impl Node {
     /// The earliest instant at which [`Node::handle_timeout`] has work to do; `None` when no timer is armed.
     ///
     /// Cheap: torrents' deadlines are kept from the end of the call that last changed them (a deadline that
-    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are a
-    /// few comparisons each.
+    /// has passed meanwhile is worked out again, as dialable peers depend on the time); connections' are kept
+    /// in order of time ([`conn_deadlines`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let now = self.s.now;
         let torrents = self.deadlines.earliest(now, |hash| {
             self.torrents.get(hash)?.next_deadline(now, &self.s.config)
         });
-        let conns = self
-            .s
-            .conns
-            .values()
-            .filter_map(|c| c.next_deadline(&self.s.config));
+        let conns = self.s.conn_deadlines.earliest();
         let fetches = self
             .fetches
             .values()
@@ -242,6 +242,7 @@ impl Node {
     /// End of a call: hand queued bytes to the driver and note the next deadline of every torrent changed.
     fn settle(&mut self, now: Instant) {
         self.s.flush(now);
+        self.s.conn_deadlines.refresh(&self.s.conns, &self.s.config);
         for hash in std::mem::take(&mut self.touched) {
             if let Some(t) = self.torrents.get(&hash) {
                 let at = t.next_deadline(self.s.now, &self.s.config);

@@ -1,7 +1,8 @@
 //! A torrent's BEP 9 and BEP 11 duties: serving its info dictionary to peers that ask over `ut_metadata`,
 //! and peer exchange over `ut_pex` — learning addresses from peers, and telling each peer whom else we are
 //! connected to, within the rate limits of [`crate::extension::pex::PexSender`]. Private torrents (BEP 27)
-//! do neither exchange; both are off unless [`super::NodeConfig::peer_exchange`] is set.
+//! do neither exchange; each is off unless its switch is set ([`super::NodeConfig::serve_metadata`],
+//! [`super::NodeConfig::peer_exchange`]).
 
 use super::view::TorrentCtx;
 use super::ConnId;
@@ -30,12 +31,18 @@ impl TorrentCtx<'_> {
     /// A `ut_metadata` message from connection `id`: requests are answered with the piece (or a reject);
     /// anything else, or a message that does not parse, is ignored (we always hold our metadata).
     pub fn on_metadata_message(&mut self, id: ConnId, payload: &[u8]) {
-        if !self.s.config.peer_exchange {
+        if !self.s.config.serve_metadata {
             return;
         }
         let Ok(MetadataMsg::Request { piece }) = MetadataMsg::parse(payload) else {
             return;
         };
+        self.s.trace(
+            id,
+            "in",
+            "ut_metadata",
+            MetadataMsg::Request { piece }.describe(),
+        );
         let Some(remote) = self.s.remote_ext_id(id, metadata::NAME) else {
             return;
         };
@@ -43,12 +50,7 @@ impl TorrentCtx<'_> {
             Some(info) if !self.t.meta.info.private => metadata::serve(info, piece),
             _ => MetadataMsg::Reject { piece },
         };
-        self.s.trace(
-            id,
-            "out",
-            "ut_metadata",
-            format!("{reply:?}").chars().take(80).collect(),
-        );
+        self.s.trace(id, "out", "ut_metadata", reply.describe());
         self.s.send(
             id,
             Message::Extended {
@@ -59,13 +61,14 @@ impl TorrentCtx<'_> {
     }
 
     /// A `ut_pex` message: the peers it adds become dialling candidates (up to [`MAX_KNOWN_FROM_PEX`]).
-    pub fn on_pex_message(&mut self, now: Instant, payload: &[u8]) {
+    pub fn on_pex_message(&mut self, now: Instant, id: ConnId, payload: &[u8]) {
         if self.t.meta.info.private || !self.s.config.peer_exchange {
             return;
         }
         let Ok(msg) = PexMessage::parse(payload) else {
             return;
         };
+        self.s.trace(id, "in", "ut_pex", msg.describe());
         for (addr, _) in msg.added {
             if self.t.peers.len() >= MAX_KNOWN_FROM_PEX {
                 break;
@@ -116,12 +119,7 @@ impl TorrentCtx<'_> {
             let Some(msg) = c.pex.poll(now, &others) else {
                 continue;
             };
-            self.s.trace(
-                id,
-                "out",
-                "ut_pex",
-                format!("+{} -{}", msg.added.len(), msg.dropped.len()),
-            );
+            self.s.trace(id, "out", "ut_pex", msg.describe());
             self.s.send(
                 id,
                 Message::Extended {

@@ -3,6 +3,7 @@
 //! [`super::view::TorrentCtx`]; connection-level code through [`super::Node`].
 
 use super::conn::Conn;
+use super::conn_deadlines::ConnDeadlines;
 use super::{ConnId, NodeConfig, NodeEvent, Output};
 use crate::picker::BlockRef;
 use crate::time::Instant;
@@ -19,6 +20,9 @@ pub(crate) struct Shared {
     pub config: NodeConfig,
     pub rng: ChaCha8Rng,
     pub conns: BTreeMap<ConnId, Conn>,
+    /// Every connection's next timer deadline: whoever adds or opens a connection, or sets one of its times
+    /// earlier than [`Shared::now`], marks it here (see [`ConnDeadlines`]).
+    pub conn_deadlines: ConnDeadlines,
     /// The next connection id to hand out (inbound and outbound alike, see [`Shared::new_conn_id`]).
     next_conn: ConnId,
     pub outputs: VecDeque<Output>,
@@ -40,6 +44,7 @@ impl Shared {
             config,
             rng,
             conns: BTreeMap::new(),
+            conn_deadlines: ConnDeadlines::default(),
             next_conn: 1,
             outputs: VecDeque::new(),
             unsent: BTreeSet::new(),
@@ -55,6 +60,12 @@ impl Shared {
         let id = self.next_conn;
         self.next_conn += 1;
         id
+    }
+
+    /// Add a connection to the table.
+    pub fn insert_conn(&mut self, id: ConnId, conn: Conn) {
+        self.conns.insert(id, conn);
+        self.conn_deadlines.mark(id);
     }
 
     /// Keep ids unique when a driver reports an inbound id it did not get from [`Shared::new_conn_id`].
@@ -115,6 +126,9 @@ impl Shared {
         for id in std::mem::take(&mut self.unsent) {
             if let Some(c) = self.conns.get_mut(&id).filter(|c| !c.outbox.is_empty()) {
                 c.last_sent = now;
+                if now < self.now {
+                    self.conn_deadlines.mark(id);
+                }
                 let data = c.outbox.split().freeze();
                 self.outputs.push_back(Output::Send { conn: id, data });
             }

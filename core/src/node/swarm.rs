@@ -88,7 +88,7 @@ impl TorrentCtx<'_> {
             let id = self.s.new_conn_id();
             t.peers.dialing(addr, id);
             let conn = Conn::new(addr, true, Some(self.hash), now);
-            self.s.conns.insert(id, conn);
+            self.s.insert_conn(id, conn);
             self.s.outputs.push_back(Output::Connect { conn: id, addr });
         }
     }

@@ -60,6 +60,8 @@ struct World {
     flooded_links: BTreeSet<(usize, ConnId)>,
     /// Sends made by hostile sources so far (picks the next unasked block).
     flood_sends: u64,
+    /// The configuration of peers added from now on (each with its own id, port and seed).
+    base: NodeConfig,
 }
 
 fn content(len: usize) -> Vec<u8> {
@@ -92,6 +94,7 @@ impl World {
             source: content(len),
             flooded_links: BTreeSet::new(),
             flood_sends: 0,
+            base: NodeConfig::default(),
         }
     }
 
@@ -102,7 +105,7 @@ impl World {
             peer_id: peer_id(i),
             listen_port: 7000 + i as u16,
             seed: i as u64,
-            ..NodeConfig::default()
+            ..self.base.clone()
         };
         let addr = SocketAddr::from(([10, 0, 0, 1], 7000 + i as u16));
         let mut node = Node::new(config);
@@ -240,7 +243,7 @@ impl World {
                     self.queue.push_back((i, Input::Disk(d)));
                 }
             }
-            Output::Announce { .. } => {}
+            Output::Announce { .. } | Output::DhtNode { .. } => {}
             Output::Event(e) => self.peers[i].events.push(e),
             // The world's peers all start with their metainfo.
             Output::Metadata { .. } => {}
@@ -456,6 +459,55 @@ fn third_peer_gets_pieces_from_seeder_and_leecher() {
         s.sources
     );
     assert!(w.stats(b).bytes_uploaded > 0, "B re-shared verified pieces");
+}
+
+/// A seeder and three leechers that all know each other, with HAVEs to peers that hold the piece sent or
+/// not: how many HAVEs went out in all, and whether every connection between two complete peers closed.
+fn swarm_of_four(send_redundant_have: bool) -> (usize, bool) {
+    let mut w = World::new(40 * PL as usize);
+    w.base.send_redundant_have = send_redundant_have;
+    w.base.trace = true;
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    let c = w.leecher(vec![a, b]);
+    let d = w.leecher(vec![a, b, c]);
+    assert!(w.run_until(300, |w| [b, c, d].iter().all(|i| w.complete(*i))));
+    for i in [b, c, d] {
+        assert_eq!(w.peers[i].disk.volatile, w.source);
+    }
+    // Closing takes a round trip once the last one completes.
+    w.run_until(1, |_| false);
+    let haves = w
+        .peers
+        .iter()
+        .flat_map(|p| &p.events)
+        .filter(|e| {
+            matches!(
+                e,
+                NodeEvent::Wire {
+                    dir: "out",
+                    message: "have",
+                    ..
+                }
+            )
+        })
+        .count();
+    let seeds_apart = [a, b, c, d]
+        .iter()
+        .all(|i| w.stats(*i).connections.is_empty());
+    (haves, seeds_apart)
+}
+
+#[test]
+fn haves_held_back_from_peers_holding_the_piece_are_fewer_and_seeds_still_part() {
+    let (all, apart) = swarm_of_four(true);
+    assert!(apart, "complete peers close their connections");
+    let (held, apart) = swarm_of_four(false);
+    assert!(
+        apart,
+        "held HAVEs go out at completion, so complete peers still see each other complete"
+    );
+    assert!(held < all, "{held} HAVEs sent against {all}");
 }
 
 #[test]
@@ -1142,6 +1194,7 @@ fn announces_report_verified_pieces_and_status_port() {
     let seeder = announce_of(Resume::Complete);
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
+mod dht_port;
 mod limits;
 mod metadata_fetch;
 mod peer_exchange;

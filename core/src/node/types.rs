@@ -77,9 +77,19 @@ pub struct NodeConfig {
     pub disk_retry_base: Duration,
     /// Longest wait before a download stopped on a disk error is tried again.
     pub disk_retry_max: Duration,
-    /// Advertise and answer `ut_metadata` (serve our info dictionaries, BEP 9) and `ut_pex` (peer exchange,
-    /// BEP 11) in the extension handshake.
+    /// Advertise and speak `ut_pex` (peer exchange, BEP 11) in the extension handshake.
     pub peer_exchange: bool,
+    /// Send HAVE for a newly verified piece also to peers that already hold it (libtorrent's
+    /// `send_redundant_have`, on by default there and here). Off, such a HAVE is held back until our download
+    /// completes, and then sent in one batch, so that a peer learns we are a seed (and both ends close a
+    /// connection neither needs); meanwhile its view of our pieces, which it only uses to decide its interest
+    /// in us, lacks pieces it has itself.
+    pub send_redundant_have: bool,
+    /// The UDP port of the driver's DHT node (BEP 5), if it runs one: advertised by the DHT bit of the
+    /// handshake and sent in a PORT message to every peer that sets that bit.
+    pub dht_port: Option<u16>,
+    /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
+    pub serve_metadata: bool,
 }
 
 impl Default for NodeConfig {
@@ -113,6 +123,9 @@ impl Default for NodeConfig {
             disk_retry_base: Duration::from_secs(2),
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
+            send_redundant_have: true,
+            dht_port: None,
+            serve_metadata: false,
         }
     }
 }
@@ -250,6 +263,9 @@ pub enum Output {
         result: Result<Arc<Metainfo>, super::MetadataFetchError>,
         peers: Vec<SocketAddr>,
     },
+    /// A peer told us the UDP port of its DHT node (BEP 5 PORT message; only with
+    /// [`NodeConfig::dht_port`]): the driver's DHT node may ping it to learn it. Nothing answers this.
+    DhtNode { addr: SocketAddr },
     /// Something worth telling the user, a log or a trace.
     Event(NodeEvent),
 }

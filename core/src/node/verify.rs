@@ -210,7 +210,14 @@ impl TorrentCtx<'_> {
             piece,
             from,
         });
+        let redundant = self.s.config.send_redundant_have;
         for id in &ids {
+            if let Some(c) = self.s.conns.get_mut(id) {
+                if !redundant && c.peer_has.get(piece) {
+                    c.held_haves.push(piece);
+                    continue;
+                }
+            }
             self.s.send(*id, Message::Have { index: piece });
         }
         self.maybe_checkpoint();
@@ -240,6 +247,19 @@ impl TorrentCtx<'_> {
                 self.t.peers.mark_seed(&addr);
             }
             self.close(now, id, CloseReason::BothComplete);
+        }
+        // The other peers were not told of pieces they held: they learn now that we hold everything, so that
+        // whichever of two peers completes last sees the other complete and closes.
+        for id in self.t.conns.iter() {
+            let held = self
+                .s
+                .conns
+                .get_mut(id)
+                .map(|c| std::mem::take(&mut c.held_haves))
+                .unwrap_or_default();
+            for index in held {
+                self.s.send(*id, Message::Have { index });
+            }
         }
     }
 

@@ -80,8 +80,8 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     }
 
     /// Start (or resume) the download of a magnet: its metainfo is the one stored by an earlier run in the
-    /// state folder, or else is fetched from peers (the magnet's trackers, or ours, and its `x.pe` hints);
-    /// the peers met on the way become sources.
+    /// state folder, or else is fetched from peers (the magnet's trackers, or ours, its `x.pe` hints, and
+    /// the DHT's when the app runs one); the peers met on the way become sources.
     async fn get_magnet(
         &self,
         magnet: &Magnet,
@@ -100,6 +100,8 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
         let meta = match self.load_torrent_file(&stored).await {
             Ok(meta) if meta.info_hash == hash => meta,
             _ => {
+                // Peers found in the DHT meanwhile join the metadata phase.
+                self.start_dht_lookups(hash);
                 let (fetched, met) = self
                     .peer
                     .fetch_metadata(hash, magnet.trackers.clone(), sources.clone())

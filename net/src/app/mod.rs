@@ -9,11 +9,13 @@
 
 pub mod args;
 pub mod catalog;
+pub mod dht;
 pub mod get;
 pub mod report;
 pub mod serve;
 
 pub use args::{normalize_tracker_url, peer_id_from_seed, TrackerUrls};
+pub use dht::{dht_table_path, DhtOptions, DHT_TABLE_FILE};
 pub use get::{load_torrent_file, GetRequest};
 pub use report::{human_bytes, is_finished, FileReport};
 pub use serve::{ServeEvent, ServeOptions, ServeSink, Served};
@@ -23,7 +25,7 @@ use crate::library::{self, Library};
 use crate::peer::{AddMode, Peer, PeerEnv, PeerError, PeerOptions};
 use crate::storage::Blocking;
 use crate::tracker_client::TrackerClientError;
-use crate::transport::Transport;
+use crate::transport::{DatagramSocket, Transport};
 use enjambre_core::metainfo::{InfoHash, Metainfo, MetainfoError};
 use enjambre_core::node::{NodeConfig, TorrentStats};
 use enjambre_core::time::Instant;
@@ -132,6 +134,9 @@ pub struct AppOptions {
     pub tracker: Option<TrackerUrls>,
     /// Told of every torrent added, with its metainfo.
     pub on_added: Option<AddedSink>,
+    /// Run a DHT node (BEP 5) on the listen port, over UDP: every torrent looks for peers and announces
+    /// itself there, and a magnet without a tracker finds its swarm.
+    pub dht: Option<DhtOptions>,
 }
 
 impl AppOptions {
@@ -150,6 +155,7 @@ impl AppOptions {
             },
             tracker,
             on_added: None,
+            dht: None,
         }
     }
 }
@@ -170,8 +176,11 @@ pub struct PeerApp<T, B> {
     on_added: Option<AddedSink>,
     /// Torrents handed to the peer, with when they were added.
     added: Mutex<BTreeMap<InfoHash, Added>>,
-    /// Tasks working for the app in the background (publications being retried), stopped with it.
+    /// Tasks working for the app in the background (publications being retried, DHT lookups), stopped
+    /// with it.
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// The DHT node, if the app runs one.
+    dht: Option<dht::AppDht>,
 }
 
 impl<T: Transport, B: Blocking> PeerApp<T, B> {
@@ -181,6 +190,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             mut peer,
             tracker,
             on_added,
+            dht: dht_options,
         } = options;
         peer.tracker = tracker.as_ref().map(|t| t.announce.clone());
         let dir = peer.dir.clone();
@@ -192,8 +202,52 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                 path: dir.clone(),
                 source,
             })?;
-        let (peer, task) = Peer::start(env.clone(), peer).await?;
-        Ok(PeerApp {
+        let Some(dht_options) = dht_options else {
+            let (peer, task) = Peer::start(env.clone(), peer).await?;
+            return Ok(PeerApp::new(env, peer, task, tracker, dir, on_added, None));
+        };
+        // The DHT listens on UDP on the peer's port. Asked for any port, the UDP socket picks it, and TCP
+        // takes the same one (another try if that TCP port is taken).
+        let any_port = peer.listen.port() == 0;
+        let seed = peer.node.seed;
+        let mut tries = 0;
+        let (socket, peer, task) = loop {
+            let socket = dht::bind_socket(&env.transport, peer.listen).await?;
+            let port = socket
+                .local_addr()
+                .map_err(|source| PeerError::Listen {
+                    addr: peer.listen,
+                    source,
+                })?
+                .port();
+            let mut options = peer.clone();
+            options.listen.set_port(port);
+            options.node.dht_port = Some(port);
+            tries += 1;
+            match Peer::start(env.clone(), options).await {
+                Err(PeerError::Listen { .. }) if any_port && tries < 8 => continue,
+                started => {
+                    let (peer, task) = started?;
+                    break (socket, peer, task);
+                }
+            }
+        };
+        let dht = dht::start_dht(&env, &dir, socket, &peer, seed, dht_options).await?;
+        let app = PeerApp::new(env, peer, task, tracker, dir, on_added, Some(dht));
+        app.start_dht_saver();
+        Ok(app)
+    }
+
+    fn new(
+        env: PeerEnv<T, B>,
+        peer: Peer,
+        task: JoinHandle<()>,
+        tracker: Option<TrackerUrls>,
+        dir: PathBuf,
+        on_added: Option<AddedSink>,
+        dht: Option<dht::AppDht>,
+    ) -> Self {
+        PeerApp {
             env,
             peer,
             task: Mutex::new(Some(task)),
@@ -202,7 +256,16 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             on_added,
             added: Mutex::new(BTreeMap::new()),
             background: Mutex::new(Vec::new()),
-        })
+            dht,
+        }
+    }
+
+    /// Run `task` until the app stops.
+    fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let task = tokio::spawn(task);
+        if let Ok(mut tasks) = self.background.lock() {
+            tasks.push(task);
+        }
     }
 
     /// The underlying peer driver.
@@ -265,6 +328,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
         if let Ok(mut a) = self.added.lock() {
             a.insert(hash, Added { name, at: now });
         }
+        self.start_dht_lookups(hash);
         Ok(hash)
     }
 
@@ -340,6 +404,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Announce `stopped`, close every connection and stop the peer.
     pub async fn shutdown(&self) {
         self.stop_background();
+        self.stop_dht(true).await;
         self.peer.shutdown().await;
         self.join_peer_task().await;
     }
@@ -347,6 +412,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     /// Stop at once as a crash would (no `stopped` announce, nothing flushed).
     pub async fn abort(&self) {
         self.stop_background();
+        self.stop_dht(false).await;
         self.peer.abort();
         self.join_peer_task().await;
     }

@@ -1,8 +1,9 @@
-//! Serving a folder: seed every complete file in it (trusting cached metainfo whose files kept their
-//! [`Stamps`], spot-checking other cached metainfo, hashing the rest), publish each to the tracker catalog,
-//! forget stale state and resume every unfinished download. With [`ServeOptions::jobs`] above one, that
-//! many files are hashed, added and published at once (a library of ten thousand files is bound by round
-//! trips and syncs, not by bytes); events still come in the folder's order.
+//! Serving a folder: seed every complete file and subfolder in it (a subfolder as one multi-file torrent;
+//! trusting cached metainfo whose files kept their [`Stamps`], spot-checking other cached metainfo, hashing
+//! the rest), publish each to the tracker catalog, forget stale state and resume every unfinished download.
+//! With [`ServeOptions::jobs`] above one, that many files are hashed, added and published at once (a library
+//! of ten thousand files is bound by round trips and syncs, not by bytes); events still come in the folder's
+//! order.
 
 use super::{AppError, PeerApp};
 use crate::create::create_metainfo;

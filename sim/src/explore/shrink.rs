@@ -1,5 +1,6 @@
 //! Shrinking a failing story: try smaller versions (a peer fewer, a fault fewer, a fault kind off, a file
-//! fewer, files halved) and keep each one that still breaks the same property, until none does.
+//! fewer, a file of a folder fewer, a folder as a plain file, files halved) and keep each one that still
+//! breaks the same property, until none does.
 
 use super::story::{Fault, Story};
 
@@ -79,10 +80,37 @@ pub fn candidates(story: &Story) -> Vec<Story> {
             push_if_smaller(&mut out, story, s);
         }
     }
-    // Files halved (down to a piece).
+    // A file of a folder fewer; a folder as one plain file of the same size.
+    for (i, f) in story.files.iter().enumerate() {
+        for j in 0..f.parts.len() {
+            let mut s = story.clone();
+            s.files[i].parts.remove(j);
+            s.files[i].resize_to_parts();
+            if s.files[i].size > 0 {
+                push_if_smaller(&mut out, story, s);
+            }
+        }
+        if !f.parts.is_empty() {
+            let mut s = story.clone();
+            s.files[i].parts.clear();
+            push_if_smaller(&mut out, story, s);
+        }
+    }
+    // Files halved (down to a piece; a folder's files each halved).
     let mut s = story.clone();
     for f in &mut s.files {
-        f.size = (f.size / 2).max(f.piece_size.min(f.size));
+        if f.parts.is_empty() {
+            f.size = (f.size / 2).max(f.piece_size.min(f.size));
+        } else {
+            for (_, n) in &mut f.parts {
+                *n /= 2;
+            }
+            f.resize_to_parts();
+            if f.size == 0 {
+                f.parts[0].1 = 1;
+                f.size = 1;
+            }
+        }
     }
     // A full disk stays as full relative to what the peer fetches.
     for p in &mut s.peers {
@@ -129,4 +157,46 @@ pub fn size(story: &Story) -> (usize, usize, usize, u64) {
         story.kinds().len(),
         story.files.iter().map(|f| f.size).sum(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_shrinks_by_a_file_and_to_a_plain_file_of_its_size() {
+        let story = (0..)
+            .map(Story::generate)
+            .find(|s| s.files.iter().any(|f| f.parts.len() >= 3))
+            .expect("some seed has a folder of three files or more");
+        let (i, folder) = story
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.parts.len() >= 3)
+            .expect("found above");
+        let all = candidates(&story);
+        let fewer: Vec<&Story> = all
+            .iter()
+            .filter(|s| s.files[i].parts.len() == folder.parts.len() - 1)
+            .collect();
+        assert!(!fewer.is_empty());
+        for s in &fewer {
+            let left: u64 = s.files[i].parts.iter().map(|(_, n)| n).sum();
+            assert_eq!(s.files[i].size, left);
+            assert!(s.files[i].parts.iter().all(|p| folder.parts.contains(p)));
+        }
+        assert!(all.iter().any(|s| s.files[i].parts.is_empty()
+            && s.files[i].size == folder.size
+            && s.files[i].name == folder.name));
+        // Halving halves each file of the folder.
+        assert!(all
+            .iter()
+            .any(|s| s.files[i].parts.len() == folder.parts.len()
+                && s.files[i]
+                    .parts
+                    .iter()
+                    .zip(&folder.parts)
+                    .all(|(a, b)| a.0 == b.0 && a.1 == b.1 / 2)));
+    }
 }

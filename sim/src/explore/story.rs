@@ -65,15 +65,55 @@ impl FaultKind {
     }
 }
 
-/// A file of the story.
+/// A file of the story, or a folder shared as one multi-file torrent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoryFile {
     /// Name.
     pub name: String,
-    /// Bytes.
+    /// Bytes (of a folder: the sum of its files').
     pub size: u64,
     /// Piece size.
     pub piece_size: u64,
+    /// A folder's files, each a path below it and a size, in torrent order; empty for a plain file.
+    #[serde(default)]
+    pub parts: Vec<(String, u64)>,
+}
+
+impl StoryFile {
+    /// Set a folder's size to the sum of its files'.
+    pub fn resize_to_parts(&mut self) {
+        if !self.parts.is_empty() {
+            self.size = self.parts.iter().map(|(_, n)| n).sum();
+        }
+    }
+
+    /// Cut `size` bytes into 2 to 4 files at random places (so that pieces straddle files), now and then
+    /// one of them empty or in a subfolder, and make this a folder named `name`.
+    fn make_folder(&mut self, name: String, d: &mut Dice) {
+        let count = d.range(2, 4);
+        let mut cuts: Vec<u64> = (1..count).map(|_| d.below(self.size + 1)).collect();
+        if d.chance(10) {
+            // An empty file.
+            cuts.push(cuts[0]);
+        }
+        cuts.push(0);
+        cuts.push(self.size);
+        cuts.sort_unstable();
+        self.parts = cuts
+            .windows(2)
+            .enumerate()
+            .map(|(j, w)| {
+                let path = if d.chance(25) {
+                    format!("sub/part{j}.bin")
+                } else {
+                    format!("part{j}.bin")
+                };
+                (path, w[1] - w[0])
+            })
+            .collect();
+        self.name = name;
+        self.resize_to_parts();
+    }
 }
 
 /// A peer of the story.
@@ -263,6 +303,8 @@ impl Dice {
 
 const KIB: u64 = 1024;
 const MB: u64 = 1_000_000;
+/// Mixed into the seed for the dice that turn files into folders.
+const FOLDER_DICE: u64 = 0x666f_6c64_6572;
 
 impl Story {
     /// The story of `seed`.
@@ -296,7 +338,16 @@ impl Story {
                 name: format!("file{i}.bin"),
                 size,
                 piece_size,
+                parts: Vec::new(),
             });
+        }
+        // A third of the files are folders (drawn from their own dice, so that the rest of a seed's story
+        // stays what earlier versions drew).
+        let mut folders = Dice(ChaCha8Rng::seed_from_u64(seed ^ FOLDER_DICE));
+        for (i, f) in files.iter_mut().enumerate() {
+            if folders.chance(35) {
+                f.make_folder(format!("folder{i}"), &mut folders);
+            }
         }
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let seeders = if peer_count >= 3 && d.chance(50) {
@@ -571,11 +622,26 @@ impl Story {
             }
         }
         for f in &self.files {
-            let _ = writeln!(
-                t,
-                "\n[[file]]\nname = {:?}\nsize = {}\npiece_size = {}",
-                f.name, f.size, f.piece_size
-            );
+            if f.parts.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "\n[[file]]\nname = {:?}\nsize = {}\npiece_size = {}",
+                    f.name, f.size, f.piece_size
+                );
+            } else {
+                let parts: Vec<String> = f
+                    .parts
+                    .iter()
+                    .map(|(path, size)| format!("{{ path = {path:?}, size = {size} }}"))
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "\n[[file]]\nname = {:?}\npiece_size = {}\nfiles = [{}]",
+                    f.name,
+                    f.piece_size,
+                    parts.join(", ")
+                );
+            }
         }
         for p in &self.peers {
             let _ = writeln!(t, "\n[[peer]]\nname = {:?}", p.name);
@@ -693,8 +759,9 @@ mod tests {
     use crate::scenario::Scenario;
 
     #[test]
-    fn every_story_is_a_valid_scenario_and_the_same_seed_gives_the_same_story() {
+    fn every_story_is_a_valid_scenario_and_the_same_seed_gives_the_same_story_some_with_folders() {
         let mut kinds = std::collections::BTreeSet::new();
+        let (mut folders, mut straddling) = (0, 0);
         for seed in 0..300 {
             let story = Story::generate(seed);
             assert_eq!(story, Story::generate(seed));
@@ -704,7 +771,24 @@ mod tests {
             assert_eq!(scenario.events.len(), story.event_count(), "seed {seed}");
             assert!((2..=30).contains(&story.peers.len()));
             kinds.extend(story.kinds());
+            for (f, spec) in story.files.iter().zip(&scenario.files) {
+                assert_eq!((f.size, f.parts.len()), (spec.size.0, spec.files.len()));
+                if !f.parts.is_empty() {
+                    folders += 1;
+                    // A file boundary inside a piece: some piece straddles two files.
+                    let mut end = 0;
+                    straddling += f.parts[..f.parts.len() - 1]
+                        .iter()
+                        .filter(|(_, n)| {
+                            end += n;
+                            end % f.piece_size != 0
+                        })
+                        .count();
+                }
+            }
         }
         assert_eq!(kinds.len(), FaultKind::ALL.len(), "kinds seen: {kinds:?}");
+        assert!(folders > 50, "{folders} folders in 300 stories");
+        assert!(straddling > folders, "{straddling} straddling boundaries");
     }
 }

@@ -298,7 +298,11 @@ impl LazyDisk {
             st.written.insert(0, len);
             st.len = len;
         }
-        self.lock().files.insert(path.to_path_buf(), file);
+        let mut st = self.lock();
+        // Its folders too (a folder torrent's files sit in subfolders of the download folder).
+        st.dirs
+            .extend(path.ancestors().skip(1).map(Path::to_path_buf));
+        st.files.insert(path.to_path_buf(), file);
     }
 
     /// SHA-1 of a whole file, without reading it when it is the unmodified generated content.

@@ -65,6 +65,12 @@ pub struct GroupSpec {
     /// Research knobs of every member (as a `[[peer]]`'s `knobs`).
     #[serde(default)]
     pub knobs: crate::scenario::Knobs,
+    /// Every member gets its files from magnet links (as a `[[peer]]`'s `magnet`).
+    #[serde(default)]
+    pub magnet: bool,
+    /// Peer exchange of every member (as a `[[peer]]`'s `pex`).
+    #[serde(default)]
+    pub pex: Option<bool>,
 }
 
 fn invalid(m: String) -> ScenarioError {
@@ -141,6 +147,8 @@ pub fn expand(s: &mut Scenario) -> Result<(), ScenarioError> {
                 has: g.has.clone(),
                 get: g.get.clone(),
                 sources: Vec::new(),
+                magnet: g.magnet,
+                pex: g.pex,
                 upload_rate: g.upload_rate,
                 download_rate: g.download_rate,
                 sequential: false,

@@ -132,13 +132,11 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
     let contents: BTreeMap<PathBuf, ContentId> = scenario
         .files
         .iter()
-        .map(|f| {
+        .flat_map(|f| f.parts())
+        .map(|(name, _)| {
             (
-                PathBuf::from(DATA_DIR).join(&f.name),
-                ContentId {
-                    seed,
-                    name: f.name.clone(),
-                },
+                PathBuf::from(DATA_DIR).join(&name),
+                ContentId { seed, name },
             )
         })
         .collect();
@@ -170,7 +168,10 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
         );
     }
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let mut tracker_task = Some(start_tracker(&ctx, tracker, registry.clone()));
+    let mut tracker_task = scenario
+        .tracker
+        .enabled
+        .then(|| start_tracker(&ctx, tracker, registry.clone()));
     for spec in scenario.peers.iter().filter(|p| !p.delayed) {
         if let Some(h) = hosts.get_mut(&spec.name) {
             start_peer(&ctx, h);
@@ -338,8 +339,13 @@ fn start_peer(ctx: &Ctx, h: &mut Host) {
     if boot == 1 {
         // The user's own files are there before the peer starts: placed at no cost (generated content).
         for file in &h.spec.has {
-            if let Some(f) = ctx.scenario.file(file) {
-                h.disk.install(&dir.join(file), f.size.0);
+            for (part, size) in ctx
+                .scenario
+                .file(file)
+                .map(|f| f.parts())
+                .unwrap_or_default()
+            {
+                h.disk.install(&dir.join(part), size);
             }
         }
     }

@@ -6,17 +6,7 @@ use enjambre_tests::bins::{get, serve, PeerArgs, Tracker};
 use enjambre_tests::files::{write_pattern_file, Scratch};
 use enjambre_tests::wait_for;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Send `signal` (a name such as `INT`) to `pid` with the shell's `kill` builtin (no libc here).
-fn signal(name: &str, pid: u32) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -{name} \"$0\""), &pid.to_string()])
-        .status()
-        .expect("run sh");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
 
 /// The nodes of `GET /swarm`.
 fn nodes(tracker: &Tracker) -> Vec<serde_json::Value> {
@@ -121,7 +111,7 @@ fn swarm_view_follows_peers_from_start_to_stop() {
     );
 
     // SIGINT and SIGTERM: exit 0, announce `stopped`.
-    signal("INT", a.proc.pid());
+    a.proc.signal("INT");
     let status = a.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "A exited with {status} on SIGINT");
     wait_for(
@@ -130,7 +120,7 @@ fn swarm_view_follows_peers_from_start_to_stop() {
         Duration::from_millis(50),
         || (node_names(&tracker) == BTreeSet::from([b_node.clone()])).then_some(()),
     );
-    signal("TERM", b.proc.pid());
+    b.proc.signal("TERM");
     let status = b.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "B exited with {status} on SIGTERM");
     wait_for(

@@ -4,6 +4,7 @@
 //! The binaries must have been built for the same profile: `cargo test --release --workspace` does it.
 
 mod catalog_restart;
+mod dht;
 mod disk_full;
 mod failover;
 mod hostile_metainfo;

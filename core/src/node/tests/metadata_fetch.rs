@@ -58,6 +58,7 @@ fn a_magnet_gets_its_metadata_from_a_seeding_node_and_becomes_a_torrent() {
     let mut seeder = Node::new(NodeConfig {
         peer_id: peer_id(0),
         peer_exchange: true,
+        serve_metadata: true,
         ..NodeConfig::default()
     });
     seeder.add_torrent(

@@ -14,6 +14,7 @@ fn node_with(resume: Resume) -> (Node, Arc<Metainfo>) {
     let mut node = Node::new(NodeConfig {
         peer_id: peer_id(0),
         peer_exchange: true,
+        serve_metadata: true,
         ..NodeConfig::default()
     });
     node.add_torrent(
@@ -114,6 +115,52 @@ fn without_the_switch_nothing_is_advertised() {
     let (_, theirs) = extended_peer(&mut node, &meta, 7001);
     assert!(theirs.messages.is_empty());
     assert_eq!(theirs.metadata_size, None);
+}
+
+#[test]
+fn each_switch_advertises_its_own_extension() {
+    let meta = meta_for(&content(4 * PL as usize));
+    for (peer_exchange, serve_metadata) in [(true, false), (false, true)] {
+        let mut node = Node::new(NodeConfig {
+            peer_exchange,
+            serve_metadata,
+            ..NodeConfig::default()
+        });
+        node.add_torrent(
+            Instant::ZERO,
+            AddTorrent {
+                meta: meta.clone(),
+                resume: Resume::Complete,
+                announce: false,
+                sources: vec![],
+            },
+        );
+        while node.poll_output().is_some() {}
+        let (mut peer, theirs) = extended_peer(&mut node, &meta, 7001);
+        assert_eq!(theirs.messages.contains_key("ut_pex"), peer_exchange);
+        assert_eq!(theirs.messages.contains_key("ut_metadata"), serve_metadata);
+        assert_eq!(theirs.metadata_size.is_some(), serve_metadata);
+        let (out, _) = peer.say(
+            &mut node,
+            &[Message::Extended {
+                id: OUR_METADATA_ID,
+                payload: Bytes::from(MetadataMsg::Request { piece: 0 }.encode()),
+            }],
+        );
+        let answered = out.iter().any(|m| {
+            matches!(
+                m,
+                Message::Extended {
+                    id: HAND_METADATA_ID,
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            answered, serve_metadata,
+            "metadata served only when told to"
+        );
+    }
 }
 
 #[test]
