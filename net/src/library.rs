@@ -3,11 +3,12 @@
 //!
 //! Synchronous like [`Storage`]; run [`scan`] through a [`crate::storage::Blocking`] runner in a driver.
 
-use crate::state_dir::StateDir;
-use crate::storage::Storage;
+use crate::state_dir::{Stamps, StateDir};
+use crate::storage::{FileStamp, Storage};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct PlainFile {
     pub path: PathBuf,
     /// Length in bytes (0 for a folder: its files are measured when it is hashed).
     pub size: u64,
+    /// Its length and modification time when the folder was scanned.
+    pub stamp: FileStamp,
 }
 
 /// Everything found in one download folder.
@@ -78,6 +81,8 @@ pub struct Library {
     /// State files that could not be read (see [`crate::state_dir::StateScan`]): any of them may describe
     /// an unfinished download whose partial file must not be taken for a complete one.
     pub unreadable_state: Vec<PathBuf>,
+    /// The stamps of verified files (see [`Stamps`] for the rule that trusts them).
+    pub stamps: Stamps,
 }
 
 /// One line of `peer ls`.
@@ -98,9 +103,13 @@ pub struct LocalEntry {
 /// What `peer serve` does with a folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServePlan {
+    /// Complete files whose cached metainfo matches, whose checkpoint says complete and whose length and
+    /// modification time are those recorded when their content was verified ([`Stamps`]): seed them as they
+    /// are, without reading a byte. Each with its stamp, to record again.
+    pub trusted: Vec<(Metainfo, FileStamp)>,
     /// Complete files whose cached metainfo matches (name, single file, size) and whose checkpoint says
-    /// complete, plus complete multi-file downloads still present: add them in download mode, so that the
-    /// node spot-checks instead of rehashing.
+    /// complete but whose stamp does not match, plus complete multi-file downloads still present: add them
+    /// in download mode, so that the node spot-checks instead of rehashing.
     pub cached: Vec<Metainfo>,
     /// Complete files without a usable cached metainfo, and folders that are no download: hash them and
     /// seed (a folder as one multi-file torrent).
@@ -125,6 +134,7 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
     }
     let state = StateDir::new(storage.clone(), dir);
     let state_scan = state.scan_downloads();
+    let stamps = state.load_stamps();
     let downloads = state_scan
         .downloads
         .into_iter()
@@ -150,11 +160,21 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
                     name: name.clone(),
                     path: path.clone(),
                     size: 0,
+                    // A folder has no stamp of its own: its files are hashed whole each time.
+                    stamp: FileStamp {
+                        len: 0,
+                        modified: None,
+                    },
                 });
             }
             folders.push(name);
-        } else if let Some(size) = storage.file_len(&path)? {
-            files.push(PlainFile { name, path, size });
+        } else if let Some(stamp) = storage.file_stamp(&path)? {
+            files.push(PlainFile {
+                name,
+                path,
+                size: stamp.len,
+                stamp,
+            });
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -166,7 +186,49 @@ pub fn scan(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<Library> {
         folders,
         filled_folders,
         unreadable_state: state_scan.unreadable,
+        stamps,
     })
+}
+
+/// Lookups by name over one [`Library`], built once: a library of ten thousand files asked file by file
+/// through linear searches took seconds (`peer ls`: 9.4 s for 10,050 files).
+struct Lookup<'a> {
+    /// Top-level names occupied by unfinished downloads.
+    unfinished: BTreeSet<&'a str>,
+    /// Complete single-file downloads by (name, length); the first by info hash when several match.
+    complete_files: BTreeMap<(&'a str, u64), &'a Download>,
+    /// Top-level names of every download.
+    downloads: BTreeSet<&'a str>,
+    /// Top-level files by name.
+    files: BTreeMap<&'a str, &'a PlainFile>,
+    /// Top-level folders.
+    folders: BTreeSet<&'a str>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(lib: &'a Library) -> Lookup<'a> {
+        let mut complete_files = BTreeMap::new();
+        for d in &lib.downloads {
+            if d.is_complete() && !d.meta.info.multi_file {
+                complete_files
+                    .entry((d.meta.info.name.as_str(), d.meta.total_length()))
+                    .or_insert(d);
+            }
+        }
+        Lookup {
+            unfinished: lib.unfinished().map(Download::top_name).collect(),
+            complete_files,
+            downloads: lib.downloads.iter().map(Download::top_name).collect(),
+            files: lib.files.iter().map(|f| (f.name.as_str(), f)).collect(),
+            folders: lib.folders.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn cached_for(&self, file: &PlainFile) -> Option<&'a Download> {
+        self.complete_files
+            .get(&(file.name.as_str(), file.size))
+            .copied()
+    }
 }
 
 impl Library {
@@ -182,22 +244,21 @@ impl Library {
 
     /// The complete single-file download whose metainfo describes `file` exactly (name and size).
     pub fn cached_for(&self, file: &PlainFile) -> Option<&Download> {
-        self.downloads.iter().find(|d| {
-            d.is_complete()
-                && !d.meta.info.multi_file
-                && d.meta.info.name == file.name
-                && d.meta.total_length() == file.size
-        })
+        Lookup::new(self).cached_for(file)
     }
 
     /// Decide what to seed, what to hash and what to resume.
     pub fn plan_serve(&self) -> ServePlan {
+        let look = Lookup::new(self);
         let mut plan = ServePlan::default();
         for file in &self.files {
-            if self.is_unfinished(&file.name) {
+            if look.unfinished.contains(file.name.as_str()) {
                 continue;
             }
-            match self.cached_for(file) {
+            match look.cached_for(file) {
+                Some(d) if self.stamps.matches(&d.meta.info_hash, &[file.stamp]) => {
+                    plan.trusted.push((d.meta.clone(), file.stamp))
+                }
                 Some(d) => plan.cached.push(d.meta.clone()),
                 None if !self.unreadable_state.is_empty() => plan.held_back.push(file.clone()),
                 None => plan.to_hash.push(file.clone()),
@@ -205,7 +266,7 @@ impl Library {
         }
         // A folder nobody downloaded (a download's folder is resumed or seeded below) is shared whole.
         for folder in &self.filled_folders {
-            if self.downloads.iter().any(|d| d.top_name() == folder.name) {
+            if look.downloads.contains(folder.name.as_str()) {
                 continue;
             }
             if self.unreadable_state.is_empty() {
@@ -218,13 +279,11 @@ impl Library {
             if !d.is_complete() {
                 plan.resume.push(d.clone());
             } else if d.meta.info.multi_file {
-                if self.folders.iter().any(|f| f == d.top_name())
-                    && !self.is_unfinished(d.top_name())
-                {
+                if look.folders.contains(d.top_name()) && !look.unfinished.contains(d.top_name()) {
                     plan.cached.push(d.meta.clone());
                 }
-            } else if let Some(f) = self.files.iter().find(|f| f.name == d.meta.info.name) {
-                if f.size != d.meta.total_length() && !self.is_unfinished(&f.name) {
+            } else if let Some(f) = look.files.get(d.meta.info.name.as_str()) {
+                if f.size != d.meta.total_length() && !look.unfinished.contains(f.name.as_str()) {
                     plan.stale.push(d.meta.info_hash);
                 }
             }
@@ -235,6 +294,7 @@ impl Library {
     /// The `peer ls` listing: unfinished downloads with their percentage, complete files and complete
     /// multi-file downloads, sorted by name.
     pub fn entries(&self) -> Vec<LocalEntry> {
+        let look = Lookup::new(self);
         let mut out: Vec<LocalEntry> = Vec::new();
         for d in self.unfinished() {
             out.push(LocalEntry {
@@ -246,7 +306,7 @@ impl Library {
             });
         }
         for f in &self.files {
-            if self.is_unfinished(&f.name) {
+            if look.unfinished.contains(f.name.as_str()) {
                 continue;
             }
             out.push(LocalEntry {
@@ -254,15 +314,16 @@ impl Library {
                 size: f.size,
                 complete: true,
                 percent: 100.0,
-                info_hash: self.cached_for(f).map(|d| d.meta.info_hash.to_hex()),
+                info_hash: look.cached_for(f).map(|d| d.meta.info_hash.to_hex()),
             });
         }
+        let mut listed: BTreeSet<String> = out.iter().map(|e| e.name.clone()).collect();
         for d in &self.downloads {
             if d.is_complete()
                 && d.meta.info.multi_file
-                && self.folders.iter().any(|f| f == d.top_name())
-                && !self.is_unfinished(d.top_name())
-                && !out.iter().any(|e| e.name == d.top_name())
+                && look.folders.contains(d.top_name())
+                && !look.unfinished.contains(d.top_name())
+                && listed.insert(d.top_name().to_string())
             {
                 out.push(LocalEntry {
                     name: d.top_name().to_string(),
@@ -400,6 +461,33 @@ mod tests {
         want.sort();
         assert_eq!(resumed, want);
         assert_eq!(plan.stale, vec![old.info_hash]);
+    }
+
+    #[test]
+    fn a_file_with_its_recorded_stamp_is_trusted_and_a_touched_one_is_not() {
+        let s = Scratch::new("library", "stamps");
+        let (cached, _, _, _) = populate(&s.0);
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let stamp = StdStorage
+            .file_stamp(&s.0.join("cached.bin"))
+            .unwrap()
+            .unwrap();
+        let mut stamps = Stamps::new();
+        stamps.insert(cached.info_hash, vec![stamp]);
+        sd.save_stamps(&stamps).unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        assert_eq!(plan.trusted, vec![(cached.clone(), stamp)]);
+        assert!(plan.cached.is_empty());
+        // Same length, new modification time: spot-checked as any cached metainfo.
+        let f = std::fs::File::options()
+            .write(true)
+            .open(s.0.join("cached.bin"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        let plan = scan(Arc::new(StdStorage), &s.0).unwrap().plan_serve();
+        assert!(plan.trusted.is_empty());
+        assert_eq!(plan.cached, vec![cached]);
     }
 
     #[test]

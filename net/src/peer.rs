@@ -45,6 +45,11 @@ use tokio::task::JoinHandle;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an announce may take.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a due timer waits behind inputs that keep coming (see [`NodeTask::run`]).
+const MAX_TIMER_LAG: Duration = Duration::from_millis(50);
+/// Most announces in flight at once: a library of ten thousand files starting together queues its announces
+/// here instead of opening ten thousand connections to the tracker at once.
+const MAX_ANNOUNCES_IN_FLIGHT: usize = 16;
 /// Bytes of received blocks allowed to wait for the disk before the peer stops reading its sockets.
 const DISK_BACKLOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
@@ -132,8 +137,11 @@ pub enum PeerError {
 /// How to add a torrent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddMode {
-    /// Every piece is known good (the metainfo was just made from these files).
+    /// Every piece is known good (the metainfo was just made from these files): record a complete checkpoint.
     Seed,
+    /// Every piece is known good and already recorded so: a complete checkpoint whose files kept the
+    /// stamps taken when they were verified ([`crate::state_dir::Stamps`]). Nothing is read or written.
+    Trusted,
     /// Download, resuming from whatever checkpoint is in the state folder.
     Download,
     /// Download, but hash every piece already on disk first (`--recheck`).
@@ -255,6 +263,7 @@ impl Peer {
             pace_at: None,
             dropped: Vec::new(),
             metadata_waiters: BTreeMap::new(),
+            announce_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ANNOUNCES_IN_FLIGHT)),
             dht_nodes: None,
             options: options.clone(),
         };
@@ -301,9 +310,15 @@ impl Peer {
         async move {
             let meta = Arc::new(meta);
             let name = meta.info.name.clone();
-            let resume = prepare(blocking, storage, dir, meta.clone(), mode)
-                .await
-                .map_err(|source| PeerError::Prepare { name, source })?;
+            // A trusted torrent needs no disk work: it does not wait for the blocking pool, which a library's
+            // ten thousand resumed checkpoints keep busy.
+            let resume = if mode == AddMode::Trusted {
+                enjambre_core::node::Resume::Complete
+            } else {
+                prepare(blocking, storage, dir, meta.clone(), mode)
+                    .await
+                    .map_err(|source| PeerError::Prepare { name, source })?
+            };
             let hash = meta.info_hash;
             // Whether to announce is decided with the tracker tiers, in the node task.
             let add = AddTorrent {
@@ -532,6 +547,8 @@ struct NodeTask<T: Transport, B> {
     dropped: Vec<(ConnId, CloseReason)>,
     /// Who waits for the metadata of a magnet, by info hash.
     metadata_waiters: BTreeMap<InfoHash, Vec<oneshot::Sender<MetadataResult>>>,
+    /// Permits for announces in flight ([`MAX_ANNOUNCES_IN_FLIGHT`]).
+    announce_slots: Arc<tokio::sync::Semaphore>,
     /// Where DHT nodes named by peers go.
     dht_nodes: Option<DhtNodeSink>,
     options: PeerOptions,
@@ -546,7 +563,16 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
     ) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
         loop {
-            let deadline = self.node.poll_timeout();
+            let mut deadline = self.node.poll_timeout();
+            // Timers come after every ready input (the select is biased), but not for ever: a peer with ten
+            // thousand torrents gets disk results and announce replies without pause, and its timers (the
+            // announces among them) must not starve behind them.
+            let now = self.env.clock.now();
+            if deadline.is_some_and(|d| d + MAX_TIMER_LAG <= now) {
+                self.node.handle_timeout(now);
+                self.drain();
+                deadline = self.node.poll_timeout();
+            }
             let sleep = async {
                 match deadline {
                     Some(d) => self.env.clock.sleep_until(d).await,
@@ -832,7 +858,10 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 };
                 let transport = self.env.transport.clone();
                 let inbox = self.inbox.clone();
+                let slots = self.announce_slots.clone();
                 tokio::spawn(async move {
+                    // The semaphore is never closed; without a permit the announce goes anyway.
+                    let _slot = slots.acquire_owned().await.ok();
                     let reply = announce_to_tiers(&transport, &tiers, &params).await;
                     let _ = inbox
                         .send(Msg::Input(Input::TrackerReply { torrent, reply }))

@@ -35,6 +35,9 @@ fn plan_resume_once(
     meta: &Metainfo,
     mode: AddMode,
 ) -> io::Result<Resume> {
+    if mode == AddMode::Trusted {
+        return Ok(Resume::Complete);
+    }
     let state = StateDir::new(storage.clone(), dir);
     state.save_metainfo(meta)?;
     let store = TorrentStore::new(storage, dir.to_path_buf(), meta)?;
@@ -45,6 +48,7 @@ fn plan_resume_once(
             Resume::Complete
         }
         AddMode::Recheck => Resume::RecheckAll,
+        AddMode::Trusted => Resume::Complete,
         AddMode::Download => match state.load_checkpoint(&meta.info_hash)? {
             Some(cp) => match cp.validate(meta) {
                 Ok(claimed) => {
@@ -76,7 +80,11 @@ fn plan_resume_once(
             None => Resume::Fresh,
         },
     };
-    store.prepare()?;
+    // A seed's files were just hashed at their full length: nothing to create, and no handle to keep open
+    // (a folder of ten thousand seeds would hold ten thousand descriptors).
+    if !(mode == AddMode::Seed && sizes_ok) {
+        store.prepare()?;
+    }
     Ok(resume)
 }
 

@@ -1,12 +1,16 @@
 //! The hidden state folder `DIR/.enjambre/` of a download folder: per download, `<infohash>.torrent` (the
-//! metainfo) and `<infohash>.json` (the resume checkpoint), both replaced atomically.
+//! metainfo) and `<infohash>.json` (the resume checkpoint), both replaced atomically; and for the whole
+//! folder `stamps.json`, the [`Stamps`] of the files whose content was verified (what lets a restart trust
+//! them without hashing).
 //!
 //! A damaged state file never stops the peer: it is skipped (or treated as "no checkpoint") with a warning,
 //! and the download is rechecked from the payload instead (invariant 3).
 
-use crate::storage::{retry_io, FileLock, Storage, IO_TRIES};
+use crate::storage::{retry_io, FileLock, FileStamp, Storage, IO_TRIES};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +40,78 @@ pub enum LockError {
         /// What went wrong.
         source: io::Error,
     },
+}
+
+/// Name of the stamp index inside the state folder.
+pub const STAMPS_FILE_NAME: &str = "stamps.json";
+
+/// The stamp index format version this code writes and reads.
+const STAMPS_VERSION: u32 = 1;
+
+/// Largest stamp index read back (about 100 bytes per file: 64 MiB is over half a million files).
+const MAX_STAMPS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// For each complete download whose content was verified, the [`FileStamp`] (length and modification
+/// time) of each of its payload files, in torrent order, taken *before* that verification.
+///
+/// The rule, the one libtorrent applies to its resume data: a download whose checkpoint says complete and
+/// whose every payload file still has exactly the recorded length and modification time is trusted without
+/// reading a byte (no spot check). A file written, truncated, replaced or touched since has another stamp
+/// and goes back to the ordinary resume (spot check of the checkpoint, or a full hash). What it does not
+/// catch, as libtorrent does not: a change that keeps both the length and the modification time (a clock set
+/// back, `touch -r`); `--recheck` hashes everything whatever the stamps say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamps {
+    /// Format version.
+    version: u32,
+    /// Stamps by info hash.
+    torrents: BTreeMap<InfoHash, Vec<FileStamp>>,
+}
+
+impl Stamps {
+    /// No stamps.
+    pub fn new() -> Stamps {
+        Stamps {
+            version: STAMPS_VERSION,
+            torrents: BTreeMap::new(),
+        }
+    }
+
+    /// Record that the content of `info_hash`'s files, as `files` stamps them, is verified. A stamp
+    /// without a modification time is never recorded (it could not tell a change).
+    pub fn insert(&mut self, info_hash: InfoHash, files: Vec<FileStamp>) {
+        if files.iter().all(|f| f.modified.is_some()) {
+            self.torrents.insert(info_hash, files);
+        }
+    }
+
+    /// Whether `files` (as they are now) are exactly what was recorded for `info_hash`.
+    pub fn matches(&self, info_hash: &InfoHash, files: &[FileStamp]) -> bool {
+        files.iter().all(|f| f.modified.is_some())
+            && self.torrents.get(info_hash).map(Vec::as_slice) == Some(files)
+    }
+
+    /// How many downloads have stamps.
+    pub fn len(&self) -> usize {
+        self.torrents.len()
+    }
+
+    /// Whether no download has stamps.
+    pub fn is_empty(&self) -> bool {
+        self.torrents.is_empty()
+    }
+
+    /// Compact JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse a stamp index; `None` when it is not one this code wrote.
+    pub fn from_json(bytes: &[u8]) -> Option<Stamps> {
+        serde_json::from_slice::<Stamps>(bytes)
+            .ok()
+            .filter(|s| s.version == STAMPS_VERSION)
+    }
 }
 
 /// Ownership of a download folder: while it lives, no other process can take the same folder.
@@ -145,11 +221,20 @@ impl StateDir {
 
     /// Store a checkpoint, atomically and durably (temp file, sync, rename, folder sync). The caller must
     /// have synced the payload data it claims first (invariant 2).
+    ///
+    /// A complete checkpoint equal to the one stored is not written again: every stored checkpoint went
+    /// through the same sync-then-rename, and a resumed complete torrent (ten thousand of them when a library
+    /// is served) would otherwise cost two syncs each for nothing. (Only complete ones are compared: a
+    /// download's checkpoints differ from each other anyway.)
     pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> io::Result<()> {
-        self.save(
-            &self.checkpoint_path(&checkpoint.info_hash),
-            &checkpoint.to_json(),
-        )
+        let path = self.checkpoint_path(&checkpoint.info_hash);
+        let json = checkpoint.to_json();
+        if checkpoint.complete
+            && self.storage.read_file(&path).ok().flatten().as_deref() == Some(json.as_slice())
+        {
+            return Ok(());
+        }
+        self.save(&path, &json)
     }
 
     /// The checkpoint of `info_hash`, if there is a readable one. A corrupt checkpoint, or one that names
@@ -250,6 +335,45 @@ impl StateDir {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "vanished".to_string())?;
         Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Where the [`Stamps`] are kept.
+    pub fn stamps_path(&self) -> PathBuf {
+        self.root.join(STAMPS_FILE_NAME)
+    }
+
+    /// The stamp index; empty (with a warning) when it is missing, unreadable or damaged: that only costs
+    /// spot checks.
+    pub fn load_stamps(&self) -> Stamps {
+        let path = self.stamps_path();
+        match self.storage.file_len(&path) {
+            Ok(Some(len)) if len > MAX_STAMPS_BYTES => {
+                tracing::warn!(path = %path.display(), "ignoring a stamp index of {len} bytes");
+                return Stamps::new();
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Stamps::new(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the stamp index");
+                return Stamps::new();
+            }
+        }
+        match self.storage.read_file(&path) {
+            Ok(Some(bytes)) => Stamps::from_json(&bytes).unwrap_or_else(|| {
+                tracing::warn!(path = %path.display(), "ignoring a damaged stamp index");
+                Stamps::new()
+            }),
+            Ok(None) => Stamps::new(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the stamp index");
+                Stamps::new()
+            }
+        }
+    }
+
+    /// Replace the stamp index, atomically.
+    pub fn save_stamps(&self, stamps: &Stamps) -> io::Result<()> {
+        self.save(&self.stamps_path(), &stamps.to_json())
     }
 
     /// Forget a download: remove its checkpoint, then its metainfo. Missing files are not an error.
@@ -390,6 +514,67 @@ mod tests {
         let bad = json.replace(&a.info_hash.to_hex(), "../../etc/passwd");
         std::fs::write(sd.checkpoint_path(&a.info_hash), bad).unwrap();
         assert_eq!(sd.load_checkpoint(&a.info_hash).unwrap(), None);
+    }
+
+    #[test]
+    fn stamps_round_trip_and_a_damaged_index_is_empty() {
+        let s = Scratch::new("statedir", "stamps");
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        assert_eq!(sd.load_stamps(), Stamps::new());
+        let (a, b) = (meta("a", 20_000), meta("b", 20_000));
+        let stamp = FileStamp {
+            len: 20_000,
+            modified: Some(1_764_000_000_123_456_789),
+        };
+        let mut stamps = Stamps::new();
+        stamps.insert(a.info_hash, vec![stamp]);
+        // A storage without modification times cannot tell a change: nothing is recorded.
+        stamps.insert(
+            b.info_hash,
+            vec![FileStamp {
+                len: 20_000,
+                modified: None,
+            }],
+        );
+        assert_eq!(stamps.len(), 1);
+        sd.save_stamps(&stamps).unwrap();
+        let back = sd.load_stamps();
+        assert_eq!(back, stamps);
+        assert!(back.matches(&a.info_hash, &[stamp]));
+        let later = FileStamp {
+            modified: Some(1_764_000_000_123_456_790),
+            ..stamp
+        };
+        assert!(!back.matches(&a.info_hash, &[later]));
+        assert!(!back.matches(&b.info_hash, &[stamp]));
+        std::fs::write(sd.stamps_path(), b"{\"version\":1,\"torrents\":").unwrap();
+        assert_eq!(sd.load_stamps(), Stamps::new());
+    }
+
+    #[test]
+    fn an_unchanged_checkpoint_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let s = Scratch::new("statedir", "same-checkpoint");
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let m = meta("a", 70_000);
+        let inode = || {
+            std::fs::metadata(sd.checkpoint_path(&m.info_hash))
+                .unwrap()
+                .ino()
+        };
+        let full = Checkpoint::new(&m, &Bitfield::full(m.piece_count()));
+        sd.save_checkpoint(&full).unwrap();
+        let first = inode();
+        // Replacing goes through a new file renamed over the old one: a new inode. The same complete
+        // checkpoint again is left alone.
+        sd.save_checkpoint(&full).unwrap();
+        assert_eq!(inode(), first);
+        // Another checkpoint replaces it, and an incomplete one is written even when unchanged.
+        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        let second = inode();
+        assert_ne!(second, first);
+        sd.save_checkpoint(&Checkpoint::new(&m, &half(&m))).unwrap();
+        assert_ne!(inode(), second);
     }
 
     #[test]

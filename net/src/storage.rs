@@ -52,6 +52,14 @@ pub trait Storage: Send + Sync + 'static {
     fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
     /// Length of a file, `Ok(None)` when it does not exist.
     fn file_len(&self, path: &Path) -> io::Result<Option<u64>>;
+    /// Length and modification time of a file (one `stat`), `Ok(None)` when it does not exist. Storages
+    /// without modification times answer with `modified: None`, which never matches a recorded stamp.
+    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        Ok(self.file_len(path)?.map(|len| FileStamp {
+            len,
+            modified: None,
+        }))
+    }
     /// Entries of a folder (full paths), sorted; empty when the folder does not exist.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
     /// Whether `path` is a folder.
@@ -64,6 +72,16 @@ pub trait Storage: Send + Sync + 'static {
     fn lock_exclusive(&self, _path: &Path, _note: &[u8]) -> io::Result<Option<FileLock>> {
         Ok(None)
     }
+}
+
+/// What a `stat` says of a file, enough to tell that it did not change since (see
+/// [`crate::state_dir::Stamps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time in nanoseconds since the Unix epoch, when the storage keeps one.
+    pub modified: Option<i64>,
 }
 
 /// An exclusive lock on a file, released when dropped (or when the process ends, however it ends).
@@ -323,6 +341,20 @@ impl Storage for StdStorage {
         Ok(not_found_to_none(std::fs::metadata(path))?.map(|m| m.len()))
     }
 
+    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(
+            not_found_to_none(std::fs::metadata(path))?.map(|m| FileStamp {
+                len: m.len(),
+                modified: Some(
+                    m.mtime()
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(m.mtime_nsec()),
+                ),
+            }),
+        )
+    }
+
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(entries) = not_found_to_none(std::fs::read_dir(path))? else {
             return Ok(Vec::new());
@@ -443,6 +475,9 @@ impl<S: Storage, W: StorageWatch> Storage for Watched<S, W> {
     }
     fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
         self.inner.file_len(path)
+    }
+    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        self.inner.file_stamp(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         self.inner.list_dir(path)

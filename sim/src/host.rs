@@ -164,6 +164,7 @@ impl HostPlan {
                 recheck: false,
                 piece_lengths,
                 peers,
+                ..ServeOptions::default()
             },
             get,
             wanted: spec.get.clone(),

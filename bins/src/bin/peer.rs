@@ -20,6 +20,7 @@ use enjambre::peer::{one_line, stderr_tty, App};
 use enjambre::{err, err_part, out};
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::InfoHash;
+use enjambre_net::app::serve::SERVE_JOBS;
 use enjambre_net::app::{
     human_bytes, normalize_tracker_url, DhtOptions, FileReport, GetRequest, ServeOptions,
 };
@@ -254,6 +255,7 @@ async fn serve(start: &StartOptions, recheck: bool) -> anyhow::Result<ExitCode> 
     }
     let options = ServeOptions {
         recheck,
+        jobs: SERVE_JOBS,
         ..ServeOptions::default()
     };
     let added = tokio::select! {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use enjambre_core::tracker::registry::{DEFAULT_MAX_CATALOG, DEFAULT_MAX_TORRENTS};
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::catalog_store::CatalogStore;
 use enjambre_net::clock::Clock;
@@ -38,6 +39,12 @@ struct Args {
     /// Most peers handed out per announce.
     #[arg(long, default_value_t = 200)]
     max_numwant: u32,
+    /// Most files in the catalog (publications beyond it are refused).
+    #[arg(long, default_value_t = DEFAULT_MAX_CATALOG)]
+    max_catalog: usize,
+    /// Most torrents tracked at once (announces for new torrents beyond it are refused).
+    #[arg(long, default_value_t = DEFAULT_MAX_TORRENTS)]
+    max_torrents: usize,
     /// Most concurrent HTTP connections; past it the oldest one is closed for the newcomer.
     #[arg(long, default_value_t = SlotLimits::default().max_total)]
     max_connections: usize,
@@ -125,6 +132,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let config = RegistryConfig {
         max_numwant: args.max_numwant,
+        max_catalog: args.max_catalog,
+        max_torrents: args.max_torrents,
         ..RegistryConfig::with_interval(Duration::from_secs(args.interval))
     };
     let mut registry = Registry::new(config);

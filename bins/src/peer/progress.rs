@@ -7,23 +7,29 @@ use enjambre_core::node::{TorrentError, TorrentStats};
 use enjambre_net::app::{self, human_bytes, ServeEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Prints serve progress: `seeding NAME INFOHASH` / `resuming ...` on stdout, hashing progress and warnings
-/// on stderr.
+/// on stderr (on a terminal, one bar for the whole folder: files and bytes hashed; otherwise a line at the
+/// start and at every tenth of the files).
 pub fn serve_printer() -> app::ServeSink {
     let tty = stderr_tty();
+    let hashing = std::sync::Mutex::new(FolderHashing::default());
     Arc::new(move |event| match event {
         ServeEvent::Hashing { name, done, total } => {
-            if tty {
-                let pct = (done * 100).checked_div(total).unwrap_or(100);
-                let end = if done >= total { "\n" } else { "" };
-                err_part!("\rhashing {name}: {pct:>3}%{end}");
-                let _ = std::io::stderr().flush();
-            } else if done == 0 {
-                err!("hashing {name} ({})", human_bytes(total));
+            if let Ok(mut h) = hashing.lock() {
+                h.file(name, done, total);
+            }
+        }
+        ServeEvent::HashingFolder {
+            files_done,
+            files,
+            bytes_done,
+            bytes,
+        } => {
+            if let Ok(mut h) = hashing.lock() {
+                h.folder(tty, files_done, files, bytes_done, bytes);
             }
         }
         ServeEvent::Seeding {
@@ -39,6 +45,67 @@ pub fn serve_printer() -> app::ServeSink {
             err!("warning: {name} not published to the catalog: {error}")
         }
     })
+}
+
+/// The hashing of a folder's new files, as [`serve_printer`] shows it.
+#[derive(Default)]
+struct FolderHashing {
+    bar: Option<ProgressBar>,
+    /// Bytes hashed of the files being hashed now, by name.
+    in_flight: BTreeMap<String, u64>,
+    /// Bytes of the files hashed completely.
+    bytes_done: u64,
+    /// Tenths of the files reported so far (when stderr is not a terminal).
+    tenths: usize,
+}
+
+impl FolderHashing {
+    fn file(&mut self, name: String, done: u64, total: u64) {
+        if done >= total {
+            self.in_flight.remove(&name);
+        } else {
+            self.in_flight.insert(name, done);
+        }
+        self.draw();
+    }
+
+    fn folder(&mut self, tty: bool, files_done: usize, files: usize, bytes_done: u64, bytes: u64) {
+        self.bytes_done = bytes_done;
+        if !tty {
+            let tenths = (files_done * 10).checked_div(files).unwrap_or(10);
+            if files_done == 0 {
+                err!("hashing {files} files ({})", human_bytes(bytes));
+            } else if tenths > self.tenths || files_done == files {
+                self.tenths = tenths;
+                err!("hashed {files_done} of {files} files");
+            }
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(bytes.max(1)), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        bar.set_message(format!("{files_done}/{files} files"));
+        if files_done >= files {
+            bar.set_position(bytes.max(1));
+            bar.finish();
+        }
+        self.draw();
+    }
+
+    fn draw(&self) {
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.set_position(self.bytes_done + self.in_flight.values().sum::<u64>());
+            }
+        }
+    }
 }
 
 /// Print `complete NAME INFOHASH` when a resumed download finishes, and errors that stop a torrent; runs

@@ -53,6 +53,7 @@ mod shared;
 mod swarm;
 mod timers;
 mod torrent;
+mod torrent_deadlines;
 mod types;
 mod verify;
 mod view;
@@ -80,7 +81,7 @@ pub struct Node {
     /// Torrents known by info hash only, in their metadata phase ([`metadata_fetch`]).
     fetches: BTreeMap<InfoHash, metadata_fetch::MetadataFetch>,
     /// Each torrent's next wake-up, as of the end of the last call that changed it (see [`Node::settle`]).
-    deadlines: BTreeMap<InfoHash, Option<Instant>>,
+    deadlines: torrent_deadlines::TorrentDeadlines,
     /// Torrents changed since the last [`Node::settle`] (every [`Node::ctx`] marks one).
     touched: BTreeSet<InfoHash>,
 }
@@ -93,7 +94,7 @@ impl Node {
             s: Shared::new(config, rng),
             torrents: BTreeMap::new(),
             fetches: BTreeMap::new(),
-            deadlines: BTreeMap::new(),
+            deadlines: torrent_deadlines::TorrentDeadlines::default(),
             touched: BTreeSet::new(),
         }
     }
@@ -210,27 +211,23 @@ impl Node {
     /// in order of time ([`conn_deadlines`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let now = self.s.now;
-        let torrents = self
-            .deadlines
-            .iter()
-            .filter_map(|(hash, cached)| match cached {
-                Some(at) if *at > now => Some(*at),
-                _ => self.torrents.get(hash)?.next_deadline(now, &self.s.config),
-            });
+        let torrents = self.deadlines.earliest(now, |hash| {
+            self.torrents.get(hash)?.next_deadline(now, &self.s.config)
+        });
         let conns = self.s.conn_deadlines.earliest();
         let fetches = self
             .fetches
             .values()
             .filter_map(|f| f.next_deadline(now, &self.s.config));
-        torrents.chain(conns).chain(fetches).min()
+        torrents.into_iter().chain(conns).chain(fetches).min()
     }
 
     /// Run every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.s.now = self.s.now.max(now);
         self.check_connection_timers(now);
-        let hashes: Vec<InfoHash> = self.torrents.keys().copied().collect();
-        for h in hashes {
+        // Torrents with nothing due and nobody to dial or talk to would do nothing ([`torrent_deadlines`]).
+        for h in self.deadlines.due(now) {
             if let Some(mut ctx) = self.ctx(h) {
                 ctx.on_timers(now);
             }
@@ -249,7 +246,8 @@ impl Node {
         for hash in std::mem::take(&mut self.touched) {
             if let Some(t) = self.torrents.get(&hash) {
                 let at = t.next_deadline(self.s.now, &self.s.config);
-                self.deadlines.insert(hash, at);
+                let any = t.next_any_deadline(self.s.now, &self.s.config);
+                self.deadlines.set(hash, at, any, t.busy());
             }
         }
     }
@@ -332,7 +330,7 @@ impl Node {
             .fetches
             .values()
             .filter_map(|f| f.next_deadline(self.s.now, &self.s.config));
-        torrents.chain(conns).chain(fetches).min()
+        torrents.into_iter().chain(conns).chain(fetches).min()
     }
 
     /// Test hook: end a call made through a test hook.

@@ -38,7 +38,9 @@ impl TorrentCtx<'_> {
         let t = &mut *self.t;
         match reply {
             Ok(r) => {
-                t.announce.on_reply(now, &self.s.config, r.interval);
+                let seeding = t.picker.have().is_full();
+                t.announce
+                    .on_reply(now, &self.s.config, r.interval, seeding);
                 let n = r.peers.len();
                 for addr in r.peers {
                     t.peers.add(addr, now);

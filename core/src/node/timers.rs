@@ -87,6 +87,23 @@ impl Torrent {
         }
     }
 
+    /// The earliest instant any armed timer of this torrent is due, lazy ones included (from then on a
+    /// timeout pass has a job of this torrent to run).
+    pub fn next_any_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
+        TorrentTimer::ALL
+            .iter()
+            .filter_map(|kind| Some((kind, self.timer(*kind, now, config)?)))
+            // A progress announce with no progress to tell has no job (see `on_timers`).
+            .filter(|(kind, timer)| **kind != TorrentTimer::ProgressAnnounce || timer.wakes)
+            .map(|(_, timer)| timer.at)
+            .min()
+    }
+
+    /// Whether a timeout pass may dial or send peer exchange for this torrent whatever its timers say.
+    pub fn busy(&self) -> bool {
+        !self.conns.is_empty() || self.peers.len() > 0
+    }
+
     /// The earliest instant a timer of this torrent wakes the driver.
     pub fn next_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
         TorrentTimer::ALL
@@ -114,7 +131,12 @@ impl TorrentCtx<'_> {
                     announced = true;
                     self.announce(now, Event::None);
                 }
-                TorrentTimer::ProgressAnnounce if due && !announced => {
+                // Only with progress to tell: a torrent whose `left` did not move since its last announce
+                // (every seeder) would otherwise announce at every pass after the progress interval, which
+                // for a peer serving ten thousand files is thousands of announces a second.
+                TorrentTimer::ProgressAnnounce
+                    if due && !announced && self.t.announce.last_left != Some(self.t.left()) =>
+                {
                     self.announce(now, Event::None)
                 }
                 TorrentTimer::Redial => {

@@ -31,10 +31,18 @@ pub(crate) struct AnnounceState {
     pub failures: u32,
     /// Why the last announce failed, until one succeeds.
     pub last_error: Option<String>,
+    /// This torrent's place in the announce interval, as a fraction of 2^64 read from its info hash.
+    pub phase: u64,
+    /// Whether the regular schedule still has to be moved to [`AnnounceState::phase`].
+    pub phased: bool,
 }
 
+/// The earliest a seeding torrent's first regular announce is moved to, as a fraction of the interval
+/// (1/8): the rest of the interval is where the phases spread.
+const EARLIEST_PHASE_EIGHTHS: u32 = 1;
+
 impl AnnounceState {
-    fn new(enabled: bool, config: &NodeConfig, now: Instant) -> AnnounceState {
+    fn new(enabled: bool, config: &NodeConfig, now: Instant, phase: u64) -> AnnounceState {
         AnnounceState {
             enabled,
             started: false,
@@ -44,7 +52,28 @@ impl AnnounceState {
             interval: config.announce_interval,
             failures: 0,
             last_error: None,
+            phase,
+            phased: false,
         }
+    }
+
+    /// When, after a reply at `now`, the next regular announce is due. Torrents added together (a library of
+    /// ten thousand files served at once) would announce together at every interval, ten thousand requests
+    /// in one burst; so the first regular announce of a *seeding* torrent comes at its own phase, between
+    /// 1/8 and the whole of the interval (taken from its info hash: spread like the hashes, no random draw),
+    /// and every later one a whole interval after the previous. A seeder's announce only keeps it listed
+    /// (it comes well before the tracker's peer timeout of 2.5 intervals); a downloading torrent keeps the
+    /// plain interval, since its announces are what bring it peers.
+    fn next_regular(&mut self, now: Instant, seeding: bool) -> Instant {
+        if !seeding || self.phased {
+            return now + self.interval;
+        }
+        self.phased = true;
+        let nanos = self.interval.as_nanos();
+        let earliest = nanos * u128::from(EARLIEST_PHASE_EIGHTHS) / 8;
+        let spread = ((nanos - earliest) * u128::from(self.phase)) >> 64;
+        let wait = u64::try_from(earliest + spread).unwrap_or(u64::MAX);
+        now + Duration::from_nanos(wait)
     }
 
     pub fn on_sent(&mut self, now: Instant, _config: &NodeConfig, left: u64, event: Event) {
@@ -60,7 +89,14 @@ impl AnnounceState {
         }
     }
 
-    pub fn on_reply(&mut self, now: Instant, config: &NodeConfig, interval: Option<u32>) {
+    /// A tracker answered; `seeding`: the torrent has every piece (see [`AnnounceState::next_regular`]).
+    pub fn on_reply(
+        &mut self,
+        now: Instant,
+        config: &NodeConfig,
+        interval: Option<u32>,
+        seeding: bool,
+    ) {
         self.failures = 0;
         self.last_error = None;
         let secs = interval
@@ -68,7 +104,7 @@ impl AnnounceState {
             .unwrap_or(config.announce_interval.as_secs())
             .clamp(1, 3600);
         self.interval = Duration::from_secs(secs);
-        self.next_at = now + self.interval;
+        self.next_at = self.next_regular(now, seeding);
     }
 
     pub fn on_failure(&mut self, now: Instant, config: &NodeConfig, error: &str) {
@@ -95,6 +131,13 @@ impl AnnounceState {
     pub fn next_progress_at(&self, config: &NodeConfig) -> Option<Instant> {
         self.last_at.map(|t| t + config.progress_announce_interval)
     }
+}
+
+/// A torrent's announce phase: the last 8 bytes of its info hash (uniform over torrents, as SHA-1 is).
+fn phase_of(meta: &Metainfo) -> u64 {
+    let mut last = [0u8; 8];
+    last.copy_from_slice(&meta.info_hash.0[12..]);
+    u64::from_be_bytes(last)
 }
 
 /// Running totals of one torrent.
@@ -148,7 +191,7 @@ impl Torrent {
             disk: DiskFaults::default(),
             peers: PeerBook::new(config),
             conns: BTreeSet::new(),
-            announce: AnnounceState::new(announce, config, now),
+            announce: AnnounceState::new(announce, config, now, phase_of(&meta)),
             ckpt: CheckpointState::default(),
             stats: Counters::default(),
             next_rechoke: now + config.rechoke_interval,
@@ -230,5 +273,58 @@ impl Torrent {
             banned: self.peers.banned(),
             tracker_error: self.announce.last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_micros(secs * 1_000_000)
+    }
+
+    #[test]
+    fn seeders_answered_together_announce_again_spread_over_the_interval() {
+        let config = NodeConfig::default();
+        let interval = 1_000u64;
+        let start = at(100);
+        // 1,000 torrents with phases spread as info hashes are: all answered at the same instant.
+        let mut next: Vec<u64> = (0..1_000u64)
+            .map(|i| {
+                let phase = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut a = AnnounceState::new(true, &config, start, phase);
+                a.on_reply(start, &config, Some(interval as u32), true);
+                a.next_at.saturating_since(start).as_secs()
+            })
+            .collect();
+        next.sort_unstable();
+        // None before 1/8 of the interval, none after it, and no tenth of the interval holds more than
+        // twice its share (1,000 announces over 7/8 of the interval: about 114 per tenth).
+        assert!(next[0] >= interval / 8, "{}", next[0]);
+        assert!(next[999] <= interval, "{}", next[999]);
+        let mut per_tenth = [0u32; 10];
+        for n in &next {
+            per_tenth[(*n * 10 / interval).min(9) as usize] += 1;
+        }
+        assert!(per_tenth.iter().all(|&c| c <= 230), "{per_tenth:?}");
+        assert!(per_tenth[2..].iter().all(|&c| c >= 50), "{per_tenth:?}");
+    }
+
+    #[test]
+    fn the_phase_moves_only_a_seeders_first_regular_announce() {
+        let config = NodeConfig::default();
+        let phase = 1u64 << 63;
+        let mut seeder = AnnounceState::new(true, &config, at(0), phase);
+        seeder.on_reply(at(0), &config, Some(100), true);
+        // Half-way between 1/8 and the whole interval.
+        assert_eq!(seeder.next_at, at(0) + Duration::from_micros(56_250_000));
+        // Later replies keep the whole interval: the phase stays where it was put.
+        seeder.on_reply(at(56), &config, Some(100), true);
+        assert_eq!(seeder.next_at, at(156));
+        // A downloading torrent keeps the plain interval (its announces bring it peers).
+        let mut leecher = AnnounceState::new(true, &config, at(0), phase);
+        leecher.on_reply(at(0), &config, Some(100), false);
+        assert_eq!(leecher.next_at, at(100));
     }
 }

@@ -33,15 +33,24 @@ pub struct RegistryConfig {
     pub default_numwant: u32,
     /// Upper bound on peers handed out per announce.
     pub max_numwant: u32,
-    /// Most torrents tracked at once (announces for new torrents beyond this are refused).
+    /// Most torrents tracked at once (announces for new torrents beyond this are refused). The default,
+    /// [`DEFAULT_MAX_TORRENTS`], takes a peer serving a library of tens of thousands of files.
     pub max_torrents: usize,
     /// Most peers per torrent (new peers beyond this are refused).
     pub max_peers_per_torrent: usize,
-    /// Most published torrents in the catalog.
+    /// Most published torrents in the catalog; the default, [`DEFAULT_MAX_CATALOG`], takes a peer serving a
+    /// library of tens of thousands of files (an entry costs about its metainfo, a few hundred bytes for a
+    /// small file).
     pub max_catalog: usize,
     /// Largest metainfo accepted for publication, in bytes.
     pub max_metainfo_bytes: usize,
 }
+
+/// Default [`RegistryConfig::max_torrents`]: room for a few peers serving libraries of ten thousand files.
+pub const DEFAULT_MAX_TORRENTS: usize = 100_000;
+
+/// Default [`RegistryConfig::max_catalog`]: room for a few peers serving libraries of ten thousand files.
+pub const DEFAULT_MAX_CATALOG: usize = 100_000;
 
 impl RegistryConfig {
     /// The defaults with another announce interval; the peer timeout follows at 2.5 intervals.
@@ -63,9 +72,9 @@ impl Default for RegistryConfig {
             peer_timeout: Duration::from_millis(12_500),
             default_numwant: 50,
             max_numwant: 200,
-            max_torrents: 10_000,
+            max_torrents: DEFAULT_MAX_TORRENTS,
             max_peers_per_torrent: 10_000,
-            max_catalog: 1_000,
+            max_catalog: DEFAULT_MAX_CATALOG,
             max_metainfo_bytes: 4 * 1024 * 1024,
         }
     }
@@ -813,6 +822,27 @@ mod tests {
             RegistryConfig::with_interval(Duration::from_secs(10)).peer_timeout,
             Duration::from_secs(25)
         );
+    }
+
+    #[test]
+    fn a_library_of_ten_thousand_files_fits_the_defaults() {
+        // One peer serving 10,050 files: every one is published and announced, none refused.
+        let mut reg = Registry::new(RegistryConfig::default());
+        let mut rng = rng();
+        const FILES: u32 = 10_050;
+        for i in 0..FILES {
+            let meta = torrent(&format!("f{i:05}.bin"), 100 * 1024);
+            reg.publish(&meta.raw).expect("the catalog takes it");
+            let announce = AnnounceRequest {
+                info_hash: meta.info_hash,
+                ..req(6881, 1, 0, Event::Started)
+            };
+            reg.announce(t(0), ip("10.0.0.1"), &announce, &mut rng)
+                .expect("the tracker tracks it");
+        }
+        assert_eq!(reg.catalog_len(), FILES as usize);
+        assert_eq!(reg.list().len(), FILES as usize);
+        assert!(reg.catalog_len() > 1_000);
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! A folder of many small files served, at a reduced scale of `bench/manyfiles` (300 files instead of
+//! 10,050): the first start hashes each file once and publishes all of them (the catalog takes them all), a
+//! restart trusts the cached metainfo of files whose length and modification time did not change and reads
+//! no byte of them, and a file touched since is checked again (and only that one).
+
+use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_net::app::{
+    peer_id_from_seed, AppOptions, PeerApp, ServeEvent, ServeOptions, ServeSink, TrackerUrls,
+};
+use enjambre_net::clock::Clock;
+use enjambre_net::peer::PeerEnv;
+use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
+use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+const FILES: usize = 300;
+
+/// Bytes read from each payload file (anything outside the state folder), by file name.
+#[derive(Default)]
+struct Reads(Mutex<BTreeMap<String, u64>>);
+
+impl Reads {
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// [`StdStorage`] counting what is read from payload files.
+struct CountingStorage(Arc<Reads>);
+
+struct CountingFile {
+    inner: Arc<dyn StorageFile>,
+    name: Option<String>,
+    reads: Arc<Reads>,
+}
+
+impl StorageFile for CountingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(name) = &self.name {
+            *self
+                .reads
+                .0
+                .lock()
+                .unwrap()
+                .entry(name.clone())
+                .or_default() += buf.len() as u64;
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl Storage for CountingStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let payload = !path.components().any(|c| c.as_os_str() == ".enjambre");
+        Ok(Arc::new(CountingFile {
+            inner: StdStorage.open(path, create)?,
+            name: payload.then(|| path.file_name().unwrap().to_string_lossy().into_owned()),
+            reads: self.0.clone(),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdStorage.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        StdStorage.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        StdStorage.replace_file(path, contents)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        StdStorage.file_len(path)
+    }
+    fn file_stamp(&self, path: &Path) -> io::Result<Option<enjambre_net::storage::FileStamp>> {
+        StdStorage.file_stamp(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        StdStorage.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        StdStorage.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdStorage.remove_file(path)
+    }
+    fn lock_exclusive(
+        &self,
+        path: &Path,
+        note: &[u8],
+    ) -> io::Result<Option<enjambre_net::storage::FileLock>> {
+        StdStorage.lock_exclusive(path, note)
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("enjambre-many-files-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn name(i: usize) -> String {
+    format!("f{i:04}.bin")
+}
+
+/// Start a peer on `dir`, serve it with 16 jobs, wait until no torrent is being checked; returns the app
+/// and the serve events.
+async fn serve(
+    dir: &Path,
+    tracker: &TrackerUrls,
+    reads: &Arc<Reads>,
+) -> (PeerApp<TokioTransport, ThreadPool>, Vec<ServeEvent>) {
+    let env = PeerEnv {
+        storage: Arc::new(CountingStorage(reads.clone())),
+        ..PeerEnv::real()
+    };
+    let mut options = AppOptions::new(
+        dir.to_path_buf(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(tracker.clone()),
+    );
+    options.peer.node.peer_id = peer_id_from_seed(1);
+    let app = PeerApp::start(env, options).await.unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: ServeSink = {
+        let events = events.clone();
+        Arc::new(move |e: ServeEvent| events.lock().unwrap().push(e))
+    };
+    let serve = ServeOptions {
+        jobs: 16,
+        ..ServeOptions::default()
+    };
+    let served = app.serve_folder(&serve, sink).await.unwrap();
+    assert_eq!(served.len(), FILES);
+    let settled = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let stats = app.stats().await.unwrap();
+            if stats.len() == FILES && stats.iter().all(|s| s.complete && !s.checking) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "torrents still checking");
+    let events = events.lock().unwrap().clone();
+    (app, events)
+}
+
+/// `(hashed, cached)` counts of the `Seeding` events.
+fn seeding(events: &[ServeEvent]) -> (usize, usize) {
+    let cached = |c: bool| {
+        events
+            .iter()
+            .filter(|e| matches!(e, ServeEvent::Seeding { cached, .. } if *cached == c))
+            .count()
+    };
+    (cached(false), cached(true))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
+    let listener = TokioTransport
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
+    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
+        listener,
+        registry.clone(),
+        Clock::new(),
+        Default::default(),
+    ));
+    let tracker = TrackerUrls {
+        announce: format!("http://{addr}/announce"),
+        base: format!("http://{addr}"),
+    };
+    let dir = scratch("restart");
+    for i in 0..FILES {
+        let data: Vec<u8> = (0..10_000 + i).map(|b| (b * 31 + i) as u8).collect();
+        std::fs::write(dir.join(name(i)), data).unwrap();
+    }
+    let reads = Arc::new(Reads::default());
+
+    // First start: every file read (hashed) once, all published.
+    let (app, events) = serve(&dir, &tracker, &reads).await;
+    assert_eq!(seeding(&events), (FILES, 0));
+    let first = reads.take();
+    assert_eq!(first.len(), FILES, "every file is hashed");
+    for (i, (file, bytes)) in first.iter().enumerate() {
+        assert_eq!(
+            (file.as_str(), *bytes),
+            (name(i).as_str(), (10_000 + i) as u64)
+        );
+    }
+    // The progress of hashing the folder ends at every file and byte.
+    let last = events.iter().rev().find_map(|e| match e {
+        ServeEvent::HashingFolder {
+            files_done,
+            files,
+            bytes_done,
+            bytes,
+        } => Some((*files_done, *files, *bytes_done, *bytes)),
+        _ => None,
+    });
+    let total: u64 = (0..FILES).map(|i| (10_000 + i) as u64).sum();
+    assert_eq!(last, Some((FILES, FILES, total, total)));
+    assert_eq!(registry.lock().unwrap().catalog_len(), FILES);
+    app.shutdown().await;
+
+    // Restart: nothing changed, nothing is read.
+    let (app, events) = serve(&dir, &tracker, &reads).await;
+    assert_eq!(seeding(&events), (0, FILES));
+    assert_eq!(
+        reads.take(),
+        BTreeMap::new(),
+        "a restart must not read payload"
+    );
+    app.shutdown().await;
+
+    // One file touched (same bytes, new modification time): that one is spot-checked, the rest trusted.
+    let touched = dir.join(name(7));
+    let file = std::fs::File::options().write(true).open(&touched).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(file);
+    let (app, events) = serve(&dir, &tracker, &reads).await;
+    assert_eq!(seeding(&events), (0, FILES));
+    let read: Vec<String> = reads.take().into_keys().collect();
+    assert_eq!(read, vec![name(7)]);
+    app.shutdown().await;
+
+    // Its stamp was not recorded (a spot check is not a full hash), so the next start checks it again.
+    let (app, _) = serve(&dir, &tracker, &reads).await;
+    let read: Vec<String> = reads.take().into_keys().collect();
+    assert_eq!(read, vec![name(7)]);
+    app.shutdown().await;
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
