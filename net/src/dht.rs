@@ -160,6 +160,8 @@ async fn run<S: DatagramSocket>(
         None => Vec::new(),
     };
     let mut node = DhtNode::new(config, clock.now());
+    // Kept to start lookups from while the table is still empty (its nodes join only once they answer).
+    let saved_nodes = known.clone();
     if !start.bootstrap.is_empty() || !known.is_empty() {
         // Kademlia's join: a lookup of our own id, then of a random id in each farther bucket.
         node.handle_input(
@@ -182,10 +184,14 @@ async fn run<S: DatagramSocket>(
                 None | Some(Command::Stop) => return,
                 Some(Command::Lookup { target, kind, reply }) => {
                     // With no contact yet (the join still running, or it failed), go through the
-                    // bootstrap nodes rather than end at once with nothing.
+                    // saved table's nodes and the bootstrap nodes rather than end at once with nothing.
                     let empty = node.table().contacts().next().is_none();
-                    let via: &[SocketAddr] = if empty { &start.bootstrap } else { &[] };
-                    let id = node.start_lookup(clock.now(), target, kind, &[], via);
+                    let (seeds, via): (&[_], &[SocketAddr]) = if empty {
+                        (&saved_nodes, &start.bootstrap)
+                    } else {
+                        (&[], &[])
+                    };
+                    let id = node.start_lookup(clock.now(), target, kind, seeds, via);
                     waiting.insert(id, reply);
                 }
                 Some(Command::Ping(addr)) => node.ping(clock.now(), addr),
