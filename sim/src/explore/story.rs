@@ -554,12 +554,16 @@ impl Story {
             .unwrap_or(MB);
         let sharing = self.downloaders().len().max(1) as u64;
         let faults: u64 = self.faults.iter().map(Fault::delay_ms).sum();
-        // Each injected I/O error stops a download for a back-off of 2 s, doubling while they come in a
-        // row (up to 16 s): allow 10 s for three times the failures expected over every read and write.
+        // Each injected I/O error stops a download for a back-off of `disk_retry_base`, doubling while they
+        // come in a row up to the node's `disk_retry_max` (60 s: the bound once assumed 16 s and a 10 s
+        // average, which seed 27 outran with 22 failed retries in a row at a 2% error rate): allow the longest
+        // back-off for three times the failures expected over every read and write.
         let blocks: u64 = self.files.iter().map(|f| f.size.div_ceil(16 * KIB)).sum();
         let expected = self.io_errors * 2.0 * blocks as f64 * self.peers.len() as f64;
+        let longest_backoff = enjambre_core::node::NodeConfig::default().disk_retry_max;
         let io = if self.io_errors > 0.0 {
-            (3.0 * expected + 2.0) as u64 * 10_000
+            (3.0 * expected + 2.0) as u64
+                * u64::try_from(longest_backoff.as_millis()).unwrap_or(u64::MAX)
         } else {
             0
         };
