@@ -34,15 +34,20 @@ impl SimStorage {
     }
 
     /// Fill the disk until `free` bytes are left, with another program's data written and synced at
-    /// [`BALLAST`].
+    /// [`BALLAST`]. Tried again after an injected I/O error, it goes on from what the failed try wrote
+    /// (counting that as the other program's, not as space taken by someone else: the disk-full fault once
+    /// left far more room than `free` whenever a try failed, and a story with I/O errors never filled up).
     pub fn fill(&self, free: u64, capacity: u64) -> io::Result<()> {
-        let size = capacity
-            .saturating_sub(self.space.used())
-            .saturating_sub(free);
         let path = Path::new(BALLAST);
+        let done = self.space.len(path).unwrap_or(0);
+        let others = self
+            .space
+            .used()
+            .saturating_sub(done.div_ceil(crate::disk_space::BLOCK) * crate::disk_space::BLOCK);
+        let size = capacity.saturating_sub(others).saturating_sub(free);
         let f = self.open(path, true)?;
         let chunk = vec![0x42u8; 1 << 20];
-        let mut at = 0u64;
+        let mut at = done.min(size);
         while at < size {
             let n = (size - at).min(chunk.len() as u64) as usize;
             f.write_at(&chunk[..n], at)?;
