@@ -143,7 +143,8 @@ pub struct PeerLive {
     pub wasted_before: BTreeMap<String, u64>,
     /// Accepted bytes per source address in earlier boots, per file.
     pub sources_before: BTreeMap<String, BTreeMap<SocketAddr, u64>>,
-    /// Peers banned in earlier boots, per file.
+    /// Peers banned in earlier boots, per file; each ban is also recorded here as it happens, so that a crash
+    /// right after a ban (before the boot's stats are sampled again) does not lose it.
     pub banned_before: BTreeMap<String, BTreeSet<SocketAddr>>,
     /// When the current boot started (while up).
     pub up_since: Option<Duration>,
@@ -584,7 +585,14 @@ impl World {
                     ),
                 )
             }
-            NodeEvent::Banned { addr, strikes, .. } => {
+            NodeEvent::Banned {
+                torrent,
+                addr,
+                strikes,
+            } => {
+                let file = self.file_name(&torrent.to_hex());
+                let p = self.peers.entry(host.to_string()).or_default();
+                p.banned_before.entry(file).or_default().insert(*addr);
                 let whom = self.host_name(*addr);
                 self.mark(t, host, MarkKind::Banned { whom: whom.clone() });
                 (
