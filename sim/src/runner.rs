@@ -42,6 +42,8 @@ pub struct Observation {
     /// For each peer, the most pieces that failed their hash check with a single sender in one boot, per
     /// sender (what invariant 4 says must end in a ban).
     pub blamed: BTreeMap<String, BTreeMap<String, u32>>,
+    /// For each peer, the times each of its downloads stopped on a disk error (all boots), by file.
+    pub disk_stalls: BTreeMap<String, BTreeMap<String, u32>>,
 }
 
 /// Errors that stop a run before it can be judged.
@@ -303,6 +305,11 @@ pub fn run_observed(
                 .peers
                 .iter()
                 .map(|(name, p)| (name.clone(), p.blamed_most.clone()))
+                .collect(),
+            disk_stalls: w
+                .peers
+                .iter()
+                .map(|(name, p)| (name.clone(), p.disk_stalls.clone()))
                 .collect(),
         }
     };

@@ -68,13 +68,15 @@ pub struct Failure {
 /// Strikes that end in a ban (the node's default `ban_after_failures`).
 const BAN_AFTER: u32 = 2;
 
-/// Bytes a downloader may waste on one file when nobody is corrupt and disks do not fail: one extra copy of
-/// the file (endgame duplicates, blocks in flight when a request timed out) plus four pieces per boot
-/// (partial pieces dropped when a connection dies or the download restarts). A quarter of the file would be
+/// Bytes a downloader may waste on one file when nobody is corrupt and no I/O error is injected: one extra
+/// copy of the file (endgame duplicates, blocks in flight when a request timed out) plus four pieces per boot
+/// (partial pieces dropped when a connection dies or the download restarts), and one more copy per time the
+/// download stopped on a full disk (the pieces being assembled start over and the blocks in flight are
+/// discarded: at most the blocks still missing, each asked of one source). A quarter of the file would be
 /// the right target: today's endgame wastes up to 60% on small files fetched from several fast sources
 /// (`scenarios/regressions/endgame-waste.toml`), so the bound holds the line there until that is fixed.
-pub fn wasted_bound(size: u64, piece_size: u64, boots: u32) -> u64 {
-    size + 4 * piece_size * u64::from(boots.max(1))
+pub fn wasted_bound(size: u64, piece_size: u64, boots: u32, disk_stops: u32) -> u64 {
+    size + 4 * piece_size * u64::from(boots.max(1)) + size * u64::from(disk_stops)
 }
 
 /// Judge one run of `story`.
@@ -132,7 +134,13 @@ pub fn judge(story: &Story, report: &Report, observed: &Observation) -> Vec<Fail
                 let Some(spec) = story.files.iter().find(|s| s.name == f.file) else {
                     continue;
                 };
-                let bound = wasted_bound(spec.size, spec.piece_size, p.boots);
+                let stops = observed
+                    .disk_stalls
+                    .get(&p.peer)
+                    .and_then(|s| s.get(&f.file))
+                    .copied()
+                    .unwrap_or(0);
+                let bound = wasted_bound(spec.size, spec.piece_size, p.boots, stops);
                 if f.wasted > bound {
                     out.push(Failure {
                         property: Property::Wasted,
