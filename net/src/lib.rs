@@ -19,6 +19,7 @@ pub mod http;
 pub mod library;
 pub mod peer;
 pub mod peer_status;
+mod piece_assembly;
 pub mod prometheus;
 pub mod rate;
 pub mod resume;
