@@ -115,6 +115,8 @@ pub struct Timeline {
     pub lanes: Vec<Lane>,
     /// Marks, in time order.
     pub marks: Vec<Mark>,
+    /// Whether the story has a tracker (its lane is drawn only then).
+    pub has_tracker: bool,
 }
 
 fn round3(d: Duration) -> f64 {
@@ -214,6 +216,7 @@ pub fn build_report(
         duration: elapsed,
         lanes,
         marks,
+        has_tracker: scenario.tracker.enabled,
     };
     let verdicts = judge(scenario, seed, &w, &peers);
     let passed = verdicts.iter().all(|v| v.ok) && w.violations.is_empty();

@@ -491,7 +491,11 @@ pub fn render_svg(report: &Report) -> String {
         plot_w: WIDTH - LEFT - RIGHT,
     };
     let lanes_top = HEADER;
-    let peers_top = lanes_top + PITCH;
+    let peers_top = if timeline.has_tracker {
+        lanes_top + PITCH
+    } else {
+        lanes_top
+    };
     let lanes_bottom = peers_top + PITCH * timeline.lanes.len() as f64 - (PITCH - LANE);
     let height = lanes_bottom + FOOTER;
     let mut svg = String::new();
@@ -546,7 +550,9 @@ pub fn render_svg(report: &Report) -> String {
         escape(&report.description)
     );
     draw_axis(&mut svg, &frame, lanes_top, lanes_bottom);
-    draw_tracker(&mut svg, &frame, timeline, lanes_top, lanes_bottom);
+    if timeline.has_tracker {
+        draw_tracker(&mut svg, &frame, timeline, lanes_top, lanes_bottom);
+    }
     let end_x = frame.x(timeline.duration);
     for (i, lane) in timeline.lanes.iter().enumerate() {
         let top = peers_top + PITCH * i as f64;
@@ -722,6 +728,7 @@ mod tests {
                         },
                     },
                 ],
+                has_tracker: true,
             },
         };
         let svg = render_svg(&report);
@@ -743,5 +750,39 @@ mod tests {
         assert_eq!(svg, render_svg(&report), "deterministic");
         let html = render_html(&report, false);
         assert!(html.contains(&svg) && html.contains("<ol id=\"lines\">"));
+    }
+
+    #[test]
+    fn a_story_without_a_tracker_has_no_tracker_lane() {
+        let s = |x: u64| Duration::from_secs(x);
+        let report = Report {
+            format: 1,
+            scenario: "trackerless".into(),
+            description: "d".into(),
+            seed: 1,
+            passed: true,
+            simulated_seconds: 2.0,
+            wall_seconds: 0.0,
+            verdicts: vec![],
+            violations: vec![],
+            peers: vec![],
+            measures: None,
+            log: vec![],
+            timeline: Timeline {
+                duration: s(2),
+                lanes: vec![Lane {
+                    peer: "a".into(),
+                    downloads: false,
+                    progress: vec![],
+                    up: vec![(s(0), s(2))],
+                    completed: vec![],
+                }],
+                marks: vec![],
+                has_tracker: false,
+            },
+        };
+        let svg = render_svg(&report);
+        assert!(svg.contains(r#"data-peer="a""#));
+        assert!(!svg.contains(r#"data-peer="tracker""#), "{svg}");
     }
 }

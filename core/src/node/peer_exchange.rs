@@ -60,7 +60,8 @@ impl TorrentCtx<'_> {
         );
     }
 
-    /// A `ut_pex` message: the peers it adds become dialling candidates (up to [`MAX_KNOWN_FROM_PEX`]).
+    /// A `ut_pex` message: the peers it adds become dialling candidates (up to [`MAX_KNOWN_FROM_PEX`]);
+    /// those flagged as seeds are remembered as such, so that once we are complete we do not dial them.
     pub fn on_pex_message(&mut self, now: Instant, id: ConnId, payload: &[u8]) {
         if self.t.meta.info.private || !self.s.config.peer_exchange {
             return;
@@ -69,11 +70,14 @@ impl TorrentCtx<'_> {
             return;
         };
         self.s.trace(id, "in", "ut_pex", msg.describe());
-        for (addr, _) in msg.added {
+        for (addr, flags) in msg.added {
             if self.t.peers.len() >= MAX_KNOWN_FROM_PEX {
                 break;
             }
             self.t.peers.add(addr, now);
+            if flags.is_seed() {
+                self.t.peers.mark_seed(&addr);
+            }
         }
         self.connect_more(now);
     }
@@ -96,11 +100,14 @@ impl TorrentCtx<'_> {
             .iter()
             .filter_map(|id| {
                 let c = self.s.conns.get(id)?;
-                let (addr, flags) = if c.outbound {
+                let (addr, mut flags) = if c.outbound {
                     (c.addr, PexFlags::REACHABLE)
                 } else {
                     (c.listen_addr?, 0)
                 };
+                if c.peer_has.is_full() {
+                    flags |= PexFlags::SEED;
+                }
                 Some((*id, (addr, PexFlags(flags))))
             })
             .collect();

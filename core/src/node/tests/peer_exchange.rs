@@ -303,3 +303,73 @@ fn pex_adds_dialling_candidates_and_tells_each_peer_about_the_others() {
         );
     }
 }
+
+/// Feed the node one `ut_pex` message from `peer`, naming `added`.
+fn tell_pex(node: &mut Node, peer: &mut HandPeer, added: Vec<(SocketAddr, PexFlags)>) {
+    let pex = PexMessage {
+        added,
+        dropped: vec![],
+    };
+    let mut buf = bytes::BytesMut::new();
+    Message::Extended {
+        id: OUR_PEX_ID,
+        payload: Bytes::from(pex.encode()),
+    }
+    .encode(&mut buf);
+    peer.feed(node, buf.freeze());
+}
+
+/// The addresses of every `Connect` the node asks for now.
+fn dialled(node: &mut Node) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    while let Some(o) = node.poll_output() {
+        if let Output::Connect { addr, .. } = o {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_seed_does_not_dial_peers_that_pex_flags_as_seeds() {
+    let (mut node, meta) = node_with(Resume::Complete);
+    let (mut a, _) = extended_peer(&mut node, &meta, 7001);
+    let seed: SocketAddr = "10.0.0.50:6881".parse().unwrap();
+    let leecher: SocketAddr = "10.0.0.51:6881".parse().unwrap();
+    tell_pex(
+        &mut node,
+        &mut a,
+        vec![(seed, PexFlags(PexFlags::SEED)), (leecher, PexFlags(0))],
+    );
+    let out = dialled(&mut node);
+    assert!(out.contains(&leecher), "{out:?}");
+    assert!(!out.contains(&seed), "{out:?}");
+}
+
+#[test]
+fn a_leecher_still_dials_peers_that_pex_flags_as_seeds() {
+    let (mut node, meta) = node_with(Resume::Fresh);
+    let (mut a, _) = extended_peer(&mut node, &meta, 7001);
+    let seed: SocketAddr = "10.0.0.50:6881".parse().unwrap();
+    tell_pex(&mut node, &mut a, vec![(seed, PexFlags(PexFlags::SEED))]);
+    assert_eq!(dialled(&mut node), vec![seed]);
+}
+
+#[test]
+fn pex_flags_a_connected_peer_that_holds_everything_as_a_seed() {
+    let (mut node, meta) = node_with(Resume::Fresh);
+    let (mut a, _) = extended_peer(&mut node, &meta, 7001);
+    let full = Bitfield::full(meta.piece_count());
+    a.say(
+        &mut node,
+        &[Message::Bitfield(Bytes::copy_from_slice(full.as_bytes()))],
+    );
+    let (_b, _, told_b) = extended_peer_told(&mut node, &meta, 7002);
+    let flags: Vec<(SocketAddr, PexFlags)> = told_b.iter().flat_map(|m| m.added.clone()).collect();
+    let a_addr: SocketAddr = "10.0.0.9:7001".parse().unwrap();
+    let a_flags = flags
+        .iter()
+        .find(|(addr, _)| *addr == a_addr)
+        .map(|(_, f)| *f);
+    assert!(a_flags.is_some_and(|f| f.is_seed()), "{flags:?}");
+}
