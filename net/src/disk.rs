@@ -361,7 +361,9 @@ fn write_and_hash(
         return;
     };
     let slices: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-    let hash = match store.write_piece(piece, &slices) {
+    // Idempotent, like a block's write: tried again before it stops the download.
+    let what = format!("write of piece {piece}");
+    let hash = match retry_io(IO_TRIES, &what, || store.write_piece(piece, &slices)) {
         Ok(()) => {
             let what = format!("hashing piece {piece}");
             retry_io(IO_TRIES, &what, || store.hash_written_piece(piece, &slices))
