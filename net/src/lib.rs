@@ -20,6 +20,7 @@ pub mod library;
 pub mod library_index;
 pub mod peer;
 pub mod peer_status;
+mod piece_assembly;
 pub mod prometheus;
 pub mod rate;
 pub mod resume;

@@ -1,6 +1,12 @@
 //! What a download folder holds: complete top-level files, and downloads (finished or not) recorded in its
 //! state folder `DIR/.enjambre`. Used by `peer serve` (what to seed, what to resume) and `peer ls`.
 //!
+//! A download is written at its final name while it is under way (as other clients do by default, and as
+//! resume, checkpoints and the simulator's audits expect); what tells a partial file from a complete one is
+//! its checkpoint. So the library never lists as complete, seeds or hashes a file that an unfinished download
+//! occupies (no checkpoint yet counts as unfinished), and while some state file cannot be read it holds back
+//! every file it cannot vouch for ([`ServePlan::held_back`]).
+//!
 //! Synchronous like [`Storage`]; run [`scan`] through a [`crate::storage::Blocking`] runner in a driver.
 
 use crate::state_dir::{Stamps, StateDir};

@@ -16,6 +16,27 @@ pub trait StorageFile: Send + Sync + 'static {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Write all of `data` at `offset`.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Write `bufs`, one after the other, at `offset` (one vectored system call where the storage has one).
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        for buf in bufs {
+            self.write_at(buf, at)?;
+            at += buf.len() as u64;
+        }
+        Ok(())
+    }
+    /// Read `buf.len()` bytes at `offset` only if that needs no wait for the device (every byte is in the
+    /// page cache): `Ok(true)` when `buf` was filled, `Ok(false)` when the caller must use
+    /// [`StorageFile::read_at`] on its blocking runner instead (the default: storage that cannot tell).
+    fn read_cached_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// Whether a read returns exactly the bytes that the last successful write there wrote, so that a piece
+    /// may be hashed from the bytes in memory that were just written instead of being read back. Default
+    /// no: a simulated disk may tamper with reads, and its pieces are then hashed as they are read.
+    fn reads_return_writes(&self) -> bool {
+        false
+    }
     /// Make written data durable.
     fn sync_data(&self) -> io::Result<()>;
     /// Grow or shrink the file.
@@ -66,6 +87,12 @@ pub trait Storage: Send + Sync + 'static {
     fn is_dir(&self, path: &Path) -> bool;
     /// Remove a file; missing files are not an error.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Whether the files of this storage [return what was written](StorageFile::reads_return_writes): a
+    /// hint the disk worker reads to decide whether holding a piece's blocks until it is complete pays
+    /// ([`StorageFile::reads_return_writes`] still decides, per file, how the piece is hashed). Default no.
+    fn reads_return_writes(&self) -> bool {
+        false
+    }
     /// Take an exclusive lock on the file `path` (created with its folders if missing) that lasts as long as the returned
     /// guard, and write `note` into it for whoever finds it taken. `Err(WouldBlock)` when another holder has
     /// it. Storages with no other process to exclude (the simulator) hold nothing: `Ok(None)`.
@@ -158,6 +185,84 @@ impl StorageFile for StdFile {
         self.0.write_all_at(data, offset)
     }
 
+    /// `pwritev`, at most [`IOV_MAX`] buffers a call, resumed after a short write.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut rest: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+        let mut first = 0;
+        let mut at = offset;
+        while first < rest.len() {
+            let iov: Vec<libc::iovec> = rest[first..]
+                .iter()
+                .take(IOV_MAX)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            let off = libc::off_t::try_from(at)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            // SAFETY: every iovec points into a live slice of `rest` for the duration of the call, and the
+            // descriptor is owned by this `File`.
+            let n =
+                unsafe { libc::pwritev(self.0.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let mut n = n as usize;
+            at += n as u64;
+            while n > 0 {
+                let b = rest[first];
+                if n >= b.len() {
+                    n -= b.len();
+                    first += 1;
+                } else {
+                    rest[first] = &b[n..];
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `preadv2(RWF_NOWAIT)`: the kernel copies from the page cache or says `EAGAIN` without touching the
+    /// device. A short read (part cached, or the end of the file) also sends the caller to its runner.
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return Ok(false);
+        };
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: the iovec covers `buf`, which is exclusively borrowed for the call; the descriptor is
+        // owned by this `File`.
+        let n = unsafe { libc::preadv2(self.0.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // Not cached, not supported here, or interrupted: the blocking path reads it.
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::EINTR) => Ok(false),
+                _ => Err(e),
+            };
+        }
+        Ok(n as usize == buf.len())
+    }
+
+    /// A local file returns what was written (short of the hardware failing, which no hash of a fresh
+    /// read would catch reliably either: it would come from the same page cache).
+    fn reads_return_writes(&self) -> bool {
+        true
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
@@ -203,6 +308,9 @@ impl StorageFile for StdFile {
         Ok(self.0.metadata()?.len())
     }
 }
+
+/// Most buffers handed to one `pwritev` (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// Tries of a disk operation before an I/O error is final: a disk that fails now and then (an EIO found by
 /// `sim explore`) must not stop a download before it starts or keep a file from being shared.
@@ -270,6 +378,10 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 }
 
 impl Storage for StdStorage {
+    fn reads_return_writes(&self) -> bool {
+        true
+    }
+
     fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
         use std::io::Write;
         if let Some(parent) = path.parent() {
@@ -429,6 +541,15 @@ impl<W: StorageWatch> StorageFile for WatchedFile<W> {
         self.watch.after_write();
         Ok(())
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.inner.write_vectored_at(bufs, offset)?;
+        self.watch.after_write();
+        Ok(())
+    }
+    // `read_cached_at` keeps its default (no): every read goes through `read_at` and its hook.
+    fn reads_return_writes(&self) -> bool {
+        self.watch.known_sha1_holds() && self.inner.reads_return_writes()
+    }
     fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data()?;
         self.watch.after_sync();
@@ -491,6 +612,9 @@ impl<S: Storage, W: StorageWatch> Storage for Watched<S, W> {
     fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
         self.inner.lock_exclusive(path, note)
     }
+    fn reads_return_writes(&self) -> bool {
+        self.watch.known_sha1_holds() && self.inner.reads_return_writes()
+    }
 }
 
 #[cfg(test)]
@@ -515,6 +639,36 @@ mod tests {
         assert_eq!(&buf[5..10], b"hello");
         assert_eq!(&buf[10..], &[0; 10]);
         assert_eq!(f.len().unwrap(), 15);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn vectored_writes_land_in_order_and_cached_reads_see_them() {
+        let dir = scratch("vectored");
+        let f = StdStorage.open(&dir.join("v.bin"), true).unwrap();
+        // More buffers than one pwritev takes, of uneven sizes, some empty.
+        let parts: Vec<Vec<u8>> = (0..IOV_MAX + 300)
+            .map(|i| vec![(i % 251) as u8; i % 7])
+            .collect();
+        let bufs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        f.write_vectored_at(&bufs, 3).unwrap();
+        let want: Vec<u8> = parts.concat();
+        let mut back = vec![0u8; want.len()];
+        f.read_at(&mut back, 3).unwrap();
+        assert_eq!(back, want);
+        assert_eq!(f.len().unwrap(), 3 + want.len() as u64);
+        assert!(f.reads_return_writes());
+        let mut cached = vec![0u8; want.len()];
+        if f.read_cached_at(&mut cached, 3).unwrap() {
+            assert_eq!(cached, want);
+            // A read past the end is short: the caller is sent to `read_at`, which zero-fills.
+            let mut past = vec![0u8; 16];
+            assert!(!f
+                .read_cached_at(&mut past, 3 + want.len() as u64 - 8)
+                .unwrap());
+        } else {
+            eprintln!("SKIP: this kernel or filesystem has no RWF_NOWAIT reads");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -203,16 +203,84 @@ impl TorrentStore {
         Ok(())
     }
 
-    /// SHA-1 of piece `piece` as it is on disk, read in chunks of at most 1 MiB.
-    pub fn hash_piece(&self, piece: u32) -> io::Result<[u8; 20]> {
+    /// Read `buf.len()` bytes at torrent-space `offset` only if no byte needs a wait for the device (see
+    /// [`StorageFile::read_cached_at`]): `Ok(false)` sends the caller to [`TorrentStore::read`] on its
+    /// blocking runner.
+    pub fn read_cached(&self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        self.check_range(offset, buf.len())?;
+        for seg in self.layout.segments(offset, buf.len() as u64) {
+            let chunk = slice_mut(buf, seg.buf_offset, seg.len)?;
+            let file = self.file(seg.file_index, false)?;
+            if !file.read_cached_at(chunk, seg.file_offset)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether pieces written whole are likely hashed from memory ([`Storage::reads_return_writes`]): only
+    /// then does holding a piece's blocks until it is complete pay for the memory it takes.
+    pub fn hashes_from_memory(&self) -> bool {
+        self.storage.reads_return_writes()
+    }
+
+    /// Write the whole piece `piece`, given as `blocks` that tile it in order, with one vectored write per file
+    /// it spans.
+    pub fn write_piece(&self, piece: u32, blocks: &[&[u8]]) -> io::Result<()> {
+        let (start, len) = self.piece_range(piece)?;
+        let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        if total != len {
+            return Err(invalid(format!(
+                "{total} bytes of blocks for piece {piece} of {len} bytes"
+            )));
+        }
+        for seg in self.layout.segments(start, len) {
+            let bufs = sub_slices(blocks, seg.buf_offset, seg.len);
+            let file = self.file(seg.file_index, true)?;
+            let path = &self.paths[seg.file_index];
+            file.write_vectored_at(&bufs, seg.file_offset)
+                .map_err(|e| context(e, "writing", path))?;
+            if let Some(slot) = self.lock().get_mut(seg.file_index) {
+                slot.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-1 of piece `piece` just written from `blocks` by [`TorrentStore::write_piece`]: over the bytes
+    /// in memory when every file it spans [returns what was written](StorageFile::reads_return_writes),
+    /// otherwise as [`TorrentStore::hash_piece`] does (the storage's known digest, or a read-back).
+    pub fn hash_written_piece(&self, piece: u32, blocks: &[&[u8]]) -> io::Result<[u8; 20]> {
+        let (start, len) = self.piece_range(piece)?;
+        for seg in self.layout.segments(start, len) {
+            if !self.file(seg.file_index, false)?.reads_return_writes() {
+                return self.hash_piece(piece);
+            }
+        }
+        let mut hasher = Sha1::new();
+        for b in blocks {
+            hasher.update(b);
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    /// Torrent-space start and length of `piece`, or an error for a piece out of range.
+    fn piece_range(&self, piece: u32) -> io::Result<(u64, u64)> {
         if piece >= self.layout.piece_count() {
             return Err(invalid(format!(
                 "piece {piece} out of range (torrent has {})",
                 self.layout.piece_count()
             )));
         }
-        let start = self.layout.piece_offset(piece);
-        let len = self.layout.piece_len(piece) as u64;
+        Ok((
+            self.layout.piece_offset(piece),
+            u64::from(self.layout.piece_len(piece)),
+        ))
+    }
+
+    /// SHA-1 of piece `piece` as it is on disk, read in chunks of at most 1 MiB.
+    pub fn hash_piece(&self, piece: u32) -> io::Result<[u8; 20]> {
+        let (start, len) = self.piece_range(piece)?;
         if let [seg] = self.layout.segments(start, len).as_slice() {
             if let Some(d) = self
                 .file(seg.file_index, false)
@@ -344,6 +412,28 @@ fn bounds(off: u64, len: u64, have: usize) -> io::Result<std::ops::Range<usize>>
         .filter(|&e| e <= have)
         .ok_or_else(|| invalid(format!("segment {off}+{len} outside a {have}-byte buffer")))?;
     Ok(start..end)
+}
+
+/// The parts of the concatenation of `blocks` that lie in `off..off + len`, as slices of the blocks.
+fn sub_slices<'a>(blocks: &[&'a [u8]], off: u64, len: u64) -> Vec<&'a [u8]> {
+    let (mut skip, mut want) = (off, len);
+    let mut out = Vec::new();
+    for b in blocks {
+        if want == 0 {
+            break;
+        }
+        let blen = b.len() as u64;
+        if skip >= blen {
+            skip -= blen;
+            continue;
+        }
+        let take = (blen - skip).min(want);
+        // Both bounds are within `b`, which is at most usize::MAX long.
+        out.push(&b[skip as usize..(skip + take) as usize]);
+        want -= take;
+        skip = 0;
+    }
+    out
 }
 
 fn slice(data: &[u8], off: u64, len: u64) -> io::Result<&[u8]> {
@@ -639,5 +729,92 @@ mod tests {
             st.written_pieces([2, 1, 9].into_iter()).unwrap(),
             Some(vec![2])
         );
+    }
+
+    /// Reads that come back with their first byte flipped, as a tampering disk would.
+    struct Flip;
+    impl crate::storage::StorageWatch for Flip {
+        fn after_read(&self, buf: &mut [u8], _offset: u64) {
+            if let Some(b) = buf.first_mut() {
+                *b ^= 0xff;
+            }
+        }
+        fn known_sha1_holds(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_piece_written_whole_across_files_reads_back_and_hashes_from_memory() {
+        let s = Scratch::new("tstore", "whole");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let st = store(&s.0, &m);
+        st.prepare().unwrap();
+        for p in 0..m.piece_count() {
+            let (start, len) = st.piece_range(p).unwrap();
+            let piece = &data[start as usize..(start + len) as usize];
+            // Blocks of 5000 bytes (the last one shorter): piece 1 spans a.bin, the empty file and d/b.bin.
+            let blocks: Vec<&[u8]> = piece.chunks(5_000).collect();
+            st.write_piece(p, &blocks).unwrap();
+            assert_eq!(
+                st.hash_written_piece(p, &blocks).unwrap(),
+                m.piece_hash(p).unwrap(),
+                "piece {p}"
+            );
+        }
+        let mut back = vec![0u8; data.len()];
+        st.read(0, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Blocks that do not add up to the piece are refused before anything is written.
+        let err = st.write_piece(0, &[&data[..100]]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(st.write_piece(4, &[]).is_err());
+    }
+
+    #[test]
+    fn a_disk_that_tampers_with_reads_is_hashed_as_read_not_as_written() {
+        let s = Scratch::new("tstore", "tamper");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let storage = Arc::new(crate::storage::Watched::new(StdStorage, Flip));
+        let st = TorrentStore::new(storage, s.0.clone(), &m).unwrap();
+        let piece = &data[..PIECE as usize];
+        let blocks: Vec<&[u8]> = piece.chunks(4096).collect();
+        st.write_piece(0, &blocks).unwrap();
+        // The hash of the bytes in memory would match; the disk returns other bytes, and that is what counts.
+        assert_ne!(
+            st.hash_written_piece(0, &blocks).unwrap(),
+            m.piece_hash(0).unwrap()
+        );
+        // The same store over the plain disk hashes from memory and matches.
+        let plain = store(&s.0, &m);
+        assert_eq!(
+            plain.hash_written_piece(0, &blocks).unwrap(),
+            m.piece_hash(0).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_cached_read_returns_the_bytes_or_defers_to_a_blocking_read() {
+        let s = Scratch::new("tstore", "cached");
+        let data = payload(50_005);
+        let m = meta(&data);
+        let st = store(&s.0, &m);
+        st.prepare().unwrap();
+        st.write(0, &data).unwrap();
+        // Just written: in the page cache. A range across files too.
+        let mut buf = vec![0u8; 16_384];
+        if st.read_cached(15_000, &mut buf).unwrap() {
+            assert_eq!(buf, data[15_000..31_384]);
+        } else {
+            eprintln!("SKIP: this kernel or filesystem has no RWF_NOWAIT reads");
+        }
+        // Out of the payload: refused as `read` refuses it.
+        assert!(st.read_cached(50_000, &mut [0; 6]).is_err());
+        // A storage that cannot tell (a tampering watch keeps every read on `read_at`) always defers.
+        let watched = Arc::new(crate::storage::Watched::new(StdStorage, Flip));
+        let st = TorrentStore::new(watched, s.0.clone(), &m).unwrap();
+        assert!(!st.read_cached(0, &mut buf).unwrap());
     }
 }

@@ -54,7 +54,8 @@ fn check(name: &str) -> Report {
 /// Scenarios whose timeline SVG is pinned byte for byte.
 const TIMELINE_SNAPSHOTS: [&str; 2] = ["resume", "flash-crowd"];
 
-/// Draw the run's timeline, check it is well-formed XML with one lane per peer plus the tracker and the marks
+/// Draw the run's timeline, check it is well-formed XML with one lane per peer plus the tracker's (when the story
+/// has one) and the marks
 /// the story calls for, write it to `target/test-output/timelines/NAME.svg`, and return it.
 fn check_timeline(name: &str, report: &Report) -> String {
     let svg = render_svg(report);
@@ -65,7 +66,7 @@ fn check_timeline(name: &str, report: &Report) -> String {
     let lanes = svg.matches("<g class=\"lane\"").count();
     assert_eq!(
         lanes,
-        report.peers.len() + 1,
+        report.peers.len() + usize::from(report.timeline.has_tracker),
         "{name}: one lane per peer and the tracker"
     );
     for p in &report.peers {
