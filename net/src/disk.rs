@@ -259,7 +259,10 @@ fn execute(stores: &Stores, op: PlainOp) -> Option<DiskDone> {
             let result = store_of(stores, &torrent)
                 .ok_or_else(missing)
                 .and_then(|s| {
-                    s.write(offset, &data)
+                    // A positional write is idempotent: one that fails now and then (EIO) is tried again
+                    // before it stops the download, as a read-back is.
+                    let what = format!("write at offset {offset}");
+                    retry_io(IO_TRIES, &what, || s.write(offset, &data))
                         .map_err(|e| DiskError::io(&format!("write at offset {offset} failed"), &e))
                 });
             result

@@ -18,6 +18,7 @@ pub mod dht;
 mod disk;
 pub mod http;
 pub mod library;
+pub mod library_index;
 pub mod peer;
 pub mod peer_status;
 pub mod prometheus;

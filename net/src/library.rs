@@ -610,6 +610,167 @@ mod tests {
         assert!(plan.to_hash.is_empty());
     }
 
+    /// [`StdStorage`] that counts whole-file reads and can hide the folder's index (`hide_index`), to scan
+    /// the per-download files alone.
+    struct IndexProbe {
+        reads: std::sync::atomic::AtomicUsize,
+        hide_index: bool,
+    }
+
+    impl IndexProbe {
+        fn new(hide_index: bool) -> Arc<IndexProbe> {
+            Arc::new(IndexProbe {
+                reads: 0.into(),
+                hide_index,
+            })
+        }
+        fn reads(&self) -> usize {
+            self.reads.swap(0, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Storage for IndexProbe {
+        fn open(
+            &self,
+            path: &Path,
+            create: bool,
+        ) -> io::Result<Arc<dyn crate::storage::StorageFile>> {
+            StdStorage.open(path, create)
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdStorage.create_dir_all(path)
+        }
+        fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.hide_index && path.ends_with(crate::library_index::INDEX_FILE_NAME) {
+                return Ok(None);
+            }
+            StdStorage.read_file(path)
+        }
+        fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+            StdStorage.replace_file(path, contents)
+        }
+        fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+            StdStorage.file_len(path)
+        }
+        fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+            StdStorage.file_stamp(path)
+        }
+        fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+            StdStorage.list_dir(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            StdStorage.is_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdStorage.remove_file(path)
+        }
+    }
+
+    /// Build the index of `dir`'s state folder as a serving peer does once the folder is quiet (the first
+    /// call in a folder makes the index's own folder, which is a change: the next one builds).
+    fn index_now(dir: &Path) -> crate::library_index::Built {
+        let sd = StateDir::new(Arc::new(StdStorage), dir);
+        let quiet = std::time::Duration::from_nanos(2 * crate::library_index::QUIET_NS as u64);
+        for _ in 0..2 {
+            std::thread::sleep(quiet);
+            let built = sd
+                .refresh_index(crate::library_index::wall_clock_ns())
+                .unwrap();
+            if built != crate::library_index::Built::NotQuiet {
+                return built;
+            }
+        }
+        crate::library_index::Built::NotQuiet
+    }
+
+    /// What `peer ls` says of `name`: its percentage.
+    fn percent_of(lib: &Library, name: &str) -> f64 {
+        let entries = lib.entries();
+        entries.iter().find(|e| e.name == name).unwrap().percent
+    }
+
+    /// The library as the per-download files alone describe it.
+    fn from_files(dir: &Path) -> Library {
+        scan(IndexProbe::new(true), dir).unwrap()
+    }
+
+    #[test]
+    fn the_index_is_read_instead_of_the_state_files_and_says_what_they_say() {
+        use crate::library_index::Built;
+        let s = Scratch::new("library", "index");
+        populate(&s.0);
+        assert!(matches!(index_now(&s.0), Built::Saved(_)));
+        assert!(matches!(index_now(&s.0), Built::UpToDate(_)));
+        let probe = IndexProbe::new(false);
+        let lib = scan(probe.clone(), &s.0).unwrap();
+        // The index alone, instead of 4 metainfos and 4 checkpoints (the folder has no stamp index).
+        assert_eq!(probe.reads(), 1);
+        assert_eq!(lib, from_files(&s.0));
+        assert_eq!(lib.entries().len(), 5);
+        // Right after a change the folder is not quiet: no index is built from it.
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        sd.save_metainfo(&meta_of("other.bin", &data(1000, 8)))
+            .unwrap();
+        let changed = StdStorage.file_stamp(sd.path()).unwrap().unwrap();
+        let right_after = changed.modified.unwrap() + 1;
+        assert_eq!(sd.refresh_index(right_after).unwrap(), Built::NotQuiet);
+    }
+
+    #[test]
+    fn a_crash_between_state_writes_leaves_a_stale_index_unused() {
+        let s = Scratch::new("library", "index-crash");
+        let (cached, partial, fresh, _) = populate(&s.0);
+        let sd = StateDir::new(Arc::new(StdStorage), &s.0);
+        let check = |what: &str| {
+            let probe = IndexProbe::new(false);
+            let lib = scan(probe.clone(), &s.0).unwrap();
+            assert_eq!(lib, from_files(&s.0), "{what}");
+            assert!(
+                probe.reads() > 1,
+                "{what}: the stale index must not be used"
+            );
+            lib
+        };
+        // 1. A checkpoint being replaced, the process killed after its temp file was written but before the
+        //    rename: the old checkpoint stands (4 of 10 pieces).
+        index_now(&s.0);
+        let cp_path = sd.checkpoint_path(&partial.info_hash);
+        let newer = Checkpoint::new(&partial, &bits(10, 7)).to_json();
+        std::fs::write(crate::storage::temp_path_for(&cp_path), &newer).unwrap();
+        let lib = check("temp checkpoint left behind");
+        assert_eq!(percent_of(&lib, "partial.bin"), 40.0);
+        // 2. The rename done: the new checkpoint counts.
+        index_now(&s.0);
+        sd.save_checkpoint(&Checkpoint::new(&partial, &bits(10, 7)))
+            .unwrap();
+        let lib = check("checkpoint replaced");
+        assert_eq!(percent_of(&lib, "partial.bin"), 70.0);
+        // 3. A new download's metainfo saved, the process killed before its first checkpoint: it is an
+        //    unfinished download, its (full-size) file is not taken for a complete one.
+        index_now(&s.0);
+        let new = data(3 * PIECE as usize, 9);
+        std::fs::write(s.0.join("new.bin"), &new).unwrap();
+        let new_meta = meta_of("new.bin", &new);
+        sd.save_metainfo(&new_meta).unwrap();
+        let lib = check("metainfo without checkpoint");
+        assert!(lib.is_unfinished("new.bin"));
+        assert!(!lib.plan_serve().to_hash.iter().any(|f| f.name == "new.bin"));
+        // 4. A download forgotten (checkpoint removed, killed before the metainfo went): it stays known,
+        //    with no checkpoint.
+        index_now(&s.0);
+        std::fs::remove_file(sd.checkpoint_path(&cached.info_hash)).unwrap();
+        let lib = check("checkpoint removed");
+        assert!(lib.is_unfinished("cached.bin"));
+        // 5. The index itself torn by a crash while it was written (no sync yet): refused, files read.
+        index_now(&s.0);
+        let index = crate::library_index::index_path(sd.path());
+        let bytes = std::fs::read(&index).unwrap();
+        std::fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
+        check("torn index");
+        let _ = fresh;
+    }
+
     #[test]
     fn percent_edges() {
         assert_eq!(percent(0, 0), 100.0);

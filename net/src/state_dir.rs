@@ -1,11 +1,13 @@
 //! The hidden state folder `DIR/.enjambre/` of a download folder: per download, `<infohash>.torrent` (the
 //! metainfo) and `<infohash>.json` (the resume checkpoint), both replaced atomically; and for the whole
 //! folder `stamps.json`, the [`Stamps`] of the files whose content was verified (what lets a restart trust
-//! them without hashing).
+//! them without hashing), and `index/library.bin`, the [`library_index`]: every download's state files in
+//! one, read instead of them while the folder has not changed since it was built.
 //!
 //! A damaged state file never stops the peer: it is skipped (or treated as "no checkpoint") with a warning,
 //! and the download is rechecked from the payload instead (invariant 3).
 
+use crate::library_index::{self, IndexEntry};
 use crate::storage::{retry_io, FileLock, FileStamp, Storage, IO_TRIES};
 use enjambre_core::checkpoint::Checkpoint;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
@@ -128,6 +130,14 @@ pub struct StateScan {
     pub unreadable: Vec<PathBuf>,
 }
 
+/// One download's state files as read: the metainfo's bytes (or why they could not be read) and the
+/// checkpoint's (`None`: no checkpoint).
+struct RawEntry {
+    info_hash: InfoHash,
+    metainfo: Result<Vec<u8>, String>,
+    checkpoint: io::Result<Option<Vec<u8>>>,
+}
+
 /// Largest metainfo file read back from the state folder.
 const MAX_METAINFO_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -152,6 +162,11 @@ impl StateDir {
             storage,
             root: dir.join(STATE_DIR_NAME),
         }
+    }
+
+    /// The storage it reads and writes.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
     }
 
     /// The state folder itself (`DIR/.enjambre`).
@@ -241,22 +256,27 @@ impl StateDir {
     /// another torrent, is logged as a warning and reported as `Ok(None)`; only IO failures are errors.
     pub fn load_checkpoint(&self, info_hash: &InfoHash) -> io::Result<Option<Checkpoint>> {
         let path = self.checkpoint_path(info_hash);
-        let Some(bytes) = self
+        let bytes = self
             .storage
             .read_file(&path)
-            .map_err(|e| ctx(e, "reading", &path))?
-        else {
-            return Ok(None);
-        };
-        match Checkpoint::from_json(&bytes) {
-            Ok(cp) if cp.info_hash == *info_hash => Ok(Some(cp)),
+            .map_err(|e| ctx(e, "reading", &path))?;
+        Ok(bytes.and_then(|b| self.parse_checkpoint(info_hash, &b)))
+    }
+
+    /// A checkpoint of `info_hash` from its bytes; `None` (with a warning) when corrupt or another
+    /// torrent's.
+    fn parse_checkpoint(&self, info_hash: &InfoHash, bytes: &[u8]) -> Option<Checkpoint> {
+        match Checkpoint::from_json(bytes) {
+            Ok(cp) if cp.info_hash == *info_hash => Some(cp),
             Ok(_) => {
+                let path = self.checkpoint_path(info_hash);
                 tracing::warn!(path = %path.display(), "ignoring checkpoint that names another torrent");
-                Ok(None)
+                None
             }
             Err(e) => {
+                let path = self.checkpoint_path(info_hash);
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable checkpoint");
-                Ok(None)
+                None
             }
         }
     }
@@ -270,59 +290,113 @@ impl StateDir {
 
     /// Like [`StateDir::list_downloads`], and also names the metainfo files that could not be read: each
     /// may be an unfinished download whose partial payload must not be taken for a complete file.
+    ///
+    /// Reads the folder's index ([`library_index`]) when it describes the folder as it is, else every state
+    /// file.
     pub fn scan_downloads(&self) -> StateScan {
+        let raw = match library_index::load(self.storage.as_ref(), &self.root) {
+            Some(entries) => Ok(entries
+                .into_iter()
+                .map(|e| RawEntry {
+                    info_hash: e.info_hash,
+                    metainfo: Ok(e.metainfo),
+                    checkpoint: Ok(e.checkpoint),
+                })
+                .collect()),
+            None => self.read_entries(),
+        };
         let mut scan = StateScan::default();
+        match raw {
+            Ok(entries) => {
+                for entry in entries {
+                    self.parse_entry(entry, &mut scan);
+                }
+            }
+            Err(()) => scan.unreadable.push(self.root.clone()),
+        }
+        scan
+    }
+
+    /// The bytes of every download's state files, as the folder lists them; `Err` when the folder cannot be
+    /// listed.
+    fn read_entries(&self) -> Result<Vec<RawEntry>, ()> {
         let listed = retry_io(IO_TRIES, "listing the state folder", || {
             self.storage.list_dir(&self.root)
         });
-        let entries = match listed {
+        let paths = match listed {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(path = %self.root.display(), error = %e, "cannot list the state folder");
-                scan.unreadable.push(self.root.clone());
-                return scan;
+                return Err(());
             }
         };
-        for path in entries {
-            let Some(ih) = torrent_file_hash(&path) else {
-                continue;
-            };
-            let meta = match self.read_metainfo(&path) {
-                Ok(m) if m.info_hash == ih => m,
-                Ok(_) => {
-                    tracing::warn!(path = %path.display(), "skipping metainfo whose info hash differs from its name");
-                    scan.unreadable.push(path);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable metainfo");
-                    scan.unreadable.push(path);
-                    continue;
-                }
-            };
-            let loaded = retry_io(IO_TRIES, "reading a checkpoint", || {
-                self.load_checkpoint(&ih)
-            });
-            let checkpoint = match loaded {
-                Ok(Some(cp)) => match cp.validate(&meta) {
+        Ok(paths
+            .iter()
+            .filter_map(|path| {
+                let info_hash = torrent_file_hash(path)?;
+                let metainfo = self.read_metainfo_bytes(path);
+                let checkpoint = if metainfo.is_ok() {
+                    let cp = self.checkpoint_path(&info_hash);
+                    retry_io(IO_TRIES, "reading a checkpoint", || {
+                        self.storage
+                            .read_file(&cp)
+                            .map_err(|e| ctx(e, "reading", &cp))
+                    })
+                } else {
+                    Ok(None)
+                };
+                Some(RawEntry {
+                    info_hash,
+                    metainfo,
+                    checkpoint,
+                })
+            })
+            .collect())
+    }
+
+    /// Parse one download's state files into `scan`.
+    fn parse_entry(&self, entry: RawEntry, scan: &mut StateScan) {
+        let RawEntry {
+            info_hash: ih,
+            metainfo,
+            checkpoint,
+        } = entry;
+        let path = self.metainfo_path(&ih);
+        let parsed = metainfo.and_then(|b| Metainfo::from_bytes(&b).map_err(|e| e.to_string()));
+        let meta = match parsed {
+            Ok(m) if m.info_hash == ih => m,
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "skipping metainfo whose info hash differs from its name");
+                scan.unreadable.push(path);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable metainfo");
+                scan.unreadable.push(path);
+                return;
+            }
+        };
+        let checkpoint = match checkpoint {
+            Ok(Some(bytes)) => match self.parse_checkpoint(&ih, &bytes) {
+                Some(cp) => match cp.validate(&meta) {
                     Ok(_) => Some(cp),
                     Err(e) => {
                         tracing::warn!(info_hash = %ih.to_hex(), error = %e, "ignoring checkpoint that does not match its metainfo");
                         None
                     }
                 },
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(info_hash = %ih.to_hex(), error = %e, "ignoring unreadable checkpoint");
-                    None
-                }
-            };
-            scan.downloads.push((meta, checkpoint));
-        }
-        scan
+                None => None,
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(info_hash = %ih.to_hex(), error = %e, "ignoring unreadable checkpoint");
+                None
+            }
+        };
+        scan.downloads.push((meta, checkpoint));
     }
 
-    fn read_metainfo(&self, path: &Path) -> Result<Metainfo, String> {
+    fn read_metainfo_bytes(&self, path: &Path) -> Result<Vec<u8>, String> {
         let what = format!("reading {}", path.display());
         match retry_io(IO_TRIES, &what, || self.storage.file_len(path)) {
             Ok(Some(len)) if len > MAX_METAINFO_BYTES => {
@@ -331,10 +405,28 @@ impl StateDir {
             Err(e) => return Err(e.to_string()),
             _ => {}
         }
-        let bytes = retry_io(IO_TRIES, &what, || self.storage.read_file(path))
+        retry_io(IO_TRIES, &what, || self.storage.read_file(path))
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| "vanished".to_string())?;
-        Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())
+            .ok_or_else(|| "vanished".to_string())
+    }
+
+    /// Build and save the folder's index ([`library_index`]) if the folder has been quiet long enough and
+    /// the saved index does not describe it already; `now_ns` is the wall clock
+    /// ([`library_index::wall_clock_ns`]). An entry that cannot be read makes no index.
+    pub fn refresh_index(&self, now_ns: i64) -> io::Result<library_index::Built> {
+        library_index::build(self.storage.as_ref(), &self.root, now_ns, || {
+            let entries = self.read_entries().ok()?;
+            entries
+                .into_iter()
+                .map(|e| {
+                    Some(IndexEntry {
+                        info_hash: e.info_hash,
+                        metainfo: e.metainfo.ok()?,
+                        checkpoint: e.checkpoint.ok()?,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Where the [`Stamps`] are kept.

@@ -5,7 +5,8 @@
 
 use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::app::{
-    peer_id_from_seed, AppOptions, PeerApp, ServeEvent, ServeOptions, ServeSink, TrackerUrls,
+    peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
+    TrackerUrls,
 };
 use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
@@ -20,13 +21,17 @@ use std::time::{Duration, SystemTime};
 
 const FILES: usize = 300;
 
-/// Bytes read from each payload file (anything outside the state folder), by file name.
+/// Bytes read from each payload file (anything outside the state folder), by file name; and how many
+/// metainfo files of the state folder were read.
 #[derive(Default)]
-struct Reads(Mutex<BTreeMap<String, u64>>);
+struct Reads(Mutex<BTreeMap<String, u64>>, std::sync::atomic::AtomicUsize);
 
 impl Reads {
     fn take(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+    fn take_metainfo_reads(&self) -> usize {
+        self.1.swap(0, std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -79,6 +84,9 @@ impl Storage for CountingStorage {
         StdStorage.create_dir_all(path)
     }
     fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        if path.extension().is_some_and(|e| e == "torrent") {
+            self.0 .1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         StdStorage.read_file(path)
     }
     fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -224,14 +232,22 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     assert_eq!(last, Some((FILES, FILES, total, total)));
     assert_eq!(registry.lock().unwrap().catalog_len(), FILES);
     app.shutdown().await;
+    // A peer that stops indexes its state folder (as `peer serve` does on SIGTERM).
+    app.save_library_index().await;
+    reads.take_metainfo_reads();
 
-    // Restart: nothing changed, nothing is read.
+    // Restart: nothing changed, nothing is read, and the state folder's 300 metainfos come from its index.
     let (app, events) = serve(&dir, &tracker, &reads).await;
     assert_eq!(seeding(&events), (0, FILES));
     assert_eq!(
         reads.take(),
         BTreeMap::new(),
         "a restart must not read payload"
+    );
+    assert_eq!(
+        reads.take_metainfo_reads(),
+        0,
+        "metainfo files read at restart"
     );
     app.shutdown().await;
 
@@ -254,4 +270,79 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     app.shutdown().await;
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file this peer downloaded (every byte written by it, verified, the complete checkpoint durable) gets
+/// its stamp as a hashed file does: the next `peer serve` of that folder trusts it without reading a byte,
+/// instead of spot-checking it at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaded_file_is_trusted_at_the_next_start() {
+    let listener = TokioTransport
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
+    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
+        listener,
+        registry,
+        Clock::new(),
+        Default::default(),
+    ));
+    let tracker = TrackerUrls {
+        announce: format!("http://{addr}/announce"),
+        base: format!("http://{addr}"),
+    };
+    let (seed_dir, leech_dir) = (scratch("stamp-seed"), scratch("stamp-leech"));
+    let data: Vec<u8> = (0..700_000u32).map(|b| (b * 7 % 251) as u8).collect();
+    std::fs::write(seed_dir.join("movie.bin"), &data).unwrap();
+    let start = |dir: &Path, seed: u64| {
+        let mut options = AppOptions::new(
+            dir.to_path_buf(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(tracker.clone()),
+        );
+        options.peer.node.peer_id = peer_id_from_seed(seed);
+        PeerApp::start(PeerEnv::real(), options)
+    };
+    let seeder = start(&seed_dir, 1).await.unwrap();
+    let quiet: ServeSink = Arc::new(|_| {});
+    seeder
+        .serve_folder(&ServeOptions::default(), quiet.clone())
+        .await
+        .unwrap();
+
+    let leecher = start(&leech_dir, 2).await.unwrap();
+    let request = GetRequest {
+        names: vec!["movie.bin".into()],
+        peers: vec![seeder.local_addr()],
+        ..GetRequest::default()
+    };
+    let hashes = leecher.get(&request).await.unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        leecher.wait_all(&hashes, Duration::from_millis(20), |_| {}, |_| {}),
+    )
+    .await
+    .expect("download timed out")
+    .unwrap();
+    assert_eq!(done.len(), 1);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    assert_eq!(std::fs::read(leech_dir.join("movie.bin")).unwrap(), data);
+
+    // The leecher's folder, served again: the download is trusted as it is, not spot-checked.
+    let plan = enjambre_net::library::scan(Arc::new(StdStorage), &leech_dir)
+        .unwrap()
+        .plan_serve();
+    let trusted: Vec<&str> = plan
+        .trusted
+        .iter()
+        .map(|(m, _)| m.info.name.as_str())
+        .collect();
+    assert_eq!(trusted, ["movie.bin"]);
+    assert!(plan.cached.is_empty() && plan.to_hash.is_empty() && plan.resume.is_empty());
+    server.abort();
+    let _ = std::fs::remove_dir_all(&seed_dir);
+    let _ = std::fs::remove_dir_all(&leech_dir);
 }

@@ -17,7 +17,7 @@ use enjambre::peer::shell::shell;
 use enjambre::peer::signals::Signals;
 use enjambre::peer::startup::{start_app, StartOptions};
 use enjambre::peer::{one_line, stderr_tty, App};
-use enjambre::{err, err_part, out};
+use enjambre::{err, err_part, out, out_part};
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::InfoHash;
 use enjambre_net::app::serve::SERVE_JOBS;
@@ -282,6 +282,8 @@ async fn serve(start: &StartOptions, recheck: bool) -> anyhow::Result<ExitCode> 
         sig = signals.recv() => err!("{sig}: stopping"),
     }
     app.shutdown().await;
+    // The state folder is quiet now: index it, so that the next start reads one file.
+    app.save_library_index().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -454,9 +456,13 @@ async fn create(
 async fn ls(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let entries = local_entries(dir)?;
     if json {
+        // One write for the whole listing: ten thousand lines written one by one cost more than the listing.
+        let mut text = String::new();
         for e in &entries {
-            out!("{}", serde_json::to_string(e)?);
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
         }
+        out_part!("{text}");
     } else {
         print_entries(&entries, false);
     }

@@ -14,8 +14,9 @@ pub fn local_entries(dir: &Path) -> anyhow::Result<Vec<LocalEntry>> {
     Ok(lib.entries())
 }
 
-/// Print `entries` as a table (numbered for a menu).
+/// Print `entries` as a table (numbered for a menu), in one write.
 pub fn print_entries(entries: &[LocalEntry], numbered: bool) {
+    use std::fmt::Write as _;
     if entries.is_empty() {
         out!("(no files)");
         return;
@@ -26,6 +27,7 @@ pub fn print_entries(entries: &[LocalEntry], numbered: bool) {
         .max()
         .unwrap_or(4)
         .max(4);
+    let mut text = String::new();
     for (i, e) in entries.iter().enumerate() {
         let status = if e.complete {
             "complete".to_string()
@@ -37,10 +39,12 @@ pub fn print_entries(entries: &[LocalEntry], numbered: bool) {
         } else {
             String::new()
         };
-        out!(
+        let _ = writeln!(
+            text,
             "{num}{:<width$}  {:>10}  {status}",
             e.name,
             human_bytes(e.size)
         );
     }
+    out_part!("{text}");
 }

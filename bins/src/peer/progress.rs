@@ -114,11 +114,13 @@ pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Resul
     let mut pending = resumed;
     let mut errors: BTreeMap<InfoHash, Option<TorrentError>> = BTreeMap::new();
     loop {
+        let mut finished = Vec::new();
         for s in app.stats().await? {
             if app::is_finished(&s) {
                 if let Some(i) = pending.iter().position(|h| *h == s.info_hash) {
                     pending.swap_remove(i);
                     out!("complete {} {}", s.name, s.info_hash);
+                    finished.push(s.info_hash);
                 }
             }
             let last = errors.entry(s.info_hash).or_default();
@@ -127,9 +129,24 @@ pub async fn report_progress(app: &App, resumed: Vec<InfoHash>) -> anyhow::Resul
             }
             *last = s.error.clone();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.stamp_downloads(finished).await;
+        // Every torrent's stats are gathered each time (ten thousand of them for a library): twice a second
+        // while a download is under way, every few seconds once only seeds are left (a seed's disk trouble
+        // still shows within seconds).
+        let every = if pending.is_empty() {
+            SEEDS_ONLY_POLL
+        } else {
+            DOWNLOADING_POLL
+        };
+        tokio::time::sleep(every).await;
     }
 }
+
+/// How often [`report_progress`] looks while downloads are under way.
+const DOWNLOADING_POLL: Duration = Duration::from_millis(500);
+
+/// How often [`report_progress`] looks once every download is complete.
+const SEEDS_ONLY_POLL: Duration = Duration::from_secs(5);
 
 /// A progress bar per file on stderr, when it is a terminal; otherwise tracker trouble is reported as a line
 /// on stderr each time it changes.

@@ -4,8 +4,11 @@
 use super::view::TorrentCtx;
 use super::{ConnId, NodeConfig, NodeEvent, TorrentError};
 use crate::backoff::Backoff;
+use crate::bitfield::Bitfield;
+use crate::picker::{BlockRef, Picker};
 use crate::time::Instant;
 use crate::wire::Message;
+use rand_core::RngCore;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -19,9 +22,13 @@ pub(crate) struct DiskFaults {
     pub total: u32,
     /// When the stopped download is tried again.
     pub retry_at: Option<Instant>,
-    /// Tried again after a disk error and no piece verified since: requests are kept to one piece's worth,
-    /// so that a disk still full wastes at most that much.
+    /// Tried again after a disk error and no piece verified since: only one piece (the probe) is requested
+    /// and written until it verifies, so that a disk still full wastes at most that much, and a disk that
+    /// fails a write now and then gets one piece's worth of writes to prove itself, not many pieces' worth
+    /// spread over every source.
     pub probing: bool,
+    /// The piece being fetched while probing (chosen by the first request after the retry).
+    pub probe: Option<u32>,
     /// Pieces that were waiting for the verifier when the disk failed: one of their writes may be what failed,
     /// so a SHA-1 mismatch on them blames nobody.
     pub suspect: BTreeSet<u32>,
@@ -35,6 +42,41 @@ impl DiskFaults {
         let wait = Backoff::new(config.disk_retry_base, config.disk_retry_max).delay(self.failures);
         self.retry_at = Some(now + wait);
         wait
+    }
+
+    /// While probing, up to `max` blocks to ask `peer` (holding `peer_has`) for: blocks of the probe piece
+    /// only, and none while it waits for its verdict. With no probe piece yet (or one nobody is fetching
+    /// that this peer cannot give), the first block the picker chooses for this peer makes its piece the
+    /// probe.
+    pub fn pick_probe(
+        &mut self,
+        picker: &mut Picker,
+        peer: ConnId,
+        peer_has: &Bitfield,
+        max: usize,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Vec<BlockRef> {
+        let only = |piece: u32| {
+            let mut b = Bitfield::new(peer_has.len());
+            b.set(piece);
+            b
+        };
+        match self.probe.filter(|&p| !picker.have().get(p)) {
+            Some(p) if picker.is_hashing(p) => Vec::new(),
+            Some(p) if peer_has.get(p) => picker.pick(peer, &only(p), max, now, rng),
+            Some(_) if picker.total_outstanding() > 0 => Vec::new(),
+            _ => {
+                let mut blocks = picker.pick(peer, peer_has, max.min(1), now, rng);
+                if let Some(first) = blocks.first() {
+                    let piece = first.piece;
+                    self.probe = Some(piece);
+                    let rest = max.saturating_sub(blocks.len());
+                    blocks.extend(picker.pick(peer, &only(piece), rest, now, rng));
+                }
+                blocks
+            }
+        }
     }
 }
 
@@ -86,6 +128,7 @@ impl TorrentCtx<'_> {
             return;
         }
         t.disk.probing = true;
+        t.disk.probe = None;
         let attempt = t.disk.failures;
         self.s.event(NodeEvent::DiskRetry {
             torrent: self.hash,

@@ -52,7 +52,13 @@ impl TorrentCtx<'_> {
         if room == 0 {
             return;
         }
-        let blocks = t.picker.pick(id, &c.peer_has, room, now, &mut self.s.rng);
+        let blocks = if t.disk.probing {
+            let rng = &mut self.s.rng;
+            t.disk
+                .pick_probe(&mut t.picker, id, &c.peer_has, room, now, rng)
+        } else {
+            t.picker.pick(id, &c.peer_has, room, now, &mut self.s.rng)
+        };
         if let Some(c) = self.s.conns.get_mut(&id) {
             for b in &blocks {
                 c.on_requested(*b);

@@ -24,6 +24,10 @@ struct Disk {
     read_errors: BTreeSet<u32>,
     /// Pieces whose next read for serving fails.
     serve_errors: BTreeSet<u32>,
+    /// Writes (counted from 0, failed ones included) that fail with an I/O error (EIO).
+    failing_writes: BTreeSet<u64>,
+    /// Writes asked for so far.
+    writes: u64,
 }
 
 struct Peer {
@@ -120,6 +124,8 @@ impl World {
             checkpoints_fail: false,
             read_errors: BTreeSet::new(),
             serve_errors: BTreeSet::new(),
+            failing_writes: BTreeSet::new(),
+            writes: 0,
         };
         node.add_torrent(
             self.now,
@@ -263,6 +269,13 @@ impl World {
                     return Some(DiskDone::WriteFailed {
                         torrent,
                         error: std::io::Error::from_raw_os_error(28).into(),
+                    });
+                }
+                p.disk.writes += 1;
+                if p.disk.failing_writes.remove(&(p.disk.writes - 1)) {
+                    return Some(DiskDone::WriteFailed {
+                        torrent,
+                        error: std::io::Error::from_raw_os_error(5).into(),
                     });
                 }
                 p.disk.volatile[at..at + data.len()].copy_from_slice(&data);
@@ -909,18 +922,23 @@ impl HandPeer {
 
     /// Dial in to `node` with a handshake carrying `reserved`.
     fn open_with(node: &mut Node, meta: &Metainfo, reserved: [u8; 8]) -> HandPeer {
+        HandPeer::open_as(node, meta, reserved, 9)
+    }
+
+    /// Dial in to `node` as hand peer number `n` (each number its own address and peer id).
+    fn open_as(node: &mut Node, meta: &Metainfo, reserved: [u8; 8], n: u8) -> HandPeer {
         let conn = node.allocate_conn_id();
         node.handle_input(
             Instant::ZERO,
             Input::Accepted {
                 conn,
-                addr: SocketAddr::from(([10, 0, 0, 9], 40000)),
+                addr: SocketAddr::from(([10, 0, 0, n], 40000)),
             },
         );
         let hs = Handshake {
             reserved,
             info_hash: meta.info_hash.0,
-            peer_id: [9; 20],
+            peer_id: [n; 20],
         };
         let mut peer = HandPeer {
             conn,
@@ -1310,6 +1328,146 @@ fn a_read_error_while_verifying_stops_the_download_and_blames_nobody() {
         .events
         .iter()
         .any(|e| matches!(e, NodeEvent::PieceFailed { .. })));
+}
+
+#[test]
+fn a_disk_that_fails_a_write_now_and_then_still_completes_and_blames_nobody() {
+    let mut w = World::new(32 * PL as usize);
+    let sources: Vec<usize> = (0..4).map(|_| w.seeder()).collect();
+    let c = w.leecher(sources);
+    // Every 9th write fails with EIO (64 blocks to write: at least 7 failures).
+    w.peers[c].disk.failing_writes = (1..20).map(|k| 9 * k - 1).collect();
+    assert!(w.run_until(600, |w| w.complete(c)));
+    // Each stop costs about one base back-off: the retry writes one piece, which gets through. (When the
+    // retry spread its writes over every source, failures came in a row, back-offs doubled and this took
+    // 18 s.)
+    let took = w.now.since_origin();
+    assert!(took <= std::time::Duration::from_secs(13), "{took:?}");
+    assert_eq!(w.peers[c].disk.volatile, w.source);
+    let s = w.stats(c);
+    let failed = (1..20).count() - w.peers[c].disk.failing_writes.len();
+    assert!(failed >= 7, "{failed}");
+    // Writes already on their way when one failed may fail under the same stop.
+    assert!(
+        (1..=failed).contains(&(s.disk_errors as usize)),
+        "{}",
+        s.disk_errors
+    );
+    assert_eq!(s.hash_failures, 0, "a failed write is nobody's fault");
+    assert!(s.banned.is_empty(), "{:?}", s.banned);
+}
+
+/// Everything `node` asked for, with the messages it sent on each of `conns` decoded.
+fn outputs_by_conn(
+    node: &mut Node,
+    conns: &mut [&mut HandPeer],
+) -> (Vec<Vec<Message>>, Vec<Output>) {
+    let mut rest = Vec::new();
+    while let Some(o) = node.poll_output() {
+        match o {
+            Output::Send { conn, data } => {
+                if let Some(p) = conns.iter_mut().find(|p| p.conn == conn) {
+                    p.dec.feed(&data);
+                }
+            }
+            o => rest.push(o),
+        }
+    }
+    let mut sent = Vec::new();
+    for p in conns.iter_mut() {
+        let mut msgs = Vec::new();
+        while let Ok(Some(f)) = p.dec.next_frame() {
+            if let Frame::Message(m) = f {
+                msgs.push(m);
+            }
+        }
+        sent.push(msgs);
+    }
+    (sent, rest)
+}
+
+#[test]
+fn after_a_failed_write_the_retry_fetches_one_piece_until_it_verifies() {
+    let mut w = World::new(16 * PL as usize);
+    let source = w.source.clone();
+    let l = w.leecher(vec![]);
+    let meta = w.peers[l].meta.clone();
+    let hash = meta.info_hash;
+    let node = &mut w.peers[l].node;
+    let fast = crate::wire::reserved_bits(true, false);
+    let mut a = HandPeer::open_as(node, &meta, fast, 9);
+    let mut b = HandPeer::open_as(node, &meta, fast, 10);
+    let (first, _) = a.say(node, &[Message::HaveAll, Message::Unchoke]);
+    b.say(node, &[Message::HaveAll, Message::Unchoke]);
+    let &(index, begin, length) = requests(&first).iter().next().expect("asked a for blocks");
+    let block = |index: u32, begin: u32, length: u32| {
+        let at = (index * PL + begin) as usize;
+        Message::Piece {
+            index,
+            begin,
+            data: Bytes::copy_from_slice(&source[at..at + length as usize]),
+        }
+    };
+    // The first block's write fails: the download stops.
+    a.say(node, &[block(index, begin, length)]);
+    let eio = std::io::Error::from_raw_os_error(5).into();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::WriteFailed {
+            torrent: hash,
+            error: eio,
+        }),
+    );
+    let (_, out) = outputs_by_conn(node, &mut [&mut a, &mut b]);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(NodeEvent::DiskStalled { .. }))),
+        "{out:?}"
+    );
+    // It is tried again: requests go out for one piece only, over both sources.
+    let mut now = Instant::ZERO + NodeConfig::default().disk_retry_base;
+    node.handle_timeout(now);
+    let (sent, _) = outputs_by_conn(node, &mut [&mut a, &mut b]);
+    let mut asked: Vec<(usize, (u32, u32, u32))> = (0..2)
+        .flat_map(|k| requests(&sent[k]).into_iter().map(move |r| (k, r)))
+        .collect();
+    let probe = asked.first().expect("asked again after the retry").1 .0;
+    let mut pieces_asked = BTreeSet::new();
+    let mut writes = Vec::new();
+    // Deliver every block asked for, one at a time, until the probe piece is complete: nothing else is
+    // asked for or written in the meantime.
+    while let Some((k, (index, begin, length))) = asked.pop() {
+        pieces_asked.insert(index);
+        now = now + std::time::Duration::from_millis(10);
+        let conn = [a.conn, b.conn][k];
+        let mut buf = bytes::BytesMut::new();
+        block(index, begin, length).encode(&mut buf);
+        node.handle_input(
+            now,
+            Input::Received {
+                conn,
+                data: buf.freeze(),
+            },
+        );
+        let (sent, out) = outputs_by_conn(node, &mut [&mut a, &mut b]);
+        for (k, msgs) in sent.iter().enumerate() {
+            asked.extend(requests(msgs).into_iter().map(|r| (k, r)));
+        }
+        for o in out {
+            if let Output::Disk(DiskOp::Write { offset, .. }) = o {
+                writes.push(offset / u64::from(PL));
+            }
+        }
+        if writes.len() as u32 == PL / crate::BLOCK_LENGTH {
+            break;
+        }
+    }
+    assert_eq!(
+        pieces_asked,
+        [probe].into(),
+        "pieces asked for while probing"
+    );
+    assert!(writes.iter().all(|&p| p == u64::from(probe)), "{writes:?}");
 }
 
 #[test]

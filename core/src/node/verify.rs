@@ -199,9 +199,12 @@ impl TorrentCtx<'_> {
         let t = &mut *self.t;
         t.stats.pieces_downloaded += 1;
         t.ckpt.dirty = true;
+        // A piece got through after a disk error: the disk works again, every source may be asked again.
+        let probed = t.error.is_none() && t.disk.probing;
         if t.error.is_none() {
             t.disk.failures = 0;
             t.disk.probing = false;
+            t.disk.probe = None;
         }
         let ids: Vec<ConnId> = t.conns.iter().copied().collect();
         let complete = t.picker.have().is_full();
@@ -228,6 +231,9 @@ impl TorrentCtx<'_> {
         }
         for id in ids {
             self.update_interest(id);
+        }
+        if probed {
+            self.refill_all(now);
         }
     }
 

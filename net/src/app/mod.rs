@@ -395,6 +395,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             }
             on_tick(&current);
             if pending.is_empty() {
+                self.stamp_downloads(hashes.to_vec()).await;
                 return Ok(reports);
             }
             self.env.clock.sleep_until(now + poll).await;

@@ -8,6 +8,7 @@
 use super::{AppError, PeerApp};
 use crate::create::create_metainfo;
 use crate::library::{Download, PlainFile};
+use crate::library_index;
 use crate::peer::AddMode;
 use crate::state_dir::{Stamps, StateDir};
 use crate::storage::{Blocking, FileStamp};
@@ -15,13 +16,23 @@ use crate::transport::Transport;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::DEFAULT_PIECE_LENGTH;
 use futures_util::stream::{self, StreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// [`ServeOptions::jobs`] of the `peer` binary: files hashed, added and published at once. Enough to keep
 /// both the disk (its syncs overlap) and the tracker (one publication per round trip) busy.
 pub const SERVE_JOBS: usize = 16;
+
+/// From this many files with a cached metainfo on, [`PeerApp::serve_folder`] lists the tracker's catalog once and
+/// publishes only what it does not list already (same name, same info hash): a restart of a library of ten
+/// thousand files spared ten thousand round trips to the tracker. Below it, each file is published (one round
+/// trip each is less than a listing of a large catalog).
+pub const LIST_CATALOG_FROM: usize = 64;
+
+/// How often a serving peer checks whether its state folder's index must be built again.
+pub const INDEX_REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// What [`PeerApp::serve_folder`] is doing, for display.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +148,12 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             (AddMode::Download, AddMode::Trusted)
         };
         let peers = &options.peers;
+        let listed = if plan.trusted.len() + plan.cached.len() >= LIST_CATALOG_FROM {
+            self.catalog_entries().await
+        } else {
+            BTreeSet::new()
+        };
+        let listed = &listed;
 
         let cached = plan
             .trusted
@@ -155,7 +172,9 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                     if result.is_ok() {
                         // Published before it is reported, so that whoever reads `seeding NAME` can fetch
                         // NAME.
-                        self.publish_reporting(&meta, report).await;
+                        if !listed.contains(&(meta.info.name.clone(), meta.info_hash)) {
+                            self.publish_reporting(&meta, report).await;
+                        }
                     }
                     (meta, stamp, mode, result)
                 }
@@ -288,7 +307,92 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             }
         }
         self.save_stamps(stamps, &library.stamps).await;
+        self.keep_library_index();
         Ok(added)
+    }
+
+    /// Record the [`Stamps`] of the payload files of `hashes`: downloads this peer finished, whose last byte
+    /// it wrote and whose complete checkpoint is durable ([`super::is_finished`]). The next `peer serve` then
+    /// trusts them as it trusts the files it hashed itself, instead of spot-checking them at every start.
+    /// Nothing on a storage without modification times (the simulator's); a failure only costs spot checks
+    /// later, so it is logged.
+    pub async fn stamp_downloads(&self, hashes: Vec<InfoHash>) {
+        let (storage, dir) = (self.env.storage.clone(), self.dir.clone());
+        if hashes.is_empty() || library_index::folder_stamp(storage.as_ref(), &dir).is_none() {
+            return;
+        }
+        let saved = self
+            .env
+            .blocking
+            .run(move || stamp_payloads(storage, &dir, &hashes))
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!("cannot record the stamps of downloaded files: {e}");
+        }
+    }
+
+    /// While the app runs, build the state folder's index ([`crate::library_index`]) again whenever the
+    /// folder changed and has been quiet since: checked every [`INDEX_REFRESH_EVERY`], one `stat` when
+    /// nothing changed. Nothing on a storage without modification times (the simulator's).
+    fn keep_library_index(&self) {
+        let state = StateDir::new(self.env.storage.clone(), &self.dir);
+        if library_index::folder_stamp(self.env.storage.as_ref(), state.path()).is_none() {
+            return;
+        }
+        let (blocking, clock) = (self.env.blocking.clone(), self.env.clock);
+        let state = Arc::new(state);
+        self.spawn_background(async move {
+            // The folder's stamp the saved index is known to describe.
+            let mut indexed = None;
+            loop {
+                let state = state.clone();
+                let built = blocking
+                    .run(
+                        move || match library_index::folder_stamp(state.storage(), state.path()) {
+                            Some(now) if Some(now) == indexed => {
+                                Ok(library_index::Built::UpToDate(now))
+                            }
+                            _ => state.refresh_index(library_index::wall_clock_ns()),
+                        },
+                    )
+                    .await;
+                match built {
+                    Ok(library_index::Built::Saved(s) | library_index::Built::UpToDate(s)) => {
+                        indexed = Some(s)
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cannot save the library index: {e}"),
+                }
+                clock.sleep_until(clock.now() + INDEX_REFRESH_EVERY).await;
+            }
+        });
+    }
+
+    /// Build the state folder's index now if it is out of date, waiting (a fraction of a second) for the
+    /// folder to be quiet: what a peer that stops does last, so that the next start reads one file.
+    pub async fn save_library_index(&self) {
+        for _ in 0..3 {
+            let state = StateDir::new(self.env.storage.clone(), &self.dir);
+            let built = self
+                .env
+                .blocking
+                .run(move || state.refresh_index(library_index::wall_clock_ns()))
+                .await;
+            match built {
+                Ok(library_index::Built::NotQuiet) => {
+                    let wait = Duration::from_nanos(library_index::QUIET_NS as u64);
+                    self.env
+                        .clock
+                        .sleep_until(self.env.clock.now() + wait + wait / 2)
+                        .await;
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!("cannot save the library index: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Replace the folder's stamp index by `stamps` unless it holds exactly that already. A failure only
@@ -355,6 +459,21 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
         Ok((meta, unchanged.then_some(before)))
     }
 
+    /// The (name, info hash) of every file the tracker's catalog lists; empty without a tracker or when the
+    /// listing fails (then every file is published, as without a listing).
+    async fn catalog_entries(&self) -> BTreeSet<(String, InfoHash)> {
+        if self.tracker.is_none() {
+            return BTreeSet::new();
+        }
+        match self.list_catalog().await {
+            Ok(files) => files.into_iter().map(|f| (f.name, f.info_hash)).collect(),
+            Err(e) => {
+                tracing::debug!("cannot list the catalog, publishing every file: {e}");
+                BTreeSet::new()
+            }
+        }
+    }
+
     /// Publish `meta` when there is a tracker; on failure, report it and keep trying in the background.
     async fn publish_reporting(&self, meta: &Metainfo, report: &ServeSink) {
         if self.tracker.is_none() {
@@ -368,4 +487,38 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             self.publish_in_background(meta);
         }
     }
+}
+
+/// Stamp the payload files of the downloads `hashes` of the folder `dir` (their metainfo read from its state
+/// folder) and save the stamp index if that added anything.
+fn stamp_payloads(
+    storage: Arc<dyn crate::storage::Storage>,
+    dir: &std::path::Path,
+    hashes: &[InfoHash],
+) -> std::io::Result<()> {
+    let state = StateDir::new(storage.clone(), dir);
+    let before = state.load_stamps();
+    let mut stamps = before.clone();
+    for hash in hashes {
+        let Some(bytes) = storage.read_file(&state.metainfo_path(hash))? else {
+            continue;
+        };
+        let Ok(meta) = Metainfo::from_bytes(&bytes) else {
+            continue;
+        };
+        let store =
+            crate::torrent_store::TorrentStore::new(storage.clone(), dir.to_path_buf(), &meta)?;
+        let files: Option<Vec<FileStamp>> = store
+            .paths()
+            .iter()
+            .map(|p| storage.file_stamp(p).ok().flatten())
+            .collect();
+        if let Some(files) = files {
+            stamps.insert(*hash, files);
+        }
+    }
+    if stamps != before {
+        state.save_stamps(&stamps)?;
+    }
+    Ok(())
 }

@@ -167,16 +167,18 @@ pub struct SeedOutcome {
     pub story: Story,
     /// Simulated seconds.
     pub simulated_seconds: f64,
+    /// Wall-clock seconds its run took (both runs, when checked for determinism).
+    pub wall_seconds: f64,
     /// What broke (empty: passed).
     pub failures: Vec<Failure>,
 }
 
 impl SeedOutcome {
-    /// One line: `PASS seed 12 (4 peers, 3 events, crash+partition) 11.2 sim s`.
+    /// One line: `PASS seed 12 (4 peers, 3 events, crash+partition) 11.2 sim s in 0.41 s`.
     pub fn line(&self) -> String {
         let kinds: Vec<&str> = self.story.kinds().iter().map(|k| k.name()).collect();
         let head = format!(
-            "{} seed {} ({} peers, {} events, {}) {:.1} sim s",
+            "{} seed {} ({} peers, {} events, {}) {:.1} sim s in {:.2} s",
             if self.failures.is_empty() {
                 "PASS"
             } else {
@@ -190,7 +192,8 @@ impl SeedOutcome {
             } else {
                 kinds.join("+")
             },
-            self.simulated_seconds
+            self.simulated_seconds,
+            self.wall_seconds
         );
         let mut s = head;
         for f in &self.failures {
@@ -407,11 +410,13 @@ pub fn explore(
                 let Some(&seed) = seeds.get(i) else { return };
                 let story = Story::generate(seed);
                 let twice = options.determinism_every > 0 && seed % options.determinism_every == 0;
+                let started = std::time::Instant::now();
                 let result =
                     try_story(&story, options, twice).map(|(failures, secs)| SeedOutcome {
                         seed,
                         story,
                         simulated_seconds: secs,
+                        wall_seconds: started.elapsed().as_secs_f64(),
                         failures,
                     });
                 if tx.send((i, result)).is_err() {

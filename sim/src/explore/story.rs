@@ -541,8 +541,8 @@ impl Story {
 
     /// How long every download may take, in milliseconds: each downloader's bytes at the slowest rate that
     /// can feed it (its own cap, or the slowest honest seeder's upload shared among every downloader), three
-    /// times over, plus its join time and the worst-case delay of every fault, the back-offs of injected I/O
-    /// errors, and a fixed 15 s of connection set-up and announce intervals.
+    /// times over, plus its join time and the worst-case delay of every fault, the back-offs of the disk
+    /// stops injected I/O errors may cause, and a fixed 15 s of connection set-up and announce intervals.
     pub fn completion_bound_ms(&self) -> u64 {
         let corrupt = self.corrupt_peers();
         let seed_rate = self
@@ -554,12 +554,13 @@ impl Story {
             .unwrap_or(MB);
         let sharing = self.downloaders().len().max(1) as u64;
         let faults: u64 = self.faults.iter().map(Fault::delay_ms).sum();
-        // Each injected I/O error stops a download for a back-off of `disk_retry_base`, doubling while they
-        // come in a row up to the node's `disk_retry_max` (60 s: the bound once assumed 16 s and a 10 s
-        // average, which seed 27 outran with 22 failed retries in a row at a 2% error rate): allow the longest
-        // back-off for three times the failures expected over every read and write.
+        // An injected I/O error stops a download only when every try of a write or of a piece's read-back
+        // failed (the peer tries each `IO_TRIES` times); each stop costs at most the node's longest disk
+        // back-off, `disk_retry_max` (the retry then writes one piece, which gets through). Allow three
+        // times the stops expected over every write and read-back, and two more.
         let blocks: u64 = self.files.iter().map(|f| f.size.div_ceil(16 * KIB)).sum();
-        let expected = self.io_errors * 2.0 * blocks as f64 * self.peers.len() as f64;
+        let stop = self.io_errors.powi(enjambre_net::storage::IO_TRIES as i32);
+        let expected = stop * 2.0 * blocks as f64 * self.peers.len() as f64;
         let longest_backoff = enjambre_core::node::NodeConfig::default().disk_retry_max;
         let io = if self.io_errors > 0.0 {
             (3.0 * expected + 2.0) as u64
