@@ -40,7 +40,8 @@ impl Clock {
         tokio::time::sleep_until(self.to_tokio(deadline)).await
     }
 
-    fn to_tokio(self, at: Instant) -> tokio::time::Instant {
+    /// `at` (in the core's time base) as tokio's instant, for a [`tokio::time::Sleep`] kept across polls.
+    pub fn to_tokio(self, at: Instant) -> tokio::time::Instant {
         self.origin + at.since_origin()
     }
 }

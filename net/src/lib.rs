@@ -10,6 +10,7 @@ pub mod app;
 pub mod byte_size;
 pub mod catalog_store;
 pub mod clock;
+mod conn_io;
 pub mod connection_slots;
 pub mod create;
 pub mod demo;

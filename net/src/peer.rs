@@ -1,7 +1,8 @@
 //! The peer driver: runs one [`Node`] over any [`Transport`], [`Storage`] and [`Blocking`] runner.
 //!
-//! One task owns the node. Connection tasks (a reader and a writer per socket), the disk worker, announce
-//! tasks and the listener report to it through one channel; it feeds their reports to the node as inputs and
+//! One task owns the node and its connections' sockets, which it reads and writes itself
+//! ([`crate::conn_io`]: no task per connection). The disk worker, announce and connect tasks and the listener
+//! report to it through channels; it feeds sockets' bytes and these reports to the node as inputs and
 //! carries out the node's outputs. Disk operations run in emission order on one worker, so a hash reads what
 //! earlier writes wrote and a checkpoint's sync covers every write before it (invariant 2); on a thread pool
 //! later operations need not wait for that sync to end (see `disk.rs`).
@@ -12,6 +13,7 @@
 
 use crate::accept::accept_next;
 use crate::clock::Clock;
+use crate::conn_io::Sockets;
 use crate::disk::{DiskWorker, Stores};
 use crate::rate::RateLimit;
 use crate::resume::plan_resume;
@@ -19,7 +21,6 @@ use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::torrent_store::TorrentStore;
 use crate::transport::{Listener, Transport};
-use bytes::Bytes;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
     AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, FetchMetadata, Input,
@@ -34,10 +35,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -54,9 +53,6 @@ const MAX_ANNOUNCES_IN_FLIGHT: usize = 16;
 const DISK_BACKLOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
 const INBOX: usize = 128;
-
-/// Bytes a connection's reader offers its stream at once.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
@@ -168,30 +164,10 @@ pub(crate) enum Msg<S> {
     Input(Input),
 }
 
-/// The two halves of a live connection as seen by the node task.
-pub(crate) struct ConnHandle {
-    writer: mpsc::UnboundedSender<Bytes>,
-    reader: JoinHandle<()>,
-    flusher: JoinHandle<()>,
-    /// Bytes handed to the writer and not yet written to the socket.
-    unsent: Arc<AtomicU64>,
-}
-
 /// Most bytes a connection may leave unread (queued for it and not yet taken by its socket) before it is
 /// dropped as a peer that asks for data and does not read it. A peer reading at any sane speed stays far
 /// below: the node serves at most `max_served_requests` (256) blocks of 16 KiB at a time per peer.
 pub const MAX_UNSENT_PER_CONN: u64 = 16 * 1024 * 1024;
-
-/// How long a closed connection may take to flush what was queued for it.
-const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(5);
-
-impl ConnHandle {
-    /// Stop both directions at once (nothing queued is flushed).
-    fn abort(&self) {
-        self.reader.abort();
-        self.flusher.abort();
-    }
-}
 
 /// A running peer.
 #[derive(Clone)]
@@ -251,7 +227,7 @@ impl Peer {
         let task = NodeTask {
             node: Node::new(options.node.clone()),
             env: env.clone(),
-            conns: BTreeMap::new(),
+            sockets: Sockets::new(limits.down.clone(), env.clock),
             disk,
             stores,
             inbox,
@@ -450,87 +426,11 @@ async fn accept_loop<L: Listener>(
     }
 }
 
-fn spawn_conn<S>(stream: S, id: ConnId, inbox: mpsc::Sender<Msg<S>>, limits: &Limits) -> ConnHandle
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let (writer, mut write_rx) = mpsc::unbounded_channel::<Bytes>();
-    let down = limits.down.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            let data = read_some(&mut rd).await.unwrap_or_default();
-            let n = data.len();
-            if n == 0 {
-                let _ = inbox.send(Msg::Input(Input::Closed { conn: id })).await;
-                return;
-            }
-            if let Some(limit) = &down {
-                limit.take(n as u64).await;
-            }
-            if inbox
-                .send(Msg::Input(Input::Received { conn: id, data }))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    let unsent = Arc::new(AtomicU64::new(0));
-    let written = unsent.clone();
-    let flusher = tokio::spawn(async move {
-        while let Some(data) = write_rx.recv().await {
-            if wr.write_all(&data).await.is_err() {
-                break;
-            }
-            written.fetch_sub(data.len() as u64, Ordering::Relaxed);
-        }
-        let _ = wr.shutdown().await;
-    });
-    ConnHandle {
-        writer,
-        reader,
-        flusher,
-        unsent,
-    }
-}
-
-thread_local! {
-    /// The buffer every reader on this thread reads into, see [`read_some`].
-    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Read what `rd` has, up to [`READ_CHUNK`] bytes, into a buffer of just that size (empty at the end of the
-/// stream). A waiting reader holds no buffer: each poll reads into the thread's scratch buffer and copies out
-/// what arrived. (Allocating the 64 KiB up front pins it for as long as the connection is idle; with a
-/// thousand simulated peers of fifty connections each that was gigabytes.) The stream sees the same reads
-/// as with a 64 KiB buffer of the reader's own.
-async fn read_some<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> io::Result<Bytes> {
-    std::future::poll_fn(|cx| {
-        READ_SCRATCH.with(|scratch| {
-            let mut own;
-            let mut borrowed = scratch.try_borrow_mut();
-            let space: &mut [u8] = match borrowed.as_deref_mut() {
-                Ok(shared) => shared,
-                Err(_) => {
-                    own = vec![0; READ_CHUNK];
-                    &mut own
-                }
-            };
-            let mut buf = tokio::io::ReadBuf::new(space);
-            std::pin::Pin::new(&mut *rd)
-                .poll_read(cx, &mut buf)
-                .map_ok(|()| Bytes::copy_from_slice(buf.filled()))
-        })
-    })
-    .await
-}
-
 struct NodeTask<T: Transport, B> {
     node: Node,
     env: PeerEnv<T, B>,
-    conns: BTreeMap<ConnId, ConnHandle>,
+    /// The open connections' sockets.
+    sockets: Sockets<T::Stream>,
     disk: DiskWorker,
     stores: Stores,
     inbox: mpsc::Sender<Msg<T::Stream>>,
@@ -562,6 +462,11 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
         mut disk_done: mpsc::UnboundedReceiver<enjambre_core::node::DiskDone>,
     ) {
         let mut shutdown_reply: Option<oneshot::Sender<()>> = None;
+        let clock = self.env.clock;
+        // One timer for the node's deadline, moved only when the deadline moves (a timer made and dropped
+        // at every turn of the loop was a timer-wheel insertion and removal per input).
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut armed: Option<Instant> = None;
         loop {
             let mut deadline = self.node.poll_timeout();
             // Timers come after every ready input (the select is biased), but not for ever: a peer with ten
@@ -573,17 +478,15 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 self.drain();
                 deadline = self.node.poll_timeout();
             }
-            let sleep = async {
-                match deadline {
-                    Some(d) => self.env.clock.sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Some(d) = deadline.filter(|d| armed != Some(*d)) {
+                timer.as_mut().reset(clock.to_tokio(d));
+                armed = Some(d);
+            }
             let pacing = !self.paced.is_empty();
             let pace_at = self.pace_at;
             let pace = async {
                 if let Some(at) = pace_at {
-                    self.env.clock.sleep_until(at).await;
+                    clock.sleep_until(at).await;
                 }
             };
             // Backpressure: while too many received bytes wait for the disk, stop reading sockets (TCP then
@@ -602,9 +505,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                     }
                     Some(Command::Abort) | None => {
                         // A crash: no goodbye to anyone; queued disk work is dropped with the worker.
-                        for (_, c) in std::mem::take(&mut self.conns) {
-                            c.abort();
-                        }
+                        self.sockets.abort_all();
                         return;
                     }
                     Some(cmd) => self.on_command(cmd),
@@ -618,8 +519,12 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
+                input = std::future::poll_fn(|cx| self.sockets.poll_input(cx, !pressured)) => {
+                    self.node.handle_input(self.env.clock.now(), input);
+                }
                 () = relieved, if pressured => {}
-                () = sleep => {
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
                     self.node.handle_timeout(self.env.clock.now());
                 }
                 () = pace, if pacing => self.pace(),
@@ -628,9 +533,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
         }
         // Give the `stopped` announces a moment to leave, then close everything.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for (_, c) in std::mem::take(&mut self.conns) {
-            c.abort();
-        }
+        self.sockets.abort_all();
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
         }
@@ -709,22 +612,15 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
         match msg {
             Msg::Accepted(stream, addr) => {
                 let id = self.node.allocate_conn_id();
-                let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
-                self.conns.insert(id, handle);
+                self.sockets.insert(id, stream);
                 self.node
                     .handle_input(now, Input::Accepted { conn: id, addr });
             }
             Msg::Connected(id, stream) => {
-                let handle = spawn_conn(stream, id, self.inbox.clone(), &self.limits);
-                self.conns.insert(id, handle);
+                self.sockets.insert(id, stream);
                 self.node.handle_input(now, Input::Connected { conn: id });
             }
-            Msg::Input(input) => {
-                if let Input::Closed { conn } = &input {
-                    self.conns.remove(conn);
-                }
-                self.node.handle_input(now, input);
-            }
+            Msg::Input(input) => self.node.handle_input(now, input),
         }
     }
 
@@ -810,37 +706,18 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 });
             }
             Output::Send { conn, data } => {
-                let Some(c) = self.conns.get(&conn) else {
-                    return;
-                };
-                let queued =
-                    c.unsent.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-                if queued > MAX_UNSENT_PER_CONN {
-                    if let Some(c) = self.conns.remove(&conn) {
-                        c.abort();
-                    }
+                if let Err(queued) = self.sockets.send(conn, data, MAX_UNSENT_PER_CONN) {
+                    self.sockets.abort(conn);
                     self.dropped.push((
                         conn,
                         CloseReason::Unread {
                             unread_mib: queued / (1024 * 1024),
                         },
                     ));
-                } else {
-                    let _ = c.writer.send(data);
                 }
             }
-            Output::Close { conn } => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    c.reader.abort();
-                    // Dropping the writer sender lets the writer flush what is queued (a goodbye, a last
-                    // message), then shut down; a peer that does not read gets a few seconds for it.
-                    let flusher = c.flusher;
-                    tokio::spawn(async move {
-                        tokio::time::sleep(CLOSE_FLUSH_GRACE).await;
-                        flusher.abort();
-                    });
-                }
-            }
+            // What is queued (a goodbye, a last message) is still written, for a few seconds at most.
+            Output::Close { conn } => self.sockets.close(conn),
             Output::Disk(DiskOp::Read {
                 torrent,
                 conn,

@@ -1,13 +1,14 @@
 //! The flow-level network: hosts with an upload and a download capacity, TCP-like connections made of two
 //! flows (one per direction), and datagrams. Time is tokio's (paused, virtual) time; nothing here ticks.
 //!
-//! A flow is *active* while it has bytes waiting to leave its sender. Its rate is its bottleneck share:
-//! `min(upload(src) / active uploads of src, download(dst) / active downloads of dst)`. A flow starting or
-//! stopping changes the shares at its two ends only, so recomputing touches the flows of those two hosts
-//! (O(degree), not O(flows)); the sum of rates never exceeds a host's capacity. This is the equal-share
-//! approximation of max-min fairness (exact when every flow's bottleneck is the busier of its ends, which is
-//! the usual case in a swarm whose uplinks are narrower than its downlinks); capacity left unused by a flow
-//! limited elsewhere is not redistributed.
+//! A flow is *active* while it has bytes waiting to leave its sender. Active flows share capacities max-min
+//! fairly, by progressive filling kept local: when a flow starts or stops, the flows leaving its sender and
+//! entering its receiver are given rates again ([`State::reshare`]): every one of them rises at the same
+//! pace until a capacity it crosses is full (its sender's upload or its receiver's download, less what flows
+//! outside the set use there), and the capacity a flow cannot use because it is bottlenecked at its other
+//! end goes to the others. Flows further away keep their rates until one of their own ends changes, so the
+//! work is O(degree²) per change, not O(flows); the sum of rates never exceeds a host's capacity. (Capacity
+//! freed two hops from a change waits for the next change there: the one approximation.)
 //!
 //! Each written chunk leaves when its flow has transmitted it at the flow's rate, then arrives after the
 //! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) sit in one heap ordered by
@@ -41,6 +42,16 @@ pub const SMALL_WRITE: usize = 256;
 
 /// First ephemeral port handed to outgoing connections and unbound sockets.
 const FIRST_EPHEMERAL: u16 = 40_000;
+
+/// One side of a host's link: the capacity flows share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Up,
+    Down,
+}
+
+/// A host's upload or download.
+type Resource = (HostId, Side);
 
 /// Capacities of one host, in bytes per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -267,23 +278,29 @@ impl Net {
 
     /// Run the network: wake at every due event. Spawn once on the runtime; runs forever.
     pub async fn pump(self) {
+        // One timer, moved only when the next event moves (not made anew at every wake-up).
+        let mut timer = Box::pin(tokio::time::sleep_until(self.origin));
+        let mut armed: Option<Nanos> = None;
+        let mut wakers = Vec::new();
         loop {
-            let (wakers, next) = {
+            let next = {
                 let mut st = self.lock();
-                let mut wakers = Vec::new();
                 st.advance(self.now(), &mut wakers);
                 let next = st.next_event();
                 st.pump_target = next;
-                (wakers, next)
+                next
             };
-            wakers.into_iter().for_each(Waker::wake);
+            wakers.drain(..).for_each(Waker::wake);
             match next {
                 Some(t) => {
-                    let at = self.origin + Duration::from_nanos(t);
+                    if armed != Some(t) {
+                        timer.as_mut().reset(self.origin + Duration::from_nanos(t));
+                        armed = Some(t);
+                    }
                     tokio::select! {
                         biased;
                         () = self.pump.notified() => {}
-                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut timer => armed = None,
                     }
                 }
                 None => self.pump.notified().await,
@@ -715,7 +732,7 @@ impl State {
     /// Start or stop `flow`, re-sharing the capacity of its two ends at `now`.
     fn set_active(&mut self, flow: FlowId, active: bool, now: Nanos) {
         let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
-        let touched: Vec<FlowId> = self.hosts[src]
+        let touched: BTreeSet<FlowId> = self.hosts[src]
             .up_active
             .iter()
             .chain(self.hosts[dst].down_active.iter())
@@ -736,14 +753,84 @@ impl State {
             self.hosts[src].up_active.remove(&flow);
             self.hosts[dst].down_active.remove(&flow);
         }
-        let mut again: BTreeSet<FlowId> = touched.into_iter().collect();
+        let mut again = touched;
         if active {
             again.insert(flow);
         } else {
             again.remove(&flow);
         }
-        for g in again {
-            self.rerate(g);
+        self.reshare(&again);
+    }
+
+    /// Capacity of one side of a host.
+    fn capacity(&self, (host, side): Resource) -> f64 {
+        match side {
+            Side::Up => self.hosts[host].cap.up,
+            Side::Down => self.hosts[host].cap.down,
+        }
+    }
+
+    /// Active flows using one side of a host.
+    fn users(&self, (host, side): Resource) -> &BTreeSet<FlowId> {
+        match side {
+            Side::Up => &self.hosts[host].up_active,
+            Side::Down => &self.hosts[host].down_active,
+        }
+    }
+
+    /// Give the active flows `set` max-min fair rates by progressive filling, the flows outside it keeping
+    /// theirs: all rise together; when a capacity they cross is full, the flows crossing it stop there, and
+    /// the others go on rising.
+    fn reshare(&mut self, set: &BTreeSet<FlowId>) {
+        // Per resource the set crosses: capacity left by flows outside the set, and set flows still rising.
+        let mut left: BTreeMap<Resource, (f64, usize)> = BTreeMap::new();
+        for &g in set {
+            let f = &self.flows[g];
+            for r in [(f.src, Side::Up), (f.dst, Side::Down)] {
+                if let Some(entry) = left.get_mut(&r) {
+                    entry.1 += 1;
+                    continue;
+                }
+                let outside: f64 = self
+                    .users(r)
+                    .iter()
+                    .filter(|u| !set.contains(u))
+                    .map(|&u| self.flows[u].rate)
+                    .sum();
+                left.insert(r, ((self.capacity(r) - outside).max(0.0), 1));
+            }
+        }
+        let mut rising: Vec<FlowId> = set.iter().copied().collect();
+        let mut rates: Vec<(FlowId, f64)> = Vec::with_capacity(rising.len());
+        while !rising.is_empty() {
+            // The resource that fills first (ties: the first in key order, for determinism).
+            let Some((full, level)) = left
+                .iter()
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(r, (cap, n))| (*r, cap / *n as f64))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                break;
+            };
+            let flows = &self.flows;
+            rising.retain(|&g| {
+                let f = &flows[g];
+                let ends = [(f.src, Side::Up), (f.dst, Side::Down)];
+                if !ends.contains(&full) {
+                    return true;
+                }
+                rates.push((g, level));
+                for r in ends {
+                    if let Some((cap, n)) = left.get_mut(&r) {
+                        *cap = (*cap - level).max(0.0);
+                        *n -= 1;
+                    }
+                }
+                false
+            });
+        }
+        for (g, rate) in rates {
+            self.rerate(g, rate);
         }
     }
 
@@ -757,12 +844,9 @@ impl State {
         }
     }
 
-    /// Set `flow`'s rate to its bottleneck share and schedule the end of its head chunk.
-    fn rerate(&mut self, flow: FlowId) {
-        let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
-        let up = self.hosts[src].cap.up / self.hosts[src].up_active.len().max(1) as f64;
-        let down = self.hosts[dst].cap.down / self.hosts[dst].down_active.len().max(1) as f64;
-        let rate = up.min(down).max(1.0);
+    /// Set `flow`'s rate and schedule the end of its head chunk.
+    fn rerate(&mut self, flow: FlowId, rate: f64) {
+        let rate = rate.max(1.0);
         if rate == self.flows[flow].rate && self.flows[flow].sent_key.is_some() {
             return;
         }
@@ -787,35 +871,67 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bottleneck_shares_never_exceed_capacity() {
-        let net = tokio::runtime::Builder::new_current_thread()
+    fn network() -> Net {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
             .build()
             .unwrap()
-            .block_on(async { Net::new(Duration::from_millis(1)) });
+            .block_on(async { Net::new(Duration::from_millis(1)) })
+    }
+
+    /// Start a flow from `s` to `d` with bytes to send; returns its id.
+    fn start(st: &mut State, s: HostId, d: HostId) -> FlowId {
+        let id = st.flows.len();
+        st.flows.push(Flow::new(s, d, 0));
+        st.flows.push(Flow::new(d, s, 0));
+        st.flows[id].queue.push_back(Bytes::from_static(&[0; 10]));
+        st.flows[id].head_left = 10.0;
+        st.set_active(id, true, 0);
+        id
+    }
+
+    fn load(st: &State, host: HostId, side: Side) -> f64 {
+        st.users((host, side))
+            .iter()
+            .map(|&f| st.flows[f].rate)
+            .sum()
+    }
+
+    #[test]
+    fn shares_never_exceed_capacity() {
+        let net = network();
         let a = net.add_host("a", Capacity { up: 1e6, down: 1e9 });
         let b = net.add_host("b", Capacity { up: 1e9, down: 3e5 });
         let c = net.add_host("c", Capacity { up: 1e9, down: 1e9 });
         let mut st = net.lock();
-        for (s, d) in [(a, b), (a, c), (c, b)] {
-            let id = st.flows.len();
-            st.flows.push(Flow::new(s, d, 0));
-            st.flows.push(Flow::new(d, s, 0));
-            st.flows[id].queue.push_back(Bytes::from_static(&[0; 10]));
-            st.flows[id].head_left = 10.0;
-            st.set_active(id, true, 0);
-        }
-        // a uploads to b and c: 500 kB/s each, but b's download (300 kB/s) is shared by a and c.
-        assert_eq!(st.flows[0].rate, 150_000.0);
-        assert_eq!(st.flows[2].rate, 500_000.0);
-        assert_eq!(st.flows[4].rate, 150_000.0);
-        let into_b: f64 = st.hosts[b]
-            .down_active
-            .iter()
-            .map(|&f| st.flows[f].rate)
-            .sum();
-        assert!(into_b <= 3e5);
+        let ab = start(&mut st, a, b);
+        let ac = start(&mut st, a, c);
+        let cb = start(&mut st, c, b);
+        // b's download (300 kB/s) is shared by a and c; a -> c took the rest of a's upload when it started
+        // (700 kB/s) and keeps it: the 150 kB/s that c -> b later freed at a is two hops from c -> b.
+        assert_eq!(st.flows[ab].rate, 150_000.0);
+        assert_eq!(st.flows[cb].rate, 150_000.0);
+        assert_eq!(st.flows[ac].rate, 700_000.0);
+        assert!(load(&st, b, Side::Down) <= 3e5);
+        assert!(load(&st, a, Side::Up) <= 1e6);
+    }
+
+    /// Capacity a flow cannot use, because it is bottlenecked at its other end, goes to the other flows of
+    /// the host (the equal-share approximation left it idle: 500 kB/s to c instead of 800).
+    #[test]
+    fn capacity_a_flow_cannot_use_goes_to_the_others() {
+        let net = network();
+        let a = net.add_host("a", Capacity { up: 1e6, down: 1e9 });
+        let b = net.add_host("b", Capacity { up: 1e9, down: 2e5 });
+        let c = net.add_host("c", Capacity { up: 1e9, down: 1e9 });
+        let mut st = net.lock();
+        let ab = start(&mut st, a, b);
+        let ac = start(&mut st, a, c);
+        assert_eq!(st.flows[ab].rate, 200_000.0);
+        assert_eq!(st.flows[ac].rate, 800_000.0);
+        // b's flow ends: c gets all of a's upload.
+        st.set_active(ab, false, 0);
+        assert_eq!(st.flows[ac].rate, 1_000_000.0);
     }
 }
