@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     /// Addresses of closed connections, so that a late hash failure can still name its sender.
     history: BTreeMap<ConnId, SocketAddr>,
     pub banned_ids: BTreeSet<[u8; 20]>,
+    /// Strikes against each peer id over every torrent: a peer that sends bad data in several of our torrents
+    /// is a repeat offender as much as one that does it twice in one.
+    pub strikes_by_id: BTreeMap<[u8; 20], u32>,
     pub stopping: bool,
     /// The latest instant the node was told about.
     pub now: Instant,
@@ -50,6 +53,7 @@ impl Shared {
             unsent: BTreeSet::new(),
             history: BTreeMap::new(),
             banned_ids: BTreeSet::new(),
+            strikes_by_id: BTreeMap::new(),
             stopping: false,
             now: Instant::ZERO,
         }

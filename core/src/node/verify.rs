@@ -299,9 +299,17 @@ impl TorrentCtx<'_> {
     }
 
     /// One strike against the peer at `addr` (a bad piece, a protocol violation, a flood of unrequested
-    /// data); at the threshold it is banned, by address and by peer id. Returns whether it was banned now.
+    /// data); at the threshold it is banned, by address and by peer id. Strikes count in this torrent by
+    /// address, and over every torrent by peer id (one bad piece in each of two torrents is two strikes).
+    /// Returns whether it was banned now.
     pub fn strike(&mut self, addr: SocketAddr, peer_id: Option<[u8; 20]>) -> bool {
-        let strikes = self.t.peers.strike(addr);
+        let here = self.t.peers.strike(addr);
+        let everywhere = peer_id.map_or(0, |pid| {
+            let n = self.s.strikes_by_id.entry(pid).or_insert(0);
+            *n += 1;
+            *n
+        });
+        let strikes = here.max(everywhere);
         if strikes < self.s.config.ban_after_failures || self.t.peers.is_banned(&addr) {
             return false;
         }
