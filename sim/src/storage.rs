@@ -50,9 +50,25 @@ impl SimStorage {
         let mut at = done.min(size);
         while at < size {
             let n = (size - at).min(chunk.len() as u64) as usize;
-            f.write_at(&chunk[..n], at)?;
+            match f.write_at(&chunk[..n], at) {
+                Ok(()) => at += n as u64,
+                // The last block does not fit (the capacity is not a whole number of blocks): write what
+                // fits a block at a time, and the disk is then as full as it gets, which is what was asked.
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    let block = crate::disk_space::BLOCK as usize;
+                    while at < size {
+                        let n = ((size - at) as usize).min(block);
+                        if f.write_at(&chunk[..n], at).is_err() {
+                            break;
+                        }
+                        at += n as u64;
+                    }
+                    f.sync_data()?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             f.sync_data()?;
-            at += n as u64;
         }
         Ok(())
     }
