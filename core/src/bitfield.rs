@@ -149,7 +149,7 @@ impl Bitfield {
         let skip = if member { 0x00 } else { 0xFF };
         let mut i = from;
         while i < self.len {
-            if i % 8 == 0 && self.bytes[(i / 8) as usize] == skip {
+            if i.is_multiple_of(8) && self.bytes[(i / 8) as usize] == skip {
                 i += 8;
                 continue;
             }
