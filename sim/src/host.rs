@@ -38,7 +38,7 @@ pub const DATA_DIR: &str = "/data";
 /// How often a host waiting for a file name asks the catalog again.
 const CATALOG_RETRY: Duration = Duration::from_millis(500);
 /// How often the harness reads a host's progress.
-const OBSERVE_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 /// Tries of a harness disk operation when the scenario injects I/O errors.
 const HARNESS_TRIES: u32 = 20;
 

@@ -31,7 +31,11 @@ pub struct SwarmMeasures {
     pub optimum_seconds: Option<f64>,
     /// The last completion among those peers, in seconds.
     pub last_completion_seconds: Option<f64>,
-    /// Last completion over the optimum.
+    /// When the download started: the seeds' first payload byte out, in seconds, taken early by one sampling
+    /// period of the upload counters (so that the ratio errs long). Before it the peers find each other
+    /// (catalog, tracker, handshakes), which the optimum does not model.
+    pub start_seconds: Option<f64>,
+    /// The download's duration (last completion less the start) over the optimum.
     pub optimum_ratio: Option<f64>,
     /// Download times per bandwidth class, sorted: the CDF's steps.
     pub download_times: BTreeMap<String, Vec<f64>>,
@@ -63,9 +67,10 @@ impl SwarmMeasures {
             .utilisation
             .map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0));
         format!(
-            "swarm: last completion {}, optimum {}{ratio}; upload utilisation {util}; \
+            "swarm: last completion {} (started {}), optimum {}{ratio}; upload utilisation {util}; \
              seeds sent one copy by {}; seed copies {:.2}",
             secs(self.last_completion_seconds),
+            secs(self.start_seconds),
             secs(self.optimum_seconds),
             secs(self.seed_copy_seconds),
             self.seed_copies
@@ -172,6 +177,12 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
     } else {
         None
     };
+
+    let start = seeds
+        .iter()
+        .filter_map(|p| w.peers.get(&p.name)?.uploads.iter().find(|(_, b)| *b > 0))
+        .map(|(t, _)| t.saturating_sub(crate::host::OBSERVE_EVERY).as_secs_f64())
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
 
     let mut download_times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for p in &leechers {
@@ -316,7 +327,10 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         size,
         optimum_seconds: optimum.map(round3),
         last_completion_seconds: last.map(round3),
-        optimum_ratio: optimum.zip(last).map(|(o, l)| round3(l / o)),
+        start_seconds: start.map(round3),
+        optimum_ratio: optimum
+            .zip(last)
+            .map(|(o, l)| round3((l - start.unwrap_or(0.0)) / o)),
         download_times,
         utilisation: (work_capacity > 0.0).then(|| round3(work_sent / work_capacity)),
         utilisation_over_time,

@@ -52,7 +52,9 @@ impl TorrentCtx<'_> {
         if room == 0 {
             return;
         }
-        let blocks = t.picker.pick(id, &c.peer_has, room, now, &mut self.s.rng);
+        let blocks =
+            t.picker
+                .pick_suggested(id, &c.peer_has, &c.suggested, room, now, &mut self.s.rng);
         if let Some(c) = self.s.conns.get_mut(&id) {
             for b in &blocks {
                 c.on_requested(*b);
