@@ -4,7 +4,7 @@
 use super::conn::Conn;
 use super::view::TorrentCtx;
 use super::{ConnId, NodeEvent, Output};
-use crate::choker::ChokeCandidate;
+use crate::choker::{ChokeCandidate, UploadUse};
 use crate::time::Instant;
 use crate::tracker::{AnnounceReply, Event};
 
@@ -110,10 +110,26 @@ impl TorrentCtx<'_> {
             .collect()
     }
 
+    /// What the choker sizes its slots by: whether we seed, our capacity, what this torrent uploads now.
+    fn upload_use(&self) -> UploadUse {
+        UploadUse {
+            seeding: self.t.picker.have().is_full(),
+            capacity: self.s.config.upload_capacity,
+            rate: self
+                .t
+                .conns
+                .iter()
+                .filter_map(|id| self.s.conns.get(id))
+                .map(|c| c.upload_rate())
+                .sum(),
+        }
+    }
+
     /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
     pub fn fill_free_slots(&mut self, now: Instant) {
         let candidates = self.choke_candidates(now);
-        let changes = self.t.choker.fill_free_slots(&candidates);
+        let up = self.upload_use();
+        let changes = self.t.choker.fill_free_slots(&candidates, &up);
         for id in changes.choke {
             self.set_choking(id, true);
         }
@@ -136,7 +152,8 @@ impl TorrentCtx<'_> {
             }
         }
         let candidates = self.choke_candidates(now);
-        let unchoke = self.t.choker.rechoke(&candidates, rotate);
+        let up = self.upload_use();
+        let unchoke = self.t.choker.rechoke(&candidates, rotate, &up);
         let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
         for id in ids {
             self.set_choking(id, !unchoke.contains(&id));

@@ -157,6 +157,8 @@ pub(crate) struct Torrent {
     pub meta: Arc<Metainfo>,
     pub picker: Picker,
     pub choker: Choker,
+    /// What we handed out while seeding, for our suggestions.
+    pub spread: crate::spread::Spread,
     pub check: Option<Check>,
     pub error: Option<TorrentError>,
     pub disk: DiskFaults,
@@ -186,6 +188,7 @@ impl Torrent {
         Torrent {
             picker,
             choker: Choker::new(config.upload_slots, config.optimistic_unchoke),
+            spread: crate::spread::Spread::new(meta.piece_count()),
             check: None,
             error: None,
             disk: DiskFaults::default(),
