@@ -1,9 +1,16 @@
 //! Choking: which interested peers we upload to.
 //!
-//! A fixed number of slots: all but one go to the peers with the best rate (download rate from them while we
+//! A number of slots: all but one go to the peers with the best rate (download rate from them while we
 //! leech — tit-for-tat — or upload rate to them once we seed), the last is an optimistic unchoke that rotates
 //! round-robin through the other interested peers so every newcomer gets a chance. Snubbed peers (sent us
 //! nothing for a long time while unchoked) lose their regular slot.
+//!
+//! How many slots: a seed, or a peer that does not know its upload capacity, uses all of them. A leecher that
+//! knows its capacity (an upload cap) starts with [`LEECH_START_SLOTS`] and adds one at each rechoke that
+//! finds the capacity idle while someone waits ([`UploadUse`]). Few slots make each piece a leecher serves
+//! arrive sooner (a piece shared by k peers at once takes k times as long to reach any of them), so its
+//! receivers can pass it on sooner: in a flash crowd the pieces spread in fewer, faster generations. A seed
+//! has no such hurry: it spreads its first copy over as many leechers as it can.
 
 use crate::ConnId;
 use std::collections::BTreeSet;
@@ -21,6 +28,20 @@ pub struct ChokeCandidate {
     pub snubbed: bool,
     /// We currently unchoke it.
     pub unchoked: bool,
+}
+
+/// Slots a leecher with a known upload capacity starts with: one by rate and the optimistic one.
+pub const LEECH_START_SLOTS: usize = 2;
+
+/// What the choker knows of our upload, to size the slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadUse {
+    /// We hold the whole torrent.
+    pub seeding: bool,
+    /// Our upload capacity in bytes per second (the upload cap), when known.
+    pub capacity: Option<u64>,
+    /// What we upload now, in bytes per second.
+    pub rate: u64,
 }
 
 /// What to change between two rechokes so that every upload slot serves a peer that wants our data.
@@ -92,6 +113,8 @@ impl SlotCensus {
 #[derive(Debug, Clone)]
 pub struct Choker {
     slots: usize,
+    /// Slots in use while leeching with a known capacity (grows up to `slots`).
+    leech_slots: usize,
     optimistic_slot: bool,
     optimistic: Option<ConnId>,
 }
@@ -101,6 +124,7 @@ impl Choker {
     pub fn new(slots: usize, optimistic_slot: bool) -> Choker {
         Choker {
             slots: slots.max(1),
+            leech_slots: LEECH_START_SLOTS.clamp(1, slots.max(1)),
             optimistic_slot,
             optimistic: None,
         }
@@ -111,10 +135,19 @@ impl Choker {
         self.optimistic
     }
 
+    /// How many peers we upload to, given our upload.
+    pub fn slots(&self, up: &UploadUse) -> usize {
+        if up.seeding || up.capacity.is_none() {
+            self.slots
+        } else {
+            self.leech_slots
+        }
+    }
+
     /// Keep every slot busy between rechokes: an unchoked peer that lost interest gives its slot up, and
     /// free slots go at once to interested choked peers (best rate first, snubbed ones last), so that upload
     /// capacity never idles for a rechoke period while someone wants what we have.
-    pub fn fill_free_slots(&self, candidates: &[ChokeCandidate]) -> SlotChanges {
+    pub fn fill_free_slots(&self, candidates: &[ChokeCandidate], up: &UploadUse) -> SlotChanges {
         let choke: Vec<ConnId> = candidates
             .iter()
             .filter(|c| c.unchoked && !c.interested)
@@ -137,7 +170,7 @@ impl Choker {
         });
         let unchoke = waiting
             .iter()
-            .take(self.slots.saturating_sub(busy))
+            .take(self.slots(up).saturating_sub(busy))
             .map(|c| c.conn)
             .collect();
         SlotChanges { choke, unchoke }
@@ -145,19 +178,33 @@ impl Choker {
 
     /// Whether [`Choker::fill_free_slots`] would change anything for candidates counted as `census`: a slot
     /// to take back from a peer that lost interest, or a free slot and a peer waiting for one.
-    pub fn would_fill(&self, census: &SlotCensus) -> bool {
-        census.idle > 0 || (census.waiting > 0 && (census.busy as usize) < self.slots)
+    pub fn would_fill(&self, census: &SlotCensus, up: &UploadUse) -> bool {
+        census.idle > 0 || (census.waiting > 0 && (census.busy as usize) < self.slots(up))
     }
 
     /// Decide the unchoked set. With `rotate`, the optimistic slot moves to the next interested peer (in
-    /// connection order, wrapping) that is not already unchoked on merit.
-    pub fn rechoke(&mut self, candidates: &[ChokeCandidate], rotate: bool) -> BTreeSet<ConnId> {
+    /// connection order, wrapping) that is not already unchoked on merit. A leecher whose upload stays under
+    /// 90% of its capacity while interested peers wait choked takes one slot more first.
+    pub fn rechoke(
+        &mut self,
+        candidates: &[ChokeCandidate],
+        rotate: bool,
+        up: &UploadUse,
+    ) -> BTreeSet<ConnId> {
+        let waiting = candidates.iter().any(|c| c.interested && !c.unchoked);
+        let idle = up
+            .capacity
+            .is_some_and(|cap| u128::from(up.rate) * 10 < u128::from(cap) * 9);
+        if !up.seeding && idle && waiting {
+            self.leech_slots = (self.leech_slots + 1).min(self.slots);
+        }
+        let slots = self.slots(up);
         let mut ranked: Vec<&ChokeCandidate> = candidates
             .iter()
             .filter(|c| c.interested && !c.snubbed)
             .collect();
         ranked.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.conn.cmp(&b.conn)));
-        let regular = self.slots - usize::from(self.optimistic_slot);
+        let regular = slots - usize::from(self.optimistic_slot);
         let mut unchoked: BTreeSet<ConnId> = ranked.iter().take(regular).map(|c| c.conn).collect();
 
         let mut others: Vec<ConnId> = candidates
@@ -177,7 +224,7 @@ impl Choker {
         }
         // Fill slots left free (few interested peers) with the remaining ones in rank order.
         for c in ranked {
-            if unchoked.len() >= self.slots {
+            if unchoked.len() >= slots {
                 break;
             }
             unchoked.insert(c.conn);
@@ -203,6 +250,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// No known capacity: every slot in use.
+    const ALL: UploadUse = UploadUse {
+        seeding: false,
+        capacity: None,
+        rate: 0,
+    };
+
     fn cand(conn: ConnId, rate: u64) -> ChokeCandidate {
         ChokeCandidate {
             conn,
@@ -221,13 +275,17 @@ mod tests {
         cs[0].interested = false;
         cs[1].unchoked = true;
         cs[2].snubbed = true;
-        let changes = ch.fill_free_slots(&cs);
+        let changes = ch.fill_free_slots(&cs, &ALL);
         assert_eq!(changes.choke, vec![1]);
         assert_eq!(changes.unchoke, vec![4], "one free slot, best rate first");
         cs[0].interested = true;
         cs[0].unchoked = false;
         cs[3].unchoked = true;
-        assert_eq!(ch.fill_free_slots(&cs), SlotChanges::default(), "full");
+        assert_eq!(
+            ch.fill_free_slots(&cs, &ALL),
+            SlotChanges::default(),
+            "full"
+        );
     }
 
     #[test]
@@ -247,9 +305,14 @@ mod tests {
                 })
                 .collect();
             let census = SlotCensus::of(&cs);
-            let changes = ch.fill_free_slots(&cs);
+            let up = UploadUse {
+                seeding: rng.gen_bool(0.5),
+                capacity: rng.gen_bool(0.5).then_some(2_000_000),
+                rate: 0,
+            };
+            let changes = ch.fill_free_slots(&cs, &up);
             assert_eq!(
-                ch.would_fill(&census),
+                ch.would_fill(&census, &up),
                 changes != SlotChanges::default(),
                 "{cs:?}"
             );
@@ -285,7 +348,7 @@ mod tests {
     fn best_rates_win_regular_slots() {
         let mut ch = Choker::new(3, true);
         let cs = vec![cand(1, 10), cand(2, 500), cand(3, 300), cand(4, 1)];
-        let un = ch.rechoke(&cs, true);
+        let un = ch.rechoke(&cs, true, &ALL);
         assert!(un.contains(&2) && un.contains(&3));
         assert_eq!(un.len(), 3);
     }
@@ -302,7 +365,7 @@ mod tests {
             snubbed: false,
             unchoked: false,
         });
-        let un = ch.rechoke(&cs, false);
+        let un = ch.rechoke(&cs, false, &ALL);
         assert!(!un.contains(&3));
         assert!(un.contains(&2));
     }
@@ -316,7 +379,7 @@ mod tests {
             .collect();
         let mut turns: BTreeMap<ConnId, u32> = BTreeMap::new();
         for _ in 0..17 * 3 {
-            ch.rechoke(&cs, true);
+            ch.rechoke(&cs, true, &ALL);
             *turns.entry(ch.optimistic().unwrap()).or_default() += 1;
         }
         assert_eq!(turns.len(), 17, "every slow peer had a turn");
@@ -327,7 +390,7 @@ mod tests {
     fn without_an_optimistic_slot_every_slot_goes_by_rate() {
         let mut ch = Choker::new(2, false);
         let cs = vec![cand(1, 10), cand(2, 500), cand(3, 300)];
-        assert_eq!(ch.rechoke(&cs, true), [2, 3].into());
+        assert_eq!(ch.rechoke(&cs, true, &ALL), [2, 3].into());
         assert_eq!(ch.optimistic(), None);
     }
 
@@ -335,11 +398,49 @@ mod tests {
     fn optimistic_slot_is_kept_between_rotations() {
         let mut ch = Choker::new(2, true);
         let cs: Vec<ChokeCandidate> = (0..5).map(|i| cand(i, 0)).collect();
-        ch.rechoke(&cs, true);
+        ch.rechoke(&cs, true, &ALL);
         let first = ch.optimistic();
-        ch.rechoke(&cs, false);
+        ch.rechoke(&cs, false, &ALL);
         assert_eq!(ch.optimistic(), first);
-        ch.rechoke(&cs, true);
+        ch.rechoke(&cs, true, &ALL);
         assert_ne!(ch.optimistic(), first);
+    }
+
+    #[test]
+    fn a_capped_leecher_starts_with_two_slots_and_adds_one_while_its_capacity_idles() {
+        let mut ch = Choker::new(6, true);
+        let cs: Vec<ChokeCandidate> = (0..10).map(|i| cand(i, 100 - i)).collect();
+        let busy = UploadUse {
+            seeding: false,
+            capacity: Some(2_000_000),
+            rate: 1_950_000,
+        };
+        assert_eq!(ch.rechoke(&cs, true, &busy).len(), 2, "saturated: no more");
+        assert_eq!(ch.fill_free_slots(&cs, &busy).unchoke.len(), 2);
+        let idle = UploadUse {
+            rate: 1_000_000,
+            ..busy
+        };
+        assert_eq!(ch.rechoke(&cs, false, &idle).len(), 3);
+        assert_eq!(ch.rechoke(&cs, false, &idle).len(), 4);
+        let seeding = UploadUse {
+            seeding: true,
+            ..busy
+        };
+        assert_eq!(
+            ch.rechoke(&cs, false, &seeding).len(),
+            6,
+            "a seed uses them all"
+        );
+        // Nobody waiting: an idle capacity is no reason for a slot more.
+        let few: Vec<ChokeCandidate> = (0..3)
+            .map(|i| ChokeCandidate {
+                unchoked: true,
+                ..cand(i, 5)
+            })
+            .collect();
+        let mut ch = Choker::new(6, true);
+        assert_eq!(ch.rechoke(&few, false, &idle).len(), 2);
+        assert_eq!(ch.slots(&idle), 2);
     }
 }

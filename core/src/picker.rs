@@ -296,6 +296,22 @@ impl Picker {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Vec<BlockRef> {
+        self.pick_suggested(peer, peer_has, &[], max, now, rng)
+    }
+
+    /// [`Picker::pick`], starting new pieces from `suggested` first (the pieces `peer` pointed us at with
+    /// BEP 6 suggest-piece, oldest first) when it holds them and nobody started them yet. A seed suggests
+    /// the pieces it has handed out least, which it knows and we cannot: following it, the peers a seed
+    /// serves at once fetch different pieces instead of colliding on the same rarest ones.
+    pub fn pick_suggested(
+        &mut self,
+        peer: ConnId,
+        peer_has: &Bitfield,
+        suggested: &[u32],
+        max: usize,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Vec<BlockRef> {
         // Pieces stay single-sourced whenever possible, so that a piece failing its hash has one sender to
         // blame: finish our own and abandoned partial pieces first, then start new ones, and only then help
         // with pieces other peers are fetching.
@@ -305,7 +321,12 @@ impl Picker {
         let rarest_new = self.rarest_new_availability(peer_has);
         self.take_free_blocks(peer, peer_has, max, &mut out, false, rarest_new);
         while out.len() < max {
-            let Some(piece) = self.choose_new_piece(peer_has, rng) else {
+            let next = suggested
+                .iter()
+                .copied()
+                .find(|&i| self.is_new_piece(peer_has, i))
+                .or_else(|| self.choose_new_piece(peer_has, rng));
+            let Some(piece) = next else {
                 break;
             };
             self.start_piece(piece);
@@ -456,6 +477,14 @@ impl Picker {
             }
         }
         rarest
+    }
+
+    /// A piece `peer_has` that we lack and nobody started or is hashing: one a new request may start.
+    fn is_new_piece(&self, peer_has: &Bitfield, i: u32) -> bool {
+        peer_has.get(i)
+            && !self.have.get(i)
+            && !self.partial.contains_key(&i)
+            && !self.hashing.contains_key(&i)
     }
 
     fn choose_new_piece(&self, peer_has: &Bitfield, rng: &mut impl RngCore) -> Option<u32> {
@@ -834,6 +863,24 @@ mod tests {
             }
         }
         assert!(freed > 100 && taken > 1_000, "{freed} {taken}");
+    }
+
+    #[test]
+    fn a_suggested_piece_starts_before_the_rarest_unless_it_is_taken() {
+        let mut p = picker(8);
+        p.add_peer_pieces(&all(8));
+        p.add_peer_pieces(&all(8));
+        let mut common = Bitfield::new(8);
+        common.set(6);
+        p.add_peer_pieces(&common);
+        let now = Instant::ZERO;
+        // Piece 6 is the most common one, but the seed pointed us at it: it goes first.
+        let got = p.pick_suggested(1, &all(8), &[9, 6], 4, now, &mut rng());
+        assert!(got.iter().all(|b| b.piece == 6), "{got:?}");
+        // Started by connection 1, it is no longer a new piece for connection 2, which picks by rarity.
+        let got = p.pick_suggested(2, &all(8), &[6], 4, now, &mut rng());
+        assert!(got.iter().all(|b| b.piece != 6), "{got:?}");
+        assert_eq!(got.len(), 4);
     }
 
     #[test]

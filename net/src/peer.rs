@@ -209,6 +209,7 @@ impl Peer {
             source,
         })?;
         options.node.listen_port = local_addr.port();
+        options.node.upload_capacity = options.max_upload_rate;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let stores: Stores = Arc::default();

@@ -45,6 +45,9 @@ const MAX_ASKED: usize = 8192;
 /// answers a request twice, far below what a flood wastes.
 pub const UNREQUESTED_SLACK_BYTES: u64 = 8 * crate::BLOCK_LENGTH as u64;
 
+/// Most suggestions remembered per connection: a peer suggests a piece or two ahead of its requests.
+pub(crate) const MAX_SUGGESTED: usize = 8;
+
 /// A peer that sent no payload for this long while we wanted some is snubbed.
 const SNUB_AFTER: Duration = Duration::from_secs(60);
 
@@ -85,6 +88,10 @@ pub(crate) struct Conn {
     /// ([`NodeConfig::send_redundant_have`] off): announced when our download completes.
     pub held_haves: Vec<u32>,
     pub serving: BTreeSet<BlockRef>,
+    /// Pieces we seed that we suggested to this peer (false) or it asked us for (true).
+    pub given: std::collections::BTreeMap<u32, bool>,
+    /// Pieces the peer suggested to us (BEP 6), oldest first, the last [`MAX_SUGGESTED`] only.
+    pub suggested: Vec<u32>,
     /// Blocks we requested on this connection and have not received (kept through cancels and chokes, since
     /// an honest peer may still answer those): a block outside it was never asked for.
     pub asked: BTreeSet<BlockRef>,
@@ -160,6 +167,8 @@ impl Conn {
             peer_has: Bitfield::new(0),
             held_haves: Vec::new(),
             serving: BTreeSet::new(),
+            given: std::collections::BTreeMap::new(),
+            suggested: Vec::new(),
             asked: BTreeSet::new(),
             unrequested_bytes: 0,
             opened: now,
@@ -233,6 +242,11 @@ impl Conn {
     /// When payload last went either way (or when it connected).
     pub fn last_useful(&self) -> Instant {
         self.last_payload.max(self.last_payload_sent)
+    }
+
+    /// Payload bytes per second we send this peer, as last measured.
+    pub fn upload_rate(&self) -> u64 {
+        self.upload_meter.rate()
     }
 
     /// Payload bytes per second this peer delivers to us, as last measured.

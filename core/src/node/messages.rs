@@ -15,7 +15,8 @@ impl TorrentCtx<'_> {
     /// One message from an open connection of this torrent.
     pub fn on_message(&mut self, now: Instant, id: ConnId, msg: Message) {
         match msg {
-            Message::KeepAlive | Message::Port(_) | Message::SuggestPiece { .. } => {}
+            Message::KeepAlive | Message::Port(_) => {}
+            Message::SuggestPiece { index } => self.on_suggest(id, index),
             Message::Extended {
                 id: ext_id,
                 payload,
@@ -81,6 +82,56 @@ impl TorrentCtx<'_> {
         }
         // A peer that speaks ut_pex hears whom we are connected to now, not at our next timer.
         self.send_pex_to(now, &[id]);
+    }
+
+    /// BEP 6: the peer points us at a piece; the picker starts it first when it can (see
+    /// [`crate::picker::Picker::pick_suggested`]). An index out of range is only a useless hint.
+    fn on_suggest(&mut self, id: ConnId, index: u32) {
+        if index >= self.t.meta.piece_count() {
+            return;
+        }
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.suggested.contains(&index) {
+            if c.suggested.len() >= super::conn::MAX_SUGGESTED {
+                c.suggested.remove(0);
+            }
+            c.suggested.push(index);
+        }
+    }
+
+    /// While we seed, point a fast-extension peer at the pieces we handed out least (see [`crate::spread`])
+    /// until it holds [`crate::spread::SUGGEST_AHEAD`] suggestions it has not asked us for yet.
+    fn suggest_ahead(&mut self, id: ConnId) {
+        let t = &mut *self.t;
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.fast || !t.picker.have().is_full() {
+            return;
+        }
+        let ahead = c
+            .given
+            .iter()
+            .filter(|&(p, asked)| !asked && !c.peer_has.get(*p))
+            .count();
+        let mut pieces = Vec::new();
+        for _ in ahead..crate::spread::SUGGEST_AHEAD {
+            let picker = &t.picker;
+            let Some(piece) = t
+                .spread
+                .next_for(&c.peer_has, &c.given, |i| picker.availability(i))
+            else {
+                break;
+            };
+            c.given.insert(piece, false);
+            t.spread.note_given(piece);
+            pieces.push(piece);
+        }
+        for index in pieces {
+            self.s.send(id, Message::SuggestPiece { index });
+        }
     }
 
     fn on_choke(&mut self, id: ConnId) {
@@ -220,6 +271,9 @@ impl TorrentCtx<'_> {
         } else {
             BTreeSet::new()
         };
+        if !choke {
+            self.suggest_ahead(id);
+        }
         self.s.send(
             id,
             if choke {
@@ -289,12 +343,16 @@ impl TorrentCtx<'_> {
         }
         if let Some(c) = self.s.conns.get_mut(&id) {
             c.serving.insert(block);
+            if c.given.insert(block.piece, true) != Some(true) && self.t.picker.have().is_full() {
+                self.t.spread.note_given(block.piece);
+            }
         }
         self.s.outputs.push_back(Output::Disk(DiskOp::Read {
             torrent: self.hash,
             conn: id,
             block,
         }));
+        self.suggest_ahead(id);
     }
 
     fn on_piece(&mut self, now: Instant, id: ConnId, index: u32, begin: u32, data: Bytes) {

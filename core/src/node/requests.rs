@@ -57,7 +57,9 @@ impl TorrentCtx<'_> {
             t.disk
                 .pick_probe(&mut t.picker, id, &c.peer_has, room, now, rng)
         } else {
-            t.picker.pick(id, &c.peer_has, room, now, &mut self.s.rng)
+            let rng = &mut self.s.rng;
+            t.picker
+                .pick_suggested(id, &c.peer_has, &c.suggested, room, now, rng)
         };
         if let Some(c) = self.s.conns.get_mut(&id) {
             for b in &blocks {

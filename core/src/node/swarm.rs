@@ -4,7 +4,7 @@
 use super::conn::Conn;
 use super::view::TorrentCtx;
 use super::{ConnId, NodeEvent, Output};
-use crate::choker::ChokeCandidate;
+use crate::choker::{ChokeCandidate, UploadUse};
 use crate::time::Instant;
 use crate::tracker::{AnnounceReply, Event};
 
@@ -110,14 +110,41 @@ impl TorrentCtx<'_> {
             .collect()
     }
 
+    /// What the choker sizes its slots by: whether we seed, our capacity, what this torrent uploads now.
+    fn upload_use(&self) -> UploadUse {
+        UploadUse {
+            seeding: self.t.picker.have().is_full(),
+            capacity: self.s.config.upload_capacity,
+            rate: self
+                .t
+                .conns
+                .iter()
+                .filter_map(|id| self.s.conns.get(id))
+                .map(|c| c.upload_rate())
+                .sum(),
+        }
+    }
+
+    /// What sizes the slots between rechokes: [`Choker::slots`] reads only whether we seed and whether our
+    /// capacity is known, so the rate is left at 0 instead of being summed over every connection at every
+    /// interested or not-interested message.
+    fn slot_sizing(&self) -> UploadUse {
+        UploadUse {
+            seeding: self.t.picker.have().is_full(),
+            capacity: self.s.config.upload_capacity,
+            rate: 0,
+        }
+    }
+
     /// Give the slots of peers that lost interest, and any free slot, to interested peers now. The candidate
     /// list is built only when the kept census says a slot is to be taken back or given.
     pub fn fill_free_slots(&mut self, now: Instant) {
-        if !self.t.choker.would_fill(&self.t.slots) {
+        let up = self.slot_sizing();
+        if !self.t.choker.would_fill(&self.t.slots, &up) {
             return;
         }
         let candidates = self.choke_candidates(now);
-        let changes = self.t.choker.fill_free_slots(&candidates);
+        let changes = self.t.choker.fill_free_slots(&candidates, &up);
         for id in changes.choke {
             self.set_choking(id, true);
         }
@@ -140,7 +167,8 @@ impl TorrentCtx<'_> {
             }
         }
         let candidates = self.choke_candidates(now);
-        let unchoke = self.t.choker.rechoke(&candidates, rotate);
+        let up = self.upload_use();
+        let unchoke = self.t.choker.rechoke(&candidates, rotate, &up);
         let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
         for id in ids {
             self.set_choking(id, !unchoke.contains(&id));

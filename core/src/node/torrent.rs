@@ -159,6 +159,8 @@ pub(crate) struct Torrent {
     pub choker: Choker,
     /// How the connections in [`Torrent::conns`] stand towards the upload slots, kept as they change.
     pub slots: SlotCensus,
+    /// What we handed out while seeding, for our suggestions.
+    pub spread: crate::spread::Spread,
     pub check: Option<Check>,
     pub error: Option<TorrentError>,
     pub disk: DiskFaults,
@@ -189,6 +191,7 @@ impl Torrent {
             picker,
             choker: Choker::new(config.upload_slots, config.optimistic_unchoke),
             slots: SlotCensus::default(),
+            spread: crate::spread::Spread::new(meta.piece_count()),
             check: None,
             error: None,
             disk: DiskFaults::default(),

@@ -39,8 +39,11 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// We send a keep-alive after this long without sending anything.
     pub keepalive_interval: Duration,
-    /// Upload slots per torrent (one of them optimistic).
+    /// Upload slots per torrent (one of them optimistic); while leeching with a known `upload_capacity`, the
+    /// most the choker grows to (see [`crate::choker`]).
     pub upload_slots: usize,
+    /// Our upload capacity in bytes per second (the driver's upload cap), when known.
+    pub upload_capacity: Option<u64>,
     /// How often the choker re-ranks peers.
     pub rechoke_interval: Duration,
     /// How often the optimistic unchoke moves on.
@@ -105,6 +108,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(45),
             keepalive_interval: Duration::from_secs(20),
             upload_slots: 6,
+            upload_capacity: None,
             rechoke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             optimistic_unchoke: true,
