@@ -1,16 +1,18 @@
 //! The sockets of a peer's connections, read and written by the node task itself.
 //!
 //! A connection costs no task of its own: each socket gets one waker, made once, which puts the connection's
-//! id on a ready queue and wakes the node task. The node task polls [`Sockets::poll_input`] in its loop: it
-//! flushes what each ready connection has queued and reads what arrived, one input per call. A message thus
-//! crosses one wake-up (the receiving node's), not three (a writer task, a reader task, then the node's
-//! inbox), and no channel: with a thousand simulated peers exchanging tens of millions of small messages
-//! (HAVEs above all), the task hops and channel operations were a third of the simulator's CPU. Real peers
-//! save the same hops; a write is tried at once, from the node task, and only what the socket does not take
-//! waits in the connection's queue for its waker.
+//! id on a ready queue and wakes the node task. The node task polls [`Sockets::poll_inputs`] in its loop: it
+//! flushes what each ready connection has queued and reads what arrived, every ready connection in one call
+//! (bounded), and hands the batch to the node at once. A message thus crosses one wake-up (the receiving
+//! node's), not three (a writer task, a reader task, then the node's inbox), and no channel: with a thousand
+//! simulated peers exchanging tens of millions of small messages (HAVEs above all), the task hops and
+//! channel operations were a third of the simulator's CPU. A batch costs the node one settle, and what it
+//! answers to a batch leaves in one write per connection. Real peers save the same hops; a write is tried at
+//! once, from the node task, and only what the socket does not take waits in the connection's queue for its
+//! waker.
 //!
 //! Ordering is deterministic: connections are served in the order their wakers fired, and each connection
-//! yields at most one input per turn (round-robin, as tasks were).
+//! yields at most one input per call (round-robin, as tasks were).
 
 use crate::clock::Clock;
 use crate::rate::RateLimit;
@@ -239,50 +241,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
         self.conns.clear();
     }
 
-    /// The next input from a socket: bytes received, or the end of a stream (the socket is then closed).
-    /// While `reading` is false, ready sockets are only flushed (backpressure: nothing is read).
-    pub fn poll_input(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<Input> {
+    /// Inputs from the sockets that are ready, at most `max`, appended to `inputs`: bytes received (each read
+    /// takes all the socket holds, up to 64 KiB: every complete message in it), or the end of a stream (the
+    /// socket is then closed). Each connection ready when the call starts is flushed and read once, in the
+    /// order its waker fired; a connection that read something goes to the back of the queue (more may have
+    /// arrived), to be read at the next call. Pending when nothing was read. While `reading` is false, ready
+    /// sockets are only flushed (backpressure: nothing is read).
+    ///
+    /// The node task hands the whole batch to [`enjambre_core::node::Node::handle_inputs`]: one settle per
+    /// batch, and what the node answers to several messages of one peer leaves in one write.
+    pub fn poll_inputs(
+        &mut self,
+        cx: &mut Context<'_>,
+        reading: bool,
+        max: usize,
+        inputs: &mut Vec<Input>,
+    ) -> Poll<()> {
         self.ready.task.register(cx.waker());
-        if reading && !self.paused.is_empty() {
-            if let Ok(mut ids) = self.ready.ids.lock() {
-                for id in self.paused.drain(..).rev() {
-                    ids.push_front(id);
-                }
+        let first = inputs.len();
+        let Ok(mut ids) = self.ready.ids.lock() else {
+            return Poll::Pending;
+        };
+        if reading {
+            for id in self.paused.drain(..).rev() {
+                ids.push_front(id);
             }
         }
-        loop {
-            let next = self
-                .ready
-                .ids
-                .lock()
-                .ok()
-                .and_then(|mut ids| ids.pop_front());
-            let Some(id) = next else {
-                return Poll::Pending;
+        // This turn serves the connections queued now; those queued while it runs wait for the next one.
+        let mut turn = ids.len();
+        while turn > 0 && inputs.len() - first < max {
+            turn -= 1;
+            let Some(id) = ids.pop_front() else {
+                break;
             };
             let Some(s) = self.conns.get_mut(&id) else {
                 continue;
             };
             s.flag.queued.store(false, Ordering::Release);
+            // The socket's wakers lock the queue: let them run while this socket is served.
+            drop(ids);
             s.flush();
             if !reading {
                 self.paused.push(id);
-                continue;
-            }
-            match s.poll_read(self.down.as_ref(), &self.clock) {
-                Poll::Pending => continue,
-                Poll::Ready(Some(data)) => {
-                    // More may have arrived: read again at this connection's next turn.
-                    s.waker.wake_by_ref();
-                    return Poll::Ready(Input::Received { conn: id, data });
-                }
-                Poll::Ready(None) => {
-                    if let Some(s) = self.conns.remove(&id) {
-                        s.close();
+            } else {
+                match s.poll_read(self.down.as_ref(), &self.clock) {
+                    Poll::Pending => {}
+                    Poll::Ready(Some(data)) => {
+                        // More may have arrived: read again at this connection's next turn.
+                        s.waker.wake_by_ref();
+                        inputs.push(Input::Received { conn: id, data });
                     }
-                    return Poll::Ready(Input::Closed { conn: id });
+                    Poll::Ready(None) => {
+                        if let Some(s) = self.conns.remove(&id) {
+                            s.close();
+                        }
+                        inputs.push(Input::Closed { conn: id });
+                    }
                 }
             }
+            ids = match self.ready.ids.lock() {
+                Ok(ids) => ids,
+                Err(_) => break,
+            };
+        }
+        if inputs.len() > first {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -343,14 +368,79 @@ mod tests {
             b.shutdown().await.unwrap();
             (got, b)
         });
-        let first = std::future::poll_fn(|cx| sockets.poll_input(cx, true)).await;
-        let Input::Received { conn: 7, data } = first else {
+        let first = next_inputs(&mut sockets, 8).await;
+        let [Input::Received { conn: 7, data }] = &first[..] else {
             panic!("expected bytes, got {first:?}");
         };
         assert_eq!(&data[..], b"hello");
-        let end = std::future::poll_fn(|cx| sockets.poll_input(cx, true)).await;
-        assert!(matches!(end, Input::Closed { conn: 7 }), "{end:?}");
+        let end = next_inputs(&mut sockets, 8).await;
+        assert!(matches!(end[..], [Input::Closed { conn: 7 }]), "{end:?}");
         let (got, _b) = reader.await.unwrap();
         assert_eq!(got, payload);
+    }
+
+    /// One call of [`Sockets::poll_inputs`], awaited until it has something.
+    async fn next_inputs<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        sockets: &mut Sockets<S>,
+        max: usize,
+    ) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        std::future::poll_fn(|cx| sockets.poll_inputs(cx, true, max, &mut inputs)).await;
+        inputs
+    }
+
+    /// The bytes of each `Received` input, by connection.
+    fn received(inputs: &[Input]) -> Vec<(ConnId, Vec<u8>)> {
+        inputs
+            .iter()
+            .map(|i| match i {
+                Input::Received { conn, data } => (*conn, data.to_vec()),
+                other => panic!("expected bytes, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Every connection with bytes waiting is read in one call, in the order it became ready, at most
+    /// `max` inputs per call; a connection read in a call waits behind the others for its next read.
+    #[tokio::test]
+    async fn one_call_reads_every_ready_connection_up_to_the_bound() {
+        let mut sockets = Sockets::new(None, Clock::new());
+        let mut remotes = Vec::new();
+        for id in 1..=4 {
+            let (a, b) = tokio::io::duplex(1024);
+            sockets.insert(id, a);
+            remotes.push(b);
+        }
+        for (i, r) in remotes.iter_mut().enumerate() {
+            r.write_all(&[b'a' + i as u8; 3]).await.unwrap();
+        }
+        let all = next_inputs(&mut sockets, 8).await;
+        assert_eq!(
+            received(&all),
+            vec![
+                (1, b"aaa".to_vec()),
+                (2, b"bbb".to_vec()),
+                (3, b"ccc".to_vec()),
+                (4, b"ddd".to_vec())
+            ]
+        );
+        // Two calls with a bound of two: connection 1, which has bytes again, does not pass 3 and 4 (each
+        // already waits behind the others, re-queued by its read), and every one is read once.
+        for (i, r) in remotes.iter_mut().enumerate() {
+            r.write_all(&[b'1' + i as u8; 2]).await.unwrap();
+        }
+        let first = next_inputs(&mut sockets, 2).await;
+        remotes[0].write_all(b"x").await.unwrap();
+        let second = next_inputs(&mut sockets, 2).await;
+        let third = next_inputs(&mut sockets, 2).await;
+        assert_eq!(
+            received(&first),
+            vec![(1, b"11".to_vec()), (2, b"22".to_vec())]
+        );
+        assert_eq!(
+            received(&second),
+            vec![(3, b"33".to_vec()), (4, b"44".to_vec())]
+        );
+        assert_eq!(received(&third), vec![(1, b"x".to_vec())]);
     }
 }

@@ -54,6 +54,10 @@ const MAX_ANNOUNCES_IN_FLIGHT: usize = 16;
 const DISK_BACKLOG_LIMIT: u64 = 16 * 1024 * 1024;
 /// Capacity of the channel into the node task (bounds memory when the node is slower than the network).
 const INBOX: usize = 128;
+/// Most socket reads (or disk results) handed to the node as one batch per turn of the node task: the node
+/// settles once per batch, and what it answers to them leaves in one write per connection. Bounded so that
+/// timers, commands and the disk backlog are looked at between batches.
+const MAX_INPUTS_PER_TURN: usize = 64;
 
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
@@ -230,6 +234,7 @@ impl Peer {
             node: Node::new(options.node.clone()),
             env: env.clone(),
             sockets: Sockets::new(limits.down.clone(), env.clock),
+            batch: Vec::new(),
             disk,
             stores,
             inbox,
@@ -519,6 +524,8 @@ struct NodeTask<T: Transport, B> {
     env: PeerEnv<T, B>,
     /// The open connections' sockets.
     sockets: Sockets<T::Stream>,
+    /// Inputs read from the sockets in one turn, handed to the node together (kept for its capacity).
+    batch: Vec<Input>,
     disk: DiskWorker,
     stores: Stores,
     inbox: mpsc::Sender<Msg<T::Stream>>,
@@ -600,15 +607,23 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 },
                 done = disk_done.recv() => {
                     if let Some(done) = done {
-                        self.node.handle_input(self.env.clock.now(), Input::Disk(done));
+                        // With the results that are already there, as one batch.
+                        let more = std::iter::from_fn(|| disk_done.try_recv().ok());
+                        let batch = std::iter::once(done)
+                            .chain(more.take(MAX_INPUTS_PER_TURN - 1))
+                            .map(Input::Disk);
+                        self.node.handle_inputs(self.env.clock.now(), batch);
                     }
                 }
                 msg = inbox.recv(), if !pressured => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
-                input = std::future::poll_fn(|cx| self.sockets.poll_input(cx, !pressured)) => {
-                    self.node.handle_input(self.env.clock.now(), input);
+                () = std::future::poll_fn(|cx| {
+                    self.sockets
+                        .poll_inputs(cx, !pressured, MAX_INPUTS_PER_TURN, &mut self.batch)
+                }) => {
+                    self.node.handle_inputs(self.env.clock.now(), self.batch.drain(..));
                 }
                 () = relieved, if pressured => {}
                 () = &mut timer, if deadline.is_some() => {

@@ -25,9 +25,10 @@
 //!
 //! The node never blocks, never reads a clock and never does IO; a driver does, under these contracts:
 //!
-//! - After **every** call that takes `&mut self` ([`Node::handle_input`], [`Node::handle_timeout`],
-//!   [`Node::add_torrent`], [`Node::add_peer`], [`Node::shutdown`]), drain [`Node::poll_output`] until it
-//!   returns `None`, and carry the outputs out in order (disk operations in particular: see [`DiskOp`]).
+//! - After **every** call that takes `&mut self` ([`Node::handle_input`], [`Node::handle_inputs`],
+//!   [`Node::handle_timeout`], [`Node::add_torrent`], [`Node::add_peer`], [`Node::shutdown`]), drain
+//!   [`Node::poll_output`] until it returns `None`, and carry the outputs out in order (disk operations in
+//!   particular: see [`DiskOp`]).
 //! - Then ask [`Node::poll_timeout`] again: any of those calls may move the next deadline, earlier or later.
 //!   When the instant it returned is reached, call [`Node::handle_timeout`] with the current time; calling it
 //!   early or more often is harmless (it does only what is due). `None` means no timer is armed: wait for
@@ -178,6 +179,23 @@ impl Node {
 
     /// Feed one input.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.route_input(now, input);
+        self.settle(now);
+    }
+
+    /// Feed several inputs as one call: each is handled in turn as by [`Node::handle_input`], and the end of
+    /// the call runs once, after the last (what they queued for one connection leaves in one
+    /// [`Output::Send`], and deadlines are worked out once). Drivers that find several inputs ready at once
+    /// (the sockets of many connections) save that work per input.
+    pub fn handle_inputs(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        for input in inputs {
+            self.route_input(now, input);
+        }
+        self.settle(now);
+    }
+
+    /// Hand one input to the code that owns it (the caller settles).
+    fn route_input(&mut self, now: Instant, input: Input) {
         self.s.now = self.s.now.max(now);
         match input {
             Input::Connected { conn } => self.on_connected(now, conn),
@@ -195,7 +213,6 @@ impl Node {
                 }
             }
         }
-        self.settle(now);
     }
 
     /// Identifier for an inbound connection the driver is about to report with [`Input::Accepted`]. Drawn

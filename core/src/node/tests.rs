@@ -1215,6 +1215,7 @@ fn announces_report_verified_pieces_and_status_port() {
     let seeder = announce_of(Resume::Complete);
     assert_eq!((seeder.left, seeder.ext.pieces), (0, None));
 }
+mod batch;
 mod dht_port;
 mod limits;
 mod metadata_fetch;
