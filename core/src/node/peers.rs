@@ -4,7 +4,7 @@
 use super::{ConnId, NodeConfig};
 use crate::backoff::Backoff;
 use crate::time::Instant;
-use std::collections::{btree_map, BTreeMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Bound;
 
@@ -45,6 +45,9 @@ pub(crate) struct PeerBook {
     /// rather than listed by address: the addresses a tracker reply or a peer exchange brings share their
     /// instant, so the index stays a few entries long however many peers are known.
     idle: BTreeMap<Instant, u32>,
+    /// The banned addresses: [`PeerBook::banned`] is read at every stats snapshot, which a driver takes
+    /// often, and scanning every known address there was most of a snapshot's cost.
+    banned: BTreeSet<SocketAddr>,
     redial: Backoff,
 }
 
@@ -53,6 +56,7 @@ impl PeerBook {
         PeerBook {
             peers: BTreeMap::new(),
             idle: BTreeMap::new(),
+            banned: BTreeSet::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
         }
     }
@@ -149,6 +153,7 @@ impl PeerBook {
         if let Some(at) = self.peers.remove(addr).and_then(|p| p.idle_key()) {
             idle_remove(&mut self.idle, at);
         }
+        self.banned.remove(addr);
     }
 
     pub fn mark_seed(&mut self, addr: &SocketAddr) {
@@ -169,6 +174,9 @@ impl PeerBook {
     }
 
     pub fn ban(&mut self, addr: SocketAddr) {
+        if self.peers.contains_key(&addr) {
+            self.banned.insert(addr);
+        }
         self.update(addr, |p| p.banned = true);
     }
 
@@ -177,11 +185,7 @@ impl PeerBook {
     }
 
     pub fn banned(&self) -> Vec<SocketAddr> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.banned)
-            .map(|(a, _)| *a)
-            .collect()
+        self.banned.iter().copied().collect()
     }
 
     /// Every known address that is not banned.
@@ -289,6 +293,13 @@ mod tests {
                 }
                 _ => b.connect_failed(a, now),
             }
+            let banned_by_scan: Vec<SocketAddr> = b
+                .peers
+                .iter()
+                .filter(|(_, p)| p.banned)
+                .map(|(a, _)| *a)
+                .collect();
+            assert_eq!(b.banned(), banned_by_scan, "step {step}");
             for probe in [now, at(step * 37 + 500), at(step * 37 + 5_000)] {
                 assert_eq!(
                     b.next_retry(probe),

@@ -102,8 +102,17 @@ impl Shared {
 
     /// Queue a message on a connection (sent at the next flush).
     pub fn send(&mut self, id: ConnId, msg: Message) {
+        self.send_unless(id, msg, |_| false);
+    }
+
+    /// Queue a message on a connection unless `hold` (which sees the connection) says to hold it back: one
+    /// look-up of the connection for both.
+    pub fn send_unless(&mut self, id: ConnId, msg: Message, hold: impl FnOnce(&mut Conn) -> bool) {
         let trace = self.config.trace;
         if let Some(c) = self.conns.get_mut(&id) {
+            if hold(c) {
+                return;
+            }
             msg.encode(&mut c.outbox);
             self.unsent.insert(id);
             if trace {

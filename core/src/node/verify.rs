@@ -215,13 +215,14 @@ impl TorrentCtx<'_> {
         });
         let redundant = self.s.config.send_redundant_have;
         for id in &ids {
-            if let Some(c) = self.s.conns.get_mut(id) {
-                if !redundant && c.peer_has.get(piece) {
-                    c.held_haves.push(piece);
-                    continue;
-                }
-            }
-            self.s.send(*id, Message::Have { index: piece });
+            self.s
+                .send_unless(*id, Message::Have { index: piece }, |c| {
+                    let held = !redundant && c.peer_has.get(piece);
+                    if held {
+                        c.held_haves.push(piece);
+                    }
+                    held
+                });
         }
         self.maybe_checkpoint();
         if complete {
