@@ -331,7 +331,8 @@ impl TorrentStore {
         Ok(Some(out))
     }
 
-    /// Make every write since the last sync durable.
+    /// Make every write since the last sync durable, then let the OS drop those files' cached pages
+    /// ([`StorageFile::release_written_back`]: a download recycles its page cache instead of growing it).
     pub fn sync(&self) -> io::Result<()> {
         let dirty: Vec<(usize, Arc<dyn StorageFile>)> = {
             let mut slots = self.lock();
@@ -347,7 +348,12 @@ impl TorrentStore {
         };
         let mut result = Ok(());
         for (i, f) in dirty {
-            if let Err(e) = f.sync_data() {
+            let synced = f.sync_data();
+            if synced.is_ok() {
+                // A hint only: a file whose cache stays is no less durable.
+                let _ = f.release_written_back();
+            }
+            if let Err(e) = synced {
                 // Keep it dirty so the next sync retries; report the first failure.
                 if let Some(slot) = self.lock().get_mut(i) {
                     slot.dirty = true;
