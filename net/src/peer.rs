@@ -21,10 +21,11 @@ use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::torrent_store::TorrentStore;
 use crate::transport::{Listener, Transport};
+use enjambre_core::backoff::Backoff;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
-    AddTorrent, CloseReason, ConnId, ConnectError, DiskOp, FetchMetadata, Input,
-    MetadataFetchError, Node, NodeConfig, NodeEvent, Output, TorrentStats,
+    AddTorrent, CloseReason, ConnId, ConnectError, DiskError, DiskOp, FetchMetadata, Input,
+    MetadataFetchError, Node, NodeConfig, NodeEvent, Output, TorrentError, TorrentStats,
 };
 use enjambre_core::picker::BlockRef;
 use enjambre_core::time::Instant;
@@ -176,6 +177,7 @@ pub struct Peer {
     local_addr: SocketAddr,
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    prepare_waits: PrepareWaits,
 }
 
 impl Peer {
@@ -254,6 +256,14 @@ impl Peer {
                 local_addr,
                 storage: env.storage,
                 dir: options.dir,
+                prepare_waits: PrepareWaits {
+                    clock: env.clock,
+                    backoff: Backoff::new(
+                        options.node.disk_retry_base,
+                        options.node.disk_retry_max,
+                    ),
+                    events: options.events,
+                },
             },
             handle,
         ))
@@ -269,7 +279,9 @@ impl Peer {
         &self.dir
     }
 
-    /// Add a torrent: prepare its files and resume state (on `blocking`), then hand it to the node.
+    /// Add a torrent: prepare its files and resume state (on `blocking`), then hand it to the node. A download
+    /// whose preparation fails on the disk (full, or failing) waits and tries again as a stopped download
+    /// does ([`NodeEvent::DiskStalled`], then [`NodeEvent::DiskRetry`]): the future ends once it is added.
     pub fn add<B: Blocking>(
         &self,
         blocking: B,
@@ -278,22 +290,28 @@ impl Peer {
         tracker: Option<String>,
         sources: Vec<SocketAddr>,
     ) -> impl std::future::Future<Output = Result<InfoHash, PeerError>> + Send + 'static {
-        let (storage, dir, commands) = (
+        let (storage, dir, commands, waits) = (
             self.storage.clone(),
             self.dir.clone(),
             self.commands.clone(),
+            self.prepare_waits.clone(),
         );
         async move {
             let meta = Arc::new(meta);
             let name = meta.info.name.clone();
-            // A trusted torrent needs no disk work: it does not wait for the blocking pool, which a library's
-            // ten thousand resumed checkpoints keep busy.
-            let resume = if mode == AddMode::Trusted {
-                enjambre_core::node::Resume::Complete
-            } else {
-                prepare(blocking, storage, dir, meta.clone(), mode)
+            let resume = match mode {
+                // A trusted torrent needs no disk work: it does not wait for the blocking pool, which a
+                // library's ten thousand resumed checkpoints keep busy.
+                AddMode::Trusted => enjambre_core::node::Resume::Complete,
+                // A file to share that cannot be recorded is reported (and skipped) by the caller.
+                AddMode::Seed => prepare(blocking, storage, dir, meta.clone(), mode)
                     .await
-                    .map_err(|source| PeerError::Prepare { name, source })?
+                    .map_err(|source| PeerError::Prepare { name, source })?,
+                AddMode::Download | AddMode::Recheck => {
+                    prepare_download(blocking, storage, dir, meta.clone(), mode, waits)
+                        .await
+                        .map_err(|source| PeerError::Prepare { name, source })?
+                }
             };
             let hash = meta.info_hash;
             // Whether to announce is decided with the tracker tiers, in the node task.
@@ -379,6 +397,76 @@ async fn prepare<B: Blocking>(
     blocking
         .run(move || plan_resume(storage, &dir, &meta, mode))
         .await
+}
+
+/// How a download waits out a disk that fails while it is being prepared: the node's disk backoff
+/// (`disk_retry_base`, `disk_retry_max`), and the events that say so.
+#[derive(Clone)]
+struct PrepareWaits {
+    clock: Clock,
+    backoff: Backoff,
+    events: Option<EventSink>,
+}
+
+impl PrepareWaits {
+    fn event(&self, event: &NodeEvent) {
+        if let Some(sink) = &self.events {
+            sink(self.clock.now(), event);
+        }
+    }
+}
+
+/// Whether a failure to prepare a download is the disk's, to wait out (a full disk, an I/O error that
+/// outlasted [`crate::storage::IO_TRIES`]), rather than the torrent's own (a file name that would escape the
+/// folder, unreadable metainfo), which no wait can cure.
+fn waits_for_disk(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+    )
+}
+
+/// Plan a download's resume ([`prepare`]), waiting and trying again while the disk fails, as the data path
+/// does on a failed write: the user's request is never dropped for a full disk, and nothing is claimed before
+/// the step that records it has succeeded (every step of [`plan_resume`] is idempotent).
+async fn prepare_download<B: Blocking>(
+    blocking: B,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    meta: Arc<Metainfo>,
+    mode: AddMode,
+    waits: PrepareWaits,
+) -> io::Result<enjambre_core::node::Resume> {
+    let torrent = meta.info_hash;
+    let what = format!("preparing {}", meta.info.name);
+    let mut failures: u32 = 0;
+    loop {
+        let e = match prepare(
+            blocking.clone(),
+            storage.clone(),
+            dir.clone(),
+            meta.clone(),
+            mode,
+        )
+        .await
+        {
+            Ok(resume) => return Ok(resume),
+            Err(e) if waits_for_disk(&e) => e,
+            Err(e) => return Err(e),
+        };
+        failures = failures.saturating_add(1);
+        let wait = waits.backoff.delay(failures);
+        waits.event(&NodeEvent::DiskStalled {
+            torrent,
+            error: TorrentError::Prepare(DiskError::io(&what, &e)),
+            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        });
+        tokio::time::sleep(wait).await;
+        waits.event(&NodeEvent::DiskRetry {
+            torrent,
+            attempt: failures,
+        });
+    }
 }
 
 /// Announce to the first tracker of the tiers that answers (BEP 12), promoting it in its tier; the error of

@@ -189,6 +189,10 @@ pub enum TorrentError {
     /// A checkpoint could not be saved (the download goes on; the save is tried again).
     #[error("checkpoint not saved: {0}")]
     CheckpointNotSaved(DiskError),
+    /// The torrent's files or its saved metainfo could not be prepared before it starts (the driver waits
+    /// and tries again).
+    #[error("{0}")]
+    Prepare(DiskError),
 }
 
 impl TorrentError {
@@ -197,7 +201,8 @@ impl TorrentError {
         match self {
             TorrentError::Write(e)
             | TorrentError::ReadBack { error: e, .. }
-            | TorrentError::CheckpointNotSaved(e) => e,
+            | TorrentError::CheckpointNotSaved(e)
+            | TorrentError::Prepare(e) => e,
         }
     }
 

@@ -1,0 +1,167 @@
+//! A download whose preparation meets a full disk (the `.torrent` cannot be saved in the state folder) waits
+//! for space and then downloads, as a download stopped by a failed write does (found by `sim explore`).
+
+use enjambre_core::node::{NodeConfig, NodeEvent};
+use enjambre_net::create::create_metainfo;
+use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
+use enjambre_net::storage::{FileLock, FileStamp, StdStorage, Storage, StorageFile, ThreadPool};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("enjambre-prepare-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch folder");
+    d
+}
+
+/// The real filesystem, except that replacing a small file (the state folder's `.torrent` and checkpoints)
+/// fails with ENOSPC while `full` is set.
+struct FullForSmallFiles {
+    full: Arc<AtomicBool>,
+}
+
+impl Storage for FullForSmallFiles {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        StdStorage.open(path, create)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdStorage.create_dir_all(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        StdStorage.read_file(path)
+    }
+    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        StdStorage.replace_file(path, contents)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
+        StdStorage.file_len(path)
+    }
+    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
+        StdStorage.file_stamp(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        StdStorage.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        StdStorage.is_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdStorage.remove_file(path)
+    }
+    fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
+        StdStorage.lock_exclusive(path, note)
+    }
+}
+
+fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
+    let mut node = NodeConfig::default();
+    node.peer_id[19] = n;
+    node.seed = u64::from(n);
+    node.disk_retry_base = Duration::from_millis(20);
+    node.disk_retry_max = Duration::from_millis(100);
+    PeerOptions {
+        node,
+        dir,
+        listen: "127.0.0.1:0".parse().expect("address"),
+        tracker: None,
+        max_upload_rate: None,
+        max_download_rate: None,
+        events,
+        unsafe_checkpoint_before_sync: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
+    let seed_dir = scratch("seed");
+    let leech_dir = scratch("leech");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(seed_dir.join("data.bin"), &data).expect("write the source");
+    let meta = create_metainfo(
+        &StdStorage,
+        &seed_dir.join("data.bin"),
+        256 * 1024,
+        None,
+        &mut |_, _| {},
+    )
+    .expect("metainfo");
+    let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 1, None))
+        .await
+        .expect("seeder starts");
+    seeder
+        .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
+        .await
+        .expect("seeder shares");
+
+    let full = Arc::new(AtomicBool::new(true));
+    let stalls = Arc::new(Mutex::new(Vec::new()));
+    let seen = stalls.clone();
+    let sink: EventSink = Arc::new(move |_, e: &NodeEvent| {
+        if let NodeEvent::DiskStalled { error, .. } = e {
+            seen.lock().expect("events").push(error.disk_error().kind);
+        }
+    });
+    let mut env = PeerEnv::real();
+    env.storage = Arc::new(FullForSmallFiles { full: full.clone() });
+    let (leecher, _) = Peer::start(env, options(leech_dir.clone(), 2, Some(sink)))
+        .await
+        .expect("leecher starts");
+    let add = tokio::spawn(leecher.add(
+        ThreadPool,
+        meta.clone(),
+        AddMode::Download,
+        None,
+        vec![seeder.local_addr()],
+    ));
+
+    // The disk is full: the download says it is stopped, and the request is still pending.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stalls.lock().expect("events").len() < 2 {
+        assert!(
+            !add.is_finished(),
+            "the request ended on a full disk: {:?}",
+            add.await
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no stall reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stalls
+        .lock()
+        .expect("events")
+        .iter()
+        .all(|k| *k == io::ErrorKind::StorageFull));
+    assert!(leecher.stats().await.expect("stats").is_empty());
+
+    // Space is freed: the next try prepares the download, which completes.
+    full.store(false, Ordering::SeqCst);
+    let hash = tokio::time::timeout(Duration::from_secs(10), add)
+        .await
+        .expect("added once space is freed")
+        .expect("add task")
+        .expect("added");
+    assert_eq!(hash, meta.info_hash);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = leecher.stats().await.expect("stats");
+        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stalled: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(leech_dir.join("data.bin")).expect("downloaded file"),
+        data
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    let _ = std::fs::remove_dir_all(seed_dir);
+    let _ = std::fs::remove_dir_all(leech_dir);
+}
