@@ -119,33 +119,76 @@ impl Bitfield {
 
     /// Members in increasing order.
     pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(move |&i| self.get(i))
+        self.runs().flat_map(|(first, last)| first..=last)
+    }
+
+    /// Members of `self` that are not members of `other`, in increasing order, a byte at a time (an index
+    /// past `other`'s length counts as not a member of it).
+    pub fn iter_difference<'a>(&'a self, other: &'a Bitfield) -> impl Iterator<Item = u32> + 'a {
+        self.bytes.iter().enumerate().flat_map(move |(k, ours)| {
+            let mut left = ours & !other.bytes.get(k).copied().unwrap_or(0);
+            std::iter::from_fn(move || {
+                if left == 0 {
+                    return None;
+                }
+                let bit = left.leading_zeros();
+                left &= !(0x80 >> bit);
+                Some(k as u32 * 8 + bit)
+            })
+        })
     }
 
     /// The lowest non-member, if any.
     pub fn first_missing(&self) -> Option<u32> {
-        (0..self.len).find(|&i| !self.get(i))
+        self.next_with(0, false)
     }
 
-    /// Compact text form: sorted inclusive ranges such as `"0-36,40,42-43"` (empty string for none).
-    pub fn to_ranges(&self) -> String {
-        let mut out = Vec::new();
-        let mut i = 0;
+    /// The lowest index from `from` on that is a member (`member`) or a non-member (`!member`), stepping
+    /// over whole bytes that hold none. Spare bits past `len` are zero, so a byte of all members is whole.
+    fn next_with(&self, from: u32, member: bool) -> Option<u32> {
+        let skip = if member { 0x00 } else { 0xFF };
+        let mut i = from;
         while i < self.len {
-            if self.get(i) {
-                let start = i;
-                while i + 1 < self.len && self.get(i + 1) {
-                    i += 1;
-                }
-                out.push(if start == i {
-                    format!("{start}")
-                } else {
-                    format!("{start}-{i}")
-                });
+            if i.is_multiple_of(8) && self.bytes[(i / 8) as usize] == skip {
+                i += 8;
+                continue;
+            }
+            if self.get(i) == member {
+                return Some(i);
             }
             i += 1;
         }
-        out.join(",")
+        None
+    }
+
+    /// Members as maximal runs of consecutive indices, `(first, last)` inclusive, in increasing order.
+    pub fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let first = self.next_with(from, true)?;
+            let end = self.next_with(first, false).unwrap_or(self.len);
+            from = end;
+            Some((first, end - 1))
+        })
+    }
+
+    /// Compact text form: sorted inclusive ranges such as `"0-36,40,42-43"` (empty string for none).
+    /// Written into one string: a checkpoint is built with it at every verified piece.
+    pub fn to_ranges(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for (first, last) in self.runs() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            // Writing to a `String` cannot fail.
+            let _ = if first == last {
+                write!(out, "{first}")
+            } else {
+                write!(out, "{first}-{last}")
+            };
+        }
+        out
     }
 
     /// Parse the form written by [`Bitfield::to_ranges`]; `None` if malformed or out of range.
@@ -203,6 +246,57 @@ mod tests {
         assert!(Bitfield::from_ranges("0-50", 50).is_none());
         assert!(Bitfield::from_ranges("x", 50).is_none());
         assert_eq!(b.count(), 40);
+    }
+
+    /// Members, runs, ranges and differences as a bit-by-bit walk finds them, for many sets.
+    #[test]
+    fn byte_wise_walks_agree_with_a_bit_by_bit_walk() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for round in 0..500u32 {
+            let len = rng.gen_range(0..70);
+            let density = [0.0, 0.1, 0.5, 0.9, 1.0][round as usize % 5];
+            let mut a = Bitfield::new(len);
+            let mut b = Bitfield::new(len);
+            for i in 0..len {
+                if rng.gen_bool(density) {
+                    a.set(i);
+                }
+                if rng.gen_bool(0.5) {
+                    b.set(i);
+                }
+            }
+            let ones: Vec<u32> = (0..len).filter(|&i| a.get(i)).collect();
+            assert_eq!(a.iter_ones().collect::<Vec<_>>(), ones, "{a:?}");
+            assert_eq!(a.first_missing(), (0..len).find(|&i| !a.get(i)));
+            let diff: Vec<u32> = ones.iter().copied().filter(|&i| !b.get(i)).collect();
+            assert_eq!(a.iter_difference(&b).collect::<Vec<_>>(), diff);
+            let mut text = Vec::new();
+            let mut i = 0;
+            while i < len {
+                if a.get(i) {
+                    let start = i;
+                    while i + 1 < len && a.get(i + 1) {
+                        i += 1;
+                    }
+                    text.push(if start == i {
+                        format!("{start}")
+                    } else {
+                        format!("{start}-{i}")
+                    });
+                }
+                i += 1;
+            }
+            assert_eq!(a.to_ranges(), text.join(","));
+            assert_eq!(Bitfield::from_ranges(&a.to_ranges(), len), Some(a.clone()));
+        }
+        // A shorter other set: indices past it are not its members.
+        let full = Bitfield::full(20);
+        let short = Bitfield::full(9);
+        assert_eq!(
+            full.iter_difference(&short).collect::<Vec<_>>(),
+            (9..20).collect::<Vec<_>>()
+        );
     }
 
     #[test]

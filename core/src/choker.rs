@@ -32,6 +32,62 @@ pub struct SlotChanges {
     pub unchoke: Vec<ConnId>,
 }
 
+/// How a torrent's open connections stand towards its upload slots, in three counts. Kept up to date as
+/// connections open, close, and change interest or choke state (by the node), so that the choker is asked to
+/// fill slots, and its candidate list built, only when [`Choker::would_fill`] says there is something to do:
+/// every interested or not-interested message would otherwise walk every connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCensus {
+    /// Unchoked peers that are not interested: slots to take back.
+    pub idle: u32,
+    /// Unchoked peers that are interested: slots in use.
+    pub busy: u32,
+    /// Choked peers that are interested: peers waiting for a slot.
+    pub waiting: u32,
+}
+
+impl SlotCensus {
+    /// The census of `candidates`, counted from scratch.
+    pub fn of(candidates: &[ChokeCandidate]) -> SlotCensus {
+        let mut census = SlotCensus::default();
+        for c in candidates {
+            census.add(c.unchoked, c.interested);
+        }
+        census
+    }
+
+    /// Count one more connection, `unchoked` by us, `interested` in our data.
+    pub fn add(&mut self, unchoked: bool, interested: bool) {
+        if let Some(count) = self.count_of(unchoked, interested) {
+            *count += 1;
+        }
+    }
+
+    /// Count one connection fewer (it was `unchoked` by us and `interested` in our data).
+    pub fn remove(&mut self, unchoked: bool, interested: bool) {
+        if let Some(count) = self.count_of(unchoked, interested) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// A connection went from one state to another.
+    pub fn change(&mut self, before: (bool, bool), after: (bool, bool)) {
+        if before != after {
+            self.remove(before.0, before.1);
+            self.add(after.0, after.1);
+        }
+    }
+
+    fn count_of(&mut self, unchoked: bool, interested: bool) -> Option<&mut u32> {
+        match (unchoked, interested) {
+            (true, false) => Some(&mut self.idle),
+            (true, true) => Some(&mut self.busy),
+            (false, true) => Some(&mut self.waiting),
+            (false, false) => None,
+        }
+    }
+}
+
 /// The choking policy of one torrent.
 #[derive(Debug, Clone)]
 pub struct Choker {
@@ -85,6 +141,12 @@ impl Choker {
             .map(|c| c.conn)
             .collect();
         SlotChanges { choke, unchoke }
+    }
+
+    /// Whether [`Choker::fill_free_slots`] would change anything for candidates counted as `census`: a slot
+    /// to take back from a peer that lost interest, or a free slot and a peer waiting for one.
+    pub fn would_fill(&self, census: &SlotCensus) -> bool {
+        census.idle > 0 || (census.waiting > 0 && (census.busy as usize) < self.slots)
     }
 
     /// Decide the unchoked set. With `rotate`, the optimistic slot moves to the next interested peer (in
@@ -166,6 +228,57 @@ mod tests {
         cs[0].unchoked = false;
         cs[3].unchoked = true;
         assert_eq!(ch.fill_free_slots(&cs), SlotChanges::default(), "full");
+    }
+
+    #[test]
+    fn the_census_says_when_filling_slots_changes_something() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut changed = 0;
+        for round in 0..2_000 {
+            let ch = Choker::new(1 + round % 5, round % 2 == 0);
+            let cs: Vec<ChokeCandidate> = (0..rng.gen_range(0..12))
+                .map(|i| ChokeCandidate {
+                    conn: i,
+                    interested: rng.gen_bool(0.6),
+                    rate: rng.gen_range(0..4),
+                    snubbed: rng.gen_bool(0.2),
+                    unchoked: rng.gen_bool(0.4),
+                })
+                .collect();
+            let census = SlotCensus::of(&cs);
+            let changes = ch.fill_free_slots(&cs);
+            assert_eq!(
+                ch.would_fill(&census),
+                changes != SlotChanges::default(),
+                "{cs:?}"
+            );
+            changed += usize::from(changes != SlotChanges::default());
+        }
+        assert!(
+            (200..1_800).contains(&changed),
+            "both answers are tried: {changed}"
+        );
+    }
+
+    #[test]
+    fn a_census_kept_by_changes_equals_one_counted_afresh() {
+        let mut cs: Vec<ChokeCandidate> = (0..6).map(|i| cand(i, 0)).collect();
+        let mut kept = SlotCensus::of(&cs);
+        for step in 0..60usize {
+            let c = &mut cs[step * 7 % 6];
+            let before = (c.unchoked, c.interested);
+            if step % 3 == 0 {
+                c.unchoked = !c.unchoked;
+            } else {
+                c.interested = !c.interested;
+            }
+            kept.change(before, (c.unchoked, c.interested));
+            assert_eq!(kept, SlotCensus::of(&cs), "step {step}");
+        }
+        let gone = cs.pop().expect("six candidates");
+        kept.remove(gone.unchoked, gone.interested);
+        assert_eq!(kept, SlotCensus::of(&cs));
     }
 
     #[test]

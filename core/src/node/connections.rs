@@ -184,9 +184,12 @@ impl Node {
         c.open_with(&hs, hash);
         c.peer_has = Bitfield::new(ctx.t.meta.piece_count());
         let (sent_handshake, extended) = (c.sent_handshake, c.extended);
+        let (unchoked, interested) = (!c.am_choking, c.peer_interested);
         // Open, its timers are others than the handshake's (possibly sooner).
         ctx.s.conn_deadlines.mark(id);
-        ctx.t.conns.insert(id);
+        if ctx.t.conns.insert(id) {
+            ctx.t.slots.add(unchoked, interested);
+        }
         let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
             .and_then(|info| u32::try_from(info.len()).ok())
             .filter(|_| ctx.s.config.serve_metadata);

@@ -109,9 +109,11 @@ impl TorrentCtx<'_> {
         if c.peer_has.set(index) {
             self.t.picker.add_peer_piece(index);
         }
-        // A piece we lack can only make the peer interesting; one we hold leaves our interest as it was.
+        // A piece we lack can only make the peer interesting, so it changes nothing when the peer already is;
+        // one we hold leaves our interest as it was.
         let lacked = !self.t.picker.have().get(index);
-        self.after_peer_pieces_changed(now, id, lacked);
+        let may_start = lacked && !c.am_interested;
+        self.after_peer_pieces_changed(now, id, may_start);
     }
 
     /// A bitfield, or have-all/none, replaces what we knew of the peer's pieces. BEP 3 sends it first, but
@@ -187,7 +189,11 @@ impl TorrentCtx<'_> {
 
     fn set_peer_interest(&mut self, now: Instant, id: ConnId, interested: bool) {
         if let Some(c) = self.s.conns.get_mut(&id) {
+            let before = (!c.am_choking, c.peer_interested);
             c.peer_interested = interested;
+            if self.t.conns.contains(&id) {
+                self.t.slots.change(before, (!c.am_choking, interested));
+            }
         }
         // Slots follow interest at once; the periodic rechoke does the ranking.
         self.fill_free_slots(now);
@@ -202,6 +208,12 @@ impl TorrentCtx<'_> {
             return;
         }
         c.am_choking = choke;
+        if self.t.conns.contains(&id) {
+            let interested = c.peer_interested;
+            self.t
+                .slots
+                .change((choke, interested), (!choke, interested));
+        }
         let fast = c.fast;
         let dropped = if choke {
             std::mem::take(&mut c.serving)

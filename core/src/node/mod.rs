@@ -245,9 +245,8 @@ impl Node {
         self.s.conn_deadlines.refresh(&self.s.conns, &self.s.config);
         for hash in std::mem::take(&mut self.touched) {
             if let Some(t) = self.torrents.get(&hash) {
-                let at = t.next_deadline(self.s.now, &self.s.config);
-                let any = t.next_any_deadline(self.s.now, &self.s.config);
-                self.deadlines.set(hash, at, any, t.busy());
+                let next = t.next_deadlines(self.s.now, &self.s.config);
+                self.deadlines.set(hash, next.waking, next.any, t.busy());
             }
         }
     }
@@ -333,10 +332,55 @@ impl Node {
         torrents.into_iter().chain(conns).chain(fetches).min()
     }
 
+    /// Test hook: every index the node keeps to answer quickly says what working it out afresh says (the
+    /// harness asks after every input and every timeout pass).
+    #[cfg(test)]
+    fn check_kept_state(&self) {
+        use timers::TorrentTimer;
+        let (now, config) = (self.s.now, &self.s.config);
+        for (hash, t) in &self.torrents {
+            let candidates: Vec<crate::choker::ChokeCandidate> = t
+                .conns
+                .iter()
+                .filter_map(|id| Some((id, self.s.conns.get(id)?)))
+                .filter(|(_, c)| c.phase == conn::ConnPhase::Open)
+                .map(|(id, c)| c.choke_candidate(*id, now, false))
+                .collect();
+            assert_eq!(
+                t.slots,
+                crate::choker::SlotCensus::of(&candidates),
+                "slot census of {hash:?}"
+            );
+            assert!(t.picker.free_index_is_exact(), "free blocks of {hash:?}");
+            // Interest is decided again wherever it may change, so it always says what deciding it says.
+            for id in &t.conns {
+                let Some(c) = self.s.conns.get(id) else {
+                    continue;
+                };
+                let want =
+                    t.check.is_none() && t.error.is_none() && t.picker.is_interesting(&c.peer_has);
+                assert_eq!(c.am_interested, want, "interest in connection {id}");
+            }
+            let timers: Vec<(TorrentTimer, timers::Timer)> = TorrentTimer::ALL
+                .iter()
+                .filter_map(|kind| Some((*kind, t.timer(*kind, now, config)?)))
+                .collect();
+            let waking = timers.iter().filter(|(_, timer)| timer.wakes);
+            let any = timers
+                .iter()
+                .filter(|(kind, timer)| *kind != TorrentTimer::ProgressAnnounce || timer.wakes);
+            let next = t.next_deadlines(now, config);
+            assert_eq!(next.waking, waking.map(|(_, timer)| timer.at).min());
+            assert_eq!(next.any, any.map(|(_, timer)| timer.at).min());
+            assert_eq!(next.waking, t.next_deadline(now, config));
+        }
+    }
+
     /// Test hook: end a call made through a test hook.
     #[cfg(test)]
     fn flush(&mut self, now: Instant) {
         self.settle(now);
+        self.check_kept_state();
     }
 }
 

@@ -4,8 +4,9 @@
 use super::{ConnId, NodeConfig};
 use crate::backoff::Backoff;
 use crate::time::Instant;
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::{btree_map, BTreeMap};
+use std::net::SocketAddr;
+use std::ops::Bound;
 
 #[derive(Debug, Clone)]
 struct KnownPeer {
@@ -30,8 +31,8 @@ impl KnownPeer {
     }
 
     /// The peer's key in [`PeerBook::idle`]: only idle, unbanned addresses wait to be dialled.
-    fn idle_key(&self, addr: SocketAddr) -> Option<(Instant, SocketAddr)> {
-        (self.conn.is_none() && !self.banned).then_some((self.retry_at, addr))
+    fn idle_key(&self) -> Option<Instant> {
+        (self.conn.is_none() && !self.banned).then_some(self.retry_at)
     }
 }
 
@@ -39,9 +40,11 @@ impl KnownPeer {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerBook {
     peers: BTreeMap<SocketAddr, KnownPeer>,
-    /// The idle, unbanned addresses by the instant they become dialable: [`PeerBook::next_retry`] is asked
-    /// after every input, so it reads the first entry instead of scanning every known address.
-    idle: BTreeSet<(Instant, SocketAddr)>,
+    /// How many idle, unbanned addresses become dialable at each instant: [`PeerBook::next_retry`] is asked
+    /// after every input, so it reads one entry instead of scanning every known address. Counted by instant
+    /// rather than listed by address: the addresses a tracker reply or a peer exchange brings share their
+    /// instant, so the index stays a few entries long however many peers are known.
+    idle: BTreeMap<Instant, u32>,
     redial: Backoff,
 }
 
@@ -49,7 +52,7 @@ impl PeerBook {
     pub fn new(config: &NodeConfig) -> PeerBook {
         PeerBook {
             peers: BTreeMap::new(),
-            idle: BTreeSet::new(),
+            idle: BTreeMap::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
         }
     }
@@ -69,9 +72,9 @@ impl PeerBook {
 
     /// Learn `addr` with a first dial at `retry_at`, unless it is known.
     fn insert_new(&mut self, addr: SocketAddr, retry_at: Instant) {
-        if let std::collections::btree_map::Entry::Vacant(slot) = self.peers.entry(addr) {
+        if let btree_map::Entry::Vacant(slot) = self.peers.entry(addr) {
             slot.insert(KnownPeer::new(retry_at));
-            self.idle.insert((retry_at, addr));
+            idle_add(&mut self.idle, retry_at);
         }
     }
 
@@ -80,12 +83,16 @@ impl PeerBook {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        if let Some(key) = p.idle_key(addr) {
-            self.idle.remove(&key);
-        }
+        let before = p.idle_key();
         change(p);
-        if let Some(key) = p.idle_key(addr) {
-            self.idle.insert(key);
+        let after = p.idle_key();
+        if before != after {
+            if let Some(at) = before {
+                idle_remove(&mut self.idle, at);
+            }
+            if let Some(at) = after {
+                idle_add(&mut self.idle, at);
+            }
         }
     }
 
@@ -139,8 +146,8 @@ impl PeerBook {
 
     /// Never dial `addr` again (it was ourselves, or a duplicate of another connection).
     pub fn forget(&mut self, addr: &SocketAddr) {
-        if let Some(key) = self.peers.remove(addr).and_then(|p| p.idle_key(*addr)) {
-            self.idle.remove(&key);
+        if let Some(at) = self.peers.remove(addr).and_then(|p| p.idle_key()) {
+            idle_remove(&mut self.idle, at);
         }
     }
 
@@ -188,13 +195,25 @@ impl PeerBook {
 
     /// Earliest instant at which a known, idle address becomes dialable.
     pub fn next_retry(&self, now: Instant) -> Option<Instant> {
-        // The smallest key after every entry at `now` (no address sorts before 0.0.0.0:0).
-        let after_now = Instant::from_micros(now.as_micros().saturating_add(1));
-        let lowest = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         self.idle
-            .range((after_now, lowest)..)
+            .range((Bound::Excluded(now), Bound::Unbounded))
             .next()
             .map(|(at, _)| *at)
+    }
+}
+
+/// One more idle address dialable at `at`.
+fn idle_add(idle: &mut BTreeMap<Instant, u32>, at: Instant) {
+    *idle.entry(at).or_insert(0) += 1;
+}
+
+/// One idle address fewer dialable at `at` (the instant leaves the index with its last address).
+fn idle_remove(idle: &mut BTreeMap<Instant, u32>, at: Instant) {
+    if let btree_map::Entry::Occupied(mut entry) = idle.entry(at) {
+        *entry.get_mut() -= 1;
+        if *entry.get() == 0 {
+            entry.remove();
+        }
     }
 }
 

@@ -110,8 +110,12 @@ impl TorrentCtx<'_> {
             .collect()
     }
 
-    /// Give the slots of peers that lost interest, and any free slot, to interested peers now.
+    /// Give the slots of peers that lost interest, and any free slot, to interested peers now. The candidate
+    /// list is built only when the kept census says a slot is to be taken back or given.
     pub fn fill_free_slots(&mut self, now: Instant) {
+        if !self.t.choker.would_fill(&self.t.slots) {
+            return;
+        }
         let candidates = self.choke_candidates(now);
         let changes = self.t.choker.fill_free_slots(&candidates);
         for id in changes.choke {

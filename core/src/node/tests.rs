@@ -377,6 +377,7 @@ impl World {
                 }
                 let now = self.now;
                 self.peers[i].node.handle_input(now, input);
+                self.peers[i].node.check_kept_state();
                 self.drain(i);
                 if done(self) {
                     return true;
@@ -404,6 +405,7 @@ impl World {
                 if self.peers[i].alive {
                     let now = self.now;
                     self.peers[i].node.handle_timeout(now);
+                    self.peers[i].node.check_kept_state();
                     self.drain(i);
                 }
             }
@@ -978,6 +980,7 @@ impl HandPeer {
     }
 
     fn drain(&mut self, node: &mut Node) -> (Vec<Message>, Vec<BlockRef>) {
+        node.check_kept_state();
         let mut reads = Vec::new();
         while let Some(o) = node.poll_output() {
             match o {

@@ -42,6 +42,15 @@ impl TorrentTimer {
     ];
 }
 
+/// A torrent's next deadlines, as [`Torrent::next_deadlines`] reads them from its timer table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct NextDeadlines {
+    /// The earliest timer that wakes the driver.
+    pub waking: Option<Instant>,
+    /// The earliest timer with a job, lazy ones included.
+    pub any: Option<Instant>,
+}
+
 /// One armed timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timer {
@@ -87,16 +96,25 @@ impl Torrent {
         }
     }
 
-    /// The earliest instant any armed timer of this torrent is due, lazy ones included (from then on a
-    /// timeout pass has a job of this torrent to run).
-    pub fn next_any_deadline(&self, now: Instant, config: &NodeConfig) -> Option<Instant> {
-        TorrentTimer::ALL
-            .iter()
-            .filter_map(|kind| Some((kind, self.timer(*kind, now, config)?)))
+    /// The earliest instant a timer of this torrent wakes the driver, and the earliest instant any armed
+    /// timer is due, lazy ones included (from then on a timeout pass has a job of this torrent to run): both
+    /// from one reading of the timer table, as the node asks for both after every call that changed the
+    /// torrent.
+    pub fn next_deadlines(&self, now: Instant, config: &NodeConfig) -> NextDeadlines {
+        let mut next = NextDeadlines::default();
+        for kind in TorrentTimer::ALL {
+            let Some(timer) = self.timer(kind, now, config) else {
+                continue;
+            };
+            if timer.wakes {
+                next.waking = Some(next.waking.map_or(timer.at, |w| w.min(timer.at)));
+            }
             // A progress announce with no progress to tell has no job (see `on_timers`).
-            .filter(|(kind, timer)| **kind != TorrentTimer::ProgressAnnounce || timer.wakes)
-            .map(|(_, timer)| timer.at)
-            .min()
+            if kind != TorrentTimer::ProgressAnnounce || timer.wakes {
+                next.any = Some(next.any.map_or(timer.at, |a| a.min(timer.at)));
+            }
+        }
+        next
     }
 
     /// Whether a timeout pass may dial or send peer exchange for this torrent whatever its timers say.

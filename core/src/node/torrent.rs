@@ -9,7 +9,7 @@ use super::verify::Check;
 use super::{ConnId, NodeConfig, TorrentError, TorrentStats};
 use crate::backoff::Backoff;
 use crate::bitfield::Bitfield;
-use crate::choker::Choker;
+use crate::choker::{Choker, SlotCensus};
 use crate::metainfo::Metainfo;
 use crate::picker::{Picker, PickerConfig};
 use crate::time::Instant;
@@ -157,6 +157,8 @@ pub(crate) struct Torrent {
     pub meta: Arc<Metainfo>,
     pub picker: Picker,
     pub choker: Choker,
+    /// How the connections in [`Torrent::conns`] stand towards the upload slots, kept as they change.
+    pub slots: SlotCensus,
     pub check: Option<Check>,
     pub error: Option<TorrentError>,
     pub disk: DiskFaults,
@@ -186,6 +188,7 @@ impl Torrent {
         Torrent {
             picker,
             choker: Choker::new(config.upload_slots, config.optimistic_unchoke),
+            slots: SlotCensus::default(),
             check: None,
             error: None,
             disk: DiskFaults::default(),

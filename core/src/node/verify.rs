@@ -229,8 +229,16 @@ impl TorrentCtx<'_> {
         } else {
             self.maybe_progress_announce(now);
         }
+        // Holding one more piece can only end our interest, and only in a peer that holds it.
         for id in ids {
-            self.update_interest(id);
+            let may_end = self
+                .s
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.am_interested && c.peer_has.get(piece));
+            if may_end {
+                self.update_interest(id);
+            }
         }
         if probed {
             self.refill_all(now);

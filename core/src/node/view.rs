@@ -35,7 +35,9 @@ impl TorrentCtx<'_> {
         let forget = forget || still_connected;
         if ours {
             let t = &mut *self.t;
-            t.conns.remove(&id);
+            if t.conns.remove(&id) {
+                t.slots.remove(!c.am_choking, c.peer_interested);
+            }
             t.picker.remove_peer(id, &c.peer_has);
             if let (false, Some(listen)) = (c.outbound, c.listen_addr) {
                 t.peers.disconnected(listen, now);
