@@ -16,6 +16,7 @@ pub mod create;
 pub mod demo;
 pub mod dht;
 mod disk;
+pub mod heap;
 pub mod http;
 pub mod library;
 pub mod library_index;

@@ -12,6 +12,7 @@ use enjambre_core::metainfo::Metainfo;
 use sha1::{Digest, Sha1};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Largest chunk read at once while hashing a piece.
@@ -31,6 +32,8 @@ pub struct TorrentStore {
     paths: Vec<PathBuf>,
     layout: FileLayout,
     slots: Mutex<Vec<Slot>>,
+    /// A block was read to serve a peer since the last sync: the sync keeps the page cache then.
+    served: AtomicBool,
 }
 
 impl std::fmt::Debug for TorrentStore {
@@ -117,6 +120,7 @@ impl TorrentStore {
             paths,
             layout,
             slots,
+            served: AtomicBool::new(false),
         })
     }
 
@@ -189,9 +193,11 @@ impl TorrentStore {
         Ok(())
     }
 
-    /// Read `buf.len()` bytes at torrent-space `offset`, gathered across files.
+    /// Read `buf.len()` bytes at torrent-space `offset`, gathered across files, to serve a peer (the files'
+    /// cache then stays at the next sync, see [`TorrentStore::sync`]).
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check_range(offset, buf.len())?;
+        self.served.store(true, Ordering::Relaxed);
         let len = buf.len() as u64;
         for seg in self.layout.segments(offset, len) {
             let chunk = slice_mut(buf, seg.buf_offset, seg.len)?;
@@ -208,6 +214,7 @@ impl TorrentStore {
     /// blocking runner.
     pub fn read_cached(&self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
         self.check_range(offset, buf.len())?;
+        self.served.store(true, Ordering::Relaxed);
         for seg in self.layout.segments(offset, buf.len() as u64) {
             let chunk = slice_mut(buf, seg.buf_offset, seg.len)?;
             let file = self.file(seg.file_index, false)?;
@@ -331,7 +338,10 @@ impl TorrentStore {
         Ok(Some(out))
     }
 
-    /// Make every write since the last sync durable.
+    /// Make every write since the last sync durable, then, unless a block was read to serve a peer since
+    /// the last sync, let the OS drop those files' cached pages ([`StorageFile::release_written_back`]): a
+    /// download that uploads nothing recycles its page cache instead of growing it, while one that shares
+    /// what it gets (a swarm of leechers) keeps its fresh pieces cached for the peers that ask for them.
     pub fn sync(&self) -> io::Result<()> {
         let dirty: Vec<(usize, Arc<dyn StorageFile>)> = {
             let mut slots = self.lock();
@@ -345,9 +355,15 @@ impl TorrentStore {
                 })
                 .collect()
         };
+        let uploading = self.served.swap(false, Ordering::Relaxed);
         let mut result = Ok(());
         for (i, f) in dirty {
-            if let Err(e) = f.sync_data() {
+            let synced = f.sync_data();
+            if synced.is_ok() && !uploading {
+                // A hint only: a file whose cache stays is no less durable.
+                let _ = f.release_written_back();
+            }
+            if let Err(e) = synced {
                 // Keep it dirty so the next sync retries; report the first failure.
                 if let Some(slot) = self.lock().get_mut(i) {
                     slot.dirty = true;
@@ -679,6 +695,31 @@ mod tests {
         st.prepare().unwrap();
         st.sync().unwrap();
         assert_eq!(take().len(), 4);
+    }
+
+    /// A sync releases the cache of a download that served nothing since the last sync, and keeps it for
+    /// one that did.
+    #[test]
+    fn sync_keeps_the_cache_of_a_download_that_serves() {
+        let s = Scratch::new("tstore", "release");
+        let data = payload(256 * 1024);
+        let m = single(&data);
+        let st = store(&s.0, &m);
+        st.write(0, &data[..128 * 1024]).unwrap();
+        // Probed through a handle of its own, which does not count as serving.
+        let probe = StdStorage.open(&st.paths()[0], false).unwrap();
+        let cached = |offset: u64| probe.read_cached_at(&mut [0; 4096], offset).unwrap();
+        if !cached(0) {
+            eprintln!("SKIP: this kernel or filesystem has no RWF_NOWAIT reads");
+            return;
+        }
+        st.read(0, &mut [0; 100]).unwrap();
+        st.sync().unwrap();
+        assert!(cached(0), "the cache of a download that serves was dropped");
+        // Nothing served since: this sync drops what the first one kept.
+        st.write(128 * 1024, &data[128 * 1024..]).unwrap();
+        st.sync().unwrap();
+        assert!(!cached(0), "the cache of a download serving nothing stays");
     }
 
     #[test]

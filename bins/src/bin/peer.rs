@@ -143,6 +143,7 @@ fn piece_size(text: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    enjambre_net::heap::keep_freed_heap();
     let cli = Cli::parse();
     let default = match cli.verbose {
         0 => "warn",
