@@ -895,7 +895,11 @@ mod tests {
         assert_eq!(a.len(), 4);
         assert!(p.in_endgame());
         let b = p.pick(2, &all(1), 10, Instant::ZERO, &mut rng());
-        assert_eq!(b, vec![a[0]], "an idle peer duplicates one outstanding block");
+        assert_eq!(
+            b,
+            vec![a[0]],
+            "an idle peer duplicates one outstanding block"
+        );
         match p.on_block(2, b[0]) {
             BlockOutcome::Accepted { cancel, .. } => assert_eq!(cancel, vec![1]),
             o => panic!("{o:?}"),
@@ -992,7 +996,10 @@ mod tests {
             duplicates.extend(p.pick(peer, &all(2), 16, t0, &mut rng()));
         }
         duplicates.sort();
-        assert_eq!(duplicates, first, "every outstanding block gets a second source, none a third");
+        assert_eq!(
+            duplicates, first,
+            "every outstanding block gets a second source, none a third"
+        );
         for peer in 2..10 {
             assert_eq!(p.outstanding(peer), 1, "one duplicate per idle peer");
         }
