@@ -12,6 +12,18 @@ use rand_core::RngCore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Most peers asked at once for one block in endgame, counting only requests younger than
+/// [`ENDGAME_STALE`]: the first and one duplicate. Small files fetched from crowds showed why (`sim explore`
+/// seeds 2784, 3822, 4910, 5385, 6045, 6190, 6790, 9408): with an 80 ms round trip every source that unchoked
+/// late found the peer idle and was given up to its whole queue of duplicates, up to three requesters per
+/// block, and 2.46 copies of an 11-block file were received (`scenarios/regressions/endgame-crowd.toml`).
+const ENDGAME_REQUESTERS: usize = 2;
+
+/// Age after which an endgame request no longer counts against [`ENDGAME_REQUESTERS`]: a block whose sources
+/// have sat on it this long (one stopped serving, another rejected it and was asked again) may be asked of
+/// one more idle peer before the request timeout, instead of the download waiting seconds for its last block.
+const ENDGAME_STALE: Duration = Duration::from_secs(1);
+
 /// One block of one piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockRef {
@@ -337,11 +349,12 @@ impl Picker {
         if out.len() < max {
             self.take_free_blocks(peer, peer_has, max, &mut out, true, false);
         }
-        // Endgame duplicates go only to a peer with nothing else outstanding: every duplicate that loses the
-        // race is wasted, so a peer asks again for blocks others are fetching only once it has gone idle.
+        // Endgame duplicates go only to a peer with nothing else outstanding, one block at a time, and each
+        // block is asked of [`ENDGAME_REQUESTERS`] peers at most: every duplicate that loses the race is
+        // wasted, so a peer asks again for a block another is fetching only once it has gone idle.
         if out.is_empty() && self.outstanding(peer) == 0 && self.config.endgame && self.in_endgame()
         {
-            self.take_endgame_blocks(peer, peer_has, max, &mut out);
+            self.take_endgame_block(peer, peer_has, now, &mut out);
         }
         for b in &out {
             self.requested_at.insert(peer, *b, now);
@@ -431,29 +444,44 @@ impl Picker {
         self.note_free(piece);
     }
 
-    fn take_endgame_blocks(
+    /// One endgame duplicate for the idle `peer`: the block with the fewest recent requests (younger than
+    /// [`ENDGAME_STALE`]), below [`ENDGAME_REQUESTERS`], first in piece order among equals.
+    fn take_endgame_block(
         &mut self,
         peer: ConnId,
         peer_has: &Bitfield,
-        max: usize,
+        now: Instant,
         out: &mut Vec<BlockRef>,
     ) {
-        let mut candidates: Vec<(usize, BlockRef)> = Vec::new();
+        let mut best: Option<(usize, BlockRef)> = None;
         for (&piece, p) in &self.partial {
             if !peer_has.get(piece) || self.exclusive.contains(&piece) {
                 continue;
             }
             let piece_len = self.piece_len(piece);
             for (i, state) in p.blocks.iter().enumerate() {
-                if let BlockState::Requested(ps) = state {
-                    if !ps.contains(&peer) && ps.len() < 3 {
-                        candidates.push((ps.len(), block_at(piece, i as u32, piece_len)));
-                    }
+                let BlockState::Requested(ps) = state else {
+                    continue;
+                };
+                if ps.contains(&peer) {
+                    continue;
+                }
+                let block = block_at(piece, i as u32, piece_len);
+                let recent = ps
+                    .iter()
+                    .filter(|r| {
+                        self.requested_at
+                            .at
+                            .get(&(**r, block))
+                            .is_some_and(|t| now.saturating_since(*t) < ENDGAME_STALE)
+                    })
+                    .count();
+                if recent < ENDGAME_REQUESTERS && best.is_none_or(|(n, _)| recent < n) {
+                    best = Some((recent, block));
                 }
             }
         }
-        candidates.sort();
-        for (_, b) in candidates.into_iter().take(max - out.len()) {
+        if let Some((_, b)) = best {
             if let Some(BlockState::Requested(ps)) = self.block_state_mut(b) {
                 ps.push(peer);
                 out.push(b);
@@ -1031,7 +1059,11 @@ mod tests {
         assert_eq!(a.len(), 4);
         assert!(p.in_endgame());
         let b = p.pick(2, &all(1), 10, Instant::ZERO, &mut rng());
-        assert_eq!(b.len(), 4, "endgame duplicates outstanding blocks");
+        assert_eq!(
+            b,
+            vec![a[0]],
+            "an idle peer duplicates one outstanding block"
+        );
         match p.on_block(2, b[0]) {
             BlockOutcome::Accepted { cancel, .. } => assert_eq!(cancel, vec![1]),
             o => panic!("{o:?}"),
@@ -1110,8 +1142,41 @@ mod tests {
         );
         p.on_block(3, c[0]);
         let dup = p.pick(3, &all(1), 4, Instant::ZERO, &mut rng());
-        assert_eq!(dup.len(), 3, "an idle peer duplicates what is left");
+        assert_eq!(dup.len(), 1, "an idle peer duplicates one block at a time");
         assert!(dup.iter().all(|x| a.contains(x) || b.contains(x)));
+    }
+
+    #[test]
+    fn endgame_asks_each_block_of_two_recent_sources_one_duplicate_per_idle_peer() {
+        // Eight blocks out with peer 1; twenty idle peers join in turn, as a crowd unchoking one by one does.
+        let mut p = picker(2);
+        let t0 = Instant::from_micros(1_000);
+        let mut first = p.pick(1, &all(2), 8, t0, &mut rng());
+        assert_eq!(first.len(), 8);
+        first.sort();
+        assert!(p.in_endgame());
+        let mut duplicates = Vec::new();
+        for peer in 2..22 {
+            duplicates.extend(p.pick(peer, &all(2), 16, t0, &mut rng()));
+        }
+        duplicates.sort();
+        assert_eq!(
+            duplicates, first,
+            "every outstanding block gets a second source, none a third"
+        );
+        for peer in 2..10 {
+            assert_eq!(p.outstanding(peer), 1, "one duplicate per idle peer");
+        }
+        assert_eq!(p.outstanding(10), 0, "nothing left to duplicate");
+        // Both sources sat on their requests: one more idle peer may ask for each block.
+        let later = t0 + ENDGAME_STALE;
+        let third = p.pick(10, &all(2), 16, later, &mut rng());
+        assert_eq!(third.len(), 1);
+        assert!(first.contains(&third[0]));
+        assert!(
+            p.pick(11, &all(2), 16, later, &mut rng()).len() == 1,
+            "another stale block for the next idle peer"
+        );
     }
 
     #[test]
