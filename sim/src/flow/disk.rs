@@ -13,6 +13,7 @@
 //! Writes are durable at once: crash stories (lost unsynced writes, torn writes on a crash) stay on the
 //! turmoil engine, whose filesystem models them.
 
+use super::content_blocks::ContentBlocks;
 use crate::content;
 use enjambre_net::storage::{Storage, StorageFile};
 use sha1::{Digest, Sha1};
@@ -126,12 +127,15 @@ impl FileState {
 /// A file whose written bytes equal the generated content except where an overlay says otherwise.
 pub struct LazyFile {
     content: Option<ContentId>,
+    /// The generated content's blocks, shared with the other hosts' files of the same content.
+    blocks: Option<Arc<ContentBlocks>>,
     state: Mutex<FileState>,
 }
 
 impl LazyFile {
     fn new(content: Option<ContentId>) -> LazyFile {
         LazyFile {
+            blocks: content.as_ref().map(ContentBlocks::of),
             content,
             state: Mutex::new(FileState::default()),
         }
@@ -147,8 +151,8 @@ impl LazyFile {
     }
 
     fn generated(&self, offset: u64, buf: &mut [u8]) {
-        match &self.content {
-            Some(c) => content::fill_at(c.seed, &c.name, offset, buf),
+        match &self.blocks {
+            Some(b) => b.fill(offset, buf),
             None => buf.fill(0),
         }
     }
@@ -180,11 +184,7 @@ impl StorageFile for LazyFile {
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        let same = self.content.is_some() && {
-            let mut expected = vec![0u8; data.len()];
-            self.generated(offset, &mut expected);
-            expected == data
-        };
+        let same = self.blocks.as_ref().is_some_and(|b| b.equals(offset, data));
         let mut st = self.lock();
         st.clear_overlay(offset, end);
         if !same {

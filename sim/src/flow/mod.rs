@@ -3,6 +3,7 @@
 //! flows instead of moving packets ([`net`]); disks keep only what differs from the generated content
 //! ([`disk`]).
 
+pub mod content_blocks;
 pub mod disk;
 pub mod group;
 pub mod net;
