@@ -4,10 +4,10 @@
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
-use enjambre_net::storage::{FileLock, FileStamp, StdStorage, Storage, StorageFile, ThreadPool};
+use enjambre_net::storage::testing::{Fault, Op, ScriptedStorage};
+use enjambre_net::storage::{StdStorage, ThreadPool};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,48 +16,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch folder");
     d
-}
-
-/// The real filesystem, except that replacing a small file (the state folder's `.torrent` and checkpoints)
-/// fails with ENOSPC while `full` is set.
-struct FullForSmallFiles {
-    full: Arc<AtomicBool>,
-}
-
-impl Storage for FullForSmallFiles {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        StdStorage.open(path, create)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdStorage.create_dir_all(path)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        StdStorage.read_file(path)
-    }
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(28));
-        }
-        StdStorage.replace_file(path, contents)
-    }
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        StdStorage.file_len(path)
-    }
-    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
-        StdStorage.file_stamp(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        StdStorage.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        StdStorage.is_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdStorage.remove_file(path)
-    }
-    fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
-        StdStorage.lock_exclusive(path, note)
-    }
 }
 
 fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
@@ -100,7 +58,10 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
         .await
         .expect("seeder shares");
 
-    let full = Arc::new(AtomicBool::new(true));
+    // The real filesystem, except that replacing a small file (the state folder's `.torrent` and
+    // checkpoints) fails with ENOSPC until the faults are cleared.
+    let storage = ScriptedStorage::new(StdStorage);
+    storage.fail(Fault::new(Op::ReplaceFile, io::ErrorKind::StorageFull));
     let stalls = Arc::new(Mutex::new(Vec::new()));
     let seen = stalls.clone();
     let sink: EventSink = Arc::new(move |_, e: &NodeEvent| {
@@ -109,7 +70,7 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
         }
     });
     let mut env = PeerEnv::real();
-    env.storage = Arc::new(FullForSmallFiles { full: full.clone() });
+    env.storage = storage.clone();
     let (leecher, _) = Peer::start(env, options(leech_dir.clone(), 2, Some(sink)))
         .await
         .expect("leecher starts");
@@ -140,7 +101,7 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
     assert!(leecher.stats().await.expect("stats").is_empty());
 
     // Space is freed: the next try prepares the download, which completes.
-    full.store(false, Ordering::SeqCst);
+    storage.clear_faults();
     let hash = tokio::time::timeout(Duration::from_secs(10), add)
         .await
         .expect("added once space is freed")
