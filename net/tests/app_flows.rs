@@ -2,13 +2,13 @@
 //! folder served with a chosen piece length while the tracker is still down (the publication is retried
 //! until the tracker takes it), and a leecher asking the catalog again until the name appears.
 
-use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::app::{
     peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
     TrackerUrls,
 };
-use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
+use enjambre_net::tracker_server::testing::LocalTracker;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,24 +93,20 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
             .await
             .unwrap()
     };
+    // Kept outside the timed join, so that a failure below can still show the tracker's catalog.
+    let server = Mutex::new(None);
     let tracker_up = async {
         // The leecher is asking by now; the tracker comes up on the port the seeder publishes to.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let listener = TokioTransport.bind(tracker_addr).await.unwrap();
-        let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-        let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-            listener,
-            registry,
-            Clock::new(),
-            Default::default(),
-        ));
-        server.abort_handle()
+        let up =
+            LocalTracker::start_at(tracker_addr, RegistryConfig::default(), Default::default());
+        *server.lock().unwrap() = Some(up.await.unwrap());
     };
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
         tokio::join!(fetched, tracker_up)
     })
     .await;
-    let Ok((reports, server)) = joined else {
+    let Ok((reports, ())) = joined else {
         panic!(
             "the leecher never got the file; catalog: {:?}; leecher: {:?}",
             seeder.list_catalog().await,
@@ -125,7 +121,7 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
     assert_eq!(std::fs::read(leech_dir.join("f.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    server.abort();
+    drop(server);
     let _ = std::fs::remove_dir_all(seed_dir);
     let _ = std::fs::remove_dir_all(leech_dir);
 }

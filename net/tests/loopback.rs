@@ -1,11 +1,9 @@
 //! Real sockets on 127.0.0.1: a seeder and a leecher driven by the peer driver, with real files.
 
 use enjambre_core::node::NodeConfig;
-use enjambre_net::clock::Clock;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::{StdStorage, ThreadPool};
-use enjambre_net::transport::TokioTransport;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,22 +100,12 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
 async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     use enjambre_core::bencode::{self, Value};
     use enjambre_core::metainfo::Metainfo;
-    use enjambre_core::tracker::{Registry, RegistryConfig};
-    use enjambre_net::transport::{Listener, Transport};
-    use std::sync::Mutex;
+    use enjambre_core::tracker::RegistryConfig;
+    use enjambre_net::tracker_server::testing::LocalTracker;
 
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().unwrap())
+    let tracker = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let tracker_addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        Default::default(),
-    ));
 
     let seed_dir = scratch("tiers-seed");
     let leech_dir = scratch("tiers-leech");
@@ -145,7 +133,7 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
                 url("udp://127.0.0.1:9/announce"),
                 url("http://127.0.0.1:1/announce"),
             ]),
-            Value::List(vec![url(&format!("http://{tracker_addr}/announce"))]),
+            Value::List(vec![url(&tracker.announce_url())]),
         ]),
     );
     let meta = Metainfo::from_bytes(&bencode::encode(&root)).unwrap();
@@ -185,7 +173,7 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     assert_eq!(std::fs::read(leech_dir.join("t.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    server.abort();
+    drop(tracker);
     let _ = std::fs::remove_dir_all(seed_dir);
     let _ = std::fs::remove_dir_all(leech_dir);
 }

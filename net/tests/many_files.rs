@@ -3,16 +3,16 @@
 //! restart trusts the cached metainfo of files whose length and modification time did not change and reads
 //! no byte of them, and a file touched since is checked again (and only that one).
 
-use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::app::{
     peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
     TrackerUrls,
 };
-use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::testing::{Op, ScriptedStorage};
 use enjambre_net::storage::{StdStorage, ThreadPool};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::transport::TokioTransport;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,22 +115,10 @@ fn seeding(events: &[ServeEvent]) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
-    let listener = TokioTransport
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let server = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry.clone(),
-        Clock::new(),
-        Default::default(),
-    ));
-    let tracker = TrackerUrls {
-        announce: format!("http://{addr}/announce"),
-        base: format!("http://{addr}"),
-    };
+    let tracker = server.urls();
     let dir = scratch("restart");
     for i in 0..FILES {
         let data: Vec<u8> = (0..10_000 + i).map(|b| (b * 31 + i) as u8).collect();
@@ -161,7 +149,7 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     });
     let total: u64 = (0..FILES).map(|i| (10_000 + i) as u64).sum();
     assert_eq!(last, Some((FILES, FILES, total, total)));
-    assert_eq!(registry.lock().unwrap().catalog_len(), FILES);
+    assert_eq!(server.registry.lock().unwrap().catalog_len(), FILES);
     app.shutdown().await;
     // A peer that stops indexes its state folder (as `peer serve` does on SIGTERM).
     app.save_library_index().await;
@@ -199,7 +187,7 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     let read: Vec<String> = take_payload_reads(&reads).into_keys().collect();
     assert_eq!(read, vec![name(7)]);
     app.shutdown().await;
-    server.abort();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -208,22 +196,10 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
 /// instead of spot-checking it at every start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downloaded_file_is_trusted_at_the_next_start() {
-    let listener = TokioTransport
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let server = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        Default::default(),
-    ));
-    let tracker = TrackerUrls {
-        announce: format!("http://{addr}/announce"),
-        base: format!("http://{addr}"),
-    };
+    let tracker = server.urls();
     let (seed_dir, leech_dir) = (scratch("stamp-seed"), scratch("stamp-leech"));
     let data: Vec<u8> = (0..700_000u32).map(|b| (b * 7 % 251) as u8).collect();
     std::fs::write(seed_dir.join("movie.bin"), &data).unwrap();
@@ -273,7 +249,7 @@ async fn a_downloaded_file_is_trusted_at_the_next_start() {
         .collect();
     assert_eq!(trusted, ["movie.bin"]);
     assert!(plan.cached.is_empty() && plan.to_hash.is_empty() && plan.resume.is_empty());
-    server.abort();
+    drop(server);
     let _ = std::fs::remove_dir_all(&seed_dir);
     let _ = std::fs::remove_dir_all(&leech_dir);
 }
