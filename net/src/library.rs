@@ -355,7 +355,7 @@ mod tests {
 
     const PIECE: u32 = 16 * 1024;
 
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     fn data(len: usize, salt: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(7) ^ salt).collect()

@@ -470,7 +470,7 @@ mod tests {
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
     /// A scratch folder removed on drop.
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     const PIECE: u32 = 16 * 1024;
 

@@ -8,6 +8,7 @@ use enjambre_net::app::{
     TrackerUrls,
 };
 use enjambre_net::peer::PeerEnv;
+use enjambre_net::storage::testing::Scratch;
 use enjambre_net::tracker_server::testing::LocalTracker;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use std::collections::BTreeMap;
@@ -15,13 +16,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-app-flows-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn options(dir: PathBuf, tracker: &TrackerUrls, seed: u64) -> AppOptions {
     let mut o = AppOptions::new(
@@ -48,8 +42,10 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
         base: format!("http://{tracker_addr}"),
     };
 
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("app-flows", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("app-flows", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(seed_dir.join("f.bin"), &data).unwrap();
 
@@ -122,6 +118,4 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
     leecher.shutdown().await;
     seeder.shutdown().await;
     drop(server);
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }

@@ -3,17 +3,11 @@
 use enjambre_core::node::NodeConfig;
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
+use enjambre_net::storage::testing::Scratch;
 use enjambre_net::storage::{StdStorage, ThreadPool};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-loopback-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn options(dir: PathBuf, n: u8) -> PeerOptions {
     let mut node = NodeConfig::default();
@@ -33,8 +27,10 @@ fn options(dir: PathBuf, n: u8) -> PeerOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("loopback", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(seed_dir.join("data.bin"), &data).unwrap();
     let meta = create_metainfo(
@@ -90,8 +86,6 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     assert!(checkpoint.contains("\"complete\": true"), "{checkpoint}");
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }
 
 /// BEP 12: the announce-list is walked in order, skipping UDP trackers and trackers that do not answer, so
@@ -107,8 +101,10 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
         .await
         .unwrap();
 
-    let seed_dir = scratch("tiers-seed");
-    let leech_dir = scratch("tiers-leech");
+    let seed_dir_scratch = Scratch::new("loopback", "tiers-seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "tiers-leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(seed_dir.join("t.bin"), &data).unwrap();
     let made = create_metainfo(
@@ -174,8 +170,6 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     leecher.shutdown().await;
     seeder.shutdown().await;
     drop(tracker);
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }
 
 /// A leecher on a real disk (pieces held in memory until complete, written whole, hashed from memory) is
@@ -186,8 +180,10 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
 async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() {
     use enjambre_net::state_dir::StateDir;
     use sha1::{Digest, Sha1};
-    let seed_dir = scratch("kill-seed");
-    let leech_dir = scratch("kill-leech");
+    let seed_dir_scratch = Scratch::new("loopback", "kill-seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "kill-leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..8_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -276,6 +272,4 @@ async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() 
     assert_eq!(std::fs::read(leech_dir.join("data.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }

@@ -9,13 +9,13 @@ use enjambre_net::app::{
     TrackerUrls,
 };
 use enjambre_net::peer::PeerEnv;
-use enjambre_net::storage::testing::{Op, ScriptedStorage};
+use enjambre_net::storage::testing::{Op, Scratch, ScriptedStorage};
 use enjambre_net::storage::{StdStorage, ThreadPool};
 use enjambre_net::tracker_server::testing::LocalTracker;
 use enjambre_net::transport::TokioTransport;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,13 +45,6 @@ fn take_metainfo_reads(storage: &Counting) -> u64 {
         .filter(|(path, _)| path.extension().is_some_and(|e| e == "torrent"))
         .map(|(_, t)| t.calls)
         .sum()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-many-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn name(i: usize) -> String {
@@ -119,7 +112,8 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
         .await
         .unwrap();
     let tracker = server.urls();
-    let dir = scratch("restart");
+    let dir_scratch = Scratch::new("many-files", "restart");
+    let dir = dir_scratch.0.clone();
     for i in 0..FILES {
         let data: Vec<u8> = (0..10_000 + i).map(|b| (b * 31 + i) as u8).collect();
         std::fs::write(dir.join(name(i)), data).unwrap();
@@ -188,7 +182,6 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     assert_eq!(read, vec![name(7)]);
     app.shutdown().await;
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A file this peer downloaded (every byte written by it, verified, the complete checkpoint durable) gets
@@ -200,7 +193,11 @@ async fn a_downloaded_file_is_trusted_at_the_next_start() {
         .await
         .unwrap();
     let tracker = server.urls();
-    let (seed_dir, leech_dir) = (scratch("stamp-seed"), scratch("stamp-leech"));
+    let (seed_dir_scratch, leech_dir_scratch) = (
+        Scratch::new("many-files", "stamp-seed"),
+        Scratch::new("many-files", "stamp-leech"),
+    );
+    let (seed_dir, leech_dir) = (seed_dir_scratch.0.clone(), leech_dir_scratch.0.clone());
     let data: Vec<u8> = (0..700_000u32).map(|b| (b * 7 % 251) as u8).collect();
     std::fs::write(seed_dir.join("movie.bin"), &data).unwrap();
     let start = |dir: &Path, seed: u64| {
@@ -250,6 +247,4 @@ async fn a_downloaded_file_is_trusted_at_the_next_start() {
     assert_eq!(trusted, ["movie.bin"]);
     assert!(plan.cached.is_empty() && plan.to_hash.is_empty() && plan.resume.is_empty());
     drop(server);
-    let _ = std::fs::remove_dir_all(&seed_dir);
-    let _ = std::fs::remove_dir_all(&leech_dir);
 }

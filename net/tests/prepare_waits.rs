@@ -4,19 +4,12 @@
 use enjambre_core::node::{NodeConfig, NodeEvent};
 use enjambre_net::create::create_metainfo;
 use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
-use enjambre_net::storage::testing::{Fault, Op, ScriptedStorage};
+use enjambre_net::storage::testing::{Fault, Op, Scratch, ScriptedStorage};
 use enjambre_net::storage::{StdStorage, ThreadPool};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-prepare-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch folder");
-    d
-}
 
 fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
     let mut node = NodeConfig::default();
@@ -38,8 +31,10 @@ fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("prepare", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("prepare", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(seed_dir.join("data.bin"), &data).expect("write the source");
     let meta = create_metainfo(
@@ -123,6 +118,4 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
     );
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }

@@ -1,5 +1,5 @@
-//! Test support: [`ScriptedStorage`], the one storage wrapper tests use to count what a driver asks of the
-//! disk and to make chosen operations fail.
+//! Test support for the disk seam: [`ScriptedStorage`], the one storage wrapper tests use to count what a
+//! driver asks of the disk and to make chosen operations fail, and [`Scratch`], the one scratch folder.
 //!
 //! Compiled for this crate's own tests and, behind the `test-support` feature, for other crates' tests
 //! (`enjambre-net = { ..., features = ["test-support"] }` in their `[dev-dependencies]`): product builds do
@@ -348,11 +348,36 @@ impl<S: Storage> Storage for ScriptedStorage<S> {
     }
 }
 
+/// A fresh folder under the system temp folder for one test, `TMP/enjambre-<group>-<pid>-<name>`: emptied
+/// at creation, removed when dropped after the test succeeded, kept (and its path printed) when it failed.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// The folder of test `name` in `group` (a module or test file), fresh and empty.
+    pub fn new(group: &str, name: &str) -> Scratch {
+        let d =
+            std::env::temp_dir().join(format!("enjambre-{group}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch folder kept for inspection: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::StdStorage;
-    use crate::test_util::Scratch;
 
     #[test]
     fn counts_calls_and_bytes_per_path_and_kind() {
