@@ -1,8 +1,10 @@
 //! A download whose preparation meets a full disk (the `.torrent` cannot be saved in the state folder) waits
 //! for space and then downloads, as a download stopped by a failed write does (found by `sim explore`).
 
-use enjambre_core::node::{NodeConfig, NodeEvent};
-use enjambre_net::create::create_metainfo;
+mod common;
+
+use common::{complete_and_durable, peer_options, shared_file, wait_for_stats};
+use enjambre_core::node::NodeEvent;
 use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
 use enjambre_net::storage::testing::{Fault, Op, Scratch, ScriptedStorage};
 use enjambre_net::storage::{StdStorage, ThreadPool};
@@ -11,22 +13,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Peer `n`'s options, with a disk backoff of 20 to 100 ms and its events told to `events`.
 fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
-    let mut node = NodeConfig::default();
-    node.peer_id[19] = n;
-    node.seed = u64::from(n);
-    node.disk_retry_base = Duration::from_millis(20);
-    node.disk_retry_max = Duration::from_millis(100);
-    PeerOptions {
-        node,
-        dir,
-        listen: "127.0.0.1:0".parse().expect("address"),
-        tracker: None,
-        max_upload_rate: None,
-        max_download_rate: None,
-        events,
-        unsafe_checkpoint_before_sync: false,
-    }
+    let mut options = peer_options(dir, n);
+    options.node.disk_retry_base = Duration::from_millis(20);
+    options.node.disk_retry_max = Duration::from_millis(100);
+    options.events = events;
+    options
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,15 +29,7 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
     let leech_dir_scratch = Scratch::new("prepare", "leech");
     let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(seed_dir.join("data.bin"), &data).expect("write the source");
-    let meta = create_metainfo(
-        &StdStorage,
-        &seed_dir.join("data.bin"),
-        256 * 1024,
-        None,
-        &mut |_, _| {},
-    )
-    .expect("metainfo");
+    let meta = shared_file(&seed_dir, "data.bin", &data, 256 * 1024);
     let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 1, None))
         .await
         .expect("seeder starts");
@@ -103,15 +88,8 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
         .expect("add task")
         .expect("added");
     assert_eq!(hash, meta.info_hash);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.expect("stats");
-        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "stalled: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (within, poll) = (Duration::from_secs(30), Duration::from_millis(20));
+    wait_for_stats(&leecher, "stalled", within, poll, complete_and_durable).await;
     assert_eq!(
         std::fs::read(leech_dir.join("data.bin")).expect("downloaded file"),
         data
