@@ -16,8 +16,9 @@
 
 use crate::clock::Clock;
 use crate::rate::RateLimit;
+use crate::send_file::{poll_send_range, poll_write_more, FileRange, SendFileError};
 use bytes::{Buf, Bytes};
-use enjambre_core::node::{ConnId, Input};
+use enjambre_core::node::{CloseReason, ConnId, Input};
 use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -65,35 +66,74 @@ impl Wake for ConnWaker {
     }
 }
 
+/// Something to write to a socket: bytes, or a range of a file sent from the file ([`crate::send_file`]).
+enum Outgoing {
+    Bytes(Bytes),
+    File(FileRange),
+}
+
+impl Outgoing {
+    fn len(&self) -> u64 {
+        match self {
+            Outgoing::Bytes(b) => b.len() as u64,
+            Outgoing::File(r) => r.len,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Outgoing::Bytes(b) => b.advance(n),
+            Outgoing::File(r) => r.advance(n as u64),
+        }
+    }
+}
+
 /// One connection's socket and what waits to be written to it.
 struct Socket<S> {
     stream: S,
     flag: Arc<ConnWaker>,
     waker: Waker,
     /// Handed to the socket by the node, not yet taken by it.
-    unsent: VecDeque<Bytes>,
+    unsent: VecDeque<Outgoing>,
     unsent_bytes: u64,
     /// A write failed: what the node sends from now on is dropped (the read side reports the end).
     write_failed: bool,
+    /// A file range could not be sent: the stream is cut inside a message, the connection must be dropped.
+    file_failed: Option<SendFileError>,
     /// Bytes read that wait for the download limit, and the wait.
     held: Option<(Pin<Box<tokio::time::Sleep>>, Bytes)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
     /// Write what is queued until the socket would block.
     fn flush(&mut self) {
         let mut cx = Context::from_waker(&self.waker);
-        while let Some(front) = self.unsent.front_mut() {
-            match Pin::new(&mut self.stream).poll_write(&mut cx, front) {
+        while let Some(front) = self.unsent.front() {
+            let wrote = match front {
+                // Bytes right before a file range (a PIECE header) go out with it, not alone.
+                Outgoing::Bytes(b) if matches!(self.unsent.get(1), Some(Outgoing::File(_))) => {
+                    poll_write_more(&mut self.stream, &mut cx, b).map_err(SendFileError::from)
+                }
+                Outgoing::Bytes(b) => Pin::new(&mut self.stream)
+                    .poll_write(&mut cx, b)
+                    .map_err(SendFileError::from),
+                Outgoing::File(r) => poll_send_range(&mut self.stream, &mut cx, r),
+            };
+            match wrote {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.unsent_bytes -= n as u64;
-                    if n == front.len() {
+                    if n as u64 >= front.len() {
                         self.unsent.pop_front();
-                    } else {
+                    } else if let Some(front) = self.unsent.front_mut() {
                         front.advance(n);
                     }
                 }
-                Poll::Ready(_) => {
+                Poll::Ready(result) => {
+                    if let (Err(e), Outgoing::File(_)) = (result, front) {
+                        // Reported by the next poll of this connection (see `poll_inputs`).
+                        self.file_failed = Some(e);
+                        self.waker.wake_by_ref();
+                    }
                     self.write_failed = true;
                     self.unsent.clear();
                     self.unsent_bytes = 0;
@@ -147,8 +187,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket<S> {
         let unsent = std::mem::take(&mut self.unsent);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_FLUSH_GRACE, async move {
-                for data in unsent {
-                    stream.write_all(&data).await?;
+                for item in unsent {
+                    match item {
+                        Outgoing::Bytes(data) => stream.write_all(&data).await?,
+                        Outgoing::File(mut range) => {
+                            while range.len > 0 {
+                                let n = std::future::poll_fn(|cx| {
+                                    poll_send_range(&mut stream, cx, &range)
+                                })
+                                .await
+                                .map_err(io::Error::other)?;
+                                range.advance(n as u64);
+                            }
+                        }
+                    }
                 }
                 stream.shutdown().await
             })
@@ -197,6 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
                 unsent: VecDeque::new(),
                 unsent_bytes: 0,
                 write_failed: false,
+                file_failed: None,
                 held: None,
             },
         );
@@ -205,19 +258,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
     /// Write `data` to connection `id` (what the socket does not take now waits for it). `Err` with the
     /// bytes it would leave unsent when that exceeds `max_unsent`: nothing is queued then.
     pub fn send(&mut self, id: ConnId, data: Bytes, max_unsent: u64) -> Result<(), u64> {
+        self.queue(id, vec![Outgoing::Bytes(data)], max_unsent)
+    }
+
+    /// Send `ranges` of files to connection `id` after what is queued, straight from the files where the
+    /// socket and the files allow it ([`crate::send_file`]); otherwise as [`Sockets::send`]. A range the
+    /// files no longer hold drops the connection ([`Input::Dropped`] at the next poll).
+    pub fn send_ranges(
+        &mut self,
+        id: ConnId,
+        ranges: Vec<FileRange>,
+        max_unsent: u64,
+    ) -> Result<(), u64> {
+        self.queue(
+            id,
+            ranges.into_iter().map(Outgoing::File).collect(),
+            max_unsent,
+        )
+    }
+
+    /// Queue `items` on connection `id` and write what the socket takes now.
+    fn queue(&mut self, id: ConnId, items: Vec<Outgoing>, max_unsent: u64) -> Result<(), u64> {
         let Some(s) = self.conns.get_mut(&id) else {
             return Ok(());
         };
         if s.write_failed {
             return Ok(());
         }
-        let queued = s.unsent_bytes + data.len() as u64;
+        let queued = s.unsent_bytes + items.iter().map(Outgoing::len).sum::<u64>();
         if queued > max_unsent {
             return Err(queued);
         }
+        let was_empty = s.unsent.is_empty();
         s.unsent_bytes = queued;
-        s.unsent.push_back(data);
-        if s.unsent.len() == 1 {
+        s.unsent.extend(items);
+        if was_empty {
             s.flush();
         }
         Ok(())
@@ -281,7 +356,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
             // The socket's wakers lock the queue: let them run while this socket is served.
             drop(ids);
             s.flush();
-            if !reading {
+            if let Some(error) = s.file_failed.take() {
+                tracing::warn!("connection {id}: {error}");
+                self.conns.remove(&id);
+                inputs.push(Input::Dropped {
+                    conn: id,
+                    reason: CloseReason::ServeReadFailed,
+                });
+            } else if !reading {
                 self.paused.push(id);
             } else {
                 match s.poll_read(self.down.as_ref(), &self.clock) {

@@ -820,6 +820,40 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                     ));
                 }
             }
+            Output::SendRange {
+                conn,
+                torrent,
+                offset,
+                len,
+            } => {
+                let store = self
+                    .stores
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&torrent).cloned());
+                let ranges = match store {
+                    Some(store) => store.file_ranges(offset, u64::from(len)),
+                    None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                };
+                let queued = match ranges {
+                    Ok(ranges) => self
+                        .sockets
+                        .send_ranges(conn, ranges, MAX_UNSENT_PER_CONN)
+                        .map_err(|queued| CloseReason::Unread {
+                            unread_mib: queued / (1024 * 1024),
+                        }),
+                    Err(e) => {
+                        tracing::warn!(
+                            "connection {conn}: cannot send {len} bytes at {offset}: {e}"
+                        );
+                        Err(CloseReason::ServeReadFailed)
+                    }
+                };
+                if let Err(reason) = queued {
+                    self.sockets.abort(conn);
+                    self.dropped.push((conn, reason));
+                }
+            }
             // What is queued (a goodbye, a last message) is still written, for a few seconds at most.
             Output::Close { conn } => self.sockets.close(conn),
             Output::Disk(DiskOp::Read {

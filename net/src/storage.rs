@@ -37,6 +37,17 @@ pub trait StorageFile: Send + Sync + 'static {
     fn reads_return_writes(&self) -> bool {
         false
     }
+    /// The descriptor a socket may `sendfile` this file's bytes from, when the storage is a real file whose
+    /// bytes need no reading by the caller (default: none, and the caller reads them with
+    /// [`StorageFile::read_at`]: a simulated or watched disk must see and may tamper with every read).
+    fn send_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+    /// Whether every page of `offset..offset + len` is in the page cache, so that sending it from
+    /// [`StorageFile::send_fd`] will not wait for the device (default: cannot tell, `false`).
+    fn is_cached(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
     /// Make written data durable.
     fn sync_data(&self) -> io::Result<()>;
     /// Let the operating system drop this file's cached pages that are already on the device (a hint,
@@ -328,6 +339,54 @@ impl StorageFile for StdFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn send_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.0.as_fd())
+    }
+
+    /// `mincore` over a mapping of just those pages, made and dropped here (nothing is touched, so nothing
+    /// is read; a mapping past the end of the file reports those pages absent).
+    fn is_cached(&self, offset: u64, len: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return true;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = match u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
+            Ok(p) if p.is_power_of_two() => p,
+            _ => return false,
+        };
+        let start = offset & !(page - 1);
+        let Some(end) = offset.checked_add(len) else {
+            return false;
+        };
+        let (Ok(map_len), Ok(map_off)) =
+            (usize::try_from(end - start), libc::off_t::try_from(start))
+        else {
+            return false;
+        };
+        let pages = map_len.div_ceil(page as usize);
+        let mut present = vec![0u8; pages];
+        // SAFETY: a fresh read-only shared mapping of a descriptor this `File` owns; it is only passed to
+        // `mincore` (never dereferenced) and unmapped before returning.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                self.0.as_raw_fd(),
+                map_off,
+            );
+            if addr == libc::MAP_FAILED {
+                return false;
+            }
+            let ok = libc::mincore(addr, map_len, present.as_mut_ptr()) == 0;
+            libc::munmap(addr, map_len);
+            ok && present.iter().all(|p| p & 1 == 1)
+        }
     }
 }
 
