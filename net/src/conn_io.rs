@@ -16,8 +16,8 @@
 
 use crate::clock::Clock;
 use crate::rate::RateLimit;
-use crate::send_file::{poll_send_range, poll_write_more, FileRange, SendFileError};
-use bytes::{Buf, Bytes};
+use crate::send_file::{advance_queue, poll_write_queue, FileRange, Outgoing, SendFileError};
+use bytes::Bytes;
 use enjambre_core::node::{CloseReason, ConnId, Input};
 use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, VecDeque};
@@ -66,28 +66,6 @@ impl Wake for ConnWaker {
     }
 }
 
-/// Something to write to a socket: bytes, or a range of a file sent from the file ([`crate::send_file`]).
-enum Outgoing {
-    Bytes(Bytes),
-    File(FileRange),
-}
-
-impl Outgoing {
-    fn len(&self) -> u64 {
-        match self {
-            Outgoing::Bytes(b) => b.len() as u64,
-            Outgoing::File(r) => r.len,
-        }
-    }
-
-    fn advance(&mut self, n: usize) {
-        match self {
-            Outgoing::Bytes(b) => b.advance(n),
-            Outgoing::File(r) => r.advance(n as u64),
-        }
-    }
-}
-
 /// One connection's socket and what waits to be written to it.
 struct Socket<S> {
     stream: S,
@@ -105,34 +83,25 @@ struct Socket<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
-    /// Write what is queued until the socket would block.
+    /// Write what is queued until the socket would block (on a real socket, many items a system call:
+    /// [`crate::send_file`]).
     fn flush(&mut self) {
         let mut cx = Context::from_waker(&self.waker);
-        while let Some(front) = self.unsent.front() {
-            let wrote = match front {
-                // Bytes right before a file range (a PIECE header) go out with it, not alone.
-                Outgoing::Bytes(b) if matches!(self.unsent.get(1), Some(Outgoing::File(_))) => {
-                    poll_write_more(&mut self.stream, &mut cx, b).map_err(SendFileError::from)
-                }
-                Outgoing::Bytes(b) => Pin::new(&mut self.stream)
-                    .poll_write(&mut cx, b)
-                    .map_err(SendFileError::from),
-                Outgoing::File(r) => poll_send_range(&mut self.stream, &mut cx, r),
-            };
-            match wrote {
+        while !self.unsent.is_empty() {
+            match poll_write_queue(&mut self.stream, &mut cx, &self.unsent) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.unsent_bytes -= n as u64;
-                    if n as u64 >= front.len() {
-                        self.unsent.pop_front();
-                    } else if let Some(front) = self.unsent.front_mut() {
-                        front.advance(n);
-                    }
+                    advance_queue(&mut self.unsent, n as u64);
                 }
                 Poll::Ready(result) => {
-                    if let (Err(e), Outgoing::File(_)) = (result, front) {
-                        // Reported by the next poll of this connection (see `poll_inputs`).
-                        self.file_failed = Some(e);
-                        self.waker.wake_by_ref();
+                    // A socket that takes nothing or fails is over (its read side reports the end); a file
+                    // that fails cuts the stream inside a message: the next poll of this connection drops it
+                    // (see `poll_inputs`).
+                    if let Err(e) = result {
+                        if e.is_file() {
+                            self.file_failed = Some(e);
+                            self.waker.wake_by_ref();
+                        }
                     }
                     self.write_failed = true;
                     self.unsent.clear();
@@ -187,20 +156,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket<S> {
         let unsent = std::mem::take(&mut self.unsent);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_FLUSH_GRACE, async move {
-                for item in unsent {
-                    match item {
-                        Outgoing::Bytes(data) => stream.write_all(&data).await?,
-                        Outgoing::File(mut range) => {
-                            while range.len > 0 {
-                                let n = std::future::poll_fn(|cx| {
-                                    poll_send_range(&mut stream, cx, &range)
-                                })
-                                .await
-                                .map_err(io::Error::other)?;
-                                range.advance(n as u64);
-                            }
-                        }
+                let mut unsent = unsent;
+                while !unsent.is_empty() {
+                    let n = std::future::poll_fn(|cx| poll_write_queue(&mut stream, cx, &unsent))
+                        .await
+                        .map_err(io::Error::other)?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
                     }
+                    advance_queue(&mut unsent, n as u64);
                 }
                 stream.shutdown().await
             })
@@ -261,20 +225,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
         self.queue(id, vec![Outgoing::Bytes(data)], max_unsent)
     }
 
-    /// Send `ranges` of files to connection `id` after what is queued, straight from the files where the
-    /// socket and the files allow it ([`crate::send_file`]); otherwise as [`Sockets::send`]. A range the
-    /// files no longer hold drops the connection ([`Input::Dropped`] at the next poll).
+    /// Send `head`, then `ranges` of files, to connection `id` after what is queued (in one write where the
+    /// socket allows it), the ranges straight from the files where the socket and the files allow it
+    /// ([`crate::send_file`]); otherwise as [`Sockets::send`]. A range the files no longer hold drops the
+    /// connection ([`Input::Dropped`] at the next poll).
     pub fn send_ranges(
         &mut self,
         id: ConnId,
+        head: Bytes,
         ranges: Vec<FileRange>,
         max_unsent: u64,
     ) -> Result<(), u64> {
-        self.queue(
-            id,
-            ranges.into_iter().map(Outgoing::File).collect(),
-            max_unsent,
-        )
+        let items = std::iter::once(Outgoing::Bytes(head))
+            .filter(|h| !h.is_empty())
+            .chain(ranges.into_iter().map(Outgoing::File))
+            .collect();
+        self.queue(id, items, max_unsent)
     }
 
     /// Queue `items` on connection `id` and write what the socket takes now.

@@ -822,6 +822,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             }
             Output::SendRange {
                 conn,
+                head,
                 torrent,
                 offset,
                 len,
@@ -838,7 +839,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                 let queued = match ranges {
                     Ok(ranges) => self
                         .sockets
-                        .send_ranges(conn, ranges, MAX_UNSENT_PER_CONN)
+                        .send_ranges(conn, head, ranges, MAX_UNSENT_PER_CONN)
                         .map_err(|queued| CloseReason::Unread {
                             unread_mib: queued / (1024 * 1024),
                         }),

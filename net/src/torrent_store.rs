@@ -238,8 +238,10 @@ impl TorrentStore {
         }
         self.served.store(true, Ordering::Relaxed);
         self.layout.segments(offset, len).iter().all(|seg| {
-            self.file(seg.file_index, false)
-                .is_ok_and(|f| f.send_fd().is_some() && f.is_cached(seg.file_offset, seg.len))
+            self.file(seg.file_index, false).is_ok_and(|f| {
+                f.mapped_for_kernel(seg.file_offset, seg.len).is_some()
+                    && f.is_cached(seg.file_offset, seg.len)
+            })
         })
     }
 

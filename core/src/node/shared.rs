@@ -124,8 +124,8 @@ impl Shared {
     }
 
     /// Send `block` of torrent `torrent` (at torrent-space `offset`) to `id` from the torrent's files: what is
-    /// queued for `id` and the PIECE message's header leave now, as one [`Output::Send`], and
-    /// [`Output::SendRange`] follows it, so that the driver's writes keep the messages' order.
+    /// queued for `id` and the PIECE message's header leave now with the range, as one [`Output::SendRange`]
+    /// (one write for the driver, in the messages' order).
     pub fn send_range(
         &mut self,
         now: Instant,
@@ -152,9 +152,9 @@ impl Shared {
             );
             self.trace(id, "out", "piece", detail);
         }
-        self.outputs.push_back(Output::Send { conn: id, data });
         self.outputs.push_back(Output::SendRange {
             conn: id,
+            head: data,
             torrent,
             offset,
             len: block.length,

@@ -238,14 +238,20 @@ impl World {
                 }
             }
             Output::SendRange {
-                conn, offset, len, ..
+                conn,
+                head,
+                offset,
+                len,
+                ..
             } => {
-                // What a driver's `sendfile` does: the bytes of the range, straight from the disk.
+                // What a driver does: the head, then the bytes of the range, straight from the disk.
                 if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     let start = offset as usize;
-                    let data = Bytes::copy_from_slice(
+                    let mut data = head.to_vec();
+                    data.extend_from_slice(
                         &self.peers[i].disk.volatile[start..start + len as usize],
                     );
+                    let data = Bytes::from(data);
                     self.queue
                         .push_back((j, Input::Received { conn: theirs, data }));
                 }
@@ -1170,8 +1176,8 @@ fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
 }
 
-/// A block the driver can send from the files leaves as the PIECE header, right after what was queued for
-/// the connection, and then the file range: the peer decodes the message whole once the range's bytes follow.
+/// A block the driver can send from the files leaves as one output: what was queued for the connection, the
+/// PIECE header, and the file range: the peer decodes the message whole once the range's bytes follow.
 /// The upload is counted; a block whose request was cancelled, or whose peer is choked, sends nothing.
 #[test]
 fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
@@ -1204,16 +1210,17 @@ fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
         .iter()
         .filter(|o| matches!(o, Output::Send { .. } | Output::SendRange { .. }))
         .collect();
-    let [Output::Send { conn, data }, Output::SendRange {
-        conn: range_conn,
+    let [Output::SendRange {
+        conn,
+        head: data,
         torrent,
         offset,
         len,
     }] = sends[..]
     else {
-        panic!("expected a header then a range: {outs:?}");
+        panic!("expected a header and a range: {outs:?}");
     };
-    assert_eq!((*conn, *range_conn, *torrent), (p.conn, p.conn, hash));
+    assert_eq!((*conn, *torrent), (p.conn, hash));
     assert_eq!((*offset, *len), (2 * u64::from(PL) + 16384, 16384));
     // The peer gets the header, then the range's bytes, and reads one whole PIECE message.
     let payload: Vec<u8> = (0..16384u32).map(|i| (i % 253) as u8).collect();

@@ -258,12 +258,13 @@ pub enum Output {
     Connect { conn: ConnId, addr: SocketAddr },
     /// Send bytes on a connection.
     Send { conn: ConnId, data: Bytes },
-    /// Send `len` bytes of the torrent's data at torrent-space `offset` on a connection, straight from its files,
-    /// right after what the connection was sent so far (the answer to [`DiskDone::Sendable`]: the PIECE
-    /// message's header left in the [`Output::Send`] just before). If the files cannot give those bytes, the
-    /// driver drops the connection ([`Input::Dropped`]): the stream is cut inside a message.
+    /// Send `head` on a connection, then `len` bytes of the torrent's data at torrent-space `offset`, straight
+    /// from its files (the answer to [`DiskDone::Sendable`]: `head` is what was queued for the connection,
+    /// ending with the PIECE message's header). If the files cannot give those bytes, the driver drops the
+    /// connection ([`Input::Dropped`]): the stream is cut inside a message.
     SendRange {
         conn: ConnId,
+        head: Bytes,
         torrent: InfoHash,
         offset: u64,
         len: u32,
