@@ -29,8 +29,6 @@ pub mod resume;
 pub mod send_file;
 pub mod state_dir;
 pub mod storage;
-#[cfg(test)]
-mod test_util;
 pub mod torrent_store;
 pub mod tracker_client;
 pub mod tracker_metrics;

@@ -430,8 +430,13 @@ mod tests {
         let (tx, mut rx) = tcp_pair().await;
         let mut tcp = Sockets::new(None, Clock::new());
         tcp.insert(1, tx);
-        tcp.send_ranges(1, Bytes::from_static(b"header"), vec![range.clone()], 1 << 20)
-            .unwrap();
+        tcp.send_ranges(
+            1,
+            Bytes::from_static(b"header"),
+            vec![range.clone()],
+            1 << 20,
+        )
+        .unwrap();
         let reader = tokio::spawn(async move { read_n(&mut rx, 50_006).await });
         // The socket takes the rest as the reader drains it, flushed by each poll of the connection.
         let mut inputs = Vec::new();
@@ -456,7 +461,8 @@ mod tests {
             offset: 90_000,
             len: 20_000,
         };
-        copy.send_ranges(2, Bytes::new(), vec![short], 1 << 20).unwrap();
+        copy.send_ranges(2, Bytes::new(), vec![short], 1 << 20)
+            .unwrap();
         let mut inputs = Vec::new();
         std::future::poll_fn(|cx| copy.poll_inputs(cx, true, 8, &mut inputs)).await;
         assert!(
