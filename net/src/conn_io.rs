@@ -179,6 +179,8 @@ pub(crate) struct Sockets<S> {
     ready: Arc<ReadyQueue>,
     /// Connections that were ready while reading was paused (their writes were flushed).
     paused: Vec<ConnId>,
+    /// Connections given file ranges since the last [`Sockets::flush_deferred`], not yet written.
+    deferred: Vec<ConnId>,
     down: Option<RateLimit>,
     clock: Clock,
 }
@@ -190,6 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
             conns: BTreeMap::new(),
             ready: Arc::default(),
             paused: Vec::new(),
+            deferred: Vec::new(),
             down,
             clock,
         }
@@ -222,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
     /// Write `data` to connection `id` (what the socket does not take now waits for it). `Err` with the
     /// bytes it would leave unsent when that exceeds `max_unsent`: nothing is queued then.
     pub fn send(&mut self, id: ConnId, data: Bytes, max_unsent: u64) -> Result<(), u64> {
-        self.queue(id, vec![Outgoing::Bytes(data)], max_unsent)
+        self.queue(id, vec![Outgoing::Bytes(data)], max_unsent, false)
     }
 
     /// Send `head`, then `ranges` of files, to connection `id` after what is queued (in one write where the
@@ -240,11 +243,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
             .filter(|h| !h.is_empty())
             .chain(ranges.into_iter().map(Outgoing::File))
             .collect();
-        self.queue(id, items, max_unsent)
+        self.queue(id, items, max_unsent, true)
     }
 
-    /// Queue `items` on connection `id` and write what the socket takes now.
-    fn queue(&mut self, id: ConnId, items: Vec<Outgoing>, max_unsent: u64) -> Result<(), u64> {
+    /// Write what [`Sockets::send_ranges`] queued since the last call: the blocks a turn of the node answers
+    /// leave together (one `writev` on a real socket, [`crate::send_file`]) instead of one call each.
+    pub fn flush_deferred(&mut self) {
+        for id in std::mem::take(&mut self.deferred) {
+            if let Some(s) = self.conns.get_mut(&id) {
+                s.flush();
+            }
+        }
+    }
+
+    /// Queue `items` on connection `id` and write what the socket takes now, or (`defer`) at the next
+    /// [`Sockets::flush_deferred`].
+    fn queue(
+        &mut self,
+        id: ConnId,
+        items: Vec<Outgoing>,
+        max_unsent: u64,
+        defer: bool,
+    ) -> Result<(), u64> {
         let Some(s) = self.conns.get_mut(&id) else {
             return Ok(());
         };
@@ -258,8 +278,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
         let was_empty = s.unsent.is_empty();
         s.unsent_bytes = queued;
         s.unsent.extend(items);
-        if was_empty {
+        if was_empty && !defer {
             s.flush();
+        } else if was_empty {
+            self.deferred.push(id);
         }
         Ok(())
     }

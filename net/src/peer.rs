@@ -777,6 +777,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             while let Some(out) = self.node.poll_output() {
                 self.carry_out(out);
             }
+            self.sockets.flush_deferred();
             if self.dropped.is_empty() {
                 return;
             }

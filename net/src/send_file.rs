@@ -454,6 +454,7 @@ mod tests {
         copy.insert(2, a);
         copy.send_ranges(2, Bytes::from_static(b"header"), vec![range], 1 << 20)
             .unwrap();
+        copy.flush_deferred();
         assert_eq!(read_n(&mut b, 50_006).await, expected);
 
         let short = FileRange {
