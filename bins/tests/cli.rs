@@ -1,6 +1,7 @@
 //! The binaries start and describe themselves. Being an integration test of this package, this also makes
 //! `cargo test --workspace` build `tracker` and `peer`, which the end-to-end tests in `tests/` run.
 
+use enjambre_net::storage::testing::Scratch;
 use std::process::Command;
 
 fn help(bin: &str) -> String {
@@ -32,8 +33,8 @@ fn peer_help() {
 /// `sim run --svg --html` writes the timeline and the page; the same run twice gives the same bytes.
 #[test]
 fn sim_run_draws_the_story() {
-    let dir = std::env::temp_dir().join(format!("enjambre-sim-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp folder");
+    let scratch = Scratch::new("sim-cli", "draw");
+    let dir = &scratch.0;
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/resume.toml");
     let draw = |n: u32| {
         let (svg, html) = (dir.join(format!("{n}.svg")), dir.join(format!("{n}.html")));
@@ -65,5 +66,4 @@ fn sim_run_draws_the_story() {
         "the story is beside it"
     );
     assert_eq!(draw(2), (svg, html), "same scenario and seed, same bytes");
-    let _ = std::fs::remove_dir_all(&dir);
 }

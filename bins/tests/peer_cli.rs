@@ -1,17 +1,10 @@
 //! Smoke tests of the `peer` command line: exit codes, one-line errors, `create` and `ls`.
 
-use std::path::PathBuf;
+use enjambre_net::storage::testing::Scratch;
 use std::process::Command;
 
 fn peer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peer"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-peer-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -27,7 +20,8 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn runtime_errors_are_one_line_and_exit_1() {
-    let dir = scratch("errors");
+    let scratch = Scratch::new("peer-cli", "errors");
+    let dir = &scratch.0;
     let d = dir.to_str().unwrap();
     // Nothing listens on port 1.
     let out = peer()
@@ -62,12 +56,12 @@ fn runtime_errors_are_one_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a usable .torrent file"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn create_then_ls() {
-    let dir = scratch("create");
+    let scratch = Scratch::new("peer-cli", "create");
+    let dir = &scratch.0;
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.join("data.bin"), &data).unwrap();
     let torrent = dir.join("out.torrent");
@@ -99,7 +93,7 @@ fn create_then_ls() {
 
     let out = peer()
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .args(["ls", "--json"])
         .output()
         .unwrap();
@@ -112,5 +106,4 @@ fn create_then_ls() {
     assert_eq!(names, ["data.bin", "out.torrent"]);
     assert_eq!(lines[0]["complete"], true);
     assert_eq!(lines[0]["size"], 100_000);
-    let _ = std::fs::remove_dir_all(dir);
 }

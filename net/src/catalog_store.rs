@@ -168,8 +168,8 @@ pub fn publish_durably(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::Scratch;
     use crate::storage::StdStorage;
-    use crate::test_util::Scratch;
     use enjambre_core::metainfo::{build, FileEntry};
     use enjambre_core::tracker::RegistryConfig;
 

@@ -228,7 +228,7 @@ mod tests {
     use crate::storage::StdStorage;
     use sha1::{Digest, Sha1};
 
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     const PL: u32 = 16 * 1024;
 

@@ -28,8 +28,6 @@ pub mod rate;
 pub mod resume;
 pub mod state_dir;
 pub mod storage;
-#[cfg(test)]
-mod test_util;
 pub mod torrent_store;
 pub mod tracker_client;
 pub mod tracker_metrics;

@@ -348,13 +348,14 @@ impl Library {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::{Fault, Op, ScriptedStorage};
     use crate::storage::StdStorage;
     use enjambre_core::bitfield::Bitfield;
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
     const PIECE: u32 = 16 * 1024;
 
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     fn data(len: usize, salt: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(7) ^ salt).collect()
@@ -537,51 +538,24 @@ mod tests {
         assert!(scan(Arc::new(StdStorage), &s.0.join("nope")).is_err());
     }
 
-    /// [`StdStorage`] whose first `failures` reads of `.torrent` state files fail with an I/O error (an EIO
-    /// found by `sim explore`, seed 64).
-    struct FailingMetainfoReads(std::sync::Mutex<u32>);
-
-    impl Storage for FailingMetainfoReads {
-        fn open(
-            &self,
-            path: &Path,
-            create: bool,
-        ) -> io::Result<Arc<dyn crate::storage::StorageFile>> {
-            StdStorage.open(path, create)
-        }
-        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-            StdStorage.create_dir_all(path)
-        }
-        fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-            let mut left = self.0.lock().unwrap();
-            if *left > 0 && path.extension().is_some_and(|e| e == "torrent") {
-                *left -= 1;
-                return Err(io::Error::other("injected I/O error"));
-            }
-            StdStorage.read_file(path)
-        }
-        fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-            StdStorage.replace_file(path, contents)
-        }
-        fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-            StdStorage.file_len(path)
-        }
-        fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-            StdStorage.list_dir(path)
-        }
-        fn is_dir(&self, path: &Path) -> bool {
-            StdStorage.is_dir(path)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            StdStorage.remove_file(path)
-        }
+    /// [`StdStorage`] whose reads of `.torrent` state files fail with an I/O error, the first `times` of them
+    /// or all (an EIO found by `sim explore`, seed 64).
+    fn failing_metainfo_reads(times: Option<u64>) -> Arc<ScriptedStorage<StdStorage>> {
+        let storage = ScriptedStorage::new(StdStorage);
+        let fault = Fault::new(Op::ReadFile, io::ErrorKind::Other)
+            .on(|p| p.extension().is_some_and(|e| e == "torrent"));
+        storage.fail(match times {
+            Some(n) => fault.times(n),
+            None => fault,
+        });
+        storage
     }
 
     #[test]
     fn a_metainfo_read_that_fails_once_is_tried_again() {
         let s = Scratch::new("library", "eio-once");
         let (_, partial, _, _) = populate(&s.0);
-        let lib = scan(Arc::new(FailingMetainfoReads(1.into())), &s.0).unwrap();
+        let lib = scan(failing_metainfo_reads(Some(1)), &s.0).unwrap();
         assert!(lib.unreadable_state.is_empty());
         let plan = lib.plan_serve();
         assert!(plan
@@ -596,7 +570,7 @@ mod tests {
     fn an_unreadable_metainfo_keeps_every_unknown_file_from_being_seeded() {
         let s = Scratch::new("library", "eio-always");
         let (cached, _, _, _) = populate(&s.0);
-        let lib = scan(Arc::new(FailingMetainfoReads(u32::MAX.into())), &s.0).unwrap();
+        let lib = scan(failing_metainfo_reads(None), &s.0).unwrap();
         assert_eq!(lib.unreadable_state.len(), 4);
         let plan = lib.plan_serve();
         // Every metainfo failed: the partial download's full-size file must not be hashed as complete.
@@ -616,61 +590,17 @@ mod tests {
         assert!(plan.to_hash.is_empty());
     }
 
-    /// [`StdStorage`] that counts whole-file reads and can hide the folder's index (`hide_index`), to scan
-    /// the per-download files alone.
-    struct IndexProbe {
-        reads: std::sync::atomic::AtomicUsize,
-        hide_index: bool,
-    }
-
-    impl IndexProbe {
-        fn new(hide_index: bool) -> Arc<IndexProbe> {
-            Arc::new(IndexProbe {
-                reads: 0.into(),
-                hide_index,
-            })
+    /// [`StdStorage`] counting whole-file reads ([`Op::ReadFile`]), which can hide the folder's index
+    /// (`hide_index`) to scan the per-download files alone.
+    fn index_probe(hide_index: bool) -> Arc<ScriptedStorage<StdStorage>> {
+        let storage = ScriptedStorage::new(StdStorage);
+        if hide_index {
+            storage.fail(
+                Fault::new(Op::ReadFile, io::ErrorKind::NotFound)
+                    .on(|p| p.ends_with(crate::library_index::INDEX_FILE_NAME)),
+            );
         }
-        fn reads(&self) -> usize {
-            self.reads.swap(0, std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    impl Storage for IndexProbe {
-        fn open(
-            &self,
-            path: &Path,
-            create: bool,
-        ) -> io::Result<Arc<dyn crate::storage::StorageFile>> {
-            StdStorage.open(path, create)
-        }
-        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-            StdStorage.create_dir_all(path)
-        }
-        fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.hide_index && path.ends_with(crate::library_index::INDEX_FILE_NAME) {
-                return Ok(None);
-            }
-            StdStorage.read_file(path)
-        }
-        fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-            StdStorage.replace_file(path, contents)
-        }
-        fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-            StdStorage.file_len(path)
-        }
-        fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
-            StdStorage.file_stamp(path)
-        }
-        fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-            StdStorage.list_dir(path)
-        }
-        fn is_dir(&self, path: &Path) -> bool {
-            StdStorage.is_dir(path)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            StdStorage.remove_file(path)
-        }
+        storage
     }
 
     /// Build the index of `dir`'s state folder as a serving peer does once the folder is quiet (the first
@@ -698,7 +628,7 @@ mod tests {
 
     /// The library as the per-download files alone describe it.
     fn from_files(dir: &Path) -> Library {
-        scan(IndexProbe::new(true), dir).unwrap()
+        scan(index_probe(true), dir).unwrap()
     }
 
     #[test]
@@ -708,10 +638,10 @@ mod tests {
         populate(&s.0);
         assert!(matches!(index_now(&s.0), Built::Saved(_)));
         assert!(matches!(index_now(&s.0), Built::UpToDate(_)));
-        let probe = IndexProbe::new(false);
+        let probe = index_probe(false);
         let lib = scan(probe.clone(), &s.0).unwrap();
         // The index alone, instead of 4 metainfos and 4 checkpoints (the folder has no stamp index).
-        assert_eq!(probe.reads(), 1);
+        assert_eq!(probe.take_calls(Op::ReadFile), 1);
         assert_eq!(lib, from_files(&s.0));
         assert_eq!(lib.entries().len(), 5);
         // Right after a change the folder is not quiet: no index is built from it.
@@ -729,11 +659,11 @@ mod tests {
         let (cached, partial, fresh, _) = populate(&s.0);
         let sd = StateDir::new(Arc::new(StdStorage), &s.0);
         let check = |what: &str| {
-            let probe = IndexProbe::new(false);
+            let probe = index_probe(false);
             let lib = scan(probe.clone(), &s.0).unwrap();
             assert_eq!(lib, from_files(&s.0), "{what}");
             assert!(
-                probe.reads() > 1,
+                probe.take_calls(Op::ReadFile) > 1,
                 "{what}: the stale index must not be used"
             );
             lib

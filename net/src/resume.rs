@@ -121,8 +121,8 @@ fn written_beyond(store: &TorrentStore, meta: &Metainfo, claimed: &Bitfield) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::Scratch;
     use crate::storage::StdStorage;
-    use crate::test_util::Scratch;
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
     /// Eight 64 KiB pieces in one file.

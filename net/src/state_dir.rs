@@ -499,7 +499,7 @@ mod tests {
     use enjambre_core::bitfield::Bitfield;
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     fn meta(name: &str, len: usize) -> Metainfo {
         let data = vec![name.len() as u8; len];

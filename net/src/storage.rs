@@ -10,6 +10,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 /// One open file supporting positional IO.
 pub trait StorageFile: Send + Sync + 'static {
     /// Read exactly `buf.len()` bytes at `offset`; bytes past the end of the file read as zeros.

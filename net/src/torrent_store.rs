@@ -465,11 +465,12 @@ fn slice_mut(data: &mut [u8], off: u64, len: u64) -> io::Result<&mut [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::testing::{Op, ScriptedStorage};
     use crate::storage::StdStorage;
     use enjambre_core::metainfo::{build, FileEntry, PieceHasher};
 
     /// A scratch folder removed on drop.
-    use crate::test_util::Scratch;
+    use crate::storage::testing::Scratch;
 
     const PIECE: u32 = 16 * 1024;
 
@@ -619,82 +620,38 @@ mod tests {
         assert_eq!(st.paths(), &[s.0.join("one.iso")]);
     }
 
-    /// StdStorage whose files count their `sync_data` calls by path.
-    struct Counting(Arc<Mutex<Vec<PathBuf>>>);
-    struct CountingFile(Arc<dyn StorageFile>, PathBuf, Arc<Mutex<Vec<PathBuf>>>);
-    impl StorageFile for CountingFile {
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-            self.0.write_at(data, offset)
-        }
-        fn sync_data(&self) -> io::Result<()> {
-            self.2.lock().unwrap().push(self.1.clone());
-            self.0.sync_data()
-        }
-        fn set_len(&self, len: u64) -> io::Result<()> {
-            self.0.set_len(len)
-        }
-        fn len(&self) -> io::Result<u64> {
-            self.0.len()
-        }
-    }
-    impl Storage for Counting {
-        fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-            let f = StdStorage.open(path, create)?;
-            Ok(Arc::new(CountingFile(
-                f,
-                path.to_path_buf(),
-                self.0.clone(),
-            )))
-        }
-        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-            StdStorage.create_dir_all(path)
-        }
-        fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-            StdStorage.read_file(path)
-        }
-        fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-            StdStorage.replace_file(path, contents)
-        }
-        fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-            StdStorage.file_len(path)
-        }
-        fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-            StdStorage.list_dir(path)
-        }
-        fn is_dir(&self, path: &Path) -> bool {
-            StdStorage.is_dir(path)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            StdStorage.remove_file(path)
-        }
-    }
-
     #[test]
     fn sync_covers_exactly_the_files_written_since_the_last_sync() {
         let s = Scratch::new("tstore", "sync");
-        let synced = Arc::new(Mutex::new(Vec::new()));
+        let storage = ScriptedStorage::new(StdStorage);
         let data = payload(50_005);
         let m = meta(&data);
-        let st = TorrentStore::new(Arc::new(Counting(synced.clone())), s.0.clone(), &m).unwrap();
-        let take = || std::mem::take(&mut *synced.lock().unwrap());
+        let st = TorrentStore::new(storage.clone(), s.0.clone(), &m).unwrap();
+        // The files synced since the last look, with how many times each was.
+        let synced = || -> Vec<(PathBuf, u64)> {
+            let taken = storage.take(Op::Sync).into_iter();
+            taken.map(|(path, t)| (path, t.calls)).collect()
+        };
+        let once = |files: &[usize]| -> Vec<(PathBuf, u64)> {
+            let mut paths: Vec<PathBuf> = files.iter().map(|&i| st.paths()[i].clone()).collect();
+            paths.sort();
+            paths.into_iter().map(|p| (p, 1)).collect()
+        };
         // A write straddling a.bin, the empty file and b.bin dirties both non-empty files.
         st.write(19_000, &data[19_000..21_000]).unwrap();
         st.sync().unwrap();
-        assert_eq!(take(), vec![st.paths()[0].clone(), st.paths()[2].clone()]);
+        assert_eq!(synced(), once(&[0, 2]));
         // Nothing new written: nothing synced. Reads do not dirty.
         st.read(0, &mut [0; 100]).unwrap();
         st.sync().unwrap();
-        assert!(take().is_empty());
+        assert!(synced().is_empty());
         st.write(50_000, &data[50_000..]).unwrap();
         st.sync().unwrap();
-        assert_eq!(take(), vec![st.paths()[3].clone()]);
+        assert_eq!(synced(), once(&[3]));
         // prepare() creates/resizes every file, so every file is synced next.
         st.prepare().unwrap();
         st.sync().unwrap();
-        assert_eq!(take().len(), 4);
+        assert_eq!(synced(), once(&[0, 1, 2, 3]));
     }
 
     /// A sync releases the cache of a download that served nothing since the last sync, and keeps it for

@@ -34,6 +34,9 @@ use crate::http::{
 use crate::tracker_metrics::{AnnounceResult, Route, ScrapeResult, TrackerMetrics};
 use crate::transport::Transport;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -8,6 +8,7 @@ use enjambre_net::app::{
     dht_table_path, peer_id_from_seed, AppOptions, DhtOptions, GetRequest, PeerApp, ServeOptions,
 };
 use enjambre_net::peer::{PeerEnv, RealEnv};
+use enjambre_net::storage::testing::Scratch;
 use enjambre_net::storage::ThreadPool;
 use enjambre_net::transport::TokioTransport;
 use std::net::SocketAddr;
@@ -16,13 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type App = PeerApp<TokioTransport, ThreadPool>;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-app-dht-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A peer on a free loopback port with a DHT node joining through `bootstrap`, no tracker.
 async fn start(dir: PathBuf, seed: u64, bootstrap: Vec<SocketAddr>) -> App {
@@ -41,7 +35,8 @@ async fn start(dir: PathBuf, seed: u64, bootstrap: Vec<SocketAddr>) -> App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_magnet_without_a_tracker_finds_its_seeder_through_the_dht() {
-    let (boot_dir, seed_dir, leech_dir) = (scratch("boot"), scratch("seed"), scratch("leech"));
+    let scratch = ["boot", "seed", "leech"].map(|name| Scratch::new("app-dht", name));
+    let [boot_dir, seed_dir, leech_dir] = scratch.each_ref().map(|s| s.0.clone());
     let data: Vec<u8> = (0..900_000u32).map(|i| (i * 13 % 251) as u8).collect();
     std::fs::write(seed_dir.join("f.bin"), &data).unwrap();
 
@@ -93,19 +88,20 @@ async fn a_magnet_without_a_tracker_finds_its_seeder_through_the_dht() {
     for app in [&leecher, &seeder, &boot] {
         app.shutdown().await;
     }
-    for d in [boot_dir, seed_dir, leech_dir] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_routing_table_is_saved_on_shutdown_and_joined_from_after_a_restart() {
-    let (boot_dir, dir) = (scratch("table-boot"), scratch("table-peer"));
+    let scratch = ["table-boot", "table-peer"].map(|name| Scratch::new("app-dht", name));
+    let [boot_dir, dir] = scratch.each_ref().map(|s| s.0.clone());
     let boot = start(boot_dir.clone(), 11, vec![]).await;
     let boot_addr = boot.dht().unwrap().local_addr();
     let mut others = Vec::new();
-    for seed in 12..16 {
-        others.push(start(scratch(&format!("table-{seed}")), seed, vec![boot_addr]).await);
+    let others_scratch: Vec<Scratch> = (12..16)
+        .map(|seed| Scratch::new("app-dht", &format!("table-{seed}")))
+        .collect();
+    for (seed, d) in (12..).zip(&others_scratch) {
+        others.push(start(d.0.clone(), seed, vec![boot_addr]).await);
     }
     let peer = start(dir.clone(), 20, vec![boot_addr]).await;
     let before = peer
@@ -134,10 +130,7 @@ async fn the_routing_table_is_saved_on_shutdown_and_joined_from_after_a_restart(
         .unwrap();
     assert!(after.closest.len() >= 3, "{after:?}");
     again.shutdown().await;
-    for (o, seed) in others.into_iter().zip(12..) {
+    for o in others {
         o.shutdown().await;
-        let _ = std::fs::remove_dir_all(scratch(&format!("table-{seed}")));
     }
-    let _ = std::fs::remove_dir_all(boot_dir);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,26 +2,20 @@
 //! folder served with a chosen piece length while the tracker is still down (the publication is retried
 //! until the tracker takes it), and a leecher asking the catalog again until the name appears.
 
-use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::app::{
     peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
     TrackerUrls,
 };
-use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
+use enjambre_net::storage::testing::Scratch;
+use enjambre_net::tracker_server::testing::LocalTracker;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-app-flows-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn options(dir: PathBuf, tracker: &TrackerUrls, seed: u64) -> AppOptions {
     let mut o = AppOptions::new(
@@ -48,8 +42,10 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
         base: format!("http://{tracker_addr}"),
     };
 
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("app-flows", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("app-flows", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(seed_dir.join("f.bin"), &data).unwrap();
 
@@ -93,24 +89,20 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
             .await
             .unwrap()
     };
+    // Kept outside the timed join, so that a failure below can still show the tracker's catalog.
+    let server = Mutex::new(None);
     let tracker_up = async {
         // The leecher is asking by now; the tracker comes up on the port the seeder publishes to.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let listener = TokioTransport.bind(tracker_addr).await.unwrap();
-        let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-        let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-            listener,
-            registry,
-            Clock::new(),
-            Default::default(),
-        ));
-        server.abort_handle()
+        let up =
+            LocalTracker::start_at(tracker_addr, RegistryConfig::default(), Default::default());
+        *server.lock().unwrap() = Some(up.await.unwrap());
     };
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
         tokio::join!(fetched, tracker_up)
     })
     .await;
-    let Ok((reports, server)) = joined else {
+    let Ok((reports, ())) = joined else {
         panic!(
             "the leecher never got the file; catalog: {:?}; leecher: {:?}",
             seeder.list_catalog().await,
@@ -125,7 +117,5 @@ async fn a_name_published_once_the_tracker_is_up_reaches_a_leecher_waiting_for_i
     assert_eq!(std::fs::read(leech_dir.join("f.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    server.abort();
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
+    drop(server);
 }

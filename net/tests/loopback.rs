@@ -1,61 +1,37 @@
 //! Real sockets on 127.0.0.1: a seeder and a leecher driven by the peer driver, with real files.
 
-use enjambre_core::node::NodeConfig;
-use enjambre_net::clock::Clock;
-use enjambre_net::create::create_metainfo;
-use enjambre_net::peer::{AddMode, Peer, PeerEnv, PeerOptions};
+mod common;
+
+use common::{complete_and_durable, peer_options, shared_file, wait_for_stats};
+use enjambre_core::node::TorrentStats;
+use enjambre_net::peer::{AddMode, Peer, PeerEnv};
+use enjambre_net::storage::testing::Scratch;
 use enjambre_net::storage::{StdStorage, ThreadPool};
-use enjambre_net::transport::TokioTransport;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-loopback-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn options(dir: PathBuf, n: u8) -> PeerOptions {
-    let mut node = NodeConfig::default();
-    node.peer_id[19] = n;
-    node.seed = u64::from(n);
-    PeerOptions {
-        node,
-        dir,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tracker: None,
-        max_upload_rate: None,
-        max_download_rate: None,
-        events: None,
-        unsafe_checkpoint_before_sync: false,
-    }
-}
+/// How long a download here may take.
+const WITHIN: Duration = Duration::from_secs(30);
+/// How often its progress is looked at.
+const POLL: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("loopback", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(seed_dir.join("data.bin"), &data).unwrap();
-    let meta = create_metainfo(
-        &StdStorage,
-        &seed_dir.join("data.bin"),
-        512 * 1024,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let meta = shared_file(&seed_dir, "data.bin", &data, 512 * 1024);
 
-    let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 1))
+    let (seeder, _) = Peer::start(PeerEnv::real(), peer_options(seed_dir.clone(), 1))
         .await
         .unwrap();
     seeder
         .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
-    let (leecher, _) = Peer::start(PeerEnv::real(), options(leech_dir.clone(), 2))
+    let (leecher, _) = Peer::start(PeerEnv::real(), peer_options(leech_dir.clone(), 2))
         .await
         .unwrap();
     leecher
@@ -69,19 +45,15 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
         .await
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.unwrap();
-        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
-            assert_eq!(stats[0].bytes_wasted, 0);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "download stalled: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stats = wait_for_stats(
+        &leecher,
+        "download stalled",
+        WITHIN,
+        POLL,
+        complete_and_durable,
+    )
+    .await;
+    assert_eq!(stats[0].bytes_wasted, 0);
     assert_eq!(std::fs::read(leech_dir.join("data.bin")).unwrap(), data);
     let checkpoint = std::fs::read_to_string(
         leech_dir
@@ -92,8 +64,6 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     assert!(checkpoint.contains("\"complete\": true"), "{checkpoint}");
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }
 
 /// BEP 12: the announce-list is walked in order, skipping UDP trackers and trackers that do not answer, so
@@ -102,35 +72,19 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
 async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
     use enjambre_core::bencode::{self, Value};
     use enjambre_core::metainfo::Metainfo;
-    use enjambre_core::tracker::{Registry, RegistryConfig};
-    use enjambre_net::transport::{Listener, Transport};
-    use std::sync::Mutex;
+    use enjambre_core::tracker::RegistryConfig;
+    use enjambre_net::tracker_server::testing::LocalTracker;
 
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().unwrap())
+    let tracker = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let tracker_addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        Default::default(),
-    ));
 
-    let seed_dir = scratch("tiers-seed");
-    let leech_dir = scratch("tiers-leech");
+    let seed_dir_scratch = Scratch::new("loopback", "tiers-seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "tiers-leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
-    std::fs::write(seed_dir.join("t.bin"), &data).unwrap();
-    let made = create_metainfo(
-        &StdStorage,
-        &seed_dir.join("t.bin"),
-        256 * 1024,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let made = shared_file(&seed_dir, "t.bin", &data, 256 * 1024);
     // Rewrite the torrent with a UDP tracker and a dead HTTP tracker in the first tier, the live one second.
     let mut root = bencode::decode(&made.raw).unwrap();
     let Value::Dict(dict) = &mut root else {
@@ -145,20 +99,20 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
                 url("udp://127.0.0.1:9/announce"),
                 url("http://127.0.0.1:1/announce"),
             ]),
-            Value::List(vec![url(&format!("http://{tracker_addr}/announce"))]),
+            Value::List(vec![url(&tracker.announce_url())]),
         ]),
     );
     let meta = Metainfo::from_bytes(&bencode::encode(&root)).unwrap();
     assert_eq!(meta.info_hash, made.info_hash, "the info dict is untouched");
 
-    let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 11))
+    let (seeder, _) = Peer::start(PeerEnv::real(), peer_options(seed_dir.clone(), 11))
         .await
         .unwrap();
     seeder
         .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
         .unwrap();
-    let (leecher, _) = Peer::start(PeerEnv::real(), options(leech_dir.clone(), 12))
+    let (leecher, _) = Peer::start(PeerEnv::real(), peer_options(leech_dir.clone(), 12))
         .await
         .unwrap();
     leecher
@@ -166,28 +120,23 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
         .await
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.unwrap();
-        if stats[0].complete {
-            assert_eq!(
-                stats[0].sources.keys().copied().collect::<Vec<_>>(),
-                vec![seeder.local_addr()]
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never met through the tracker: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let complete = |stats: &[TorrentStats]| stats.first().is_some_and(|s| s.complete);
+    let stats = wait_for_stats(
+        &leecher,
+        "never met through the tracker",
+        WITHIN,
+        POLL,
+        complete,
+    )
+    .await;
+    assert_eq!(
+        stats[0].sources.keys().copied().collect::<Vec<_>>(),
+        vec![seeder.local_addr()]
+    );
     assert_eq!(std::fs::read(leech_dir.join("t.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    server.abort();
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
+    drop(tracker);
 }
 
 /// A leecher on a real disk (pieces held in memory until complete, written whole, hashed from memory) is
@@ -198,21 +147,15 @@ async fn peers_meet_through_the_first_working_tracker_of_the_announce_list() {
 async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() {
     use enjambre_net::state_dir::StateDir;
     use sha1::{Digest, Sha1};
-    let seed_dir = scratch("kill-seed");
-    let leech_dir = scratch("kill-leech");
+    let seed_dir_scratch = Scratch::new("loopback", "kill-seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("loopback", "kill-leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..8_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    std::fs::write(seed_dir.join("data.bin"), &data).unwrap();
-    let meta = create_metainfo(
-        &StdStorage,
-        &seed_dir.join("data.bin"),
-        256 * 1024,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let mut seed_options = options(seed_dir.clone(), 1);
+    let meta = shared_file(&seed_dir, "data.bin", &data, 256 * 1024);
+    let mut seed_options = peer_options(seed_dir.clone(), 1);
     // 4 MB/s: two seconds for the file, time enough to be killed half-way.
     seed_options.max_upload_rate = Some(4_000_000);
     let (seeder, _) = Peer::start(PeerEnv::real(), seed_options).await.unwrap();
@@ -221,7 +164,7 @@ async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() 
         .await
         .unwrap();
     let leech = || async {
-        let (leecher, task) = Peer::start(PeerEnv::real(), options(leech_dir.clone(), 2))
+        let (leecher, task) = Peer::start(PeerEnv::real(), peer_options(leech_dir.clone(), 2))
             .await
             .unwrap();
         leecher
@@ -238,16 +181,16 @@ async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() 
     };
 
     let (leecher, task) = leech().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.unwrap();
-        if stats[0].pieces_durable >= 8 {
-            assert!(!stats[0].complete, "finished before it could be killed");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "stalled: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let half_way = |stats: &[TorrentStats]| stats.first().is_some_and(|s| s.pieces_durable >= 8);
+    let stats = wait_for_stats(
+        &leecher,
+        "stalled",
+        WITHIN,
+        Duration::from_millis(10),
+        half_way,
+    )
+    .await;
+    assert!(!stats[0].complete, "finished before it could be killed");
     leecher.abort();
     task.await.unwrap();
 
@@ -270,24 +213,14 @@ async fn a_leecher_killed_mid_download_claims_only_pieces_on_disk_and_resumes() 
     }
 
     let (leecher, _) = leech().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.unwrap();
-        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
-            assert!(
-                stats[0].pieces_resumed as usize >= claimed.len(),
-                "resumed {} of the {} claimed",
-                stats[0].pieces_resumed,
-                claimed.len()
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "stalled: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stats = wait_for_stats(&leecher, "stalled", WITHIN, POLL, complete_and_durable).await;
+    assert!(
+        stats[0].pieces_resumed as usize >= claimed.len(),
+        "resumed {} of the {} claimed",
+        stats[0].pieces_resumed,
+        claimed.len()
+    );
     assert_eq!(std::fs::read(leech_dir.join("data.bin")).unwrap(), data);
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }

@@ -3,124 +3,48 @@
 //! restart trusts the cached metainfo of files whose length and modification time did not change and reads
 //! no byte of them, and a file touched since is checked again (and only that one).
 
-use enjambre_core::tracker::{Registry, RegistryConfig};
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::app::{
     peer_id_from_seed, AppOptions, GetRequest, PeerApp, ServeEvent, ServeOptions, ServeSink,
     TrackerUrls,
 };
-use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
-use enjambre_net::storage::{StdStorage, Storage, StorageFile, ThreadPool};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::storage::testing::{Op, Scratch, ScriptedStorage};
+use enjambre_net::storage::{StdStorage, ThreadPool};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::transport::TokioTransport;
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 const FILES: usize = 300;
 
-/// Bytes read from each payload file (anything outside the state folder), by file name; and how many
-/// metainfo files of the state folder were read.
-#[derive(Default)]
-struct Reads(Mutex<BTreeMap<String, u64>>, std::sync::atomic::AtomicUsize);
+/// [`StdStorage`] counting what is read.
+type Counting = ScriptedStorage<StdStorage>;
 
-impl Reads {
-    fn take(&self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-    fn take_metainfo_reads(&self) -> usize {
-        self.1.swap(0, std::sync::atomic::Ordering::SeqCst)
-    }
+/// Bytes read from each payload file (anything outside the state folder) since the last look, by file name.
+fn take_payload_reads(storage: &Counting) -> BTreeMap<String, u64> {
+    let reads = storage.take(Op::Read).into_iter();
+    reads
+        .filter(|(path, _)| !path.components().any(|c| c.as_os_str() == ".enjambre"))
+        .map(|(path, t)| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                t.bytes,
+            )
+        })
+        .collect()
 }
 
-/// [`StdStorage`] counting what is read from payload files.
-struct CountingStorage(Arc<Reads>);
-
-struct CountingFile {
-    inner: Arc<dyn StorageFile>,
-    name: Option<String>,
-    reads: Arc<Reads>,
-}
-
-impl StorageFile for CountingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if let Some(name) = &self.name {
-            *self
-                .reads
-                .0
-                .lock()
-                .unwrap()
-                .entry(name.clone())
-                .or_default() += buf.len() as u64;
-        }
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(data, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
-impl Storage for CountingStorage {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let payload = !path.components().any(|c| c.as_os_str() == ".enjambre");
-        Ok(Arc::new(CountingFile {
-            inner: StdStorage.open(path, create)?,
-            name: payload.then(|| path.file_name().unwrap().to_string_lossy().into_owned()),
-            reads: self.0.clone(),
-        }))
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdStorage.create_dir_all(path)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        if path.extension().is_some_and(|e| e == "torrent") {
-            self.0 .1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        StdStorage.read_file(path)
-    }
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        StdStorage.replace_file(path, contents)
-    }
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        StdStorage.file_len(path)
-    }
-    fn file_stamp(&self, path: &Path) -> io::Result<Option<enjambre_net::storage::FileStamp>> {
-        StdStorage.file_stamp(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        StdStorage.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        StdStorage.is_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdStorage.remove_file(path)
-    }
-    fn lock_exclusive(
-        &self,
-        path: &Path,
-        note: &[u8],
-    ) -> io::Result<Option<enjambre_net::storage::FileLock>> {
-        StdStorage.lock_exclusive(path, note)
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-many-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// How many metainfo files of the state folder were read since the last look.
+fn take_metainfo_reads(storage: &Counting) -> u64 {
+    let reads = storage.take(Op::ReadFile).into_iter();
+    reads
+        .filter(|(path, _)| path.extension().is_some_and(|e| e == "torrent"))
+        .map(|(_, t)| t.calls)
+        .sum()
 }
 
 fn name(i: usize) -> String {
@@ -132,10 +56,10 @@ fn name(i: usize) -> String {
 async fn serve(
     dir: &Path,
     tracker: &TrackerUrls,
-    reads: &Arc<Reads>,
+    reads: &Arc<Counting>,
 ) -> (PeerApp<TokioTransport, ThreadPool>, Vec<ServeEvent>) {
     let env = PeerEnv {
-        storage: Arc::new(CountingStorage(reads.clone())),
+        storage: reads.clone(),
         ..PeerEnv::real()
     };
     let mut options = AppOptions::new(
@@ -184,33 +108,22 @@ fn seeding(events: &[ServeEvent]) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
-    let listener = TokioTransport
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let server = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry.clone(),
-        Clock::new(),
-        Default::default(),
-    ));
-    let tracker = TrackerUrls {
-        announce: format!("http://{addr}/announce"),
-        base: format!("http://{addr}"),
-    };
-    let dir = scratch("restart");
+    let tracker = server.urls();
+    let dir_scratch = Scratch::new("many-files", "restart");
+    let dir = dir_scratch.0.clone();
     for i in 0..FILES {
         let data: Vec<u8> = (0..10_000 + i).map(|b| (b * 31 + i) as u8).collect();
         std::fs::write(dir.join(name(i)), data).unwrap();
     }
-    let reads = Arc::new(Reads::default());
+    let reads = ScriptedStorage::new(StdStorage);
 
     // First start: every file read (hashed) once, all published.
     let (app, events) = serve(&dir, &tracker, &reads).await;
     assert_eq!(seeding(&events), (FILES, 0));
-    let first = reads.take();
+    let first = take_payload_reads(&reads);
     assert_eq!(first.len(), FILES, "every file is hashed");
     for (i, (file, bytes)) in first.iter().enumerate() {
         assert_eq!(
@@ -230,22 +143,22 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     });
     let total: u64 = (0..FILES).map(|i| (10_000 + i) as u64).sum();
     assert_eq!(last, Some((FILES, FILES, total, total)));
-    assert_eq!(registry.lock().unwrap().catalog_len(), FILES);
+    assert_eq!(server.registry.lock().unwrap().catalog_len(), FILES);
     app.shutdown().await;
     // A peer that stops indexes its state folder (as `peer serve` does on SIGTERM).
     app.save_library_index().await;
-    reads.take_metainfo_reads();
+    take_metainfo_reads(&reads);
 
     // Restart: nothing changed, nothing is read, and the state folder's 300 metainfos come from its index.
     let (app, events) = serve(&dir, &tracker, &reads).await;
     assert_eq!(seeding(&events), (0, FILES));
     assert_eq!(
-        reads.take(),
+        take_payload_reads(&reads),
         BTreeMap::new(),
         "a restart must not read payload"
     );
     assert_eq!(
-        reads.take_metainfo_reads(),
+        take_metainfo_reads(&reads),
         0,
         "metainfo files read at restart"
     );
@@ -259,17 +172,16 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
     drop(file);
     let (app, events) = serve(&dir, &tracker, &reads).await;
     assert_eq!(seeding(&events), (0, FILES));
-    let read: Vec<String> = reads.take().into_keys().collect();
+    let read: Vec<String> = take_payload_reads(&reads).into_keys().collect();
     assert_eq!(read, vec![name(7)]);
     app.shutdown().await;
 
     // Its stamp was not recorded (a spot check is not a full hash), so the next start checks it again.
     let (app, _) = serve(&dir, &tracker, &reads).await;
-    let read: Vec<String> = reads.take().into_keys().collect();
+    let read: Vec<String> = take_payload_reads(&reads).into_keys().collect();
     assert_eq!(read, vec![name(7)]);
     app.shutdown().await;
-    server.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(server);
 }
 
 /// A file this peer downloaded (every byte written by it, verified, the complete checkpoint durable) gets
@@ -277,23 +189,15 @@ async fn a_restart_trusts_unchanged_files_and_checks_a_touched_one() {
 /// instead of spot-checking it at every start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downloaded_file_is_trusted_at_the_next_start() {
-    let listener = TokioTransport
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let server = LocalTracker::start(RegistryConfig::default(), Default::default())
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(enjambre_net::tracker_server::serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        Default::default(),
-    ));
-    let tracker = TrackerUrls {
-        announce: format!("http://{addr}/announce"),
-        base: format!("http://{addr}"),
-    };
-    let (seed_dir, leech_dir) = (scratch("stamp-seed"), scratch("stamp-leech"));
+    let tracker = server.urls();
+    let (seed_dir_scratch, leech_dir_scratch) = (
+        Scratch::new("many-files", "stamp-seed"),
+        Scratch::new("many-files", "stamp-leech"),
+    );
+    let (seed_dir, leech_dir) = (seed_dir_scratch.0.clone(), leech_dir_scratch.0.clone());
     let data: Vec<u8> = (0..700_000u32).map(|b| (b * 7 % 251) as u8).collect();
     std::fs::write(seed_dir.join("movie.bin"), &data).unwrap();
     let start = |dir: &Path, seed: u64| {
@@ -342,7 +246,5 @@ async fn a_downloaded_file_is_trusted_at_the_next_start() {
         .collect();
     assert_eq!(trusted, ["movie.bin"]);
     assert!(plan.cached.is_empty() && plan.to_hash.is_empty() && plan.resume.is_empty());
-    server.abort();
-    let _ = std::fs::remove_dir_all(&seed_dir);
-    let _ = std::fs::remove_dir_all(&leech_dir);
+    drop(server);
 }

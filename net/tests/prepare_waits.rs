@@ -1,97 +1,35 @@
 //! A download whose preparation meets a full disk (the `.torrent` cannot be saved in the state folder) waits
 //! for space and then downloads, as a download stopped by a failed write does (found by `sim explore`).
 
-use enjambre_core::node::{NodeConfig, NodeEvent};
-use enjambre_net::create::create_metainfo;
+mod common;
+
+use common::{complete_and_durable, peer_options, shared_file, wait_for_stats};
+use enjambre_core::node::NodeEvent;
 use enjambre_net::peer::{AddMode, EventSink, Peer, PeerEnv, PeerOptions};
-use enjambre_net::storage::{FileLock, FileStamp, StdStorage, Storage, StorageFile, ThreadPool};
+use enjambre_net::storage::testing::{Fault, Op, Scratch, ScriptedStorage};
+use enjambre_net::storage::{StdStorage, ThreadPool};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enjambre-prepare-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch folder");
-    d
-}
-
-/// The real filesystem, except that replacing a small file (the state folder's `.torrent` and checkpoints)
-/// fails with ENOSPC while `full` is set.
-struct FullForSmallFiles {
-    full: Arc<AtomicBool>,
-}
-
-impl Storage for FullForSmallFiles {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        StdStorage.open(path, create)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdStorage.create_dir_all(path)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        StdStorage.read_file(path)
-    }
-    fn replace_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(28));
-        }
-        StdStorage.replace_file(path, contents)
-    }
-    fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        StdStorage.file_len(path)
-    }
-    fn file_stamp(&self, path: &Path) -> io::Result<Option<FileStamp>> {
-        StdStorage.file_stamp(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        StdStorage.list_dir(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        StdStorage.is_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdStorage.remove_file(path)
-    }
-    fn lock_exclusive(&self, path: &Path, note: &[u8]) -> io::Result<Option<FileLock>> {
-        StdStorage.lock_exclusive(path, note)
-    }
-}
-
+/// Peer `n`'s options, with a disk backoff of 20 to 100 ms and its events told to `events`.
 fn options(dir: PathBuf, n: u8, events: Option<EventSink>) -> PeerOptions {
-    let mut node = NodeConfig::default();
-    node.peer_id[19] = n;
-    node.seed = u64::from(n);
-    node.disk_retry_base = Duration::from_millis(20);
-    node.disk_retry_max = Duration::from_millis(100);
-    PeerOptions {
-        node,
-        dir,
-        listen: "127.0.0.1:0".parse().expect("address"),
-        tracker: None,
-        max_upload_rate: None,
-        max_download_rate: None,
-        events,
-        unsafe_checkpoint_before_sync: false,
-    }
+    let mut options = peer_options(dir, n);
+    options.node.disk_retry_base = Duration::from_millis(20);
+    options.node.disk_retry_max = Duration::from_millis(100);
+    options.events = events;
+    options
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
-    let seed_dir = scratch("seed");
-    let leech_dir = scratch("leech");
+    let seed_dir_scratch = Scratch::new("prepare", "seed");
+    let seed_dir = seed_dir_scratch.0.clone();
+    let leech_dir_scratch = Scratch::new("prepare", "leech");
+    let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(seed_dir.join("data.bin"), &data).expect("write the source");
-    let meta = create_metainfo(
-        &StdStorage,
-        &seed_dir.join("data.bin"),
-        256 * 1024,
-        None,
-        &mut |_, _| {},
-    )
-    .expect("metainfo");
+    let meta = shared_file(&seed_dir, "data.bin", &data, 256 * 1024);
     let (seeder, _) = Peer::start(PeerEnv::real(), options(seed_dir.clone(), 1, None))
         .await
         .expect("seeder starts");
@@ -100,7 +38,10 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
         .await
         .expect("seeder shares");
 
-    let full = Arc::new(AtomicBool::new(true));
+    // The real filesystem, except that replacing a small file (the state folder's `.torrent` and
+    // checkpoints) fails with ENOSPC until the faults are cleared.
+    let storage = ScriptedStorage::new(StdStorage);
+    storage.fail(Fault::new(Op::ReplaceFile, io::ErrorKind::StorageFull));
     let stalls = Arc::new(Mutex::new(Vec::new()));
     let seen = stalls.clone();
     let sink: EventSink = Arc::new(move |_, e: &NodeEvent| {
@@ -109,7 +50,7 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
         }
     });
     let mut env = PeerEnv::real();
-    env.storage = Arc::new(FullForSmallFiles { full: full.clone() });
+    env.storage = storage.clone();
     let (leecher, _) = Peer::start(env, options(leech_dir.clone(), 2, Some(sink)))
         .await
         .expect("leecher starts");
@@ -140,28 +81,19 @@ async fn a_download_waits_for_disk_space_to_save_its_torrent_then_completes() {
     assert!(leecher.stats().await.expect("stats").is_empty());
 
     // Space is freed: the next try prepares the download, which completes.
-    full.store(false, Ordering::SeqCst);
+    storage.clear_faults();
     let hash = tokio::time::timeout(Duration::from_secs(10), add)
         .await
         .expect("added once space is freed")
         .expect("add task")
         .expect("added");
     assert_eq!(hash, meta.info_hash);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = leecher.stats().await.expect("stats");
-        if stats[0].complete && stats[0].pieces_durable == stats[0].pieces_total {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "stalled: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (within, poll) = (Duration::from_secs(30), Duration::from_millis(20));
+    wait_for_stats(&leecher, "stalled", within, poll, complete_and_durable).await;
     assert_eq!(
         std::fs::read(leech_dir.join("data.bin")).expect("downloaded file"),
         data
     );
     leecher.shutdown().await;
     seeder.shutdown().await;
-    let _ = std::fs::remove_dir_all(seed_dir);
-    let _ = std::fs::remove_dir_all(leech_dir);
 }

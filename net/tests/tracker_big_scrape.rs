@@ -1,15 +1,13 @@
 //! A scrape of 1,024 info hashes in one HTTP request (73 KB of query) is answered in full.
 
-use std::sync::{Arc, Mutex};
-
 use enjambre_core::metainfo::InfoHash;
 use enjambre_core::tracker::proto::MAX_SCRAPE_HASHES;
-use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::Clock;
+use enjambre_core::tracker::{AnnounceParams, Event, RegistryConfig};
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client;
-use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::tracker_server::ServerConfig;
+use enjambre_net::transport::TokioTransport;
 
 fn hash(i: usize) -> InfoHash {
     let mut h = [0x5a; 20];
@@ -19,11 +17,6 @@ fn hash(i: usize) -> InfoHash {
 
 #[tokio::test]
 async fn a_scrape_of_1024_info_hashes_is_answered_in_full() {
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
     let config = ServerConfig {
         http: HttpLimits {
             // As the tracker binary's default: room for the largest scrape.
@@ -32,14 +25,10 @@ async fn a_scrape_of_1024_info_hashes_is_answered_in_full() {
         },
         ..ServerConfig::default()
     };
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let server = tokio::spawn(serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        config,
-    ));
-    let url = format!("http://{addr}/announce");
+    let tracker = LocalTracker::start(RegistryConfig::default(), config)
+        .await
+        .expect("tracker");
+    let url = tracker.announce_url();
     // Two of the scraped torrents have a peer: a seeder in #3, a leecher in #1000.
     for (i, left) in [(3, 0), (1000, 7)] {
         let params = AnnounceParams {
@@ -72,5 +61,4 @@ async fn a_scrape_of_1024_info_hashes_is_answered_in_full() {
     assert!(tracker_client::scrape(&TokioTransport, &url, &too_many)
         .await
         .is_err());
-    server.abort();
 }

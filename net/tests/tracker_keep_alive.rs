@@ -2,26 +2,18 @@
 //! (pipelined bytes kept), `Connection: close` and HTTP/1.0 honoured, error answers closing, idle connections closed after their
 //! idle timeout and evicted first under slot pressure.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use enjambre_core::tracker::{Registry, RegistryConfig};
-use enjambre_net::clock::Clock;
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::http::HttpLimits;
-use enjambre_net::tracker_server::{serve, KeepAlive, ServerConfig};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::tracker_server::{KeepAlive, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IDLE: Duration = Duration::from_millis(300);
 
-async fn start(max_connections: usize) -> SocketAddr {
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+async fn start(max_connections: usize) -> LocalTracker {
     let config = ServerConfig {
         http: HttpLimits {
             timeout: Duration::from_secs(10),
@@ -34,14 +26,9 @@ async fn start(max_connections: usize) -> SocketAddr {
         },
         ..ServerConfig::default()
     };
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    tokio::spawn(serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        config,
-    ));
-    addr
+    LocalTracker::start(RegistryConfig::default(), config)
+        .await
+        .expect("tracker")
 }
 
 /// An announce of a seed with peer id `id` repeated (and a port of its own), with extra header lines `headers`.
@@ -101,7 +88,8 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn three_announces_on_one_connection_get_three_answers() {
-    let addr = start(8).await;
+    let tracker = start(8).await;
+    let addr = tracker.addr;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut buf = Vec::new();
     s.write_all(announce('a', "1.1", "").as_bytes())
@@ -134,7 +122,8 @@ async fn three_announces_on_one_connection_get_three_answers() {
 
 #[tokio::test]
 async fn connection_close_http_1_0_and_errors_close_after_the_answer() {
-    let addr = start(8).await;
+    let tracker = start(8).await;
+    let addr = tracker.addr;
     for request in [
         announce('a', "1.1", "Connection: close\r\n"),
         announce('b', "1.0", ""),
@@ -163,7 +152,8 @@ async fn connection_close_http_1_0_and_errors_close_after_the_answer() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_its_idle_timeout() {
-    let addr = start(8).await;
+    let tracker = start(8).await;
+    let addr = tracker.addr;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut buf = Vec::new();
     s.write_all(announce('a', "1.1", "").as_bytes())
@@ -180,7 +170,8 @@ async fn an_idle_connection_is_closed_after_its_idle_timeout() {
 
 #[tokio::test]
 async fn idle_connections_are_evicted_before_busy_ones() {
-    let addr = start(2).await;
+    let tracker = start(2).await;
+    let addr = tracker.addr;
     // The older connection is busy: half a request, still coming.
     let mut busy = TcpStream::connect(addr).await.expect("connect");
     let request = announce('a', "1.1", "Connection: close\r\n");

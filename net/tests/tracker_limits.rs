@@ -2,16 +2,15 @@
 //! cannot keep real clients out, `numwant` is capped, and the catalog refuses entries past its size.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use enjambre_core::metainfo::{self, FileEntry, InfoHash};
-use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::Clock;
+use enjambre_core::tracker::{AnnounceParams, Event, RegistryConfig};
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client::{self, TrackerClientError};
-use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::tracker_server::ServerConfig;
+use enjambre_net::transport::TokioTransport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The server's read deadline in these tests.
@@ -19,12 +18,7 @@ const READ_DEADLINE: Duration = Duration::from_secs(1);
 /// Connection slots of the server in these tests.
 const SLOTS: usize = 4;
 
-async fn start(registry: RegistryConfig) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+async fn start(registry: RegistryConfig) -> LocalTracker {
     let config = ServerConfig {
         http: HttpLimits {
             timeout: READ_DEADLINE,
@@ -33,14 +27,9 @@ async fn start(registry: RegistryConfig) -> (SocketAddr, tokio::task::JoinHandle
         max_connections: SLOTS,
         ..ServerConfig::default()
     };
-    let registry = Arc::new(Mutex::new(Registry::new(registry)));
-    let server = tokio::spawn(serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        config,
-    ));
-    (addr, server)
+    LocalTracker::start(registry, config)
+        .await
+        .expect("tracker")
 }
 
 fn params(info_hash: InfoHash, id: u32, port: u16, numwant: u32) -> AnnounceParams {
@@ -94,8 +83,8 @@ async fn slow_loris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 
 #[tokio::test]
 async fn slow_loris_clients_are_cut_off_and_cannot_lock_out_real_clients() {
-    let (addr, server) = start(RegistryConfig::default()).await;
-    let url = format!("http://{addr}/announce");
+    let tracker = start(RegistryConfig::default()).await;
+    let (addr, url) = (tracker.addr, tracker.announce_url());
     // Twice as many trickling clients as the server has slots, each willing to go on for 20 s.
     let give_up = Duration::from_secs(20);
     let lorises: Vec<_> = (0..2 * SLOTS)
@@ -122,17 +111,16 @@ async fn slow_loris_clients_are_cut_off_and_cannot_lock_out_real_clients() {
         held.first(),
         held.last()
     );
-    server.abort();
 }
 
 #[tokio::test]
 async fn numwant_is_capped() {
-    let (addr, server) = start(RegistryConfig {
+    let tracker = start(RegistryConfig {
         max_numwant: 5,
         ..RegistryConfig::default()
     })
     .await;
-    let url = format!("http://{addr}/announce");
+    let url = tracker.announce_url();
     let hash = InfoHash([8; 20]);
     for i in 0..12u16 {
         tracker_client::announce(
@@ -153,17 +141,16 @@ async fn numwant_is_capped() {
         .await
         .expect("announce");
     assert_eq!(reply.peers.len(), 3, "a numwant under the cap is honoured");
-    server.abort();
 }
 
 #[tokio::test]
 async fn the_catalog_refuses_entries_past_its_cap() {
-    let (addr, server) = start(RegistryConfig {
+    let tracker = start(RegistryConfig {
         max_catalog: 2,
         ..RegistryConfig::default()
     })
     .await;
-    let base = format!("http://{addr}");
+    let base = tracker.urls().base;
     for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
         let files = vec![FileEntry {
             path: vec![name.to_string()],
@@ -181,5 +168,4 @@ async fn the_catalog_refuses_entries_past_its_cap() {
         .await
         .expect("list");
     assert_eq!(list.len(), 2);
-    server.abort();
 }

@@ -2,32 +2,21 @@
 //! resilience to garbage.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enjambre_core::metainfo::{self, FileEntry, InfoHash};
 use enjambre_core::tracker::registry::Role;
-use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig, TrackerProtoError};
-use enjambre_net::clock::Clock;
+use enjambre_core::tracker::{AnnounceParams, Event, RegistryConfig, TrackerProtoError};
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client::{self, TrackerClientError};
-use enjambre_net::tracker_server::{serve, ServerConfig};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::tracker_server::ServerConfig;
 use enjambre_net::transport::{Listener, TokioTransport, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SIZE: u64 = 100_000;
 
-async fn start() -> (
-    SocketAddr,
-    Arc<Mutex<Registry>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
+async fn start() -> LocalTracker {
     let config = ServerConfig {
         http: HttpLimits {
             timeout: Duration::from_secs(2),
@@ -36,13 +25,9 @@ async fn start() -> (
         max_connections: 8,
         ..ServerConfig::default()
     };
-    let server = tokio::spawn(serve::<TokioTransport>(
-        listener,
-        Arc::clone(&registry),
-        Clock::new(),
-        config,
-    ));
-    (addr, registry, server)
+    LocalTracker::start(RegistryConfig::default(), config)
+        .await
+        .expect("tracker")
 }
 
 fn params(info_hash: InfoHash, id: u8, port: u16, left: u64, event: Event) -> AnnounceParams {
@@ -85,10 +70,11 @@ fn body_of(response: &[u8]) -> &[u8] {
 
 #[tokio::test]
 async fn announce_scrape_catalog_and_garbage() {
-    let (addr, registry, server) = start().await;
+    let tracker = start().await;
+    let (addr, registry) = (tracker.addr, &tracker.registry);
     let t = TokioTransport;
-    let url = format!("http://{addr}/announce");
-    let base = format!("http://{addr}");
+    let url = tracker.announce_url();
+    let base = tracker.urls().base;
 
     // Publish a torrent and fetch it back by name.
     let pieces = SIZE.div_ceil(16 * 1024) as usize;
@@ -294,8 +280,6 @@ async fn announce_scrape_catalog_and_garbage() {
         .expect("announce a");
     assert!(ra.peers.is_empty());
     assert_eq!(registry.lock().expect("lock").peer_count(), 1);
-
-    server.abort();
 }
 
 #[tokio::test]

@@ -4,17 +4,17 @@
 //! eviction or by the per-request deadline; memory stays bounded.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enjambre_core::metainfo::InfoHash;
-use enjambre_core::tracker::{AnnounceParams, Event, Registry, RegistryConfig};
-use enjambre_net::clock::Clock;
+use enjambre_core::tracker::{AnnounceParams, Event, RegistryConfig};
 use enjambre_net::http::HttpLimits;
 use enjambre_net::tracker_client;
 use enjambre_net::tracker_metrics::TrackerMetrics;
-use enjambre_net::tracker_server::{serve, ServerConfig};
-use enjambre_net::transport::{Listener, TokioTransport, Transport};
+use enjambre_net::tracker_server::testing::LocalTracker;
+use enjambre_net::tracker_server::ServerConfig;
+use enjambre_net::transport::TokioTransport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Slow sockets per test.
@@ -55,12 +55,7 @@ fn rss_anon_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn start(metrics: Arc<TrackerMetrics>) -> SocketAddr {
-    let listener = TokioTransport
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+async fn start(metrics: Arc<TrackerMetrics>) -> LocalTracker {
     let config = ServerConfig {
         http: HttpLimits {
             timeout: DEADLINE,
@@ -71,14 +66,9 @@ async fn start(metrics: Arc<TrackerMetrics>) -> SocketAddr {
         metrics,
         ..ServerConfig::default()
     };
-    let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    tokio::spawn(serve::<TokioTransport>(
-        listener,
-        registry,
-        Clock::new(),
-        config,
-    ));
-    addr
+    LocalTracker::start(RegistryConfig::default(), config)
+        .await
+        .expect("tracker")
 }
 
 /// Open a connection from `from`, send half a request line, and wait for the server to close it. The
@@ -136,8 +126,8 @@ fn params(id: u32) -> AnnounceParams {
 async fn slow_clients_do_not_stall_real_announces(sources: &[IpAddr]) {
     raise_fd_limit();
     let metrics = Arc::new(TrackerMetrics::default());
-    let addr = start(Arc::clone(&metrics)).await;
-    let url = format!("http://{addr}/announce");
+    let tracker = start(Arc::clone(&metrics)).await;
+    let (addr, url) = (tracker.addr, tracker.announce_url());
     let rss_before = rss_anon_kib();
     let give_up = DEADLINE * 5;
     let mut slow = Vec::with_capacity(SLOW);

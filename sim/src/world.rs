@@ -2,7 +2,7 @@
 //! each peer's latest progress, and invariant violations found by the harness's own audits.
 
 use enjambre_core::dht::{DhtEvent, LookupKind};
-use enjambre_core::node::{NodeEvent, TorrentStats};
+use enjambre_core::node::{NodeEvent, TorrentError, TorrentStats};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -157,6 +157,8 @@ pub struct PeerLive {
     pub corrupt: bool,
     /// Times each download stopped on a disk error (all boots).
     pub disk_stalls: BTreeMap<String, u32>,
+    /// Downloads whose last stop was in their preparation (before any piece), until they are tried again.
+    pub stalled_preparing: BTreeSet<String>,
     /// Running (not crashed).
     pub up: bool,
     /// Pieces that failed their hash check with a single sender, per sender's host, in the current boot.
@@ -646,6 +648,11 @@ impl World {
                         .iter()
                         .any(|m| m.host == host && m.kind == MarkKind::DiskStalled && m.t >= since)
                 });
+                if matches!(error, TorrentError::Prepare(_)) {
+                    p.stalled_preparing.insert(file.clone());
+                } else {
+                    p.stalled_preparing.remove(&file);
+                }
                 if first_this_boot {
                     self.mark(t, host, MarkKind::DiskStalled);
                 }
@@ -657,13 +664,16 @@ impl World {
                     ),
                 )
             }
-            NodeEvent::DiskRetry { torrent, attempt } => (
-                true,
-                format!(
-                    "{}: trying the disk again (one piece first; {attempt} failures in a row)",
-                    self.file_name(&torrent.to_hex())
-                ),
-            ),
+            NodeEvent::DiskRetry { torrent, attempt } => {
+                let file = self.file_name(&torrent.to_hex());
+                let p = self.peers.entry(host.to_string()).or_default();
+                let text = if p.stalled_preparing.remove(&file) {
+                    format!("{file}: trying to prepare the download again ({attempt} failures in a row)")
+                } else {
+                    format!("{file}: trying the disk again (one piece first; {attempt} failures in a row)")
+                };
+                (true, text)
+            }
             NodeEvent::TrackerReply { torrent, peers } => (
                 false,
                 format!(
@@ -711,5 +721,56 @@ impl World {
             }
         };
         self.note(t, host, story, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enjambre_core::metainfo::InfoHash;
+    use enjambre_core::node::DiskError;
+    use std::io;
+
+    fn stalled(error: TorrentError) -> NodeEvent {
+        NodeEvent::DiskStalled {
+            torrent: InfoHash([7; 20]),
+            error,
+            retry_in_ms: 2000,
+        }
+    }
+
+    fn retry(attempt: u32) -> NodeEvent {
+        NodeEvent::DiskRetry {
+            torrent: InfoHash([7; 20]),
+            attempt,
+        }
+    }
+
+    /// A retry says what is tried again: the preparation after a stall in it, a piece after a failed write.
+    #[test]
+    fn a_retry_names_the_step_that_stalled() {
+        let mut w = World::default();
+        w.names
+            .insert(InfoHash([7; 20]).to_hex(), "data.bin".into());
+        let full = || DiskError::io("writing", &io::Error::from(io::ErrorKind::StorageFull));
+        let t = Duration::from_secs(1);
+        w.on_event(t, "leecher", &stalled(TorrentError::Prepare(full())));
+        w.on_event(t, "leecher", &retry(1));
+        w.on_event(t, "leecher", &stalled(TorrentError::Write(full())));
+        w.on_event(t, "leecher", &retry(2));
+        let retries: Vec<&str> = w
+            .log
+            .iter()
+            .map(|r| r.text.as_str())
+            .filter(|t| t.contains("trying"))
+            .filter(|t| !t.contains("STOPPED"))
+            .collect();
+        assert_eq!(
+            retries,
+            [
+                "data.bin: trying to prepare the download again (1 failures in a row)",
+                "data.bin: trying the disk again (one piece first; 2 failures in a row)",
+            ]
+        );
     }
 }
