@@ -785,6 +785,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             while let Some(out) = self.node.poll_output() {
                 self.carry_out(out);
             }
+            self.sockets.flush_deferred();
             if self.dropped.is_empty() {
                 return;
             }
@@ -826,6 +827,41 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                             unread_mib: queued / (1024 * 1024),
                         },
                     ));
+                }
+            }
+            Output::SendRange {
+                conn,
+                head,
+                torrent,
+                offset,
+                len,
+            } => {
+                let store = self
+                    .stores
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&torrent).cloned());
+                let ranges = match store {
+                    Some(store) => store.file_ranges(offset, u64::from(len)),
+                    None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                };
+                let queued = match ranges {
+                    Ok(ranges) => self
+                        .sockets
+                        .send_ranges(conn, head, ranges, MAX_UNSENT_PER_CONN)
+                        .map_err(|queued| CloseReason::Unread {
+                            unread_mib: queued / (1024 * 1024),
+                        }),
+                    Err(e) => {
+                        tracing::warn!(
+                            "connection {conn}: cannot send {len} bytes at {offset}: {e}"
+                        );
+                        Err(CloseReason::ServeReadFailed)
+                    }
+                };
+                if let Err(reason) = queued {
+                    self.sockets.abort(conn);
+                    self.dropped.push((conn, reason));
                 }
             }
             // What is queued (a goodbye, a last message) is still written, for a few seconds at most.
