@@ -18,6 +18,7 @@ pub mod metainfo;
 pub mod node;
 pub mod picker;
 pub mod rate;
+pub mod serve_order;
 pub mod spread;
 pub mod time;
 pub mod tracker;

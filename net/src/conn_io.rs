@@ -16,8 +16,9 @@
 
 use crate::clock::Clock;
 use crate::rate::RateLimit;
-use bytes::{Buf, Bytes};
-use enjambre_core::node::{ConnId, Input};
+use crate::send_file::{advance_queue, poll_write_queue, FileRange, Outgoing, SendFileError};
+use bytes::Bytes;
+use enjambre_core::node::{CloseReason, ConnId, Input};
 use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -71,29 +72,37 @@ struct Socket<S> {
     flag: Arc<ConnWaker>,
     waker: Waker,
     /// Handed to the socket by the node, not yet taken by it.
-    unsent: VecDeque<Bytes>,
+    unsent: VecDeque<Outgoing>,
     unsent_bytes: u64,
     /// A write failed: what the node sends from now on is dropped (the read side reports the end).
     write_failed: bool,
+    /// A file range could not be sent: the stream is cut inside a message, the connection must be dropped.
+    file_failed: Option<SendFileError>,
     /// Bytes read that wait for the download limit, and the wait.
     held: Option<(Pin<Box<tokio::time::Sleep>>, Bytes)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
-    /// Write what is queued until the socket would block.
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
+    /// Write what is queued until the socket would block (on a real socket, many items a system call:
+    /// [`crate::send_file`]).
     fn flush(&mut self) {
         let mut cx = Context::from_waker(&self.waker);
-        while let Some(front) = self.unsent.front_mut() {
-            match Pin::new(&mut self.stream).poll_write(&mut cx, front) {
+        while !self.unsent.is_empty() {
+            match poll_write_queue(&mut self.stream, &mut cx, &self.unsent) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.unsent_bytes -= n as u64;
-                    if n == front.len() {
-                        self.unsent.pop_front();
-                    } else {
-                        front.advance(n);
-                    }
+                    advance_queue(&mut self.unsent, n as u64);
                 }
-                Poll::Ready(_) => {
+                Poll::Ready(result) => {
+                    // A socket that takes nothing or fails is over (its read side reports the end); a file
+                    // that fails cuts the stream inside a message: the next poll of this connection drops it
+                    // (see `poll_inputs`).
+                    if let Err(e) = result {
+                        if e.is_file() {
+                            self.file_failed = Some(e);
+                            self.waker.wake_by_ref();
+                        }
+                    }
                     self.write_failed = true;
                     self.unsent.clear();
                     self.unsent_bytes = 0;
@@ -147,8 +156,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket<S> {
         let unsent = std::mem::take(&mut self.unsent);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_FLUSH_GRACE, async move {
-                for data in unsent {
-                    stream.write_all(&data).await?;
+                let mut unsent = unsent;
+                while !unsent.is_empty() {
+                    let n = std::future::poll_fn(|cx| poll_write_queue(&mut stream, cx, &unsent))
+                        .await
+                        .map_err(io::Error::other)?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    advance_queue(&mut unsent, n as u64);
                 }
                 stream.shutdown().await
             })
@@ -163,6 +179,8 @@ pub(crate) struct Sockets<S> {
     ready: Arc<ReadyQueue>,
     /// Connections that were ready while reading was paused (their writes were flushed).
     paused: Vec<ConnId>,
+    /// Connections given file ranges since the last [`Sockets::flush_deferred`], not yet written.
+    deferred: Vec<ConnId>,
     down: Option<RateLimit>,
     clock: Clock,
 }
@@ -174,6 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
             conns: BTreeMap::new(),
             ready: Arc::default(),
             paused: Vec::new(),
+            deferred: Vec::new(),
             down,
             clock,
         }
@@ -197,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
                 unsent: VecDeque::new(),
                 unsent_bytes: 0,
                 write_failed: false,
+                file_failed: None,
                 held: None,
             },
         );
@@ -205,20 +225,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
     /// Write `data` to connection `id` (what the socket does not take now waits for it). `Err` with the
     /// bytes it would leave unsent when that exceeds `max_unsent`: nothing is queued then.
     pub fn send(&mut self, id: ConnId, data: Bytes, max_unsent: u64) -> Result<(), u64> {
+        self.queue(id, vec![Outgoing::Bytes(data)], max_unsent, false)
+    }
+
+    /// Send `head`, then `ranges` of files, to connection `id` after what is queued (in one write where the
+    /// socket allows it), the ranges straight from the files where the socket and the files allow it
+    /// ([`crate::send_file`]); otherwise as [`Sockets::send`]. A range the files no longer hold drops the
+    /// connection ([`Input::Dropped`] at the next poll).
+    pub fn send_ranges(
+        &mut self,
+        id: ConnId,
+        head: Bytes,
+        ranges: Vec<FileRange>,
+        max_unsent: u64,
+    ) -> Result<(), u64> {
+        let items = std::iter::once(Outgoing::Bytes(head))
+            .filter(|h| !h.is_empty())
+            .chain(ranges.into_iter().map(Outgoing::File))
+            .collect();
+        self.queue(id, items, max_unsent, true)
+    }
+
+    /// Write what [`Sockets::send_ranges`] queued since the last call: the blocks a turn of the node answers
+    /// leave together (one `writev` on a real socket, [`crate::send_file`]) instead of one call each.
+    pub fn flush_deferred(&mut self) {
+        for id in std::mem::take(&mut self.deferred) {
+            if let Some(s) = self.conns.get_mut(&id) {
+                s.flush();
+            }
+        }
+    }
+
+    /// Queue `items` on connection `id` and write what the socket takes now, or (`defer`) at the next
+    /// [`Sockets::flush_deferred`].
+    fn queue(
+        &mut self,
+        id: ConnId,
+        items: Vec<Outgoing>,
+        max_unsent: u64,
+        defer: bool,
+    ) -> Result<(), u64> {
         let Some(s) = self.conns.get_mut(&id) else {
             return Ok(());
         };
         if s.write_failed {
             return Ok(());
         }
-        let queued = s.unsent_bytes + data.len() as u64;
+        let queued = s.unsent_bytes + items.iter().map(Outgoing::len).sum::<u64>();
         if queued > max_unsent {
             return Err(queued);
         }
+        let was_empty = s.unsent.is_empty();
         s.unsent_bytes = queued;
-        s.unsent.push_back(data);
-        if s.unsent.len() == 1 {
+        s.unsent.extend(items);
+        if was_empty && !defer {
             s.flush();
+        } else if was_empty {
+            self.deferred.push(id);
         }
         Ok(())
     }
@@ -281,7 +344,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
             // The socket's wakers lock the queue: let them run while this socket is served.
             drop(ids);
             s.flush();
-            if !reading {
+            if let Some(error) = s.file_failed.take() {
+                tracing::warn!("connection {id}: {error}");
+                self.conns.remove(&id);
+                inputs.push(Input::Dropped {
+                    conn: id,
+                    reason: CloseReason::ServeReadFailed,
+                });
+            } else if !reading {
                 self.paused.push(id);
             } else {
                 match s.poll_read(self.down.as_ref(), &self.clock) {

@@ -12,6 +12,9 @@
 //! block to serve that is in the page cache is read right here, without a trip to the thread pool (most of a
 //! seeder's CPU was the wake-ups of that trip, `bench/RESULTS.md`); it may overtake queued writes, which is
 //! harmless because only verified pieces are served and a piece is verified only after its write returned.
+//! Where the files can go to a socket as they are (real files, their range in the page cache), a block to serve
+//! is not read at all: the node is told it is [sendable](DiskDone::Sendable) and the socket sends it from the
+//! file ([`crate::send_file`]).
 
 use crate::piece_assembly::{PieceAssembly, Taken};
 use crate::state_dir::StateDir;
@@ -180,6 +183,18 @@ impl DiskWorker {
                             torrent,
                             conn,
                             block,
+                        } if sendable(&stores, &torrent, &block) => {
+                            // Sent from the files by the socket: nothing to read.
+                            results.push(DiskDone::Sendable {
+                                torrent,
+                                conn,
+                                block,
+                            })
+                        }
+                        DiskOp::Read {
+                            torrent,
+                            conn,
+                            block,
                         } => match read_cached(&stores, &torrent, &block) {
                             // Served from the page cache here: no trip to the blocking runner.
                             Some(data) => results.push(DiskDone::Read {
@@ -332,6 +347,14 @@ fn read_cached(stores: &Stores, torrent: &InfoHash, block: &BlockRef) -> Option<
     let offset = store.layout().piece_offset(block.piece) + u64::from(block.begin);
     let mut buf = vec![0u8; block.length as usize];
     matches!(store.read_cached(offset, &mut buf), Ok(true)).then(|| Bytes::from(buf))
+}
+
+/// Whether a block to serve can go to its socket straight from the files ([`TorrentStore::sendable`]).
+fn sendable(stores: &Stores, torrent: &InfoHash, block: &BlockRef) -> bool {
+    store_of(stores, torrent).is_some_and(|store| {
+        let offset = store.layout().piece_offset(block.piece) + u64::from(block.begin);
+        store.sendable(offset, u64::from(block.length))
+    })
 }
 
 /// The error for an operation on a torrent whose files are not open.

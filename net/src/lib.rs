@@ -26,6 +26,7 @@ mod piece_assembly;
 pub mod prometheus;
 pub mod rate;
 pub mod resume;
+pub mod send_file;
 pub mod state_dir;
 pub mod storage;
 pub mod torrent_store;

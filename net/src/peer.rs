@@ -28,6 +28,7 @@ use enjambre_core::node::{
     MetadataFetchError, Node, NodeConfig, NodeEvent, Output, TorrentError, TorrentStats,
 };
 use enjambre_core::picker::BlockRef;
+use enjambre_core::serve_order::ServeOrder;
 use enjambre_core::time::Instant;
 use enjambre_core::tracker::TrackerTiers;
 use rand_chacha::rand_core::SeedableRng;
@@ -174,6 +175,10 @@ pub(crate) enum Msg<S> {
 /// below: the node serves at most `max_served_requests` (256) blocks of 16 KiB at a time per peer.
 pub const MAX_UNSENT_PER_CONN: u64 = 16 * 1024 * 1024;
 
+/// How many connections with nothing waiting the pacer's order may remember (their piece in progress) before
+/// it forgets them: closed connections are never told to it, so it is pruned to the waiting ones past this.
+const PACE_ORDER_SLACK: usize = 256;
+
 /// A running peer.
 #[derive(Clone)]
 pub struct Peer {
@@ -243,7 +248,7 @@ impl Peer {
             events: options.events.clone(),
             limits,
             paced: BTreeMap::new(),
-            pace_after: 0,
+            pace_order: ServeOrder::new(),
             pace_at: None,
             dropped: Vec::new(),
             metadata_waiters: BTreeMap::new(),
@@ -535,8 +540,8 @@ struct NodeTask<T: Transport, B> {
     limits: Limits,
     /// Reads of blocks to serve waiting for upload budget, per connection (only with an upload limit).
     paced: BTreeMap<ConnId, VecDeque<(InfoHash, BlockRef)>>,
-    /// The connection served last by the pacer (round-robin cursor).
-    pace_after: ConnId,
+    /// Which connection the pacer serves next (the piece closest to completion first).
+    pace_order: ServeOrder,
     /// When the pacer may spend again (`None`: now).
     pace_at: Option<Instant>,
     /// Connections the driver gave up on, to tell the node.
@@ -728,21 +733,24 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
         }
     }
 
-    /// Release paced reads, one connection at a time in turn, while the upload budget allows. Blocks the node no
-    /// longer means to serve (cancelled, choked, connection gone) are dropped without spending budget.
+    /// Release paced reads while the upload budget allows, in [`ServeOrder`]'s order (the piece closest to
+    /// completion first, then connections in turn). Blocks the node no longer means to serve (cancelled,
+    /// choked, connection gone) are dropped without spending budget.
     fn pace(&mut self) {
         let Some(limit) = self.limits.up.clone() else {
             self.paced.clear();
             return;
         };
         self.pace_at = None;
-        while let Some(conn) = self
-            .paced
-            .range(self.pace_after + 1..)
-            .next()
-            .or_else(|| self.paced.iter().next())
-            .map(|(c, _)| *c)
-        {
+        if self.pace_order.len() > self.paced.len() + PACE_ORDER_SLACK {
+            let paced = &self.paced;
+            self.pace_order.retain(|c| paced.contains_key(&c));
+        }
+        while let Some(conn) = self.pace_order.next(
+            self.paced
+                .iter()
+                .filter_map(|(c, q)| q.front().map(|(_, b)| (*c, b.piece))),
+        ) {
             let queue = self.paced.get_mut(&conn);
             let next = queue.as_ref().and_then(|q| q.front().copied());
             let Some((torrent, block)) = next else {
@@ -758,7 +766,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             if !self.node.is_serving(conn, &block) {
                 continue;
             }
-            self.pace_after = conn;
+            self.pace_order.released(conn, block.piece);
             self.disk.submit(DiskOp::Read {
                 torrent,
                 conn,
@@ -777,6 +785,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             while let Some(out) = self.node.poll_output() {
                 self.carry_out(out);
             }
+            self.sockets.flush_deferred();
             if self.dropped.is_empty() {
                 return;
             }
@@ -818,6 +827,41 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                             unread_mib: queued / (1024 * 1024),
                         },
                     ));
+                }
+            }
+            Output::SendRange {
+                conn,
+                head,
+                torrent,
+                offset,
+                len,
+            } => {
+                let store = self
+                    .stores
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&torrent).cloned());
+                let ranges = match store {
+                    Some(store) => store.file_ranges(offset, u64::from(len)),
+                    None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                };
+                let queued = match ranges {
+                    Ok(ranges) => self
+                        .sockets
+                        .send_ranges(conn, head, ranges, MAX_UNSENT_PER_CONN)
+                        .map_err(|queued| CloseReason::Unread {
+                            unread_mib: queued / (1024 * 1024),
+                        }),
+                    Err(e) => {
+                        tracing::warn!(
+                            "connection {conn}: cannot send {len} bytes at {offset}: {e}"
+                        );
+                        Err(CloseReason::ServeReadFailed)
+                    }
+                };
+                if let Err(reason) = queued {
+                    self.sockets.abort(conn);
+                    self.dropped.push((conn, reason));
                 }
             }
             // What is queued (a goodbye, a last message) is still written, for a few seconds at most.

@@ -40,6 +40,19 @@ pub trait StorageFile: Send + Sync + 'static {
     fn reads_return_writes(&self) -> bool {
         false
     }
+    /// Where `offset..offset + len` of this file sits in a read-only mapping that lives as long as this file,
+    /// for the kernel to copy to a socket (`writev`) without this process reading it: never dereference it in
+    /// user space (a file truncated under it would fault the process; the kernel's copy just fails). Default:
+    /// none, and the caller reads the bytes with [`StorageFile::read_at`] (a simulated or watched disk must see,
+    /// and may tamper with, every read).
+    fn mapped_for_kernel(&self, _offset: u64, _len: u64) -> Option<std::ptr::NonNull<u8>> {
+        None
+    }
+    /// Whether every page of `offset..offset + len` is in the page cache, so that sending it from
+    /// [`StorageFile::mapped_for_kernel`] will not wait for the device (default: cannot tell, `false`).
+    fn is_cached(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
     /// Make written data durable.
     fn sync_data(&self) -> io::Result<()>;
     /// Let the operating system drop this file's cached pages that are already on the device (a hint,
@@ -184,7 +197,100 @@ impl Blocking for Inline {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdStorage;
 
-struct StdFile(std::fs::File);
+struct StdFile(std::fs::File, FileMap);
+
+/// A read-only mapping of a whole file that this process never reads through: `mincore` asks it which pages
+/// are in the page cache (one system call per question; mapping a block's pages for each question cost the
+/// seeder a fifth of its CPU in `mmap` and `munmap`), and the kernel copies from it to sockets (`writev`, see
+/// [`crate::send_file`]). Remade when the file has grown past it; a mapping it replaces stays until the file
+/// is dropped, since a queued send may still point into it.
+#[derive(Default)]
+struct FileMap(std::sync::Mutex<Maps>);
+
+#[derive(Default)]
+struct Maps {
+    /// The current mapping: address and length.
+    current: Option<(usize, usize)>,
+    /// Mappings replaced by a larger one.
+    retired: Vec<(usize, usize)>,
+}
+
+impl FileMap {
+    /// The address of `offset..offset + len` of `file` in the mapping, mapping (again) if needed; `None` when
+    /// the file is shorter than that or cannot be mapped.
+    fn address(&self, file: &std::fs::File, offset: u64, len: u64) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let start = usize::try_from(offset).ok()?;
+        let end = usize::try_from(offset.checked_add(len)?).ok()?;
+        let mut maps = self.0.lock().ok()?;
+        if maps.current.is_none_or(|(_, mapped)| mapped < end) {
+            let file_len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+            if file_len < end {
+                return None;
+            }
+            // SAFETY: a fresh read-only shared mapping of an open descriptor. Nothing in this process reads
+            // through it (only `mincore` and the kernel's copies in `writev` use it), so a later truncation
+            // of the file cannot fault this process.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    file_len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return None;
+            }
+            if let Some(old) = maps.current.replace((addr as usize, file_len)) {
+                maps.retired.push(old);
+            }
+        }
+        maps.current.map(|(addr, _)| addr + start)
+    }
+
+    /// Whether every page of `offset..offset + len` of `file` is in the page cache (at most 256 KiB).
+    fn is_cached(&self, file: &std::fs::File, offset: u64, len: u64) -> bool {
+        // SAFETY: sysconf has no preconditions.
+        let page = match usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
+            Ok(p) if p.is_power_of_two() => p,
+            _ => return false,
+        };
+        let Some(at) = self.address(file, offset, len) else {
+            return false;
+        };
+        let first = at & !(page - 1);
+        let span = at + len as usize - first;
+        let pages = span.div_ceil(page);
+        let mut present = [0u8; 64];
+        if pages > present.len() {
+            return false;
+        }
+        // SAFETY: `first..at + len` lies inside the mapping (`address` checked its end; the mapping starts
+        // page-aligned, so `first` is inside it too), and `present` has room for one byte per page.
+        let ok =
+            unsafe { libc::mincore(first as *mut libc::c_void, span, present.as_mut_ptr()) } == 0;
+        ok && present[..pages].iter().all(|p| p & 1 == 1)
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        if let Ok(maps) = self.0.get_mut() {
+            for (addr, len) in maps
+                .current
+                .take()
+                .into_iter()
+                .chain(maps.retired.drain(..))
+            {
+                // SAFETY: mappings this map made; the file (and every queued send holding it) is gone.
+                unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+            }
+        }
+    }
+}
 
 impl StorageFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -332,6 +438,15 @@ impl StorageFile for StdFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+
+    fn mapped_for_kernel(&self, offset: u64, len: u64) -> Option<std::ptr::NonNull<u8>> {
+        std::ptr::NonNull::new(self.1.address(&self.0, offset, len)? as *mut u8)
+    }
+
+    /// `mincore` over the file's kept mapping ([`FileMap`]); at most 256 KiB a question.
+    fn is_cached(&self, offset: u64, len: u64) -> bool {
+        len == 0 || self.1.is_cached(&self.0, offset, len)
+    }
 }
 
 /// Most buffers handed to one `pwritev` (Linux's `IOV_MAX`).
@@ -440,7 +555,7 @@ impl Storage for StdStorage {
             .create(create)
             .truncate(false)
             .open(path)?;
-        Ok(Arc::new(StdFile(f)))
+        Ok(Arc::new(StdFile(f, FileMap::default())))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -714,11 +829,18 @@ mod tests {
             std::fs::remove_dir_all(dir).unwrap();
             return;
         }
+        // `is_cached` (the seeder's question before it sends a range from the file) agrees.
+        assert!(f.is_cached(1000, 16384), "a page just written is cached");
+        assert!(!f.is_cached(250 * 1024, 16384), "a range past the end");
         f.release_written_back().unwrap();
         assert!(
             !f.read_cached_at(&mut probe, 0).unwrap(),
             "synced page still cached"
         );
+        assert!(!f.is_cached(1000, 16384), "released pages are not cached");
+        // Grown past the kept mapping: asked again, it answers for the new pages.
+        f.write_at(&synced, synced.len() as u64).unwrap();
+        assert!(f.is_cached(synced.len() as u64 + 4096, 16384));
         let mut back = vec![0u8; synced.len()];
         f.read_at(&mut back, 0).unwrap();
         assert_eq!(back, synced);

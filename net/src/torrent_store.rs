@@ -6,6 +6,7 @@
 //! sync durable, which the driver must do before persisting a checkpoint that claims those pieces
 //! (invariant 2).
 
+use crate::send_file::FileRange;
 use crate::storage::{Storage, StorageFile};
 use enjambre_core::layout::FileLayout;
 use enjambre_core::metainfo::Metainfo;
@@ -223,6 +224,43 @@ impl TorrentStore {
             }
         }
         Ok(true)
+    }
+
+    /// Whether `len` bytes at torrent-space `offset` can be sent to a socket straight from the files
+    /// ([`TorrentStore::file_ranges`]): every file they span has a descriptor to send from and holds them in
+    /// the page cache, so that the send will not wait for the device.
+    pub fn sendable(&self, offset: u64, len: u64) -> bool {
+        let Ok(len_usize) = usize::try_from(len) else {
+            return false;
+        };
+        if self.check_range(offset, len_usize).is_err() {
+            return false;
+        }
+        self.served.store(true, Ordering::Relaxed);
+        self.layout.segments(offset, len).iter().all(|seg| {
+            self.file(seg.file_index, false).is_ok_and(|f| {
+                f.mapped_for_kernel(seg.file_offset, seg.len).is_some()
+                    && f.is_cached(seg.file_offset, seg.len)
+            })
+        })
+    }
+
+    /// The files' ranges that hold `len` bytes at torrent-space `offset`, in order, to send as they are.
+    pub fn file_ranges(&self, offset: u64, len: u64) -> io::Result<Vec<FileRange>> {
+        let len_usize =
+            usize::try_from(len).map_err(|_| invalid(format!("{len} bytes to send")))?;
+        self.check_range(offset, len_usize)?;
+        self.layout
+            .segments(offset, len)
+            .iter()
+            .map(|seg| {
+                Ok(FileRange {
+                    file: self.file(seg.file_index, false)?,
+                    offset: seg.file_offset,
+                    len: seg.len,
+                })
+            })
+            .collect()
     }
 
     /// Whether pieces written whole are likely hashed from memory ([`Storage::reads_return_writes`]): only

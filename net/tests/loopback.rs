@@ -15,18 +15,37 @@ const WITHIN: Duration = Duration::from_secs(30);
 /// How often its progress is looked at.
 const POLL: Duration = Duration::from_millis(50);
 
+/// The seeder serves from its files without reading them (its file is in the page cache: just written), the
+/// leecher verifies every piece and its file equals the seeder's. With an upload limit, the same path keeps
+/// the seeder's pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
-    let seed_dir_scratch = Scratch::new("loopback", "seed");
+    fetch_from_a_seeder("seed", "leech", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_limit_paces_blocks_sent_from_files() {
+    let rate = 2_000_000;
+    let started = std::time::Instant::now();
+    fetch_from_a_seeder("paced-seed", "paced-leech", Some(rate)).await;
+    // 3 MB at 2 MB/s, less the limiter's first burst and a block: at least about 1.4 s.
+    let floor = (3_000_000 - 64 * 1024 - 16 * 1024) as f64 / rate as f64;
+    let took = started.elapsed().as_secs_f64();
+    assert!(took >= floor, "{took:.2} s for 3 MB at 2 MB/s");
+}
+
+async fn fetch_from_a_seeder(seed: &str, leech: &str, max_upload_rate: Option<u64>) {
+    let sent_from_files = enjambre_net::send_file::bytes_sent_from_files();
+    let seed_dir_scratch = Scratch::new("loopback", seed);
     let seed_dir = seed_dir_scratch.0.clone();
-    let leech_dir_scratch = Scratch::new("loopback", "leech");
+    let leech_dir_scratch = Scratch::new("loopback", leech);
     let leech_dir = leech_dir_scratch.0.clone();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     let meta = shared_file(&seed_dir, "data.bin", &data, 512 * 1024);
 
-    let (seeder, _) = Peer::start(PeerEnv::real(), peer_options(seed_dir.clone(), 1))
-        .await
-        .unwrap();
+    let mut seeder_options = peer_options(seed_dir.clone(), 1);
+    seeder_options.max_upload_rate = max_upload_rate;
+    let (seeder, _) = Peer::start(PeerEnv::real(), seeder_options).await.unwrap();
     seeder
         .add(ThreadPool, meta.clone(), AddMode::Seed, None, vec![])
         .await
@@ -62,6 +81,9 @@ async fn leecher_fetches_a_file_from_a_seeder_over_tcp() {
     )
     .unwrap();
     assert!(checkpoint.contains("\"complete\": true"), "{checkpoint}");
+    // Other tests of this binary may send from files too: the count only grows.
+    let sent = enjambre_net::send_file::bytes_sent_from_files() - sent_from_files;
+    assert!(sent >= data.len() as u64, "{sent} bytes sent from files");
     leecher.shutdown().await;
     seeder.shutdown().await;
 }

@@ -452,12 +452,7 @@ impl TorrentCtx<'_> {
                 return;
             }
         };
-        let len = data.len() as u64;
-        c.on_payload_sent(now, len);
-        if now < self.s.now {
-            self.s.conn_deadlines.mark(id);
-        }
-        self.t.stats.bytes_uploaded += len;
+        self.count_served(now, id, data.len() as u64);
         self.s.send(
             id,
             Message::Piece {
@@ -466,6 +461,33 @@ impl TorrentCtx<'_> {
                 data,
             },
         );
+    }
+
+    /// The driver can send a block `id` asked for straight from the torrent's files: unless the request was
+    /// cancelled or the peer choked since, the PIECE message's header goes out and the driver sends the bytes
+    /// ([`Output::SendRange`]) right after it.
+    pub fn on_sendable(&mut self, now: Instant, id: ConnId, block: BlockRef) {
+        let Some(c) = self.s.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.serving.remove(&block) || c.am_choking {
+            return;
+        }
+        self.count_served(now, id, u64::from(block.length));
+        let offset =
+            u64::from(block.piece) * u64::from(self.t.meta.piece_length()) + u64::from(block.begin);
+        self.s.send_range(now, id, self.hash, offset, block);
+    }
+
+    /// `len` bytes of payload are on their way to `id`: its rate, its deadlines and the torrent's count.
+    fn count_served(&mut self, now: Instant, id: ConnId, len: u64) {
+        if let Some(c) = self.s.conns.get_mut(&id) {
+            c.on_payload_sent(now, len);
+        }
+        if now < self.s.now {
+            self.s.conn_deadlines.mark(id);
+        }
+        self.t.stats.bytes_uploaded += len;
     }
 }
 

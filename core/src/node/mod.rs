@@ -304,6 +304,16 @@ impl Node {
                     ctx.on_read(now, conn, block, data);
                 }
             }
+            DiskDone::Sendable {
+                torrent: _,
+                conn,
+                block,
+            } => {
+                let torrent = self.s.conns.get(&conn).and_then(|c| c.torrent);
+                if let Some(mut ctx) = torrent.and_then(|h| self.ctx(h)) {
+                    ctx.on_sendable(now, conn, block);
+                }
+            }
             DiskDone::CheckpointSaved {
                 torrent,
                 generation,

@@ -5,6 +5,7 @@
 use super::conn::Conn;
 use super::conn_deadlines::ConnDeadlines;
 use super::{ConnId, NodeConfig, NodeEvent, Output};
+use crate::metainfo::InfoHash;
 use crate::picker::BlockRef;
 use crate::time::Instant;
 use crate::wire::Message;
@@ -120,6 +121,44 @@ impl Shared {
                 self.trace(id, "out", msg.name(), detail);
             }
         }
+    }
+
+    /// Send `block` of torrent `torrent` (at torrent-space `offset`) to `id` from the torrent's files: what is
+    /// queued for `id` and the PIECE message's header leave now with the range, as one [`Output::SendRange`]
+    /// (one write for the driver, in the messages' order).
+    pub fn send_range(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        torrent: InfoHash,
+        offset: u64,
+        block: BlockRef,
+    ) {
+        let trace = self.config.trace;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        crate::wire::encode_piece_header(block.piece, block.begin, block.length, &mut c.outbox);
+        c.last_sent = now;
+        let data = c.outbox.split().freeze();
+        self.unsent.remove(&id);
+        if now < self.now {
+            self.conn_deadlines.mark(id);
+        }
+        if trace {
+            let detail = format!(
+                "piece {} offset {} len {}",
+                block.piece, block.begin, block.length
+            );
+            self.trace(id, "out", "piece", detail);
+        }
+        self.outputs.push_back(Output::SendRange {
+            conn: id,
+            head: data,
+            torrent,
+            offset,
+            len: block.length,
+        });
     }
 
     /// Answer a request with a BEP 6 reject.

@@ -237,6 +237,25 @@ impl World {
                     }
                 }
             }
+            Output::SendRange {
+                conn,
+                head,
+                offset,
+                len,
+                ..
+            } => {
+                // What a driver does: the head, then the bytes of the range, straight from the disk.
+                if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
+                    let start = offset as usize;
+                    let mut data = head.to_vec();
+                    data.extend_from_slice(
+                        &self.peers[i].disk.volatile[start..start + len as usize],
+                    );
+                    let data = Bytes::from(data);
+                    self.queue
+                        .push_back((j, Input::Received { conn: theirs, data }));
+                }
+            }
             Output::Close { conn } => {
                 if let Some((j, theirs)) = self.links.remove(&(i, conn)) {
                     self.links.remove(&(j, theirs));
@@ -1184,6 +1203,99 @@ fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     );
     let (sent, _) = p.drain(node);
     assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
+}
+
+/// A block the driver can send from the files leaves as one output: what was queued for the connection, the
+/// PIECE header, and the file range: the peer decodes the message whole once the range's bytes follow.
+/// The upload is counted; a block whose request was cancelled, or whose peer is choked, sends nothing.
+#[test]
+fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
+    let mut w = World::new(4 * PL as usize);
+    let s = w.seeder();
+    let meta = w.peers[s].meta.clone();
+    let hash = meta.info_hash;
+    let node = &mut w.peers[s].node;
+    let mut p = HandPeer::open(node, &meta, true);
+    let (sent, _) = p.say(node, &[Message::Interested]);
+    assert!(sent.contains(&Message::Unchoke), "{sent:?}");
+    let asked = Message::Request {
+        index: 2,
+        begin: 16384,
+        length: 16384,
+    };
+    let (_, reads) = p.say(node, std::slice::from_ref(&asked));
+    assert_eq!(reads.len(), 1, "the request goes to the disk");
+    let before = node.stats(&hash).map(|st| st.bytes_uploaded);
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::Sendable {
+            torrent: hash,
+            conn: p.conn,
+            block: reads[0],
+        }),
+    );
+    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    let sends: Vec<&Output> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Send { .. } | Output::SendRange { .. }))
+        .collect();
+    let [Output::SendRange {
+        conn,
+        head: data,
+        torrent,
+        offset,
+        len,
+    }] = sends[..]
+    else {
+        panic!("expected a header and a range: {outs:?}");
+    };
+    assert_eq!((*conn, *torrent), (p.conn, hash));
+    assert_eq!((*offset, *len), (2 * u64::from(PL) + 16384, 16384));
+    // The peer gets the header, then the range's bytes, and reads one whole PIECE message.
+    let payload: Vec<u8> = (0..16384u32).map(|i| (i % 253) as u8).collect();
+    p.dec.feed(data);
+    p.dec.feed(&payload);
+    let mut got = Vec::new();
+    while let Ok(Some(Frame::Message(m))) = p.dec.next_frame() {
+        got.push(m);
+    }
+    assert_eq!(
+        got,
+        vec![Message::Piece {
+            index: 2,
+            begin: 16384,
+            data: Bytes::from(payload)
+        }]
+    );
+    let after = node.stats(&hash).map(|st| st.bytes_uploaded);
+    assert_eq!(after, before.map(|b| b + 16384), "the upload is counted");
+
+    // Cancelled, then answered: nothing is sent.
+    let (_, reads) = p.say(node, std::slice::from_ref(&asked));
+    let (sent, _) = p.say(
+        node,
+        &[Message::Cancel {
+            index: 2,
+            begin: 16384,
+            length: 16384,
+        }],
+    );
+    assert_eq!(rejects(&sent), requests(std::slice::from_ref(&asked)));
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::Sendable {
+            torrent: hash,
+            conn: p.conn,
+            block: reads[0],
+        }),
+    );
+    let late: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert!(
+        !late
+            .iter()
+            .any(|o| matches!(o, Output::Send { .. } | Output::SendRange { .. })),
+        "nothing after the reject: {late:?}"
+    );
 }
 
 #[test]

@@ -208,7 +208,8 @@ pub enum DiskOp {
     },
     /// Read a whole piece and SHA-1 it; answer with [`DiskDone::Hashed`].
     Hash { torrent: InfoHash, piece: u32 },
-    /// Read a block to serve to `conn`; answer with [`DiskDone::Read`].
+    /// Read a block to serve to `conn`; answer with [`DiskDone::Read`], or with [`DiskDone::Sendable`] when
+    /// the driver can send the block straight from the torrent's files.
     Read {
         torrent: InfoHash,
         conn: ConnId,
@@ -239,6 +240,13 @@ pub enum DiskDone {
         block: BlockRef,
         data: Result<Bytes, DiskError>,
     },
+    /// A block to serve to `conn` that the driver sends straight from the torrent's files instead of reading
+    /// it (`sendfile`): the node answers with the PIECE message's header and [`Output::SendRange`].
+    Sendable {
+        torrent: InfoHash,
+        conn: ConnId,
+        block: BlockRef,
+    },
     /// A checkpoint was saved (`error: None`) or could not be.
     CheckpointSaved {
         torrent: InfoHash,
@@ -256,6 +264,17 @@ pub enum Output {
     Connect { conn: ConnId, addr: SocketAddr },
     /// Send bytes on a connection.
     Send { conn: ConnId, data: Bytes },
+    /// Send `head` on a connection, then `len` bytes of the torrent's data at torrent-space `offset`, straight
+    /// from its files (the answer to [`DiskDone::Sendable`]: `head` is what was queued for the connection,
+    /// ending with the PIECE message's header). If the files cannot give those bytes, the driver drops the
+    /// connection ([`Input::Dropped`]): the stream is cut inside a message.
+    SendRange {
+        conn: ConnId,
+        head: Bytes,
+        torrent: InfoHash,
+        offset: u64,
+        len: u32,
+    },
     /// Close a connection (after sending what was queued). No [`Input::Closed`] is needed.
     Close { conn: ConnId },
     /// Disk work.
