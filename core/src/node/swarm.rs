@@ -71,6 +71,9 @@ impl TorrentCtx<'_> {
             return;
         }
         let complete = t.picker.have().is_full();
+        if complete && !self.s.config.dial_when_complete {
+            return;
+        }
         let budget = self
             .s
             .config

@@ -544,6 +544,35 @@ fn haves_held_back_from_peers_holding_the_piece_are_fewer_and_seeds_still_part()
     assert!(held < all, "{held} HAVEs sent against {all}");
 }
 
+/// A seeder told of two leechers that do not know it: whether they complete, and how many connections it
+/// dialled.
+fn seeder_told_of_leechers(dial_when_complete: bool) -> (bool, usize) {
+    let mut w = World::new(20 * PL as usize);
+    w.base.dial_when_complete = dial_when_complete;
+    let b = w.leecher(vec![]);
+    let c = w.leecher(vec![]);
+    let data = w.source.clone();
+    let a = w.add_peer(Resume::Complete, data, vec![b, c]);
+    let done = w.run_until(60, |w| w.complete(b) && w.complete(c));
+    let dialled = w.peers[a]
+        .events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::Connected { outbound: true, .. }))
+        .count();
+    (done, dialled)
+}
+
+#[test]
+fn a_complete_torrent_dials_only_when_told_to() {
+    assert_eq!(seeder_told_of_leechers(true), (true, 2));
+    let (done, dialled) = seeder_told_of_leechers(false);
+    assert!(!done, "nobody dialled, so nobody downloaded");
+    assert_eq!(
+        dialled, 0,
+        "a complete torrent that does not dial opens no connection"
+    );
+}
+
 #[test]
 fn corrupt_source_is_banned_and_download_completes() {
     let mut w = World::new(60 * PL as usize);

@@ -65,6 +65,11 @@ pub struct NodeConfig {
     pub reconnect_base: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// Whether a torrent we hold whole dials the peers it knows (on by default). A complete peer cannot tell
+    /// a seed from a leecher before connecting, so in a swarm that finishes together every seed dials every
+    /// other seed once only to close at its bitfield: connections grow with the square of the swarm. Off, a
+    /// complete torrent only accepts (leechers find it through the tracker and peer exchange).
+    pub dial_when_complete: bool,
     /// Announce interval used until a tracker says otherwise.
     pub announce_interval: Duration,
     /// Minimum time between progress announces while downloading.
@@ -119,6 +124,7 @@ impl Default for NodeConfig {
             max_served_requests: 256,
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            dial_when_complete: true,
             announce_interval: Duration::from_secs(5),
             progress_announce_interval: Duration::from_secs(2),
             trace: false,

@@ -15,7 +15,8 @@
 //! (virtual time, sequence number): the number of events grows with the data moved, not with time.
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +62,30 @@ enum Side {
 
 /// A host's upload or download.
 type Resource = (HostId, Side);
+
+/// A rate level of the max-min re-share, ordered by [`f64::total_cmp`] (a heap needs a total order).
+#[derive(Debug, Clone, Copy)]
+struct Level(f64);
+
+impl PartialEq for Level {
+    fn eq(&self, other: &Level) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Level {}
+
+impl PartialOrd for Level {
+    fn partial_cmp(&self, other: &Level) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Level {
+    fn cmp(&self, other: &Level) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
 
 /// Capacities of one host, in bytes per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -793,13 +818,18 @@ impl State {
 
     /// Give the active flows `set` max-min fair rates by progressive filling, the flows outside it keeping
     /// theirs: all rise together; when a capacity they cross is full, the flows crossing it stop there, and
-    /// the others go on rising.
+    /// the others go on rising. The next capacity to fill comes from a heap of levels (stale entries skipped
+    /// when popped), and only the flows crossing it are visited, so a host with thousands of flows (the
+    /// tracker of a 10,000-peer crowd) costs a sort of them, not a scan of them per capacity that fills.
     fn reshare(&mut self, set: &BTreeSet<FlowId>) {
         // Per resource the set crosses: capacity left by flows outside the set, and set flows still rising.
         let mut left: BTreeMap<Resource, (f64, usize)> = BTreeMap::new();
+        // Per resource, the set flows crossing it, in id order.
+        let mut crossing: BTreeMap<Resource, Vec<FlowId>> = BTreeMap::new();
         for &g in set {
             let f = &self.flows[g];
             for r in [(f.src, Side::Up), (f.dst, Side::Down)] {
+                crossing.entry(r).or_default().push(g);
                 if let Some(entry) = left.get_mut(&r) {
                     entry.1 += 1;
                     continue;
@@ -813,34 +843,37 @@ impl State {
                 left.insert(r, ((self.capacity(r) - outside).max(0.0), 1));
             }
         }
-        let mut rising: Vec<FlowId> = set.iter().copied().collect();
-        let mut rates: Vec<(FlowId, f64)> = Vec::with_capacity(rising.len());
-        while !rising.is_empty() {
-            // The resource that fills first (ties: the first in key order, for determinism).
-            let Some((full, level)) = left
-                .iter()
-                .filter(|(_, (_, n))| *n > 0)
-                .map(|(r, (cap, n))| (*r, cap / *n as f64))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-            else {
-                break;
-            };
-            let flows = &self.flows;
-            rising.retain(|&g| {
-                let f = &flows[g];
-                let ends = [(f.src, Side::Up), (f.dst, Side::Down)];
-                if !ends.contains(&full) {
-                    return true;
+        // The resource that fills first is the least (level, resource): ties go to the first in key order,
+        // for determinism. An entry is current while its resource still has rising flows at that level.
+        let mut levels: BinaryHeap<Reverse<(Level, Resource)>> = left
+            .iter()
+            .map(|(r, (cap, n))| Reverse((Level(cap / *n as f64), *r)))
+            .collect();
+        let mut frozen: BTreeSet<FlowId> = BTreeSet::new();
+        let mut rates: Vec<(FlowId, f64)> = Vec::with_capacity(set.len());
+        while let Some(Reverse((Level(level), full))) = levels.pop() {
+            let current = left.get(&full).is_some_and(|(cap, n)| {
+                *n > 0 && Level(cap / *n as f64).cmp(&Level(level)) == Ordering::Equal
+            });
+            if !current {
+                continue;
+            }
+            for &g in crossing.get(&full).into_iter().flatten() {
+                if !frozen.insert(g) {
+                    continue;
                 }
                 rates.push((g, level));
-                for r in ends {
+                let f = &self.flows[g];
+                for r in [(f.src, Side::Up), (f.dst, Side::Down)] {
                     if let Some((cap, n)) = left.get_mut(&r) {
                         *cap = (*cap - level).max(0.0);
                         *n -= 1;
+                        if r != full && *n > 0 {
+                            levels.push(Reverse((Level(*cap / *n as f64), r)));
+                        }
                     }
                 }
-                false
-            });
+            }
         }
         for (g, rate) in rates {
             self.rerate(g, rate);
@@ -946,5 +979,49 @@ mod tests {
         // b's flow ends: c gets all of a's upload.
         st.set_active(ab, false, 0);
         assert_eq!(st.flows[ac].rate, 1_000_000.0);
+    }
+
+    /// One host's upload shared by many flows whose downloads differ (a tracker's replies to a crowd): the
+    /// rates are the water-filling answer, worked out here by sorting the downloads.
+    #[test]
+    fn a_busy_upload_is_filled_like_water() {
+        let net = network();
+        let up = 1e6;
+        let hub = net.add_host("hub", Capacity { up, down: 1e9 });
+        // 400 downloads from 1 kB/s to 40 kB/s: the slow ones are served in full, the rest share the remainder.
+        let downs: Vec<f64> = (0..400)
+            .map(|i| 1_000.0 * f64::from((i * 7) % 40 + 1))
+            .collect();
+        let hosts: Vec<HostId> = downs
+            .iter()
+            .enumerate()
+            .map(|(i, &down)| net.add_host(&format!("h{i}"), Capacity { up: 1e9, down }))
+            .collect();
+        let mut st = net.lock();
+        let flows: Vec<FlowId> = hosts.iter().map(|&h| start(&mut st, hub, h)).collect();
+        let mut sorted = downs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (mut left, mut level) = (up, 0.0);
+        for (k, &d) in sorted.iter().enumerate() {
+            let share = left / (sorted.len() - k) as f64;
+            if d >= share {
+                level = share;
+                break;
+            }
+            left -= d;
+        }
+        assert!(
+            level > 1_000.0 && level < 40_000.0,
+            "the upload is the bottleneck of some flows"
+        );
+        for (&f, &d) in flows.iter().zip(&downs) {
+            let want = d.min(level);
+            assert!(
+                (st.flows[f].rate - want).abs() < 1e-6 * want,
+                "{} against {want}",
+                st.flows[f].rate
+            );
+        }
+        assert!((load(&st, hub, Side::Up) - up).abs() < 1e-3);
     }
 }
