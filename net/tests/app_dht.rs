@@ -104,12 +104,21 @@ async fn the_routing_table_is_saved_on_shutdown_and_joined_from_after_a_restart(
         others.push(start(d.0.clone(), seed, vec![boot_addr]).await);
     }
     let peer = start(dir.clone(), 20, vec![boot_addr]).await;
-    let before = peer
-        .dht()
-        .unwrap()
-        .find_node(enjambre_core::dht::NodeId([7; 20]))
-        .await
-        .unwrap();
+    // The others join through `boot` on their own schedule: on a loaded machine the first lookup may run
+    // before `boot` has heard of them, so look again until it finds them (or give up after 10 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let found = peer
+            .dht()
+            .unwrap()
+            .find_node(enjambre_core::dht::NodeId([7; 20]))
+            .await
+            .unwrap();
+        if found.closest.len() >= 3 || tokio::time::Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(before.closest.len() >= 3, "{before:?}");
     let table = peer.dht().unwrap().saved_table().await.unwrap();
     peer.shutdown().await;
