@@ -207,8 +207,6 @@ impl TorrentCtx<'_> {
         };
         let we_seed = self.t.picker.have().is_full();
         if we_seed && c.peer_has.is_full() {
-            let addr = c.addr;
-            self.t.peers.mark_seed(&addr);
             self.close(now, id, CloseReason::BothComplete);
             return;
         }

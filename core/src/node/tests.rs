@@ -573,6 +573,33 @@ fn a_complete_torrent_dials_only_when_told_to() {
     );
 }
 
+/// Two leechers that met through one's dial-in close "both complete" once both are done; neither dials the
+/// other again afterwards, whichever end closed (the dialled end knew its peer only by an ephemeral port and
+/// its listen address from the handshake).
+#[test]
+fn complete_peers_that_met_do_not_dial_each_other_again() {
+    let mut w = World::new(20 * PL as usize);
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    let c = w.leecher(vec![a, b]);
+    // Long enough for the redial backoff (1, 2, 4 s...) to have dialled the other many times.
+    w.run_until(60, |_| false);
+    assert!(w.complete(b) && w.complete(c));
+    let dials = |from: usize, to: usize| {
+        let to = w.peers[to].addr;
+        w.peers[from]
+            .events
+            .iter()
+            .filter(
+                |e| matches!(e, NodeEvent::Connected { addr, outbound: true, .. } if *addr == to),
+            )
+            .count()
+    };
+    assert_eq!(dials(c, b), 1, "c dials b once, while both download");
+    assert_eq!(dials(b, c), 0, "b met c by its dial-in and never dials it");
+    assert_eq!(dials(b, a) + dials(c, a), 2, "each dials the seeder once");
+}
+
 #[test]
 fn corrupt_source_is_banned_and_download_completes() {
     let mut w = World::new(60 * PL as usize);

@@ -258,9 +258,6 @@ impl TorrentCtx<'_> {
             .filter(|id| self.s.conns.get(id).is_some_and(|c| c.peer_has.is_full()))
             .collect();
         for id in seeds {
-            if let Some(addr) = self.s.conns.get(&id).map(|c| c.addr) {
-                self.t.peers.mark_seed(&addr);
-            }
             self.close(now, id, CloseReason::BothComplete);
         }
         // The other peers were not told of pieces they held: they learn now that we hold everything, so that

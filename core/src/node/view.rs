@@ -49,6 +49,12 @@ impl TorrentCtx<'_> {
                     t.peers.disconnected(c.addr, now);
                 }
             }
+            // A peer that held every piece is a seed whichever end closed and why: remembered at the address
+            // it listens on (an inbound connection's own address is a passing port), so that once we are
+            // complete too we do not dial it again only to find us both complete.
+            if !forget && !c.peer_has.is_empty() && c.peer_has.is_full() {
+                t.peers.mark_seed(&c.peer_addr());
+            }
         }
         self.s.event(NodeEvent::Disconnected {
             conn: id,
