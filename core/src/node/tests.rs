@@ -1155,17 +1155,24 @@ fn a_plain_peers_choke_drops_our_requests() {
     assert_eq!(requests(&sent), first);
 }
 
-#[test]
-fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
-    // BEP 6: every request gets exactly one answer, its piece or a reject, even across a choke or cancel.
+/// A seeder of four pieces and a hand-driven fast-extension peer it has unchoked after its INTERESTED.
+fn seeder_with_an_unchoked_fast_peer() -> (World, usize, HandPeer) {
     let mut w = World::new(4 * PL as usize);
     let s = w.seeder();
     let meta = w.peers[s].meta.clone();
-    let hash = meta.info_hash;
     let node = &mut w.peers[s].node;
     let mut p = HandPeer::open(node, &meta, true);
     let (sent, _) = p.say(node, &[Message::Interested]);
     assert!(sent.contains(&Message::Unchoke), "{sent:?}");
+    (w, s, p)
+}
+
+#[test]
+fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
+    // BEP 6: every request gets exactly one answer, its piece or a reject, even across a choke or cancel.
+    let (mut w, s, mut p) = seeder_with_an_unchoked_fast_peer();
+    let hash = w.peers[s].meta.info_hash;
+    let node = &mut w.peers[s].node;
     let asked: Vec<Message> = (0..3)
         .map(|i| Message::Request {
             index: i,
@@ -1232,19 +1239,27 @@ fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     assert!(sent.is_empty(), "no piece after the reject: {sent:?}");
 }
 
+/// The node's outputs after the disk answers that `block` can be sent from the files.
+fn answer_sendable(node: &mut Node, hash: InfoHash, conn: ConnId, block: BlockRef) -> Vec<Output> {
+    node.handle_input(
+        Instant::ZERO,
+        Input::Disk(DiskDone::Sendable {
+            torrent: hash,
+            conn,
+            block,
+        }),
+    );
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
 /// A block the driver can send from the files leaves as one output: what was queued for the connection, the
 /// PIECE header, and the file range: the peer decodes the message whole once the range's bytes follow.
 /// The upload is counted; a block whose request was cancelled, or whose peer is choked, sends nothing.
 #[test]
 fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
-    let mut w = World::new(4 * PL as usize);
-    let s = w.seeder();
-    let meta = w.peers[s].meta.clone();
-    let hash = meta.info_hash;
+    let (mut w, s, mut p) = seeder_with_an_unchoked_fast_peer();
+    let hash = w.peers[s].meta.info_hash;
     let node = &mut w.peers[s].node;
-    let mut p = HandPeer::open(node, &meta, true);
-    let (sent, _) = p.say(node, &[Message::Interested]);
-    assert!(sent.contains(&Message::Unchoke), "{sent:?}");
     let asked = Message::Request {
         index: 2,
         begin: 16384,
@@ -1253,15 +1268,7 @@ fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
     let (_, reads) = p.say(node, std::slice::from_ref(&asked));
     assert_eq!(reads.len(), 1, "the request goes to the disk");
     let before = node.stats(&hash).map(|st| st.bytes_uploaded);
-    node.handle_input(
-        Instant::ZERO,
-        Input::Disk(DiskDone::Sendable {
-            torrent: hash,
-            conn: p.conn,
-            block: reads[0],
-        }),
-    );
-    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    let outs = answer_sendable(node, hash, p.conn, reads[0]);
     let sends: Vec<&Output> = outs
         .iter()
         .filter(|o| matches!(o, Output::Send { .. } | Output::SendRange { .. }))
@@ -1308,15 +1315,7 @@ fn a_sendable_block_leaves_as_a_header_then_its_file_range() {
         }],
     );
     assert_eq!(rejects(&sent), requests(std::slice::from_ref(&asked)));
-    node.handle_input(
-        Instant::ZERO,
-        Input::Disk(DiskDone::Sendable {
-            torrent: hash,
-            conn: p.conn,
-            block: reads[0],
-        }),
-    );
-    let late: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    let late = answer_sendable(node, hash, p.conn, reads[0]);
     assert!(
         !late
             .iter()
