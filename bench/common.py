@@ -139,6 +139,25 @@ def proc_cpu(pid):
         return None
 
 
+def proc_run_time(pid):
+    """CPU time of a live process's threads in seconds, from the scheduler's own clock (the first field of each
+    /proc/PID/task/TID/schedstat, in ns); None if gone. Unlike utime + stime, which charge whole clock ticks to
+    whoever runs when a tick fires, it is exact for a process that wakes briefly and often (an idle peer's
+    timers land on ticks: measured 85% by ticks where `perf stat -e task-clock` said 7.5%). Threads that exited
+    are not counted: use it over windows in which the threads live on."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return None
+    return total / 1e9
+
+
 class Sampler:
     """Samples a process's /proc/PID/status every `period` seconds; keeps the peaks (KiB)."""
 
