@@ -1155,14 +1155,22 @@ fn a_plain_peers_choke_drops_our_requests() {
     assert_eq!(requests(&sent), first);
 }
 
-/// A seeder of four pieces and a hand-driven fast-extension peer it has unchoked after its INTERESTED.
-fn seeder_with_an_unchoked_fast_peer() -> (World, usize, HandPeer) {
+/// A seeder of four pieces and a hand-driven fast-extension peer it has not unchoked, its handshake answered
+/// and drained.
+fn choked_fast_peer() -> (World, usize, HandPeer) {
     let mut w = World::new(4 * PL as usize);
     let s = w.seeder();
     let meta = w.peers[s].meta.clone();
     let node = &mut w.peers[s].node;
     let mut p = HandPeer::open(node, &meta, true);
-    let (sent, _) = p.say(node, &[Message::Interested]);
+    p.drain(node);
+    (w, s, p)
+}
+
+/// The same peer, unchoked after its INTERESTED.
+fn seeder_with_an_unchoked_fast_peer() -> (World, usize, HandPeer) {
+    let (mut w, s, mut p) = choked_fast_peer();
+    let (sent, _) = p.say(&mut w.peers[s].node, &[Message::Interested]);
     assert!(sent.contains(&Message::Unchoke), "{sent:?}");
     (w, s, p)
 }

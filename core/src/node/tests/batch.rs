@@ -32,17 +32,6 @@ fn sends(node: &mut Node, conn: ConnId) -> Vec<Bytes> {
         .collect()
 }
 
-/// A seeder and a fast hand peer it has not unchoked, its handshake answered and drained.
-fn choked_fast_peer() -> (World, usize, HandPeer) {
-    let mut w = World::new(4 * PL as usize);
-    let s = w.seeder();
-    let meta = w.peers[s].meta.clone();
-    let node = &mut w.peers[s].node;
-    let mut p = HandPeer::open(node, &meta, true);
-    p.drain(node);
-    (w, s, p)
-}
-
 #[test]
 fn a_batch_answers_as_its_inputs_one_by_one_in_one_send_per_connection() {
     let (mut w, s, p) = choked_fast_peer();
