@@ -47,7 +47,7 @@ pub enum MetadataFetchError {
 
 /// One torrent in its metadata phase.
 pub(crate) struct MetadataFetch {
-    peers: PeerBook,
+    pub(super) peers: PeerBook,
     conns: BTreeSet<ConnId>,
     /// Started from the first `metadata_size` a peer advertised; dropped after a set that did not hash, so
     /// that another peer's size can be tried.
@@ -264,6 +264,7 @@ impl Node {
             client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
             reqq: u32::try_from(self.s.config.max_served_requests).ok(),
             metadata_size: None,
+            upload_only: false,
         };
         self.s.send(
             id,

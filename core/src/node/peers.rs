@@ -12,6 +12,8 @@ use std::ops::Bound;
 struct KnownPeer {
     conn: Option<ConnId>,
     failures: u32,
+    /// Dials in a row that never connected (a connection that opened resets it).
+    failed_dials: u32,
     retry_at: Instant,
     strikes: u32,
     banned: bool,
@@ -23,6 +25,7 @@ impl KnownPeer {
         KnownPeer {
             conn: None,
             failures: 0,
+            failed_dials: 0,
             retry_at,
             strikes: 0,
             banned: false,
@@ -58,6 +61,16 @@ pub(crate) struct PeerBook {
     /// often, and scanning every known address there was most of a snapshot's cost.
     banned: BTreeSet<SocketAddr>,
     redial: Backoff,
+    /// How addresses that never answer are dialled again (see [`PeerBook::connect_failed`]).
+    dead: DeadAddresses,
+}
+
+/// [`NodeConfig::dead_after_failed_dials`] and the backoff past it, from `reconnect_max` up to
+/// [`NodeConfig::dead_redial_max`].
+#[derive(Debug, Clone)]
+struct DeadAddresses {
+    after: u32,
+    redial: Backoff,
 }
 
 impl PeerBook {
@@ -68,6 +81,10 @@ impl PeerBook {
             idle_not_seeds: BTreeMap::new(),
             banned: BTreeSet::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
+            dead: DeadAddresses {
+                after: config.dead_after_failed_dials.max(1),
+                redial: Backoff::new(config.reconnect_max, config.dead_redial_max),
+            },
         }
     }
 
@@ -129,6 +146,7 @@ impl PeerBook {
         self.add(addr, now);
         self.update(addr, |p| {
             p.conn.get_or_insert(conn);
+            p.failed_dials = 0;
         });
     }
 
@@ -136,8 +154,33 @@ impl PeerBook {
         self.update(addr, |p| p.conn = Some(conn));
     }
 
+    /// A dial of `addr` found nobody: dial again after the backoff. Past
+    /// [`NodeConfig::dead_after_failed_dials`] in a row the address is taken for dead and its wait keeps
+    /// doubling from `reconnect_max` up to [`NodeConfig::dead_redial_max`]. It is not forgotten: a tracker
+    /// tells it again at every announce, and a new entry would start the backoff over.
     pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant) {
-        self.disconnected(addr, now);
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        let failed_dials = p.failed_dials.saturating_add(1);
+        if failed_dials <= self.dead.after {
+            self.disconnected(addr, now);
+        } else {
+            let delay = self.dead.redial.delay(failed_dials - self.dead.after);
+            self.update(addr, |p| {
+                p.conn = None;
+                p.failures = p.failures.saturating_add(1);
+                p.retry_at = now + delay;
+            });
+        }
+        self.update(addr, |p| p.failed_dials = failed_dials);
+    }
+
+    /// A connection to or from the peer listening at `addr` opened: its failed dials are behind it.
+    pub fn connected(&mut self, addr: &SocketAddr) {
+        if let Some(p) = self.peers.get_mut(addr) {
+            p.failed_dials = 0;
+        }
     }
 
     /// The connection to `addr` ended: dial again after a backoff that grows with each failure.
@@ -360,6 +403,38 @@ mod tests {
         assert_ne!(
             dialable_seen[0], dialable_seen[1],
             "marked seeds count only while we are not complete"
+        );
+    }
+
+    #[test]
+    fn an_address_that_never_answers_is_dialled_ever_less_often_and_one_that_did_is_not() {
+        let cfg = NodeConfig::default();
+        let mut b = PeerBook::new(&cfg);
+        let t0 = Instant::ZERO;
+        let (dead, flaky) = (addr(1), addr(2));
+        b.add(dead, t0);
+        b.add(flaky, t0);
+        let mut waits = Vec::new();
+        for i in 0..cfg.dead_after_failed_dials + 6 {
+            for a in [dead, flaky] {
+                b.dialing(a, u64::from(i));
+                b.connect_failed(a, t0);
+            }
+            waits.push(b.peers[&dead].retry_at.saturating_since(t0).as_secs());
+            // The flaky one answers now and then: its failed dials start over, and its wait stays capped.
+            if i % 4 == 3 {
+                b.dialing(flaky, 100);
+                b.connected(&flaky);
+                b.disconnected(flaky, t0);
+            }
+            assert!(b.peers[&flaky].retry_at.saturating_since(t0) <= cfg.reconnect_max);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 60, 120, 240, 480, 600]);
+        b.add(dead, t0);
+        assert_eq!(
+            b.next_retry(t0),
+            Some(t0 + cfg.reconnect_max),
+            "told again, the dead address keeps its wait; the flaky one is next"
         );
     }
 
