@@ -112,6 +112,9 @@ pub struct Picker {
     requested_at: RequestTimes,
     /// Pieces that failed with several contributors: fetched again from one peer only, so blame is exact.
     exclusive: std::collections::BTreeSet<u32>,
+    /// Pieces no new request can start: held, being hashed, or being assembled with every block requested.
+    /// What [`Picker::wants_from`] masks a peer's pieces with. Kept by [`Picker::sync_closed`].
+    closed: Bitfield,
 }
 
 impl Picker {
@@ -127,13 +130,14 @@ impl Picker {
             config,
             piece_length,
             total_length,
-            have,
             hashing: BTreeMap::new(),
             availability: vec![0; count],
             partial: BTreeMap::new(),
             with_free: std::collections::BTreeSet::new(),
             requested_at: RequestTimes::default(),
             exclusive: std::collections::BTreeSet::new(),
+            closed: have.clone(),
+            have,
         }
     }
 
@@ -202,6 +206,7 @@ impl Picker {
                         *b = BlockState::Free;
                         p.received -= 1;
                         self.with_free.insert(*piece);
+                        self.closed.clear(*piece);
                     }
                 }
             }
@@ -219,6 +224,19 @@ impl Picker {
         } else {
             self.with_free.remove(&piece);
         }
+        self.sync_closed(piece);
+    }
+
+    /// Keep [`Picker::closed`] in step with `piece` after a change to its being held, hashed or requested.
+    fn sync_closed(&mut self, piece: u32) {
+        let closed = self.have.get(piece)
+            || self.hashing.contains_key(&piece)
+            || (self.partial.contains_key(&piece) && !self.with_free.contains(&piece));
+        if closed {
+            self.closed.set(piece);
+        } else {
+            self.closed.clear(piece);
+        }
     }
 
     /// Test hook: whether [`Picker::with_free`] lists exactly the partial pieces with a free block.
@@ -230,7 +248,16 @@ impl Picker {
             .filter(|(_, p)| p.blocks.contains(&BlockState::Free))
             .map(|(i, _)| *i)
             .collect();
-        scanned == self.with_free
+        let mut closed = self.have.clone();
+        for piece in self.hashing.keys() {
+            closed.set(*piece);
+        }
+        for piece in self.partial.keys() {
+            if !scanned.contains(piece) {
+                closed.set(*piece);
+            }
+        }
+        scanned == self.with_free && closed == self.closed
     }
 
     /// Return every request outstanding with `peer` to the pool (it choked us, or left).
@@ -253,6 +280,7 @@ impl Picker {
             if peers.is_empty() {
                 *state = BlockState::Free;
                 self.with_free.insert(block.piece);
+                self.closed.clear(block.piece);
             }
         }
     }
@@ -287,16 +315,38 @@ impl Picker {
             }
     }
 
+    /// Whether a peer holding `peer_has` has a block we would ask it for now: a piece we lack that nobody
+    /// started, or one being assembled with a block nobody was asked for; in endgame, any piece we lack
+    /// (an idle peer asks for duplicates). What we tell a peer by interested / not interested.
+    ///
+    /// Narrower than [`Picker::is_interesting`] on purpose: a peer whose pieces we lack but are fetching
+    /// from others, block for block, would leave a slot it was given unused, while the peers waiting for
+    /// that slot would ask for its pieces (a flash crowd of 100 showed a quarter of the peers holding a
+    /// piece idle this way, their slots given to peers that fetched those pieces elsewhere, with 40
+    /// interested peers waiting choked each: bench/RESULTS.md). BEP 3 leaves interest to the downloader;
+    /// saying it honestly frees the uploader's slot for one who will use it, on any network. Blocks that go
+    /// free again (a reject, a choke, a timeout, a departed peer, a failed hash) make us decide interest
+    /// afresh for every peer ([`Picker::release`] is followed by a refill of all), so interest is never
+    /// missing where a request could go.
+    pub fn wants_from(&self, peer_has: &Bitfield) -> bool {
+        if self.in_endgame() {
+            return self.is_interesting(peer_has);
+        }
+        !self.have.is_full()
+            && if peer_has.len() == self.closed.len() {
+                (peer_has.as_bytes().iter())
+                    .zip(self.closed.as_bytes())
+                    .any(|(theirs, closed)| theirs & !closed != 0)
+            } else {
+                peer_has.iter_ones().any(|i| !self.closed.get(i))
+            }
+    }
+
     /// True once every missing piece is being assembled or checked and no block is free: endgame.
     pub fn in_endgame(&self) -> bool {
         let missing = self.piece_count() - self.have.count();
         let active = self.partial.len() + self.hashing.len();
-        missing > 0
-            && missing as usize == active
-            && self
-                .partial
-                .values()
-                .all(|p| p.blocks.iter().all(|b| *b != BlockState::Free))
+        missing > 0 && missing as usize == active && self.with_free.is_empty()
     }
 
     /// Choose up to `max` blocks to request from `peer`, which holds `peer_has`, and mark them requested.
@@ -654,6 +704,7 @@ impl Picker {
         } else if contributors.len() > 1 {
             self.exclusive.insert(piece);
         }
+        self.sync_closed(piece);
         contributors
     }
 
@@ -671,6 +722,10 @@ impl Picker {
         self.partial.clear();
         self.with_free.clear();
         self.requested_at.clear();
+        self.closed = self.have.clone();
+        for piece in self.hashing.keys() {
+            self.closed.set(*piece);
+        }
         dropped
     }
 
@@ -685,6 +740,7 @@ impl Picker {
         self.with_free.remove(&piece);
         self.hashing.remove(&piece);
         self.have.set(piece);
+        self.closed.set(piece);
     }
 
     /// Requests older than `timeout`, released back to the pool and returned for cancelling.
@@ -1031,6 +1087,53 @@ mod tests {
             4,
             "peer 4 fetches the whole piece"
         );
+    }
+
+    #[test]
+    fn a_peer_whose_pieces_we_fetch_elsewhere_is_wanted_again_when_a_block_frees_or_endgame_starts()
+    {
+        // Two pieces of four blocks; peer 2 holds only piece 0, peer 1 holds both.
+        let mut p = picker(2);
+        let mut only0 = Bitfield::new(2);
+        only0.set(0);
+        p.add_peer_pieces(&all(2));
+        p.add_peer_pieces(&only0);
+        assert!(p.wants_from(&only0));
+        // Peer 1 is asked for every block of piece 0: peer 2 has nothing left to give us.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let taken = p.pick(1, &only0, 4, Instant::ZERO, &mut rng);
+        assert_eq!(taken.len(), 4);
+        assert!(
+            p.is_interesting(&only0),
+            "peer 2 still holds a piece we lack"
+        );
+        assert!(
+            !p.wants_from(&only0),
+            "but every block of it is asked of peer 1"
+        );
+        assert!(p.wants_from(&all(2)), "piece 1 is open");
+        assert!(p.free_index_is_exact());
+        // A rejected block goes back to the pool: peer 2 could give it.
+        p.release(1, taken[0]);
+        assert!(p.wants_from(&only0));
+        assert!(p.free_index_is_exact());
+        // Piece 1 asked of peer 1 too, and piece 0's free block as well: endgame, duplicates from anyone.
+        let rest = p.pick(1, &all(2), 8, Instant::ZERO, &mut rng);
+        assert_eq!(rest.len(), 5);
+        assert!(p.in_endgame());
+        assert!(
+            p.wants_from(&only0),
+            "an idle peer 2 would duplicate a block of piece 0"
+        );
+        assert!(p.free_index_is_exact());
+        // Piece 0 arrives and verifies: nothing of peer 2's is missing any more.
+        for b in taken.iter().chain(&rest).filter(|b| b.piece == 0) {
+            p.on_block(1, *b);
+        }
+        assert!(p.free_index_is_exact());
+        p.piece_checked(0, true);
+        assert!(!p.wants_from(&only0));
+        assert!(p.free_index_is_exact());
     }
 
     #[test]

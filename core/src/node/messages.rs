@@ -228,7 +228,7 @@ impl TorrentCtx<'_> {
             return;
         };
         let t = &*self.t;
-        let want = t.check.is_none() && t.error.is_none() && t.picker.is_interesting(&c.peer_has);
+        let want = t.check.is_none() && t.error.is_none() && t.picker.wants_from(&c.peer_has);
         if want != c.am_interested {
             c.am_interested = want;
             self.s.send(

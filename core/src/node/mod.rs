@@ -380,14 +380,17 @@ impl Node {
                 "slot census of {hash:?}"
             );
             assert!(t.picker.free_index_is_exact(), "free blocks of {hash:?}");
-            // Interest is decided again wherever it may change, so it always says what deciding it says.
+            // Interest is decided again wherever it may grow, so we are interested wherever a request could
+            // go, and only in peers holding a piece we lack (it may lag behind our own requests).
             for id in &t.conns {
                 let Some(c) = self.s.conns.get(id) else {
                     continue;
                 };
-                let want =
-                    t.check.is_none() && t.error.is_none() && t.picker.is_interesting(&c.peer_has);
-                assert_eq!(c.am_interested, want, "interest in connection {id}");
+                let usable = t.check.is_none() && t.error.is_none();
+                let wants = usable && t.picker.wants_from(&c.peer_has);
+                let lacks = usable && t.picker.is_interesting(&c.peer_has);
+                assert!(!wants || c.am_interested, "no interest in connection {id}");
+                assert!(!c.am_interested || lacks, "interest in connection {id}");
             }
             let timers: Vec<(TorrentTimer, timers::Timer)> = TorrentTimer::ALL
                 .iter()

@@ -52,6 +52,7 @@ impl TorrentCtx<'_> {
         if room == 0 {
             return;
         }
+        let was_endgame = t.picker.in_endgame();
         let blocks = if t.disk.probing {
             let rng = &mut self.s.rng;
             t.disk
@@ -61,9 +62,23 @@ impl TorrentCtx<'_> {
             t.picker
                 .pick_suggested(id, &c.peer_has, &c.suggested, room, now, rng)
         };
+        // A peer that unchoked us but has nothing we would ask of it (we fetch its pieces from others) is
+        // told so now, so that it gives its slot to a peer that will use it; interest decided earlier may lag
+        // behind what we asked of others since.
+        if blocks.is_empty() && t.picker.outstanding(id) == 0 {
+            self.update_interest(id);
+        }
         if let Some(c) = self.s.conns.get_mut(&id) {
             for b in &blocks {
                 c.on_requested(*b);
+            }
+        }
+        // Taking the last free block starts endgame, where every peer holding a piece we lack has blocks to
+        // duplicate: interest widens (see [`crate::picker::Picker::wants_from`]).
+        if !was_endgame && self.t.picker.in_endgame() {
+            let ids: Vec<ConnId> = self.t.conns.iter().copied().collect();
+            for other in ids {
+                self.update_interest(other);
             }
         }
         for b in blocks {
