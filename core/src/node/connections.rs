@@ -23,6 +23,12 @@ impl Node {
         c.last_recv = now;
         self.s.conn_deadlines.mark(id);
         let Some(hash) = c.torrent else { return };
+        let dialled = c.addr;
+        if let Some(t) = self.torrents.get_mut(&hash) {
+            t.peers.connected(&dialled);
+        } else if let Some(f) = self.fetches.get_mut(&hash) {
+            f.peers.connected(&dialled);
+        }
         self.send_handshake(id, hash);
         let addr = self.s.addr_of(id);
         self.s.event(NodeEvent::Connected {

@@ -47,7 +47,7 @@ pub enum MetadataFetchError {
 
 /// One torrent in its metadata phase.
 pub(crate) struct MetadataFetch {
-    peers: PeerBook,
+    pub(super) peers: PeerBook,
     conns: BTreeSet<ConnId>,
     /// Started from the first `metadata_size` a peer advertised; dropped after a set that did not hash, so
     /// that another peer's size can be tried.

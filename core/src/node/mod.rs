@@ -263,7 +263,8 @@ impl Node {
         for hash in std::mem::take(&mut self.touched) {
             if let Some(t) = self.torrents.get(&hash) {
                 let next = t.next_deadlines(self.s.now, &self.s.config);
-                self.deadlines.set(hash, next.waking, next.any, t.busy());
+                let busy = t.busy(self.s.now, &self.s.config);
+                self.deadlines.set(hash, next.waking, next.any, busy);
             }
         }
     }
@@ -400,6 +401,11 @@ impl Node {
             assert_eq!(next.waking, waking.map(|(_, timer)| timer.at).min());
             assert_eq!(next.any, any.map(|(_, timer)| timer.at).min());
             assert_eq!(next.waking, t.next_deadline(now, config));
+            assert_eq!(
+                self.deadlines.is_busy(hash),
+                t.busy(now, config),
+                "busy {hash:?}"
+            );
         }
     }
 

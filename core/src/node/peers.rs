@@ -12,6 +12,8 @@ use std::ops::Bound;
 struct KnownPeer {
     conn: Option<ConnId>,
     failures: u32,
+    /// Dials in a row that never connected (a connection that opened resets it).
+    failed_dials: u32,
     retry_at: Instant,
     strikes: u32,
     banned: bool,
@@ -23,6 +25,7 @@ impl KnownPeer {
         KnownPeer {
             conn: None,
             failures: 0,
+            failed_dials: 0,
             retry_at,
             strikes: 0,
             banned: false,
@@ -33,6 +36,11 @@ impl KnownPeer {
     /// The peer's key in [`PeerBook::idle`]: only idle, unbanned addresses wait to be dialled.
     fn idle_key(&self) -> Option<Instant> {
         (self.conn.is_none() && !self.banned).then_some(self.retry_at)
+    }
+
+    /// The peer's key in [`PeerBook::idle_not_seeds`]: the idle key of an address not known to be a seed.
+    fn idle_not_seed_key(&self) -> Option<Instant> {
+        self.idle_key().filter(|_| !self.seed)
     }
 }
 
@@ -45,9 +53,23 @@ pub(crate) struct PeerBook {
     /// rather than listed by address: the addresses a tracker reply or a peer exchange brings share their
     /// instant, so the index stays a few entries long however many peers are known.
     idle: BTreeMap<Instant, u32>,
+    /// The same count for the idle addresses not known to be seeds: what a complete torrent would dial. It
+    /// answers [`PeerBook::dialable_now`] for a complete torrent in one read, as the node asks after every
+    /// call that changed the torrent.
+    idle_not_seeds: BTreeMap<Instant, u32>,
     /// The banned addresses: [`PeerBook::banned`] is read at every stats snapshot, which a driver takes
     /// often, and scanning every known address there was most of a snapshot's cost.
     banned: BTreeSet<SocketAddr>,
+    redial: Backoff,
+    /// How addresses that never answer are dialled again (see [`PeerBook::connect_failed`]).
+    dead: DeadAddresses,
+}
+
+/// [`NodeConfig::dead_after_failed_dials`] and the backoff past it, from `reconnect_max` up to
+/// [`NodeConfig::dead_redial_max`].
+#[derive(Debug, Clone)]
+struct DeadAddresses {
+    after: u32,
     redial: Backoff,
 }
 
@@ -56,8 +78,13 @@ impl PeerBook {
         PeerBook {
             peers: BTreeMap::new(),
             idle: BTreeMap::new(),
+            idle_not_seeds: BTreeMap::new(),
             banned: BTreeSet::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
+            dead: DeadAddresses {
+                after: config.dead_after_failed_dials.max(1),
+                redial: Backoff::new(config.reconnect_max, config.dead_redial_max),
+            },
         }
     }
 
@@ -79,6 +106,7 @@ impl PeerBook {
         if let btree_map::Entry::Vacant(slot) = self.peers.entry(addr) {
             slot.insert(KnownPeer::new(retry_at));
             idle_add(&mut self.idle, retry_at);
+            idle_add(&mut self.idle_not_seeds, retry_at);
         }
     }
 
@@ -87,17 +115,11 @@ impl PeerBook {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        let before = p.idle_key();
+        let before = (p.idle_key(), p.idle_not_seed_key());
         change(p);
-        let after = p.idle_key();
-        if before != after {
-            if let Some(at) = before {
-                idle_remove(&mut self.idle, at);
-            }
-            if let Some(at) = after {
-                idle_add(&mut self.idle, at);
-            }
-        }
+        let after = (p.idle_key(), p.idle_not_seed_key());
+        reindex(&mut self.idle, before.0, after.0);
+        reindex(&mut self.idle_not_seeds, before.1, after.1);
     }
 
     /// Addresses to dial now, at most `budget`, fewest failures first.
@@ -124,6 +146,7 @@ impl PeerBook {
         self.add(addr, now);
         self.update(addr, |p| {
             p.conn.get_or_insert(conn);
+            p.failed_dials = 0;
         });
     }
 
@@ -131,8 +154,33 @@ impl PeerBook {
         self.update(addr, |p| p.conn = Some(conn));
     }
 
+    /// A dial of `addr` found nobody: dial again after the backoff. Past
+    /// [`NodeConfig::dead_after_failed_dials`] in a row the address is taken for dead and its wait keeps
+    /// doubling from `reconnect_max` up to [`NodeConfig::dead_redial_max`]. It is not forgotten: a tracker
+    /// tells it again at every announce, and a new entry would start the backoff over.
     pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant) {
-        self.disconnected(addr, now);
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        let failed_dials = p.failed_dials.saturating_add(1);
+        if failed_dials <= self.dead.after {
+            self.disconnected(addr, now);
+        } else {
+            let delay = self.dead.redial.delay(failed_dials - self.dead.after);
+            self.update(addr, |p| {
+                p.conn = None;
+                p.failures = p.failures.saturating_add(1);
+                p.retry_at = now + delay;
+            });
+        }
+        self.update(addr, |p| p.failed_dials = failed_dials);
+    }
+
+    /// A connection to or from the peer listening at `addr` opened: its failed dials are behind it.
+    pub fn connected(&mut self, addr: &SocketAddr) {
+        if let Some(p) = self.peers.get_mut(addr) {
+            p.failed_dials = 0;
+        }
     }
 
     /// The connection to `addr` ended: dial again after a backoff that grows with each failure.
@@ -150,16 +198,15 @@ impl PeerBook {
 
     /// Never dial `addr` again (it was ourselves, or a duplicate of another connection).
     pub fn forget(&mut self, addr: &SocketAddr) {
-        if let Some(at) = self.peers.remove(addr).and_then(|p| p.idle_key()) {
-            idle_remove(&mut self.idle, at);
+        if let Some(p) = self.peers.remove(addr) {
+            reindex(&mut self.idle, p.idle_key(), None);
+            reindex(&mut self.idle_not_seeds, p.idle_not_seed_key(), None);
         }
         self.banned.remove(addr);
     }
 
     pub fn mark_seed(&mut self, addr: &SocketAddr) {
-        if let Some(p) = self.peers.get_mut(addr) {
-            p.seed = true;
-        }
+        self.update(*addr, |p| p.seed = true);
     }
 
     /// Record one corrupt piece from `addr`; returns its strike count.
@@ -203,6 +250,30 @@ impl PeerBook {
             .range((Bound::Excluded(now), Bound::Unbounded))
             .next()
             .map(|(at, _)| *at)
+    }
+
+    /// Whether [`PeerBook::ready_to_dial`] would name an address at `now` given the budget: an idle, unbanned
+    /// address whose retry time has come (not a seed, when we are complete). One read of an index.
+    pub fn dialable_now(&self, now: Instant, we_are_complete: bool) -> bool {
+        let idle = if we_are_complete {
+            &self.idle_not_seeds
+        } else {
+            &self.idle
+        };
+        idle.range(..=now).next().is_some()
+    }
+}
+
+/// Move one address's entry in an idle index from `before` to `after` (either may be absent).
+fn reindex(idle: &mut BTreeMap<Instant, u32>, before: Option<Instant>, after: Option<Instant>) {
+    if before == after {
+        return;
+    }
+    if let Some(at) = before {
+        idle_remove(idle, at);
+    }
+    if let Some(at) = after {
+        idle_add(idle, at);
     }
 }
 
@@ -277,6 +348,7 @@ mod tests {
         let mut b = PeerBook::new(&cfg);
         let at = |ms: u64| Instant::from_micros(ms * 1000);
         let mut seen = Vec::new();
+        let mut dialable_seen = [[0u32; 2]; 2];
         // A fixed walk through every operation that moves an address in or out of the idle index.
         for step in 0u64..400 {
             let now = at(step * 37);
@@ -291,7 +363,17 @@ mod tests {
                     b.strike(a);
                     b.ban(a);
                 }
+                7 if step % 16 == 7 => b.mark_seed(&a),
                 _ => b.connect_failed(a, now),
+            }
+            for complete in [false, true] {
+                dialable_seen[usize::from(complete)][usize::from(b.dialable_now(now, complete))] +=
+                    1;
+                assert_eq!(
+                    b.dialable_now(now, complete),
+                    !b.ready_to_dial(now, complete, usize::MAX).is_empty(),
+                    "step {step}, complete {complete}"
+                );
             }
             let banned_by_scan: Vec<SocketAddr> = b
                 .peers
@@ -314,6 +396,46 @@ mod tests {
             "the walk keeps retries pending most of the time"
         );
         assert!(!b.banned().is_empty(), "the walk banned someone");
+        assert!(
+            dialable_seen.iter().flatten().all(|n| *n > 0),
+            "the walk sees addresses dialable and not, complete or not: {dialable_seen:?}"
+        );
+        assert_ne!(
+            dialable_seen[0], dialable_seen[1],
+            "marked seeds count only while we are not complete"
+        );
+    }
+
+    #[test]
+    fn an_address_that_never_answers_is_dialled_ever_less_often_and_one_that_did_is_not() {
+        let cfg = NodeConfig::default();
+        let mut b = PeerBook::new(&cfg);
+        let t0 = Instant::ZERO;
+        let (dead, flaky) = (addr(1), addr(2));
+        b.add(dead, t0);
+        b.add(flaky, t0);
+        let mut waits = Vec::new();
+        for i in 0..cfg.dead_after_failed_dials + 6 {
+            for a in [dead, flaky] {
+                b.dialing(a, u64::from(i));
+                b.connect_failed(a, t0);
+            }
+            waits.push(b.peers[&dead].retry_at.saturating_since(t0).as_secs());
+            // The flaky one answers now and then: its failed dials start over, and its wait stays capped.
+            if i % 4 == 3 {
+                b.dialing(flaky, 100);
+                b.connected(&flaky);
+                b.disconnected(flaky, t0);
+            }
+            assert!(b.peers[&flaky].retry_at.saturating_since(t0) <= cfg.reconnect_max);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 60, 120, 240, 480, 600]);
+        b.add(dead, t0);
+        assert_eq!(
+            b.next_retry(t0),
+            Some(t0 + cfg.reconnect_max),
+            "told again, the dead address keeps its wait; the flaky one is next"
+        );
     }
 
     #[test]

@@ -1442,6 +1442,7 @@ fn announces_report_verified_pieces_and_status_port() {
 }
 mod batch;
 mod dht_port;
+mod idle_library;
 mod limits;
 mod metadata_fetch;
 mod peer_exchange;

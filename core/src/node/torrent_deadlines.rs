@@ -87,6 +87,12 @@ impl TorrentDeadlines {
         best
     }
 
+    /// Whether `hash` was kept as busy (test hook: the node checks it against working it out afresh).
+    #[cfg(test)]
+    pub fn is_busy(&self, hash: &InfoHash) -> bool {
+        self.busy.contains(hash)
+    }
+
     /// The torrents a timeout pass at `now` must run, in info-hash order: a timer due (lazy or not), or busy.
     pub fn due(&self, now: Instant) -> BTreeSet<InfoHash> {
         let mut due: BTreeSet<InfoHash> = self

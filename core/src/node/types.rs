@@ -65,6 +65,14 @@ pub struct NodeConfig {
     pub reconnect_base: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// A known address whose dials found nobody this many times in a row is taken for dead: from then on the
+    /// wait before the next dial keeps doubling from `reconnect_max` up to `dead_redial_max`, until a dial
+    /// connects. Otherwise a peer that left, or a node's own old address after a restart on another port, is
+    /// dialled every `reconnect_max` for as long as the node runs, in every swarm that learnt it (a tracker
+    /// tells it again until the registration expires).
+    pub dead_after_failed_dials: u32,
+    /// Longest wait between dials of an address taken for dead.
+    pub dead_redial_max: Duration,
     /// Whether a torrent we hold whole dials the peers it knows (on by default). A complete peer cannot tell
     /// a seed from a leecher before connecting, so in a swarm that finishes together every seed dials every
     /// other seed once only to close at its bitfield: connections grow with the square of the swarm. Off, a
@@ -128,6 +136,8 @@ impl Default for NodeConfig {
             max_served_requests: 256,
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            dead_after_failed_dials: 5,
+            dead_redial_max: Duration::from_secs(600),
             dial_when_complete: true,
             announce_interval: Duration::from_secs(5),
             progress_announce_interval: Duration::from_secs(2),
