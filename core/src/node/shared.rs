@@ -16,6 +16,10 @@ use std::net::SocketAddr;
 /// How many identities of closed connections are remembered for late penalties.
 const HISTORY_LIMIT: usize = 4096;
 
+/// HAVEs waiting for company ([`super::NodeConfig::have_delay`]) leave at once when they fill this much: 28
+/// of them, one small packet. (In the flow simulator a larger write also takes its share of the uplink.)
+const WAITING_HAVES_MAX_BYTES: usize = 28 * 9;
+
 /// The node's state that is not any one torrent's.
 pub(crate) struct Shared {
     pub config: NodeConfig,
@@ -125,8 +129,8 @@ impl Shared {
 
     /// Queue a HAVE for `piece` on a connection unless `hold` says to hold it back (as
     /// [`Shared::send_unless`]). With a [`super::NodeConfig::have_delay`], it waits in the outbox for the
-    /// next message to that peer, or for the delay to pass ([`super::conn::ConnTimer::Haves`]), whichever
-    /// comes first.
+    /// next message to that peer, for the delay to pass ([`super::conn::ConnTimer::Haves`]) or for 28 HAVEs
+    /// to wait, whichever comes first.
     pub fn send_have_unless(
         &mut self,
         now: Instant,
@@ -147,7 +151,9 @@ impl Shared {
         }
         let msg = Message::Have { index: piece };
         msg.encode(&mut c.outbox);
-        if c.haves_due.is_none() {
+        if c.outbox.len() >= WAITING_HAVES_MAX_BYTES {
+            self.unsent.insert(id);
+        } else if c.haves_due.is_none() {
             c.haves_due = Some(now + delay);
             self.conn_deadlines.mark(id);
         }

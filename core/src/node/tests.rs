@@ -592,6 +592,9 @@ fn haves_wait_for_company_but_not_for_ever() {
         together < alone,
         "{together} writes with a 50 ms HAVE delay against {alone} without"
     );
+    // A delay longer than the story: 28 waiting HAVEs leave at once, so C still completes in time.
+    let (_, heard_capped) = chain_of_three(std::time::Duration::from_secs(10));
+    assert!(heard_capped > 0);
 }
 
 /// A seeder told of two leechers that do not know it: whether they complete, and how many connections it
