@@ -1,7 +1,8 @@
 //! The BEP 10 extension handshake: the bencoded dictionary sent as extended message 0. enjambre advertises
 //! `ut_metadata` ([`metadata`], BEP 9) and `ut_pex` ([`pex`], BEP 11), and tells peers its listen port
 //! (`p`), its client name (`v`), how many requests it queues (`reqq`) and the size of the info dictionary it
-//! can serve (`metadata_size`), and reads the same from them. Unknown keys are ignored.
+//! can serve (`metadata_size`), whether it only uploads (`upload_only`, BEP 21: it holds everything it wants),
+//! and reads the same from them. Unknown keys are ignored.
 
 pub mod metadata;
 pub mod pex;
@@ -37,6 +38,9 @@ pub struct ExtHandshake {
     pub reqq: Option<u32>,
     /// BEP 9: size of the sender's info dictionary, if it can serve it.
     pub metadata_size: Option<u32>,
+    /// BEP 21: the sender downloads nothing more (a seed, or done with what it wanted). A handshake sent again
+    /// later (BEP 10 allows it) may set it when the sender completes.
+    pub upload_only: bool,
 }
 
 /// A handshake payload that is not a bencoded dictionary.
@@ -71,6 +75,9 @@ impl ExtHandshake {
         }
         if let Some(size) = self.metadata_size {
             dict.insert(b"metadata_size".to_vec(), Value::Int(i64::from(size)));
+        }
+        if self.upload_only {
+            dict.insert(b"upload_only".to_vec(), Value::Int(1));
         }
         bencode::encode(&Value::Dict(dict))
     }
@@ -108,6 +115,7 @@ impl ExtHandshake {
             metadata_size: int(b"metadata_size")
                 .and_then(|s| u32::try_from(s).ok())
                 .filter(|s| *s > 0 && *s as usize <= metadata::LIMITS.max_metadata_size),
+            upload_only: int(b"upload_only").is_some_and(|v| v != 0),
         })
     }
 }
@@ -124,8 +132,15 @@ mod tests {
             client: Some("enjambre 0.1".into()),
             reqq: Some(256),
             metadata_size: Some(31_235),
+            upload_only: true,
         };
         assert_eq!(ExtHandshake::parse(&h.encode()).unwrap(), h);
+        let h = ExtHandshake {
+            upload_only: false,
+            ..h
+        };
+        assert_eq!(ExtHandshake::parse(&h.encode()).unwrap(), h);
+        assert!(!h.encode().windows(11).any(|w| w == b"upload_only"));
     }
 
     #[test]
@@ -134,6 +149,11 @@ mod tests {
         assert_eq!(h.listen_port, None, "port out of range");
         assert!(h.messages.is_empty(), "negative id");
         assert_eq!(h.client.as_deref(), Some("abc"));
+        assert!(!h.upload_only);
+        let h = ExtHandshake::parse(b"d11:upload_onlyi1ee").unwrap();
+        assert!(h.upload_only);
+        let h = ExtHandshake::parse(b"d11:upload_only1:xe").unwrap();
+        assert!(!h.upload_only, "not an integer");
         assert_eq!(ExtHandshake::parse(b"li1ee"), Err(ExtError::NotADict));
         assert!(matches!(
             ExtHandshake::parse(b"d1:m"),

@@ -71,6 +71,8 @@ pub(crate) struct Conn {
     pub extended: bool,
     /// How many requests the peer queues (its `reqq`), when it said.
     pub remote_reqq: Option<u32>,
+    /// The peer said in its extension handshake that it downloads nothing more (BEP 21 `upload_only`).
+    pub peer_upload_only: bool,
     /// The peer's listen address, learnt from its extension handshake (inbound connections).
     pub listen_addr: Option<SocketAddr>,
     /// Extension messages the peer supports, with the ids it wants them sent with (BEP 10).
@@ -132,6 +134,7 @@ impl Conn {
     /// bans and file in its peer book.
     pub fn take_ext_handshake(&mut self, ext: ExtHandshake) -> Option<SocketAddr> {
         self.remote_reqq = ext.reqq;
+        self.peer_upload_only = ext.upload_only;
         self.remote_ext = ext.messages;
         let listen = ext
             .listen_port
@@ -160,6 +163,7 @@ impl Conn {
             fast: false,
             extended: false,
             remote_reqq: None,
+            peer_upload_only: false,
             listen_addr: None,
             remote_ext: Default::default(),
             remote_metadata_size: None,

@@ -196,9 +196,7 @@ impl Node {
         if ctx.t.conns.insert(id) {
             ctx.t.slots.add(unchoked, interested);
         }
-        let metadata_size = super::peer_exchange::info_bytes(&ctx.t.meta)
-            .and_then(|info| u32::try_from(info.len()).ok())
-            .filter(|_| ctx.s.config.serve_metadata);
+        let ext = our_ext_handshake(&ctx.s.config, &ctx.t.meta, ctx.t.picker.have().is_full());
         if !sent_handshake {
             self.send_handshake(id, hash);
         }
@@ -206,20 +204,6 @@ impl Node {
         self.send_have_state(id, hash);
         self.send_dht_port(id, &hs);
         if extended {
-            let ext = ExtHandshake {
-                messages: crate::extension::our_messages()
-                    .into_iter()
-                    .filter(|(name, _)| match name.as_str() {
-                        crate::extension::metadata::NAME => self.s.config.serve_metadata,
-                        crate::extension::pex::NAME => self.s.config.peer_exchange,
-                        _ => false,
-                    })
-                    .collect(),
-                listen_port: Some(self.s.config.listen_port),
-                client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
-                reqq: u32::try_from(self.s.config.max_served_requests).ok(),
-                metadata_size,
-            };
             self.s.send(
                 id,
                 Message::Extended {
@@ -368,5 +352,33 @@ impl Node {
             }
             self.s.send(id, Message::KeepAlive);
         }
+    }
+}
+
+/// The extension handshake (BEP 10) we send on a connection of a torrent: the extensions we speak, where we
+/// listen, our request queue, the size of the info dictionary we serve, and whether we only upload (BEP 21:
+/// `complete`; sent again when the torrent completes).
+pub(super) fn our_ext_handshake(
+    config: &super::NodeConfig,
+    meta: &crate::metainfo::Metainfo,
+    complete: bool,
+) -> ExtHandshake {
+    let metadata_size = super::peer_exchange::info_bytes(meta)
+        .and_then(|info| u32::try_from(info.len()).ok())
+        .filter(|_| config.serve_metadata);
+    ExtHandshake {
+        messages: crate::extension::our_messages()
+            .into_iter()
+            .filter(|(name, _)| match name.as_str() {
+                crate::extension::metadata::NAME => config.serve_metadata,
+                crate::extension::pex::NAME => config.peer_exchange,
+                _ => false,
+            })
+            .collect(),
+        listen_port: Some(config.listen_port),
+        client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
+        reqq: u32::try_from(config.max_served_requests).ok(),
+        metadata_size,
+        upload_only: complete,
     }
 }

@@ -80,6 +80,12 @@ impl TorrentCtx<'_> {
             }
             self.t.peers.attach(addr, id, now);
         }
+        let upload_only = self.s.conns.get(&id).is_some_and(|c| c.peer_upload_only);
+        if upload_only && self.t.picker.have().is_full() {
+            // Neither end wants anything from the other (BEP 21); the close marks the peer not to be dialled.
+            self.close(now, id, CloseReason::BothComplete);
+            return;
+        }
         // A peer that speaks ut_pex hears whom we are connected to now, not at our next timer.
         self.send_pex_to(now, &[id]);
     }

@@ -264,6 +264,7 @@ impl Node {
             client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
             reqq: u32::try_from(self.s.config.max_served_requests).ok(),
             metadata_size: None,
+            upload_only: false,
         };
         self.s.send(
             id,

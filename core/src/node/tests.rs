@@ -631,7 +631,19 @@ fn a_complete_torrent_dials_only_when_told_to() {
 /// its listen address from the handshake).
 #[test]
 fn complete_peers_that_met_do_not_dial_each_other_again() {
+    complete_peers_that_met(true);
+}
+
+/// The same with HAVEs held back from peers that hold the piece: the end closed on learns that its peer
+/// completed from the BEP 21 `upload_only` sent before the close, not from HAVEs.
+#[test]
+fn complete_peers_that_met_do_not_dial_each_other_again_without_redundant_haves() {
+    complete_peers_that_met(false);
+}
+
+fn complete_peers_that_met(send_redundant_have: bool) {
     let mut w = World::new(20 * PL as usize);
+    w.base.send_redundant_have = send_redundant_have;
     let a = w.seeder();
     let b = w.leecher(vec![a]);
     let c = w.leecher(vec![a, b]);
@@ -1752,4 +1764,37 @@ fn a_new_source_gets_a_short_queue_until_its_rate_is_known() {
     let mut peer = HandPeer::open_with(node, &meta, crate::wire::reserved_bits(true, false));
     let (out, _) = peer.say(node, &[Message::HaveAll, Message::Unchoke]);
     assert_eq!(requests(&out).len(), requests::MIN_REQUEST_DEPTH);
+}
+
+/// Connections opened between each pair of peers of a four-peer swarm, run for a minute past completion.
+fn pair_connections(send_redundant_have: bool) -> Vec<usize> {
+    let mut w = World::new(40 * PL as usize);
+    w.base.send_redundant_have = send_redundant_have;
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    let c = w.leecher(vec![a, b]);
+    let d = w.leecher(vec![a, b, c]);
+    assert!(w.run_until(300, |w| [b, c, d].iter().all(|i| w.complete(*i))));
+    w.run_until(60, |_| false);
+    let mut counts = Vec::new();
+    for (i, j) in [(a, b), (a, c), (a, d), (b, c), (b, d), (c, d)] {
+        let dials = |from: usize, to: usize| {
+            let to = w.peers[to].addr;
+            w.peers[from]
+                .events
+                .iter()
+                .filter(|e| matches!(e, NodeEvent::Connected { addr, outbound: true, .. } if *addr == to))
+                .count()
+        };
+        counts.push(dials(i, j) + dials(j, i));
+    }
+    counts
+}
+
+/// Held back, a leecher's HAVEs never reach the seeder (it holds every piece): the seeder learns that the
+/// leecher completed from its BEP 21 `upload_only`, sent before it closes, and does not dial it back.
+#[test]
+fn complete_peers_meet_once_whether_or_not_haves_are_held_back() {
+    assert_eq!(pair_connections(true), vec![1; 6]);
+    assert_eq!(pair_connections(false), vec![1; 6]);
 }

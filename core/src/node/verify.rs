@@ -249,6 +249,27 @@ impl TorrentCtx<'_> {
         self.t.completed_at = Some(now);
         self.s.event(NodeEvent::Complete { torrent: self.hash });
         self.announce(now, Event::Completed);
+        // BEP 21: every peer that speaks BEP 10 hears that we only upload from now on, the seeds we close
+        // below included: with HAVEs held back from peers that hold the piece, a seed would otherwise never
+        // learn that we completed, and would dial us again only to find us both complete.
+        let ext = super::connections::our_ext_handshake(&self.s.config, &self.t.meta, true);
+        let payload = bytes::Bytes::from(ext.encode());
+        for id in self.t.conns.iter() {
+            let open_extended = self
+                .s
+                .conns
+                .get(id)
+                .is_some_and(|c| c.extended && c.phase == ConnPhase::Open);
+            if open_extended {
+                self.s.send(
+                    *id,
+                    Message::Extended {
+                        id: crate::extension::HANDSHAKE_ID,
+                        payload: payload.clone(),
+                    },
+                );
+            }
+        }
         let seeds: Vec<ConnId> = self
             .t
             .conns

@@ -49,10 +49,11 @@ impl TorrentCtx<'_> {
                     t.peers.disconnected(c.addr, now);
                 }
             }
-            // A peer that held every piece is a seed whichever end closed and why: remembered at the address
-            // it listens on (an inbound connection's own address is a passing port), so that once we are
+            // A peer that held every piece (or said it only uploads, BEP 21) is a seed whichever end closed and
+            // why: remembered at the address it listens on (an inbound connection's own address is a passing port), so that once we are
             // complete too we do not dial it again only to find us both complete.
-            if !forget && !c.peer_has.is_empty() && c.peer_has.is_full() {
+            let seed = !c.peer_has.is_empty() && c.peer_has.is_full();
+            if !forget && (seed || c.peer_upload_only) {
                 t.peers.mark_seed(&c.peer_addr());
             }
         }
