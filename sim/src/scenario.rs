@@ -499,6 +499,9 @@ pub struct Knobs {
     /// Whether a complete torrent dials known peers (`NodeConfig::dial_when_complete`).
     #[serde(default)]
     pub dial_when_complete: Option<bool>,
+    /// How long a HAVE may wait for another message to the same peer (`NodeConfig::have_delay`).
+    #[serde(default)]
+    pub have_delay: Option<Span>,
 }
 
 impl Knobs {
@@ -533,6 +536,9 @@ impl Knobs {
         }
         if let Some(v) = self.dial_when_complete {
             c.dial_when_complete = v;
+        }
+        if let Some(v) = self.have_delay {
+            c.have_delay = v.0;
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) enum ConnTimer {
     Idle,
     /// Nothing sent for a while: send a keep-alive.
     KeepAlive,
+    /// HAVEs waited [`NodeConfig::have_delay`] in the outbox for another message: send them.
+    Haves,
 }
 
 /// Most requests remembered per connection (the oldest by position are forgotten beyond it).
@@ -89,6 +91,9 @@ pub(crate) struct Conn {
     /// Pieces we verified and did not announce to this peer because it held them already
     /// ([`NodeConfig::send_redundant_have`] off): announced when our download completes.
     pub held_haves: Vec<u32>,
+    /// HAVEs wait in the outbox for another message to this peer ([`NodeConfig::have_delay`]): they leave by
+    /// this instant at the latest. `None` when the outbox holds none.
+    pub haves_due: Option<Instant>,
     pub serving: BTreeSet<BlockRef>,
     /// Pieces we seed that we suggested to this peer (false) or it asked us for (true).
     pub given: std::collections::BTreeMap<u32, bool>,
@@ -170,6 +175,7 @@ impl Conn {
             peer_interested: false,
             peer_has: Bitfield::new(0),
             held_haves: Vec::new(),
+            haves_due: None,
             serving: BTreeSet::new(),
             given: std::collections::BTreeMap::new(),
             suggested: Vec::new(),
@@ -299,7 +305,8 @@ impl Conn {
                 )),
             ],
         };
-        rows.into_iter().flatten()
+        let haves = self.haves_due.map(|at| (at, ConnTimer::Haves));
+        rows.into_iter().flatten().chain(haves)
     }
 
     /// When the next timer fires.

@@ -325,6 +325,7 @@ impl Node {
     pub(super) fn check_connection_timers(&mut self, now: Instant) {
         let mut to_close = Vec::new();
         let mut keepalive = Vec::new();
+        let mut haves = Vec::new();
         for id in self.s.conn_deadlines.due(now) {
             let Some(c) = self.s.conns.get(&id) else {
                 continue;
@@ -334,8 +335,11 @@ impl Node {
                 Some(ConnTimer::Handshake) => to_close.push((id, CloseReason::HandshakeTimeout)),
                 Some(ConnTimer::Idle) => to_close.push((id, CloseReason::Idle)),
                 Some(ConnTimer::KeepAlive) => keepalive.push(id),
+                Some(ConnTimer::Haves) => haves.push(id),
             }
         }
+        // HAVEs that waited long enough for company leave at this node call's flush.
+        self.s.unsent.extend(haves);
         for (id, reason) in to_close {
             self.close(now, id, reason);
         }

@@ -94,6 +94,21 @@ impl TorrentCtx<'_> {
         if self.t.meta.info.private || !self.s.config.peer_exchange {
             return;
         }
+        // Only connections whose peer speaks PEX and whose interval has passed can be told anything: the
+        // list of members (and one per connection) is built for them only. This runs at every timer pass of
+        // a downloading torrent, and building them for every connection was O(connections²) each time.
+        let due: Vec<ConnId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.s.conns.get(id).is_some_and(|c| {
+                    c.remote_ext.contains_key(pex::NAME) && now >= c.pex.next_allowed()
+                })
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
         let members: BTreeMap<ConnId, (SocketAddr, PexFlags)> = self
             .t
             .conns
@@ -111,7 +126,7 @@ impl TorrentCtx<'_> {
                 Some((*id, (addr, PexFlags(flags))))
             })
             .collect();
-        for &id in ids {
+        for id in due {
             let Some(c) = self.s.conns.get_mut(&id) else {
                 continue;
             };

@@ -16,6 +16,10 @@ use std::net::SocketAddr;
 /// How many identities of closed connections are remembered for late penalties.
 const HISTORY_LIMIT: usize = 4096;
 
+/// HAVEs waiting for company ([`super::NodeConfig::have_delay`]) leave at once when they fill this much: 28
+/// of them, one small packet. (In the flow simulator a larger write also takes its share of the uplink.)
+const WAITING_HAVES_MAX_BYTES: usize = 28 * 9;
+
 /// The node's state that is not any one torrent's.
 pub(crate) struct Shared {
     pub config: NodeConfig,
@@ -123,6 +127,41 @@ impl Shared {
         }
     }
 
+    /// Queue a HAVE for `piece` on a connection unless `hold` says to hold it back (as
+    /// [`Shared::send_unless`]). With a [`super::NodeConfig::have_delay`], it waits in the outbox for the
+    /// next message to that peer, for the delay to pass ([`super::conn::ConnTimer::Haves`]) or for 28 HAVEs
+    /// to wait, whichever comes first.
+    pub fn send_have_unless(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        piece: u32,
+        hold: impl FnOnce(&mut Conn) -> bool,
+    ) {
+        let delay = self.config.have_delay;
+        if delay.is_zero() {
+            return self.send_unless(id, Message::Have { index: piece }, hold);
+        }
+        let trace = self.config.trace;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if hold(c) {
+            return;
+        }
+        let msg = Message::Have { index: piece };
+        msg.encode(&mut c.outbox);
+        if c.outbox.len() >= WAITING_HAVES_MAX_BYTES {
+            self.unsent.insert(id);
+        } else if c.haves_due.is_none() {
+            c.haves_due = Some(now + delay);
+            self.conn_deadlines.mark(id);
+        }
+        if trace {
+            self.trace(id, "out", msg.name(), message_detail(&msg));
+        }
+    }
+
     /// Send `block` of torrent `torrent` (at torrent-space `offset`) to `id` from the torrent's files: what is
     /// queued for `id` and the PIECE message's header leave now with the range, as one [`Output::SendRange`]
     /// (one write for the driver, in the messages' order).
@@ -141,6 +180,7 @@ impl Shared {
         crate::wire::encode_piece_header(block.piece, block.begin, block.length, &mut c.outbox);
         c.last_sent = now;
         let data = c.outbox.split().freeze();
+        c.haves_due = None;
         self.unsent.remove(&id);
         if now < self.now {
             self.conn_deadlines.mark(id);
@@ -177,6 +217,7 @@ impl Shared {
     pub fn flush(&mut self, now: Instant) {
         for id in std::mem::take(&mut self.unsent) {
             if let Some(c) = self.conns.get_mut(&id).filter(|c| !c.outbox.is_empty()) {
+                c.haves_due = None;
                 c.last_sent = now;
                 if now < self.now {
                     self.conn_deadlines.mark(id);

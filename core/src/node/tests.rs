@@ -64,6 +64,8 @@ struct World {
     flooded_links: BTreeSet<(usize, ConnId)>,
     /// Sends made by hostile sources so far (picks the next unasked block).
     flood_sends: u64,
+    /// Writes handed to the network by every peer ([`Output::Send`]).
+    sends: u64,
     /// The configuration of peers added from now on (each with its own id, port and seed).
     base: NodeConfig,
 }
@@ -98,6 +100,7 @@ impl World {
             source: content(len),
             flooded_links: BTreeSet::new(),
             flood_sends: 0,
+            sends: 0,
             base: NodeConfig::default(),
         }
     }
@@ -202,6 +205,7 @@ impl World {
                 )),
             },
             Output::Send { conn, data } => {
+                self.sends += 1;
                 if let Some(&(j, theirs)) = self.links.get(&(i, conn)) {
                     self.queue
                         .push_back((j, Input::Received { conn: theirs, data }));
@@ -542,6 +546,55 @@ fn haves_held_back_from_peers_holding_the_piece_are_fewer_and_seeds_still_part()
         "held HAVEs go out at completion, so complete peers still see each other complete"
     );
     assert!(held < all, "{held} HAVEs sent against {all}");
+}
+
+/// B downloads from seeder A while C knows only B: C learns what B holds from B's HAVEs alone, which B has no
+/// other message to send with until C asks for blocks. With a HAVE delay they wait for the timer or a block,
+/// leave several to a write, and C still completes in time: the writes of the whole story are fewer.
+fn chain_of_three(have_delay: std::time::Duration) -> (u64, usize) {
+    let mut w = World::new(40 * PL as usize);
+    w.base.have_delay = have_delay;
+    w.base.trace = true;
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    let c = w.leecher(vec![b]);
+    // Well before a keep-alive (20 s) could carry a waiting HAVE.
+    assert!(w.run_until(5, |w| [b, c].iter().all(|i| w.complete(*i))));
+    for i in [b, c] {
+        assert_eq!(w.peers[i].disk.volatile, w.source);
+    }
+    let haves_heard = w.peers[c]
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                NodeEvent::Wire {
+                    dir: "in",
+                    message: "have",
+                    ..
+                }
+            )
+        })
+        .count();
+    (w.sends, haves_heard)
+}
+
+#[test]
+fn haves_wait_for_company_but_not_for_ever() {
+    let (alone, heard_alone) = chain_of_three(std::time::Duration::ZERO);
+    let (together, heard_together) = chain_of_three(std::time::Duration::from_millis(50));
+    assert!(
+        heard_alone > 0 && heard_together > 0,
+        "C learnt B's pieces from HAVEs"
+    );
+    assert!(
+        together < alone,
+        "{together} writes with a 50 ms HAVE delay against {alone} without"
+    );
+    // A delay longer than the story: 28 waiting HAVEs leave at once, so C still completes in time.
+    let (_, heard_capped) = chain_of_three(std::time::Duration::from_secs(10));
+    assert!(heard_capped > 0);
 }
 
 /// A seeder told of two leechers that do not know it: whether they complete, and how many connections it

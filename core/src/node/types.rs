@@ -101,6 +101,11 @@ pub struct NodeConfig {
     /// connection neither needs); meanwhile its view of our pieces, which it only uses to decide its interest
     /// in us, lacks pieces it has itself.
     pub send_redundant_have: bool,
+    /// How long the HAVE for a newly verified piece may wait for another message to the same peer, so that
+    /// the HAVEs of pieces verified close together leave in one write (with a request, a block or each other)
+    /// instead of one small message each, as Azureus/Vuze aggregate theirs (28 waiting HAVEs, a small
+    /// packet's worth, leave at once). Zero sends each HAVE at once.
+    pub have_delay: Duration,
     /// The UDP port of the driver's DHT node (BEP 5), if it runs one: advertised by the DHT bit of the
     /// handshake and sent in a PORT message to every peer that sets that bit.
     pub dht_port: Option<u16>,
@@ -144,6 +149,7 @@ impl Default for NodeConfig {
             disk_retry_max: Duration::from_secs(60),
             peer_exchange: false,
             send_redundant_have: true,
+            have_delay: Duration::ZERO,
             dht_port: None,
             serve_metadata: false,
         }

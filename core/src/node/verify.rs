@@ -215,14 +215,13 @@ impl TorrentCtx<'_> {
         });
         let redundant = self.s.config.send_redundant_have;
         for id in &ids {
-            self.s
-                .send_unless(*id, Message::Have { index: piece }, |c| {
-                    let held = !redundant && c.peer_has.get(piece);
-                    if held {
-                        c.held_haves.push(piece);
-                    }
-                    held
-                });
+            self.s.send_have_unless(now, *id, piece, |c| {
+                let held = !redundant && c.peer_has.get(piece);
+                if held {
+                    c.held_haves.push(piece);
+                }
+                held
+            });
         }
         self.maybe_checkpoint();
         if complete {

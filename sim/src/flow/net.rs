@@ -753,10 +753,12 @@ impl State {
             return;
         }
         f.reset = true;
-        f.queue.clear();
+        // Nothing is read or written on it again: give back the buffers' memory, not only their contents (a
+        // crowd of thousands opens hundreds of thousands of connections, and the flows of every one stay).
+        f.queue = VecDeque::new();
         f.queued = 0;
-        f.in_flight.clear();
-        f.recv.clear();
+        f.in_flight = VecDeque::new();
+        f.recv = VecDeque::new();
         wakers.extend(f.read_waker.take());
         wakers.extend(f.write_waker.take());
         let (src, dst) = (f.src, f.dst);
