@@ -84,9 +84,13 @@ impl TorrentCtx<'_> {
             .config
             .max_connections
             .saturating_sub(self.s.conns.len());
-        let candidates = t
-            .peers
-            .ready_to_dial(now, complete, budget.min(total_budget));
+        // Asked at every timeout pass of a torrent with connections: one read of the idle index before a
+        // walk over every known address.
+        let budget = budget.min(total_budget);
+        if budget == 0 || !t.peers.dialable_now(now, complete) {
+            return;
+        }
+        let candidates = t.peers.ready_to_dial(now, complete, budget);
         for addr in candidates {
             let id = self.s.new_conn_id();
             t.peers.dialing(addr, id);
