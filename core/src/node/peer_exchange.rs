@@ -102,7 +102,7 @@ impl TorrentCtx<'_> {
             .copied()
             .filter(|id| {
                 self.s.conns.get(id).is_some_and(|c| {
-                    c.remote_ext.contains_key(pex::NAME) && now >= c.pex.next_allowed()
+                    now >= c.pex.next_allowed() && c.remote_ext.contains_key(pex::NAME)
                 })
             })
             .collect();
