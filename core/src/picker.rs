@@ -304,15 +304,7 @@ impl Picker {
 
     /// Whether `peer_has` holds a piece we lack.
     pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
-        // Byte by byte: both bitfields have the torrent's length, and bits past it are zero.
-        !self.have.is_full()
-            && if peer_has.len() == self.have.len() {
-                (peer_has.as_bytes().iter())
-                    .zip(self.have.as_bytes())
-                    .any(|(theirs, ours)| theirs & !ours != 0)
-            } else {
-                peer_has.iter_ones().any(|i| !self.have.get(i))
-            }
+        !self.have.is_full() && holds_one_outside(peer_has, &self.have)
     }
 
     /// Whether a peer holding `peer_has` has a block we would ask it for now: a piece we lack that nobody
@@ -332,14 +324,7 @@ impl Picker {
         if self.in_endgame() {
             return self.is_interesting(peer_has);
         }
-        !self.have.is_full()
-            && if peer_has.len() == self.closed.len() {
-                (peer_has.as_bytes().iter())
-                    .zip(self.closed.as_bytes())
-                    .any(|(theirs, closed)| theirs & !closed != 0)
-            } else {
-                peer_has.iter_ones().any(|i| !self.closed.get(i))
-            }
+        !self.have.is_full() && holds_one_outside(peer_has, &self.closed)
     }
 
     /// True once every missing piece is being assembled or checked and no block is free: endgame.
@@ -855,6 +840,18 @@ fn block_at(piece: u32, index: u32, piece_len: u32) -> BlockRef {
         piece,
         begin,
         length: piece_len.saturating_sub(begin).min(BLOCK_LENGTH),
+    }
+}
+
+/// Whether `peer_has` holds a piece that `mask` does not. Byte by byte when both have the torrent's length
+/// (bits past it are zero), else bit by bit.
+fn holds_one_outside(peer_has: &Bitfield, mask: &Bitfield) -> bool {
+    if peer_has.len() == mask.len() {
+        (peer_has.as_bytes().iter())
+            .zip(mask.as_bytes())
+            .any(|(theirs, masked)| theirs & !masked != 0)
+    } else {
+        peer_has.iter_ones().any(|i| !mask.get(i))
     }
 }
 

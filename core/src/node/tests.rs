@@ -499,12 +499,12 @@ fn third_peer_gets_pieces_from_seeder_and_leecher() {
     assert!(w.stats(b).bytes_uploaded > 0, "B re-shared verified pieces");
 }
 
-/// A seeder and three leechers that all know each other, with HAVEs to peers that hold the piece sent or
-/// not: how many HAVEs went out in all, and whether every connection between two complete peers closed.
-fn swarm_of_four(send_redundant_have: bool) -> (usize, bool) {
+/// A seeder and three leechers that all know each other (each dials those before it), with HAVEs to peers
+/// that hold the piece sent or not, run until the three complete with the seeder's bytes.
+fn four_complete(send_redundant_have: bool, trace: bool) -> (World, [usize; 4]) {
     let mut w = World::new(40 * PL as usize);
     w.base.send_redundant_have = send_redundant_have;
-    w.base.trace = true;
+    w.base.trace = trace;
     let a = w.seeder();
     let b = w.leecher(vec![a]);
     let c = w.leecher(vec![a, b]);
@@ -513,6 +513,13 @@ fn swarm_of_four(send_redundant_have: bool) -> (usize, bool) {
     for i in [b, c, d] {
         assert_eq!(w.peers[i].disk.volatile, w.source);
     }
+    (w, [a, b, c, d])
+}
+
+/// [`four_complete`]: how many HAVEs went out in all, and whether every connection between two complete
+/// peers closed.
+fn swarm_of_four(send_redundant_have: bool) -> (usize, bool) {
+    let (mut w, [a, b, c, d]) = four_complete(send_redundant_have, true);
     // Closing takes a round trip once the last one completes.
     w.run_until(1, |_| false);
     let haves = w
@@ -1767,15 +1774,9 @@ fn a_new_source_gets_a_short_queue_until_its_rate_is_known() {
     assert_eq!(requests(&out).len(), requests::MIN_REQUEST_DEPTH);
 }
 
-/// Connections opened between each pair of peers of a four-peer swarm, run for a minute past completion.
+/// Connections opened between each pair of peers of [`four_complete`], run for a minute past completion.
 fn pair_connections(send_redundant_have: bool) -> Vec<usize> {
-    let mut w = World::new(40 * PL as usize);
-    w.base.send_redundant_have = send_redundant_have;
-    let a = w.seeder();
-    let b = w.leecher(vec![a]);
-    let c = w.leecher(vec![a, b]);
-    let d = w.leecher(vec![a, b, c]);
-    assert!(w.run_until(300, |w| [b, c, d].iter().all(|i| w.complete(*i))));
+    let (mut w, [a, b, c, d]) = four_complete(send_redundant_have, false);
     w.run_until(60, |_| false);
     let mut counts = Vec::new();
     for (i, j) in [(a, b), (a, c), (a, d), (b, c), (b, d), (c, d)] {
