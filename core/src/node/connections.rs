@@ -375,10 +375,19 @@ pub(super) fn our_ext_handshake(
                 _ => false,
             })
             .collect(),
+        metadata_size,
+        upload_only: complete,
+        ..our_ext_basics(config)
+    }
+}
+
+/// What every extension handshake of ours says whatever the torrent: where we listen, who we are, how many
+/// requests we queue (no extension messages yet).
+pub(super) fn our_ext_basics(config: &super::NodeConfig) -> ExtHandshake {
+    ExtHandshake {
         listen_port: Some(config.listen_port),
         client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
         reqq: u32::try_from(config.max_served_requests).ok(),
-        metadata_size,
-        upload_only: complete,
+        ..ExtHandshake::default()
     }
 }

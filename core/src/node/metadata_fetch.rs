@@ -260,11 +260,7 @@ impl Node {
         self.send_dht_port(id, hs);
         let ext = ExtHandshake {
             messages: BTreeMap::from([(metadata::NAME.to_string(), OUR_METADATA_ID)]),
-            listen_port: Some(self.s.config.listen_port),
-            client: Some(concat!("enjambre ", env!("CARGO_PKG_VERSION")).to_string()),
-            reqq: u32::try_from(self.s.config.max_served_requests).ok(),
-            metadata_size: None,
-            upload_only: false,
+            ..super::connections::our_ext_basics(&self.s.config)
         };
         self.s.send(
             id,

@@ -162,17 +162,16 @@ impl PeerBook {
         let Some(p) = self.peers.get(&addr) else {
             return;
         };
-        let failed_dials = p.failed_dials.saturating_add(1);
-        if failed_dials <= self.dead.after {
-            self.disconnected(addr, now);
+        let (failures, failed_dials) = (
+            p.failures.saturating_add(1),
+            p.failed_dials.saturating_add(1),
+        );
+        let delay = if failed_dials <= self.dead.after {
+            self.redial.delay(failures)
         } else {
-            let delay = self.dead.redial.delay(failed_dials - self.dead.after);
-            self.update(addr, |p| {
-                p.conn = None;
-                p.failures = p.failures.saturating_add(1);
-                p.retry_at = now + delay;
-            });
-        }
+            self.dead.redial.delay(failed_dials - self.dead.after)
+        };
+        self.ended(addr, now, delay);
         self.update(addr, |p| p.failed_dials = failed_dials);
     }
 
@@ -189,9 +188,14 @@ impl PeerBook {
             return;
         };
         let delay = self.redial.delay(failures.saturating_add(1));
+        self.ended(addr, now, delay);
+    }
+
+    /// A connection to (or dial of) `addr` ended: one failure more, dialable again `delay` from `now`.
+    fn ended(&mut self, addr: SocketAddr, now: Instant, delay: std::time::Duration) {
         self.update(addr, |p| {
             p.conn = None;
-            p.failures = failures.saturating_add(1);
+            p.failures = p.failures.saturating_add(1);
             p.retry_at = now + delay;
         });
     }

@@ -67,13 +67,10 @@ impl TorrentCtx<'_> {
             return;
         }
         let t = &mut *self.t;
-        if t.check.is_some() || t.error.is_some() {
+        if !t.dials(&self.s.config) {
             return;
         }
         let complete = t.picker.have().is_full();
-        if complete && !self.s.config.dial_when_complete {
-            return;
-        }
         let budget = self
             .s
             .config

@@ -128,11 +128,15 @@ impl Torrent {
         if !self.conns.is_empty() {
             return true;
         }
-        let complete = self.picker.have().is_full();
-        let dials = self.check.is_none()
+        self.dials(config) && self.peers.dialable_now(now, self.picker.have().is_full())
+    }
+
+    /// Whether the torrent dials the peers it knows at all: not while its resume data is checked, not
+    /// stopped on an error, and, once complete, only when told to ([`NodeConfig::dial_when_complete`]).
+    pub fn dials(&self, config: &NodeConfig) -> bool {
+        self.check.is_none()
             && self.error.is_none()
-            && (config.dial_when_complete || !complete);
-        dials && self.peers.dialable_now(now, complete)
+            && (config.dial_when_complete || !self.picker.have().is_full())
     }
 
     /// The earliest instant a timer of this torrent wakes the driver.
