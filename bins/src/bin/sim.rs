@@ -10,6 +10,13 @@ use enjambre_sim::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: a simulated crowd allocates and frees a few buffers per message
+/// (a 1,000-peer story sends millions), and mimalloc's per-thread free lists cut the simulator's CPU by about a
+/// fifth with reports unchanged (bench/RESULTS.md, issue 13, seventh pass). Only this binary: the `peer` and
+/// `tracker` keep the system allocator, whose memory figures the benchmarks record.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sim",
