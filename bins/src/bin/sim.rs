@@ -214,10 +214,33 @@ fn out(text: &str) {
 }
 
 fn load(path: &Path) -> Result<Scenario> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| match same_name_below(path) {
+        Some(found) => format!(
+            "cannot read {} (did you mean {}?)",
+            path.display(),
+            found.display()
+        ),
+        None => format!("cannot read {}", path.display()),
+    })?;
     Scenario::from_toml(&text)
         .with_context(|| format!("{} is not a valid scenario", path.display()))
+}
+
+/// A file with `missing`'s name one folder below `missing`'s folder (`scenarios/flash-crowd-1000.toml` is
+/// `scenarios/scale/flash-crowd-1000.toml`): the hint for a path typed one folder too high.
+fn same_name_below(missing: &Path) -> Option<PathBuf> {
+    let name = missing.file_name()?;
+    let parent = match missing.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join(name)))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 fn main() -> ExitCode {
