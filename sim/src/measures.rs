@@ -140,6 +140,69 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Which peer held which piece at the instant the bin loop of [`measure`] has reached, kept so that every
+/// question it asks per bin is a count or a few words of bits, not a scan of peers times pieces (a 1,000-peer
+/// crowd asked "does any downloader lack a piece this peer holds" a million times a bin).
+struct Holdings {
+    /// Per peer, its pieces as bits.
+    bits: Vec<Vec<u64>>,
+    /// Per peer, how many pieces it holds.
+    counts: Vec<u32>,
+    /// Per piece, how many peers other than the seeds hold it.
+    others: Vec<u32>,
+    /// Pieces some peer other than the seeds holds.
+    others_cover: usize,
+}
+
+impl Holdings {
+    fn new(peers: usize, pieces: usize) -> Holdings {
+        Holdings {
+            bits: vec![vec![0; pieces.div_ceil(64)]; peers],
+            counts: vec![0; peers],
+            others: vec![0; pieces],
+            others_cover: 0,
+        }
+    }
+
+    /// Peer `i` holds piece `k` from now on (`other`: it is not a seed of the file).
+    fn add(&mut self, i: usize, k: usize, other: bool) {
+        let (word, bit) = (k / 64, 1u64 << (k % 64));
+        if self.bits[i][word] & bit != 0 {
+            return;
+        }
+        self.bits[i][word] |= bit;
+        self.counts[i] += 1;
+        if other {
+            self.others[k] += 1;
+            if self.others[k] == 1 {
+                self.others_cover += 1;
+            }
+        }
+    }
+
+    fn get(&self, i: usize, k: usize) -> bool {
+        self.bits[i][k / 64] & (1u64 << (k % 64)) != 0
+    }
+
+    fn count(&self, i: usize) -> u32 {
+        self.counts[i]
+    }
+
+    /// Every piece is held by some peer other than the seeds.
+    fn all_held_by_others(&self) -> bool {
+        self.others_cover == self.others.len()
+    }
+
+    /// Peer `i` holds a piece that peer `j` lacks.
+    fn holds_one_lacked(&self, i: usize, j: usize) -> bool {
+        self.counts[i] > self.counts[j]
+            || self.bits[i]
+                .iter()
+                .zip(&self.bits[j])
+                .any(|(a, b)| a & !b != 0)
+    }
+}
+
 /// The measures of the run, when the scenario is one file shared by seeds and downloaders.
 pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<SwarmMeasures> {
     let [file] = scenario.files.as_slice() else {
@@ -245,7 +308,12 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
     }
     held.sort();
     let n = scenario.peers.len();
-    let mut have = vec![vec![false; pieces as usize]; n];
+    let seeds_of_file: Vec<bool> = scenario
+        .peers
+        .iter()
+        .map(|p| p.has.contains(&file.name))
+        .collect();
+    let mut have = Holdings::new(n, pieces as usize);
     let mut next = 0;
     let uploaded_at = |i: usize, t: Duration| -> u64 {
         w.peers.get(&scenario.peers[i].name).map_or(0, |l| {
@@ -259,14 +327,9 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
                 || l.up_since.is_some_and(|s| s <= t)
         })
     };
-    let all_have_one = |have: &[Vec<bool>]| {
-        scenario
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.get.contains(&file.name))
-            .all(|(i, _)| have[i].iter().any(|&h| h))
-    };
+    let downloaders: Vec<usize> = (0..n)
+        .filter(|&i| scenario.peers[i].get.contains(&file.name))
+        .collect();
     let mut utilisation_over_time = Vec::new();
     let mut copies_over_time = Vec::new();
     let mut seed_copy_seconds = None;
@@ -281,34 +344,24 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             if at > t {
                 break;
             }
-            have[i][k as usize] = true;
+            have.add(i, k as usize, !seeds_of_file[i]);
             next += 1;
-            let others_hold = |k: usize| {
-                scenario
-                    .peers
-                    .iter()
-                    .enumerate()
-                    .any(|(j, p)| !p.has.contains(&file.name) && have[j][k])
-            };
-            if seed_copy_seconds.is_none() && (0..pieces as usize).all(others_hold) {
+            if seed_copy_seconds.is_none() && have.all_held_by_others() {
                 seed_copy_seconds = Some(round3(at.as_secs_f64()));
                 backlog_pieces = Some(
-                    scenario
-                        .peers
+                    downloaders
                         .iter()
-                        .enumerate()
-                        .filter(|(_, p)| p.get.contains(&file.name))
-                        .map(|(j, _)| have[j].iter().filter(|&&h| !h).count())
+                        .map(|&j| pieces as usize - have.count(j) as usize)
                         .sum::<usize>(),
                 );
             }
         }
-        if past_first.is_none() && all_have_one(&have) {
+        if past_first.is_none() && downloaders.iter().all(|&i| have.count(i) > 0) {
             past_first = Some(t);
         }
         let running: Vec<usize> = (0..n).filter(|&i| up_at(i, t)).collect();
         let copies: Vec<u32> = (0..pieces as usize)
-            .map(|k| running.iter().filter(|&&i| have[i][k]).count() as u32)
+            .map(|k| running.iter().filter(|&&i| have.get(i, k)).count() as u32)
             .collect();
         if let (Some(min), Some(max)) = (copies.iter().min(), copies.iter().max()) {
             let mean = copies.iter().sum::<u32>() as f64 / copies.len() as f64;
@@ -317,7 +370,7 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         let wanting: Vec<usize> = running
             .iter()
             .copied()
-            .filter(|&i| scenario.peers[i].get.contains(&file.name) && !have[i].iter().all(|&h| h))
+            .filter(|&i| scenario.peers[i].get.contains(&file.name) && have.count(i) < pieces)
             .collect();
         let secs = end.saturating_sub(t).as_secs_f64();
         let (mut sent, mut capacity) = (0.0, 0.0);
@@ -327,7 +380,7 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             };
             let wanted = wanting
                 .iter()
-                .any(|&j| j != i && (0..pieces as usize).any(|k| have[i][k] && !have[j][k]));
+                .any(|&j| j != i && have.holds_one_lacked(i, j));
             if wanted {
                 capacity += rate.0 as f64 * secs;
                 sent += uploaded_at(i, end).saturating_sub(uploaded_at(i, t)) as f64;

@@ -502,6 +502,9 @@ pub struct Knobs {
     /// How long a HAVE may wait for another message to the same peer (`NodeConfig::have_delay`).
     #[serde(default)]
     pub have_delay: Option<Span>,
+    /// Least time between two checkpoints of a torrent (`NodeConfig::checkpoint_interval`).
+    #[serde(default)]
+    pub checkpoint_interval: Option<Span>,
 }
 
 impl Knobs {
@@ -539,6 +542,9 @@ impl Knobs {
         }
         if let Some(v) = self.have_delay {
             c.have_delay = v.0;
+        }
+        if let Some(v) = self.checkpoint_interval {
+            c.checkpoint_interval = v.0;
         }
     }
 }
