@@ -50,6 +50,23 @@ pub struct SwarmMeasures {
     /// When every piece was first held by some peer other than the seeds (the seeds had sent one full copy;
     /// Legout et al.'s transient state), in seconds.
     pub seed_copy_seconds: Option<f64>,
+    /// The download's first part: from the start to the seeds' first full copy (`seed_copy_seconds` less
+    /// `start_seconds`), in seconds.
+    pub first_copy_seconds: Option<f64>,
+    /// What bounds that part: the file over the seeds' upload (`F/u_seed`), in seconds.
+    pub first_copy_bound_seconds: Option<f64>,
+    /// The download's second part, the tail: from the seeds' first full copy to the last completion.
+    pub tail_seconds: Option<f64>,
+    /// What bounds the tail with pieces: the piece the seeds sent last reaches its first downloader when the
+    /// copy is out, and a downloader can pass a piece on only once it holds it whole, so it then needs hops of
+    /// one piece time each (piece size over the crowd's mean upload rate), the holders doubling at each hop
+    /// (each passes it to one peer) and the seeds adding one each, until every downloader holds it.
+    pub tail_bound_seconds: Option<f64>,
+    /// The tail's other bound: the pieces the downloaders still lacked when the seeds' first copy was out,
+    /// over the upload capacity of the whole swarm (seeds and downloaders), in seconds. A tail above both
+    /// bounds is lost to idle capacity in the tail; a backlog above the hop bound was lost before it, by
+    /// capacity that idled while the seeds sent their first copy.
+    pub tail_backlog_seconds: Option<f64>,
     /// Bytes the seeds uploaded over the file size.
     pub seed_copies: f64,
     /// Per bandwidth class: bytes received and bytes sent.
@@ -106,6 +123,17 @@ fn class_of(spec: &PeerSpec) -> String {
         rate(spec.upload_rate),
         rate(spec.download_rate)
     )
+}
+
+/// Hops of one piece time until `downloaders` hold a piece that one of them holds at the start, when at each
+/// hop every holder passes it to one more and each of the `seeds` sends it to one more too.
+fn hops_to_reach(downloaders: usize, seeds: usize) -> u32 {
+    let (mut holders, mut hops) = (1usize, 0);
+    while holders < downloaders {
+        holders = holders * 2 + seeds;
+        hops += 1;
+    }
+    hops
 }
 
 fn round3(x: f64) -> f64 {
@@ -230,6 +258,10 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         ),
         _ => None,
     };
+    let tail_bound = leech_up.filter(|&ul| ul > 0.0).map(|ul| {
+        let piece_time = size.div_ceil(u64::from(pieces)) as f64 / (ul / crowd.len() as f64);
+        piece_time * f64::from(hops_to_reach(crowd.len(), seeds.len()))
+    });
     let crowd_done: Vec<Option<f64>> = crowd.iter().map(|p| completed(p)).collect();
     let last = if crowd_done.iter().all(Option::is_some) {
         crowd_done
@@ -301,6 +333,7 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
     let mut utilisation_over_time = Vec::new();
     let mut copies_over_time = Vec::new();
     let mut seed_copy_seconds = None;
+    let mut backlog_pieces: Option<usize> = None;
     let mut past_first = None;
     let (mut work_sent, mut work_capacity) = (0.0, 0.0);
     let mut t = Duration::ZERO;
@@ -315,6 +348,15 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             next += 1;
             if seed_copy_seconds.is_none() && have.all_held_by_others() {
                 seed_copy_seconds = Some(round3(at.as_secs_f64()));
+                backlog_pieces = Some(
+                    scenario
+                        .peers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.get.contains(&file.name))
+                        .map(|(j, _)| have[j].iter().filter(|&&h| !h).count())
+                        .sum::<usize>(),
+                );
             }
         }
         if past_first.is_none() && downloaders.iter().all(|&i| have.count(i) > 0) {
@@ -392,7 +434,32 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         utilisation_over_time,
         copies_over_time,
         seed_copy_seconds,
+        first_copy_seconds: seed_copy_seconds.zip(start).map(|(c, s)| round3(c - s)),
+        first_copy_bound_seconds: seed_up.filter(|&us| us > 0.0).map(|us| round3(f / us)),
+        tail_seconds: last.zip(seed_copy_seconds).map(|(l, c)| round3(l - c)),
+        tail_bound_seconds: tail_bound.map(round3),
+        tail_backlog_seconds: backlog_pieces
+            .zip(seed_up.zip(leech_up))
+            .filter(|(_, (us, ul))| us + ul > 0.0)
+            .map(|(missing, (us, ul))| {
+                round3(missing as f64 * size as f64 / f64::from(pieces) / (us + ul))
+            }),
         seed_copies: round3(seed_sent as f64 / size as f64),
         class_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hops_to_reach;
+
+    #[test]
+    fn a_piece_held_once_reaches_the_crowd_in_log2_hops() {
+        // Holders 1, 3, 7, 15, 31 with one seed beside them.
+        assert_eq!(hops_to_reach(20, 1), 4);
+        assert_eq!(hops_to_reach(1000, 1), 9);
+        assert_eq!(hops_to_reach(1, 1), 0);
+        // Without a seed: 1, 2, 4, 8, 16, 32.
+        assert_eq!(hops_to_reach(20, 0), 5);
+    }
 }
