@@ -349,12 +349,9 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             if seed_copy_seconds.is_none() && have.all_held_by_others() {
                 seed_copy_seconds = Some(round3(at.as_secs_f64()));
                 backlog_pieces = Some(
-                    scenario
-                        .peers
+                    downloaders
                         .iter()
-                        .enumerate()
-                        .filter(|(_, p)| p.get.contains(&file.name))
-                        .map(|(j, _)| have[j].iter().filter(|&&h| !h).count())
+                        .map(|&j| pieces as usize - have.count(j) as usize)
                         .sum::<usize>(),
                 );
             }
