@@ -214,14 +214,24 @@ impl TorrentCtx<'_> {
             from,
         });
         let redundant = self.s.config.send_redundant_have;
+        // Holding one more piece can only end our interest, and only in a peer that holds it: those are
+        // noted while each connection is visited for its HAVE (one look at each, not two: with fifty
+        // connections and a piece verified every few milliseconds the second look was a cache miss each).
+        let mut may_end: Vec<ConnId> = Vec::new();
         for id in &ids {
+            let mut ends = false;
             self.s.send_have_unless(now, *id, piece, |c| {
-                let held = !redundant && c.peer_has.get(piece);
+                let has = c.peer_has.get(piece);
+                ends = c.am_interested && has;
+                let held = !redundant && has;
                 if held {
                     c.held_haves.push(piece);
                 }
                 held
             });
+            if ends {
+                may_end.push(*id);
+            }
         }
         self.maybe_checkpoint();
         if complete {
@@ -229,14 +239,8 @@ impl TorrentCtx<'_> {
         } else {
             self.maybe_progress_announce(now);
         }
-        // Holding one more piece can only end our interest, and only in a peer that holds it.
-        for id in ids {
-            let may_end = self
-                .s
-                .conns
-                .get(&id)
-                .is_some_and(|c| c.am_interested && c.peer_has.get(piece));
-            if may_end {
+        for id in may_end {
+            if self.s.conns.get(&id).is_some_and(|c| c.am_interested) {
                 self.update_interest(id);
             }
         }
