@@ -67,3 +67,23 @@ fn sim_run_draws_the_story() {
     );
     assert_eq!(draw(2), (svg, html), "same scenario and seed, same bytes");
 }
+
+/// A scenario path typed one folder too high fails with the path that exists, not only "No such file".
+#[test]
+fn sim_run_names_the_scenario_one_folder_down() {
+    let missing = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/flash-crowd-1000.toml"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .arg("run")
+        .arg(missing)
+        .output()
+        .expect("run sim");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did you mean") && err.contains("scenarios/scale/flash-crowd-1000.toml"),
+        "{err}"
+    );
+}

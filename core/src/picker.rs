@@ -165,6 +165,20 @@ impl Picker {
         self.availability.get(index as usize).copied().unwrap_or(0)
     }
 
+    /// How many of `peers` connected peers lack the piece of `peer_has` that most of them lack (its holder
+    /// counted among the `peers`): 0 when it holds nothing, or only pieces they all hold, so that it can
+    /// serve none of our other peers. The scan stops at a piece only its holder has.
+    pub fn lacked_most(&self, peer_has: &Bitfield, peers: u32) -> u32 {
+        let mut fewest = peers;
+        for i in peer_has.iter_ones() {
+            fewest = fewest.min(self.availability(i));
+            if fewest <= 1 {
+                break;
+            }
+        }
+        peers.saturating_sub(fewest)
+    }
+
     /// Count a newly connected peer's pieces.
     pub fn add_peer_pieces(&mut self, pieces: &Bitfield) {
         for i in pieces.iter_ones() {
@@ -1084,6 +1098,31 @@ mod tests {
             4,
             "peer 4 fetches the whole piece"
         );
+    }
+
+    #[test]
+    fn lacked_most_counts_the_peers_lacking_the_rarest_piece_a_peer_holds() {
+        // Four peers: A holds 0 and 1, B holds 0, C holds 0 and 2, D holds nothing.
+        let mut p = picker(3);
+        let bits = |ones: &[u32]| {
+            let mut b = Bitfield::new(3);
+            for &i in ones {
+                b.set(i);
+            }
+            b
+        };
+        let (a, b, c, d) = (bits(&[0, 1]), bits(&[0]), bits(&[0, 2]), bits(&[]));
+        for peer in [&a, &b, &c, &d] {
+            p.add_peer_pieces(peer);
+        }
+        assert_eq!(p.lacked_most(&a, 4), 3, "piece 1: only A holds it");
+        assert_eq!(p.lacked_most(&b, 4), 1, "piece 0: D alone lacks it");
+        assert_eq!(p.lacked_most(&d, 4), 0, "holds nothing");
+        p.add_peer_pieces(&bits(&[0]));
+        assert_eq!(p.lacked_most(&b, 5), 1, "a fifth peer holding piece 0");
+        p.remove_peer(9, &bits(&[0]));
+        p.replace_peer_pieces(&d, &bits(&[0]));
+        assert_eq!(p.lacked_most(&b, 4), 0, "everyone holds piece 0 now");
     }
 
     #[test]

@@ -421,8 +421,8 @@ fn execute(stores: &Stores, op: PlainOp, out: &mut Vec<DiskDone>) {
                 .and_then(|s| {
                     // A positional write is idempotent: one that fails now and then (EIO) is tried again
                     // before it stops the download, as a read-back is.
-                    let what = format!("write at offset {offset}");
-                    retry_io(IO_TRIES, &what, || s.write(offset, &data))
+                    let what = format_args!("write at offset {offset}");
+                    retry_io(IO_TRIES, what, || s.write(offset, &data))
                         .map_err(|e| DiskError::io(&format!("write at offset {offset} failed"), &e))
                 });
             if let Err(error) = result {
@@ -440,8 +440,8 @@ fn execute(stores: &Stores, op: PlainOp, out: &mut Vec<DiskDone>) {
                 .and_then(|s| {
                     // A read that fails now and then (EIO) must not make a checkpointed piece look lost
                     // (a failed spot check drops the checkpoint's claims): hashing is idempotent, try again.
-                    let what = format!("hashing piece {piece}");
-                    retry_io(IO_TRIES, &what, || s.hash_piece(piece)).map_err(DiskError::from)
+                    let what = format_args!("hashing piece {piece}");
+                    retry_io(IO_TRIES, what, || s.hash_piece(piece)).map_err(DiskError::from)
                 });
             out.push(DiskDone::Hashed {
                 torrent,

@@ -457,8 +457,13 @@ const IOV_MAX: usize = 1024;
 pub const IO_TRIES: u32 = 4;
 
 /// Run the idempotent `op` up to `tries` times while it fails with an error a retry may get past (anything
-/// but a full disk, which waits for space instead); the last error is returned.
-pub fn retry_io<T>(tries: u32, what: &str, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+/// but a full disk, which waits for space instead); the last error is returned. `what` is formatted only when
+/// a try fails (a block write's `format_args!` costs nothing when the write succeeds).
+pub fn retry_io<T>(
+    tries: u32,
+    what: impl std::fmt::Display,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
     let mut tried = 1;
     loop {
         match op() {

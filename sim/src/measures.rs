@@ -50,6 +50,23 @@ pub struct SwarmMeasures {
     /// When every piece was first held by some peer other than the seeds (the seeds had sent one full copy;
     /// Legout et al.'s transient state), in seconds.
     pub seed_copy_seconds: Option<f64>,
+    /// The download's first part: from the start to the seeds' first full copy (`seed_copy_seconds` less
+    /// `start_seconds`), in seconds.
+    pub first_copy_seconds: Option<f64>,
+    /// What bounds that part: the file over the seeds' upload (`F/u_seed`), in seconds.
+    pub first_copy_bound_seconds: Option<f64>,
+    /// The download's second part, the tail: from the seeds' first full copy to the last completion.
+    pub tail_seconds: Option<f64>,
+    /// What bounds the tail with pieces: the piece the seeds sent last reaches its first downloader when the
+    /// copy is out, and a downloader can pass a piece on only once it holds it whole, so it then needs hops of
+    /// one piece time each (piece size over the crowd's mean upload rate), the holders doubling at each hop
+    /// (each passes it to one peer) and the seeds adding one each, until every downloader holds it.
+    pub tail_bound_seconds: Option<f64>,
+    /// The tail's other bound: the pieces the downloaders still lacked when the seeds' first copy was out,
+    /// over the upload capacity of the whole swarm (seeds and downloaders), in seconds. A tail above both
+    /// bounds is lost to idle capacity in the tail; a backlog above the hop bound was lost before it, by
+    /// capacity that idled while the seeds sent their first copy.
+    pub tail_backlog_seconds: Option<f64>,
     /// Bytes the seeds uploaded over the file size.
     pub seed_copies: f64,
     /// Per bandwidth class: bytes received and bytes sent.
@@ -108,8 +125,82 @@ fn class_of(spec: &PeerSpec) -> String {
     )
 }
 
+/// Hops of one piece time until `downloaders` hold a piece that one of them holds at the start, when at each
+/// hop every holder passes it to one more and each of the `seeds` sends it to one more too.
+fn hops_to_reach(downloaders: usize, seeds: usize) -> u32 {
+    let (mut holders, mut hops) = (1usize, 0);
+    while holders < downloaders {
+        holders = holders * 2 + seeds;
+        hops += 1;
+    }
+    hops
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Which peer held which piece at the instant the bin loop of [`measure`] has reached, kept so that every
+/// question it asks per bin is a count or a few words of bits, not a scan of peers times pieces (a 1,000-peer
+/// crowd asked "does any downloader lack a piece this peer holds" a million times a bin).
+struct Holdings {
+    /// Per peer, its pieces as bits.
+    bits: Vec<Vec<u64>>,
+    /// Per peer, how many pieces it holds.
+    counts: Vec<u32>,
+    /// Per piece, how many peers other than the seeds hold it.
+    others: Vec<u32>,
+    /// Pieces some peer other than the seeds holds.
+    others_cover: usize,
+}
+
+impl Holdings {
+    fn new(peers: usize, pieces: usize) -> Holdings {
+        Holdings {
+            bits: vec![vec![0; pieces.div_ceil(64)]; peers],
+            counts: vec![0; peers],
+            others: vec![0; pieces],
+            others_cover: 0,
+        }
+    }
+
+    /// Peer `i` holds piece `k` from now on (`other`: it is not a seed of the file).
+    fn add(&mut self, i: usize, k: usize, other: bool) {
+        let (word, bit) = (k / 64, 1u64 << (k % 64));
+        if self.bits[i][word] & bit != 0 {
+            return;
+        }
+        self.bits[i][word] |= bit;
+        self.counts[i] += 1;
+        if other {
+            self.others[k] += 1;
+            if self.others[k] == 1 {
+                self.others_cover += 1;
+            }
+        }
+    }
+
+    fn get(&self, i: usize, k: usize) -> bool {
+        self.bits[i][k / 64] & (1u64 << (k % 64)) != 0
+    }
+
+    fn count(&self, i: usize) -> u32 {
+        self.counts[i]
+    }
+
+    /// Every piece is held by some peer other than the seeds.
+    fn all_held_by_others(&self) -> bool {
+        self.others_cover == self.others.len()
+    }
+
+    /// Peer `i` holds a piece that peer `j` lacks.
+    fn holds_one_lacked(&self, i: usize, j: usize) -> bool {
+        self.counts[i] > self.counts[j]
+            || self.bits[i]
+                .iter()
+                .zip(&self.bits[j])
+                .any(|(a, b)| a & !b != 0)
+    }
 }
 
 /// The measures of the run, when the scenario is one file shared by seeds and downloaders.
@@ -167,6 +258,10 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         ),
         _ => None,
     };
+    let tail_bound = leech_up.filter(|&ul| ul > 0.0).map(|ul| {
+        let piece_time = size.div_ceil(u64::from(pieces)) as f64 / (ul / crowd.len() as f64);
+        piece_time * f64::from(hops_to_reach(crowd.len(), seeds.len()))
+    });
     let crowd_done: Vec<Option<f64>> = crowd.iter().map(|p| completed(p)).collect();
     let last = if crowd_done.iter().all(Option::is_some) {
         crowd_done
@@ -213,7 +308,12 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
     }
     held.sort();
     let n = scenario.peers.len();
-    let mut have = vec![vec![false; pieces as usize]; n];
+    let seeds_of_file: Vec<bool> = scenario
+        .peers
+        .iter()
+        .map(|p| p.has.contains(&file.name))
+        .collect();
+    let mut have = Holdings::new(n, pieces as usize);
     let mut next = 0;
     let uploaded_at = |i: usize, t: Duration| -> u64 {
         w.peers.get(&scenario.peers[i].name).map_or(0, |l| {
@@ -227,17 +327,13 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
                 || l.up_since.is_some_and(|s| s <= t)
         })
     };
-    let all_have_one = |have: &[Vec<bool>]| {
-        scenario
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.get.contains(&file.name))
-            .all(|(i, _)| have[i].iter().any(|&h| h))
-    };
+    let downloaders: Vec<usize> = (0..n)
+        .filter(|&i| scenario.peers[i].get.contains(&file.name))
+        .collect();
     let mut utilisation_over_time = Vec::new();
     let mut copies_over_time = Vec::new();
     let mut seed_copy_seconds = None;
+    let mut backlog_pieces: Option<usize> = None;
     let mut past_first = None;
     let (mut work_sent, mut work_capacity) = (0.0, 0.0);
     let mut t = Duration::ZERO;
@@ -248,25 +344,24 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             if at > t {
                 break;
             }
-            have[i][k as usize] = true;
+            have.add(i, k as usize, !seeds_of_file[i]);
             next += 1;
-            let others_hold = |k: usize| {
-                scenario
-                    .peers
-                    .iter()
-                    .enumerate()
-                    .any(|(j, p)| !p.has.contains(&file.name) && have[j][k])
-            };
-            if seed_copy_seconds.is_none() && (0..pieces as usize).all(others_hold) {
+            if seed_copy_seconds.is_none() && have.all_held_by_others() {
                 seed_copy_seconds = Some(round3(at.as_secs_f64()));
+                backlog_pieces = Some(
+                    downloaders
+                        .iter()
+                        .map(|&j| pieces as usize - have.count(j) as usize)
+                        .sum::<usize>(),
+                );
             }
         }
-        if past_first.is_none() && all_have_one(&have) {
+        if past_first.is_none() && downloaders.iter().all(|&i| have.count(i) > 0) {
             past_first = Some(t);
         }
         let running: Vec<usize> = (0..n).filter(|&i| up_at(i, t)).collect();
         let copies: Vec<u32> = (0..pieces as usize)
-            .map(|k| running.iter().filter(|&&i| have[i][k]).count() as u32)
+            .map(|k| running.iter().filter(|&&i| have.get(i, k)).count() as u32)
             .collect();
         if let (Some(min), Some(max)) = (copies.iter().min(), copies.iter().max()) {
             let mean = copies.iter().sum::<u32>() as f64 / copies.len() as f64;
@@ -275,7 +370,7 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         let wanting: Vec<usize> = running
             .iter()
             .copied()
-            .filter(|&i| scenario.peers[i].get.contains(&file.name) && !have[i].iter().all(|&h| h))
+            .filter(|&i| scenario.peers[i].get.contains(&file.name) && have.count(i) < pieces)
             .collect();
         let secs = end.saturating_sub(t).as_secs_f64();
         let (mut sent, mut capacity) = (0.0, 0.0);
@@ -285,7 +380,7 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             };
             let wanted = wanting
                 .iter()
-                .any(|&j| j != i && (0..pieces as usize).any(|k| have[i][k] && !have[j][k]));
+                .any(|&j| j != i && have.holds_one_lacked(i, j));
             if wanted {
                 capacity += rate.0 as f64 * secs;
                 sent += uploaded_at(i, end).saturating_sub(uploaded_at(i, t)) as f64;
@@ -336,7 +431,32 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
         utilisation_over_time,
         copies_over_time,
         seed_copy_seconds,
+        first_copy_seconds: seed_copy_seconds.zip(start).map(|(c, s)| round3(c - s)),
+        first_copy_bound_seconds: seed_up.filter(|&us| us > 0.0).map(|us| round3(f / us)),
+        tail_seconds: last.zip(seed_copy_seconds).map(|(l, c)| round3(l - c)),
+        tail_bound_seconds: tail_bound.map(round3),
+        tail_backlog_seconds: backlog_pieces
+            .zip(seed_up.zip(leech_up))
+            .filter(|(_, (us, ul))| us + ul > 0.0)
+            .map(|(missing, (us, ul))| {
+                round3(missing as f64 * size as f64 / f64::from(pieces) / (us + ul))
+            }),
         seed_copies: round3(seed_sent as f64 / size as f64),
         class_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hops_to_reach;
+
+    #[test]
+    fn a_piece_held_once_reaches_the_crowd_in_log2_hops() {
+        // Holders 1, 3, 7, 15, 31 with one seed beside them.
+        assert_eq!(hops_to_reach(20, 1), 4);
+        assert_eq!(hops_to_reach(1000, 1), 9);
+        assert_eq!(hops_to_reach(1, 1), 0);
+        // Without a seed: 1, 2, 4, 8, 16, 32.
+        assert_eq!(hops_to_reach(20, 0), 5);
+    }
 }

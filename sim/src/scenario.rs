@@ -508,6 +508,9 @@ pub struct Knobs {
     /// A peer that hangs up before its handshake waits longer (`NodeConfig::back_off_refusals`).
     #[serde(default)]
     pub back_off_refusals: Option<bool>,
+    /// Least time between two checkpoints of a torrent (`NodeConfig::checkpoint_interval`).
+    #[serde(default)]
+    pub checkpoint_interval: Option<Span>,
 }
 
 impl Knobs {
@@ -551,6 +554,9 @@ impl Knobs {
         }
         if let Some(v) = self.back_off_refusals {
             c.back_off_refusals = v;
+        }
+        if let Some(v) = self.checkpoint_interval {
+            c.checkpoint_interval = v.0;
         }
     }
 }

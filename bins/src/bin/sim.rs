@@ -10,6 +10,13 @@ use enjambre_sim::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: a simulated crowd allocates and frees a few buffers per message
+/// (a 1,000-peer story sends millions), and mimalloc's per-thread free lists cut the simulator's CPU by about a
+/// fifth with reports unchanged (bench/RESULTS.md, issue 13, seventh pass). Only this binary: the `peer` and
+/// `tracker` keep the system allocator, whose memory figures the benchmarks record.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sim",
@@ -207,10 +214,33 @@ fn out(text: &str) {
 }
 
 fn load(path: &Path) -> Result<Scenario> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| match same_name_below(path) {
+        Some(found) => format!(
+            "cannot read {} (did you mean {}?)",
+            path.display(),
+            found.display()
+        ),
+        None => format!("cannot read {}", path.display()),
+    })?;
     Scenario::from_toml(&text)
         .with_context(|| format!("{} is not a valid scenario", path.display()))
+}
+
+/// A file with `missing`'s name one folder below `missing`'s folder (`scenarios/flash-crowd-1000.toml` is
+/// `scenarios/scale/flash-crowd-1000.toml`): the hint for a path typed one folder too high.
+fn same_name_below(missing: &Path) -> Option<PathBuf> {
+    let name = missing.file_name()?;
+    let parent = match missing.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join(name)))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 fn main() -> ExitCode {

@@ -67,6 +67,11 @@ impl TorrentCtx<'_> {
             None => {
                 t.ckpt.durable = saved.count();
                 t.ckpt.failures = 0;
+                // The next one waits out the interval (the retry timer asks for it then, if it is due).
+                let interval = self.s.config.checkpoint_interval;
+                if !interval.is_zero() {
+                    t.ckpt.retry_at = Some(now + interval);
+                }
                 t.stats.checkpoints_written += 1;
                 let first_missing = saved.first_missing();
                 self.s.event(NodeEvent::CheckpointWritten {

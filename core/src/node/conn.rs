@@ -285,6 +285,7 @@ impl Conn {
             },
             snubbed: snubbed || self.snubbed_at.is_some(),
             unchoked: !self.am_choking,
+            offers: 0,
         }
     }
 

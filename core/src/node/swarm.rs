@@ -117,15 +117,21 @@ impl TorrentCtx<'_> {
     /// connection still handshaking has shown no interest, so it could not be unchoked anyway.)
     fn choke_candidates(&self, now: Instant) -> Vec<ChokeCandidate> {
         let seeding = self.t.picker.have().is_full();
+        let peers = self.t.conns.len() as u32;
         self.t
             .conns
             .iter()
             .filter_map(|id| {
-                self.s
+                let c = self
+                    .s
                     .conns
                     .get(id)
-                    .filter(|c| c.phase == super::conn::ConnPhase::Open)
-                    .map(|c| c.choke_candidate(*id, now, seeding))
+                    .filter(|c| c.phase == super::conn::ConnPhase::Open)?;
+                let mut candidate = c.choke_candidate(*id, now, seeding);
+                if candidate.interested && !candidate.unchoked {
+                    candidate.offers = self.t.picker.lacked_most(&c.peer_has, peers);
+                }
+                Some(candidate)
             })
             .collect()
     }

@@ -604,6 +604,30 @@ fn haves_wait_for_company_but_not_for_ever() {
     assert!(heard_capped > 0);
 }
 
+/// A leecher downloads 40 pieces from a seeder with `interval` between checkpoints: how many it saved. Every
+/// one is checked against what is durable by the world's disk (invariant 2), and the last claims everything.
+fn checkpoints_of_a_download(interval: std::time::Duration) -> usize {
+    let mut w = World::new(40 * PL as usize);
+    w.base.checkpoint_interval = interval;
+    let a = w.seeder();
+    let b = w.leecher(vec![a]);
+    assert!(w.run_until(60, |w| w.stats(b).pieces_durable == 40));
+    assert_eq!(w.peers[b].disk.volatile, w.source);
+    let last = w.peers[b].checkpoints.last().unwrap();
+    assert!(last.complete);
+    w.peers[b].checkpoints.len()
+}
+
+#[test]
+fn checkpoints_wait_out_their_interval_and_the_last_claims_everything() {
+    let each = checkpoints_of_a_download(std::time::Duration::ZERO);
+    let spaced = checkpoints_of_a_download(std::time::Duration::from_secs(1));
+    assert!(
+        spaced < each,
+        "{spaced} checkpoints 1 s apart against {each} at once"
+    );
+}
+
 /// A seeder told of two leechers that do not know it: whether they complete, and how many connections it
 /// dialled.
 fn seeder_told_of_leechers(dial_when_complete: bool) -> (bool, usize) {

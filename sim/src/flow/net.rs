@@ -11,7 +11,7 @@
 //! freed two hops from a change waits for the next change there: the one approximation.)
 //!
 //! Each written chunk leaves when its flow has transmitted it at the flow's rate, then arrives after the
-//! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) sit in one heap ordered by
+//! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) are taken in one order,
 //! (virtual time, sequence number): the number of events grows with the data moved, not with time.
 
 use bytes::Bytes;
@@ -192,8 +192,12 @@ struct State {
     by_ip: BTreeMap<IpAddr, HostId>,
     by_name: BTreeMap<String, HostId>,
     flows: Vec<Flow>,
-    /// Pending events by (time, sequence number); a flow's `Sent` is moved when its rate changes.
+    /// Pending `Sent` events by (time, sequence number): a flow's is moved when its rate changes.
     events: BTreeMap<(Nanos, u64), Event>,
+    /// Pending events that are never moved or cancelled (arrivals, datagrams), by (time, sequence number):
+    /// a heap, cheaper than the map for the one event of every small message. Both share the sequence
+    /// numbers, and [`State::advance`] takes the earlier head of the two, so the order is one total order.
+    fixed: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
     seq: u64,
     latency: Nanos,
     /// The time the pump sleeps until (a sooner event must wake it).
@@ -242,6 +246,7 @@ impl Net {
                 by_name: BTreeMap::new(),
                 flows: Vec::new(),
                 events: BTreeMap::new(),
+                fixed: BinaryHeap::new(),
                 seq: 0,
                 latency: nanos(latency),
                 pump_target: None,
@@ -661,18 +666,45 @@ impl State {
 
     fn schedule(&mut self, at: Nanos, event: Event) -> (Nanos, u64) {
         self.seq += 1;
-        self.events.insert((at, self.seq), event);
+        if matches!(event, Event::Sent { .. }) {
+            self.events.insert((at, self.seq), event);
+        } else {
+            self.fixed.push(Reverse((at, self.seq, event)));
+        }
         (at, self.seq)
     }
 
+    /// Key of the earliest pending event.
+    fn next_key(&self) -> Option<(Nanos, u64)> {
+        let moved = self.events.first_key_value().map(|(&k, _)| k);
+        let fixed = self.fixed.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        match (moved, fixed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn next_event(&self) -> Option<Nanos> {
-        self.events.first_key_value().map(|(&(t, _), _)| t)
+        self.next_key().map(|(t, _)| t)
+    }
+
+    /// Remove and return the earliest pending event.
+    fn pop_event(&mut self) -> Option<(Nanos, Event)> {
+        let key = self.next_key()?;
+        if self
+            .events
+            .first_key_value()
+            .is_some_and(|(&k, _)| k == key)
+        {
+            return self.events.pop_first().map(|((t, _), e)| (t, e));
+        }
+        self.fixed.pop().map(|Reverse((t, _, e))| (t, e))
     }
 
     /// Process every event due at `now`, in order.
     fn advance(&mut self, now: Nanos, wakers: &mut Vec<Waker>) {
         while self.next_event().is_some_and(|t| t <= now) {
-            let Some(((t, _), event)) = self.events.pop_first() else {
+            let Some((t, event)) = self.pop_event() else {
                 break;
             };
             self.stats.events += 1;
@@ -772,12 +804,28 @@ impl State {
     /// Start or stop `flow`, re-sharing the capacity of its two ends at `now`.
     fn set_active(&mut self, flow: FlowId, active: bool, now: Nanos) {
         let (src, dst) = (self.flows[flow].src, self.flows[flow].dst);
-        let touched: BTreeSet<FlowId> = self.hosts[src]
-            .up_active
-            .iter()
-            .chain(self.hosts[dst].down_active.iter())
-            .copied()
-            .collect();
+        // The flows sharing either end, in id order (both sets are sorted: a merge).
+        let mut touched: Vec<FlowId> = Vec::with_capacity(
+            self.hosts[src].up_active.len() + self.hosts[dst].down_active.len() + 1,
+        );
+        {
+            let mut up = self.hosts[src].up_active.iter().copied().peekable();
+            let mut down = self.hosts[dst].down_active.iter().copied().peekable();
+            loop {
+                let next = match (up.peek(), down.peek()) {
+                    (Some(&a), Some(&b)) if a < b => up.next(),
+                    (Some(&a), Some(&b)) if b < a => down.next(),
+                    (Some(_), Some(_)) => {
+                        down.next();
+                        up.next()
+                    }
+                    (Some(_), None) => up.next(),
+                    (None, Some(_)) => down.next(),
+                    (None, None) => break,
+                };
+                touched.extend(next);
+            }
+        }
         for &g in &touched {
             self.settle(g, now);
         }
@@ -793,13 +841,14 @@ impl State {
             self.hosts[src].up_active.remove(&flow);
             self.hosts[dst].down_active.remove(&flow);
         }
-        let mut again = touched;
-        if active {
-            again.insert(flow);
-        } else {
-            again.remove(&flow);
+        match (touched.binary_search(&flow), active) {
+            (Err(at), true) => touched.insert(at, flow),
+            (Ok(at), false) => {
+                touched.remove(at);
+            }
+            _ => {}
         }
-        self.reshare(&again);
+        self.reshare(&touched);
     }
 
     /// Capacity of one side of a host.
@@ -823,55 +872,70 @@ impl State {
     /// the others go on rising. The next capacity to fill comes from a heap of levels (stale entries skipped
     /// when popped), and only the flows crossing it are visited, so a host with thousands of flows (the
     /// tracker of a 10,000-peer crowd) costs a sort of them, not a scan of them per capacity that fills.
-    fn reshare(&mut self, set: &BTreeSet<FlowId>) {
-        // Per resource the set crosses: capacity left by flows outside the set, and set flows still rising.
-        let mut left: BTreeMap<Resource, (f64, usize)> = BTreeMap::new();
-        // Per resource, the set flows crossing it, in id order.
-        let mut crossing: BTreeMap<Resource, Vec<FlowId>> = BTreeMap::new();
-        for &g in set {
+    fn reshare(&mut self, set: &[FlowId]) {
+        // The (resource, set flow) pairs: each flow crosses its sender's upload and its receiver's download;
+        // sorted, the flows crossing one resource are a run, in id order.
+        let mut crossing: Vec<(Resource, usize)> = Vec::with_capacity(2 * set.len());
+        for (at, &g) in set.iter().enumerate() {
             let f = &self.flows[g];
-            for r in [(f.src, Side::Up), (f.dst, Side::Down)] {
-                crossing.entry(r).or_default().push(g);
-                if let Some(entry) = left.get_mut(&r) {
-                    entry.1 += 1;
-                    continue;
+            crossing.push(((f.src, Side::Up), at));
+            crossing.push(((f.dst, Side::Down), at));
+        }
+        crossing.sort_unstable();
+        // Per resource the set crosses, in key order: capacity left by flows outside the set, set flows still
+        // rising, and where its run of `crossing` starts.
+        let mut left: Vec<(Resource, f64, usize, usize)> = Vec::new();
+        for (start, &(r, _)) in crossing.iter().enumerate() {
+            match left.last_mut() {
+                Some(last) if last.0 == r => last.2 += 1,
+                _ => {
+                    let outside: f64 = self
+                        .users(r)
+                        .iter()
+                        .filter(|u| set.binary_search(u).is_err())
+                        .map(|&u| self.flows[u].rate)
+                        .sum();
+                    left.push((r, (self.capacity(r) - outside).max(0.0), 1, start));
                 }
-                let outside: f64 = self
-                    .users(r)
-                    .iter()
-                    .filter(|u| !set.contains(u))
-                    .map(|&u| self.flows[u].rate)
-                    .sum();
-                left.insert(r, ((self.capacity(r) - outside).max(0.0), 1));
             }
         }
+        let slot = |left: &[(Resource, f64, usize, usize)], r: Resource| {
+            left.binary_search_by(|e| e.0.cmp(&r)).ok()
+        };
         // The resource that fills first is the least (level, resource): ties go to the first in key order,
         // for determinism. An entry is current while its resource still has rising flows at that level.
         let mut levels: BinaryHeap<Reverse<(Level, Resource)>> = left
             .iter()
-            .map(|(r, (cap, n))| Reverse((Level(cap / *n as f64), *r)))
+            .map(|(r, cap, n, _)| Reverse((Level(cap / *n as f64), *r)))
             .collect();
-        let mut frozen: BTreeSet<FlowId> = BTreeSet::new();
+        let mut frozen = vec![false; set.len()];
         let mut rates: Vec<(FlowId, f64)> = Vec::with_capacity(set.len());
         while let Some(Reverse((Level(level), full))) = levels.pop() {
-            let current = left.get(&full).is_some_and(|(cap, n)| {
-                *n > 0 && Level(cap / *n as f64).cmp(&Level(level)) == Ordering::Equal
-            });
-            if !current {
+            let Some(k) = slot(&left, full) else {
+                continue;
+            };
+            let (_, cap, n, start) = left[k];
+            if n == 0 || Level(cap / n as f64).cmp(&Level(level)) != Ordering::Equal {
                 continue;
             }
-            for &g in crossing.get(&full).into_iter().flatten() {
-                if !frozen.insert(g) {
+            let run = crossing[start..]
+                .iter()
+                .take_while(|(r, _)| *r == full)
+                .map(|&(_, at)| at);
+            for at in run {
+                if std::mem::replace(&mut frozen[at], true) {
                     continue;
                 }
+                let g = set[at];
                 rates.push((g, level));
                 let f = &self.flows[g];
                 for r in [(f.src, Side::Up), (f.dst, Side::Down)] {
-                    if let Some((cap, n)) = left.get_mut(&r) {
-                        *cap = (*cap - level).max(0.0);
-                        *n -= 1;
-                        if r != full && *n > 0 {
-                            levels.push(Reverse((Level(*cap / *n as f64), r)));
+                    if let Some(j) = slot(&left, r) {
+                        let e = &mut left[j];
+                        e.1 = (e.1 - level).max(0.0);
+                        e.2 -= 1;
+                        if r != full && e.2 > 0 {
+                            levels.push(Reverse((Level(e.1 / e.2 as f64), r)));
                         }
                     }
                 }
