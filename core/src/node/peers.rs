@@ -14,6 +14,9 @@ struct KnownPeer {
     failures: u32,
     /// Dials in a row that never connected (a connection that opened resets it).
     failed_dials: u32,
+    /// Connections in a row that the peer closed before its handshake (see [`PeerBook::refused`]); a
+    /// connection that got further resets it.
+    refusals: u32,
     retry_at: Instant,
     strikes: u32,
     banned: bool,
@@ -26,6 +29,7 @@ impl KnownPeer {
             conn: None,
             failures: 0,
             failed_dials: 0,
+            refusals: 0,
             retry_at,
             strikes: 0,
             banned: false,
@@ -63,6 +67,8 @@ pub(crate) struct PeerBook {
     redial: Backoff,
     /// How addresses that never answer are dialled again (see [`PeerBook::connect_failed`]).
     dead: DeadAddresses,
+    /// How addresses that answer only to hang up are dialled again (see [`PeerBook::refused`]).
+    refused: Backoff,
 }
 
 /// [`NodeConfig::dead_after_failed_dials`] and the backoff past it, from `reconnect_max` up to
@@ -85,6 +91,7 @@ impl PeerBook {
                 after: config.dead_after_failed_dials.max(1),
                 redial: Backoff::new(config.reconnect_max, config.dead_redial_max),
             },
+            refused: Backoff::new(config.reconnect_max, config.dead_redial_max),
         }
     }
 
@@ -189,6 +196,22 @@ impl PeerBook {
         };
         let delay = self.redial.delay(failures.saturating_add(1));
         self.ended(addr, now, delay);
+        self.update(addr, |p| p.refusals = 0);
+    }
+
+    /// The peer at `addr` accepted our dial and hung up before its handshake: how a peer at its connection
+    /// cap says no (BEP 3 has no message for it; enjambre, libtorrent and others just close). Redialled
+    /// soon, it would most likely say no again, and every refused attempt costs both ends a connection: so
+    /// it waits `reconnect_max` and then twice as long at each refusal in a row, up to
+    /// [`NodeConfig::dead_redial_max`], as libtorrent waits `min_reconnect_time` (60 s) times one more than
+    /// its failures before dialling an address again (`peer_list::find_connect_candidates`). Peers we know
+    /// are many in a crowd, so meanwhile the dialler tries others.
+    pub fn refused(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(refusals) = self.peers.get(&addr).map(|p| p.refusals.saturating_add(1)) else {
+            return;
+        };
+        self.ended(addr, now, self.refused.delay(refusals));
+        self.update(addr, |p| p.refusals = refusals);
     }
 
     /// A connection to (or dial of) `addr` ended: one failure more, dialable again `delay` from `now`.
@@ -368,6 +391,7 @@ mod tests {
                     b.ban(a);
                 }
                 7 if step % 16 == 7 => b.mark_seed(&a),
+                7 if step % 16 == 15 => b.refused(a, now),
                 _ => b.connect_failed(a, now),
             }
             for complete in [false, true] {
@@ -440,6 +464,31 @@ mod tests {
             Some(t0 + cfg.reconnect_max),
             "told again, the dead address keeps its wait; the flaky one is next"
         );
+    }
+
+    #[test]
+    fn a_peer_that_refuses_waits_ever_longer_until_a_connection_gets_through() {
+        let cfg = NodeConfig::default();
+        let mut b = PeerBook::new(&cfg);
+        let t0 = Instant::ZERO;
+        let full = addr(1);
+        b.add(full, t0);
+        let mut waits = Vec::new();
+        for i in 0..7 {
+            b.dialing(full, i);
+            b.connected(&full);
+            b.refused(full, t0);
+            waits.push(b.peers[&full].retry_at.saturating_since(t0).as_secs());
+        }
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        // A connection that got past the handshake ends as usual, and the next refusal starts over.
+        b.dialing(full, 10);
+        b.connected(&full);
+        b.disconnected(full, t0);
+        assert!(b.peers[&full].retry_at.saturating_since(t0) <= cfg.reconnect_max);
+        b.dialing(full, 11);
+        b.refused(full, t0);
+        assert_eq!(b.next_retry(t0), Some(t0 + cfg.reconnect_max));
     }
 
     #[test]

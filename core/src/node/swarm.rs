@@ -1,7 +1,7 @@
 //! A torrent's place in its swarm: announcing to the tracker, dialling known peers, choking. When each
 //! of these runs is in [`super::timers`].
 
-use super::conn::Conn;
+use super::conn::{Conn, ConnPhase};
 use super::view::TorrentCtx;
 use super::{ConnId, NodeEvent, Output};
 use crate::choker::{ChokeCandidate, UploadUse};
@@ -85,6 +85,22 @@ impl TorrentCtx<'_> {
         // walk over every known address.
         let budget = budget.min(total_budget);
         if budget == 0 || !t.peers.dialable_now(now, complete) {
+            return;
+        }
+        // With `count_dials_in_flight`, dials still connecting or handshaking count against the torrent's cap
+        // too: otherwise every pass dials the whole budget again while the last pass's dials are in flight.
+        let hash = self.hash;
+        let in_flight = if self.s.config.count_dials_in_flight {
+            self.s
+                .conns
+                .values()
+                .filter(|c| c.outbound && c.torrent == Some(hash) && c.phase != ConnPhase::Open)
+                .count()
+        } else {
+            0
+        };
+        let budget = budget.saturating_sub(in_flight);
+        if budget == 0 {
             return;
         }
         let candidates = t.peers.ready_to_dial(now, complete, budget);

@@ -2,6 +2,7 @@
 //! outputs, configuration, RNG). Built by [`super::Node`] once per input, so handlers never look the torrent
 //! up again.
 
+use super::conn::ConnPhase;
 use super::shared::Shared;
 use super::torrent::Torrent;
 use super::{CloseReason, ConnId, NodeEvent};
@@ -45,6 +46,11 @@ impl TorrentCtx<'_> {
             if c.outbound {
                 if forget {
                     t.peers.forget(&c.addr);
+                } else if self.s.config.back_off_refusals
+                    && c.phase == ConnPhase::Handshaking
+                    && reason == CloseReason::ClosedByPeer
+                {
+                    t.peers.refused(c.addr, now);
                 } else {
                     t.peers.disconnected(c.addr, now);
                 }

@@ -265,3 +265,124 @@ fn a_newcomer_over_the_per_torrent_cap_replaces_a_peer_that_moved_no_payload() {
     assert_eq!(closed(&mut node), BTreeSet::from([b]), "b out, {last} in");
     assert_eq!(node.stats(&meta.info_hash).unwrap().peers, 2);
 }
+
+/// A leecher of a 4-piece file that may keep `cap` connections for it and knows the peers 10.0.1.`n` for `n`
+/// in `known`.
+fn leecher_knowing(cap: usize, known: std::ops::RangeInclusive<u8>) -> (Node, Arc<Metainfo>) {
+    let meta = meta_for(&content(4 * PL as usize));
+    let mut node = Node::new(NodeConfig {
+        peer_id: peer_id(0),
+        max_peers_per_torrent: cap,
+        count_dials_in_flight: true,
+        back_off_refusals: true,
+        ..NodeConfig::default()
+    });
+    node.add_torrent(
+        Instant::ZERO,
+        AddTorrent {
+            meta: meta.clone(),
+            resume: Resume::Fresh,
+            announce: false,
+            sources: vec![],
+        },
+    );
+    for n in known {
+        node.add_peer(
+            Instant::ZERO,
+            &meta.info_hash,
+            SocketAddr::from(([10, 0, 1, n], 6881)),
+        );
+    }
+    (node, meta)
+}
+
+/// The dials among what the node output since the last call.
+fn dials(node: &mut Node) -> Vec<(ConnId, SocketAddr)> {
+    let mut out = Vec::new();
+    while let Some(o) = node.poll_output() {
+        if let Output::Connect { conn, addr } = o {
+            out.push((conn, addr));
+        }
+    }
+    out
+}
+
+#[test]
+fn dials_in_flight_count_against_the_per_torrent_cap() {
+    let (mut node, _) = leecher_knowing(3, 1..=10);
+    let first = dials(&mut node);
+    assert_eq!(first.len(), 3, "the cap's worth of dials: {first:?}");
+    // Passes while the dials are still connecting dial nobody more (before, each dialled the cap again).
+    for ms in [1, 50, 300, 2_000] {
+        node.handle_timeout(at(ms));
+        assert_eq!(dials(&mut node), vec![], "at {ms} ms");
+    }
+    // One dial fails: one more address is dialled in its place, no more.
+    node.handle_input(
+        at(2_000),
+        Input::ConnectFailed {
+            conn: first[0].0,
+            reason: ConnectError::TimedOut,
+        },
+    );
+    node.handle_timeout(at(2_001));
+    let second = dials(&mut node);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(
+        first.iter().all(|(_, a)| *a != second[0].1),
+        "a new address"
+    );
+}
+
+#[test]
+fn a_peer_that_hangs_up_before_its_handshake_is_dialled_again_only_after_reconnect_max() {
+    let config = NodeConfig::default();
+    let (mut node, _) = leecher_knowing(50, 1..=2);
+    let first = dials(&mut node);
+    assert_eq!(first.len(), 2);
+    let ((full, full_addr), (away, away_addr)) = (first[0], first[1]);
+    // `full` accepts the connection and closes it before its handshake, as a peer at its cap does; `away`
+    // never answers.
+    node.handle_input(at(20), Input::Connected { conn: full });
+    node.handle_input(at(40), Input::Closed { conn: full });
+    node.handle_input(
+        at(20),
+        Input::ConnectFailed {
+            conn: away,
+            reason: ConnectError::TimedOut,
+        },
+    );
+    let mut redials: Vec<(u64, SocketAddr)> = Vec::new();
+    let end = config.reconnect_max.as_millis() as u64 + 1_000;
+    for ms in (100..end).step_by(100) {
+        node.handle_timeout(at(ms));
+        for (conn, addr) in dials(&mut node) {
+            redials.push((ms, addr));
+            if addr == away_addr {
+                node.handle_input(
+                    at(ms),
+                    Input::ConnectFailed {
+                        conn,
+                        reason: ConnectError::TimedOut,
+                    },
+                );
+            }
+        }
+    }
+    let full_redials: Vec<u64> = redials
+        .iter()
+        .filter(|(_, a)| *a == full_addr)
+        .map(|(ms, _)| *ms)
+        .collect();
+    // Refused at 40 ms: dialable again at reconnect_max + 40 ms, dialled at the next pass (every 100 ms).
+    let due = 40 + config.reconnect_max.as_millis() as u64;
+    assert_eq!(
+        full_redials,
+        vec![due.next_multiple_of(100)],
+        "the refusing peer once, after reconnect_max"
+    );
+    assert!(
+        redials.iter().filter(|(_, a)| *a == away_addr).count() >= 4,
+        "the silent one on its usual backoff: {redials:?}"
+    );
+}
