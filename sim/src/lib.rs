@@ -11,6 +11,7 @@ pub mod explore;
 pub mod flow;
 pub mod host;
 pub mod measures;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod scenario;
@@ -25,6 +26,7 @@ pub mod turmoil_host;
 pub mod world;
 
 pub use explore::{explore, ExploreOptions};
+pub use progress::{Progress, ProgressSink};
 pub use report::Report;
 pub use runner::{run, RunOptions};
 pub use scenario::Scenario;

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub trace_filter: crate::trace_filter::TraceFilter,
     /// Never ban a peer that sends bad data (a broken invariant 4: the explorer's second self-test).
     pub unsafe_never_ban: bool,
+    /// Told where the run stands about once a second of wall time (`sim run` on a terminal).
+    pub progress: crate::progress::ProgressSink,
 }
 
 /// What a run saw besides its report: material for crash sweeps.
@@ -251,6 +253,7 @@ pub fn run_observed(
     let mut extra_crash = options.crash.clone();
     let mut extra_restart: Option<(String, Duration)> = None;
     let mut settling = Settling::default();
+    let mut progress = options.progress.clock();
     loop {
         stage
             .sim
@@ -258,6 +261,7 @@ pub fn run_observed(
             .map_err(|e| RunError::Host(e.to_string()))?;
         let t = stage.sim.elapsed();
         world.lock().stamp_trips(t);
+        progress.tick(|| crate::progress::Progress::of(&world.lock(), t));
         stage.fire_due_events(&mut pending, t);
         if let Some((peer, at)) = extra_crash.clone() {
             if t >= at {

@@ -5,10 +5,13 @@ use clap::{Parser, Subcommand};
 use enjambre_sim::explore::{merge, Campaign};
 use enjambre_sim::trace_filter::TraceFilter;
 use enjambre_sim::{
-    explore, run, sweep, timeline, ExploreOptions, RunOptions, Scenario, SweepOptions,
+    explore, run, sweep, timeline, ExploreOptions, Progress, ProgressSink, RunOptions, Scenario,
+    SweepOptions,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// mimalloc rather than the system allocator: a simulated crowd allocates and frees a few buffers per message
 /// (a 1,000-peer story sends millions), and mimalloc's per-thread free lists cut the simulator's CPU by about a
@@ -243,6 +246,35 @@ fn same_name_below(missing: &Path) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
+/// On a terminal, a sink that keeps one line of stderr up to date while a long run goes (simulated time,
+/// peers complete, pieces held), and a flag saying whether it wrote anything (to clear it after). Elsewhere
+/// (pipes, tests, CI logs) no sink: nothing is written.
+fn progress_line() -> (ProgressSink, Arc<AtomicBool>) {
+    use std::io::IsTerminal;
+    let shown = Arc::new(AtomicBool::new(false));
+    if !std::io::stderr().is_terminal() {
+        return (ProgressSink::default(), shown);
+    }
+    let started = std::time::Instant::now();
+    let flag = shown.clone();
+    let sink = ProgressSink::new(move |p: &Progress| {
+        let share = if p.pieces_total > 0 {
+            100.0 * p.pieces as f64 / p.pieces_total as f64
+        } else {
+            0.0
+        };
+        eprint!(
+            "\r\x1b[Ksim: {:.1} simulated s, {}/{} peers complete, {share:.0}% of pieces held, {:.0} s",
+            p.simulated.as_secs_f64(),
+            p.complete,
+            p.peers,
+            started.elapsed().as_secs_f64()
+        );
+        flag.store(true, Ordering::Relaxed);
+    });
+    (sink, shown)
+}
+
 fn main() -> ExitCode {
     match main_inner() {
         Ok(()) => ExitCode::SUCCESS,
@@ -276,6 +308,7 @@ fn main_inner() -> Result<()> {
                 kinds: trace_kind,
             };
             let trace = trace || !trace_filter.is_empty();
+            let (progress, shown) = progress_line();
             let report = run(
                 &scenario,
                 &RunOptions {
@@ -284,9 +317,14 @@ fn main_inner() -> Result<()> {
                     trace_filter,
                     unsafe_checkpoint_before_sync,
                     unsafe_never_ban,
+                    progress,
                     ..RunOptions::default()
                 },
-            )?;
+            );
+            if shown.load(std::sync::atomic::Ordering::Relaxed) {
+                eprint!("\r\x1b[K");
+            }
+            let report = report?;
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
             } else {

@@ -10,6 +10,7 @@ use super::disk::{ContentId, LazyDisk};
 use super::net::{Capacity, HostId, Net};
 use super::transport::FlowTransport;
 use crate::host::{run_peer, HostPlan, Observer, DATA_DIR};
+use crate::progress::{Progress, ProgressClock};
 use crate::report::{build_report, Report};
 use crate::runner::{
     expectations_decided, fire_due_events, pending_events, Observation, RunError, RunOptions,
@@ -113,6 +114,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Observa
         seed,
         world.clone(),
         options.trace,
+        options.progress.clock(),
     )));
     drop(local);
     drop(runtime);
@@ -120,7 +122,13 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Observa
     Ok((report, Observation::default()))
 }
 
-async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -> Duration {
+async fn story(
+    scenario: Arc<Scenario>,
+    seed: u64,
+    world: Shared,
+    trace: bool,
+    mut progress: ProgressClock,
+) -> Duration {
     let net = Net::new(scenario.network.latency.0);
     tokio::spawn(net.clone().pump());
     let big = Capacity {
@@ -182,6 +190,7 @@ async fn story(scenario: Arc<Scenario>, seed: u64, world: Shared, trace: bool) -
     loop {
         tokio::time::sleep(STEP).await;
         let t = elapsed(&net);
+        progress.tick(|| Progress::of(&world.lock(), t));
         fire_due_events(&mut pending, t, &scenario, &world, |spec| {
             apply(
                 &ctx,
