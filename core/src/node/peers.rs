@@ -65,18 +65,12 @@ pub(crate) struct PeerBook {
     /// often, and scanning every known address there was most of a snapshot's cost.
     banned: BTreeSet<SocketAddr>,
     redial: Backoff,
-    /// How addresses that never answer are dialled again (see [`PeerBook::connect_failed`]).
-    dead: DeadAddresses,
-    /// How addresses that answer only to hang up are dialled again (see [`PeerBook::refused`]).
-    refused: Backoff,
-}
-
-/// [`NodeConfig::dead_after_failed_dials`] and the backoff past it, from `reconnect_max` up to
-/// [`NodeConfig::dead_redial_max`].
-#[derive(Debug, Clone)]
-struct DeadAddresses {
-    after: u32,
-    redial: Backoff,
+    /// Failed dials in a row past which an address is taken for dead
+    /// ([`NodeConfig::dead_after_failed_dials`], see [`PeerBook::connect_failed`]).
+    dead_after: u32,
+    /// The longer waits, from `reconnect_max` up to [`NodeConfig::dead_redial_max`], of addresses that never
+    /// answer ([`PeerBook::connect_failed`]) and of those that answer only to hang up ([`PeerBook::refused`]).
+    long_redial: Backoff,
 }
 
 impl PeerBook {
@@ -87,11 +81,8 @@ impl PeerBook {
             idle_not_seeds: BTreeMap::new(),
             banned: BTreeSet::new(),
             redial: Backoff::new(config.reconnect_base, config.reconnect_max),
-            dead: DeadAddresses {
-                after: config.dead_after_failed_dials.max(1),
-                redial: Backoff::new(config.reconnect_max, config.dead_redial_max),
-            },
-            refused: Backoff::new(config.reconnect_max, config.dead_redial_max),
+            dead_after: config.dead_after_failed_dials.max(1),
+            long_redial: Backoff::new(config.reconnect_max, config.dead_redial_max),
         }
     }
 
@@ -173,10 +164,10 @@ impl PeerBook {
             p.failures.saturating_add(1),
             p.failed_dials.saturating_add(1),
         );
-        let delay = if failed_dials <= self.dead.after {
+        let delay = if failed_dials <= self.dead_after {
             self.redial.delay(failures)
         } else {
-            self.dead.redial.delay(failed_dials - self.dead.after)
+            self.long_redial.delay(failed_dials - self.dead_after)
         };
         self.ended(addr, now, delay);
         self.update(addr, |p| p.failed_dials = failed_dials);
@@ -210,7 +201,7 @@ impl PeerBook {
         let Some(refusals) = self.peers.get(&addr).map(|p| p.refusals.saturating_add(1)) else {
             return;
         };
-        self.ended(addr, now, self.refused.delay(refusals));
+        self.ended(addr, now, self.long_redial.delay(refusals));
         self.update(addr, |p| p.refusals = refusals);
     }
 
