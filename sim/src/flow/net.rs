@@ -14,7 +14,7 @@
 //! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) are taken in one order,
 //! (virtual time, sequence number): the number of events grows with the data moved, not with time.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::io;
@@ -461,6 +461,32 @@ impl Net {
         data: &[u8],
         waker: &Waker,
     ) -> Option<io::Result<usize>> {
+        self.write(
+            flow,
+            data.len(),
+            |n| Bytes::copy_from_slice(&data[..n]),
+            waker,
+        )
+    }
+
+    /// [`Net::poll_write`] of shared bytes: what is taken is carried as it is (a slice of `data`, no copy).
+    pub fn poll_write_bytes(
+        &self,
+        flow: FlowId,
+        data: &Bytes,
+        waker: &Waker,
+    ) -> Option<io::Result<usize>> {
+        self.write(flow, data.len(), |n| data.slice(..n), waker)
+    }
+
+    /// Write the first bytes of `len` to `flow`, as many as its send buffer takes; `take(n)` gives the first `n`.
+    fn write(
+        &self,
+        flow: FlowId,
+        len: usize,
+        take: impl FnOnce(usize) -> Bytes,
+        waker: &Waker,
+    ) -> Option<io::Result<usize>> {
         self.with(|st, now, _| {
             let f = &mut st.flows[flow];
             if f.reset {
@@ -473,19 +499,18 @@ impl Net {
                 f.write_waker = Some(waker.clone());
                 return None;
             }
-            let n = data.len().min((SEND_BUFFER - f.queued) as usize);
+            let n = len.min((SEND_BUFFER - f.queued) as usize);
             if n == 0 {
                 return Some(Ok(0));
             }
+            let mut data = take(n);
             if f.queue.is_empty() && n <= SMALL_WRITE {
                 // A control message on an idle flow: latency only, no re-sharing of two hosts' capacity.
                 let at = now + f.latency;
-                f.in_flight
-                    .push_back((at, Some(Bytes::copy_from_slice(&data[..n]))));
+                f.in_flight.push_back((at, Some(data)));
                 st.schedule(at, Event::Arrive { flow });
                 return Some(Ok(n));
             }
-            let mut data = Bytes::copy_from_slice(&data[..n]);
             if f.queue.is_empty() {
                 f.head_left = data.len().min(MAX_CHUNK) as f64;
             }
@@ -532,6 +557,50 @@ impl Net {
             }
             f.read_waker = Some(waker.clone());
             None
+        })
+    }
+
+    /// Read from flow `flow` as shared bytes, at most `max` (at least 1): what arrived, as it arrived where it
+    /// came in one chunk (no copy), joined into one buffer otherwise; empty at the end of the stream; `None`
+    /// when nothing arrived yet (waker stored). The bytes are those [`Net::poll_read`] would give.
+    pub fn poll_read_bytes(
+        &self,
+        flow: FlowId,
+        max: usize,
+        waker: &Waker,
+    ) -> Option<io::Result<Bytes>> {
+        self.with(|st, _, _| {
+            let f = &mut st.flows[flow];
+            if f.reset {
+                return Some(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let data = match f.recv.front().map(Bytes::len) {
+                None if f.fin_arrived => return Some(Ok(Bytes::new())),
+                None => {
+                    f.read_waker = Some(waker.clone());
+                    return None;
+                }
+                Some(len) if len > max => f.recv.front_mut()?.split_to(max),
+                Some(len) if len == max || f.recv.len() == 1 => f.recv.pop_front()?,
+                Some(_) => {
+                    let total: usize = f.recv.iter().map(Bytes::len).sum();
+                    let mut joined = BytesMut::with_capacity(total.min(max));
+                    while joined.len() < max {
+                        let Some(front) = f.recv.front_mut() else {
+                            break;
+                        };
+                        let n = front.len().min(max - joined.len());
+                        joined.extend_from_slice(&front[..n]);
+                        if n == front.len() {
+                            f.recv.pop_front();
+                        } else {
+                            let _ = front.split_to(n);
+                        }
+                    }
+                    joined.freeze()
+                }
+            };
+            Some(Ok(data))
         })
     }
 
