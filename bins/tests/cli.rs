@@ -73,7 +73,7 @@ fn sim_run_draws_the_story() {
 fn sim_run_names_the_scenario_one_folder_down() {
     let missing = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../scenarios/flash-crowd-1000.toml"
+        "/../scenarios/flash-crowd-10000.toml"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_sim"))
         .arg("run")
@@ -83,7 +83,7 @@ fn sim_run_names_the_scenario_one_folder_down() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("did you mean") && err.contains("scenarios/scale/flash-crowd-1000.toml"),
+        err.contains("did you mean") && err.contains("scenarios/scale/flash-crowd-10000.toml"),
         "{err}"
     );
 }

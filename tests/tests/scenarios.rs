@@ -230,12 +230,13 @@ fn the_xml_check_catches_broken_documents() {
 }
 
 /// The scenarios tested below; a scenario file added to `scenarios/` must be added here too.
-const SHIPPED: [&str; 15] = [
+const SHIPPED: [&str; 16] = [
     "capped-leecher",
     "corrupt-peer",
     "disk-full",
     "flaky-disk",
     "flash-crowd",
+    "flash-crowd-1000",
     "magnet",
     "multi-source",
     "partition",
@@ -299,6 +300,49 @@ fn flash_crowd() {
     assert!(m.utilisation.is_some_and(|u| u > 0.0 && u <= 1.5), "{m:?}");
     let last_copies = m.copies_over_time.last().map(|c| (c.1, c.3));
     assert_eq!(last_copies, Some((21, 21)), "every peer holds every piece");
+}
+
+/// The 1,000-peer crowd on the flow engine (issue 13): everyone completes, and the run is pinned on every test
+/// run (about a minute). Its whole summary is 16 MB of YAML, so the snapshot holds the headline figures and the
+/// SHA-1 of the whole summary: a run that is not deterministic, or any change in the story, changes the digest.
+#[test]
+fn flash_crowd_1000() {
+    use sha1::{Digest, Sha1};
+    let report = run_with("flash-crowd-1000", &RunOptions::default());
+    assert!(report.passed, "{}", report.render(false));
+    let m = report
+        .measures
+        .clone()
+        .expect("a one-file swarm has its measures");
+    assert_eq!(m.download_times.values().map(Vec::len).sum::<usize>(), 1000);
+    let last_copies = m.copies_over_time.last().map(|c| (c.1, c.3));
+    assert_eq!(
+        last_copies,
+        Some((1001, 1001)),
+        "every peer holds every piece"
+    );
+    let summary = report.summary();
+    let bytes = serde_json::to_vec(&summary).expect("a summary serialises");
+    let digest: String = Sha1::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let headline = serde_json::json!({
+        "scenario": summary.scenario,
+        "seed": summary.seed,
+        "passed": summary.passed,
+        "simulated_seconds": summary.simulated_seconds,
+        "verdicts": summary.verdicts.len(),
+        "story_lines": summary.story.len(),
+        "last_completion_seconds": m.last_completion_seconds,
+        "optimum_ratio": m.optimum_ratio,
+        "utilisation": m.utilisation,
+        "seed_copies": m.seed_copies,
+        "summary_sha1": digest,
+    });
+    insta::with_settings!({ sort_maps => true, prepend_module_to_snapshot => false }, {
+        insta::assert_yaml_snapshot!("flash-crowd-1000", headline);
+    });
 }
 
 #[test]

@@ -229,8 +229,8 @@ fn load(path: &Path) -> Result<Scenario> {
         .with_context(|| format!("{} is not a valid scenario", path.display()))
 }
 
-/// A file with `missing`'s name one folder below `missing`'s folder (`scenarios/flash-crowd-1000.toml` is
-/// `scenarios/scale/flash-crowd-1000.toml`): the hint for a path typed one folder too high.
+/// A file with `missing`'s name one folder below `missing`'s folder (`scenarios/flash-crowd-10000.toml` is
+/// `scenarios/scale/flash-crowd-10000.toml`): the hint for a path typed one folder too high.
 fn same_name_below(missing: &Path) -> Option<PathBuf> {
     let name = missing.file_name()?;
     let parent = match missing.parent() {
