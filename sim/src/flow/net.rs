@@ -111,8 +111,10 @@ struct UdpSocket {
 struct Host {
     name: String,
     cap: Capacity,
-    up_active: BTreeSet<FlowId>,
-    down_active: BTreeSet<FlowId>,
+    /// Active flows sending from this host, sorted (a vector: iterated at every re-share, a few dozen long).
+    up_active: Vec<FlowId>,
+    /// Active flows received by this host, sorted.
+    down_active: Vec<FlowId>,
     listeners: BTreeMap<u16, Listener>,
     udp: BTreeMap<u16, UdpSocket>,
     next_port: u16,
@@ -227,6 +229,20 @@ pub struct Net {
     origin: tokio::time::Instant,
 }
 
+/// Add `flow` to the sorted `flows` (no duplicate).
+fn insert_sorted(flows: &mut Vec<FlowId>, flow: FlowId) {
+    if let Err(at) = flows.binary_search(&flow) {
+        flows.insert(at, flow);
+    }
+}
+
+/// Remove `flow` from the sorted `flows`, if there.
+fn remove_sorted(flows: &mut Vec<FlowId>, flow: FlowId) {
+    if let Ok(at) = flows.binary_search(&flow) {
+        flows.remove(at);
+    }
+}
+
 fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -275,8 +291,8 @@ impl Net {
             name: name.to_string(),
 
             cap,
-            up_active: BTreeSet::new(),
-            down_active: BTreeSet::new(),
+            up_active: Vec::new(),
+            down_active: Vec::new(),
             listeners: BTreeMap::new(),
             udp: BTreeMap::new(),
             next_port: FIRST_EPHEMERAL,
@@ -901,14 +917,14 @@ impl State {
         self.flows[flow].active = active;
         if active {
             self.flows[flow].since = now;
-            self.hosts[src].up_active.insert(flow);
-            self.hosts[dst].down_active.insert(flow);
+            insert_sorted(&mut self.hosts[src].up_active, flow);
+            insert_sorted(&mut self.hosts[dst].down_active, flow);
         } else {
             if let Some(key) = self.flows[flow].sent_key.take() {
                 self.events.remove(&key);
             }
-            self.hosts[src].up_active.remove(&flow);
-            self.hosts[dst].down_active.remove(&flow);
+            remove_sorted(&mut self.hosts[src].up_active, flow);
+            remove_sorted(&mut self.hosts[dst].down_active, flow);
         }
         match (touched.binary_search(&flow), active) {
             (Err(at), true) => touched.insert(at, flow),
@@ -929,7 +945,7 @@ impl State {
     }
 
     /// Active flows using one side of a host.
-    fn users(&self, (host, side): Resource) -> &BTreeSet<FlowId> {
+    fn users(&self, (host, side): Resource) -> &[FlowId] {
         match side {
             Side::Up => &self.hosts[host].up_active,
             Side::Down => &self.hosts[host].down_active,
