@@ -31,6 +31,33 @@ pub struct ChokeCandidate {
     /// How many of our peers lack the piece it holds that most of them lack (0: it can serve none of them;
     /// [`crate::picker::Picker::lacked_most`]); worked out for peers waiting for a slot only, 0 elsewhere.
     pub offers: u32,
+    /// Whole pieces' worth of payload we sent it on this connection (waiting peers only, 0 elsewhere).
+    pub pieces_sent: u32,
+    /// Pieces it says it holds (waiting peers only, 0 elsewhere).
+    pub pieces_claimed: u32,
+}
+
+/// Pieces a peer may have received from us beyond those it says it holds (the pieces still on their way,
+/// being verified, or announced by a HAVE not yet arrived) before its claim is no longer believed.
+pub const UNSHARED_SLACK: u32 = 2;
+
+impl ChokeCandidate {
+    /// What the free-slot rule ranks the peer by: its offers, unless it says it holds fewer pieces than we
+    /// sent it (less [`UNSHARED_SLACK`]): then it ranks as a peer with the most to offer, by its rate.
+    ///
+    /// The free-slot rule puts first the peers with the least to offer, and a peer that claims no pieces
+    /// offers nothing; without this guard a free rider that never announces what it got would take every
+    /// free slot between rechokes. It is guarded by what we know for sure: the pieces we sent it. A peer
+    /// that hides them gets at most `UNSHARED_SLACK + 1` pieces from us by the rule, and then only what
+    /// tit-for-tat and the optimistic slot give any peer. An honest peer is never caught: every piece we
+    /// send it is announced once verified, and the slack covers those still in flight.
+    pub fn free_slot_offers(&self) -> u32 {
+        if self.pieces_sent > self.pieces_claimed.saturating_add(UNSHARED_SLACK) {
+            u32::MAX
+        } else {
+            self.offers
+        }
+    }
 }
 
 /// Slots a leecher with a known upload capacity starts with: one by rate and the optimistic one.
@@ -120,6 +147,8 @@ pub struct Choker {
     leech_slots: usize,
     optimistic_slot: bool,
     optimistic: Option<ConnId>,
+    /// Salt of the order in which peers that rank equal are taken ([`Choker::with_tie_order`]).
+    tie_salt: u64,
 }
 
 impl Choker {
@@ -130,7 +159,27 @@ impl Choker {
             leech_slots: LEECH_START_SLOTS.clamp(1, slots.max(1)),
             optimistic_slot,
             optimistic: None,
+            tie_salt: 0,
         }
+    }
+
+    /// Take peers that rank equal (the same rate, the same offers; every newcomer at the start of a flash
+    /// crowd) in an order of our own, drawn from `salt` (the node's seed), instead of connection order.
+    ///
+    /// Connection ids count connections in the order they opened, and the peers of a swarm open theirs in
+    /// much the same order (the same tracker reply, the same newcomer dialling everyone at once), so with
+    /// ties broken by id every holder of a new piece gave its free slot to the same peer: in the 1,000-peer
+    /// crowd the first pieces went, all at once, to one peer after another, and the holders grew by one
+    /// per piece time instead of doubling (bench/RESULTS.md). An order of each node's own gives equal
+    /// peers an equal chance at every node, independently, whatever the network.
+    pub fn with_tie_order(mut self, salt: u64) -> Choker {
+        self.tie_salt = salt;
+        self
+    }
+
+    /// Where `conn` comes among peers that rank equal: a fixed permutation of connection ids per salt.
+    fn tie_rank(&self, conn: ConnId) -> u64 {
+        mix64(conn ^ self.tie_salt)
     }
 
     /// The peer currently holding the optimistic slot.
@@ -150,7 +199,8 @@ impl Choker {
     /// Keep every slot busy between rechokes: an unchoked peer that lost interest gives its slot up, and
     /// free slots go at once to interested choked peers, so that upload capacity never idles for a rechoke
     /// period while someone wants what we have. Snubbed peers come last; before them, the peer with the least
-    /// to offer our other peers ([`ChokeCandidate::offers`]) first, then the best rate.
+    /// to offer our other peers ([`ChokeCandidate::offers`], guarded by [`ChokeCandidate::free_slot_offers`])
+    /// first, then the best rate, then our own order ([`Choker::with_tie_order`]).
     ///
     /// Least to offer first: a peer whose pieces all our other peers already hold has an uplink nobody can
     /// use, and what we send it puts that uplink to work, while a peer holding a piece many of them lack
@@ -175,7 +225,15 @@ impl Choker {
             .iter()
             .filter(|c| !c.unchoked && c.interested)
             .collect();
-        waiting.sort_by_key(|c| (c.snubbed, c.offers, std::cmp::Reverse(c.rate), c.conn));
+        waiting.sort_by_key(|c| {
+            (
+                c.snubbed,
+                c.free_slot_offers(),
+                std::cmp::Reverse(c.rate),
+                self.tie_rank(c.conn),
+                c.conn,
+            )
+        });
         let unchoke = waiting
             .iter()
             .take(self.slots(up).saturating_sub(busy))
@@ -211,21 +269,23 @@ impl Choker {
             .iter()
             .filter(|c| c.interested && !c.snubbed)
             .collect();
-        ranked.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.conn.cmp(&b.conn)));
+        ranked.sort_by_key(|c| (std::cmp::Reverse(c.rate), self.tie_rank(c.conn), c.conn));
         let regular = slots - usize::from(self.optimistic_slot);
         let mut unchoked: BTreeSet<ConnId> = ranked.iter().take(regular).map(|c| c.conn).collect();
 
-        let mut others: Vec<ConnId> = candidates
+        // The optimistic slot rotates in our own order of the peers, for the reason given at `with_tie_order`.
+        let mut others: Vec<(u64, ConnId)> = candidates
             .iter()
             .filter(|c| c.interested && !unchoked.contains(&c.conn))
-            .map(|c| c.conn)
+            .map(|c| (self.tie_rank(c.conn), c.conn))
             .collect();
         others.sort_unstable();
-        let still_valid = self.optimistic.filter(|o| others.contains(o));
+        let current = self.optimistic.map(|o| (self.tie_rank(o), o));
+        let still_valid = current.filter(|o| others.contains(o));
         self.optimistic = match (self.optimistic_slot, rotate, still_valid) {
             (false, _, _) => None,
-            (true, false, Some(o)) => Some(o),
-            (true, _, _) => next_after(&others, self.optimistic),
+            (true, false, Some((_, o))) => Some(o),
+            (true, _, _) => next_after(&others, current).map(|(_, o)| o),
         };
         if let Some(o) = self.optimistic {
             unchoked.insert(o);
@@ -241,8 +301,16 @@ impl Choker {
     }
 }
 
+/// SplitMix64's finaliser: a bijection of u64 that scatters neighbouring inputs (kept here: three lines, and
+/// the RNG crates offer no stateless mixer).
+fn mix64(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// The first key after `current` in sorted `keys`, wrapping round; the first key when there is no current.
-fn next_after(keys: &[ConnId], current: Option<ConnId>) -> Option<ConnId> {
+fn next_after<K: Ord + Copy>(keys: &[K], current: Option<K>) -> Option<K> {
     match current {
         Some(cur) => keys
             .iter()
@@ -273,6 +341,8 @@ mod tests {
             snubbed: false,
             unchoked: false,
             offers: 1,
+            pieces_sent: 0,
+            pieces_claimed: 0,
         }
     }
 
@@ -325,6 +395,81 @@ mod tests {
     }
 
     #[test]
+    fn nodes_with_their_own_tie_order_give_equal_newcomers_different_slots() {
+        // Twenty newcomers, equal in everything, waiting at eight holders whose connection ids name them
+        // alike (ids count connections in the order they opened).
+        let cs: Vec<ChokeCandidate> = (1..=20)
+            .map(|i| ChokeCandidate {
+                offers: 0,
+                ..cand(i, 0)
+            })
+            .collect();
+        let up = UploadUse {
+            seeding: false,
+            capacity: Some(2_000_000),
+            rate: 0,
+        };
+        let first = |salt: u64| {
+            Choker::new(4, true)
+                .with_tie_order(salt)
+                .fill_free_slots(&cs, &up)
+                .unchoke
+        };
+        let picked: BTreeSet<ConnId> = (1..=8u64).flat_map(first).collect();
+        assert!(
+            picked.len() >= 8,
+            "eight holders, two slots each, spread over {picked:?}"
+        );
+        assert_eq!(first(3), first(3), "a node keeps its order");
+        assert_eq!(
+            Choker::new(4, true).fill_free_slots(&cs, &up).unchoke,
+            Choker::new(4, true).fill_free_slots(&cs, &up).unchoke
+        );
+        // The order breaks ties only: fewer offers, then the rate, still come first.
+        let mut ranked = cs.clone();
+        ranked[19].rate = 5;
+        ranked[17].offers = 0;
+        for c in ranked.iter_mut().take(17) {
+            c.offers = 1;
+        }
+        for salt in 1..=8 {
+            let chosen = Choker::new(4, true)
+                .with_tie_order(salt)
+                .fill_free_slots(&ranked, &up)
+                .unchoke;
+            assert_eq!(
+                chosen[0], 20,
+                "salt {salt}: the better rate among the least offers"
+            );
+            assert!([19, 18].contains(&chosen[1]), "salt {salt}: {chosen:?}");
+        }
+    }
+
+    #[test]
+    fn a_peer_hiding_the_pieces_we_sent_it_loses_its_place_in_the_free_slot_queue() {
+        let ch = Choker::new(2, true);
+        let mut cs = vec![cand(1, 0), cand(2, 10), cand(3, 50)];
+        cs[0].unchoked = true;
+        cs[1].offers = 0;
+        cs[2].offers = 4;
+        // A newcomer claiming nothing goes first, and keeps its place while its pieces are on their way.
+        cs[1].pieces_sent = UNSHARED_SLACK;
+        assert_eq!(ch.fill_free_slots(&cs, &ALL).unchoke, vec![2]);
+        // It says it holds nothing after three pieces from us: it ranks as the one with the most to offer.
+        cs[1].pieces_sent = UNSHARED_SLACK + 1;
+        assert_eq!(cs[1].free_slot_offers(), u32::MAX);
+        assert_eq!(ch.fill_free_slots(&cs, &ALL).unchoke, vec![3]);
+        // An honest peer that announced what it got keeps its offers.
+        cs[1].pieces_claimed = 1;
+        assert_eq!(cs[1].free_slot_offers(), 0);
+        assert_eq!(ch.fill_free_slots(&cs, &ALL).unchoke, vec![2]);
+        // Guarded, it still comes before snubbed peers, by its rate.
+        cs[1].pieces_claimed = 0;
+        cs[2].snubbed = true;
+        assert_eq!(ch.fill_free_slots(&cs, &ALL).unchoke, vec![2]);
+    }
+
+    #[test]
     fn the_census_says_when_filling_slots_changes_something() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -339,6 +484,8 @@ mod tests {
                     snubbed: rng.gen_bool(0.2),
                     unchoked: rng.gen_bool(0.4),
                     offers: rng.gen_range(0..3),
+                    pieces_sent: rng.gen_range(0..6),
+                    pieces_claimed: rng.gen_range(0..3),
                 })
                 .collect();
             let census = SlotCensus::of(&cs);
@@ -402,6 +549,8 @@ mod tests {
             snubbed: false,
             unchoked: false,
             offers: 1,
+            pieces_sent: 0,
+            pieces_claimed: 0,
         });
         let un = ch.rechoke(&cs, false, &ALL);
         assert!(!un.contains(&3));

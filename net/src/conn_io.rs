@@ -17,6 +17,7 @@
 use crate::clock::Clock;
 use crate::rate::RateLimit;
 use crate::send_file::{advance_queue, poll_write_queue, FileRange, Outgoing, SendFileError};
+use crate::transport::{ByteStream, READ_CHUNK};
 use bytes::Bytes;
 use enjambre_core::node::{CloseReason, ConnId, Input};
 use futures_util::task::AtomicWaker;
@@ -28,10 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-
-/// Bytes a connection's read offers its stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+use tokio::io::AsyncWriteExt;
 
 /// How long a closed connection may take to flush what was queued for it.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_secs(5);
@@ -82,7 +80,7 @@ struct Socket<S> {
     held: Option<(Pin<Box<tokio::time::Sleep>>, Bytes)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
+impl<S: ByteStream> Socket<S> {
     /// Write what is queued until the socket would block (on a real socket, many items a system call:
     /// [`crate::send_file`]).
     fn flush(&mut self) {
@@ -123,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
             }
             return Poll::Ready(self.held.take().map(|(_, data)| data));
         }
-        let data = match read_some(&mut self.stream, &mut cx) {
+        let data = match self.stream.poll_read_bytes(&mut cx, READ_CHUNK) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(data)) if !data.is_empty() => data,
             Poll::Ready(_) => return Poll::Ready(None),
@@ -143,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Socket<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket<S> {
+impl<S: ByteStream> Socket<S> {
     /// The connection is over on our side: write what is queued (within a grace period) and shut down.
     fn close(mut self) {
         self.flush();
@@ -185,7 +183,7 @@ pub(crate) struct Sockets<S> {
     clock: Clock,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
+impl<S: ByteStream> Sockets<S> {
     /// No sockets yet; reads wait for `down`, if given.
     pub fn new(down: Option<RateLimit>, clock: Clock) -> Sockets<S> {
         Sockets {
@@ -382,33 +380,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sockets<S> {
     }
 }
 
-thread_local! {
-    /// The buffer every socket on this thread reads into, see [`read_some`].
-    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Read what `rd` has, up to [`READ_CHUNK`] bytes, into a buffer of just that size (empty at the end of the
-/// stream). A waiting socket holds no buffer: each poll reads into the thread's scratch buffer and copies out
-/// what arrived. (Allocating the 64 KiB up front pins it for as long as the connection is idle; with a
-/// thousand simulated peers of fifty connections each that was gigabytes.)
-fn read_some<R: AsyncRead + Unpin>(rd: &mut R, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-    READ_SCRATCH.with(|scratch| {
-        let mut own;
-        let mut borrowed = scratch.try_borrow_mut();
-        let space: &mut [u8] = match borrowed.as_deref_mut() {
-            Ok(shared) => shared,
-            Err(_) => {
-                own = vec![0; READ_CHUNK];
-                &mut own
-            }
-        };
-        let mut buf = tokio::io::ReadBuf::new(space);
-        Pin::new(&mut *rd)
-            .poll_read(cx, &mut buf)
-            .map_ok(|()| Bytes::copy_from_slice(buf.filled()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,10 +421,7 @@ mod tests {
     }
 
     /// One call of [`Sockets::poll_inputs`], awaited until it has something.
-    async fn next_inputs<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-        sockets: &mut Sockets<S>,
-        max: usize,
-    ) -> Vec<Input> {
+    async fn next_inputs<S: ByteStream>(sockets: &mut Sockets<S>, max: usize) -> Vec<Input> {
         let mut inputs = Vec::new();
         std::future::poll_fn(|cx| sockets.poll_inputs(cx, true, max, &mut inputs)).await;
         inputs

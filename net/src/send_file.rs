@@ -14,6 +14,7 @@
 //! and the simulator's streams need nothing new.
 
 use crate::storage::StorageFile;
+use crate::transport::ByteStream;
 use bytes::{Buf, Bytes};
 use std::any::Any;
 use std::collections::VecDeque;
@@ -140,7 +141,7 @@ impl SendFileError {
 
 /// Write what the socket takes now of the front of `queue`: the number of bytes written (0 only for an empty
 /// queue). On a real TCP socket, up to [`MAX_IOV`] items in one `writev`; elsewhere the front item.
-pub fn poll_write_queue<S: AsyncWrite + Unpin + 'static>(
+pub fn poll_write_queue<S: ByteStream>(
     stream: &mut S,
     cx: &mut Context<'_>,
     queue: &VecDeque<Outgoing>,
@@ -155,7 +156,7 @@ pub fn poll_write_queue<S: AsyncWrite + Unpin + 'static>(
         }
     }
     match front {
-        Outgoing::Bytes(b) => match Pin::new(stream).poll_write(cx, b) {
+        Outgoing::Bytes(b) => match stream.poll_write_bytes(cx, b) {
             Poll::Ready(r) => Poll::Ready(r.map_err(SendFileError::Socket)),
             Poll::Pending => Poll::Pending,
         },
@@ -319,7 +320,7 @@ mod tests {
     }
 
     /// Send `range` whole, resuming after each partial write: the number of calls that wrote something.
-    async fn send_all<S: AsyncWrite + Unpin + 'static>(
+    async fn send_all<S: ByteStream>(
         stream: &mut S,
         range: FileRange,
     ) -> Result<usize, SendFileError> {

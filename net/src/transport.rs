@@ -1,15 +1,74 @@
 //! The network seam: TCP listeners and streams and UDP sockets, real (tokio) or simulated (turmoil, plugged
 //! in by the sim).
 
+use bytes::Bytes;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connected byte stream as the peer's connections use it: `AsyncRead` and `AsyncWrite`, plus reads and
+/// writes of shared [`Bytes`]. A real socket copies into and out of the kernel anyway and takes the provided
+/// methods; a simulated stream that carries the bytes themselves overrides them and copies nothing (a block
+/// was copied five times between the sender's outbox and the receiver's decoder, `bench/RESULTS.md`).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Read what arrived, at most `max` bytes (empty at the end of the stream); pending, with the waker
+    /// registered, when nothing did. The provided method reads into a per-thread scratch buffer and copies out
+    /// what arrived (a waiting connection holds no buffer).
+    fn poll_read_bytes(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        read_into_scratch(self, cx, max)
+    }
+
+    /// Write a prefix of `data`, as [`AsyncWrite::poll_write`] (the provided method is that call).
+    fn poll_write_bytes(&mut self, cx: &mut Context<'_>, data: &Bytes) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, data)
+    }
+}
+
+impl ByteStream for tokio::net::TcpStream {}
+impl ByteStream for tokio::io::DuplexStream {}
+
+/// Bytes the scratch buffer of [`read_into_scratch`] holds: the most a connection's read takes at once.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The buffer every stream on this thread reads into, see [`read_into_scratch`].
+    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Read what `rd` has, up to `max` (at most [`READ_CHUNK`]) bytes, into a buffer of just that size (empty at
+/// the end of the stream). A waiting stream holds no buffer: each poll reads into the thread's scratch buffer
+/// and copies out what arrived. (Allocating the 64 KiB up front pins it for as long as the connection is idle;
+/// with a thousand simulated peers of fifty connections each that was gigabytes.)
+fn read_into_scratch<R: AsyncRead + Unpin + ?Sized>(
+    rd: &mut R,
+    cx: &mut Context<'_>,
+    max: usize,
+) -> Poll<io::Result<Bytes>> {
+    let max = max.min(READ_CHUNK);
+    READ_SCRATCH.with(|scratch| {
+        let mut own;
+        let mut borrowed = scratch.try_borrow_mut();
+        let space: &mut [u8] = match borrowed.as_deref_mut() {
+            Ok(shared) => &mut shared[..max],
+            Err(_) => {
+                own = vec![0; max];
+                &mut own
+            }
+        };
+        let mut buf = ReadBuf::new(space);
+        Pin::new(&mut *rd)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| Bytes::copy_from_slice(buf.filled()))
+    })
+}
 
 /// A listening socket.
 pub trait Listener: Send + 'static {
     /// The stream type of accepted connections.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: ByteStream;
     /// Wait for the next inbound connection.
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     /// The address this listener is bound to.
@@ -39,7 +98,7 @@ pub trait DatagramSocket: Send + Sync + 'static {
 /// A network: TCP (bind, connect by address or host name), UDP sockets and name resolution.
 pub trait Transport: Clone + Send + Sync + 'static {
     /// A connected byte stream.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: ByteStream;
     /// A listener yielding [`Self::Stream`]s.
     type Listener: Listener<Stream = Self::Stream>;
     /// A UDP socket.

@@ -1,9 +1,12 @@
 //! `turmoil::net` plugged into enjambre-net's [`Transport`] seam.
 
-use enjambre_net::transport::{DatagramSocket, Listener, Transport};
+use enjambre_net::transport::{ByteStream, DatagramSocket, Listener, Transport};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// TCP over turmoil's simulated network.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,12 +21,49 @@ impl From<turmoil::net::TcpListener> for SimListener {
     }
 }
 
+/// A simulated TCP stream: turmoil's, under a type of this crate so that it can take net's [`ByteStream`]
+/// (its provided methods: turmoil copies bytes as a socket does).
+pub struct SimStream(turmoil::net::TcpStream);
+
+impl ByteStream for SimStream {}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[allow(clippy::manual_async_fn)]
 impl Listener for SimListener {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = SimStream;
 
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
-        async move { self.0.accept().await }
+        async move {
+            let (s, a) = self.0.accept().await?;
+            Ok((SimStream(s), a))
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -64,7 +104,7 @@ impl DatagramSocket for SimDatagram {
 
 #[allow(clippy::manual_async_fn)]
 impl Transport for SimTransport {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = SimStream;
     type Listener = SimListener;
     type Datagram = SimDatagram;
 
@@ -73,7 +113,7 @@ impl Transport for SimTransport {
     }
 
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send {
-        async move { turmoil::net::TcpStream::connect(addr).await }
+        async move { Ok(SimStream(turmoil::net::TcpStream::connect(addr).await?)) }
     }
 
     fn connect_host(
@@ -82,7 +122,11 @@ impl Transport for SimTransport {
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
         let host = host.to_string();
-        async move { turmoil::net::TcpStream::connect((host.as_str(), port)).await }
+        async move {
+            Ok(SimStream(
+                turmoil::net::TcpStream::connect((host.as_str(), port)).await?,
+            ))
+        }
     }
 
     fn bind_udp(

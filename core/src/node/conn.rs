@@ -254,6 +254,11 @@ impl Conn {
         self.last_payload.max(self.last_payload_sent)
     }
 
+    /// Payload bytes sent to this peer on this connection.
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded
+    }
+
     /// Payload bytes per second we send this peer, as last measured.
     pub fn upload_rate(&self) -> u64 {
         self.upload_meter.rate()
@@ -286,6 +291,8 @@ impl Conn {
             snubbed: snubbed || self.snubbed_at.is_some(),
             unchoked: !self.am_choking,
             offers: 0,
+            pieces_sent: 0,
+            pieces_claimed: 0,
         }
     }
 

@@ -171,6 +171,9 @@ impl TorrentCtx<'_> {
                 let mut candidate = c.choke_candidate(*id, now, seeding);
                 if candidate.interested && !candidate.unchoked {
                     candidate.offers = self.t.picker.lacked_most(&c.peer_has, peers);
+                    let piece = u64::from(self.t.meta.piece_length()).max(1);
+                    candidate.pieces_sent = u32::try_from(c.uploaded() / piece).unwrap_or(u32::MAX);
+                    candidate.pieces_claimed = c.peer_has.count();
                 }
                 Some(candidate)
             })

@@ -198,7 +198,8 @@ impl Torrent {
         );
         Torrent {
             picker,
-            choker: Choker::new(config.upload_slots, config.optimistic_unchoke),
+            choker: Choker::new(config.upload_slots, config.optimistic_unchoke)
+                .with_tie_order(config.seed),
             slots: SlotCensus::default(),
             spread: crate::spread::Spread::new(meta.piece_count()),
             check: None,

@@ -14,7 +14,7 @@
 //! link latency. Events (a chunk finished, a chunk arrived, a datagram arrived) are taken in one order,
 //! (virtual time, sequence number): the number of events grows with the data moved, not with time.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::io;
@@ -111,8 +111,10 @@ struct UdpSocket {
 struct Host {
     name: String,
     cap: Capacity,
-    up_active: BTreeSet<FlowId>,
-    down_active: BTreeSet<FlowId>,
+    /// Active flows sending from this host, sorted (a vector: iterated at every re-share, a few dozen long).
+    up_active: Vec<FlowId>,
+    /// Active flows received by this host, sorted.
+    down_active: Vec<FlowId>,
     listeners: BTreeMap<u16, Listener>,
     udp: BTreeMap<u16, UdpSocket>,
     next_port: u16,
@@ -227,6 +229,20 @@ pub struct Net {
     origin: tokio::time::Instant,
 }
 
+/// Add `flow` to the sorted `flows` (no duplicate).
+fn insert_sorted(flows: &mut Vec<FlowId>, flow: FlowId) {
+    if let Err(at) = flows.binary_search(&flow) {
+        flows.insert(at, flow);
+    }
+}
+
+/// Remove `flow` from the sorted `flows`, if there.
+fn remove_sorted(flows: &mut Vec<FlowId>, flow: FlowId) {
+    if let Ok(at) = flows.binary_search(&flow) {
+        flows.remove(at);
+    }
+}
+
 fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -275,8 +291,8 @@ impl Net {
             name: name.to_string(),
 
             cap,
-            up_active: BTreeSet::new(),
-            down_active: BTreeSet::new(),
+            up_active: Vec::new(),
+            down_active: Vec::new(),
             listeners: BTreeMap::new(),
             udp: BTreeMap::new(),
             next_port: FIRST_EPHEMERAL,
@@ -461,6 +477,32 @@ impl Net {
         data: &[u8],
         waker: &Waker,
     ) -> Option<io::Result<usize>> {
+        self.write(
+            flow,
+            data.len(),
+            |n| Bytes::copy_from_slice(&data[..n]),
+            waker,
+        )
+    }
+
+    /// [`Net::poll_write`] of shared bytes: what is taken is carried as it is (a slice of `data`, no copy).
+    pub fn poll_write_bytes(
+        &self,
+        flow: FlowId,
+        data: &Bytes,
+        waker: &Waker,
+    ) -> Option<io::Result<usize>> {
+        self.write(flow, data.len(), |n| data.slice(..n), waker)
+    }
+
+    /// Write the first bytes of `len` to `flow`, as many as its send buffer takes; `take(n)` gives the first `n`.
+    fn write(
+        &self,
+        flow: FlowId,
+        len: usize,
+        take: impl FnOnce(usize) -> Bytes,
+        waker: &Waker,
+    ) -> Option<io::Result<usize>> {
         self.with(|st, now, _| {
             let f = &mut st.flows[flow];
             if f.reset {
@@ -473,19 +515,18 @@ impl Net {
                 f.write_waker = Some(waker.clone());
                 return None;
             }
-            let n = data.len().min((SEND_BUFFER - f.queued) as usize);
+            let n = len.min((SEND_BUFFER - f.queued) as usize);
             if n == 0 {
                 return Some(Ok(0));
             }
+            let mut data = take(n);
             if f.queue.is_empty() && n <= SMALL_WRITE {
                 // A control message on an idle flow: latency only, no re-sharing of two hosts' capacity.
                 let at = now + f.latency;
-                f.in_flight
-                    .push_back((at, Some(Bytes::copy_from_slice(&data[..n]))));
+                f.in_flight.push_back((at, Some(data)));
                 st.schedule(at, Event::Arrive { flow });
                 return Some(Ok(n));
             }
-            let mut data = Bytes::copy_from_slice(&data[..n]);
             if f.queue.is_empty() {
                 f.head_left = data.len().min(MAX_CHUNK) as f64;
             }
@@ -532,6 +573,50 @@ impl Net {
             }
             f.read_waker = Some(waker.clone());
             None
+        })
+    }
+
+    /// Read from flow `flow` as shared bytes, at most `max` (at least 1): what arrived, as it arrived where it
+    /// came in one chunk (no copy), joined into one buffer otherwise; empty at the end of the stream; `None`
+    /// when nothing arrived yet (waker stored). The bytes are those [`Net::poll_read`] would give.
+    pub fn poll_read_bytes(
+        &self,
+        flow: FlowId,
+        max: usize,
+        waker: &Waker,
+    ) -> Option<io::Result<Bytes>> {
+        self.with(|st, _, _| {
+            let f = &mut st.flows[flow];
+            if f.reset {
+                return Some(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let data = match f.recv.front().map(Bytes::len) {
+                None if f.fin_arrived => return Some(Ok(Bytes::new())),
+                None => {
+                    f.read_waker = Some(waker.clone());
+                    return None;
+                }
+                Some(len) if len > max => f.recv.front_mut()?.split_to(max),
+                Some(len) if len == max || f.recv.len() == 1 => f.recv.pop_front()?,
+                Some(_) => {
+                    let total: usize = f.recv.iter().map(Bytes::len).sum();
+                    let mut joined = BytesMut::with_capacity(total.min(max));
+                    while joined.len() < max {
+                        let Some(front) = f.recv.front_mut() else {
+                            break;
+                        };
+                        let n = front.len().min(max - joined.len());
+                        joined.extend_from_slice(&front[..n]);
+                        if n == front.len() {
+                            f.recv.pop_front();
+                        } else {
+                            let _ = front.split_to(n);
+                        }
+                    }
+                    joined.freeze()
+                }
+            };
+            Some(Ok(data))
         })
     }
 
@@ -832,14 +917,14 @@ impl State {
         self.flows[flow].active = active;
         if active {
             self.flows[flow].since = now;
-            self.hosts[src].up_active.insert(flow);
-            self.hosts[dst].down_active.insert(flow);
+            insert_sorted(&mut self.hosts[src].up_active, flow);
+            insert_sorted(&mut self.hosts[dst].down_active, flow);
         } else {
             if let Some(key) = self.flows[flow].sent_key.take() {
                 self.events.remove(&key);
             }
-            self.hosts[src].up_active.remove(&flow);
-            self.hosts[dst].down_active.remove(&flow);
+            remove_sorted(&mut self.hosts[src].up_active, flow);
+            remove_sorted(&mut self.hosts[dst].down_active, flow);
         }
         match (touched.binary_search(&flow), active) {
             (Err(at), true) => touched.insert(at, flow),
@@ -860,7 +945,7 @@ impl State {
     }
 
     /// Active flows using one side of a host.
-    fn users(&self, (host, side): Resource) -> &BTreeSet<FlowId> {
+    fn users(&self, (host, side): Resource) -> &[FlowId] {
         match side {
             Side::Up => &self.hosts[host].up_active,
             Side::Down => &self.hosts[host].down_active,

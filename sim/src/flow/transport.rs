@@ -2,7 +2,8 @@
 //! and UDP sockets of one simulated host.
 
 use super::net::{FlowId, HostId, Net};
-use enjambre_net::transport::{DatagramSocket, Listener, Transport};
+use bytes::Bytes;
+use enjambre_net::transport::{ByteStream, DatagramSocket, Listener, Transport};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -41,6 +42,27 @@ impl Drop for FlowStream {
     fn drop(&mut self) {
         self.net.shutdown(self.outbound());
         self.net.abandon(self.inbound);
+    }
+}
+
+/// The flow carries the written bytes themselves: a write takes a slice of the sender's bytes and a read hands
+/// over what arrived, without a copy where it arrived in one chunk.
+impl ByteStream for FlowStream {
+    fn poll_read_bytes(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        match self
+            .net
+            .poll_read_bytes(self.inbound, max.max(1), cx.waker())
+        {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+
+    fn poll_write_bytes(&mut self, cx: &mut Context<'_>, data: &Bytes) -> Poll<io::Result<usize>> {
+        match self.net.poll_write_bytes(self.outbound(), data, cx.waker()) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -320,6 +342,56 @@ mod tests {
                 assert_eq!(n, 500_000);
                 assert!((0.99..1.03).contains(&t), "took {t}");
             }
+        });
+    }
+
+    /// Shared bytes cross a connection without a copy where they arrive in one chunk (the reader gets the
+    /// writer's allocation), are joined where several chunks wait, and are cut at the reader's limit; the
+    /// end of the stream reads as empty.
+    #[test]
+    fn shared_bytes_cross_without_a_copy() {
+        paused().block_on(async {
+            let net = Net::new(std::time::Duration::from_millis(5));
+            let a = net.add_host("a", Capacity { up: 1e6, down: 1e9 });
+            let b = net.add_host("b", Capacity { up: 1e9, down: 1e9 });
+            tokio::spawn(net.clone().pump());
+            let tb = FlowTransport::new(net.clone(), b);
+            let mut l = tb.bind("0.0.0.0:7003".parse().unwrap()).await.unwrap();
+            let accepted = tokio::spawn(async move { l.accept().await.unwrap().0 });
+            let mut c = FlowTransport::new(net.clone(), a)
+                .connect_host("b", 7003)
+                .await
+                .unwrap();
+            let mut s = accepted.await.unwrap();
+            async fn read(s: &mut FlowStream, max: usize) -> io::Result<Bytes> {
+                poll_fn(|cx| s.poll_read_bytes(cx, max)).await
+            }
+            async fn write(c: &mut FlowStream, data: Bytes) -> io::Result<usize> {
+                poll_fn(|cx| c.poll_write_bytes(cx, &data)).await
+            }
+
+            let block = Bytes::from((0..16_384u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+            assert_eq!(write(&mut c, block.clone()).await.unwrap(), 16_384);
+            let got = read(&mut s, 64 * 1024).await.unwrap();
+            assert_eq!(got, block);
+            assert_eq!(
+                got.as_ptr(),
+                block.as_ptr(),
+                "one chunk is handed over as written"
+            );
+
+            // Two small messages in flight together: one read joins them, a limit cuts them.
+            write(&mut c, Bytes::from_static(b"have")).await.unwrap();
+            write(&mut c, Bytes::from_static(b"piece")).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            assert_eq!(
+                read(&mut s, 6).await.unwrap(),
+                Bytes::from_static(b"havepi")
+            );
+            assert_eq!(read(&mut s, 6).await.unwrap(), Bytes::from_static(b"ece"));
+
+            c.shutdown().await.unwrap();
+            assert!(read(&mut s, 6).await.unwrap().is_empty());
         });
     }
 
