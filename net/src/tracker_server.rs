@@ -42,7 +42,8 @@ pub mod testing;
 pub struct ServerConfig {
     /// Limits of each HTTP exchange.
     pub http: HttpLimits,
-    /// Most connections served at once; past it the oldest one is closed for the newcomer.
+    /// Most connections served at once; past it the oldest idle one, else the oldest busy one older than
+    /// `SlotLimits::busy_grace`, is closed for the newcomer, else the newcomer is ([`crate::connection_slots`]).
     pub max_connections: usize,
     /// Most connections from one address; past it that address's oldest one is closed for the newcomer.
     pub max_connections_per_address: usize,
@@ -390,6 +391,7 @@ pub async fn serve<T: Transport>(
     let mut slots: ConnectionSlots<Slot> = ConnectionSlots::new(SlotLimits {
         max_total: config.max_connections,
         max_per_address: config.max_connections_per_address,
+        ..SlotLimits::default()
     });
     let ctx = Arc::new(Ctx {
         registry: state,
@@ -411,7 +413,12 @@ pub async fn serve<T: Transport>(
             }
         }
         let (stream, peer) = accept_next(&mut listener, &ctx.clock, "tracker").await;
-        let (id, evicted) = slots.admit_preferring(peer.ip(), Slot::is_idle);
+        // Every slot busy with a request just begun: the newcomer is closed unanswered, and retries.
+        let Some((id, evicted)) = slots.admit_preferring(peer.ip(), ctx.clock.now(), Slot::is_idle)
+        else {
+            drop(stream);
+            continue;
+        };
         for connection in evicted {
             connection.task.abort();
             ctx.config.metrics.connection_evicted();

@@ -256,11 +256,14 @@ async fn announce_scrape_catalog_and_garbage() {
     );
     assert!(raw(addr, b"").await.is_empty());
     // Idle connections hold a slot only until the read deadline; more of them than slots must not
-    // starve real clients for longer than that.
+    // starve real clients for longer than that. (For their first `busy_grace` they are taken for requests
+    // in progress and kept: a newcomer then is refused; past it, it evicts the oldest.)
     let mut idle = Vec::new();
     for _ in 0..10 {
         idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
     }
+    let grace = enjambre_net::connection_slots::SlotLimits::default().busy_grace;
+    tokio::time::sleep(grace + Duration::from_millis(20)).await;
     let after = tracker_client::announce(&t, &url, &a_mid)
         .await
         .expect("still serving");

@@ -195,10 +195,11 @@ pub fn run_observed(
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
     let interval = scenario.tracker.interval.0;
+    let max_connections = scenario.tracker.max_connections;
     if scenario.tracker.enabled {
         let registry = registry.clone();
         sim.host("tracker", move || {
-            tracker_program(registry.clone(), interval, seed)
+            tracker_program(registry.clone(), interval, seed, max_connections)
         });
     }
     let mut switches: BTreeMap<String, CorruptSwitch> = BTreeMap::new();

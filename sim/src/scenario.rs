@@ -222,6 +222,8 @@ pub struct TrackerSpec {
     /// How peers announce: `http` (default) or `udp` (BEP 15). The tracker serves both; the catalog
     /// (files by name) is HTTP either way.
     pub protocol: TrackerProtocol,
+    /// Most HTTP connections it serves at once (its `--max-connections`); `None`: the server's default.
+    pub max_connections: Option<usize>,
 }
 
 /// The `[tracker]` table as written.
@@ -232,6 +234,8 @@ struct TrackerTable {
     interval: Span,
     #[serde(default)]
     protocol: TrackerProtocol,
+    #[serde(default)]
+    max_connections: Option<usize>,
 }
 
 impl<'de> Deserialize<'de> for TrackerSpec {
@@ -248,6 +252,7 @@ impl<'de> Deserialize<'de> for TrackerSpec {
                     enabled: true,
                     interval: t.interval,
                     protocol: t.protocol,
+                    max_connections: t.max_connections,
                 })
             }
             other => Err(de::Error::custom(format!(
@@ -289,6 +294,7 @@ impl Default for TrackerSpec {
             enabled: true,
             interval: default_interval(),
             protocol: TrackerProtocol::default(),
+            max_connections: None,
         }
     }
 }
@@ -784,6 +790,9 @@ impl Scenario {
         if self.tracker.interval.0 < Duration::from_secs(1) {
             return bad("[tracker] `interval` must be at least 1s".into());
         }
+        if self.tracker.max_connections == Some(0) {
+            return bad("[tracker] `max_connections` must be at least 1".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.peers {
             if p.name == "tracker" || !names.insert(p.name.as_str()) {
@@ -1234,6 +1243,18 @@ mod tests {
             .unwrap();
         assert!(with.tracker.enabled);
         assert_eq!(with.tracker.interval.0, Duration::from_secs(2));
+        assert_eq!(with.tracker.max_connections, None, "the server's default");
+        let small = Scenario::from_toml(&format!(
+            "name = \"x\"\n[tracker]\nmax_connections = 8\n{peers}"
+        ))
+        .unwrap();
+        assert_eq!(small.tracker.max_connections, Some(8));
+        assert!(matches!(
+            Scenario::from_toml(&format!(
+                "name = \"x\"\n[tracker]\nmax_connections = 0\n{peers}"
+            )),
+            Err(ScenarioError::Invalid(_))
+        ));
         assert!(
             Scenario::from_toml(&format!("name = \"x\"\n{peers}"))
                 .unwrap()

@@ -27,18 +27,22 @@ pub fn reboot_registry(registry: &Mutex<Registry>, interval: Duration) {
 }
 
 /// Serve `registry` on [`TRACKER_PORT`] of every address of the host, TCP and UDP, until the task is
-/// dropped; `Err` when a port cannot be bound.
+/// dropped; `Err` when a port cannot be bound. `max_connections`: the HTTP server's connection limit
+/// (the scenario's `[tracker] max_connections`), its default when `None`.
 pub async fn run_tracker<T: Transport>(
     transport: T,
     registry: Arc<Mutex<Registry>>,
     seed: u64,
+    max_connections: Option<usize>,
 ) -> io::Result<()> {
     let any = SocketAddr::from(([0, 0, 0, 0], TRACKER_PORT));
     let listener = transport.bind(any).await?;
     let socket = transport.bind_udp(any).await?;
+    let defaults = ServerConfig::default();
     let config = ServerConfig {
         rng_seed: seed,
-        ..ServerConfig::default()
+        max_connections: max_connections.unwrap_or(defaults.max_connections),
+        ..defaults
     };
     let metrics = Arc::clone(&config.metrics);
     let http = serve::<T>(listener, Arc::clone(&registry), Clock::new(), config);

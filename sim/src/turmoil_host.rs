@@ -26,9 +26,10 @@ pub async fn tracker_program(
     registry: Arc<Mutex<Registry>>,
     interval: Duration,
     seed: u64,
+    max_connections: Option<usize>,
 ) -> turmoil::Result {
     reboot_registry(&registry, interval);
-    run_tracker(SimTransport, registry, seed).await?;
+    run_tracker(SimTransport, registry, seed, max_connections).await?;
     Ok(())
 }
 

@@ -149,13 +149,12 @@ impl Node {
         // a newcomer replaces the connection idle longest, if one moved no payload for `evict_idle_after`:
         // otherwise peers that only send keep-alives could hold every slot for good.
         if !outbound && t.conns.len() >= self.s.config.max_peers_per_torrent {
-            let idle = t
-                .conns
-                .iter()
-                .filter(|c| **c != id)
-                .filter_map(|c| self.s.conns.get(c).map(|conn| (conn.last_useful(), *c)))
-                .filter(|(last, _)| now.saturating_since(*last) >= self.s.config.evict_idle_after)
-                .min();
+            let idle = idle_longest(
+                t.conns.iter().filter(|c| **c != id),
+                &self.s.conns,
+                now,
+                self.s.config.evict_idle_after,
+            );
             match idle {
                 Some((last, victim)) => {
                     let secs = now.saturating_since(last).as_secs();
@@ -353,6 +352,20 @@ impl Node {
             self.s.send(id, Message::KeepAlive);
         }
     }
+}
+
+/// Of the connections `ids`, the one whose payload (either way) stopped longest ago, with that instant, if it
+/// moved none for `evict_after`: the one a newcomer over the torrent's cap replaces, inbound (at its
+/// handshake) or outbound (a dial of a downloading torrent, see `TorrentCtx::connect_more`).
+pub(super) fn idle_longest<'a>(
+    ids: impl Iterator<Item = &'a ConnId>,
+    conns: &std::collections::BTreeMap<ConnId, Conn>,
+    now: Instant,
+    evict_after: std::time::Duration,
+) -> Option<(Instant, ConnId)> {
+    ids.filter_map(|c| conns.get(c).map(|conn| (conn.last_useful(), *c)))
+        .filter(|(last, _)| now.saturating_since(*last) >= evict_after)
+        .min()
 }
 
 /// The extension handshake (BEP 10) we send on a connection of a torrent: the extensions we speak, where we

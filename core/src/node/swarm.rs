@@ -7,6 +7,7 @@ use super::{ConnId, NodeEvent, Output};
 use crate::choker::{ChokeCandidate, UploadUse};
 use crate::time::Instant;
 use crate::tracker::{AnnounceReply, Event};
+use rand_core::RngCore;
 
 impl TorrentCtx<'_> {
     /// Send an announce, unless the torrent does not announce or the node is stopping.
@@ -52,7 +53,8 @@ impl TorrentCtx<'_> {
                 self.connect_more(now);
             }
             Err(e) => {
-                t.announce.on_failure(now, &self.s.config, &e);
+                let draw = self.s.rng.next_u64();
+                t.announce.on_failure(now, &self.s.config, &e, draw);
                 self.s.event(NodeEvent::TrackerError {
                     torrent: self.hash,
                     error: e,
@@ -84,7 +86,7 @@ impl TorrentCtx<'_> {
         // Asked at every timeout pass of a torrent with connections: one read of the idle index before a
         // walk over every known address.
         let budget = budget.min(total_budget);
-        if budget == 0 || !t.peers.dialable_now(now, complete) {
+        if (budget == 0 && complete) || !t.peers.dialable_now(now, complete) {
             return;
         }
         // With `count_dials_in_flight`, dials still connecting or handshaking count against the torrent's cap
@@ -99,10 +101,20 @@ impl TorrentCtx<'_> {
         } else {
             0
         };
-        let budget = budget.saturating_sub(in_flight);
+        // A downloading torrent at its cap whose connections all moved no payload for `evict_idle_after`
+        // gives up one with nothing to exchange for a peer it has not tried: otherwise peers that joined
+        // late together, refused by the full peers of the crowd, fill their caps with each other, hold
+        // nothing between them, and wait for good (52 of 300 peers against a tracker of 4 connections,
+        // bench/RESULTS.md, issue 13).
+        let budget = if budget == 0 && in_flight == 0 && self.give_up_an_idle_connection(now) {
+            1
+        } else {
+            budget.saturating_sub(in_flight)
+        };
         if budget == 0 {
             return;
         }
+        let t = &mut *self.t;
         let candidates = t.peers.ready_to_dial(now, complete, budget);
         for addr in candidates {
             let id = self.s.new_conn_id();
@@ -111,6 +123,35 @@ impl TorrentCtx<'_> {
             self.s.insert_conn(id, conn);
             self.s.outputs.push_back(Output::Connect { conn: id, addr });
         }
+    }
+
+    /// When no connection of this torrent moved payload for `evict_idle_after` (it is stalled, not merely
+    /// full), close the one idle longest among those where neither side is interested in the other
+    /// (nothing to exchange: a connection to a peer that has what we lack and only chokes us is kept);
+    /// whether one was closed. A torrent that moves payload keeps its connections as they are.
+    fn give_up_an_idle_connection(&mut self, now: Instant) -> bool {
+        let conns = &self.s.conns;
+        let evict_after = self.s.config.evict_idle_after;
+        let stalled = self.t.conns.iter().all(|id| {
+            conns
+                .get(id)
+                .is_none_or(|c| now.saturating_since(c.last_useful()) >= evict_after)
+        });
+        if !stalled {
+            return false;
+        }
+        let useless = self.t.conns.iter().filter(|id| {
+            conns
+                .get(id)
+                .is_some_and(|c| !c.am_interested && !c.peer_interested)
+        });
+        let idle = super::connections::idle_longest(useless, conns, now, evict_after);
+        let Some((last, victim)) = idle else {
+            return false;
+        };
+        let idle_secs = now.saturating_since(last).as_secs();
+        self.close(now, victim, super::CloseReason::Evicted { idle_secs });
+        true
     }
 
     /// What the choker ranks: this torrent's open connections, with their rates as last measured. (A

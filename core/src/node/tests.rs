@@ -1491,6 +1491,7 @@ mod dht_port;
 mod idle_library;
 mod interest;
 mod limits;
+mod lonely_peer;
 mod metadata_fetch;
 mod peer_exchange;
 

@@ -325,8 +325,9 @@ fn start_tracker(ctx: &Ctx, host: HostId, registry: Arc<Mutex<Registry>>) -> Joi
     reboot_registry(&registry, ctx.scenario.tracker.interval.0);
     let transport = FlowTransport::new(ctx.net.clone(), host);
     let seed = ctx.seed;
+    let max_connections = ctx.scenario.tracker.max_connections;
     tokio::spawn(async move {
-        let _ = run_tracker(transport, registry, seed).await;
+        let _ = run_tracker(transport, registry, seed, max_connections).await;
     })
 }
 
