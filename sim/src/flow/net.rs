@@ -247,6 +247,25 @@ fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Take up to `max` bytes from the front of the arrived chunks, in order, handing each piece to `put`: the one
+/// drain behind both reads ([`Net::poll_read`] copies, [`Net::poll_read_bytes`] joins).
+fn drain_chunks(recv: &mut VecDeque<Bytes>, max: usize, mut put: impl FnMut(&[u8])) {
+    let mut left = max;
+    while left > 0 {
+        let Some(front) = recv.front_mut() else {
+            break;
+        };
+        let n = front.len().min(left);
+        put(&front[..n]);
+        left -= n;
+        if n == front.len() {
+            recv.pop_front();
+        } else {
+            let _ = front.split_to(n);
+        }
+    }
+}
+
 fn host_ip(id: HostId) -> IpAddr {
     let n = id as u32 + 2;
     IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
@@ -555,19 +574,10 @@ impl Net {
                 return Some(Err(io::ErrorKind::ConnectionReset.into()));
             }
             let mut copied = false;
-            while buf.remaining() > 0 {
-                let Some(front) = f.recv.front_mut() else {
-                    break;
-                };
-                let n = front.len().min(buf.remaining());
-                buf.put_slice(&front[..n]);
+            drain_chunks(&mut f.recv, buf.remaining(), |chunk| {
+                buf.put_slice(chunk);
                 copied = true;
-                if n == front.len() {
-                    f.recv.pop_front();
-                } else {
-                    let _ = front.split_to(n);
-                }
-            }
+            });
             if copied || f.fin_arrived {
                 return Some(Ok(()));
             }
@@ -601,18 +611,7 @@ impl Net {
                 Some(_) => {
                     let total: usize = f.recv.iter().map(Bytes::len).sum();
                     let mut joined = BytesMut::with_capacity(total.min(max));
-                    while joined.len() < max {
-                        let Some(front) = f.recv.front_mut() else {
-                            break;
-                        };
-                        let n = front.len().min(max - joined.len());
-                        joined.extend_from_slice(&front[..n]);
-                        if n == front.len() {
-                            f.recv.pop_front();
-                        } else {
-                            let _ = front.split_to(n);
-                        }
-                    }
+                    drain_chunks(&mut f.recv, max, |chunk| joined.extend_from_slice(chunk));
                     joined.freeze()
                 }
             };
