@@ -32,6 +32,13 @@ impl TraceFilter {
         })
     }
 
+    /// Whether `host` records its peer-wire messages at all: with `--trace-peer`, only the peers named do, so
+    /// that a 10,000-peer story traced for one peer costs about what it costs untraced. A named peer's own
+    /// lines show every message it sends and receives (the DHT's KRPC lines are still kept from both ends).
+    pub fn traces_host(&self, host: &str) -> bool {
+        self.peers.is_empty() || self.peer_matches(host)
+    }
+
     /// Whether the trace line of `e` on `host` is kept; `name_of` names a remote address.
     pub fn keeps(&self, host: &str, e: &NodeEvent, name_of: impl Fn(SocketAddr) -> String) -> bool {
         if self.is_empty() {

@@ -103,6 +103,7 @@ impl PeerProgram {
             self.trace,
             |host| turmoil::lookup(host),
         );
+        plan.app.peer.node.trace &= self.world.lock().trace_filter.traces_host(&self.spec.name);
         plan.app.peer.unsafe_checkpoint_before_sync = self.unsafe_checkpoint_before_sync;
         if self.unsafe_never_ban {
             plan.app.peer.node.ban_after_failures = u32::MAX;

@@ -52,8 +52,9 @@ enum Command {
         /// every protocol message).
         #[arg(long, value_name = "OUT.html")]
         html: Option<PathBuf>,
-        /// Trace only this peer's messages (its own and those to or from it; a group name keeps every
-        /// member). Repeatable; implies `--trace`.
+        /// Trace only this peer's messages, as it sends and receives them (only it records them, so a
+        /// large story costs about what it costs untraced; a group name keeps every member). Repeatable;
+        /// implies `--trace`.
         #[arg(long, value_name = "PEER")]
         trace_peer: Vec<String>,
         /// Trace only messages about this piece. Repeatable; implies `--trace`.

@@ -367,10 +367,11 @@ fn start_peer(ctx: &Ctx, h: &mut Host) {
         clock: Clock::new(),
     };
     let net = ctx.net.clone();
-    let plan = HostPlan::new(&ctx.scenario, &h.spec, ctx.seed, boot, ctx.trace, |host| {
+    let mut plan = HostPlan::new(&ctx.scenario, &h.spec, ctx.seed, boot, ctx.trace, |host| {
         net.resolve(host)
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     });
+    plan.app.peer.node.trace &= ctx.world.lock().trace_filter.traces_host(&name);
     let observer = Observer {
         world: ctx.world.clone(),
         host: name.clone(),
