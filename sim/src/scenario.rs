@@ -517,6 +517,9 @@ pub struct Knobs {
     /// Least time between two checkpoints of a torrent (`NodeConfig::checkpoint_interval`).
     #[serde(default)]
     pub checkpoint_interval: Option<Span>,
+    /// Whether a seed suggests the pieces it handed out least (`NodeConfig::suggest_pieces`).
+    #[serde(default)]
+    pub suggest_pieces: Option<bool>,
 }
 
 impl Knobs {
@@ -563,6 +566,9 @@ impl Knobs {
         }
         if let Some(v) = self.checkpoint_interval {
             c.checkpoint_interval = v.0;
+        }
+        if let Some(v) = self.suggest_pieces {
+            c.suggest_pieces = v;
         }
     }
 }

@@ -110,6 +110,9 @@ impl TorrentCtx<'_> {
     /// While we seed, point a fast-extension peer at the pieces we handed out least (see [`crate::spread`])
     /// until it holds [`crate::spread::SUGGEST_AHEAD`] suggestions it has not asked us for yet.
     fn suggest_ahead(&mut self, id: ConnId) {
+        if !self.s.config.suggest_pieces {
+            return;
+        }
         let t = &mut *self.t;
         let Some(c) = self.s.conns.get_mut(&id) else {
             return;

@@ -1271,6 +1271,33 @@ fn seeder_with_an_unchoked_fast_peer() -> (World, usize, HandPeer) {
     (w, s, p)
 }
 
+/// A seed points an unchoked fast peer at the pieces it handed out least (BEP 6 SUGGEST_PIECE), two
+/// ahead; with `suggest_pieces` off it suggests nothing and only answers requests.
+#[test]
+fn a_seed_suggests_pieces_unless_told_not_to() {
+    let suggested = |suggest_pieces: bool| {
+        let mut w = World::new(4 * PL as usize);
+        w.base.suggest_pieces = suggest_pieces;
+        let s = w.seeder();
+        let meta = w.peers[s].meta.clone();
+        let node = &mut w.peers[s].node;
+        let mut p = HandPeer::open(node, &meta, true);
+        p.drain(node);
+        let (sent, _) = p.say(node, &[Message::Interested]);
+        assert!(sent.contains(&Message::Unchoke), "{sent:?}");
+        sent.iter()
+            .filter_map(|m| match m {
+                Message::SuggestPiece { index } => Some(*index),
+                _ => None,
+            })
+            .collect::<Vec<u32>>()
+    };
+    let on = suggested(true);
+    assert_eq!(on.len(), crate::spread::SUGGEST_AHEAD, "{on:?}");
+    assert_ne!(on[0], on[1], "two different pieces");
+    assert!(suggested(false).is_empty());
+}
+
 #[test]
 fn choking_or_cancelling_answers_a_fast_peers_requests_with_rejects() {
     // BEP 6: every request gets exactly one answer, its piece or a reject, even across a choke or cancel.

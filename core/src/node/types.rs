@@ -130,6 +130,11 @@ pub struct NodeConfig {
     pub dht_port: Option<u16>,
     /// Advertise and answer `ut_metadata` (serve our info dictionaries to magnet users, BEP 9).
     pub serve_metadata: bool,
+    /// While seeding, suggest to each fast-extension peer the pieces we handed out least (BEP 6 SUGGEST_PIECE,
+    /// see [`crate::spread`]; on by default). Off, a seed answers requests only, and which pieces it sends is
+    /// left to its leechers' piece selection: the setting of the papers that compare rarest-first with random
+    /// selection (issue 14).
+    pub suggest_pieces: bool,
 }
 
 impl Default for NodeConfig {
@@ -174,6 +179,7 @@ impl Default for NodeConfig {
             checkpoint_interval: Duration::ZERO,
             dht_port: None,
             serve_metadata: false,
+            suggest_pieces: true,
         }
     }
 }
