@@ -6,12 +6,13 @@
 //! times, its upload counter sampled over time, its completion) and from the scenario's rates, never from the
 //! network engine's internals, so any engine that fills the world gets the same measures.
 //!
-//! Two simplifications, said here once: every peer is taken to be connected to every other (true for swarms
-//! under the per-torrent connection cap), and a peer without an upload cap has no capacity to count, so it is
-//! left out of the utilisation.
+//! A peer "had something a connected neighbour wanted" in a time bin when one of its connections open during
+//! the bin (recorded from its node's events, [`crate::world::Link`]) led to a downloader lacking a piece it
+//! held at the bin's start. A peer without an upload cap has no capacity to count, so it is left out of the
+//! utilisation.
 
 use crate::scenario::{PeerSpec, Scenario};
-use crate::world::World;
+use crate::world::{Link, World};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,8 +40,8 @@ pub struct SwarmMeasures {
     pub optimum_ratio: Option<f64>,
     /// Download times per bandwidth class, sorted: the CDF's steps.
     pub download_times: BTreeMap<String, Vec<f64>>,
-    /// Bytes uploaded over the upload capacity of the peers that held a piece some other running,
-    /// incomplete peer lacked, from the instant every downloader held a piece to the last completion.
+    /// Bytes uploaded over the upload capacity of the peers that held a piece a running, incomplete peer
+    /// connected to them lacked, from the instant every downloader held a piece to the last completion.
     pub utilisation: Option<f64>,
     /// The same ratio per bin: (bin start in seconds, ratio); bins where nobody had anything wanted are left
     /// out.
@@ -327,6 +328,30 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
                 || l.up_since.is_some_and(|s| s <= t)
         })
     };
+    // Each peer's connections, with the other end as a peer index.
+    let index_of: BTreeMap<&str, usize> = scenario
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let peer_at = |ip: &std::net::IpAddr| {
+        w.hosts
+            .get(ip)
+            .and_then(|h| index_of.get(h.as_str()).copied())
+    };
+    let links: Vec<Vec<(Link, usize)>> = scenario
+        .peers
+        .iter()
+        .map(|p| {
+            w.peers.get(&p.name).map_or_else(Vec::new, |l| {
+                l.links
+                    .iter()
+                    .filter_map(|k| Some((*k, peer_at(&k.remote)?)))
+                    .collect()
+            })
+        })
+        .collect();
     let downloaders: Vec<usize> = (0..n)
         .filter(|&i| scenario.peers[i].get.contains(&file.name))
         .collect();
@@ -367,20 +392,22 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
             let mean = copies.iter().sum::<u32>() as f64 / copies.len() as f64;
             copies_over_time.push((round3(t.as_secs_f64()), *min, round3(mean), *max));
         }
-        let wanting: Vec<usize> = running
-            .iter()
-            .copied()
-            .filter(|&i| scenario.peers[i].get.contains(&file.name) && have.count(i) < pieces)
-            .collect();
+        let mut wanting = vec![false; n];
+        for &i in &running {
+            wanting[i] = scenario.peers[i].get.contains(&file.name) && have.count(i) < pieces;
+        }
         let secs = end.saturating_sub(t).as_secs_f64();
         let (mut sent, mut capacity) = (0.0, 0.0);
         for &i in &running {
             let Some(rate) = scenario.peers[i].upload_rate else {
                 continue;
             };
-            let wanted = wanting
+            let wanted = links[i]
                 .iter()
-                .any(|&j| j != i && have.holds_one_lacked(i, j));
+                .take_while(|(l, _)| l.opened < end)
+                .any(|&(l, j)| {
+                    l.open_during(t, end) && j != i && wanting[j] && have.holds_one_lacked(i, j)
+                });
             if wanted {
                 capacity += rate.0 as f64 * secs;
                 sent += uploaded_at(i, end).saturating_sub(uploaded_at(i, t)) as f64;
@@ -448,7 +475,110 @@ pub fn measure(scenario: &Scenario, w: &World, elapsed: Duration) -> Option<Swar
 
 #[cfg(test)]
 mod tests {
-    use super::hops_to_reach;
+    use super::{hops_to_reach, measure};
+    use crate::scenario::Scenario;
+    use crate::world::{Link, World};
+    use enjambre_core::metainfo::InfoHash;
+    use enjambre_core::node::TorrentStats;
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    /// A seed and two downloaders, each up from 0; the seed uploaded `seed_bytes` by 1 s.
+    fn three_peers(seed_links: Vec<Link>, seed_bytes: u64) -> (Scenario, World) {
+        let scenario = Scenario::from_toml(
+            r#"
+            name = "links"
+            [network]
+            model = "flow"
+            [[file]]
+            name = "f"
+            size = "1MiB"
+            piece_size = "256KiB"
+            [[peer]]
+            name = "seed"
+            has = ["f"]
+            upload_rate = "1MB"
+            [[peer]]
+            name = "a"
+            get = ["f"]
+            upload_rate = "1MB"
+            [[peer]]
+            name = "b"
+            get = ["f"]
+            upload_rate = "1MB"
+            "#,
+        )
+        .expect("a valid scenario");
+        let mut w = World::default();
+        for (i, name) in ["seed", "a", "b"].into_iter().enumerate() {
+            w.hosts.insert(ip(i), name.to_string());
+            let p = w.peers.entry(name.to_string()).or_default();
+            p.up = true;
+            p.up_since = Some(Duration::ZERO);
+            let stats = TorrentStats {
+                name: "f".into(),
+                info_hash: InfoHash([0; 20]),
+                size: 1 << 20,
+                pieces_total: 4,
+                pieces_have: 0,
+                pieces_resumed: 0,
+                pieces_downloaded: 0,
+                pieces_durable: 0,
+                bytes_downloaded: 0,
+                bytes_uploaded: 0,
+                bytes_wasted: 0,
+                hash_failures: 0,
+                sources: Default::default(),
+                peers: 0,
+                connections: Vec::new(),
+                checkpoints_written: 0,
+                complete: false,
+                checking: false,
+                error: None,
+                error_retry_in_ms: None,
+                disk_errors: 0,
+                banned: Vec::new(),
+                tracker_error: None,
+            };
+            p.stats.insert("f".to_string(), stats);
+        }
+        let seed = w.peers.get_mut("seed").expect("made above");
+        seed.links = seed_links;
+        seed.uploads = vec![(Duration::ZERO, 0), (Duration::from_secs(1), seed_bytes)];
+        (scenario, w)
+    }
+
+    fn ip(i: usize) -> IpAddr {
+        IpAddr::from([10, 0, 0, i as u8 + 1])
+    }
+
+    #[test]
+    fn only_an_uplink_with_a_connected_downloader_that_lacks_its_pieces_counts_as_capacity() {
+        // The seed holds every piece; nobody connects to it until 0.5 s, then `a` does.
+        let late = Link {
+            opened: Duration::from_millis(500),
+            closed: None,
+            remote: ip(1),
+        };
+        let (scenario, w) = three_peers(vec![late], 500_000);
+        let m = measure(&scenario, &w, Duration::from_secs(1))
+            .expect("one file, seeds and downloaders");
+        // Bins from 0.5 s only: before, the seed had nobody to send to, and the downloaders hold nothing.
+        let bins: Vec<f64> = m.utilisation_over_time.iter().map(|(t, _)| *t).collect();
+        assert_eq!(bins, vec![0.5, 0.75]);
+        // The seed's counter is sampled at 0 and 1 s only, so its 500,000 bytes fall in the 0.75 s bin,
+        // whose capacity is 250,000 bytes.
+        assert_eq!(m.utilisation_over_time[1].1, 2.0);
+
+        // Without any connection the seed's uplink never counts.
+        let (scenario, w) = three_peers(Vec::new(), 0);
+        let m = measure(&scenario, &w, Duration::from_secs(1)).expect("measured");
+        assert!(
+            m.utilisation_over_time.is_empty(),
+            "{:?}",
+            m.utilisation_over_time
+        );
+    }
 
     #[test]
     fn a_piece_held_once_reaches_the_crowd_in_log2_hops() {

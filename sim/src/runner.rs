@@ -342,10 +342,7 @@ impl Stage<'_> {
     fn mark_down(&self, peer: &str, t: Duration) {
         let mut w = self.world.lock();
         if let Some(p) = w.peers.get_mut(peer) {
-            p.up = false;
-            if let Some(since) = p.up_since.take() {
-                p.up_intervals.push((since, t));
-            }
+            p.mark_down(t);
         }
     }
 

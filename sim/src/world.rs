@@ -3,6 +3,7 @@
 
 use enjambre_core::dht::{DhtEvent, LookupKind};
 use enjambre_core::node::{NodeEvent, TorrentError, TorrentStats};
+use enjambre_core::ConnId;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -169,6 +170,41 @@ pub struct PeerLive {
     pub pieces_at: Vec<(Duration, String, u32)>,
     /// Payload bytes uploaded so far over every file and boot, sampled as it changed: (time, bytes).
     pub uploads: Vec<(Duration, u64)>,
+    /// Its connections as they opened and closed (all boots), for the measures' "a connected neighbour".
+    pub links: Vec<Link>,
+    /// The current boot's open connections: connection id → index in `links`.
+    open_links: BTreeMap<ConnId, usize>,
+}
+
+/// One connection of a peer, from its handshake to its close (or to the crash that ended it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// When it opened.
+    pub opened: Duration,
+    /// When it closed; `None` while open.
+    pub closed: Option<Duration>,
+    /// The other end's IP (one host per IP).
+    pub remote: IpAddr,
+}
+
+impl Link {
+    /// Whether it was open at some time in `[from, to)`.
+    pub fn open_during(&self, from: Duration, to: Duration) -> bool {
+        self.opened < to && self.closed.is_none_or(|c| c > from)
+    }
+}
+
+impl PeerLive {
+    /// The host went down at `t`: its current boot ends, and every connection it had open with it.
+    pub fn mark_down(&mut self, t: Duration) {
+        self.up = false;
+        if let Some(since) = self.up_since.take() {
+            self.up_intervals.push((since, t));
+        }
+        for (_, i) in std::mem::take(&mut self.open_links) {
+            self.links[i].closed = Some(t);
+        }
+    }
 }
 
 /// State shared by the runner and every host.
@@ -247,6 +283,10 @@ impl World {
         p.boots += 1;
         p.up = true;
         p.up_since = Some(t);
+        // Connection ids start over with the new boot.
+        for (_, i) in std::mem::take(&mut p.open_links) {
+            p.links[i].closed.get_or_insert(t);
+        }
         p.blamed.clear();
         p.checkpoints_replaced = 0;
         for (file, s) in std::mem::take(&mut p.stats) {
@@ -446,10 +486,28 @@ impl World {
 
     /// Record a node event of `host` at `t`.
     pub fn on_event(&mut self, t: Duration, host: &str, e: &NodeEvent) {
-        if let NodeEvent::PieceVerified { torrent, piece, .. } = e {
-            let file = self.file_name(&torrent.to_hex());
-            let p = self.peers.entry(host.to_string()).or_default();
-            p.pieces_at.push((t, file, *piece));
+        match e {
+            NodeEvent::PieceVerified { torrent, piece, .. } => {
+                let file = self.file_name(&torrent.to_hex());
+                let p = self.peers.entry(host.to_string()).or_default();
+                p.pieces_at.push((t, file, *piece));
+            }
+            NodeEvent::Connected { conn, addr, .. } => {
+                let p = self.peers.entry(host.to_string()).or_default();
+                p.open_links.insert(*conn, p.links.len());
+                p.links.push(Link {
+                    opened: t,
+                    closed: None,
+                    remote: addr.ip(),
+                });
+            }
+            NodeEvent::Disconnected { conn, .. } => {
+                let p = self.peers.entry(host.to_string()).or_default();
+                if let Some(i) = p.open_links.remove(conn) {
+                    p.links[i].closed = Some(t);
+                }
+            }
+            _ => {}
         }
         if self.trace && !self.trace_filter.keeps(host, e, |a| self.host_name(a)) {
             return;

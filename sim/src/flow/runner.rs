@@ -218,10 +218,7 @@ fn note(ctx: &Ctx, t: Duration, host: &str, text: String) {
 fn mark_down(ctx: &Ctx, peer: &str, t: Duration) {
     let mut w = ctx.world.lock();
     if let Some(p) = w.peers.get_mut(peer) {
-        p.up = false;
-        if let Some(since) = p.up_since.take() {
-            p.up_intervals.push((since, t));
-        }
+        p.mark_down(t);
     }
 }
 
