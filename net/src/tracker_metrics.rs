@@ -16,7 +16,8 @@ pub enum AnnounceResult {
     Ok,
     /// The request could not be parsed.
     Invalid,
-    /// The registry refused it (tracker or swarm full).
+    /// The registry refused it (the tracker tracks as many torrents as it may). A full swarm does not
+    /// refuse: it answers a newcomer without registering it (`enjambre_tracker_turned_away_total`).
     Refused,
 }
 
@@ -174,7 +175,7 @@ impl TrackerMetrics {
         p.family(
             "enjambre_tracker_announces_total",
             Kind::Counter,
-            "Announces handled, by result (ok, invalid request, refused by a limit).",
+            "Announces handled, by result (ok, invalid request, refused by the torrent limit).",
         );
         for (label, r) in [
             ("ok", AnnounceResult::Ok),
@@ -262,6 +263,12 @@ impl TrackerMetrics {
             "Payload bytes reported downloading by peers of published torrents (and peers sending enjambre's announce keys), in the swarms still tracked.",
             c.bytes_moved as f64,
         );
+        p.single(
+            "enjambre_tracker_turned_away_total",
+            Kind::Counter,
+            "Announces from newcomers to a full swarm (max peers per torrent), answered with peers but not registered.",
+            c.turned_away as f64,
+        );
         p.family(
             "enjambre_tracker_request_duration_seconds",
             Kind::Histogram,
@@ -297,6 +304,7 @@ mod tests {
         assert!(page.contains("enjambre_tracker_announces_total{result=\"refused\"} 0\n"));
         assert!(page.contains("enjambre_tracker_scrapes_total{result=\"invalid\"} 1\n"));
         assert!(page.contains("enjambre_tracker_peers 0\n"));
+        assert!(page.contains("enjambre_tracker_turned_away_total 0\n"));
         m.udp_datagram(UdpOutcome::BadConnectionId);
         let page = m.render(&Registry::new(RegistryConfig::default()));
         assert!(page

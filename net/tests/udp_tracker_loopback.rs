@@ -142,6 +142,41 @@ async fn udp_and_http_peers_find_each_other_on_one_registry() {
 }
 
 #[tokio::test]
+async fn a_full_swarm_answers_newcomers_over_udp_and_http_alike() {
+    let tracker = start(RegistryConfig {
+        max_peers_per_torrent: 1,
+        ..RegistryConfig::default()
+    })
+    .await;
+    let udp_url = format!("udp://{}/announce", tracker.udp);
+    let http_url = format!("http://{}/announce", tracker.http);
+    let t = TokioTransport;
+    let member: SocketAddr = "127.0.0.1:7001".parse().expect("addr");
+    tracker_client::announce(&t, &udp_url, &params(1, 7001, 0))
+        .await
+        .expect("the first takes the only place");
+    // The swarm is full: both newcomers get the member and neither is registered.
+    for (url, id, port) in [(&udp_url, 2, 7002), (&http_url, 3, 7003)] {
+        let resp = tracker_client::announce(&t, url, &params(id, port, 10))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: a full swarm still answers: {e}"));
+        assert_eq!(resp.peers, vec![member], "{url}");
+        assert_eq!(
+            (resp.complete, resp.incomplete),
+            (Some(1), Some(0)),
+            "{url}"
+        );
+    }
+    let counts = tracker.registry.lock().expect("lock").counts();
+    assert_eq!(
+        (counts.seeders + counts.leechers, counts.turned_away),
+        (1, 2)
+    );
+    assert_eq!(tracker.metrics.announces(AnnounceResult::Ok), 3);
+    assert_eq!(tracker.metrics.announces(AnnounceResult::Refused), 0);
+}
+
+#[tokio::test]
 async fn a_refusal_comes_back_as_the_trackers_failure_message() {
     let tracker = start(RegistryConfig {
         max_torrents: 0,

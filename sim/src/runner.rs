@@ -194,12 +194,12 @@ pub fn run_observed(
     let mut sim = builder.build();
 
     let registry = Arc::new(Mutex::new(Registry::new(RegistryConfig::default())));
-    let interval = scenario.tracker.interval.0;
+    let config = scenario.tracker.registry_config();
     let max_connections = scenario.tracker.max_connections;
     if scenario.tracker.enabled {
         let registry = registry.clone();
         sim.host("tracker", move || {
-            tracker_program(registry.clone(), interval, seed, max_connections)
+            tracker_program(registry.clone(), config.clone(), seed, max_connections)
         });
     }
     let mut switches: BTreeMap<String, CorruptSwitch> = BTreeMap::new();

@@ -1,6 +1,7 @@
 //! The scenario file format (TOML): the world, the story's events, and the expectations checked at the end.
 //! `scenarios/README.md` documents every field with examples.
 
+use enjambre_core::tracker::RegistryConfig;
 use enjambre_net::byte_size::{is_piece_length, parse_byte_count};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -224,6 +225,21 @@ pub struct TrackerSpec {
     pub protocol: TrackerProtocol,
     /// Most HTTP connections it serves at once (its `--max-connections`); `None`: the server's default.
     pub max_connections: Option<usize>,
+    /// Most peers it registers per torrent ([`RegistryConfig::max_peers_per_torrent`]); `None`: the
+    /// registry's default.
+    pub max_peers: Option<usize>,
+}
+
+impl TrackerSpec {
+    /// The configuration of the tracker's registry: the story's interval (the peer timeout follows) and
+    /// swarm size limit.
+    pub fn registry_config(&self) -> RegistryConfig {
+        let config = RegistryConfig::with_interval(self.interval.0);
+        RegistryConfig {
+            max_peers_per_torrent: self.max_peers.unwrap_or(config.max_peers_per_torrent),
+            ..config
+        }
+    }
 }
 
 /// The `[tracker]` table as written.
@@ -236,6 +252,8 @@ struct TrackerTable {
     protocol: TrackerProtocol,
     #[serde(default)]
     max_connections: Option<usize>,
+    #[serde(default)]
+    max_peers: Option<usize>,
 }
 
 impl<'de> Deserialize<'de> for TrackerSpec {
@@ -253,6 +271,7 @@ impl<'de> Deserialize<'de> for TrackerSpec {
                     interval: t.interval,
                     protocol: t.protocol,
                     max_connections: t.max_connections,
+                    max_peers: t.max_peers,
                 })
             }
             other => Err(de::Error::custom(format!(
@@ -295,6 +314,7 @@ impl Default for TrackerSpec {
             interval: default_interval(),
             protocol: TrackerProtocol::default(),
             max_connections: None,
+            max_peers: None,
         }
     }
 }
@@ -508,12 +528,6 @@ pub struct Knobs {
     /// How long a HAVE may wait for another message to the same peer (`NodeConfig::have_delay`).
     #[serde(default)]
     pub have_delay: Option<Span>,
-    /// Dials in flight count against the per-torrent cap (`NodeConfig::count_dials_in_flight`).
-    #[serde(default)]
-    pub count_dials_in_flight: Option<bool>,
-    /// A peer that hangs up before its handshake waits longer (`NodeConfig::back_off_refusals`).
-    #[serde(default)]
-    pub back_off_refusals: Option<bool>,
     /// Least time between two checkpoints of a torrent (`NodeConfig::checkpoint_interval`).
     #[serde(default)]
     pub checkpoint_interval: Option<Span>,
@@ -557,12 +571,6 @@ impl Knobs {
         }
         if let Some(v) = self.have_delay {
             c.have_delay = v.0;
-        }
-        if let Some(v) = self.count_dials_in_flight {
-            c.count_dials_in_flight = v;
-        }
-        if let Some(v) = self.back_off_refusals {
-            c.back_off_refusals = v;
         }
         if let Some(v) = self.checkpoint_interval {
             c.checkpoint_interval = v.0;
@@ -795,6 +803,9 @@ impl Scenario {
         }
         if self.tracker.interval.0 < Duration::from_secs(1) {
             return bad("[tracker] `interval` must be at least 1s".into());
+        }
+        if self.tracker.max_peers == Some(0) {
+            return bad("[tracker] `max_peers` must be at least 1".into());
         }
         if self.tracker.max_connections == Some(0) {
             return bad("[tracker] `max_connections` must be at least 1".into());

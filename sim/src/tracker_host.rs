@@ -11,13 +11,12 @@ use enjambre_net::udp_tracker_server::serve_udp;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// Start the tracker's state over as a restart would: its swarms are forgotten (they live in memory), its
-/// catalog (the published metainfo) is kept.
-pub fn reboot_registry(registry: &Mutex<Registry>, interval: Duration) {
+/// Start the tracker's state over as a restart would, with `config`: its swarms are forgotten (they live
+/// in memory), its catalog (the published metainfo) is kept.
+pub fn reboot_registry(registry: &Mutex<Registry>, config: RegistryConfig) {
     let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-    let mut fresh = Registry::new(RegistryConfig::with_interval(interval));
+    let mut fresh = Registry::new(config);
     for f in reg.list() {
         if let Some(bytes) = reg.metainfo_bytes(&f.name) {
             let _ = fresh.publish(bytes);

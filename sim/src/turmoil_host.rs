@@ -12,7 +12,7 @@ use crate::storage::{CorruptSwitch, DiskProbe, FreeDiskSwitch, SimDisk, SimStora
 use crate::tracker_host::{reboot_registry, run_tracker};
 use crate::transport::SimTransport;
 use crate::world::{sim_now, Shared};
-use enjambre_core::tracker::Registry;
+use enjambre_core::tracker::{Registry, RegistryConfig};
 use enjambre_net::clock::Clock;
 use enjambre_net::peer::PeerEnv;
 use enjambre_net::storage::{Storage, Watched};
@@ -24,11 +24,11 @@ use std::time::Duration;
 /// a crash; its catalog is kept in `registry` across restarts.
 pub async fn tracker_program(
     registry: Arc<Mutex<Registry>>,
-    interval: Duration,
+    config: RegistryConfig,
     seed: u64,
     max_connections: Option<usize>,
 ) -> turmoil::Result {
-    reboot_registry(&registry, interval);
+    reboot_registry(&registry, config);
     run_tracker(SimTransport, registry, seed, max_connections).await?;
     Ok(())
 }

@@ -36,7 +36,10 @@ pub struct RegistryConfig {
     /// Most torrents tracked at once (announces for new torrents beyond this are refused). The default,
     /// [`DEFAULT_MAX_TORRENTS`], takes a peer serving a library of tens of thousands of files.
     pub max_torrents: usize,
-    /// Most peers per torrent (new peers beyond this are refused).
+    /// Most peers registered per torrent. A newcomer to a full swarm is still answered with peers (a swarm
+    /// that never lets it in must not leave it without one), but it is not registered, so no other peer
+    /// learns it from the tracker; [`RegistryCounts::turned_away`] counts these announces. A place frees
+    /// when a peer stops or times out.
     pub max_peers_per_torrent: usize,
     /// Most published torrents in the catalog; the default, [`DEFAULT_MAX_CATALOG`], takes a peer serving a
     /// library of tens of thousands of files (an entry costs about its metainfo, a few hundred bytes for a
@@ -86,12 +89,6 @@ pub enum AnnounceError {
     /// The tracker already tracks as many torrents as it may.
     #[error("tracker is full: at most {max} torrents")]
     TooManyTorrents {
-        /// The limit.
-        max: usize,
-    },
-    /// The torrent's swarm already has as many peers as it may.
-    #[error("swarm is full: at most {max} peers")]
-    SwarmFull {
         /// The limit.
         max: usize,
     },
@@ -270,6 +267,9 @@ pub struct RegistryCounts {
     pub completed: u64,
     /// Payload bytes peers reported downloading, all torrents (peers whose details the tracker keeps).
     pub bytes_moved: u64,
+    /// Announces from peers a full swarm did not register (answered with peers all the same), since the
+    /// registry was made.
+    pub turned_away: u64,
 }
 
 /// Totals of the swarm view.
@@ -377,6 +377,8 @@ pub struct Registry {
     catalog: BTreeMap<String, Metainfo>,
     /// Name of each published info hash.
     names: BTreeMap<InfoHash, String>,
+    /// Announces a full swarm answered without registering the peer ([`RegistryCounts::turned_away`]).
+    turned_away: u64,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -391,6 +393,7 @@ impl Registry {
             swarms: BTreeMap::new(),
             catalog: BTreeMap::new(),
             names: BTreeMap::new(),
+            turned_away: 0,
         }
     }
 
@@ -401,7 +404,10 @@ impl Registry {
 
     /// Handle an announce from `ip` (the connection's source address; the query's `ip` is never trusted).
     /// The peer is keyed by (ip, `req.port`). Returns the swarm counts and a random sample of up to
-    /// `numwant` (default / capped by the config) other peers — never the requester itself.
+    /// `numwant` (default / capped by the config) other peers — never the requester itself. A newcomer to
+    /// a swarm of [`RegistryConfig::max_peers_per_torrent`] peers gets its sample too but is not
+    /// registered (counted in [`RegistryCounts::turned_away`]); only a tracker at
+    /// [`RegistryConfig::max_torrents`] refuses an announce.
     pub fn announce(
         &mut self,
         now: Instant,
@@ -472,21 +478,23 @@ impl Registry {
             report: piece_count.is_some() || ext.pieces.is_some() || ext.status_port.is_some(),
         };
         let max_peers = self.config.max_peers_per_torrent;
-        let swarm = self.swarms.entry(req.info_hash).or_default();
-        swarm.expire(now, self.config.peer_timeout);
-        if swarm.join(now, arrival, max_peers).is_err() {
-            if swarm.is_forgettable() {
-                self.swarms.remove(&req.info_hash);
-            }
-            return Err(AnnounceError::SwarmFull { max: max_peers });
-        }
-        let stats = swarm.stats();
-        (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
         let numwant = req
             .numwant
             .unwrap_or(self.config.default_numwant)
             .min(self.config.max_numwant) as usize;
+        let swarm = self.swarms.entry(req.info_hash).or_default();
+        swarm.expire(now, self.config.peer_timeout);
+        if swarm.join(now, arrival, max_peers).is_err() {
+            // Full: the newcomer is not registered, but it is answered as a member would be (it is not in
+            // the swarm, so the sample cannot hand it itself).
+            self.turned_away = self.turned_away.saturating_add(1);
+        }
+        let stats = swarm.stats();
+        (response.complete, response.incomplete) = (stats.complete, stats.incomplete);
         response.peers = swarm.sample(addr, &req.peer_id, numwant, rng);
+        if swarm.is_forgettable() {
+            self.swarms.remove(&req.info_hash);
+        }
         Ok(response)
     }
 
@@ -622,6 +630,7 @@ impl Registry {
         let mut c = RegistryCounts {
             torrents: self.swarms.len() as u64,
             published: self.catalog.len() as u64,
+            turned_away: self.turned_away,
             ..RegistryCounts::default()
         };
         for swarm in self.swarms.values() {
@@ -1192,6 +1201,95 @@ mod tests {
     }
 
     #[test]
+    fn a_newcomer_to_a_full_swarm_gets_peers_and_is_not_registered() {
+        let config = RegistryConfig {
+            max_peers_per_torrent: 3,
+            ..RegistryConfig::default()
+        };
+        let mut reg = Registry::new(config);
+        let mut rng = rng();
+        let members = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+        for (i, a) in members.iter().enumerate() {
+            let left = if i == 0 { 0 } else { 100 };
+            reg.announce(
+                t(0),
+                ip(a),
+                &req(6881, i as u8 + 1, left, Event::Started),
+                &mut rng,
+            )
+            .expect("room for it");
+        }
+        let newcomer = req(6881, 9, 100, Event::Started);
+        let resp = reg
+            .announce(t(1), ip("10.0.0.9"), &newcomer, &mut rng)
+            .expect("a full swarm still answers");
+        // Every member, and not the newcomer itself.
+        let handed: BTreeSet<SocketAddr> = resp.peers.iter().map(|p| p.addr).collect();
+        let expected: BTreeSet<SocketAddr> = members
+            .iter()
+            .map(|a| SocketAddr::new(ip(a), 6881))
+            .collect();
+        assert_eq!(handed, expected);
+        assert_eq!((resp.complete, resp.incomplete), (1, 2));
+        // Not registered: the swarm still holds the three, and no member is handed the newcomer.
+        assert_eq!(reg.peer_count(), 3);
+        let member = reg
+            .announce(
+                t(1),
+                ip("10.0.0.2"),
+                &req(6881, 2, 100, Event::None),
+                &mut rng,
+            )
+            .expect("a member re-announces");
+        assert!(member
+            .peers
+            .iter()
+            .all(|p| p.addr != SocketAddr::new(ip("10.0.0.9"), 6881)));
+        // Each announce it makes is turned away while the swarm is full, and counted.
+        reg.announce(
+            t(2),
+            ip("10.0.0.9"),
+            &req(6881, 9, 100, Event::None),
+            &mut rng,
+        )
+        .expect("answered again");
+        assert_eq!(reg.counts().turned_away, 2);
+        assert_eq!(reg.peer_count(), 3);
+
+        // A member that stops frees its place: the newcomer's next announce registers it.
+        reg.announce(
+            t(3),
+            ip("10.0.0.3"),
+            &req(6881, 3, 100, Event::Stopped),
+            &mut rng,
+        )
+        .expect("stopped");
+        let resp = reg
+            .announce(
+                t(4),
+                ip("10.0.0.9"),
+                &req(6881, 9, 100, Event::None),
+                &mut rng,
+            )
+            .expect("room now");
+        assert_eq!(resp.peers.len(), 2);
+        assert_eq!(reg.peer_count(), 3);
+        assert_eq!(reg.counts().turned_away, 2);
+        let member = reg
+            .announce(
+                t(4),
+                ip("10.0.0.2"),
+                &req(6881, 2, 100, Event::None),
+                &mut rng,
+            )
+            .expect("a member re-announces");
+        assert!(member
+            .peers
+            .iter()
+            .any(|p| p.addr == SocketAddr::new(ip("10.0.0.9"), 6881)));
+    }
+
+    #[test]
     fn limits_on_torrents_and_swarm_size() {
         let config = RegistryConfig {
             max_torrents: 1,
@@ -1214,19 +1312,20 @@ mod tests {
             &mut rng,
         )
         .expect("ok");
-        assert_eq!(
-            reg.announce(
-                t(0),
-                ip("10.0.0.3"),
-                &req(1, 3, 0, Event::Started),
-                &mut rng
-            ),
-            Err(AnnounceError::SwarmFull { max: 2 })
-        );
+        // A third peer is answered but not registered.
+        reg.announce(
+            t(0),
+            ip("10.0.0.3"),
+            &req(1, 3, 0, Event::Started),
+            &mut rng,
+        )
+        .expect("a full swarm still answers");
+        assert_eq!(reg.peer_count(), 2);
         // Known peers can still re-announce.
         assert!(reg
             .announce(t(1), ip("10.0.0.2"), &req(1, 2, 0, Event::None), &mut rng)
             .is_ok());
+        assert_eq!(reg.counts().turned_away, 1);
         let other = AnnounceRequest {
             info_hash: InfoHash([4; 20]),
             ..req(1, 1, 0, Event::Started)

@@ -7,8 +7,11 @@ use crate::peer::AddMode;
 use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::transport::Transport;
+use enjambre_core::backoff::Backoff;
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,8 +34,10 @@ pub struct GetRequest {
     pub peers: Vec<SocketAddr>,
     /// Hash whatever is already on disk in full first.
     pub recheck: bool,
-    /// While a name is not in the catalog (or the tracker cannot be reached), ask again after this long
-    /// instead of failing: for a peer started together with the one that publishes the file.
+    /// While a name is not in the catalog (or the tracker cannot be reached), ask again instead of failing,
+    /// first after about this long, then waiting twice as long each time up to [`LOOKUP_RETRY_DOUBLINGS`]
+    /// doublings (jittered, [`Backoff::jittered`]): for a peer started together with the one that publishes
+    /// the file.
     pub catalog_retry: Option<Duration>,
 }
 
@@ -119,13 +124,14 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
         self.add_download(meta, request.recheck, sources).await
     }
 
-    /// [`PeerApp::fetch_by_name`], asking again every `retry` while the name is unknown or the tracker
-    /// cannot answer (when `retry` is given).
+    /// [`PeerApp::fetch_by_name`], asking again while the name is unknown or the tracker cannot answer (when
+    /// `retry` is given), after jittered waits growing from `retry` ([`LookupRetry`]).
     async fn fetch_by_name_retrying(
         &self,
         name: &str,
         retry: Option<Duration>,
     ) -> Result<Metainfo, AppError> {
+        let mut waits = retry.map(|r| LookupRetry::new(r, self.seed));
         loop {
             match (self.fetch_by_name(name).await, retry) {
                 (
@@ -134,9 +140,12 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                         | AppError::TrackerUnreachable { .. }
                         | AppError::Tracker { .. }),
                     ),
-                    Some(wait),
+                    Some(_),
                 ) => {
-                    tracing::debug!("{name}: catalog lookup failed, asking again: {e}");
+                    let wait = waits
+                        .as_mut()
+                        .map_or(Duration::ZERO, LookupRetry::next_wait);
+                    tracing::debug!("{name}: catalog lookup failed, asking again in {wait:?}: {e}");
                     self.env
                         .clock
                         .sleep_until(self.env.clock.now() + wait)
@@ -171,6 +180,41 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     }
 }
 
+/// How many times the wait between two catalog lookups of one name doubles at most (from the request's
+/// `catalog_retry`).
+pub const LOOKUP_RETRY_DOUBLINGS: u32 = 3;
+
+/// The waits between catalog lookups of a name not published yet, or refused by a busy tracker: the
+/// [`Backoff`] from the given wait, doubling up to [`LOOKUP_RETRY_DOUBLINGS`] times, each wait drawn over the
+/// upper half of its delay ([`Backoff::jittered`]) from a generator seeded with the node's seed. With a
+/// fixed wait, peers refused together (a crowd starting at once against a full tracker) asked again
+/// together, to be refused together again; jittered but not growing, a crowd of 300 asking every 250-500 ms
+/// flooded a tracker of 4 connections without a pause, and the seeder's publication (a longer exchange,
+/// evicted past the slots' busy grace) did not get through for 182 s (crowd-at-a-small-tracker).
+struct LookupRetry {
+    every: Backoff,
+    failures: u32,
+    rng: ChaCha8Rng,
+}
+
+impl LookupRetry {
+    /// Waits from about `retry` up to `retry` doubled [`LOOKUP_RETRY_DOUBLINGS`] times, drawn from a
+    /// generator seeded with `seed`.
+    fn new(retry: Duration, seed: u64) -> LookupRetry {
+        LookupRetry {
+            every: Backoff::new(retry, retry.saturating_mul(1 << LOOKUP_RETRY_DOUBLINGS)),
+            failures: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// The wait before the next lookup.
+    fn next_wait(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.every.jittered(self.failures, self.rng.next_u64())
+    }
+}
+
 /// Read and parse a `.torrent` file on the blocking runner.
 pub async fn load_torrent_file<B: Blocking>(
     blocking: &B,
@@ -201,4 +245,35 @@ pub async fn load_torrent_file<B: Blocking>(
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_of_two_seeds_ask_again_at_different_times_within_the_bounds() {
+        let retry = Duration::from_millis(500);
+        let waits = |seed: u64| -> Vec<Duration> {
+            let mut r = LookupRetry::new(retry, seed);
+            (0..20).map(|_| r.next_wait()).collect()
+        };
+        let (a, b) = (waits(1), waits(2));
+        for (i, w) in a.iter().chain(&b).enumerate() {
+            // 500 ms, 1 s, 2 s, then 4 s: each wait in the upper half of its delay.
+            let delay = retry * (1 << (i % 20).min(3));
+            assert!(
+                *w >= delay / 2 && *w <= delay,
+                "wait {i} {w:?} outside [{:?}, {delay:?}]",
+                delay / 2
+            );
+        }
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x != y),
+            "two peers refused together must not ask again together: {a:?} / {b:?}"
+        );
+        assert_eq!(a, waits(1), "the same seed draws the same waits");
+        let distinct: std::collections::BTreeSet<Duration> = a.iter().copied().collect();
+        assert!(distinct.len() > 15, "one peer's waits vary too: {a:?}");
+    }
 }

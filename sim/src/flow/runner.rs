@@ -319,7 +319,7 @@ fn apply(
 }
 
 fn start_tracker(ctx: &Ctx, host: HostId, registry: Arc<Mutex<Registry>>) -> JoinHandle<()> {
-    reboot_registry(&registry, ctx.scenario.tracker.interval.0);
+    reboot_registry(&registry, ctx.scenario.tracker.registry_config());
     let transport = FlowTransport::new(ctx.net.clone(), host);
     let seed = ctx.seed;
     let max_connections = ctx.scenario.tracker.max_connections;
