@@ -189,6 +189,51 @@ enum Event {
     },
 }
 
+/// Events that are never moved or cancelled, in order of (time, sequence number). Most are scheduled in
+/// order of time (an arrival is a send's time plus the link's latency, the same on every link of most
+/// stories): those join the back of a queue, O(1); one due before the queue's back waits in a heap.
+#[derive(Default)]
+struct FixedEvents {
+    queue: VecDeque<(Nanos, u64, Event)>,
+    heap: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+}
+
+impl FixedEvents {
+    /// Add `event`, due at `at`, with sequence number `seq` (greater than every one added before).
+    fn push(&mut self, at: Nanos, seq: u64, event: Event) {
+        if self.queue.back().is_none_or(|(last, _, _)| *last <= at) {
+            self.queue.push_back((at, seq, event));
+        } else {
+            self.heap.push(Reverse((at, seq, event)));
+        }
+    }
+
+    /// (time, sequence number) of the earliest event.
+    fn first_key(&self) -> Option<(Nanos, u64)> {
+        let queued = self.queue.front().map(|(t, seq, _)| (*t, *seq));
+        let heaped = self.heap.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        match (queued, heaped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Remove and return the earliest event with its time.
+    fn pop(&mut self) -> Option<(Nanos, Event)> {
+        let queued = self.queue.front().map(|(t, seq, _)| (*t, *seq));
+        let heaped = self.heap.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let from_queue = match (queued, heaped) {
+            (Some(a), Some(b)) => a < b,
+            (a, _) => a.is_some(),
+        };
+        if from_queue {
+            self.queue.pop_front().map(|(t, _, e)| (t, e))
+        } else {
+            self.heap.pop().map(|Reverse((t, _, e))| (t, e))
+        }
+    }
+}
+
 struct State {
     hosts: Vec<Host>,
     by_ip: BTreeMap<IpAddr, HostId>,
@@ -197,9 +242,9 @@ struct State {
     /// Pending `Sent` events by (time, sequence number): a flow's is moved when its rate changes.
     events: BTreeMap<(Nanos, u64), Event>,
     /// Pending events that are never moved or cancelled (arrivals, datagrams), by (time, sequence number):
-    /// a heap, cheaper than the map for the one event of every small message. Both share the sequence
-    /// numbers, and [`State::advance`] takes the earlier head of the two, so the order is one total order.
-    fixed: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    /// cheaper than the map for the one event of every small message. Both share the sequence numbers, and
+    /// [`State::advance`] takes the earlier head of the two, so the order is one total order.
+    fixed: FixedEvents,
     seq: u64,
     latency: Nanos,
     /// The time the pump sleeps until (a sooner event must wake it).
@@ -281,7 +326,7 @@ impl Net {
                 by_name: BTreeMap::new(),
                 flows: Vec::new(),
                 events: BTreeMap::new(),
-                fixed: BinaryHeap::new(),
+                fixed: FixedEvents::default(),
                 seq: 0,
                 latency: nanos(latency),
                 pump_target: None,
@@ -753,7 +798,7 @@ impl State {
         if matches!(event, Event::Sent { .. }) {
             self.events.insert((at, self.seq), event);
         } else {
-            self.fixed.push(Reverse((at, self.seq, event)));
+            self.fixed.push(at, self.seq, event);
         }
         (at, self.seq)
     }
@@ -761,7 +806,7 @@ impl State {
     /// Key of the earliest pending event.
     fn next_key(&self) -> Option<(Nanos, u64)> {
         let moved = self.events.first_key_value().map(|(&k, _)| k);
-        let fixed = self.fixed.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let fixed = self.fixed.first_key();
         match (moved, fixed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -782,7 +827,7 @@ impl State {
         {
             return self.events.pop_first().map(|((t, _), e)| (t, e));
         }
-        self.fixed.pop().map(|Reverse((t, _, e))| (t, e))
+        self.fixed.pop()
     }
 
     /// Process every event due at `now`, in order.
@@ -1092,6 +1137,26 @@ mod tests {
             .iter()
             .map(|&f| st.flows[f].rate)
             .sum()
+    }
+
+    /// Fixed events come out in (time, sequence) order whether they were scheduled in time order (the queue)
+    /// or before the last one (the heap), ties by sequence number.
+    #[test]
+    fn fixed_events_leave_in_time_then_sequence_order() {
+        let mut fixed = FixedEvents::default();
+        for (at, seq) in [(10, 1), (20, 2), (15, 3), (20, 4), (5, 5), (30, 6), (15, 7)] {
+            fixed.push(at, seq, Event::Arrive { flow: seq as usize });
+        }
+        assert!(!fixed.heap.is_empty(), "the late ones were heaped");
+        let mut order = Vec::new();
+        while let Some(key) = fixed.first_key() {
+            let popped = fixed.pop();
+            assert_eq!(popped.as_ref().map(|(t, _)| *t), Some(key.0));
+            if let Some((_, Event::Arrive { flow })) = popped {
+                order.push(flow);
+            }
+        }
+        assert_eq!(order, vec![5, 1, 3, 7, 2, 4, 6]);
     }
 
     #[test]
