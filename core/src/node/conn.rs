@@ -322,6 +322,15 @@ impl Conn {
         self.timers(config).map(|(at, _)| at).min()
     }
 
+    /// When the next timer other than [`ConnTimer::Haves`] fires (the HAVE timer is indexed on its own, see
+    /// [`super::conn_deadlines`]).
+    pub fn next_deadline_but_haves(&self, config: &NodeConfig) -> Option<Instant> {
+        self.timers(config)
+            .filter(|(_, timer)| *timer != ConnTimer::Haves)
+            .map(|(at, _)| at)
+            .min()
+    }
+
     /// The most urgent timer due at `now`, if any.
     pub fn due_timer(&self, now: Instant, config: &NodeConfig) -> Option<ConnTimer> {
         self.timers(config)
