@@ -239,8 +239,11 @@ struct State {
     by_ip: BTreeMap<IpAddr, HostId>,
     by_name: BTreeMap<String, HostId>,
     flows: Vec<Flow>,
-    /// Pending `Sent` events by (time, sequence number): a flow's is moved when its rate changes.
-    events: BTreeMap<(Nanos, u64), Event>,
+    /// Pending `Sent` events as (time, sequence number, flow), earliest first. A flow's event is moved when its
+    /// rate changes: the new one is pushed and the old one left behind, stale (the flow's `sent_key` no longer
+    /// names it), to be dropped when it comes first ([`State::drop_stale_sent`]); a map's remove and insert per
+    /// re-rated flow cost more than the heap's push and the later pop.
+    sent: BinaryHeap<Reverse<(Nanos, u64, FlowId)>>,
     /// Pending events that are never moved or cancelled (arrivals, datagrams), by (time, sequence number):
     /// cheaper than the map for the one event of every small message. Both share the sequence numbers, and
     /// [`State::advance`] takes the earlier head of the two, so the order is one total order.
@@ -325,7 +328,7 @@ impl Net {
                 by_ip: BTreeMap::new(),
                 by_name: BTreeMap::new(),
                 flows: Vec::new(),
-                events: BTreeMap::new(),
+                sent: BinaryHeap::new(),
                 fixed: FixedEvents::default(),
                 seq: 0,
                 latency: nanos(latency),
@@ -795,17 +798,29 @@ impl State {
 
     fn schedule(&mut self, at: Nanos, event: Event) -> (Nanos, u64) {
         self.seq += 1;
-        if matches!(event, Event::Sent { .. }) {
-            self.events.insert((at, self.seq), event);
+        if let Event::Sent { flow } = event {
+            self.sent.push(Reverse((at, self.seq, flow)));
         } else {
             self.fixed.push(at, self.seq, event);
         }
         (at, self.seq)
     }
 
+    /// Drop the stale `Sent` events at the front of the heap (moved or cancelled since they were pushed), so
+    /// that its first is the earliest pending one.
+    fn drop_stale_sent(&mut self) {
+        while let Some(&Reverse((t, seq, flow))) = self.sent.peek() {
+            if self.flows[flow].sent_key == Some((t, seq)) {
+                break;
+            }
+            self.sent.pop();
+        }
+    }
+
     /// Key of the earliest pending event.
-    fn next_key(&self) -> Option<(Nanos, u64)> {
-        let moved = self.events.first_key_value().map(|(&k, _)| k);
+    fn next_key(&mut self) -> Option<(Nanos, u64)> {
+        self.drop_stale_sent();
+        let moved = self.sent.peek().map(|Reverse((t, seq, _))| (*t, *seq));
         let fixed = self.fixed.first_key();
         match (moved, fixed) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -813,7 +828,7 @@ impl State {
         }
     }
 
-    fn next_event(&self) -> Option<Nanos> {
+    fn next_event(&mut self) -> Option<Nanos> {
         self.next_key().map(|(t, _)| t)
     }
 
@@ -821,11 +836,14 @@ impl State {
     fn pop_event(&mut self) -> Option<(Nanos, Event)> {
         let key = self.next_key()?;
         if self
-            .events
-            .first_key_value()
-            .is_some_and(|(&k, _)| k == key)
+            .sent
+            .peek()
+            .is_some_and(|Reverse((t, seq, _))| (*t, *seq) == key)
         {
-            return self.events.pop_first().map(|((t, _), e)| (t, e));
+            return self
+                .sent
+                .pop()
+                .map(|Reverse((t, _, flow))| (t, Event::Sent { flow }));
         }
         self.fixed.pop()
     }
@@ -964,9 +982,8 @@ impl State {
             insert_sorted(&mut self.hosts[src].up_active, flow);
             insert_sorted(&mut self.hosts[dst].down_active, flow);
         } else {
-            if let Some(key) = self.flows[flow].sent_key.take() {
-                self.events.remove(&key);
-            }
+            // Its pending `Sent` event goes stale.
+            self.flows[flow].sent_key = None;
             remove_sorted(&mut self.hosts[src].up_active, flow);
             remove_sorted(&mut self.hosts[dst].down_active, flow);
         }
@@ -1096,10 +1113,8 @@ impl State {
         self.schedule_sent(flow);
     }
 
+    /// Schedule the end of `flow`'s head chunk at its rate (an earlier `Sent` event of the flow goes stale).
     fn schedule_sent(&mut self, flow: FlowId) {
-        if let Some(key) = self.flows[flow].sent_key.take() {
-            self.events.remove(&key);
-        }
         let f = &self.flows[flow];
         let dt = (f.head_left / f.rate * 1e9).ceil();
         let at = f.since + if dt.is_finite() { dt as Nanos } else { 0 };
