@@ -906,7 +906,7 @@ mod tests {
                 let n = (rng.next_u32() as usize % 300 + 1).min(rest.len());
                 let (chunk, tail) = rest.split_at(n);
                 // Copied or shared, as it comes: the frames are the same.
-                if rng.next_u32() % 2 == 0 {
+                if rng.next_u32().is_multiple_of(2) {
                     dec.feed(chunk);
                 } else {
                     dec.feed_bytes(Bytes::copy_from_slice(chunk));
@@ -1184,7 +1184,7 @@ mod tests {
         while !rest.is_empty() {
             let n = (rng.next_u32() as usize % 64 + 1).min(rest.len());
             let (chunk, tail) = rest.split_at(n);
-            if rng.next_u32() % 2 == 0 {
+            if rng.next_u32().is_multiple_of(2) {
                 dec.feed(chunk);
             } else {
                 dec.feed_bytes(Bytes::copy_from_slice(chunk));
