@@ -512,6 +512,9 @@ fn check_protocol_prefix(buf: &[u8]) -> Result<(), WireError> {
 #[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
+    /// Received bytes after `buf`'s, not copied: a chunk given to [`Decoder::feed_bytes`] while `buf` was
+    /// empty, whose whole messages are cut out of it as they are (never both `buf` and `chunk` non-empty).
+    chunk: Bytes,
     expect_handshake: bool,
     max_message_len: u32,
     poisoned: Option<WireError>,
@@ -523,6 +526,7 @@ impl Decoder {
     pub fn new(expect_handshake: bool, max_message_len: u32) -> Decoder {
         Decoder {
             buf: BytesMut::new(),
+            chunk: Bytes::new(),
             expect_handshake,
             max_message_len,
             poisoned: None,
@@ -532,7 +536,31 @@ impl Decoder {
     /// Appends received bytes. Ignored once the decoder is poisoned.
     pub fn feed(&mut self, data: &[u8]) {
         if self.poisoned.is_none() {
+            self.spill();
             self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// [`Decoder::feed`] of shared bytes: while no partial message is buffered, the messages `data` holds
+    /// whole are cut out of it without a copy (a PIECE's block is a slice of what was received); only a
+    /// partial message is copied, to wait for the rest. The frames are those `feed` gives.
+    pub fn feed_bytes(&mut self, data: Bytes) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = data;
+        } else {
+            self.spill();
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
+    /// Move the uncopied chunk into the buffer (behind what is there: nothing, by the invariant).
+    fn spill(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
         }
     }
 
@@ -543,6 +571,7 @@ impl Decoder {
             return Err(err);
         }
         let result = if self.expect_handshake {
+            self.spill();
             self.next_handshake().map(|h| h.map(Frame::Handshake))
         } else {
             self.next_message().map(|m| m.map(Frame::Message))
@@ -550,13 +579,14 @@ impl Decoder {
         if let Err(err) = result {
             self.poisoned = Some(err);
             self.buf = BytesMut::new();
+            self.chunk = Bytes::new();
         }
         result
     }
 
     /// Bytes received but not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.chunk.len()
     }
 
     /// Decodes the handshake once all 68 bytes are in, rejecting a bad protocol string early.
@@ -573,42 +603,76 @@ impl Decoder {
 
     /// Decodes one length-prefixed message, checking its length before waiting for the body.
     fn next_message(&mut self) -> Result<Option<Message>, WireError> {
-        let Some(len) = u32_at(&self.buf, 0) else {
-            return Ok(None);
-        };
-        if len == 0 {
-            self.buf.advance(4);
-            return Ok(Some(Message::KeepAlive));
+        if !self.chunk.is_empty() {
+            // `buf` is empty: the chunk's first bytes are the stream's.
+            match self.head(&self.chunk)? {
+                Head::KeepAlive => {
+                    self.chunk.advance(4);
+                    return Ok(Some(Message::KeepAlive));
+                }
+                Head::Whole { id, len, body_len } => {
+                    self.chunk.advance(5);
+                    let body = self.chunk.split_to(body_len);
+                    return parse_message(id, len, body).map(Some);
+                }
+                Head::Partial(_) => self.spill(),
+            }
         }
-        if len > self.max_message_len {
-            return Err(WireError::MessageTooLong {
-                len,
-                max: self.max_message_len,
-            });
+        match self.head(&self.buf)? {
+            Head::Partial(total) => {
+                if let Some(total) = total {
+                    self.buf.reserve(total - self.buf.len());
+                }
+                Ok(None)
+            }
+            Head::KeepAlive => {
+                self.buf.advance(4);
+                Ok(Some(Message::KeepAlive))
+            }
+            Head::Whole { id, len, body_len } => {
+                self.buf.advance(5);
+                let body = self.buf.split_to(body_len).freeze();
+                parse_message(id, len, body).map(Some)
+            }
         }
-        let Some(&id) = self.buf.get(4) else {
-            return Ok(None);
-        };
-        check_len(id, len)?;
-        self.take_body(id, len)
     }
 
-    /// Splits off a checked message (prefix `len` >= 1, id already peeked) once its body is complete.
-    fn take_body(&mut self, id: u8, len: u32) -> Result<Option<Message>, WireError> {
+    /// What the first bytes of a stream of messages hold, checked (the prefix's limit, the id's length).
+    fn head(&self, bytes: &[u8]) -> Result<Head, WireError> {
+        let Some(len) = u32_at(bytes, 0) else {
+            return Ok(Head::Partial(None));
+        };
+        if len == 0 {
+            return Ok(Head::KeepAlive);
+        }
         let too_long = WireError::MessageTooLong {
             len,
             max: self.max_message_len,
         };
+        if len > self.max_message_len {
+            return Err(too_long);
+        }
+        let Some(&id) = bytes.get(4) else {
+            return Ok(Head::Partial(None));
+        };
+        check_len(id, len)?;
         let body_len = usize::try_from(len - 1).map_err(|_| too_long)?;
         let total = body_len.checked_add(5).ok_or(too_long)?;
-        if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
-            return Ok(None);
+        if bytes.len() < total {
+            return Ok(Head::Partial(Some(total)));
         }
-        self.buf.advance(5);
-        let body = self.buf.split_to(body_len).freeze();
-        parse_message(id, len, body).map(Some)
+        Ok(Head::Whole { id, len, body_len })
     }
+}
+
+/// The first message of a stream, as [`Decoder::head`] finds it.
+enum Head {
+    /// Not all there yet; the whole message's length once its prefix and id are in.
+    Partial(Option<usize>),
+    /// A keep-alive (a zero length prefix).
+    KeepAlive,
+    /// A whole message: its id, its length prefix and its body's length.
+    Whole { id: u8, len: u32, body_len: usize },
 }
 
 #[cfg(test)]
@@ -841,7 +905,12 @@ mod tests {
             while !rest.is_empty() {
                 let n = (rng.next_u32() as usize % 300 + 1).min(rest.len());
                 let (chunk, tail) = rest.split_at(n);
-                dec.feed(chunk);
+                // Copied or shared, as it comes: the frames are the same.
+                if rng.next_u32().is_multiple_of(2) {
+                    dec.feed(chunk);
+                } else {
+                    dec.feed_bytes(Bytes::copy_from_slice(chunk));
+                }
                 rest = tail;
                 // Sometimes let bytes pile up before decoding.
                 if rng.next_u32() % 3 != 0 {
@@ -1115,7 +1184,11 @@ mod tests {
         while !rest.is_empty() {
             let n = (rng.next_u32() as usize % 64 + 1).min(rest.len());
             let (chunk, tail) = rest.split_at(n);
-            dec.feed(chunk);
+            if rng.next_u32().is_multiple_of(2) {
+                dec.feed(chunk);
+            } else {
+                dec.feed_bytes(Bytes::copy_from_slice(chunk));
+            }
             rest = tail;
             let mut frames = Vec::new();
             if let Err(err) = drain(dec, &mut frames) {

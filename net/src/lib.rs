@@ -36,3 +36,4 @@ pub mod tracker_server;
 pub mod transport;
 pub mod udp_tracker_client;
 pub mod udp_tracker_server;
+mod woken;

@@ -21,6 +21,7 @@ use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::torrent_store::TorrentStore;
 use crate::transport::{Listener, Transport};
+use crate::woken::Woken;
 use enjambre_core::backoff::Backoff;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
 use enjambre_core::node::{
@@ -59,6 +60,10 @@ const INBOX: usize = 128;
 /// settles once per batch, and what it answers to them leaves in one write per connection. Bounded so that
 /// timers, commands and the disk backlog are looked at between batches.
 const MAX_INPUTS_PER_TURN: usize = 64;
+/// The node task's channels, as sources of [`Woken`].
+const COMMANDS: usize = 0;
+const DISK_DONE: usize = 1;
+const INBOX_SOURCE: usize = 2;
 
 /// A callback receiving every node event with its time.
 pub type EventSink = Arc<dyn Fn(Instant, &NodeEvent) + Send + Sync>;
@@ -568,6 +573,8 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
         // at every turn of the loop was a timer-wheel insertion and removal per input).
         let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
         let mut armed: Option<Instant> = None;
+        // The three channels are polled only when woken since their last pending poll (see `woken`).
+        let woken = Woken::new(3);
         loop {
             let mut deadline = self.node.poll_timeout();
             // Timers come after every ready input (the select is biased), but not for ever: a peer with ten
@@ -597,7 +604,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
             let relieved = relief.notified();
             tokio::select! {
                 biased;
-                cmd = commands.recv() => match cmd {
+                cmd = std::future::poll_fn(|cx| woken.poll(COMMANDS, cx, |cx| commands.poll_recv(cx))) => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         self.node.shutdown(self.env.clock.now());
                         self.drain();
@@ -611,7 +618,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                     }
                     Some(cmd) => self.on_command(cmd),
                 },
-                done = disk_done.recv() => {
+                done = std::future::poll_fn(|cx| woken.poll(DISK_DONE, cx, |cx| disk_done.poll_recv(cx))) => {
                     if let Some(done) = done {
                         // With the results that are already there, as one batch.
                         let more = std::iter::from_fn(|| disk_done.try_recv().ok());
@@ -621,7 +628,7 @@ impl<T: Transport, B: Blocking> NodeTask<T, B> {
                         self.node.handle_inputs(self.env.clock.now(), batch);
                     }
                 }
-                msg = inbox.recv(), if !pressured => match msg {
+                msg = std::future::poll_fn(|cx| woken.poll(INBOX_SOURCE, cx, |cx| inbox.poll_recv(cx))), if !pressured => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },

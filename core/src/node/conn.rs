@@ -317,9 +317,19 @@ impl Conn {
         rows.into_iter().flatten().chain(haves)
     }
 
-    /// When the next timer fires.
+    /// When the next timer fires (the node's index keeps the HAVE timer apart: tests compare with this).
+    #[cfg(test)]
     pub fn next_deadline(&self, config: &NodeConfig) -> Option<Instant> {
         self.timers(config).map(|(at, _)| at).min()
+    }
+
+    /// When the next timer other than [`ConnTimer::Haves`] fires (the HAVE timer is indexed on its own, see
+    /// [`super::conn_deadlines`]).
+    pub fn next_deadline_but_haves(&self, config: &NodeConfig) -> Option<Instant> {
+        self.timers(config)
+            .filter(|(_, timer)| *timer != ConnTimer::Haves)
+            .map(|(at, _)| at)
+            .min()
     }
 
     /// The most urgent timer due at `now`, if any.

@@ -11,20 +11,30 @@
 //!   ([`ConnDeadlines::refresh`]) lowers the marked entries that are now too late;
 //! - the same refresh then works the first entry out again until it is exact. Every other entry is at or
 //!   before its own deadline, so an exact first entry is the earliest deadline of all.
+//!
+//! The HAVE timer ([`super::NodeConfig::have_delay`]) is kept apart: it is armed for every connection at
+//! almost every verified piece and disarmed by the next write, a few milliseconds later, so as an entry of the
+//! ordered index it cost two moves per connection per piece (6% of a thousand-peer crowd's CPU). Every HAVE
+//! timer is armed for the call's time plus the same delay, so in order of arming is (nearly always) in order of
+//! time: a queue, O(1) each. An entry of the queue holds while the connection's `haves_due` is still that
+//! instant; the refresh drops stale entries from its front, so the front is exact too.
 
 use super::conn::Conn;
 use super::{ConnId, NodeConfig};
 use crate::time::Instant;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The index of connections' next deadlines.
 #[derive(Debug, Default)]
 pub(crate) struct ConnDeadlines {
-    /// Each indexed connection's entry: at or before its deadline, and exact for the first in `by_time`.
+    /// Each indexed connection's entry for its timers but the HAVE timer: at or before its deadline, and
+    /// exact for the first in `by_time`.
     at: BTreeMap<ConnId, Instant>,
     by_time: BTreeSet<(Instant, ConnId)>,
     /// Connections whose deadline may have moved earlier since the last refresh (repeats allowed).
     marked: Vec<ConnId>,
+    /// Armed HAVE timers in order of time, stale ones among them (see the module's doc).
+    haves: VecDeque<(Instant, ConnId)>,
 }
 
 impl ConnDeadlines {
@@ -33,11 +43,26 @@ impl ConnDeadlines {
         self.marked.push(id);
     }
 
+    /// Connection `id`'s HAVE timer was armed for `at` (its `haves_due`).
+    pub fn haves_due(&mut self, id: ConnId, at: Instant) {
+        if self.haves.back().is_none_or(|(last, _)| *last <= at) {
+            self.haves.push_back((at, id));
+        } else {
+            // Armed from a clock that went back: in its place.
+            let i = self.haves.partition_point(|(t, _)| *t <= at);
+            self.haves.insert(i, (at, id));
+        }
+    }
+
     /// Bring the index up to date with `conns`: marked entries lowered where needed, then the first entry
-    /// made exact (a connection no longer in `conns` leaves the index when its entry comes first).
+    /// made exact (a connection no longer in `conns` leaves the index when its entry comes first), and the
+    /// HAVE timers' stale entries dropped from the front.
     pub fn refresh(&mut self, conns: &BTreeMap<ConnId, Conn>, config: &NodeConfig) {
         for id in std::mem::take(&mut self.marked) {
-            let Some(next) = conns.get(&id).and_then(|c| c.next_deadline(config)) else {
+            let Some(next) = conns
+                .get(&id)
+                .and_then(|c| c.next_deadline_but_haves(config))
+            else {
                 continue;
             };
             if self.at.get(&id).is_none_or(|old| next < *old) {
@@ -45,11 +70,19 @@ impl ConnDeadlines {
             }
         }
         while let Some(&(first, id)) = self.by_time.first() {
-            let next = conns.get(&id).and_then(|c| c.next_deadline(config));
+            let next = conns
+                .get(&id)
+                .and_then(|c| c.next_deadline_but_haves(config));
             if next == Some(first) {
                 break;
             }
             self.set(id, next);
+        }
+        while let Some(&(at, id)) = self.haves.front() {
+            if conns.get(&id).is_some_and(|c| c.haves_due == Some(at)) {
+                break;
+            }
+            self.haves.pop_front();
         }
     }
 
@@ -68,7 +101,9 @@ impl ConnDeadlines {
 
     /// The earliest deadline of any connection, as of the last refresh.
     pub fn earliest(&self) -> Option<Instant> {
-        self.by_time.first().map(|(at, _)| *at)
+        let timers = self.by_time.first().map(|(at, _)| *at);
+        let haves = self.haves.front().map(|(at, _)| *at);
+        timers.into_iter().chain(haves).min()
     }
 
     /// Connections whose entry is at or before `now` (a superset of those with a timer due), in id order.
@@ -78,8 +113,15 @@ impl ConnDeadlines {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .map(|(_, id)| *id)
+            .chain(
+                self.haves
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .map(|(_, id)| *id),
+            )
             .collect();
         ids.sort_unstable();
+        ids.dedup();
         ids
     }
 }
@@ -137,5 +179,53 @@ mod tests {
         index.refresh(&conns, &config);
         assert_eq!(index.earliest(), conns[&1].next_deadline(&config));
         assert!(index.earliest() < open);
+    }
+
+    /// HAVE timers: the earliest while armed, out of the way once disarmed (whenever they were armed), and a
+    /// timer armed from a clock that went back takes its place in order.
+    #[test]
+    fn have_timers_are_exact_while_armed_and_leave_when_disarmed() {
+        let config = NodeConfig::default();
+        let addr = SocketAddr::from(([10, 0, 0, 2], 6881));
+        let mut conns = BTreeMap::new();
+        for id in [1, 2] {
+            let mut c = Conn::new(addr, true, None, at(0));
+            c.phase = ConnPhase::Open;
+            conns.insert(id, c);
+        }
+        let mut index = ConnDeadlines::default();
+        index.mark(1);
+        index.mark(2);
+        index.refresh(&conns, &config);
+        let base = conns[&1].next_deadline(&config);
+        assert_eq!(index.earliest(), base);
+
+        let arm = |conns: &mut BTreeMap<ConnId, Conn>, index: &mut ConnDeadlines, id, when| {
+            conns.get_mut(&id).unwrap().haves_due = Some(when);
+            index.haves_due(id, when);
+        };
+        arm(&mut conns, &mut index, 1, at(3));
+        arm(&mut conns, &mut index, 2, at(2));
+        index.refresh(&conns, &config);
+        assert_eq!(index.earliest(), Some(at(2)));
+        assert_eq!(index.due(at(2)), vec![2]);
+        assert_eq!(index.due(at(3)), vec![1, 2]);
+
+        // Connection 2's HAVEs leave with another message: its timer is stale, the next one comes first.
+        conns.get_mut(&2).unwrap().haves_due = None;
+        index.refresh(&conns, &config);
+        assert_eq!(index.earliest(), Some(at(3)));
+        conns.get_mut(&1).unwrap().haves_due = None;
+        index.refresh(&conns, &config);
+        assert_eq!(index.earliest(), base);
+        assert!(index.due(at(10)).is_empty());
+
+        // Armed again, once from a clock behind the last arming; a connection armed twice is due once.
+        arm(&mut conns, &mut index, 1, at(20));
+        arm(&mut conns, &mut index, 2, at(15));
+        index.haves_due(1, at(20));
+        index.refresh(&conns, &config);
+        assert_eq!(index.earliest(), Some(at(15)));
+        assert_eq!(index.due(at(20)), vec![1, 2]);
     }
 }

@@ -83,7 +83,7 @@ impl Node {
         }
     }
 
-    pub(super) fn on_received(&mut self, now: Instant, id: ConnId, data: &[u8]) {
+    pub(super) fn on_received(&mut self, now: Instant, id: ConnId, data: Bytes) {
         let Some(c) = self.s.conns.get_mut(&id) else {
             // We gave up on this connection meanwhile (timeout, shutdown): drop the late socket.
             self.s.outputs.push_back(Output::Close { conn: id });
@@ -93,7 +93,7 @@ impl Node {
         if now < self.s.now {
             self.s.conn_deadlines.mark(id);
         }
-        c.decoder.feed(data);
+        c.decoder.feed_bytes(data);
         loop {
             let Some(c) = self.s.conns.get_mut(&id) else {
                 return;

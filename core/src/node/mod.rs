@@ -201,7 +201,7 @@ impl Node {
             Input::Connected { conn } => self.on_connected(now, conn),
             Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, reason),
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
-            Input::Received { conn, data } => self.on_received(now, conn, &data),
+            Input::Received { conn, data } => self.on_received(now, conn, data),
             Input::Closed { conn } => self.close(now, conn, CloseReason::ClosedByPeer),
             Input::Dropped { conn, reason } => self.close(now, conn, reason),
             Input::Disk(done) => self.on_disk(now, done),

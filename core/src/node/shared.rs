@@ -167,8 +167,9 @@ impl Shared {
         if c.outbox.len() >= WAITING_HAVES_MAX_BYTES {
             self.unsent.insert(id);
         } else if c.haves_due.is_none() {
-            c.haves_due = Some(now + delay);
-            self.conn_deadlines.mark(id);
+            let due = now + delay;
+            c.haves_due = Some(due);
+            self.conn_deadlines.haves_due(id, due);
         }
         if trace {
             self.trace(id, "out", msg.name(), message_detail(&msg));

@@ -189,17 +189,65 @@ enum Event {
     },
 }
 
+/// Events that are never moved or cancelled, in order of (time, sequence number). Most are scheduled in
+/// order of time (an arrival is a send's time plus the link's latency, the same on every link of most
+/// stories): those join the back of a queue, O(1); one due before the queue's back waits in a heap.
+#[derive(Default)]
+struct FixedEvents {
+    queue: VecDeque<(Nanos, u64, Event)>,
+    heap: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+}
+
+impl FixedEvents {
+    /// Add `event`, due at `at`, with sequence number `seq` (greater than every one added before).
+    fn push(&mut self, at: Nanos, seq: u64, event: Event) {
+        if self.queue.back().is_none_or(|(last, _, _)| *last <= at) {
+            self.queue.push_back((at, seq, event));
+        } else {
+            self.heap.push(Reverse((at, seq, event)));
+        }
+    }
+
+    /// (time, sequence number) of the earliest event.
+    fn first_key(&self) -> Option<(Nanos, u64)> {
+        let queued = self.queue.front().map(|(t, seq, _)| (*t, *seq));
+        let heaped = self.heap.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        match (queued, heaped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Remove and return the earliest event with its time.
+    fn pop(&mut self) -> Option<(Nanos, Event)> {
+        let queued = self.queue.front().map(|(t, seq, _)| (*t, *seq));
+        let heaped = self.heap.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let from_queue = match (queued, heaped) {
+            (Some(a), Some(b)) => a < b,
+            (a, _) => a.is_some(),
+        };
+        if from_queue {
+            self.queue.pop_front().map(|(t, _, e)| (t, e))
+        } else {
+            self.heap.pop().map(|Reverse((t, _, e))| (t, e))
+        }
+    }
+}
+
 struct State {
     hosts: Vec<Host>,
     by_ip: BTreeMap<IpAddr, HostId>,
     by_name: BTreeMap<String, HostId>,
     flows: Vec<Flow>,
-    /// Pending `Sent` events by (time, sequence number): a flow's is moved when its rate changes.
-    events: BTreeMap<(Nanos, u64), Event>,
+    /// Pending `Sent` events as (time, sequence number, flow), earliest first. A flow's event is moved when its
+    /// rate changes: the new one is pushed and the old one left behind, stale (the flow's `sent_key` no longer
+    /// names it), to be dropped when it comes first ([`State::drop_stale_sent`]); a map's remove and insert per
+    /// re-rated flow cost more than the heap's push and the later pop.
+    sent: BinaryHeap<Reverse<(Nanos, u64, FlowId)>>,
     /// Pending events that are never moved or cancelled (arrivals, datagrams), by (time, sequence number):
-    /// a heap, cheaper than the map for the one event of every small message. Both share the sequence
-    /// numbers, and [`State::advance`] takes the earlier head of the two, so the order is one total order.
-    fixed: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    /// cheaper than the map for the one event of every small message. Both share the sequence numbers, and
+    /// [`State::advance`] takes the earlier head of the two, so the order is one total order.
+    fixed: FixedEvents,
     seq: u64,
     latency: Nanos,
     /// The time the pump sleeps until (a sooner event must wake it).
@@ -280,8 +328,8 @@ impl Net {
                 by_ip: BTreeMap::new(),
                 by_name: BTreeMap::new(),
                 flows: Vec::new(),
-                events: BTreeMap::new(),
-                fixed: BinaryHeap::new(),
+                sent: BinaryHeap::new(),
+                fixed: FixedEvents::default(),
                 seq: 0,
                 latency: nanos(latency),
                 pump_target: None,
@@ -750,25 +798,37 @@ impl State {
 
     fn schedule(&mut self, at: Nanos, event: Event) -> (Nanos, u64) {
         self.seq += 1;
-        if matches!(event, Event::Sent { .. }) {
-            self.events.insert((at, self.seq), event);
+        if let Event::Sent { flow } = event {
+            self.sent.push(Reverse((at, self.seq, flow)));
         } else {
-            self.fixed.push(Reverse((at, self.seq, event)));
+            self.fixed.push(at, self.seq, event);
         }
         (at, self.seq)
     }
 
+    /// Drop the stale `Sent` events at the front of the heap (moved or cancelled since they were pushed), so
+    /// that its first is the earliest pending one.
+    fn drop_stale_sent(&mut self) {
+        while let Some(&Reverse((t, seq, flow))) = self.sent.peek() {
+            if self.flows[flow].sent_key == Some((t, seq)) {
+                break;
+            }
+            self.sent.pop();
+        }
+    }
+
     /// Key of the earliest pending event.
-    fn next_key(&self) -> Option<(Nanos, u64)> {
-        let moved = self.events.first_key_value().map(|(&k, _)| k);
-        let fixed = self.fixed.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+    fn next_key(&mut self) -> Option<(Nanos, u64)> {
+        self.drop_stale_sent();
+        let moved = self.sent.peek().map(|Reverse((t, seq, _))| (*t, *seq));
+        let fixed = self.fixed.first_key();
         match (moved, fixed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn next_event(&self) -> Option<Nanos> {
+    fn next_event(&mut self) -> Option<Nanos> {
         self.next_key().map(|(t, _)| t)
     }
 
@@ -776,13 +836,16 @@ impl State {
     fn pop_event(&mut self) -> Option<(Nanos, Event)> {
         let key = self.next_key()?;
         if self
-            .events
-            .first_key_value()
-            .is_some_and(|(&k, _)| k == key)
+            .sent
+            .peek()
+            .is_some_and(|Reverse((t, seq, _))| (*t, *seq) == key)
         {
-            return self.events.pop_first().map(|((t, _), e)| (t, e));
+            return self
+                .sent
+                .pop()
+                .map(|Reverse((t, _, flow))| (t, Event::Sent { flow }));
         }
-        self.fixed.pop().map(|Reverse((t, _, e))| (t, e))
+        self.fixed.pop()
     }
 
     /// Process every event due at `now`, in order.
@@ -919,9 +982,8 @@ impl State {
             insert_sorted(&mut self.hosts[src].up_active, flow);
             insert_sorted(&mut self.hosts[dst].down_active, flow);
         } else {
-            if let Some(key) = self.flows[flow].sent_key.take() {
-                self.events.remove(&key);
-            }
+            // Its pending `Sent` event goes stale.
+            self.flows[flow].sent_key = None;
             remove_sorted(&mut self.hosts[src].up_active, flow);
             remove_sorted(&mut self.hosts[dst].down_active, flow);
         }
@@ -1051,10 +1113,8 @@ impl State {
         self.schedule_sent(flow);
     }
 
+    /// Schedule the end of `flow`'s head chunk at its rate (an earlier `Sent` event of the flow goes stale).
     fn schedule_sent(&mut self, flow: FlowId) {
-        if let Some(key) = self.flows[flow].sent_key.take() {
-            self.events.remove(&key);
-        }
         let f = &self.flows[flow];
         let dt = (f.head_left / f.rate * 1e9).ceil();
         let at = f.since + if dt.is_finite() { dt as Nanos } else { 0 };
@@ -1092,6 +1152,26 @@ mod tests {
             .iter()
             .map(|&f| st.flows[f].rate)
             .sum()
+    }
+
+    /// Fixed events come out in (time, sequence) order whether they were scheduled in time order (the queue)
+    /// or before the last one (the heap), ties by sequence number.
+    #[test]
+    fn fixed_events_leave_in_time_then_sequence_order() {
+        let mut fixed = FixedEvents::default();
+        for (at, seq) in [(10, 1), (20, 2), (15, 3), (20, 4), (5, 5), (30, 6), (15, 7)] {
+            fixed.push(at, seq, Event::Arrive { flow: seq as usize });
+        }
+        assert!(!fixed.heap.is_empty(), "the late ones were heaped");
+        let mut order = Vec::new();
+        while let Some(key) = fixed.first_key() {
+            let popped = fixed.pop();
+            assert_eq!(popped.as_ref().map(|(t, _)| *t), Some(key.0));
+            if let Some((_, Event::Arrive { flow })) = popped {
+                order.push(flow);
+            }
+        }
+        assert_eq!(order, vec![5, 1, 3, 7, 2, 4, 6]);
     }
 
     #[test]
