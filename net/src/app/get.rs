@@ -34,10 +34,8 @@ pub struct GetRequest {
     pub peers: Vec<SocketAddr>,
     /// Hash whatever is already on disk in full first.
     pub recheck: bool,
-    /// While a name is not in the catalog (or the tracker cannot be reached), ask again instead of failing,
-    /// first after about this long, then waiting twice as long each time up to [`LOOKUP_RETRY_DOUBLINGS`]
-    /// doublings (jittered, [`Backoff::jittered`]): for a peer started together with the one that publishes
-    /// the file.
+    /// While a name is not in the catalog (or the tracker cannot be reached), ask again after this long
+    /// instead of failing: for a peer started together with the one that publishes the file.
     pub catalog_retry: Option<Duration>,
 }
 
@@ -125,7 +123,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     }
 
     /// [`PeerApp::fetch_by_name`], asking again while the name is unknown or the tracker cannot answer (when
-    /// `retry` is given), after jittered waits growing from `retry` ([`LookupRetry`]).
+    /// `retry` is given), after a wait between half of `retry` and `retry` ([`LookupRetry`]).
     async fn fetch_by_name_retrying(
         &self,
         name: &str,
@@ -180,38 +178,27 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     }
 }
 
-/// How many times the wait between two catalog lookups of one name doubles at most (from the request's
-/// `catalog_retry`).
-pub const LOOKUP_RETRY_DOUBLINGS: u32 = 3;
-
-/// The waits between catalog lookups of a name not published yet, or refused by a busy tracker: the
-/// [`Backoff`] from the given wait, doubling up to [`LOOKUP_RETRY_DOUBLINGS`] times, each wait drawn over the
-/// upper half of its delay ([`Backoff::jittered`]) from a generator seeded with the node's seed. With a
-/// fixed wait, peers refused together (a crowd starting at once against a full tracker) asked again
-/// together, to be refused together again; jittered but not growing, a crowd of 300 asking every 250-500 ms
-/// flooded a tracker of 4 connections without a pause, and the seeder's publication (a longer exchange,
-/// evicted past the slots' busy grace) did not get through for 182 s (crowd-at-a-small-tracker).
+/// The waits between catalog lookups of a name not published yet, or refused by a busy tracker: each drawn
+/// between half of the given interval and the whole of it ([`Backoff::jittered`]) from a generator seeded
+/// with the node's seed. With a fixed wait, peers refused together (a crowd starting at once against a full
+/// tracker) asked again together, to be refused together again.
 struct LookupRetry {
     every: Backoff,
-    failures: u32,
     rng: ChaCha8Rng,
 }
 
 impl LookupRetry {
-    /// Waits from about `retry` up to `retry` doubled [`LOOKUP_RETRY_DOUBLINGS`] times, drawn from a
-    /// generator seeded with `seed`.
+    /// Waits of at most `retry` (and at least half of it), drawn from a generator seeded with `seed`.
     fn new(retry: Duration, seed: u64) -> LookupRetry {
         LookupRetry {
-            every: Backoff::new(retry, retry.saturating_mul(1 << LOOKUP_RETRY_DOUBLINGS)),
-            failures: 0,
+            every: Backoff::new(retry, retry),
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
 
     /// The wait before the next lookup.
     fn next_wait(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        self.every.jittered(self.failures, self.rng.next_u64())
+        self.every.jittered(1, self.rng.next_u64())
     }
 }
 
@@ -259,13 +246,10 @@ mod tests {
             (0..20).map(|_| r.next_wait()).collect()
         };
         let (a, b) = (waits(1), waits(2));
-        for (i, w) in a.iter().chain(&b).enumerate() {
-            // 500 ms, 1 s, 2 s, then 4 s: each wait in the upper half of its delay.
-            let delay = retry * (1 << (i % 20).min(3));
+        for w in a.iter().chain(&b) {
             assert!(
-                *w >= delay / 2 && *w <= delay,
-                "wait {i} {w:?} outside [{:?}, {delay:?}]",
-                delay / 2
+                *w >= retry / 2 && *w <= retry,
+                "{w:?} outside [250 ms, 500 ms]"
             );
         }
         assert!(
