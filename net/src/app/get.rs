@@ -7,11 +7,8 @@ use crate::peer::AddMode;
 use crate::state_dir::StateDir;
 use crate::storage::{Blocking, Storage};
 use crate::transport::Transport;
-use enjambre_core::backoff::Backoff;
 use enjambre_core::magnet::Magnet;
 use enjambre_core::metainfo::{InfoHash, Metainfo};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,14 +119,13 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
         self.add_download(meta, request.recheck, sources).await
     }
 
-    /// [`PeerApp::fetch_by_name`], asking again while the name is unknown or the tracker cannot answer (when
-    /// `retry` is given), after a wait between half of `retry` and `retry` ([`LookupRetry`]).
+    /// [`PeerApp::fetch_by_name`], asking again every `retry` while the name is unknown or the tracker
+    /// cannot answer (when `retry` is given).
     async fn fetch_by_name_retrying(
         &self,
         name: &str,
         retry: Option<Duration>,
     ) -> Result<Metainfo, AppError> {
-        let mut waits = retry.map(|r| LookupRetry::new(r, self.seed));
         loop {
             match (self.fetch_by_name(name).await, retry) {
                 (
@@ -138,12 +134,9 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
                         | AppError::TrackerUnreachable { .. }
                         | AppError::Tracker { .. }),
                     ),
-                    Some(_),
+                    Some(wait),
                 ) => {
-                    let wait = waits
-                        .as_mut()
-                        .map_or(Duration::ZERO, LookupRetry::next_wait);
-                    tracing::debug!("{name}: catalog lookup failed, asking again in {wait:?}: {e}");
+                    tracing::debug!("{name}: catalog lookup failed, asking again: {e}");
                     self.env
                         .clock
                         .sleep_until(self.env.clock.now() + wait)
@@ -178,30 +171,6 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
     }
 }
 
-/// The waits between catalog lookups of a name not published yet, or refused by a busy tracker: each drawn
-/// between half of the given interval and the whole of it ([`Backoff::jittered`]) from a generator seeded
-/// with the node's seed. With a fixed wait, peers refused together (a crowd starting at once against a full
-/// tracker) asked again together, to be refused together again.
-struct LookupRetry {
-    every: Backoff,
-    rng: ChaCha8Rng,
-}
-
-impl LookupRetry {
-    /// Waits of at most `retry` (and at least half of it), drawn from a generator seeded with `seed`.
-    fn new(retry: Duration, seed: u64) -> LookupRetry {
-        LookupRetry {
-            every: Backoff::new(retry, retry),
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-
-    /// The wait before the next lookup.
-    fn next_wait(&mut self) -> Duration {
-        self.every.jittered(1, self.rng.next_u64())
-    }
-}
-
 /// Read and parse a `.torrent` file on the blocking runner.
 pub async fn load_torrent_file<B: Blocking>(
     blocking: &B,
@@ -232,32 +201,4 @@ pub async fn load_torrent_file<B: Blocking>(
         path: path.to_path_buf(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookups_of_two_seeds_ask_again_at_different_times_within_the_bounds() {
-        let retry = Duration::from_millis(500);
-        let waits = |seed: u64| -> Vec<Duration> {
-            let mut r = LookupRetry::new(retry, seed);
-            (0..20).map(|_| r.next_wait()).collect()
-        };
-        let (a, b) = (waits(1), waits(2));
-        for w in a.iter().chain(&b) {
-            assert!(
-                *w >= retry / 2 && *w <= retry,
-                "{w:?} outside [250 ms, 500 ms]"
-            );
-        }
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x != y),
-            "two peers refused together must not ask again together: {a:?} / {b:?}"
-        );
-        assert_eq!(a, waits(1), "the same seed draws the same waits");
-        let distinct: std::collections::BTreeSet<Duration> = a.iter().copied().collect();
-        assert!(distinct.len() > 15, "one peer's waits vary too: {a:?}");
-    }
 }

@@ -181,9 +181,6 @@ pub struct PeerApp<T, B> {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// The DHT node, if the app runs one.
     dht: Option<dht::AppDht>,
-    /// The node's seed ([`enjambre_core::node::NodeConfig::seed`]): the app's own random draws (the catalog
-    /// lookup's retry waits) come from generators seeded with it, so simulated runs stay reproducible.
-    seed: u64,
 }
 
 impl<T: Transport, B: Blocking> PeerApp<T, B> {
@@ -196,7 +193,6 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             dht: dht_options,
         } = options;
         peer.tracker = tracker.as_ref().map(|t| t.announce.clone());
-        let seed = peer.node.seed;
         let dir = peer.dir.clone();
         let (storage, folder) = (env.storage.clone(), dir.clone());
         env.blocking
@@ -208,12 +204,12 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             })?;
         let Some(dht_options) = dht_options else {
             let (peer, task) = Peer::start(env.clone(), peer).await?;
-            let app = PeerApp::new(env, peer, task, tracker, dir, on_added, None);
-            return Ok(PeerApp { seed, ..app });
+            return Ok(PeerApp::new(env, peer, task, tracker, dir, on_added, None));
         };
         // The DHT listens on UDP on the peer's port. Asked for any port, the UDP socket picks it, and TCP
         // takes the same one (another try if that TCP port is taken).
         let any_port = peer.listen.port() == 0;
+        let seed = peer.node.seed;
         let mut tries = 0;
         let (socket, peer, task) = loop {
             let socket = dht::bind_socket(&env.transport, peer.listen).await?;
@@ -237,10 +233,7 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             }
         };
         let dht = dht::start_dht(&env, &dir, socket, &peer, seed, dht_options).await?;
-        let app = PeerApp {
-            seed,
-            ..PeerApp::new(env, peer, task, tracker, dir, on_added, Some(dht))
-        };
+        let app = PeerApp::new(env, peer, task, tracker, dir, on_added, Some(dht));
         app.start_dht_saver();
         Ok(app)
     }
@@ -264,7 +257,6 @@ impl<T: Transport, B: Blocking> PeerApp<T, B> {
             added: Mutex::new(BTreeMap::new()),
             background: Mutex::new(Vec::new()),
             dht,
-            seed: 0,
         }
     }
 
