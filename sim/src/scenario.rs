@@ -528,12 +528,6 @@ pub struct Knobs {
     /// How long a HAVE may wait for another message to the same peer (`NodeConfig::have_delay`).
     #[serde(default)]
     pub have_delay: Option<Span>,
-    /// Dials in flight count against the per-torrent cap (`NodeConfig::count_dials_in_flight`).
-    #[serde(default)]
-    pub count_dials_in_flight: Option<bool>,
-    /// A peer that hangs up before its handshake waits longer (`NodeConfig::back_off_refusals`).
-    #[serde(default)]
-    pub back_off_refusals: Option<bool>,
     /// Least time between two checkpoints of a torrent (`NodeConfig::checkpoint_interval`).
     #[serde(default)]
     pub checkpoint_interval: Option<Span>,
@@ -577,12 +571,6 @@ impl Knobs {
         }
         if let Some(v) = self.have_delay {
             c.have_delay = v.0;
-        }
-        if let Some(v) = self.count_dials_in_flight {
-            c.count_dials_in_flight = v;
-        }
-        if let Some(v) = self.back_off_refusals {
-            c.back_off_refusals = v;
         }
         if let Some(v) = self.checkpoint_interval {
             c.checkpoint_interval = v.0;

@@ -205,6 +205,13 @@ impl PeerBook {
         self.update(addr, |p| p.refusals = refusals);
     }
 
+    /// We gave up our dial of `addr` before it connected, for a peer that connected to us meanwhile
+    /// (`Node::room_for_inbound`): not the address's fault, so it keeps its failures and its turn, and is
+    /// dialled again as soon as there is room.
+    pub fn withdrawn(&mut self, addr: SocketAddr) {
+        self.update(addr, |p| p.conn = None);
+    }
+
     /// A connection to (or dial of) `addr` ended: one failure more, dialable again `delay` from `now`.
     fn ended(&mut self, addr: SocketAddr, now: Instant, delay: std::time::Duration) {
         self.update(addr, |p| {

@@ -28,6 +28,9 @@ pub enum CloseReason {
     /// Closed to make room for a newcomer: no payload either way for `idle_secs`.
     #[error("evicted: no payload either way for {idle_secs} s, making room for a new peer")]
     Evicted { idle_secs: u64 },
+    /// Our dial, still in flight, gave its room under the torrent's cap to a peer whose handshake arrived.
+    #[error("dial given up for a peer that connected meanwhile")]
+    GaveWay,
     /// The torrent is at its connection cap and nobody could be evicted.
     #[error("too many peers for this torrent")]
     TooManyPeers,
@@ -92,12 +95,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Whether the close is part of normal life (not worth a user's attention): both complete, a duplicate
-    /// connection, or our own shutdown.
+    /// connection, a dial given up for a peer that connected, or our own shutdown.
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
             CloseReason::BothComplete
                 | CloseReason::Duplicate
+                | CloseReason::GaveWay
                 | CloseReason::ShuttingDown
                 | CloseReason::MetadataComplete
         )

@@ -2,7 +2,7 @@
 //! table with its one id allocator, and the output queue. Per-torrent code reaches it through
 //! [`super::view::TorrentCtx`]; connection-level code through [`super::Node`].
 
-use super::conn::Conn;
+use super::conn::{Conn, ConnPhase};
 use super::conn_deadlines::ConnDeadlines;
 use super::{ConnId, NodeConfig, NodeEvent, Output};
 use crate::metainfo::InfoHash;
@@ -75,6 +75,19 @@ impl Shared {
     pub fn insert_conn(&mut self, id: ConnId, conn: Conn) {
         self.conns.insert(id, conn);
         self.conn_deadlines.mark(id);
+    }
+
+    /// Torrent `hash`'s dials still connecting or handshaking, oldest first. They count against the torrent's
+    /// cap ([`NodeConfig::max_peers_per_torrent`]) as much as its open connections do, both when it dials
+    /// (`TorrentCtx::connect_more`) and when a peer's handshake arrives (`Node::room_for_inbound`), so that open
+    /// connections and dials in flight together never exceed the cap.
+    pub fn dials_in_flight(&self, hash: InfoHash) -> impl Iterator<Item = (ConnId, &Conn)> + '_ {
+        self.conns
+            .iter()
+            .filter(move |(_, c)| {
+                c.outbound && c.torrent == Some(hash) && c.phase != ConnPhase::Open
+            })
+            .map(|(id, c)| (*id, c))
     }
 
     /// Keep ids unique when a driver reports an inbound id it did not get from [`Shared::new_conn_id`].

@@ -1,7 +1,7 @@
 //! A torrent's place in its swarm: announcing to the tracker, dialling known peers, choking. When each
 //! of these runs is in [`super::timers`].
 
-use super::conn::{Conn, ConnPhase};
+use super::conn::Conn;
 use super::view::TorrentCtx;
 use super::{ConnId, NodeEvent, Output};
 use crate::choker::{ChokeCandidate, UploadUse};
@@ -89,18 +89,10 @@ impl TorrentCtx<'_> {
         if (budget == 0 && complete) || !t.peers.dialable_now(now, complete) {
             return;
         }
-        // With `count_dials_in_flight`, dials still connecting or handshaking count against the torrent's cap
-        // too: otherwise every pass dials the whole budget again while the last pass's dials are in flight.
-        let hash = self.hash;
-        let in_flight = if self.s.config.count_dials_in_flight {
-            self.s
-                .conns
-                .values()
-                .filter(|c| c.outbound && c.torrent == Some(hash) && c.phase != ConnPhase::Open)
-                .count()
-        } else {
-            0
-        };
+        // Dials still connecting or handshaking count against the torrent's cap: otherwise every pass dials the
+        // whole budget again while the last pass's dials are in flight, and a peer in a crowd opens several
+        // times its cap in connections its full neighbours refuse.
+        let in_flight = self.s.dials_in_flight(self.hash).count();
         // A downloading torrent at its cap whose connections all moved no payload for `evict_idle_after`
         // gives up one with nothing to exchange for a peer it has not tried: otherwise peers that joined
         // late together, refused by the full peers of the crowd, fill their caps with each other, hold

@@ -8,7 +8,7 @@ use crate::metainfo::{build, FileEntry, Metainfo, PieceHasher};
 use crate::wire::{Frame, Handshake, Message};
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 const PL: u32 = 32 * 1024;

@@ -52,8 +52,17 @@ pub struct NodeConfig {
     pub optimistic_unchoke: bool,
     /// Peers that sent this many pieces failing SHA-1 are banned.
     pub ban_after_failures: u32,
-    /// Connections per torrent we open or accept. A handshake over the cap takes the place of a connection
-    /// that moved no payload either way for `evict_idle_after`, or is answered by closing.
+    /// Connections per torrent we open or accept: open connections and our dials still connecting or
+    /// handshaking together, so that a dialling pass does not dial the whole budget again while the last
+    /// pass's dials are in flight (in a crowd whose peers are full, a peer opened several times its cap in
+    /// connections that were refused: 148,000 connections at 1,000 peers of flash-crowd-10000 against 56,000;
+    /// bench/RESULTS.md, issue 13). A handshake over the cap takes the place of a connection that moved no
+    /// payload either way for `evict_idle_after`, or of one of our dials in flight, or is answered by closing;
+    /// a peer that answers our dial so (closes before its handshake) is dialled again only after a long wait
+    /// ([`super::peers::PeerBook::refused`]). Both used to be research knobs, off by default
+    /// (`count_dials_in_flight`, `back_off_refusals`); they went when they no longer cost the shipped stories
+    /// anything measurable, since a knob whose only use is to restore a peer that opens several times its cap
+    /// would be a second code path for a broken default (issue 13).
     pub max_peers_per_torrent: usize,
     /// How long a connection may move no payload before a newcomer over the per-torrent cap replaces it.
     pub evict_idle_after: Duration,
@@ -73,19 +82,6 @@ pub struct NodeConfig {
     pub dead_after_failed_dials: u32,
     /// Longest wait between dials of an address taken for dead.
     pub dead_redial_max: Duration,
-    /// Whether dials still connecting or handshaking count against `max_peers_per_torrent` (off by default).
-    /// Off, each pass dials the whole budget left by the open connections again while the last pass's dials
-    /// are in flight: in a crowd whose peers are full a peer opens several times its cap in connections that
-    /// are refused (1,000 peers of flash-crowd-10000: 148,000 connections against 56,000 with this and
-    /// `back_off_refusals`), but the dials that do get through also give it more neighbours than the cap,
-    /// which the shipped stories' completion times depend on (Bharambe's 100-peer crowd: 8–15% slower with
-    /// it on; bench/RESULTS.md, issue 13).
-    pub count_dials_in_flight: bool,
-    /// Whether a peer that accepts our dial and closes before its handshake, as a peer at its connection cap
-    /// does, waits longer before the next dial ([`super::peers::PeerBook::refused`]: `reconnect_max`,
-    /// doubling up to `dead_redial_max`, as libtorrent's `min_reconnect_time`; off by default: an ordinary
-    /// disconnect's backoff).
-    pub back_off_refusals: bool,
     /// Whether a torrent we hold whole dials the peers it knows (on by default). A complete peer cannot tell
     /// a seed from a leecher before connecting, so in a swarm that finishes together every seed dials every
     /// other seed once only to close at its bitfield: connections grow with the square of the swarm. Off, a
@@ -163,8 +159,6 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(30),
             dead_after_failed_dials: 5,
             dead_redial_max: Duration::from_secs(600),
-            count_dials_in_flight: false,
-            back_off_refusals: false,
             dial_when_complete: true,
             announce_interval: Duration::from_secs(5),
             progress_announce_interval: Duration::from_secs(2),

@@ -46,10 +46,9 @@ impl TorrentCtx<'_> {
             if c.outbound {
                 if forget {
                     t.peers.forget(&c.addr);
-                } else if self.s.config.back_off_refusals
-                    && c.phase == ConnPhase::Handshaking
-                    && reason == CloseReason::ClosedByPeer
-                {
+                } else if reason == CloseReason::GaveWay {
+                    t.peers.withdrawn(c.addr);
+                } else if c.phase == ConnPhase::Handshaking && reason == CloseReason::ClosedByPeer {
                     t.peers.refused(c.addr, now);
                 } else {
                     t.peers.disconnected(c.addr, now);

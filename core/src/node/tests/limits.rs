@@ -273,8 +273,6 @@ fn leecher_knowing(cap: usize, known: std::ops::RangeInclusive<u8>) -> (Node, Ar
     let mut node = Node::new(NodeConfig {
         peer_id: peer_id(0),
         max_peers_per_torrent: cap,
-        count_dials_in_flight: true,
-        back_off_refusals: true,
         ..NodeConfig::default()
     });
     node.add_torrent(
@@ -331,6 +329,213 @@ fn dials_in_flight_count_against_the_per_torrent_cap() {
     assert!(
         first.iter().all(|(_, a)| *a != second[0].1),
         "a new address"
+    );
+}
+
+/// Accept a connection from `from` and send the handshake of peer `id` for `meta`.
+fn handshake_from(
+    node: &mut Node,
+    meta: &Metainfo,
+    from: SocketAddr,
+    id: [u8; 20],
+    now: Instant,
+) -> ConnId {
+    let conn = node.allocate_conn_id();
+    node.handle_input(now, Input::Accepted { conn, addr: from });
+    answer(node, meta, conn, id, now);
+    conn
+}
+
+/// Peer `id`'s handshake for `meta` arrives on connection `conn`.
+fn answer(node: &mut Node, meta: &Metainfo, conn: ConnId, id: [u8; 20], now: Instant) {
+    let hs = Handshake {
+        reserved: crate::wire::reserved_bits(true, false),
+        info_hash: meta.info_hash.0,
+        peer_id: id,
+    };
+    node.handle_input(
+        now,
+        Input::Received {
+            conn,
+            data: Bytes::copy_from_slice(&hs.encode()),
+        },
+    );
+}
+
+#[test]
+fn at_the_cap_an_inbound_handshake_takes_a_dials_place_unless_it_is_the_dialled_peer_and_loses_the_tie(
+) {
+    let (mut node, meta) = leecher_knowing(2, 1..=2);
+    let first = dials(&mut node);
+    assert_eq!(first.len(), 2, "the cap's worth of dials: {first:?}");
+    node.handle_input(at(10), Input::Connected { conn: first[1].0 });
+    let peers = |node: &Node| node.stats(&meta.info_hash).map(|s| s.peers);
+    // A peer whose handshake is here takes the place of a dial not yet answered: the one still
+    // connecting before the one handshaking.
+    let newcomer = handshake_from(
+        &mut node,
+        &meta,
+        ([10, 0, 0, 9], 40000).into(),
+        [9; 20],
+        at(20),
+    );
+    assert_eq!(closed(&mut node), BTreeSet::from([first[0].0]));
+    assert_eq!(peers(&node), Some(1), "{newcomer} in");
+    // Now at the cap with one open connection and one dial in flight, to 10.0.1.2. The peer there, dialling
+    // us at the same time, with an id above ours: the duplicate rule keeps our connection to it, so its own
+    // is refused and our dial kept.
+    let (dialled, dialled_at) = first[1];
+    let loser = handshake_from(
+        &mut node,
+        &meta,
+        (dialled_at.ip(), 50000).into(),
+        [0xff; 20],
+        at(30),
+    );
+    assert_eq!(closed(&mut node), BTreeSet::from([loser]), "refused");
+    assert_eq!(peers(&node), Some(1));
+    // With an id below ours its connection is the one both ends keep: our dial gives way to it.
+    let winner = handshake_from(
+        &mut node,
+        &meta,
+        (dialled_at.ip(), 50001).into(),
+        [2; 20],
+        at(40),
+    );
+    assert_eq!(closed(&mut node), BTreeSet::from([dialled]), "{winner} in");
+    assert_eq!(peers(&node), Some(2));
+    // At the cap with open connections only, that moved payload recently: a newcomer is refused.
+    let late = handshake_from(
+        &mut node,
+        &meta,
+        ([10, 0, 0, 7], 40000).into(),
+        [7; 20],
+        at(50),
+    );
+    assert_eq!(closed(&mut node), BTreeSet::from([late]));
+    // The address whose dial gave way was not at fault: no failure counted, dialled again once there is room.
+    node.handle_input(at(60), Input::Closed { conn: newcomer });
+    node.handle_timeout(at(61));
+    let again = dials(&mut node);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        again[0].1, first[0].1,
+        "the withdrawn dial's address, at once"
+    );
+}
+
+#[test]
+fn open_connections_and_dials_in_flight_never_exceed_the_cap_under_a_burst_both_ways() {
+    const CAP: usize = 5;
+    let (mut node, meta) = leecher_knowing(CAP, 1..=40);
+    // What the node has: dials in flight (and whether each connected), and open connections.
+    let mut dialling: BTreeMap<ConnId, (SocketAddr, bool)> = BTreeMap::new();
+    let mut open: BTreeSet<ConnId> = BTreeSet::new();
+    let (mut at_cap, mut refused, mut gave_way) = (0, 0, 0);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for step in 0..2_000u64 {
+        let now = at(step * 7);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let pick = |n: usize| (x >> 24) as usize % n.max(1);
+        let mut accepted = None;
+        match x % 8 {
+            // A burst of inbound handshakes, from peers with ids above and below ours.
+            0..=2 => {
+                let n = (step % 200) as u8;
+                let id = if step % 2 == 0 {
+                    [n; 20]
+                } else {
+                    [0x80 | n; 20]
+                };
+                let ip = if step % 5 == 0 { 1 } else { 0 };
+                let from = SocketAddr::from(([10, 0, ip, n % 41], 40000 + step as u16));
+                accepted = Some(handshake_from(&mut node, &meta, from, id, now));
+            }
+            // A dial connects, or answers its handshake once connected.
+            3 | 4 => {
+                if let Some((&conn, &(addr, connected))) = dialling.iter().nth(pick(dialling.len()))
+                {
+                    if connected {
+                        let n = match addr.ip() {
+                            std::net::IpAddr::V4(v4) => v4.octets()[3],
+                            std::net::IpAddr::V6(_) => 0,
+                        };
+                        answer(&mut node, &meta, conn, [0x40 + n; 20], now);
+                        dialling.remove(&conn);
+                        open.insert(conn);
+                    } else {
+                        node.handle_input(now, Input::Connected { conn });
+                        dialling.insert(conn, (addr, true));
+                    }
+                }
+            }
+            // A dial fails, or a connected one is refused (closed before its handshake).
+            5 => {
+                if let Some((&conn, &(_, connected))) = dialling.iter().nth(pick(dialling.len())) {
+                    let input = if connected {
+                        Input::Closed { conn }
+                    } else {
+                        Input::ConnectFailed {
+                            conn,
+                            reason: ConnectError::TimedOut,
+                        }
+                    };
+                    node.handle_input(now, input);
+                    dialling.remove(&conn);
+                }
+            }
+            // An open connection ends.
+            6 => {
+                if let Some(&conn) = open.iter().nth(pick(open.len())) {
+                    node.handle_input(now, Input::Closed { conn });
+                    open.remove(&conn);
+                }
+            }
+            _ => node.handle_timeout(now),
+        }
+        if let Some(conn) = accepted {
+            open.insert(conn);
+        }
+        let full = open.len() + dialling.len() >= CAP;
+        let (mut gone_dials, mut gone_inbound) = (0, 0);
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Connect { conn, addr } => {
+                    dialling.insert(conn, (addr, false));
+                }
+                Output::Close { conn } => {
+                    gone_dials += usize::from(dialling.remove(&conn).is_some());
+                    if open.remove(&conn) && Some(conn) == accepted {
+                        gone_inbound += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if accepted.is_some() && full {
+            at_cap += 1;
+            refused += gone_inbound;
+            gave_way += gone_dials;
+        }
+        assert!(
+            open.len() + dialling.len() <= CAP,
+            "step {step}: {} open, {} dialling",
+            open.len(),
+            dialling.len()
+        );
+        assert_eq!(
+            node.stats(&meta.info_hash).map(|s| s.peers as usize),
+            Some(open.len()),
+            "step {step}"
+        );
+    }
+    assert!(at_cap > 100, "the burst reached the cap often: {at_cap}");
+    assert!(refused > 50, "newcomers refused at the cap: {refused}");
+    assert!(
+        gave_way > 50,
+        "dials that gave way to newcomers: {gave_way}"
     );
 }
 
